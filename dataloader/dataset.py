@@ -1,0 +1,95 @@
+"""torch Dataset/DataLoader over cached (or on-the-fly preprocessed) records.
+
+Batches are fetched whole (``__getitems__``): the rows of a batch are read from the memory-mapped cache in one
+sorted fancy-index, which is far cheaper than per-item reads and keeps the loader off the model's critical path.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from .cache import SignalCache, prepare
+from .preprocessing import PreprocessSpec
+from .records import Reader
+
+
+class ECGDataset(Dataset):
+    """Rows ``positions`` of a cache (or of a reader + spec, preprocessed per item) with optional targets."""
+
+    def __init__(self, source: SignalCache | tuple[Reader, PreprocessSpec], positions, targets=None,
+                 weights=None):
+        self.source = source
+        self.positions = np.asarray(positions, dtype=np.int64)
+        n = len(self.positions)
+        self.targets = np.zeros(n, np.float32) if targets is None else np.asarray(targets, np.float32)
+        self.weights = np.ones(n, np.float32) if weights is None else np.asarray(weights, np.float32)
+        if not (len(self.targets) == len(self.weights) == n):
+            raise ValueError("positions, targets and weights must have the same length")
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def _signals(self, rows: np.ndarray) -> np.ndarray:
+        if isinstance(self.source, SignalCache):
+            order = np.argsort(rows, kind="stable")
+            out = np.empty((len(rows),) + self.source.signals.shape[1:], np.float32)
+            out[order] = self.source.signals[rows[order]]
+            return out
+        reader, spec = self.source
+        return np.stack([prepare(reader.load(int(r)), spec) for r in rows])
+
+    def __getitems__(self, indices) -> dict:
+        indices = np.asarray(indices, dtype=np.int64)
+        return {"x": torch.from_numpy(self._signals(self.positions[indices])),
+                "y": torch.from_numpy(self.targets[indices]),
+                "w": torch.from_numpy(self.weights[indices]),
+                "index": torch.from_numpy(indices)}
+
+    def __getitem__(self, index: int) -> dict:
+        return self.__getitems__([index])
+
+
+def _pass_through(batch):
+    return batch
+
+
+def default_workers(device: torch.device, cached: bool, world_size: int = 1) -> int:
+    """Cached batches are a memcpy: on CPU a worker would only steal cores from the model. On CUDA, or when
+    preprocessing runs in the loader, a few workers hide the loading behind the step."""
+    import os
+
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if device.type == "cpu":
+        return 0 if cached else max(0, min(2, cpus - 1))
+    return max(1, min(4 if cached else 8, cpus // max(1, world_size) - 1))
+
+
+def train_loader(dataset: ECGDataset, batch_size: int, seed: int, workers: int, rank: int = 0, world: int = 1,
+                 pin: bool = False) -> DataLoader:
+    """Shuffled, a different permutation every epoch (``loader.sampler.set_epoch``), a disjoint shard per rank.
+    The last partial batch is dropped as in the seed (unless the set is smaller than one batch)."""
+    sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed)
+    per_rank = max(1, batch_size // world)
+    drop_last = len(dataset) // world > per_rank
+    return DataLoader(dataset, batch_size=per_rank, sampler=sampler, drop_last=drop_last, num_workers=workers,
+                      collate_fn=_pass_through, pin_memory=pin, persistent_workers=workers > 0)
+
+
+class _Shard(torch.utils.data.Sampler):
+    def __init__(self, indices):
+        self.indices = list(indices)
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self):
+        return len(self.indices)
+
+
+def eval_loader(dataset: ECGDataset, batch_size: int, workers: int, rank: int = 0, world: int = 1,
+                pin: bool = False) -> DataLoader:
+    """In order, every row exactly once across ranks (contiguous shards, no padding duplicates, no dropping)."""
+    shard = np.array_split(np.arange(len(dataset)), world)[rank]
+    return DataLoader(dataset, batch_size=batch_size, sampler=_Shard(shard), num_workers=workers,
+                      collate_fn=_pass_through, pin_memory=pin)

@@ -1,0 +1,504 @@
+"""Readers: every input format becomes the same record type.
+
+A reader is a table of records (``reader.table``: one row per record with ``id`` and whatever metadata the format
+carries — ``age``, ``sex`` ('M'/'F'), ``patient_id``, ...) plus ``load(i)`` that returns
+``Record(id, signal float32 (12, N) in mV with leads I, II, III, aVR, aVL, aVF, V1–V6, fs, meta)``.
+Listing never reads signals, so building splits over 345k HDF5 exams costs only the id columns.
+Adding a format means adding a reader class and one line in :func:`open_reader`.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from pathlib import Path
+from typing import Iterator, NamedTuple, Sequence
+
+import numpy as np
+import pandas as pd
+
+LEADS = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
+_LEAD_KEYS = {name.upper(): i for i, name in enumerate(LEADS)}
+_UNIT_TO_MV = {"mv": 1.0, "uv": 1e-3, "µv": 1e-3, "μv": 1e-3, "v": 1e3, "nu": 1.0, "": 1.0}
+
+
+class Record(NamedTuple):
+    id: str
+    signal: np.ndarray
+    fs: float
+    meta: dict
+
+
+class RecordError(ValueError):
+    """A record or input file that cannot be used; ``str()`` names it and says why."""
+
+    def __init__(self, where: str, reason: str):
+        super().__init__(f"{where}: {reason}")
+        self.where, self.reason = where, reason
+
+
+def standard_leads(signal: np.ndarray, names: Sequence[str], where: str) -> np.ndarray:
+    """Reorder (n_leads, N) rows named ``names`` into the standard 12-lead order; a missing lead is an error."""
+    index = {}
+    for row, name in enumerate(names):
+        key = str(name).strip().upper()
+        if key in _LEAD_KEYS and key not in index:
+            index[key] = row
+    missing = [lead for lead in LEADS if lead.upper() not in index]
+    if missing:
+        raise RecordError(where, f"lacks lead(s) {', '.join(missing)} (has {', '.join(map(str, names))})")
+    return signal[[index[lead.upper()] for lead in LEADS]]
+
+
+def as_12_leads(array: np.ndarray, where: str) -> np.ndarray:
+    """Accept (12, N), (N, 12) or flat (12·N,) lead-major arrays (the MAIC .npy layouts) → float32 (12, N)."""
+    array = np.asarray(array)
+    if array.dtype.kind not in "fiu":
+        raise RecordError(where, f"holds {array.dtype} data, not numbers")
+    if array.ndim == 1 and array.size and array.size % 12 == 0:
+        array = array.reshape(12, -1)
+    elif array.ndim == 2 and array.shape[0] != 12 and array.shape[1] == 12:
+        array = array.T
+    if array.ndim != 2 or array.shape[0] != 12 or array.shape[1] < 2:
+        raise RecordError(where, f"has shape {array.shape}; expected 12 leads × N samples "
+                                 f"((12, N), (N, 12) or flat (12·N,))")
+    return np.ascontiguousarray(array, dtype=np.float32)
+
+
+def normalise_sex(value) -> str | None:
+    """'M' / 'F' / None from the formats' spellings (MALE, Male, 0/1 PTB-XL, is_male booleans are mapped by callers)."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    text = str(value).strip().upper()
+    if text in ("M", "MALE", "MAN"):
+        return "M"
+    if text in ("F", "FEMALE", "WOMAN"):
+        return "F"
+    return None
+
+
+def fingerprint_files(paths: Sequence[Path]) -> str:
+    """Identity of a set of files for cache keys: names, sizes and modification times."""
+    digest = hashlib.sha256()
+    for path in paths:
+        stat = os.stat(path)
+        digest.update(f"{Path(path).resolve()}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def natural_key(text: str):
+    """Sort 'ecg_adult_2' before 'ecg_adult_10'."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(text))]
+
+
+class Reader:
+    """Base class. Subclasses set ``self.table`` (DataFrame with an ``id`` column) and implement ``_load``."""
+
+    format = "records"
+    table: pd.DataFrame
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    @property
+    def ids(self) -> list[str]:
+        return self.table["id"].astype(str).tolist()
+
+    def load(self, index: int) -> Record:
+        row = self.table.iloc[index]
+        return self._load(index, row)
+
+    def load_block(self, start: int, stop: int) -> list[Record]:
+        """Records ``start..stop-1``; formats that store records contiguously read them in one go."""
+        return [self.load(i) for i in range(start, stop)]
+
+    def __iter__(self) -> Iterator[Record]:
+        for i in range(len(self)):
+            yield self.load(i)
+
+    def fingerprint(self) -> str:
+        raise NotImplementedError
+
+    def subset(self, positions: Sequence[int]) -> "Reader":
+        """A reader over some rows of this one (same files)."""
+        clone = object.__new__(type(self))
+        clone.__dict__.update(self.__dict__)
+        clone.table = self.table.iloc[list(positions)].reset_index(drop=True)
+        return clone
+
+    def _meta(self, row: pd.Series) -> dict:
+        return {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in row.items() if k != "id"}
+
+    def _load(self, index: int, row: pd.Series) -> Record:
+        raise NotImplementedError
+
+
+# --------------------------------------------------------------------------------------------------------------
+# MAIC .npy folders
+# --------------------------------------------------------------------------------------------------------------
+def read_maic_labels(path: str | os.PathLike) -> pd.DataFrame:
+    """MAIC label CSV (FILENAME, GENDER, AGE) → id, sex, age (+ the raw columns)."""
+    path = Path(path)
+    try:
+        frame = pd.read_csv(path, dtype={"FILENAME": str})
+    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise RecordError(str(path), f"cannot be read as a CSV ({exc})") from exc
+    missing = [c for c in ("FILENAME", "AGE") if c not in frame.columns]
+    if missing:
+        raise RecordError(str(path), f"lacks column(s) {', '.join(missing)}; a MAIC label CSV has "
+                                     f"FILENAME, GENDER, AGE (has {', '.join(map(str, frame.columns))})")
+    out = pd.DataFrame({"id": frame["FILENAME"].astype(str).str.strip().str.replace(r"\.npy$", "", regex=True)})
+    out["age"] = pd.to_numeric(frame["AGE"], errors="coerce")
+    out["sex"] = frame["GENDER"].map(normalise_sex) if "GENDER" in frame.columns else None
+    out["GENDER"] = frame["GENDER"] if "GENDER" in frame.columns else None
+    return out
+
+
+class NpyFolderReader(Reader):
+    """A folder of one-ECG ``.npy`` files (MAIC layout), optionally joined with a MAIC label CSV."""
+
+    format = "npy"
+
+    def __init__(self, folder: str | os.PathLike, labels: str | os.PathLike | None = None, fs: float = 500.0,
+                 scale: float = 1.0):
+        self.folder = Path(folder)
+        if not self.folder.is_dir():
+            raise RecordError(str(self.folder), "is not a folder")
+        self.fs, self.scale = float(fs), float(scale)
+        names = sorted((p.name for p in self.folder.iterdir() if p.suffix == ".npy"), key=natural_key)
+        table = pd.DataFrame({"id": [n[:-4] for n in names], "path": [str(self.folder / n) for n in names]})
+        if labels is not None:
+            table = table.merge(read_maic_labels(labels), on="id", how="left")
+        self.table = table
+        self.labels = labels
+
+    def fingerprint(self) -> str:
+        return fingerprint_files([Path(p) for p in self.table["path"]])
+
+    def _load(self, index: int, row: pd.Series) -> Record:
+        return Record(row["id"], load_npy(row["path"]) * np.float32(self.scale), self.fs, self._meta(row))
+
+
+def load_npy(path: str | os.PathLike) -> np.ndarray:
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise RecordError(str(path), f"is not a readable .npy file ({exc})") from exc
+    return as_12_leads(array, str(path))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# CODE-15% HDF5
+# --------------------------------------------------------------------------------------------------------------
+class HDF5Reader(Reader):
+    """CODE-15% layout: ``tracings`` (N, samples, 12) float32 in mV at 400 Hz and ``exam_id`` per file.
+
+    Several ``exams_part*.hdf5`` files are read lazily (one open handle per process, rows sliced on demand);
+    ``exams.csv`` (exam_id, age, is_male, patient_id, death, timey, trace_file) supplies labels when given.
+    """
+
+    format = "hdf5"
+
+    def __init__(self, files: Sequence[str | os.PathLike], labels: str | os.PathLike | None = None,
+                 fs: float = 400.0, traces_dset: str = "tracings", ids_dset: str = "exam_id", scale: float = 1.0):
+        import h5py
+
+        self.files = [str(f) for f in files]
+        self.fs, self.scale, self.traces_dset, self.ids_dset = float(fs), float(scale), traces_dset, ids_dset
+        self._handles: dict[str, object] = {}
+        self._pid = os.getpid()
+        parts = []
+        for file_index, path in enumerate(self.files):
+            try:
+                with h5py.File(path, "r") as handle:
+                    if traces_dset not in handle:
+                        raise RecordError(path, f"has no '{traces_dset}' dataset (has {', '.join(handle.keys())}); "
+                                                f"a CODE-15% file holds 'tracings' (N, 4096, 12) and 'exam_id'")
+                    traces = handle[traces_dset]
+                    if traces.ndim != 3 or 12 not in (traces.shape[1], traces.shape[2]):
+                        raise RecordError(path, f"'{traces_dset}' has shape {traces.shape}; expected "
+                                                f"(N, samples, 12)")
+                    n = traces.shape[0]
+                    if ids_dset and ids_dset in handle:
+                        ids = np.asarray(handle[ids_dset][:])
+                        if len(ids) != n:
+                            raise RecordError(path, f"'{ids_dset}' has {len(ids)} entries but '{traces_dset}' "
+                                                    f"has {n} tracings")
+                    else:
+                        ids = np.arange(n)
+            except OSError as exc:
+                raise RecordError(path, f"is not a readable HDF5 file ({exc})") from exc
+            parts.append(pd.DataFrame({"id": [str(int(i)) if np.issubdtype(np.asarray(i).dtype, np.integer)
+                                              else str(i.decode() if isinstance(i, bytes) else i) for i in ids],
+                                       "file_index": file_index, "row": np.arange(n)}))
+        table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["id", "file_index", "row"])
+        if labels is not None:
+            table = table.merge(read_code_exams(labels), on="id", how="left")
+        self.table = table
+        self.labels = labels
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_handles"] = {}
+        return state
+
+    def _dataset(self, file_index: int):
+        import h5py
+
+        if self._pid != os.getpid():  # a forked worker must not share the parent's HDF5 handle
+            self._handles, self._pid = {}, os.getpid()
+        path = self.files[file_index]
+        if path not in self._handles:
+            self._handles[path] = h5py.File(path, "r")
+        return self._handles[path][self.traces_dset]
+
+    def fingerprint(self) -> str:
+        return fingerprint_files([Path(p) for p in self.files]) + f"|{self.traces_dset}|{self.ids_dset}"
+
+    def _to_record(self, row: pd.Series, trace: np.ndarray) -> Record:
+        trace = np.asarray(trace)
+        signal = trace.T if trace.shape[-1] == 12 else trace
+        where = f"{self.files[int(row['file_index'])]}[{int(row['row'])}] (exam_id {row['id']})"
+        signal = as_12_leads(signal, where)
+        if self.scale != 1.0:
+            signal = signal * np.float32(self.scale)
+        return Record(row["id"], signal, self.fs, self._meta(row))
+
+    def _load(self, index: int, row: pd.Series) -> Record:
+        return self._to_record(row, self._dataset(int(row["file_index"]))[int(row["row"])])
+
+    def load_block(self, start: int, stop: int) -> list[Record]:
+        rows = self.table.iloc[start:stop]
+        out: list[Record] = []
+        # consecutive table rows from the same file and consecutive HDF5 rows are read with one slice
+        groups = (rows["file_index"].diff().fillna(0) != 0) | (rows["row"].diff().fillna(1) != 1)
+        for _, group in rows.groupby(groups.cumsum()):
+            first, last = int(group["row"].iloc[0]), int(group["row"].iloc[-1])
+            block = self._dataset(int(group["file_index"].iloc[0]))[first:last + 1]
+            out.extend(self._to_record(row, trace) for (_, row), trace in zip(group.iterrows(), block))
+        return out
+
+
+def read_code_exams(path: str | os.PathLike) -> pd.DataFrame:
+    """CODE-15% ``exams.csv`` → id (exam_id), age, sex, patient_id, death, timey, trace_file."""
+    path = Path(path)
+    try:
+        frame = pd.read_csv(path)
+    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise RecordError(str(path), f"cannot be read as a CSV ({exc})") from exc
+    if "exam_id" not in frame.columns:
+        raise RecordError(str(path), f"lacks column exam_id (has {', '.join(map(str, frame.columns))})")
+    out = pd.DataFrame({"id": frame["exam_id"].map(lambda v: str(int(v)) if pd.notna(v) else "")})
+    if "age" in frame.columns:
+        out["age"] = pd.to_numeric(frame["age"], errors="coerce")
+    if "is_male" in frame.columns:
+        out["sex"] = frame["is_male"].map(lambda v: None if pd.isna(v) else
+                                          ("M" if str(v).strip().lower() in ("true", "1", "1.0") else "F"))
+    for column in ("patient_id", "death", "timey", "trace_file", "nn_predicted_age"):
+        if column in frame.columns:
+            out[column] = frame[column]
+    if "patient_id" in out.columns:
+        out["patient_id"] = out["patient_id"].map(lambda v: None if pd.isna(v) else str(int(v)) if
+                                                  isinstance(v, (int, float, np.number)) else str(v))
+    return out.drop_duplicates("id")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# WFDB: a folder of .hea records (CinC .hea/.mat included) or a PTB-XL root / database CSV
+# --------------------------------------------------------------------------------------------------------------
+def read_wfdb(record_path: str, where: str | None = None) -> tuple[np.ndarray, float, list[str]]:
+    """One WFDB record → (float32 (12, N) in mV in standard lead order, fs, header comments)."""
+    import wfdb
+
+    where = where or record_path
+    try:
+        record = wfdb.rdrecord(record_path)
+    except Exception as exc:  # wfdb raises many kinds (ValueError, FileNotFoundError, IndexError) on bad files
+        raise RecordError(where, f"is not a readable WFDB record ({type(exc).__name__}: {exc})") from exc
+    if record.p_signal is None or record.fs is None:
+        raise RecordError(where, "has no physical signal or sampling frequency in its header")
+    signal = np.asarray(record.p_signal, dtype=np.float64).T
+    scales = np.array([_UNIT_TO_MV.get(str(unit).strip().lower(), np.nan) for unit in record.units])
+    if np.isnan(scales).any():
+        bad = [u for u, s in zip(record.units, scales) if np.isnan(s)]
+        raise RecordError(where, f"has signal units {bad} that are not voltages (mV, uV, V)")
+    signal = standard_leads(signal * scales[:, None], record.sig_name, where)
+    return signal.astype(np.float32), float(record.fs), list(record.comments or [])
+
+
+def parse_header_comments(comments: Sequence[str]) -> dict:
+    """CinC ``# Age: 78`` / ``# Sex: Male`` comments → {'age': 78.0, 'sex': 'M'} (NaN/None if absent or unknown)."""
+    meta: dict = {"age": np.nan, "sex": None}
+    for line in comments:
+        key, _, value = str(line).partition(":")
+        key = key.strip().lower()
+        if key == "age":
+            meta["age"] = pd.to_numeric(value.strip(), errors="coerce")
+        elif key == "sex":
+            meta["sex"] = normalise_sex(value)
+    return meta
+
+
+class WFDBFolderReader(Reader):
+    """Every ``.hea`` record under a folder (recursively); CinC ``# Age:``/``# Sex:`` comments become labels."""
+
+    format = "wfdb"
+
+    def __init__(self, folder: str | os.PathLike):
+        import wfdb
+
+        self.folder = Path(folder)
+        headers = sorted(self.folder.rglob("*.hea"), key=lambda p: natural_key(str(p)))
+        rows = []
+        for header in headers:
+            base = str(header.with_suffix(""))
+            try:
+                comments = wfdb.rdheader(base).comments or []
+            except Exception as exc:
+                raise RecordError(str(header), f"is not a readable WFDB header ({type(exc).__name__}: {exc})") \
+                    from exc
+            rows.append({"id": str(header.relative_to(self.folder).with_suffix("")), "path": base,
+                         **parse_header_comments(comments)})
+        self.table = pd.DataFrame(rows, columns=["id", "path", "age", "sex"])
+        self.fs = None
+
+    def fingerprint(self) -> str:
+        files = []
+        for base in self.table["path"]:
+            files.extend(sorted(Path(base).parent.glob(Path(base).name + ".*")))
+        return fingerprint_files(files)
+
+    def _load(self, index: int, row: pd.Series) -> Record:
+        signal, fs, _ = read_wfdb(row["path"], where=row["path"] + ".hea")
+        return Record(row["id"], signal, fs, self._meta(row))
+
+
+class PTBXLReader(Reader):
+    """A PTB-XL root (or its ``ptbxl_database.csv``): ids are ``ecg_id``; 500 Hz (``filename_hr``) or 100 Hz."""
+
+    format = "ptbxl"
+
+    def __init__(self, path: str | os.PathLike, rate: int = 500):
+        path = Path(path)
+        self.database = path / "ptbxl_database.csv" if path.is_dir() else path
+        self.root = self.database.parent
+        if rate not in (100, 500):
+            raise ValueError(f"PTB-XL comes at 100 or 500 Hz, not {rate}")
+        column = "filename_hr" if rate == 500 else "filename_lr"
+        try:
+            frame = pd.read_csv(self.database)
+        except (OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+            raise RecordError(str(self.database), f"cannot be read as a CSV ({exc})") from exc
+        missing = [c for c in ("ecg_id", column) if c not in frame.columns]
+        if missing:
+            raise RecordError(str(self.database), f"lacks PTB-XL column(s) {', '.join(missing)}")
+        age = pd.to_numeric(frame.get("age"), errors="coerce")
+        # PTB-XL sets ages above 89 to 300 for anonymity: the true age is unknown, so it is not a label
+        age = age.where(age < 300)
+        self.table = pd.DataFrame({
+            "id": frame["ecg_id"].astype(int).astype(str),
+            "path": [str(self.root / f) for f in frame[column]],
+            "age": age,
+            "sex": frame["sex"].map({0: "M", 1: "F"}) if "sex" in frame.columns else None,
+            "patient_id": frame["patient_id"].map(lambda v: None if pd.isna(v) else str(int(v)))
+            if "patient_id" in frame.columns else None,
+            "strat_fold": frame["strat_fold"] if "strat_fold" in frame.columns else None,
+        })
+        self.rate, self.fs = rate, float(rate)
+
+    def fingerprint(self) -> str:
+        files = [self.database]
+        for base in self.table["path"]:
+            files.extend(sorted(Path(base).parent.glob(Path(base).name + ".*")))
+        return fingerprint_files(files)
+
+    def _load(self, index: int, row: pd.Series) -> Record:
+        signal, fs, _ = read_wfdb(row["path"], where=f"PTB-XL ecg_id {row['id']} ({row['path']}.hea)")
+        return Record(row["id"], signal, fs, self._meta(row))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Manifest CSV: path, age (optional id, fs, sex, patient_id); also reads this project's MAIC dataset CSVs
+# --------------------------------------------------------------------------------------------------------------
+_MANIFEST_ALIASES = {"npy_path": "path", "Filename": "id", "Age": "age", "Gender": "sex"}
+
+
+class ManifestReader(Reader):
+    """A CSV listing record files: ``path`` (an .npy file or a WFDB record) and optionally id, age, sex, fs, ..."""
+
+    format = "manifest"
+
+    def __init__(self, csv: str | os.PathLike, fs: float | None = None, scale: float = 1.0):
+        self.csv = Path(csv)
+        try:
+            frame = pd.read_csv(self.csv, dtype={"id": str, "Filename": str, "patient_id": str})
+        except (OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+            raise RecordError(str(self.csv), f"cannot be read as a CSV ({exc})") from exc
+        frame = frame.rename(columns={k: v for k, v in _MANIFEST_ALIASES.items() if k in frame.columns})
+        if "path" not in frame.columns:
+            raise RecordError(str(self.csv), f"lacks a 'path' column (has {', '.join(map(str, frame.columns))}); "
+                                             f"a manifest lists one record file per row: path[,age,id,fs]")
+        paths = [p if os.path.isabs(p) else str(self.csv.parent / p) for p in frame["path"].astype(str)]
+        frame["path"] = paths
+        if "id" not in frame.columns:
+            frame["id"] = [Path(p).stem for p in paths]
+        frame["id"] = frame["id"].astype(str)
+        if "age" in frame.columns:
+            frame["age"] = pd.to_numeric(frame["age"], errors="coerce")
+        if "sex" in frame.columns:
+            frame["sex"] = frame["sex"].map(normalise_sex)
+        self.table = frame[["id"] + [c for c in frame.columns if c != "id"]].reset_index(drop=True)
+        self.fs, self.scale = fs, float(scale)
+
+    def fingerprint(self) -> str:
+        files = [self.csv]
+        for path in self.table["path"]:
+            p = Path(path)
+            files.extend([p] if p.exists() else sorted(p.parent.glob(p.name + ".*")))
+        return fingerprint_files(files)
+
+    def _load(self, index: int, row: pd.Series) -> Record:
+        path = str(row["path"])
+        if path.endswith(".npy"):
+            fs = row.get("fs") if "fs" in row and pd.notna(row.get("fs")) else self.fs
+            if fs is None:
+                raise RecordError(path, "is an .npy file and the manifest gives no sampling rate; add an 'fs' "
+                                        "column or pass --fs")
+            return Record(row["id"], load_npy(path) * np.float32(self.scale), float(fs), self._meta(row))
+        base = re.sub(r"\.(hea|dat|mat)$", "", path)
+        signal, fs, _ = read_wfdb(base, where=path)
+        return Record(row["id"], signal, fs, self._meta(row))
+
+
+# --------------------------------------------------------------------------------------------------------------
+def open_reader(path: str | os.PathLike, labels: str | os.PathLike | None = None, fs: float | None = None,
+                ptbxl_rate: int = 500, scale: float = 1.0, traces_dset: str = "tracings",
+                ids_dset: str = "exam_id") -> Reader:
+    """Pick the reader for ``path``: an HDF5 file or folder of them, a PTB-XL root or database CSV, a folder of
+    .npy files, a folder of WFDB records, or a manifest CSV. ``labels`` joins a label CSV (MAIC or CODE-15%)."""
+    path = Path(path)
+    if not path.exists():
+        raise RecordError(str(path), "does not exist")
+    if path.is_file() and path.suffix.lower() in (".hdf5", ".h5"):
+        return HDF5Reader([path], labels=labels, fs=fs or 400.0, traces_dset=traces_dset, ids_dset=ids_dset,
+                          scale=scale)
+    if path.is_file() and path.suffix.lower() == ".csv":
+        columns = pd.read_csv(path, nrows=0).columns
+        if "ecg_id" in columns and ("filename_hr" in columns or "filename_lr" in columns):
+            return PTBXLReader(path, rate=ptbxl_rate)
+        return ManifestReader(path, fs=fs, scale=scale)
+    if path.is_dir():
+        if (path / "ptbxl_database.csv").exists():
+            return PTBXLReader(path, rate=ptbxl_rate)
+        hdf5 = sorted([*path.glob("*.hdf5"), *path.glob("*.h5")], key=lambda p: natural_key(p.name))
+        if hdf5:
+            if labels is None and (path / "exams.csv").exists():
+                labels = path / "exams.csv"
+            return HDF5Reader(hdf5, labels=labels, fs=fs or 400.0, traces_dset=traces_dset, ids_dset=ids_dset,
+                              scale=scale)
+        if any(path.glob("*.npy")):
+            return NpyFolderReader(path, labels=labels, fs=fs or 500.0, scale=scale)
+        if any(path.rglob("*.hea")):
+            return WFDBFolderReader(path)
+        raise RecordError(str(path), "holds no .npy, .hdf5 or WFDB (.hea) records and no ptbxl_database.csv")
+    raise RecordError(str(path), "is not a folder, an HDF5 file or a CSV (manifest or PTB-XL database)")

@@ -1,0 +1,201 @@
+"""Predict ages: a MAIC submission, or ``ids,predicted_age`` for any supported format.
+
+    # MAIC: fill every row of the template (adult rows with the adult model, child rows with the child model)
+    python test_interface.py --test_for_adult DIR --test_for_child DIR --submission_template CSV \
+        --weights_adult CKPT --weights_child CKPT --output score/submission.csv --device cpu --precision fp32
+
+    # any format (HDF5, WFDB folder, PTB-XL root/CSV, .npy folder, manifest CSV); output columns ids,predicted_age
+    python test_interface.py --input exams_part0.hdf5 --weights model_dir/ --output predicted_age.csv
+
+A checkpoint is this project's .pt, the seed's .pt or a published model folder (model.pth + config.json); its own
+preprocessing is applied. Nothing is written unless every requested row gets a finite age.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+import options as opts
+from dataloader.dataset import ECGDataset, default_workers, eval_loader
+from dataloader.records import NpyFolderReader, Reader, RecordError, natural_key, open_reader
+from dataloader.sources import BadInputError, apply_policy, duplicate_ids, open_source
+from utils.checkpoint import CheckpointError, ModelBundle, load_bundle
+from utils.io import OutputError, write_csv
+from utils.runtime import configure_backends, resolve_device, resolve_precision
+from utils.trainer import predict
+
+ROOT = Path(__file__).resolve().parent
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def predict_records(bundle: ModelBundle, reader: Reader, args, device, precision: str) -> tuple[np.ndarray, dict]:
+    """Ages for every record of ``reader`` (NaN for bad ones) and {id: reason} of the bad records."""
+    cache_dtype = args.cache_dtype if args.cache_dtype != "auto" else ("float16" if precision == "bf16"
+                                                                       else "float32")
+    source, bad = open_source(reader, bundle.preprocessing, args.cache == "on", args.cache_dir, dtype=cache_dtype,
+                              progress=not args.quiet)
+    bad = {**duplicate_ids(reader.table), **bad}
+    ids = reader.ids
+    good = np.array([i for i, rid in enumerate(ids) if rid not in bad], dtype=np.int64)
+    ages = np.full(len(ids), np.nan)
+    if len(good):
+        workers = args.num_workers if args.num_workers is not None else default_workers(device, args.cache == "on")
+        loader = eval_loader(ECGDataset(source, good), args.infer_batch_size, workers, pin=device.type == "cuda")
+        result = predict(bundle.model.to(device), bundle.head, loader, device, precision,
+                         progress=not args.quiet, desc=f"{bundle.arch} on {len(good)} ECGs")
+        ages[good[result["index"]]] = result["age"]
+    return ages, bad
+
+
+def median_fill(bundle: ModelBundle, fallback: np.ndarray) -> float:
+    """The training median age stored with the model (or, for foreign checkpoints, the median prediction)."""
+    stored = (bundle.checkpoint.get("options") or {}).get("train_median_age")
+    if stored is not None:
+        return float(stored)
+    finite = fallback[np.isfinite(fallback)]
+    return float(np.median(finite)) if len(finite) else float("nan")
+
+
+def finish(ages: np.ndarray, ids: list[str], bad: dict, args, bundle: ModelBundle, what: str) -> np.ndarray:
+    """Apply the bad-record policy; returns positions to write (ages filled in place under 'fill')."""
+    hint = ("Fix or remove them, or pass --on_bad skip (leave them out) or --on_bad fill (write the training "
+            "median) to continue.")
+    keep = apply_policy(bad, ids, "skip" if args.on_bad == "fill" else args.on_bad, what, log=log, hint=hint)
+    if args.on_bad == "fill" and len(keep) < len(ids):
+        fill = median_fill(bundle, ages)
+        flagged = np.setdiff1d(np.arange(len(ids)), keep)
+        ages[flagged] = fill
+        log(f"--on_bad fill: wrote the training median {fill:.2f} for {len(flagged)} bad record(s)")
+        keep = np.arange(len(ids))
+    nonfinite = [ids[i] for i in keep if not np.isfinite(ages[i])]
+    if nonfinite:
+        raise BadInputError([f"{rid}: the model gave a non-finite age" for rid in nonfinite])
+    return keep
+
+
+# ---- any format → ids,predicted_age ------------------------------------------------------------------------------
+def run_records(args, device, precision) -> Path:
+    weights = args.weights or getattr(args, f"weights_{args.mode}")
+    if weights is None:
+        raise SystemExit("error: --input needs --weights (a checkpoint or a published model folder)")
+    bundle = load_bundle(weights, mode=args.mode)
+    reader = open_reader(args.input, labels=args.labels, fs=args.fs, ptbxl_rate=args.ptbxl_rate,
+                         scale=args.input_scale, traces_dset=args.traces_dset, ids_dset=args.ids_dset)
+    if len(reader) == 0:
+        raise SystemExit(f"error: {args.input} holds no records")
+    log(f"{bundle.arch} from {bundle.source} ({bundle.preprocessing.fs:g} Hz, {bundle.preprocessing.length} "
+        f"samples) on {len(reader)} {reader.format} record(s); device {device}, {precision}")
+    ages, bad = predict_records(bundle, reader, args, device, precision)
+    ids = reader.ids
+    keep = finish(ages, ids, bad, args, bundle, "the predictions")
+    output = Path(args.output or "predicted_age.csv")
+    write_csv(output, pd.DataFrame({"ids": [ids[i] for i in keep], "predicted_age": ages[keep]}))
+    return output
+
+
+# ---- MAIC submission -------------------------------------------------------------------------------------------
+def read_template(path: Path) -> pd.DataFrame:
+    try:
+        template = pd.read_csv(path, dtype={"FILENAME": str})
+    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise RecordError(str(path), f"cannot be read as a CSV ({exc})") from exc
+    if "FILENAME" not in template.columns:
+        raise RecordError(str(path), f"lacks the FILENAME column (has {', '.join(map(str, template.columns))})")
+    if "AGE" not in template.columns:
+        template["AGE"] = np.nan
+    template["AGE"] = template["AGE"].astype(float)
+    return template
+
+
+def assign_rows(template: pd.DataFrame, folders: dict[str, Path | None], template_path: Path) -> pd.Series:
+    """Mode of every template row, from the folder holding its file; lists every mismatch in both directions."""
+    present = {mode: ({p.stem for p in folder.glob("*.npy")} if folder is not None else set())
+               for mode, folder in folders.items()}
+    names = template["FILENAME"].astype(str).str.strip().str.replace(r"\.npy$", "", regex=True)
+    problems, modes = [], []
+    for name in names:
+        hits = [m for m in ("adult", "child") if name in present[m]]
+        if len(hits) == 2:
+            hits = [m for m in hits if m in name.lower()] or hits
+        if len(hits) != 1:
+            where = " or ".join(str(f) for f in folders.values() if f is not None) or "no test folder"
+            problems.append(f"template row {name}: " + ("no ECG file " + f"{name}.npy in {where}" if not hits else
+                                                        f"{name}.npy is in both the adult and the child folder"))
+            modes.append(None)
+        else:
+            modes.append(hits[0])
+    listed = set(names)
+    for mode, folder in folders.items():
+        for extra in sorted(present[mode] - listed, key=natural_key):
+            problems.append(f"{folder / (extra + '.npy')}: ECG file without a row in {template_path}")
+    dup = names[names.duplicated()].unique()
+    problems.extend(f"template row {d}: listed more than once" for d in dup)
+    if problems:
+        raise BadInputError(problems, "The template and the test folders must list the same ECGs.")
+    return pd.Series(modes, index=template.index)
+
+
+def run_submission(args, device, precision) -> Path:
+    if not args.submission_template:
+        raise SystemExit("error: give --submission_template (or --data_root), or --input for other formats")
+    template_path = Path(args.submission_template)
+    template = read_template(template_path)
+    folders = {m: (Path(getattr(args, f"test_for_{m}")) if getattr(args, f"test_for_{m}") else None)
+               for m in ("adult", "child")}
+    for mode, folder in folders.items():
+        if folder is not None and not folder.is_dir():
+            raise RecordError(str(folder), f"--test_for_{mode} is not a folder")
+    modes = assign_rows(template, folders, template_path)
+    names = template["FILENAME"].astype(str).str.strip().str.replace(r"\.npy$", "", regex=True)
+    ages = np.full(len(template), np.nan)
+    for mode in ("adult", "child"):
+        rows = np.flatnonzero(modes.to_numpy() == mode)
+        if len(rows) == 0:
+            continue
+        weights = getattr(args, f"weights_{mode}")
+        if weights is None:
+            raise SystemExit(f"error: the template has {len(rows)} {mode} row(s); give --weights_{mode}")
+        bundle = load_bundle(weights, mode=mode)
+        reader = NpyFolderReader(folders[mode], fs=args.fs or 500.0, scale=args.input_scale)
+        position = {rid: i for i, rid in enumerate(reader.ids)}
+        reader = reader.subset([position[n] for n in names.iloc[rows]])
+        log(f"{mode}: {bundle.arch} from {bundle.source} on {len(rows)} ECG(s); device {device}, {precision}")
+        mode_ages, bad = predict_records(bundle, reader, args, device, precision)
+        keep = finish(mode_ages, reader.ids, bad, args, bundle, f"the {mode} rows")
+        low, high = opts.MAIC_AGE_BOUNDS[mode]
+        ages[rows[keep]] = np.clip(mode_ages[keep], low, high)  # a linear-head model could leave the range
+    written = np.isfinite(ages)
+    out = template.copy()
+    out["AGE"] = ages
+    output = Path(args.output or ROOT / "score" / "submission.csv")
+    write_csv(output, out[written])
+    return output
+
+
+def main(argv=None) -> int:
+    args = opts.parse(argv)
+    device = resolve_device(args.device)
+    # inference defaults to fp32 (outputs identical to the reference code); --precision bf16 is the fast path
+    precision = "fp32" if args.precision == "auto" else resolve_precision(args.precision, device)
+    configure_backends(device, precision, args.deterministic)
+    output = run_records(args, device, precision) if args.input else run_submission(args, device, precision)
+    log(f"wrote {output}")
+    return 0
+
+
+def entry(argv=None) -> int:
+    try:
+        return main(argv)
+    except (BadInputError, RecordError, CheckpointError, OutputError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(entry())

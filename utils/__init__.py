@@ -1,0 +1,1 @@
+"""Trainer, losses, metrics, checkpoints, distributed helpers and the one atomic-write helper."""
