@@ -154,14 +154,15 @@ def run_submission(args, device, precision) -> Path:
     modes = assign_rows(template, folders, template_path)
     names = template["FILENAME"].astype(str).str.strip().str.replace(r"\.npy$", "", regex=True)
     ages = np.full(len(template), np.nan)
-    for mode in ("adult", "child"):
-        rows = np.flatnonzero(modes.to_numpy() == mode)
+    needed = {m: np.flatnonzero(modes.to_numpy() == m) for m in ("adult", "child")}
+    missing = [f"--weights_{m} (the template has {len(rows)} {m} row(s))" for m, rows in needed.items()
+               if len(rows) and getattr(args, f"weights_{m}") is None]
+    if missing:
+        raise SystemExit(f"error: give {' and '.join(missing)}")
+    for mode, rows in needed.items():
         if len(rows) == 0:
             continue
-        weights = getattr(args, f"weights_{mode}")
-        if weights is None:
-            raise SystemExit(f"error: the template has {len(rows)} {mode} row(s); give --weights_{mode}")
-        bundle = load_bundle(weights, mode=mode)
+        bundle = load_bundle(getattr(args, f"weights_{mode}"), mode=mode)
         reader = NpyFolderReader(folders[mode], fs=args.fs or 500.0, scale=args.input_scale)
         position = {rid: i for i, rid in enumerate(reader.ids)}
         reader = reader.subset([position[n] for n in names.iloc[rows]])
@@ -195,6 +196,11 @@ def entry(argv=None) -> int:
     except (BadInputError, RecordError, CheckpointError, OutputError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except SystemExit as exc:  # usage errors raised with a message
+        if isinstance(exc.code, str):
+            print(exc.code, file=sys.stderr)
+            return 2
+        raise
 
 
 if __name__ == "__main__":

@@ -215,6 +215,11 @@ def entry(argv=None) -> int:
     except (RecordError, CheckpointError, OutputError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except SystemExit as exc:  # usage errors raised with a message
+        if isinstance(exc.code, str):
+            print(exc.code, file=sys.stderr)
+            return 2
+        raise
 
 
 if __name__ == "__main__":

@@ -77,7 +77,7 @@ def _ages(mode: str, n: int, rng: np.random.Generator) -> np.ndarray:
     return rng.integers(19, 91, n).astype(float)
 
 
-def generate(out: str | os.PathLike, adult_train: int = 96, child_train: int = 96, adult_test: int = 16,
+def generate(out: str | os.PathLike, adult_train: int = 64, child_train: int = 64, adult_test: int = 16,
              child_test: int = 16, seed: int = 0, workers: int | None = None) -> Path:
     """Write the demo set to ``out`` (reused when an identical one is already there)."""
     from tqdm import tqdm
@@ -123,7 +123,7 @@ def generate(out: str | os.PathLike, adult_train: int = 96, child_train: int = 9
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "dataset" / "SYNTHETIC_demo_maic"))
-    for key, default in (("adult_train", 96), ("child_train", 96), ("adult_test", 16), ("child_test", 16),
+    for key, default in (("adult_train", 64), ("child_train", 64), ("adult_test", 16), ("child_test", 16),
                          ("seed", 0)):
         parser.add_argument(f"--{key}", type=int, default=default)
     parser.add_argument("--workers", type=int, default=None)

@@ -41,12 +41,13 @@ class ResidualUBlock(nn.Module):
             _conv_bn_lrelu(conv(out_ch if i == 0 else mid_ch, mid_ch, kernel, stride=down, padding=pad, bias=False),
                            mid_ch, dims)
             for i in range(layers))
-        self.bottleneck = _conv_bn_lrelu(conv(mid_ch, mid_ch, kernel, padding=pad, bias=False), mid_ch, dims)
         self.decoders = nn.ModuleList(
             _conv_bn_lrelu(deconv(2 * mid_ch, out_ch if i == layers - 1 else mid_ch, kernel, stride=down,
                                   padding=pad, output_padding=out_pad, bias=False),
                            out_ch if i == layers - 1 else mid_ch, dims)
             for i in range(layers))
+        # registered after the decoders: the seed's state-dict order
+        self.bottleneck = _conv_bn_lrelu(conv(mid_ch, mid_ch, kernel, padding=pad, bias=False), mid_ch, dims)
         self.idfunc_0 = nn.AvgPool1d(2) if dims == 1 else nn.AvgPool2d((1, 2))
         self.idfunc_1 = conv(out_ch, out_ch, 1, bias=False)
 

@@ -11,6 +11,7 @@ import contextlib
 import math
 import re
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -126,8 +127,10 @@ def fit(bundle: ModelBundle, train_loader, valid_loader, cfg: TrainConfig, run_d
         if main:
             log(f"starting after epoch {start_epoch} from {resume_from or 'pretrained weights'}")
     if cfg.scheduler == "step" and state is not None and "scheduler" not in state:
-        for _ in range(start_epoch):  # a seed checkpoint has no scheduler state: replay its steps
-            scheduler.step()
+        with warnings.catch_warnings():  # a seed checkpoint has no scheduler state: replay its steps
+            warnings.simplefilter("ignore")
+            for _ in range(start_epoch):
+                scheduler.step()
 
     net = model
     if world > 1:

@@ -1,0 +1,150 @@
+"""Every reader on real records, lead order by name, and clear errors for bad inputs."""
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import ptbxl_signal
+from dataloader.records import (LEADS, HDF5Reader, ManifestReader, NpyFolderReader, PTBXLReader, RecordError,
+                                WFDBFolderReader, open_reader)
+
+
+def test_ptbxl_root_and_database_csv_at_both_rates(ptbxl, ptbxl_table):
+    for path in (ptbxl, ptbxl / "ptbxl_database.csv"):
+        for rate, n in ((500, 5000), (100, 1000)):
+            reader = open_reader(path, ptbxl_rate=rate)
+            assert isinstance(reader, PTBXLReader) and len(reader) == 353
+            record = reader.load(0)
+            assert record.id == "1" and record.fs == rate and record.signal.shape == (12, n)
+            assert record.signal.dtype == np.float32
+            assert record.meta["age"] == 56 and record.meta["sex"] == "F" and record.meta["strat_fold"] == 3
+            assert record.meta["patient_id"] == "15709"
+    hr, lr = open_reader(ptbxl, ptbxl_rate=500).load(5).signal, open_reader(ptbxl, ptbxl_rate=100).load(5).signal
+    # the 100 Hz record is the 500 Hz one decimated: same ECG, same amplitudes (mV)
+    assert np.corrcoef(hr[1, ::5], lr[1])[0, 1] > 0.9
+
+
+def test_ptbxl_leads_reordered_by_name(ptbxl):
+    import wfdb
+
+    record = wfdb.rdrecord(str(ptbxl / "records500/00000/00001_hr"))
+    assert record.sig_name[3] == "AVR"  # PTB-XL spells the augmented leads in capitals
+    ours = open_reader(ptbxl).load(0).signal
+    np.testing.assert_allclose(ours, record.p_signal.T.astype(np.float32))
+
+
+def test_cinc_folder_with_header_labels(cinc):
+    reader = open_reader(cinc)
+    assert isinstance(reader, WFDBFolderReader) and len(reader) == 50
+    table = reader.table.set_index("id")
+    assert table.loc["E07500", "age"] == 78 and table.loc["E07500", "sex"] == "M"
+    record = reader.load(0)
+    assert record.signal.shape == (12, 5000) and record.fs == 500
+
+
+def test_cinc_shuffled_leads_are_put_back_in_order(cinc, tmp_path):
+    import wfdb
+
+    source = wfdb.rdrecord(str(cinc / "E07501"))
+    order = [11, 0, 5, 3, 1, 2, 4, 6, 7, 8, 9, 10]
+    wfdb.wrsamp("shuffled", fs=source.fs, units=["mV"] * 12, sig_name=[source.sig_name[i] for i in order],
+                p_signal=source.p_signal[:, order], fmt=["16"] * 12, adc_gain=[1000.0] * 12, baseline=[0] * 12,
+                comments=["Age: 65", "Sex: Female"], write_dir=str(tmp_path))
+    record = open_reader(tmp_path).load(0)
+    np.testing.assert_allclose(record.signal, source.p_signal.T, atol=1e-3)
+    assert record.meta["age"] == 65 and record.meta["sex"] == "F"
+
+
+def test_hdf5_reader_lazy_parts_and_labels(code15):
+    reader = open_reader(code15)
+    assert isinstance(reader, HDF5Reader) and len(reader) == 40 and len(reader.files) == 2
+    exams = pd.read_csv(code15 / "exams.csv")
+    assert reader.ids == exams["exam_id"].astype(str).tolist()
+    assert reader.table["age"].tolist() == exams["age"].tolist()
+    assert set(reader.table["sex"]) <= {"M", "F"} and reader.table["patient_id"].notna().all()
+    record = reader.load(30)
+    with h5py.File(code15 / "exams_part1.hdf5") as handle:
+        np.testing.assert_array_equal(record.signal, handle["tracings"][5].T)
+    block = reader.load_block(20, 30)  # crosses the file boundary
+    assert [r.id for r in block] == reader.ids[20:30]
+    np.testing.assert_array_equal(block[-1].signal, reader.load(29).signal)
+
+
+def test_npy_folder_and_manifest(maic_adult, tmp_path):
+    folder = NpyFolderReader(maic_adult / "ECG_adult_numpy_train", labels=maic_adult / "ECG_adult_age_train.csv")
+    assert len(folder) == 24 and folder.ids[:3] == ["ecg_adult_0", "ecg_adult_1", "ecg_adult_2"]
+    flat, square = folder.load(0), folder.load(1)  # stored (60000,) and (12, 5000)
+    assert flat.signal.shape == square.signal.shape == (12, 5000)
+    manifest = tmp_path / "manifest.csv"
+    pd.DataFrame({"path": folder.table["path"], "age": folder.table["age"]}).to_csv(manifest, index=False)
+    reader = open_reader(manifest, fs=500)
+    assert isinstance(reader, ManifestReader)
+    np.testing.assert_array_equal(reader.load(3).signal, folder.load(3).signal)
+    assert reader.table["age"].tolist() == folder.table["age"].tolist()
+
+
+def test_manifest_of_wfdb_records(ptbxl, ptbxl_table, tmp_path):
+    manifest = tmp_path / "m.csv"
+    pd.DataFrame({"path": [str(ptbxl / f) for f in ptbxl_table["filename_lr"].head(3)],
+                  "age": ptbxl_table["age"].head(3)}).to_csv(manifest, index=False)
+    record = open_reader(manifest).load(2)
+    assert record.fs == 100 and record.signal.shape == (12, 1000)
+
+
+# ---- bad inputs: clear errors that name the record ------------------------------------------------------------
+def test_missing_lead_is_named(cinc, tmp_path):
+    import wfdb
+
+    source = wfdb.rdrecord(str(cinc / "E07502"))
+    wfdb.wrsamp("no_v6", fs=500, units=["mV"] * 11, sig_name=source.sig_name[:11], p_signal=source.p_signal[:, :11],
+                fmt=["16"] * 11, adc_gain=[1000.0] * 11, baseline=[0] * 11, write_dir=str(tmp_path))
+    with pytest.raises(RecordError, match=r"no_v6\.hea: lacks lead\(s\) V6"):
+        open_reader(tmp_path).load(0)
+
+
+def test_wrong_shape_npy_is_named(tmp_path):
+    np.save(tmp_path / "ecg_adult_1.npy", np.zeros((11, 5000), np.float32))
+    with pytest.raises(RecordError, match=r"ecg_adult_1\.npy: has shape \(11, 5000\)"):
+        NpyFolderReader(tmp_path).load(0)
+
+
+def test_truncated_npy_is_named(tmp_path):
+    np.save(tmp_path / "ecg_adult_2.npy", np.ones((12, 5000), np.float32))
+    data = (tmp_path / "ecg_adult_2.npy").read_bytes()
+    (tmp_path / "ecg_adult_2.npy").write_bytes(data[:1000])
+    with pytest.raises(RecordError, match=r"ecg_adult_2\.npy: is not a readable \.npy"):
+        NpyFolderReader(tmp_path).load(0)
+
+
+def test_unreadable_header_is_named(tmp_path):
+    (tmp_path / "broken.hea").write_text("this is not a header\n\x00\x01")
+    with pytest.raises(RecordError, match=r"broken\.hea"):
+        reader = open_reader(tmp_path)
+        reader.load(0)
+
+
+def test_hdf5_without_tracings_is_named(tmp_path):
+    path = tmp_path / "exams_part9.hdf5"
+    with h5py.File(path, "w") as handle:
+        handle.create_dataset("signals", data=np.zeros((2, 4096, 12), np.float32))
+    with pytest.raises(RecordError, match=r"exams_part9\.hdf5: has no 'tracings' dataset"):
+        open_reader(path)
+
+
+def test_hdf5_with_wrong_shape_is_named(tmp_path):
+    path = tmp_path / "bad.hdf5"
+    with h5py.File(path, "w") as handle:
+        handle.create_dataset("tracings", data=np.zeros((2, 4096, 8), np.float32))
+    with pytest.raises(RecordError, match=r"bad\.hdf5: 'tracings' has shape \(2, 4096, 8\)"):
+        open_reader(path)
+
+
+def test_unknown_inputs(tmp_path):
+    with pytest.raises(RecordError, match="does not exist"):
+        open_reader(tmp_path / "nothing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(RecordError, match="holds no"):
+        open_reader(tmp_path / "empty")
+    assert LEADS[3] == "aVR"
