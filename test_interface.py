@@ -22,8 +22,9 @@ import options as opts
 from dataloader.dataset import ECGDataset, default_workers, eval_loader
 from dataloader.records import NpyFolderReader, Reader, RecordError, natural_key, open_reader
 from dataloader.sources import BadInputError, apply_policy, duplicate_ids, open_source
-from utils.checkpoint import CheckpointError, ModelBundle, load_bundle
-from utils.io import OutputError, write_csv
+from utils.checkpoint import ModelBundle, load_bundle
+from utils.cli import run_main
+from utils.io import write_csv
 from utils.runtime import configure_backends, resolve_device, resolve_precision
 from utils.trainer import predict
 
@@ -191,16 +192,7 @@ def main(argv=None) -> int:
 
 
 def entry(argv=None) -> int:
-    try:
-        return main(argv)
-    except (BadInputError, RecordError, CheckpointError, OutputError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except SystemExit as exc:  # usage errors raised with a message
-        if isinstance(exc.code, str):
-            print(exc.code, file=sys.stderr)
-            return 2
-        raise
+    return run_main(main, argv)
 
 
 if __name__ == "__main__":

@@ -20,15 +20,24 @@ import pandas as pd
 import options as opts
 from dataloader.dataset import ECGDataset, default_workers, eval_loader, train_loader
 from dataloader.preprocessing import PRESETS
-from dataloader.records import NpyFolderReader, Reader, RecordError, open_reader
-from dataloader.sources import BadInputError, apply_policy, duplicate_ids, label_problems, open_source
+from dataloader.records import NpyFolderReader, Reader, open_reader
+from dataloader.sources import apply_policy, duplicate_ids, label_problems, open_source
 from dataloader.splits import maic_dataset_csvs, patient_split, strat_fold_split, stratified_split
 from models import AgeHead, get_model, model_args
-from utils.checkpoint import CheckpointError, ModelBundle, load_bundle, torch_load
-from utils.io import OutputError, write_csv, write_json
+from utils.checkpoint import ModelBundle, load_bundle, torch_load
+from utils.cli import run_main
+from utils.io import write_csv, write_json
 from utils.losses import inverse_age_weights
-from utils.runtime import (barrier, cleanup_distributed, configure_backends, init_distributed, is_main,
-                           resolve_device, resolve_precision, seed_everything)
+from utils.runtime import (
+    barrier,
+    cleanup_distributed,
+    configure_backends,
+    init_distributed,
+    is_main,
+    resolve_device,
+    resolve_precision,
+    seed_everything,
+)
 from utils.trainer import TrainConfig, fit, latest_checkpoint
 
 
@@ -207,19 +216,7 @@ def main(argv=None) -> int:
 
 
 def entry(argv=None) -> int:
-    try:
-        return main(argv)
-    except BadInputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except (RecordError, CheckpointError, OutputError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except SystemExit as exc:  # usage errors raised with a message
-        if isinstance(exc.code, str):
-            print(exc.code, file=sys.stderr)
-            return 2
-        raise
+    return run_main(main, argv)
 
 
 if __name__ == "__main__":

@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import SPEC, TINY, cli, need
 
 import test_interface
 import train_interface
-from conftest import SPEC, TINY, cli, need
 from models import ResNet1d
 from utils.losses import inverse_age_weights
 

@@ -5,8 +5,8 @@ import re
 
 import pytest
 import torch
-
 from conftest import SPEC, need
+
 from models import MODELS, get_model, infer_model_args, model_args
 from utils.checkpoint import load_bundle
 

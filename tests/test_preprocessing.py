@@ -5,9 +5,9 @@ import dataclasses
 
 import numpy as np
 import pytest
+from conftest import ptbxl_signal
 from scipy import signal as sps
 
-from conftest import ptbxl_signal
 from dataloader.preprocessing import LIMA, MAIC, PreprocessSpec, fit_length, preprocess, windows
 
 

@@ -6,9 +6,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import ptbxl_signal
-from dataloader.records import (LEADS, HDF5Reader, ManifestReader, NpyFolderReader, PTBXLReader, RecordError,
-                                WFDBFolderReader, open_reader)
+from dataloader.records import (
+    LEADS,
+    HDF5Reader,
+    ManifestReader,
+    NpyFolderReader,
+    PTBXLReader,
+    RecordError,
+    WFDBFolderReader,
+    open_reader,
+)
 
 
 def test_ptbxl_root_and_database_csv_at_both_rates(ptbxl, ptbxl_table):
@@ -125,19 +132,14 @@ def test_unreadable_header_is_named(tmp_path):
         reader.load(0)
 
 
-def test_hdf5_without_tracings_is_named(tmp_path):
+@pytest.mark.parametrize("dataset,shape,message", [
+    ("signals", (2, 4096, 12), r"exams_part9\.hdf5: has no 'tracings' dataset"),
+    ("tracings", (2, 4096, 8), r"exams_part9\.hdf5: 'tracings' has shape \(2, 4096, 8\)")])
+def test_bad_hdf5_is_named(tmp_path, dataset, shape, message):
     path = tmp_path / "exams_part9.hdf5"
     with h5py.File(path, "w") as handle:
-        handle.create_dataset("signals", data=np.zeros((2, 4096, 12), np.float32))
-    with pytest.raises(RecordError, match=r"exams_part9\.hdf5: has no 'tracings' dataset"):
-        open_reader(path)
-
-
-def test_hdf5_with_wrong_shape_is_named(tmp_path):
-    path = tmp_path / "bad.hdf5"
-    with h5py.File(path, "w") as handle:
-        handle.create_dataset("tracings", data=np.zeros((2, 4096, 8), np.float32))
-    with pytest.raises(RecordError, match=r"bad\.hdf5: 'tracings' has shape \(2, 4096, 8\)"):
+        handle.create_dataset(dataset, data=np.zeros(shape, np.float32))
+    with pytest.raises(RecordError, match=message):
         open_reader(path)
 
 

@@ -7,10 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import SPEC, cli, need
 from scipy import signal as sps
 
 import test_interface
-from conftest import SPEC, cli, need
 from models import get_model
 
 
@@ -122,8 +122,9 @@ def test_child_rows_without_child_weights_is_an_error(demo_set, seed_weights, tm
 
 def test_demo_data_end_to_end(demo_set, tmp_path):
     """Train both tiny models on the synthetic demo set and fill its submission (the `make demo` path)."""
-    import train_interface
     from conftest import TINY
+
+    import train_interface
 
     for mode, arch in (("adult", "ResDenseNet"), ("child", "ResUDenseNet")):
         assert cli(train_interface, ["--data_root", str(demo_set), "--mode", mode, "--arch", arch, *TINY[arch],

@@ -6,9 +6,9 @@ import json
 import pandas as pd
 import pytest
 import torch
+from conftest import TINY, cli
 
 import train_interface
-from conftest import TINY, cli
 
 BASE = ["--mode", "adult", "--arch", "ResDenseNet", *TINY["ResDenseNet"], "--batch_size", "8", "--device", "cpu",
         "--precision", "fp32", "--seed", "7"]
