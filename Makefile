@@ -19,7 +19,7 @@ venv: $(VENV)/installed
 
 demo: venv
 	$(PY) -m dataloader.demo --out $(DEMO)
-	$(PY) train_interface.py --mode=adult --arch=ResDenseNet --env demo --nepoch 1 --batch_size 8 $(DEMO_ARGS)
+	$(PY) train_interface.py --mode=adult --arch=ResDenseNet --env demo --nepoch 1 --batch_size 4 $(DEMO_ARGS)
 	$(PY) train_interface.py --mode=child --arch=ResUDenseNet --env demo --nepoch 3 --batch_size 8 $(DEMO_ARGS)
 	$(PY) test_interface.py --data_root $(DEMO) --test_for_adult $(DEMO)/ECG_adult_numpy_valid \
 		--test_for_child $(DEMO)/ECG_child_numpy_valid --weights_adult log/ResDenseNet_demo/best.pt \
