@@ -20,11 +20,13 @@ import pandas as pd
 
 import options as opts
 from dataloader.dataset import ECGDataset, default_workers, eval_loader
+from dataloader.preprocessing import tta_specs
 from dataloader.records import NpyFolderReader, Reader, RecordError, natural_key, open_reader
 from dataloader.sources import BadInputError, apply_policy, duplicate_ids, open_source
-from utils.checkpoint import ModelBundle, load_bundle
+from utils.checkpoint import CheckpointError, ModelBundle, load_bundle
 from utils.cli import run_main
 from utils.io import write_csv
+from utils.metrics import apply_bias_correction
 from utils.runtime import configure_backends, resolve_device, resolve_precision
 from utils.trainer import predict
 
@@ -36,21 +38,34 @@ def log(message: str) -> None:
 
 
 def predict_records(bundle: ModelBundle, reader: Reader, args, device, precision: str) -> tuple[np.ndarray, dict]:
-    """Ages for every record of ``reader`` (NaN for bad ones) and {id: reason} of the bad records."""
+    """Ages for every record of ``reader`` (NaN for bad ones) and {id: reason} of the bad records. With
+    ``--tta N`` the age is the mean over N windows covering the record; with ``--bias_correction`` the model's
+    stored correction is applied."""
     cache_dtype = args.cache_dtype if args.cache_dtype != "auto" else ("float16" if precision == "bf16"
                                                                        else "float32")
-    source, bad = open_source(reader, bundle.preprocessing, args.cache == "on", args.cache_dir, dtype=cache_dtype,
-                              progress=not args.quiet)
-    bad = {**duplicate_ids(reader.table), **bad}
+    if args.bias_correction and not bundle.bias_correction:
+        raise CheckpointError(f"{bundle.source}: has no stored bias correction (it is fitted on the validation "
+                              f"split at the end of training); run without --bias_correction")
     ids = reader.ids
-    good = np.array([i for i, rid in enumerate(ids) if rid not in bad], dtype=np.int64)
-    ages = np.full(len(ids), np.nan)
-    if len(good):
-        workers = args.num_workers if args.num_workers is not None else default_workers(device, args.cache == "on")
-        loader = eval_loader(ECGDataset(source, good), args.infer_batch_size, workers, pin=device.type == "cuda")
-        result = predict(bundle.model.to(device), bundle.head, loader, device, precision,
-                         progress=not args.quiet, desc=f"{bundle.arch} on {len(good)} ECGs")
-        ages[good[result["index"]]] = result["age"]
+    windows = tta_specs(bundle.preprocessing, args.tta)
+    window_ages = []
+    for spec in windows:
+        source, bad = open_source(reader, spec, args.cache == "on", args.cache_dir, dtype=cache_dtype,
+                                  progress=not args.quiet)
+        bad = {**duplicate_ids(reader.table), **bad}
+        good = np.array([i for i, rid in enumerate(ids) if rid not in bad], dtype=np.int64)
+        ages = np.full(len(ids), np.nan)
+        if len(good):
+            workers = args.num_workers if args.num_workers is not None else default_workers(device,
+                                                                                            args.cache == "on")
+            loader = eval_loader(ECGDataset(source, good), args.infer_batch_size, workers, pin=device.type == "cuda")
+            result = predict(bundle.model.to(device), bundle.head, loader, device, precision,
+                             progress=not args.quiet, desc=f"{bundle.arch} on {len(good)} ECGs")
+            ages[good[result["index"]]] = result["age"]
+        window_ages.append(ages)
+    ages = np.mean(window_ages, axis=0)
+    if args.bias_correction:
+        ages = apply_bias_correction(ages, bundle.bias_correction)
     return ages, bad
 
 

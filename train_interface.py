@@ -135,6 +135,29 @@ def save_run_files(args, bundle: ModelBundle, run: Path, reader: Reader, train: 
         write_json(run / "args.json", options)
 
 
+def store_bias_correction(best: Path, valid_set: ECGDataset, args, device, precision: str, workers: int) -> None:
+    """Fit the age-gap line on the validation split with the best weights and store it in the best checkpoint
+    (``bias_correction``; applied at test time only with --bias_correction)."""
+    from utils.checkpoint import load_bundle
+    from utils.io import save_torch
+    from utils.metrics import fit_bias_correction
+    from utils.trainer import predict
+
+    if not best.exists():
+        return
+    bundle = load_bundle(best)
+    result = predict(bundle.model.to(device), bundle.head, eval_loader(valid_set, args.infer_batch_size, workers),
+                     device, precision)
+    try:
+        correction = fit_bias_correction(result["age"], valid_set.targets[result["index"]])
+    except ValueError as exc:
+        log(f"no bias correction stored: {exc}")
+        return
+    save_torch(best, {**bundle.checkpoint, "bias_correction": correction})
+    log(f"age-gap bias correction fitted on {correction['n']} validation ECGs: gap = {correction['intercept']:.2f} "
+        f"+ {correction['slope']:.3f}·age (stored in {best.name}; use test_interface --bias_correction)")
+
+
 def main(argv=None) -> int:
     args = opts.parse(argv)
     device = resolve_device(args.device)
@@ -210,6 +233,8 @@ def main(argv=None) -> int:
         from utils.plots import plot_learning_curves
 
         plot_learning_curves(run / "history.csv", run / "learning_curves.png")
+        store_bias_correction(run / ("model.pth" if cfg.checkpoints == "best_only" else "best.pt"), valid_set,
+                              args, device, precision, workers)
         log(f"done: best {cfg.best_metric} {summary['best']:.4f}; checkpoints in {run}")
     cleanup_distributed()
     return 0

@@ -55,18 +55,23 @@ def prepare(record: Record, spec: PreprocessSpec) -> np.ndarray:
     return out
 
 
+def load_safely(reader: Reader, index: int) -> Record | RecordError:
+    """One record, or the RecordError saying why it cannot be read. Whatever a corrupt file makes a parser raise
+    becomes a bad record naming it, so one odd file never stops the other records."""
+    try:
+        return reader.load(index)
+    except RecordError as exc:
+        return exc
+    except Exception as exc:  # noqa: BLE001 - third-party parsers raise anything on corrupt bytes
+        return RecordError(f"record {reader.ids[index]}", f"cannot be read ({type(exc).__name__}: {exc})")
+
+
 def load_block_safely(reader: Reader, start: int, stop: int) -> list[Record | RecordError]:
-    """Records start..stop-1; a record that cannot be read becomes its RecordError instead of stopping the rest."""
+    """Records start..stop-1 (one read where the format allows), each a Record or its RecordError."""
     try:
         return list(reader.load_block(start, stop))
-    except RecordError:
-        out: list[Record | RecordError] = []
-        for i in range(start, stop):
-            try:
-                out.append(reader.load(i))
-            except RecordError as exc:
-                out.append(exc)
-        return out
+    except Exception:  # noqa: BLE001 - fall back to one record at a time to find the bad ones
+        return [load_safely(reader, i) for i in range(start, stop)]
 
 
 def cache_key(reader: Reader, spec: PreprocessSpec, dtype: str) -> str:
@@ -104,6 +109,9 @@ def _build_chunk(job) -> list[tuple[int, str]]:
             signals[start + offset] = prepare(item, spec)
         except RecordError as exc:
             bad.append((start + offset, str(exc)))
+        except Exception as exc:  # noqa: BLE001 - e.g. a record too short for the band-pass filter
+            bad.append((start + offset, f"record {reader.ids[start + offset]}: cannot be preprocessed "
+                                        f"({type(exc).__name__}: {exc})"))
     signals.flush()
     return bad
 

@@ -23,7 +23,7 @@ from scipy import signal as sps
 class PreprocessSpec:
     fs: float = 500.0
     length: int = 4096
-    crop: Literal["start", "center"] = "start"
+    crop: Literal["start", "center"] | float = "start"  # or a window position in [0, 1] (test-time augmentation)
     pad: Literal["end", "center"] = "end"
     zscore: bool = True
     bandpass: tuple[float, float] | None = (1.0, 47.0)
@@ -31,8 +31,10 @@ class PreprocessSpec:
     nan_to_zero: bool = True
 
     def __post_init__(self):
-        if self.crop not in ("start", "center") or self.pad not in ("end", "center"):
-            raise ValueError(f"crop must be start|center and pad end|center, got {self.crop}/{self.pad}")
+        window = isinstance(self.crop, (int, float)) and 0.0 <= self.crop <= 1.0
+        if not (window or self.crop in ("start", "center")) or self.pad not in ("end", "center"):
+            raise ValueError(f"crop must be start|center|a position in [0, 1] and pad end|center, "
+                             f"got {self.crop}/{self.pad}")
         if self.bandpass is not None:
             object.__setattr__(self, "bandpass", tuple(float(f) for f in self.bandpass))
             low, high = self.bandpass
@@ -64,11 +66,17 @@ def resample(signal: np.ndarray, fs_in: float, fs_out: float) -> np.ndarray:
     return sps.resample_poly(signal, ratio.numerator, ratio.denominator, axis=-1)
 
 
-def fit_length(signal: np.ndarray, length: int, crop: str = "start", pad: str = "end") -> np.ndarray:
-    """Crop (from the start or the centre) or zero-pad (at the end or symmetrically) to ``length`` samples."""
+def fit_length(signal: np.ndarray, length: int, crop: str | float = "start", pad: str = "end") -> np.ndarray:
+    """Crop (from the start, the centre, or at position ``crop`` ∈ [0, 1] of the possible starts) or zero-pad
+    (at the end or symmetrically) to ``length`` samples."""
     n = signal.shape[-1]
     if n > length:
-        start = 0 if crop == "start" else (n - length) // 2
+        if crop == "start":
+            start = 0
+        elif crop == "center":
+            start = (n - length) // 2
+        else:
+            start = int(round(float(crop) * (n - length)))
         return signal[..., start:start + length]
     if n < length:
         missing = length - n
@@ -98,12 +106,9 @@ def preprocess(signal: np.ndarray, fs: float, spec: PreprocessSpec) -> np.ndarra
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
-def windows(signal: np.ndarray, fs: float, spec: PreprocessSpec, count: int) -> np.ndarray:
-    """``count`` evenly spaced, overlapping windows of ``spec.length`` samples that together cover the whole
-    record (test-time augmentation), each preprocessed exactly like a single-window input → (count, 12, length)."""
-    x = resample(np.asarray(signal), fs, spec.fs)
-    n = x.shape[-1]
-    if count <= 1 or n <= spec.length:
-        return preprocess(x, spec.fs, spec)[None]
-    starts = np.linspace(0, n - spec.length, count).round().astype(int)
-    return np.stack([preprocess(x[..., s:s + spec.length], spec.fs, spec) for s in starts])
+def tta_specs(spec: PreprocessSpec, count: int) -> list[PreprocessSpec]:
+    """``count`` evenly spaced windows of ``spec.length`` samples that together cover the whole record (test-time
+    augmentation); each window is preprocessed exactly like a single input. ``count`` 1 is the model's own spec."""
+    if count <= 1:
+        return [spec]
+    return [dataclasses.replace(spec, crop=k / (count - 1)) for k in range(count)]

@@ -264,8 +264,15 @@ class HDF5Reader(Reader):
             signal = signal * np.float32(self.scale)
         return Record(row["id"], signal, self.fs, self._meta(row))
 
+    def _read(self, file_index: int, first: int, last: int) -> np.ndarray:
+        try:
+            return self._dataset(file_index)[first:last + 1]
+        except (OSError, KeyError, ValueError, RuntimeError) as exc:  # truncated or corrupt file
+            raise RecordError(f"{self.files[file_index]}[{first}:{last + 1}]",
+                              f"cannot be read ({type(exc).__name__}: {exc})") from exc
+
     def _load(self, index: int, row: pd.Series) -> Record:
-        return self._to_record(row, self._dataset(int(row["file_index"]))[int(row["row"])])
+        return self._to_record(row, self._read(int(row["file_index"]), int(row["row"]), int(row["row"]))[0])
 
     def load_block(self, start: int, stop: int) -> list[Record]:
         rows = self.table.iloc[start:stop]
@@ -274,7 +281,7 @@ class HDF5Reader(Reader):
         groups = (rows["file_index"].diff().fillna(0) != 0) | (rows["row"].diff().fillna(1) != 1)
         for _, group in rows.groupby(groups.cumsum()):
             first, last = int(group["row"].iloc[0]), int(group["row"].iloc[-1])
-            block = self._dataset(int(group["file_index"].iloc[0]))[first:last + 1]
+            block = self._read(int(group["file_index"].iloc[0]), first, last)
             out.extend(self._to_record(row, trace) for (_, row), trace in zip(group.iterrows(), block))
         return out
 

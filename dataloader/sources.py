@@ -14,7 +14,7 @@ import pandas as pd
 
 from utils.runtime import barrier, is_main
 
-from .cache import SignalCache, build_cache, check_record, prepare
+from .cache import SignalCache, build_cache, check_record, load_safely, prepare
 from .preprocessing import PreprocessSpec
 from .records import Reader, RecordError
 
@@ -48,10 +48,15 @@ def scan_bad(reader: Reader, spec: PreprocessSpec) -> dict[str, str]:
     """Read and preprocess every record once to find the bad ones (the no-cache path)."""
     bad = {}
     for i in range(len(reader)):
+        record = load_safely(reader, i)
         try:
-            prepare(reader.load(i), spec)
+            if isinstance(record, RecordError):
+                raise record
+            prepare(record, spec)
         except RecordError as exc:
             bad[reader.ids[i]] = str(exc)
+        except Exception as exc:  # noqa: BLE001 - same rule as the cache builder
+            bad[reader.ids[i]] = f"record {reader.ids[i]}: cannot be preprocessed ({type(exc).__name__}: {exc})"
     return bad
 
 

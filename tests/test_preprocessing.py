@@ -8,7 +8,7 @@ import pytest
 from conftest import ptbxl_signal
 from scipy import signal as sps
 
-from dataloader.preprocessing import LIMA, MAIC, PreprocessSpec, fit_length, preprocess, windows
+from dataloader.preprocessing import LIMA, MAIC, PreprocessSpec, fit_length, preprocess, tta_specs
 
 
 def test_maic_preprocessing_matches_independent_scipy(ptbxl, ptbxl_table):
@@ -58,10 +58,11 @@ def test_fit_length_against_index_arithmetic(n, length, crop, pad):
 
 def test_tta_windows_cover_the_record_and_first_window_is_the_single_input(ptbxl, ptbxl_table):
     raw = ptbxl_signal(ptbxl, ptbxl_table.loc[1, "filename_hr"])
-    stack = windows(raw, 500, MAIC, 3)
-    assert stack.shape == (3, 12, 4096)
-    np.testing.assert_array_equal(stack[0], preprocess(raw, 500, MAIC))
+    stack = [preprocess(raw, 500, spec) for spec in tta_specs(MAIC, 3)]
+    np.testing.assert_array_equal(stack[0], preprocess(raw, 500, MAIC))  # the seed's window is the first
+    np.testing.assert_array_equal(stack[1], preprocess(raw[:, 452:452 + 4096], 500, MAIC))
     np.testing.assert_array_equal(stack[-1], preprocess(raw[:, -4096:], 500, MAIC))
+    assert tta_specs(MAIC, 1) == [MAIC]
 
 
 def test_spec_validation():

@@ -124,6 +124,10 @@ def fit(bundle: ModelBundle, train_loader, valid_loader, cfg: TrainConfig, run_d
         best = float(state.get("best", math.inf))
         if "rng" in state and resume_from is not None:
             set_rng_state(state["rng"])
+            threads = state.get("threads")
+            if main and threads and threads != torch.get_num_threads() and device.type == "cpu":
+                log(f"note: this run used {threads} CPU threads and now has {torch.get_num_threads()}; the "
+                    f"result will not be bit-identical to an uninterrupted run (set OMP_NUM_THREADS={threads})")
         if main:
             log(f"starting after epoch {start_epoch} from {resume_from or 'pretrained weights'}")
     if cfg.scheduler == "step" and state is not None and "scheduler" not in state:
@@ -197,6 +201,7 @@ def fit(bundle: ModelBundle, train_loader, valid_loader, cfg: TrainConfig, run_d
         if main:
             state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "epoch": epoch,
                      "best": best, "history": history, "rng": rng_state(), "options": cfg.options,
+                     "threads": torch.get_num_threads(),
                      "valid_mae": valid_mae, "valid_loss": valid_loss}
             if improved:
                 save_checkpoint(run_dir / ("model.pth" if cfg.checkpoints == "best_only" else "best.pt"),

@@ -1,0 +1,256 @@
+"""Evaluate predictions: report.json with exact metrics, PNG plots, the age-gap bias correction both ways and the
+Lima et al. mortality analysis.
+
+    python report_interface.py --predictions predicted_age.csv --labels exams.csv --out report/ [--survival]
+    python report_interface.py --predictions score/submission.csv --labels answer.csv --out report/ \
+        --run log/ResDenseNet_adult          # + learning curves, the run's bias correction, TensorBoard figures
+
+Predictions: ``ids,predicted_age`` (test_interface --input) or ``FILENAME,AGE`` (a submission). Labels: CODE-15%
+exams.csv (exam_id, age, is_male, death, timey), a MAIC label CSV (FILENAME, GENDER, AGE), PTB-XL's
+ptbxl_database.csv, or any CSV with ``--id_col`` / ``--age_col``.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from utils import metrics
+from utils.io import write_json
+from utils.plots import plot_bland_altman, plot_error_by_bin, plot_kaplan_meier, plot_learning_curves, plot_scatter
+from utils.survival import SurvivalError, cox_by_gap, kaplan_meier
+
+
+class ReportError(ValueError):
+    pass
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--predictions", required=True, help="ids,predicted_age or FILENAME,AGE")
+    p.add_argument("--labels", required=True, help="exams.csv, MAIC labels, PTB-XL database, any CSV, or a "
+                                                   "records folder whose headers carry ages (CinC WFDB)")
+    p.add_argument("--out", required=True, help="folder for report.json and the PNG plots")
+    p.add_argument("--id_col", default=None, help="id column of --labels (auto for known formats)")
+    p.add_argument("--age_col", default=None, help="age column of --labels (auto for known formats)")
+    p.add_argument("--survival", action="store_true", help="Cox and Kaplan–Meier by age-gap group (needs death, "
+                                                           "timey)")
+    p.add_argument("--gap_threshold", type=float, default=8.0, help="|gap| in years defining older/younger")
+    p.add_argument("--bins", default="auto", choices=("auto", "years", "months"),
+                   help="per-bin edges: decades (years) or 12-month bins in months; auto = months if all ages < 10")
+    p.add_argument("--run", default=None, help="training run folder: learning curves, its bias correction, and "
+                                               "the figures in its TensorBoard log")
+    p.add_argument("--history", default=None, help="history.csv for learning curves (default: the run's)")
+    p.add_argument("--weights", default=None, help="checkpoint whose stored bias correction to report")
+    p.add_argument("--n_boot", type=int, default=2000, help="bootstrap resamples for the MAE interval")
+    p.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def read_predictions(path: Path) -> pd.DataFrame:
+    try:
+        frame = pd.read_csv(path, dtype=str)
+    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise ReportError(f"{path}: cannot be read as a CSV ({exc})") from exc
+    for id_col, age_col in (("ids", "predicted_age"), ("FILENAME", "AGE")):
+        if {id_col, age_col} <= set(frame.columns):
+            out = pd.DataFrame({"id": frame[id_col].str.strip(),
+                                "predicted": pd.to_numeric(frame[age_col], errors="coerce")})
+            bad = out["id"][~np.isfinite(out["predicted"])].tolist()
+            if bad:
+                raise ReportError(f"{path}: {len(bad)} prediction(s) are missing or not numbers: "
+                                  f"{', '.join(bad[:20])}")
+            dup = out["id"][out["id"].duplicated()].unique().tolist()
+            if dup:
+                raise ReportError(f"{path}: id(s) listed more than once: {', '.join(dup[:20])}")
+            return out
+    raise ReportError(f"{path}: expected columns ids,predicted_age or FILENAME,AGE "
+                      f"(has {', '.join(frame.columns)})")
+
+
+LABEL_FORMATS = (  # (id column, age column, sex column, how to read 'male')
+    ("exam_id", "age", "is_male", lambda v: str(v).strip().lower() in ("true", "1", "1.0")),
+    ("FILENAME", "AGE", "GENDER", lambda v: str(v).strip().upper() in ("MALE", "M")),
+    ("ecg_id", "age", "sex", lambda v: str(v).strip() in ("0", "0.0")),
+)
+
+
+def labels_from_records(path: Path) -> pd.DataFrame:
+    """Labels carried by the records themselves (WFDB header comments, PTB-XL database, HDF5 + exams.csv)."""
+    from dataloader.records import RecordError, open_reader
+
+    try:
+        table = open_reader(path).table
+    except RecordError as exc:
+        raise ReportError(str(exc)) from exc
+    if "age" not in table.columns:
+        raise ReportError(f"{path}: its records carry no ages")
+    out = pd.DataFrame({"id": table["id"].astype(str), "age": pd.to_numeric(table["age"], errors="coerce")})
+    if "sex" in table.columns:
+        out["male"] = table["sex"].map({"M": 1.0, "F": 0.0})
+    for col in ("death", "timey"):
+        if col in table.columns:
+            out[col] = pd.to_numeric(table[col].map(lambda v: {True: 1, False: 0}.get(v, v)), errors="coerce")
+    return out.drop_duplicates("id")
+
+
+def read_labels(path: Path, id_col: str | None, age_col: str | None) -> pd.DataFrame:
+    if path.is_dir() or path.suffix.lower() in (".hdf5", ".h5"):
+        return labels_from_records(path)
+    try:
+        frame = pd.read_csv(path, dtype=str)
+    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise ReportError(f"{path}: cannot be read as a CSV ({exc})") from exc
+    sex_col, is_male = None, None
+    if id_col is None or age_col is None:
+        for ids, ages, sex, male in LABEL_FORMATS:
+            if {ids, ages} <= set(frame.columns):
+                id_col, age_col = id_col or ids, age_col or ages
+                sex_col, is_male = (sex, male) if sex in frame.columns else (None, None)
+                break
+        else:
+            raise ReportError(f"{path}: not a known label format (exams.csv, MAIC labels, PTB-XL database); "
+                              f"give --id_col and --age_col (columns: {', '.join(frame.columns)})")
+    for col in (id_col, age_col):
+        if col not in frame.columns:
+            raise ReportError(f"{path}: has no column {col!r} (columns: {', '.join(frame.columns)})")
+    ids = frame[id_col].str.strip().str.replace(r"\.0$", "", regex=True).str.replace(r"\.npy$", "", regex=True)
+    out = pd.DataFrame({"id": ids, "age": pd.to_numeric(frame[age_col], errors="coerce")})
+    if sex_col:
+        out["male"] = frame[sex_col].map(lambda v: np.nan if pd.isna(v) else float(is_male(v)))
+    for col in ("death", "timey"):
+        if col in frame.columns:
+            out[col] = frame[col].map(lambda v: np.nan if pd.isna(v) else
+                                      1.0 if str(v).strip().lower() == "true" else
+                                      0.0 if str(v).strip().lower() == "false" else pd.to_numeric(v, errors="coerce"))
+    if id_col == "ecg_id":  # PTB-XL stores ages above 89 as 300
+        out.loc[out["age"] >= 300, "age"] = np.nan
+    return out.drop_duplicates("id")
+
+
+def join(pred: pd.DataFrame, labels: pd.DataFrame, pred_path, label_path) -> pd.DataFrame:
+    merged = pred.merge(labels, on="id", how="left", indicator=True)
+    unmatched = merged.loc[merged["_merge"] == "left_only", "id"].tolist()
+    if len(unmatched) == len(merged):
+        raise ReportError(f"none of the {len(pred)} prediction ids of {pred_path} is in {label_path} "
+                          f"(first ids: {', '.join(pred['id'].head(3))} vs {', '.join(labels['id'].head(3))}); "
+                          f"check --id_col")
+    if unmatched:
+        raise ReportError(f"{len(unmatched)} prediction id(s) have no label in {label_path}: "
+                          f"{', '.join(unmatched[:20])}")
+    bad_age = merged.loc[~np.isfinite(merged["age"]) | (merged["age"] < 0), "id"].tolist()
+    if bad_age:
+        raise ReportError(f"{len(bad_age)} record(s) have a missing, negative or non-numeric age in {label_path}: "
+                          f"{', '.join(bad_age[:20])}")
+    return merged.drop(columns="_merge")
+
+
+def error_report(pred, true, unit: str, n_boot: int, seed: int) -> dict:
+    report = metrics.summary(pred, true)
+    report["mae_ci95"] = metrics.bootstrap_ci(pred, true, n_boot=n_boot, seed=seed)
+    report["bin_unit"] = unit
+    report["per_bin"] = metrics.per_bin(pred, true, unit)
+    report["gap_age_slope"] = metrics.gap_age_slope(pred, true)
+    return report
+
+
+def stored_correction(args) -> tuple[dict | None, str | None]:
+    from utils.checkpoint import load_bundle
+
+    source = args.weights or (Path(args.run) if args.run else None)
+    if source is None:
+        return None, None
+    try:
+        bundle = load_bundle(source)
+    except Exception as exc:  # a run without a loadable checkpoint simply has no correction to report
+        print(f"note: no bias correction read from {source} ({exc})", file=sys.stderr)
+        return None, None
+    return bundle.bias_correction, bundle.source
+
+
+def tensorboard_figures(run: Path, pngs: list[Path]) -> None:
+    import matplotlib.image as mpimg
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(run / "logs"))
+    for png in pngs:
+        image = mpimg.imread(png)[..., :3]
+        writer.add_image(f"report/{png.stem}", image, dataformats="HWC")
+    writer.close()
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    out = Path(args.out)
+    data = join(read_predictions(Path(args.predictions)), read_labels(Path(args.labels), args.id_col, args.age_col),
+                args.predictions, args.labels)
+    pred, true = data["predicted"].to_numpy(float), data["age"].to_numpy(float)
+    unit = args.bins if args.bins != "auto" else ("months" if true.max() < 10 else "years")
+    report = {**error_report(pred, true, unit, args.n_boot, args.seed),
+              "bootstrap": {"n_boot": args.n_boot, "seed": args.seed, "level": 0.95},
+              "inputs": {"predictions": str(args.predictions), "labels": str(args.labels)}}
+
+    survival_data = data
+    correction, source = stored_correction(args)
+    if correction:
+        corrected = metrics.apply_bias_correction(pred, correction)
+        report["bias_correction"] = {**correction, "source": source,
+                                     "corrected": error_report(corrected, true, unit, args.n_boot, args.seed)}
+        survival_data = data.assign(predicted=corrected)
+
+    plots = [plot_scatter(pred, true, out / "predicted_vs_true.png"),
+             plot_bland_altman(pred, true, out / "bland_altman.png"),
+             plot_error_by_bin(report["per_bin"], out / "error_by_bin.png", unit)]
+    history = Path(args.history) if args.history else (Path(args.run) / "history.csv" if args.run else None)
+    if history is not None and history.exists():
+        plots.append(plot_learning_curves(history, out / "learning_curves.png"))
+
+    if args.survival:
+        missing = [c for c in ("death", "timey") if c not in data.columns]
+        if missing:
+            raise ReportError(f"--survival needs columns death and timey in {args.labels} (missing: "
+                              f"{', '.join(missing)})")
+        incomplete = data.loc[data[["death", "timey"]].isna().any(axis=1), "id"].tolist()
+        if incomplete:
+            raise ReportError(f"{len(incomplete)} record(s) lack death/timey in {args.labels}: "
+                              f"{', '.join(incomplete[:20])}")
+        report["survival"] = cox_by_gap(data, args.gap_threshold)
+        if correction:
+            report["survival_bias_corrected"] = cox_by_gap(survival_data, args.gap_threshold)
+        plots.append(plot_kaplan_meier(kaplan_meier(survival_data, args.gap_threshold), out / "kaplan_meier.png",
+                                       args.gap_threshold))
+
+    report["plots"] = [p.name for p in plots]
+    write_json(out / "report.json", _finite(report))
+    if args.run:
+        tensorboard_figures(Path(args.run), plots)
+    print(f"n {report['n']}  MAE {report['mae']:.2f} (95% CI {report['mae_ci95'][0]:.2f}–{report['mae_ci95'][1]:.2f})"
+          f"  RMSE {report['rmse']:.2f}  bias {report['bias']:+.2f}  r {report['pearson_r']:.3f}  → {out}/report.json")
+    return 0
+
+
+def _finite(obj):
+    """JSON has no NaN: undefined statistics are written as null."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def entry(argv=None) -> int:
+    try:
+        return main(argv)
+    except (ReportError, SurvivalError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(entry())

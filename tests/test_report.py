@@ -1,0 +1,194 @@
+"""report_interface: exact metrics, per-bin edges, bias correction, Cox on a simulated cohort, plots, bad inputs;
+and the evaluation options of test_interface (test-time augmentation, stored bias correction)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import SPEC, cli, need
+
+import report_interface
+import test_interface
+from utils import metrics
+
+
+def test_metrics_by_hand():
+    pred, true = np.array([30.0, 50.0, 40.0, 80.0]), np.array([20.0, 50.0, 45.0, 70.0])
+    # errors 10, 0, -5, 10: MAE 25/4, RMSE sqrt(225/4), bias 15/4; SS_tot of true = 1268.75
+    out = metrics.summary(pred, true)
+    assert out["n"] == 4 and out["mae"] == 6.25 and out["bias"] == 3.75
+    assert out["rmse"] == pytest.approx(np.sqrt(56.25))
+    assert out["r2"] == pytest.approx(1 - 225 / 1268.75)
+    assert out["pearson_r"] == pytest.approx(np.corrcoef(pred, true)[0, 1])
+
+
+def test_per_bin_edges_decades_and_months():
+    true = np.array([19.9, 20.0, 29.99, 30.0, 45.0])
+    pred = true + np.array([1.0, -1.0, 2.0, 4.0, -3.0])
+    bins = metrics.per_bin(pred, true)
+    assert [(b["lo"], b["hi"], b["n"]) for b in bins] == [(10, 20, 1), (20, 30, 2), (30, 40, 1), (40, 50, 1)]
+    assert bins[1]["mae"] == 1.5 and bins[1]["bias"] == 0.5
+    children = np.array([0.5, 0.99, 1.0, 8.5])  # 6, 11.9, 12 and 102 months
+    bins = metrics.per_bin(children + 0.1, children, unit="months")
+    assert [(b["lo"], b["hi"], b["n"]) for b in bins] == [(0, 12, 2), (12, 24, 1), (96, 108, 1)]
+
+
+def test_bias_correction_fitted_on_validation_only():
+    rng = np.random.default_rng(0)
+    valid_age = rng.uniform(20, 80, 400)
+    valid_pred = 50 + 0.6 * (valid_age - 50) + rng.normal(0, 3, 400)  # regression to the mean
+    correction = metrics.fit_bias_correction(valid_pred, valid_age)
+    assert correction["slope"] == pytest.approx(-0.4, abs=0.03) and correction["n"] == 400
+    assert metrics.gap_age_slope(metrics.apply_bias_correction(valid_pred, correction), valid_age) == \
+        pytest.approx(0.0, abs=1e-9)
+    test_age = rng.uniform(20, 80, 100)
+    test_pred = 50 + 0.6 * (test_age - 50) + rng.normal(0, 3, 100)
+    before = test_pred.copy()
+    corrected = metrics.apply_bias_correction(test_pred, correction)
+    assert np.array_equal(test_pred, before)  # the test predictions themselves are untouched
+    assert abs(metrics.gap_age_slope(corrected, test_age)) < 0.1 < abs(metrics.gap_age_slope(test_pred, test_age))
+    # the fit depends only on the validation data: other test data leave it unchanged
+    assert metrics.fit_bias_correction(valid_pred, valid_age) == correction
+
+
+def simulated_cohort(folder, n=20000, seed=0, hr_older=1.79, hr_younger=0.78):
+    rng = np.random.default_rng(seed)
+    age = rng.uniform(30, 85, n)
+    male = rng.random(n) < 0.45
+    gap = rng.normal(0, 9, n)
+    hazard = 0.02 * np.exp(0.07 * (age - 60) + 0.3 * male + np.log(hr_older) * (gap > 8)
+                           + np.log(hr_younger) * (gap < -8))
+    event, censor = rng.exponential(1 / hazard), rng.uniform(2, 10, n)
+    ids = np.arange(n) + 10_000
+    pd.DataFrame({"exam_id": ids, "age": age, "is_male": male, "death": event < censor,
+                  "timey": np.minimum(event, censor)}).to_csv(folder / "exams.csv", index=False)
+    pd.DataFrame({"ids": ids, "predicted_age": age + gap}).to_csv(folder / "predicted_age.csv", index=False)
+    return folder
+
+
+def test_survival_recovers_known_hazard_ratios(tmp_path):
+    simulated_cohort(tmp_path)
+    out = tmp_path / "report"
+    assert report_interface.entry(["--predictions", str(tmp_path / "predicted_age.csv"), "--labels",
+                                   str(tmp_path / "exams.csv"), "--out", str(out), "--survival", "--n_boot",
+                                   "200"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    for key in ("n", "mae", "rmse", "bias", "r2", "pearson_r", "per_bin", "mae_ci95"):
+        assert key in report
+    survival = report["survival"]
+    for group, truth in (("older", 1.79), ("younger", 0.78)):
+        assert set(survival[group]) == {"hr", "ci_low", "ci_high", "p"}
+        assert survival[group]["ci_low"] <= truth <= survival[group]["ci_high"], (group, survival[group])
+        assert survival[group]["p"] < 1e-3
+    assert survival["per_year_gap"]["hr"] > 1 and survival["adjusted_for"] == ["age", "male"]
+    for png in report["plots"]:
+        data = (out / png).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+    assert "kaplan_meier.png" in report["plots"]
+
+
+def test_report_on_real_records_with_run_and_maic_formats(maic_adult, tmp_path):
+    """A submission (FILENAME,AGE) against a MAIC label CSV; exact numbers recomputed here."""
+    answers = pd.read_csv(maic_adult / "answer_adult.csv")
+    submission = answers.assign(AGE=answers["AGE"] + np.array([3.0, -2.0, 5.0, 0.5, -1.0, 8.0]))
+    submission.to_csv(tmp_path / "submission.csv", index=False)
+    out = tmp_path / "r"
+    assert report_interface.entry(["--predictions", str(tmp_path / "submission.csv"), "--labels",
+                                   str(maic_adult / "answer_adult.csv"), "--out", str(out), "--n_boot", "100"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["n"] == 6 and report["mae"] == pytest.approx(19.5 / 6) and report["bias"] == pytest.approx(2.25)
+    lo, hi = report["mae_ci95"]
+    assert lo <= report["mae"] <= hi
+
+
+@pytest.mark.parametrize("case,message", [
+    ("unmatched", "have no label"), ("none_match", "none of the"), ("nan_age", "non-numeric age"),
+    ("no_events", "no deaths"), ("no_columns", "needs columns death and timey")])
+def test_bad_report_inputs(tmp_path, capsys, case, message):
+    pred = pd.DataFrame({"ids": [1, 2, 3, 4], "predicted_age": [50.0, 60, 70, 80]})
+    labels = pd.DataFrame({"exam_id": [1, 2, 3, 4], "age": [51.0, 59, 72, 79], "is_male": [True, False] * 2,
+                           "death": [True, False, False, True], "timey": [1.0, 2, 3, 4]})
+    if case == "unmatched":
+        pred.loc[3, "ids"] = 99
+    elif case == "none_match":
+        pred["ids"] = [91, 92, 93, 94]
+    elif case == "nan_age":
+        labels["age"] = labels["age"].astype(object)
+        labels.loc[2, "age"] = "unknown"
+    elif case == "no_events":
+        labels["death"] = False
+    else:
+        labels = labels.drop(columns=["death", "timey"])
+    pred.to_csv(tmp_path / "p.csv", index=False)
+    labels.to_csv(tmp_path / "l.csv", index=False)
+    code = report_interface.entry(["--predictions", str(tmp_path / "p.csv"), "--labels", str(tmp_path / "l.csv"),
+                                   "--out", str(tmp_path / "out"), "--survival"])
+    assert code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "out" / "report.json").exists()
+
+
+@pytest.fixture(scope="module")
+def resnet_with_correction(tmp_path_factory):
+    """This project's checkpoint of the fixture ResNet1d with a stored bias correction."""
+    from utils.checkpoint import load_bundle, save_checkpoint
+
+    fixture = torch.load(need(SPEC / "ResNet1d_small.pt"), weights_only=False)
+    folder = tmp_path_factory.mktemp("corr")
+    from models import ResNet1d
+
+    model = ResNet1d(**fixture["config"])
+    model.load_state_dict(fixture["state_dict"])
+    torch.save({"model": model.state_dict()}, folder / "seed.pt")
+    bundle = load_bundle(folder / "seed.pt")
+    bundle.bias_correction = {"intercept": 2.0, "slope": -0.5, "n": 10, "fitted_on": "validation"}
+    save_checkpoint(folder / "best.pt", bundle, epoch=1)
+    return folder / "best.pt"
+
+
+def test_stored_bias_correction_and_tta_on_short_records(resnet_with_correction, ptbxl, tmp_path):
+    manifest = tmp_path / "m.csv"
+    table = pd.read_csv(ptbxl / "ptbxl_database.csv").head(3)
+    pd.DataFrame({"path": [str(ptbxl / f) for f in table["filename_hr"]]}).to_csv(manifest, index=False)
+    runs = {}
+    for name, extra in (("plain", []), ("tta", ["--tta", "3"]), ("corr", ["--bias_correction"])):
+        out = tmp_path / f"{name}.csv"
+        assert cli(test_interface, ["--input", str(manifest), "--weights", str(resnet_with_correction),
+                                    "--output", str(out), *extra], tmp_path) == 0
+        runs[name] = pd.read_csv(out)["predicted_age"].to_numpy()
+    np.testing.assert_allclose(runs["corr"], (runs["plain"] - 2.0) / 0.5, atol=1e-5)
+    # 10 s at 400 Hz is 4000 samples, shorter than the 4096 window: every window is the whole record
+    np.testing.assert_allclose(runs["tta"], runs["plain"], atol=1e-6)
+
+
+def test_tta_averages_windows_covering_the_record(maic_adult, tmp_path):
+    """The seed uses the first 4096 of 5000 samples; --tta 3 averages windows at 0, 452 and 904."""
+    from dataloader.preprocessing import preprocess, tta_specs
+    from dataloader.records import NpyFolderReader
+    from models import get_model
+    from utils.checkpoint import load_bundle
+
+    fixture = torch.load(need(SPEC / "ResUDenseNet_small.pt"), weights_only=False)
+    model = get_model("ResUDenseNet", **fixture["config"])
+    model.load_state_dict(fixture["state_dict"])
+    torch.save({"model": model.state_dict(), "epoch": 3}, tmp_path / "child.pt")
+    folder = maic_adult / "ECG_adult_numpy_valid"
+    runs = {}
+    for name, extra in (("plain", []), ("tta", ["--tta", "3"])):
+        out = tmp_path / f"{name}.csv"
+        assert cli(test_interface, ["--input", str(folder), "--weights", str(tmp_path / "child.pt"), "--mode",
+                                    "child", "--output", str(out), *extra], tmp_path) == 0
+        runs[name] = pd.read_csv(out)["predicted_age"].to_numpy()
+    bundle = load_bundle(tmp_path / "child.pt", mode="child")
+    reader = NpyFolderReader(folder)
+    expected = []
+    for i in range(len(reader)):
+        record = reader.load(i)
+        x = torch.stack([torch.from_numpy(preprocess(record.signal, 500, s)) for s in tta_specs(bundle.preprocessing,
+                                                                                                 3)])
+        with torch.no_grad():
+            expected.append(bundle.head(bundle.model(x)).mean().item())
+    np.testing.assert_allclose(runs["tta"], expected, atol=1e-5)
+    assert np.abs(runs["tta"] - runs["plain"]).max() > 1e-4

@@ -1,0 +1,95 @@
+"""Error metrics of predicted vs chronological age, per-bin errors, bootstrap intervals and the age-gap bias
+correction (regression to the mean).
+
+All functions take plain arrays and return plain Python numbers/dicts, so report.json is exactly what they compute.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def _check(pred, true) -> tuple[np.ndarray, np.ndarray]:
+    pred, true = np.asarray(pred, dtype=np.float64), np.asarray(true, dtype=np.float64)
+    if pred.shape != true.shape or pred.ndim != 1:
+        raise ValueError(f"predictions {pred.shape} and ages {true.shape} must be 1-D of the same length")
+    if len(pred) == 0:
+        raise ValueError("no predictions to evaluate")
+    if not (np.isfinite(pred).all() and np.isfinite(true).all()):
+        raise ValueError("predictions and ages must be finite")
+    return pred, true
+
+
+def summary(pred, true) -> dict:
+    """n, mae, rmse, bias (mean of predicted − true), r2 (1 − SS_res/SS_tot), pearson_r."""
+    pred, true = _check(pred, true)
+    error = pred - true
+    ss_res = float(np.sum(error ** 2))
+    ss_tot = float(np.sum((true - true.mean()) ** 2))
+    pearson = float(np.corrcoef(pred, true)[0, 1]) if len(pred) > 1 and pred.std() > 0 and true.std() > 0 \
+        else math.nan
+    return {"n": int(len(pred)), "mae": float(np.mean(np.abs(error))), "rmse": float(np.sqrt(np.mean(error ** 2))),
+            "bias": float(np.mean(error)), "r2": 1.0 - ss_res / ss_tot if ss_tot > 0 else math.nan,
+            "pearson_r": pearson}
+
+
+def bin_edges(true, unit: str) -> np.ndarray:
+    """Decades for adults (…, 20, 30, …); 12-month bins, in months, for children."""
+    true = np.asarray(true, dtype=np.float64)
+    if unit == "months":
+        months = true * 12
+        return np.arange(12 * math.floor(months.min() / 12), 12 * (math.floor(months.max() / 12) + 1) + 1, 12)
+    return np.arange(10 * math.floor(true.min() / 10), 10 * (math.floor(true.max() / 10) + 1) + 1, 10)
+
+
+def per_bin(pred, true, unit: str = "years") -> list[dict]:
+    """[{lo, hi, n, mae, bias}] for every non-empty bin, lo ≤ age < hi (edges in ``unit``; errors in years)."""
+    pred, true = _check(pred, true)
+    scaled = true * 12 if unit == "months" else true
+    edges = bin_edges(true, unit)
+    rows = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        inside = (scaled >= lo) & (scaled < hi)
+        if inside.any():
+            error = pred[inside] - true[inside]
+            rows.append({"lo": float(lo), "hi": float(hi), "n": int(inside.sum()),
+                         "mae": float(np.mean(np.abs(error))), "bias": float(np.mean(error))})
+    return rows
+
+
+def bootstrap_ci(pred, true, stat=lambda e: np.mean(np.abs(e)), n_boot: int = 2000, seed: int = 0,
+                 level: float = 0.95) -> list[float]:
+    """Percentile bootstrap interval of a statistic of the errors (default: MAE)."""
+    pred, true = _check(pred, true)
+    error = pred - true
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(error), size=(n_boot, len(error)))
+    values = np.array([stat(error[d]) for d in draws])
+    tail = (1 - level) / 2 * 100
+    return [float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))]
+
+
+def fit_bias_correction(pred, true) -> dict:
+    """Least-squares line of the age gap on chronological age, gap = intercept + slope·age (the regression to
+    the mean: young people are predicted older, old people younger). Fit it on validation data only."""
+    pred, true = _check(pred, true)
+    if len(pred) < 3 or true.std() == 0:
+        raise ValueError("the bias correction needs at least 3 validation records with different ages")
+    slope, intercept = np.polyfit(true, pred - true, 1)
+    if not 1 + slope > 0.05:
+        raise ValueError(f"the predictions do not increase with age (gap slope {slope:.3f}); "
+                         f"a bias correction would be meaningless")
+    return {"intercept": float(intercept), "slope": float(slope), "n": int(len(pred)), "fitted_on": "validation"}
+
+
+def apply_bias_correction(pred, correction: dict) -> np.ndarray:
+    """Invert the fitted line: E[pred | age] = intercept + (1 + slope)·age, so the corrected age is
+    (pred − intercept) / (1 + slope). Needs no chronological age, so it also serves submissions."""
+    return (np.asarray(pred, dtype=np.float64) - correction["intercept"]) / (1.0 + correction["slope"])
+
+
+def gap_age_slope(pred, true) -> float:
+    """Slope of the gap on age (0 when the gap carries no regression to the mean)."""
+    pred, true = _check(pred, true)
+    return float(np.polyfit(true, pred - true, 1)[0]) if len(pred) > 1 and true.std() > 0 else math.nan
