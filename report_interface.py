@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from dataloader.records import RecordError, read_csv
 from utils import metrics
 from utils.io import write_json
 from utils.plots import plot_bland_altman, plot_error_by_bin, plot_kaplan_meier, plot_learning_curves, plot_scatter
@@ -52,10 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def read_predictions(path: Path) -> pd.DataFrame:
-    try:
-        frame = pd.read_csv(path, dtype=str)
-    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise ReportError(f"{path}: cannot be read as a CSV ({exc})") from exc
+    frame = read_csv(path, "a predictions CSV", dtype=str)
     for id_col, age_col in (("ids", "predicted_age"), ("FILENAME", "AGE")):
         if {id_col, age_col} <= set(frame.columns):
             out = pd.DataFrame({"id": frame[id_col].str.strip(),
@@ -81,7 +79,7 @@ LABEL_FORMATS = (  # (id column, age column, sex column, how to read 'male')
 
 def labels_from_records(path: Path) -> pd.DataFrame:
     """Labels carried by the records themselves (WFDB header comments, PTB-XL database, HDF5 + exams.csv)."""
-    from dataloader.records import RecordError, open_reader
+    from dataloader.records import open_reader
 
     try:
         table = open_reader(path).table
@@ -101,10 +99,7 @@ def labels_from_records(path: Path) -> pd.DataFrame:
 def read_labels(path: Path, id_col: str | None, age_col: str | None) -> pd.DataFrame:
     if path.is_dir() or path.suffix.lower() in (".hdf5", ".h5"):
         return labels_from_records(path)
-    try:
-        frame = pd.read_csv(path, dtype=str)
-    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise ReportError(f"{path}: cannot be read as a CSV ({exc})") from exc
+    frame = read_csv(path, "a label CSV", dtype=str)
     sex_col, is_male = None, None
     if id_col is None or age_col is None:
         for ids, ages, sex, male in LABEL_FORMATS:
@@ -247,7 +242,7 @@ def _finite(obj):
 def entry(argv=None) -> int:
     try:
         return main(argv)
-    except (ReportError, SurvivalError, ValueError) as exc:
+    except (ReportError, SurvivalError, RecordError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

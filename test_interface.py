@@ -21,7 +21,7 @@ import pandas as pd
 import options as opts
 from dataloader.dataset import ECGDataset, default_workers, eval_loader
 from dataloader.preprocessing import tta_specs
-from dataloader.records import NpyFolderReader, Reader, RecordError, natural_key, open_reader
+from dataloader.records import NpyFolderReader, Reader, RecordError, natural_key, open_reader, read_csv
 from dataloader.sources import BadInputError, apply_policy, duplicate_ids, open_source
 from utils.checkpoint import CheckpointError, ModelBundle, load_bundle
 from utils.cli import run_main
@@ -117,10 +117,7 @@ def run_records(args, device, precision) -> Path:
 
 # ---- MAIC submission -------------------------------------------------------------------------------------------
 def read_template(path: Path) -> pd.DataFrame:
-    try:
-        template = pd.read_csv(path, dtype={"FILENAME": str})
-    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise RecordError(str(path), f"cannot be read as a CSV ({exc})") from exc
+    template = read_csv(path, "a submission template", dtype={"FILENAME": str})
     if "FILENAME" not in template.columns:
         raise RecordError(str(path), f"lacks the FILENAME column (has {', '.join(map(str, template.columns))})")
     if "AGE" not in template.columns:

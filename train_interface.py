@@ -20,7 +20,7 @@ import pandas as pd
 import options as opts
 from dataloader.dataset import ECGDataset, default_workers, eval_loader, train_loader
 from dataloader.preprocessing import PRESETS
-from dataloader.records import NpyFolderReader, Reader, open_reader
+from dataloader.records import NpyFolderReader, Reader, open_reader, read_csv
 from dataloader.sources import apply_policy, duplicate_ids, label_problems, open_source
 from dataloader.splits import maic_dataset_csvs, patient_split, strat_fold_split, stratified_split
 from models import AgeHead, get_model, model_args
@@ -47,28 +47,44 @@ def log(message: str) -> None:
 
 
 # ---- data --------------------------------------------------------------------------------------------------------
-def training_data(args) -> tuple[Reader, np.ndarray, np.ndarray, str]:
-    """(reader, train positions, valid positions, description) for the MAIC layout or any --input."""
+def training_reader(args) -> Reader:
+    """The labelled records to train on: the MAIC folder + label CSV of ``--mode``, or any ``--input``."""
     if args.input is None:
         folder, labels = getattr(args, f"train_for_{args.mode}"), getattr(args, f"train_for_{args.mode}_label")
-        if folder is None:
+        if folder is None or labels is None:
             raise SystemExit(f"error: no training data: give --data_root, --train_for_{args.mode} and "
                              f"--train_for_{args.mode}_label, or --input (run `make demo` for a synthetic set)")
-        if is_main():
-            maic_dataset_csvs(folder, labels, args.mode, args.dataset_dir, opts.MAIC_AGE_BINS[args.mode],
-                              args.valid_ratio, args.seed, log=log)
-        barrier()
-        train_csv = Path(args.dataset_dir) / f"train_dataset_{args.mode}.csv"
-        valid_csv = Path(args.dataset_dir) / f"valid_dataset_{args.mode}.csv"
-        reader = NpyFolderReader(folder, labels=labels, fs=args.fs or 500.0, scale=args.input_scale)
-        position = {rid: i for i, rid in enumerate(reader.ids)}
-        split = [np.array([position[f] for f in pd.read_csv(c, dtype={"Filename": str})["Filename"]], np.int64)
-                 for c in (train_csv, valid_csv)]
-        return reader, split[0], split[1], f"MAIC {args.mode} ({train_csv.name} / {valid_csv.name})"
+        return NpyFolderReader(folder, labels=labels, fs=args.fs or 500.0, scale=args.input_scale)
+    return open_reader(args.input, labels=args.labels, fs=args.fs, ptbxl_rate=args.ptbxl_rate,
+                       scale=args.input_scale, traces_dset=args.traces_dset, ids_dset=args.ids_dset)
 
-    reader = open_reader(args.input, labels=args.labels, fs=args.fs, ptbxl_rate=args.ptbxl_rate,
-                         scale=args.input_scale, traces_dset=args.traces_dset, ids_dset=args.ids_dset)
+
+def usable_records(reader: Reader, bad_signals: dict, on_bad: str) -> np.ndarray:
+    """Positions of the records to train on, after the bad-input policy over everything that can be wrong:
+    signals, age labels, duplicate ids, and label rows whose ECG file is missing (all listed at once)."""
     table = reader.table
+    bad = {**duplicate_ids(table), **label_problems(table), **bad_signals}
+    orphans = list(getattr(reader, "orphan_labels", []))
+    bad.update({rid: f"{rid}: label row without an ECG file in {reader.folder}" for rid in orphans})
+    ids = reader.ids + orphans
+    keep = apply_policy(bad, ids, "skip" if on_bad == "fill" else on_bad, "training", log=log)
+    return keep[keep < len(reader)]
+
+
+def split_records(args, reader: Reader, usable: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
+    """(train positions, valid positions, description). MAIC: the dataset CSVs; otherwise --split."""
+    if args.input is None:
+        excluded = sorted(set(reader.ids) - {reader.ids[i] for i in usable})
+        if is_main():
+            maic_dataset_csvs(reader.folder, reader.labels, args.mode, args.dataset_dir,
+                              opts.MAIC_AGE_BINS[args.mode], args.valid_ratio, args.seed, exclude=excluded, log=log)
+        barrier()
+        position = {rid: i for i, rid in enumerate(reader.ids)}
+        names = [Path(args.dataset_dir) / f"{part}_dataset_{args.mode}.csv" for part in ("train", "valid")]
+        train, valid = (np.array([position[f] for f in read_csv(c, dtype={"Filename": str})["Filename"]], np.int64)
+                        for c in names)
+        return train, valid, f"MAIC {args.mode} ({names[0].name} / {names[1].name})"
+    table = reader.table.iloc[usable]
     method = args.split
     if method == "auto":
         has_patients = "patient_id" in table.columns and table["patient_id"].notna().any()
@@ -82,17 +98,8 @@ def training_data(args) -> tuple[Reader, np.ndarray, np.ndarray, str]:
             raise SystemExit(f"error: --split patient needs patient ids; {args.input} has none")
         train, valid = patient_split(table["patient_id"], args.valid_ratio, args.seed)
     else:
-        ages = pd.to_numeric(table.get("age"), errors="coerce").fillna(-1)
-        train, valid = stratified_split(ages, list(range(0, 140, 10)), args.valid_ratio, args.seed)
-    return reader, train, valid, f"{reader.format} {args.input} (split: {method})"
-
-
-def screen(reader: Reader, positions: np.ndarray, bad_signals: dict, on_bad: str, what: str) -> np.ndarray:
-    """Apply the bad-input policy to signals, labels and duplicate ids of the given rows."""
-    table = reader.table.iloc[positions]
-    bad = {**duplicate_ids(reader.table), **label_problems(table), **bad_signals}
-    ids = table["id"].astype(str).tolist()
-    return positions[apply_policy(bad, ids, "skip" if on_bad == "fill" else on_bad, what, log=log)]
+        train, valid = stratified_split(table["age"], list(range(0, 140, 10)), args.valid_ratio, args.seed)
+    return usable[train], usable[valid], f"{reader.format} {args.input} (split: {method})"
 
 
 # ---- model -------------------------------------------------------------------------------------------------------
@@ -186,13 +193,12 @@ def main(argv=None) -> int:
         bundle = new_bundle(args)
     args.arch = bundle.arch
 
-    reader, train, valid, description = training_data(args)
+    reader = training_reader(args)
     cache_dtype = args.cache_dtype if args.cache_dtype != "auto" else ("float16" if precision == "bf16"
                                                                        else "float32")
     source, bad_signals = open_source(reader, bundle.preprocessing, args.cache == "on", args.cache_dir,
                                       dtype=cache_dtype, progress=not args.quiet)
-    train = screen(reader, train, bad_signals, args.on_bad, "training")
-    valid = screen(reader, valid, bad_signals, args.on_bad, "validation")
+    train, valid, description = split_records(args, reader, usable_records(reader, bad_signals, args.on_bad))
     if len(train) == 0 or len(valid) == 0:
         raise SystemExit(f"error: {description} leaves {len(train)} training and {len(valid)} validation records; "
                          f"both need at least one")

@@ -86,6 +86,14 @@ def fingerprint_files(paths: Sequence[Path]) -> str:
     return digest.hexdigest()
 
 
+def read_csv(path: str | os.PathLike, what: str = "a CSV", **kwargs) -> pd.DataFrame:
+    """pandas.read_csv whose every failure (missing, empty, binary, malformed) is a RecordError naming the file."""
+    try:
+        return pd.read_csv(path, **kwargs)
+    except (OSError, ValueError, UnicodeDecodeError) as exc:  # ParserError and EmptyDataError are ValueErrors
+        raise RecordError(str(path), f"cannot be read as {what} ({type(exc).__name__}: {exc})") from exc
+
+
 def natural_key(text: str):
     """Sort 'ecg_adult_2' before 'ecg_adult_10'."""
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(text))]
@@ -139,16 +147,14 @@ class Reader:
 def read_maic_labels(path: str | os.PathLike) -> pd.DataFrame:
     """MAIC label CSV (FILENAME, GENDER, AGE) → id, sex, age (+ the raw columns)."""
     path = Path(path)
-    try:
-        frame = pd.read_csv(path, dtype={"FILENAME": str})
-    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise RecordError(str(path), f"cannot be read as a CSV ({exc})") from exc
+    frame = read_csv(path, "a MAIC label CSV", dtype={"FILENAME": str})
     missing = [c for c in ("FILENAME", "AGE") if c not in frame.columns]
     if missing:
         raise RecordError(str(path), f"lacks column(s) {', '.join(missing)}; a MAIC label CSV has "
                                      f"FILENAME, GENDER, AGE (has {', '.join(map(str, frame.columns))})")
     out = pd.DataFrame({"id": frame["FILENAME"].astype(str).str.strip().str.replace(r"\.npy$", "", regex=True)})
     out["age"] = pd.to_numeric(frame["AGE"], errors="coerce")
+    out["age_raw"] = frame["AGE"]  # to tell a missing age from a non-numeric one
     out["sex"] = frame["GENDER"].map(normalise_sex) if "GENDER" in frame.columns else None
     out["GENDER"] = frame["GENDER"] if "GENDER" in frame.columns else None
     return out
@@ -167,8 +173,11 @@ class NpyFolderReader(Reader):
         self.fs, self.scale = float(fs), float(scale)
         names = sorted((p.name for p in self.folder.iterdir() if p.suffix == ".npy"), key=natural_key)
         table = pd.DataFrame({"id": [n[:-4] for n in names], "path": [str(self.folder / n) for n in names]})
+        self.orphan_labels: list[str] = []
         if labels is not None:
-            table = table.merge(read_maic_labels(labels), on="id", how="left")
+            label_table = read_maic_labels(labels)
+            self.orphan_labels = sorted(set(label_table["id"]) - set(table["id"]), key=natural_key)
+            table = table.merge(label_table, on="id", how="left")
         self.table = table
         self.labels = labels
 
@@ -289,15 +298,13 @@ class HDF5Reader(Reader):
 def read_code_exams(path: str | os.PathLike) -> pd.DataFrame:
     """CODE-15% ``exams.csv`` → id (exam_id), age, sex, patient_id, death, timey, trace_file."""
     path = Path(path)
-    try:
-        frame = pd.read_csv(path)
-    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise RecordError(str(path), f"cannot be read as a CSV ({exc})") from exc
+    frame = read_csv(path, "a CODE-15% exams.csv")
     if "exam_id" not in frame.columns:
         raise RecordError(str(path), f"lacks column exam_id (has {', '.join(map(str, frame.columns))})")
     out = pd.DataFrame({"id": frame["exam_id"].map(lambda v: str(int(v)) if pd.notna(v) else "")})
     if "age" in frame.columns:
         out["age"] = pd.to_numeric(frame["age"], errors="coerce")
+        out["age_raw"] = frame["age"]
     if "is_male" in frame.columns:
         out["sex"] = frame["is_male"].map(lambda v: None if pd.isna(v) else
                                           ("M" if str(v).strip().lower() in ("true", "1", "1.0") else "F"))
@@ -392,10 +399,7 @@ class PTBXLReader(Reader):
         if rate not in (100, 500):
             raise ValueError(f"PTB-XL comes at 100 or 500 Hz, not {rate}")
         column = "filename_hr" if rate == 500 else "filename_lr"
-        try:
-            frame = pd.read_csv(self.database)
-        except (OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-            raise RecordError(str(self.database), f"cannot be read as a CSV ({exc})") from exc
+        frame = read_csv(self.database, "the PTB-XL database")
         missing = [c for c in ("ecg_id", column) if c not in frame.columns]
         if missing:
             raise RecordError(str(self.database), f"lacks PTB-XL column(s) {', '.join(missing)}")
@@ -437,10 +441,7 @@ class ManifestReader(Reader):
 
     def __init__(self, csv: str | os.PathLike, fs: float | None = None, scale: float = 1.0):
         self.csv = Path(csv)
-        try:
-            frame = pd.read_csv(self.csv, dtype={"id": str, "Filename": str, "patient_id": str})
-        except (OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-            raise RecordError(str(self.csv), f"cannot be read as a CSV ({exc})") from exc
+        frame = read_csv(self.csv, "a manifest", dtype={"id": str, "Filename": str, "patient_id": str})
         frame = frame.rename(columns={k: v for k, v in _MANIFEST_ALIASES.items() if k in frame.columns})
         if "path" not in frame.columns:
             raise RecordError(str(self.csv), f"lacks a 'path' column (has {', '.join(map(str, frame.columns))}); "
@@ -490,7 +491,7 @@ def open_reader(path: str | os.PathLike, labels: str | os.PathLike | None = None
         return HDF5Reader([path], labels=labels, fs=fs or 400.0, traces_dset=traces_dset, ids_dset=ids_dset,
                           scale=scale)
     if path.is_file() and path.suffix.lower() == ".csv":
-        columns = pd.read_csv(path, nrows=0).columns
+        columns = read_csv(path, nrows=0).columns
         if "ecg_id" in columns and ("filename_hr" in columns or "filename_lr" in columns):
             return PTBXLReader(path, rate=ptbxl_rate)
         return ManifestReader(path, fs=fs, scale=scale)

@@ -65,11 +65,13 @@ def duplicate_ids(table: pd.DataFrame) -> dict[str, str]:
     return {i: f"id {i} appears {int((dup == i).sum())} times" for i in dup.unique()}
 
 
-def label_problems(table: pd.DataFrame, raw_labels: pd.Series | None = None) -> dict[str, str]:
-    """Records whose age label is missing, non-numeric or negative."""
+def label_problems(table: pd.DataFrame) -> dict[str, str]:
+    """Records whose age label is missing, non-numeric or negative (``age_raw``, where a reader keeps it, tells
+    a missing label from an unreadable one)."""
     out = {}
     ages = pd.to_numeric(table["age"], errors="coerce") if "age" in table.columns else \
         pd.Series(np.nan, index=table.index)
+    raw_labels = table["age_raw"] if "age_raw" in table.columns else None
     for i, (rid, age) in enumerate(zip(table["id"], ages)):
         if pd.isna(age):
             raw = None if raw_labels is None else raw_labels.iloc[i]
@@ -85,8 +87,8 @@ def apply_policy(bad: dict[str, str], ids: list[str], on_bad: str, what: str, lo
     flagged = [i for i, rid in enumerate(ids) if rid in bad]
     if not flagged:
         return np.arange(len(ids))
-    problems = [bad[ids[i]] if bad[ids[i]].startswith(("record ", ids[i])) else f"{ids[i]}: {bad[ids[i]]}"
-                for i in flagged]
+    problems = list(dict.fromkeys(  # one line per bad id, in input order
+        bad[ids[i]] if bad[ids[i]].startswith(("record ", ids[i])) else f"{ids[i]}: {bad[ids[i]]}" for i in flagged))
     if on_bad == "error":
         raise BadInputError(problems, hint or f"Fix or remove them, or pass --on_bad skip to {what} without them.")
     log(f"{len(flagged)} bad record(s) left out of {what} (--on_bad {on_bad}):\n  " + "\n  ".join(problems[:50])

@@ -18,7 +18,7 @@ import pandas as pd
 
 from utils.io import write_csv, write_json
 
-from .records import NpyFolderReader, RecordError
+from .records import NpyFolderReader, RecordError, read_csv
 
 
 def stratified_split(ages, bins, valid_ratio: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -82,9 +82,9 @@ def _fingerprint(reader: NpyFolderReader, labels: Path, params: dict) -> str:
 def _usable_existing(train_csv: Path, valid_csv: Path, table: pd.DataFrame) -> str | None:
     """Why existing CSVs (made without our sidecar, e.g. by the seed code) do not match the data, or None."""
     try:
-        frames = [pd.read_csv(p, dtype={"Filename": str}) for p in (train_csv, valid_csv)]
-    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        return f"unreadable ({exc})"
+        frames = [read_csv(p, dtype={"Filename": str}) for p in (train_csv, valid_csv)]
+    except RecordError as exc:
+        return f"unreadable ({exc.reason})"
     if any(set(MAIC_COLUMNS) - set(f.columns) for f in frames):
         return f"columns are not {', '.join(MAIC_COLUMNS)}"
     both = pd.concat(frames, ignore_index=True)
@@ -101,8 +101,9 @@ def _usable_existing(train_csv: Path, valid_csv: Path, table: pd.DataFrame) -> s
 
 
 def maic_dataset_csvs(folder: str | os.PathLike, labels: str | os.PathLike, mode: str, dataset_dir: str | os.PathLike,
-                      bins, valid_ratio: float, seed: int, log=print) -> tuple[Path, Path]:
-    """Make (or reuse, when still valid) the MAIC train/valid CSVs of ``mode``; returns their paths."""
+                      bins, valid_ratio: float, seed: int, exclude=(), log=print) -> tuple[Path, Path]:
+    """Make (or reuse, when still valid) the MAIC train/valid CSVs of ``mode``; returns their paths. ``exclude``
+    lists records left out by the bad-input policy (--on_bad skip)."""
     dataset_dir = Path(dataset_dir)
     train_csv = dataset_dir / f"train_dataset_{mode}.csv"
     valid_csv = dataset_dir / f"valid_dataset_{mode}.csv"
@@ -112,6 +113,7 @@ def maic_dataset_csvs(folder: str | os.PathLike, labels: str | os.PathLike, mode
         raise RecordError(str(labels), f"label CSV not found (set --train_for_{mode}_label or --data_root)")
     reader = NpyFolderReader(folder, labels=labels)
     params = {"folder": str(Path(folder).resolve()), "labels": str(labels.resolve()), "bins": list(bins),
+              "exclude": sorted(exclude),
               "valid_ratio": valid_ratio, "seed": seed, "split_version": SPLIT_VERSION}
     fingerprint = _fingerprint(reader, labels, params)
     if train_csv.exists() and valid_csv.exists():
@@ -125,13 +127,18 @@ def maic_dataset_csvs(folder: str | os.PathLike, labels: str | os.PathLike, mode
             log(f"{train_csv.name}/{valid_csv.name} are stale (the data, labels or split settings changed); "
                 f"rebuilding")
         else:
-            reason = _usable_existing(train_csv, valid_csv, reader.table)
+            reason = _usable_existing(train_csv, valid_csv, reader.table[~reader.table["id"].isin(exclude)])
             if reason is None:
                 log(f"using existing {train_csv} and {valid_csv} (they match the data)")
                 write_json(sidecar, {"fingerprint": fingerprint, **params})
                 return train_csv, valid_csv
             log(f"{train_csv.name}/{valid_csv.name} do not match the data ({reason}); rebuilding")
-    table = reader.table.dropna(subset=["age"]).reset_index(drop=True)
+    table = reader.table[~reader.table["id"].isin(exclude)]
+    unlabelled = table["id"][table["age"].isna()].tolist()
+    if unlabelled:
+        raise RecordError(str(labels), f"no usable age for {', '.join(unlabelled[:10])}"
+                                       f"{' ...' if len(unlabelled) > 10 else ''}")
+    table = table.reset_index(drop=True)
     train, valid = stratified_split(table["age"], bins, valid_ratio, seed)
     frame = pd.DataFrame({"npy_path": table["path"], "Filename": table["id"],
                           "Gender": table.get("GENDER"), "Age": table["age"]})

@@ -10,11 +10,9 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 import torch
-
 from conftest import ROOT, TINY
 
 TRAIN = [sys.executable, str(ROOT / "train_interface.py")]
@@ -105,8 +103,9 @@ def test_kill_9_then_resume_reaches_the_same_weights(maic_adult, tmp_path):
 
 
 def test_same_seed_same_checkpoint(maic_adult, tmp_path):
-    import train_interface
     from conftest import cli
+
+    import train_interface
 
     for env in ("a", "b"):
         argv = train_args(maic_adult, tmp_path, env, "--nepoch", "1")
