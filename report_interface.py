@@ -54,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def read_predictions(path: Path) -> pd.DataFrame:
     frame = read_csv(path, "a predictions CSV", dtype=str)
-    for id_col, age_col in (("ids", "predicted_age"), ("FILENAME", "AGE")):
+    # test_interface output, a MAIC submission, or CODE-15%'s exams.csv with the published model's predictions
+    for id_col, age_col in (("ids", "predicted_age"), ("FILENAME", "AGE"), ("exam_id", "nn_predicted_age")):
         if {id_col, age_col} <= set(frame.columns):
             out = pd.DataFrame({"id": frame[id_col].str.strip(),
                                 "predicted": pd.to_numeric(frame[age_col], errors="coerce")})
@@ -66,7 +67,7 @@ def read_predictions(path: Path) -> pd.DataFrame:
             if dup:
                 raise ReportError(f"{path}: id(s) listed more than once: {', '.join(dup[:20])}")
             return out
-    raise ReportError(f"{path}: expected columns ids,predicted_age or FILENAME,AGE "
+    raise ReportError(f"{path}: expected columns ids,predicted_age, FILENAME,AGE or exam_id,nn_predicted_age "
                       f"(has {', '.join(frame.columns)})")
 
 

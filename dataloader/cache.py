@@ -171,7 +171,7 @@ def build_cache(reader: Reader, spec: PreprocessSpec, cache_dir: str | os.PathLi
 
 def _prune_stale(cache_dir: Path, keep: Path, reader: Reader, spec: PreprocessSpec, dtype: str) -> None:
     """Remove caches of the same source and spec whose files have since changed (they can never be hit again)."""
-    tag = _source_tag(reader)
+    tag, wanted = _source_tag(reader), json.loads(json.dumps(spec.to_dict()))  # as stored (tuples → lists)
     for other in cache_dir.glob(f"{reader.format}-*"):
         if other == keep or not (other / "meta.json").exists():
             continue
@@ -179,5 +179,5 @@ def _prune_stale(cache_dir: Path, keep: Path, reader: Reader, spec: PreprocessSp
             meta = json.loads((other / "meta.json").read_text())
         except (OSError, ValueError):
             continue
-        if meta.get("source") == tag and meta.get("spec") == spec.to_dict() and meta.get("dtype") == dtype:
+        if meta.get("source") == tag and meta.get("spec") == wanted and meta.get("dtype") == dtype:
             shutil.rmtree(other, ignore_errors=True)

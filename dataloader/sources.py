@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from utils.runtime import barrier, is_main
+from utils.runtime import barrier, is_local_main, is_main
 
 from .cache import SignalCache, build_cache, check_record, load_safely, prepare
 from .preprocessing import PreprocessSpec
@@ -32,14 +32,16 @@ class BadInputError(Exception):
 
 def open_source(reader: Reader, spec: PreprocessSpec, cache: bool, cache_dir: str | os.PathLike,
                 dtype: str = "float32", workers: int | None = None, progress: bool = True):
-    """The cache of ``reader`` under ``spec`` (rank 0 builds it, the other ranks wait and open it), or the
-    reader itself for on-the-fly preprocessing. Returns (source, {id: reason} of bad records)."""
+    """The cache of ``reader`` under ``spec``, or the reader itself for on-the-fly preprocessing. Returns
+    (source, {id: reason} of bad records). Under torchrun the first process of every node builds the cache (once
+    per node-local disk; on shared storage the first to finish wins) while the others wait, then open it."""
     if not cache:
         return (reader, spec), scan_bad(reader, spec)
-    if is_main():
-        source = build_cache(reader, spec, Path(cache_dir), dtype=dtype, workers=workers, progress=progress)
+    if is_local_main():
+        source = build_cache(reader, spec, Path(cache_dir), dtype=dtype, workers=workers,
+                             progress=progress and is_main())
     barrier()
-    if not is_main():
+    if not is_local_main():
         source = build_cache(reader, spec, Path(cache_dir), dtype=dtype, workers=workers, progress=False)
     return source, dict(source.bad)
 

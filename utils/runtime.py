@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
 import random
 import warnings
@@ -96,12 +97,18 @@ def init_distributed(device: torch.device) -> tuple[int, int, torch.device]:
         torch.cuda.set_device(local_rank)
         device = torch.device("cuda", local_rank)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        # long enough for rank 0 to build a large preprocessing cache while the others wait at a barrier
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=datetime.timedelta(hours=4))
     return rank, world, device
 
 
 def is_main() -> bool:
     return not dist.is_initialized() or dist.get_rank() == 0
+
+
+def is_local_main() -> bool:
+    """The first process on this machine (one per node builds node-local files such as the cache)."""
+    return int(os.environ.get("LOCAL_RANK", "0")) == 0
 
 
 def barrier() -> None:

@@ -1,0 +1,230 @@
+"""Training and inference throughput: the seed code's way of running vs this project's default path, side by side
+in one run, same machine, same batch.
+
+    python bench/throughput.py --arch ResDenseNet --batch_size 16 --device cpu --json
+
+Seed path (as the challenge entry runs): fp32; every ECG read from its .npy file and preprocessed (crop, z-score,
+filtfilt) inside ``__getitem__`` with ``num_workers=0``; inference one ECG at a time.
+Default path (train_interface / test_interface defaults): preprocessing done once into the memory-mapped cache,
+batches fetched whole, default worker count, ``--precision auto`` (bf16 autocast where the hardware runs it fast),
+channels-last and ``torch.compile`` on CUDA; batched inference from the cache.
+
+A train step is forward + backward + optimizer step (L1 loss through the model's head). The last line printed is
+one JSON object: train/infer samples per second of both paths and their ratios, the data-wait fraction of each
+training loop, peak resident memory, the cache build time and, on CUDA, model FLOP utilisation.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from dataloader.cache import build_cache  # noqa: E402
+from dataloader.dataset import ECGDataset, default_workers, eval_loader, train_loader  # noqa: E402
+from dataloader.preprocessing import preprocess  # noqa: E402
+from dataloader.records import NpyFolderReader  # noqa: E402
+from models import get_model  # noqa: E402
+from utils.runtime import autocast, configure_backends, resolve_precision  # noqa: E402
+
+PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12}
+
+
+def write_records(folder: Path, n: int) -> None:
+    """n MAIC-layout .npy files (12 × 5000 at 500 Hz): real PTB-XL records when ../shared is present."""
+    from dataloader.records import PTBXLReader
+
+    folder.mkdir(parents=True, exist_ok=True)
+    source = ROOT.parent / "shared" / "data" / "ptbxl"
+    reader = PTBXLReader(source) if source.exists() else None
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        signal = reader.load(i % len(reader)).signal if reader else rng.normal(size=(12, 5000)).astype(np.float32)
+        np.save(folder / f"ecg_adult_{i}.npy", signal.reshape(-1))
+
+
+class SeedDataset(torch.utils.data.Dataset):
+    """The seed's loader: np.load + preprocessing (filtfilt) per item."""
+
+    def __init__(self, reader: NpyFolderReader, spec, ages):
+        self.reader, self.spec, self.ages = reader, spec, ages
+
+    def __len__(self):
+        return len(self.reader)
+
+    def __getitem__(self, i):
+        record = self.reader.load(i)
+        return torch.from_numpy(preprocess(record.signal, record.fs, self.spec)), torch.tensor(self.ages[i])
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_training(model, head, batches, steps: int, warmup: int, device, precision: str, compiled=None) -> dict:
+    """Mean samples/s over ``steps`` steps after ``warmup``; data wait measured separately."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    net = compiled or model
+    model.train()
+    wait = compute = 0.0
+    samples = 0
+    iterator = iter(batches)
+    for step in range(warmup + steps):
+        started = time.perf_counter()
+        x, y = next(iterator)
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        sync(device)
+        fetched = time.perf_counter()
+        with autocast(device, precision):
+            raw = net(x)
+        loss = (head(raw) - y).abs().mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        sync(device)
+        done = time.perf_counter()
+        if step >= warmup:
+            wait += fetched - started
+            compute += done - fetched
+            samples += len(y)
+    return {"samples_per_s": samples / (wait + compute), "data_wait_fraction": wait / (wait + compute)}
+
+
+@torch.no_grad()
+def time_inference(net, head, batches, device, precision: str, warmup: int = 1) -> float:
+    net.eval()
+    samples, elapsed = 0, 0.0
+    for i, x in enumerate(batches):
+        started = time.perf_counter()
+        x = x.to(device, non_blocking=True)
+        with autocast(device, precision):
+            head(net(x)).cpu()
+        sync(device)
+        if i >= warmup:
+            elapsed += time.perf_counter() - started
+            samples += len(x)
+    return samples / elapsed
+
+
+def forward_flops(model, length: int, device) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model.eval()
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(torch.zeros(1, 12, length, device=device))
+    return float(counter.get_total_flops())
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--arch", default="ResDenseNet", choices=("ResDenseNet", "ResUDenseNet", "ResNet1d"))
+    p.add_argument("--batch_size", type=int, default=16)
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    p.add_argument("--steps", type=int, default=3, help="timed training steps per path")
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--infer_records", type=int, default=None, help="ECGs for inference (default 4 batches)")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"), help="the default path's")
+    p.add_argument("--json", action="store_true", help="print only the JSON line")
+    args = p.parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("error: --device cuda but no CUDA device is available")
+    say = (lambda *a: None) if args.json else (lambda *a: print(*a, file=sys.stderr, flush=True))
+    precision = resolve_precision(args.precision, device)
+    configure_backends(device, precision, deterministic=False)
+    torch.manual_seed(0)
+
+    from dataloader.preprocessing import LIMA, MAIC
+    from models import ADULT_HEAD, LINEAR_HEAD
+
+    spec, head = (LIMA, LINEAR_HEAD) if args.arch == "ResNet1d" else (MAIC, ADULT_HEAD)
+    n_train = args.batch_size * (args.warmup + args.steps)
+    n_infer = args.infer_records or 4 * args.batch_size
+    result = {"arch": args.arch, "device": args.device, "batch_size": args.batch_size, "precision": precision,
+              "threads": torch.get_num_threads(), "steps": args.steps}
+    if device.type == "cuda":
+        result["gpu"] = torch.cuda.get_device_name()
+    else:
+        from utils.runtime import cpu_has_fast_bf16
+
+        result["cpu_fast_bf16"] = cpu_has_fast_bf16()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "records"
+        write_records(folder, max(n_train, n_infer))
+        reader = NpyFolderReader(folder)
+        ages = np.linspace(20, 90, len(reader)).astype(np.float32)
+        model = get_model(args.arch).to(device)
+        result["forward_gflop_per_ecg"] = forward_flops(model, spec.length, device) / 1e9
+
+        # ---- the seed's way ------------------------------------------------------------------------------
+        say(f"seed path: fp32, per-item preprocessing, num_workers=0 ({args.arch}, batch {args.batch_size})")
+        seed_data = SeedDataset(reader, spec, ages)
+        seed_loader = torch.utils.data.DataLoader(seed_data, batch_size=args.batch_size, shuffle=True,
+                                                  num_workers=0, drop_last=True)
+        seed_train = time_training(model, head, seed_loader, args.steps, args.warmup, device, "fp32")
+        one_by_one = ((seed_data[i][0][None] for i in range(n_infer)))
+        seed_infer = time_inference(model, head, one_by_one, device, "fp32", warmup=2)
+
+        # ---- this project's default path ------------------------------------------------------------------
+        say(f"default path: cache, batched, precision {precision}")
+        started = time.perf_counter()
+        cache = build_cache(reader, spec, Path(tmp) / "cache", dtype="float16" if precision == "bf16" else "float32",
+                            progress=False)
+        result["cache_build_s"] = time.perf_counter() - started
+        fast_model = get_model(args.arch).to(device)
+        compiled = None
+        if device.type == "cuda":
+            if args.arch == "ResDenseNet":
+                fast_model = fast_model.to(memory_format=torch.channels_last)
+            compiled = torch.compile(fast_model)
+        workers = default_workers(device, cached=True)
+        data = ECGDataset(cache, np.arange(len(reader)), ages)
+        loader = train_loader(data, args.batch_size, seed=0, workers=workers, pin=device.type == "cuda")
+        fast_train = time_training(fast_model, head, _cycle(loader), args.steps,
+                                   args.warmup + (2 if compiled else 0), device, precision, compiled)
+        infer_loader = eval_loader(ECGDataset(cache, np.arange(n_infer)), args.batch_size, workers,
+                                   pin=device.type == "cuda")
+        fast_infer = time_inference(compiled or fast_model, head, (b["x"] for b in infer_loader), device, precision)
+
+    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result.update({
+        "train_samples_per_s": fast_train["samples_per_s"], "infer_samples_per_s": fast_infer,
+        "seed_train_samples_per_s": seed_train["samples_per_s"], "seed_infer_samples_per_s": seed_infer,
+        "train_speedup": fast_train["samples_per_s"] / seed_train["samples_per_s"],
+        "infer_speedup": fast_infer / seed_infer,
+        "data_wait_fraction": fast_train["data_wait_fraction"],
+        "seed_data_wait_fraction": seed_train["data_wait_fraction"], "peak_rss_mb": peak_rss,
+    })
+    if device.type == "cuda":
+        peak = next((v for k, v in PEAK_BF16.items() if k in result["gpu"]), None)
+        flops = result["forward_gflop_per_ecg"] * 1e9
+        result["mfu_train"] = 3 * flops * result["train_samples_per_s"] / peak if peak else None
+        result["mfu_infer"] = flops * result["infer_samples_per_s"] / peak if peak else None
+    print(json.dumps(result))
+    return result
+
+
+def _cycle(loader):
+    epoch = 0
+    while True:
+        epoch += 1
+        loader.sampler.set_epoch(epoch)
+        for batch in loader:
+            yield batch["x"], batch["y"]
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    main()
