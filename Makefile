@@ -24,7 +24,8 @@ demo: venv
 	$(PY) test_interface.py --data_root $(DEMO) --test_for_adult $(DEMO)/ECG_adult_numpy_valid \
 		--test_for_child $(DEMO)/ECG_child_numpy_valid --weights_adult log/ResDenseNet_demo/best.pt \
 		--weights_child log/ResUDenseNet_demo/best.pt --output score/submission.csv --quiet
-	@echo "demo done: score/submission.csv (SYNTHETIC data; see README)"
+	$(PY) report_interface.py --predictions score/submission.csv --labels $(DEMO)/answer.csv --out score/demo_report
+	@echo "demo done: score/submission.csv and score/demo_report/ (SYNTHETIC data; see README)"
 
 test: venv
 	$(PY) -m pytest -q tests

@@ -165,6 +165,12 @@ def stored_correction(args) -> tuple[dict | None, str | None]:
     except Exception as exc:  # a run without a loadable checkpoint simply has no correction to report
         print(f"note: no bias correction read from {source} ({exc})", file=sys.stderr)
         return None, None
+    if bundle.bias_correction:
+        try:
+            metrics.check_bias_correction(bundle.bias_correction)
+        except ValueError as exc:
+            print(f"note: the bias correction stored in {bundle.source} is not used: {exc}", file=sys.stderr)
+            return None, None
     return bundle.bias_correction, bundle.source
 
 

@@ -27,7 +27,7 @@ from utils.checkpoint import CheckpointError, ModelBundle, load_bundle
 from utils.cli import run_main
 from utils.io import write_csv
 from utils.metrics import apply_bias_correction
-from utils.runtime import configure_backends, resolve_device, resolve_precision
+from utils.runtime import configure_backends, place_model, resolve_device, resolve_precision
 from utils.trainer import predict
 
 ROOT = Path(__file__).resolve().parent
@@ -59,13 +59,16 @@ def predict_records(bundle: ModelBundle, reader: Reader, args, device, precision
             workers = args.num_workers if args.num_workers is not None else default_workers(device,
                                                                                             args.cache == "on")
             loader = eval_loader(ECGDataset(source, good), args.infer_batch_size, workers, pin=device.type == "cuda")
-            result = predict(bundle.model.to(device), bundle.head, loader, device, precision,
+            result = predict(place_model(bundle.model, device, precision), bundle.head, loader, device, precision,
                              progress=not args.quiet, desc=f"{bundle.arch} on {len(good)} ECGs")
             ages[good[result["index"]]] = result["age"]
         window_ages.append(ages)
     ages = np.mean(window_ages, axis=0)
     if args.bias_correction:
-        ages = apply_bias_correction(ages, bundle.bias_correction)
+        try:
+            ages = apply_bias_correction(ages, bundle.bias_correction)
+        except ValueError as exc:
+            raise CheckpointError(f"{bundle.source}: {exc}") from exc
     return ages, bad
 
 

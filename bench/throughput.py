@@ -35,7 +35,7 @@ from dataloader.dataset import ECGDataset, default_workers, eval_loader, train_l
 from dataloader.preprocessing import preprocess  # noqa: E402
 from dataloader.records import NpyFolderReader  # noqa: E402
 from models import get_model  # noqa: E402
-from utils.runtime import autocast, configure_backends, resolve_precision  # noqa: E402
+from utils.runtime import autocast, configure_backends, place_model, resolve_precision  # noqa: E402
 
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12}
 
@@ -183,12 +183,8 @@ def main(argv=None) -> dict:
         cache = build_cache(reader, spec, Path(tmp) / "cache", dtype="float16" if precision == "bf16" else "float32",
                             progress=False)
         result["cache_build_s"] = time.perf_counter() - started
-        fast_model = get_model(args.arch).to(device)
-        compiled = None
-        if device.type == "cuda":
-            if args.arch == "ResDenseNet":
-                fast_model = fast_model.to(memory_format=torch.channels_last)
-            compiled = torch.compile(fast_model)
+        fast_model = place_model(get_model(args.arch), device, precision)
+        compiled = torch.compile(fast_model) if device.type == "cuda" else None
         workers = default_workers(device, cached=True)
         data = ECGDataset(cache, np.arange(len(reader)), ages)
         loader = train_loader(data, args.batch_size, seed=0, workers=workers, pin=device.type == "cuda")

@@ -17,9 +17,9 @@ SHARED=../shared/data
 $PY train_interface.py --arch ResNet1d --input $SHARED/ptbxl --ptbxl_rate 500 --valid_ratio 0.2 --on_bad skip \
     --env ptbxl --nepoch "$EPOCHS" --quiet
 $PY test_interface.py --input $SHARED/cinc2021 --weights log/ResNet1d_ptbxl --on_bad skip \
-    --output "$OUT/cinc_predicted_age.csv" --quiet
-$PY report_interface.py --predictions "$OUT/cinc_predicted_age.csv" --labels $SHARED/cinc2021 \
-    --out "$OUT/report_cinc" --run log/ResNet1d_ptbxl
+    --output "$OUT/cinc_resnet1d.csv" --quiet
+$PY report_interface.py --predictions "$OUT/cinc_resnet1d.csv" --labels $SHARED/cinc2021 \
+    --out "$OUT/report_cinc_resnet1d" --run log/ResNet1d_ptbxl
 
 # test-time augmentation on a MAIC-recipe model (ResUDenseNet, seed preprocessing) trained on the same split
 $PY train_interface.py --arch ResUDenseNet --mode adult --input $SHARED/ptbxl --ptbxl_rate 500 --valid_ratio 0.2 \
@@ -27,6 +27,8 @@ $PY train_interface.py --arch ResUDenseNet --mode adult --input $SHARED/ptbxl --
 for TTA in 1 5; do
     $PY test_interface.py --input $SHARED/cinc2021 --weights log/ResUDenseNet_ptbxl/best.pt --mode adult \
         --on_bad skip --tta $TTA --output "$OUT/cinc_maic_tta$TTA.csv" --quiet
-    $PY report_interface.py --predictions "$OUT/cinc_maic_tta$TTA.csv" --labels $SHARED/cinc2021 \
-        --out "$OUT/report_cinc_maic_tta$TTA" --n_boot 1000
 done
+$PY report_interface.py --predictions "$OUT/cinc_maic_tta1.csv" --labels $SHARED/cinc2021 \
+    --out "$OUT/report_cinc_maic" --run log/ResUDenseNet_ptbxl
+$PY report_interface.py --predictions "$OUT/cinc_maic_tta5.csv" --labels $SHARED/cinc2021 \
+    --out "$OUT/report_cinc_maic_tta5"

@@ -52,6 +52,9 @@ def test_bias_correction_fitted_on_validation_only():
     assert abs(metrics.gap_age_slope(corrected, test_age)) < 0.1 < abs(metrics.gap_age_slope(test_pred, test_age))
     # the fit depends only on the validation data: other test data leave it unchanged
     assert metrics.fit_bias_correction(valid_pred, valid_age) == correction
+    # predictions that barely follow age (slope of the gap near −1) get no correction
+    with pytest.raises(ValueError, match="barely follow age"):
+        metrics.fit_bias_correction(50 + 0.05 * (valid_age - 50) + rng.normal(0, 3, 400), valid_age)
 
 
 def simulated_cohort(folder, n=20000, seed=0, hr_older=1.79, hr_younger=0.78):

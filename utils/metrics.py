@@ -77,15 +77,28 @@ def fit_bias_correction(pred, true) -> dict:
     if len(pred) < 3 or true.std() == 0:
         raise ValueError("the bias correction needs at least 3 validation records with different ages")
     slope, intercept = np.polyfit(true, pred - true, 1)
-    if not 1 + slope > 0.05:
-        raise ValueError(f"the predictions do not increase with age (gap slope {slope:.3f}); "
-                         f"a bias correction would be meaningless")
-    return {"intercept": float(intercept), "slope": float(slope), "n": int(len(pred)), "fitted_on": "validation"}
+    correction = {"intercept": float(intercept), "slope": float(slope), "n": int(len(pred)), "fitted_on": "validation"}
+    check_bias_correction(correction)
+    return correction
+
+
+MIN_RESPONSE = 0.2  # predictions must rise at least 0.2 years per year of age for the line to be inverted
+
+
+def check_bias_correction(correction: dict) -> None:
+    """Refuse a line whose inversion would mostly amplify noise: with predictions nearly flat in age
+    (1 + slope < MIN_RESPONSE) the correction multiplies every error by more than 1/MIN_RESPONSE."""
+    response = 1.0 + correction["slope"]
+    if not response >= MIN_RESPONSE:
+        raise ValueError(f"the predictions barely follow age (they rise {response:.2f} years per year; gap slope "
+                         f"{correction['slope']:.3f}): inverting the line would amplify errors "
+                         f"{1 / max(response, 1e-9):.0f}-fold, so no bias correction is used")
 
 
 def apply_bias_correction(pred, correction: dict) -> np.ndarray:
     """Invert the fitted line: E[pred | age] = intercept + (1 + slope)·age, so the corrected age is
     (pred − intercept) / (1 + slope). Needs no chronological age, so it also serves submissions."""
+    check_bias_correction(correction)
     return (np.asarray(pred, dtype=np.float64) - correction["intercept"]) / (1.0 + correction["slope"])
 
 

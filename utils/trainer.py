@@ -24,7 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 from .checkpoint import ModelBundle, save_checkpoint, torch_load, unwrap
 from .io import write_csv
 from .losses import per_sample_loss, regression_loss
-from .runtime import all_reduce_sum, autocast, broadcast_buffers, is_main, rng_state, set_rng_state
+from .runtime import all_reduce_sum, autocast, broadcast_buffers, is_main, place_model, rng_state, set_rng_state
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "valid_loss", "valid_mae", "lr", "seconds"]
 
@@ -100,7 +100,7 @@ def fit(bundle: ModelBundle, train_loader, valid_loader, cfg: TrainConfig, run_d
         sync_bn: bool = False, log=print) -> dict:
     """Train ``bundle.model``; returns {'best': value, 'epoch': last epoch, 'history': [...]}."""
     main = is_main()
-    model = bundle.model.to(device)
+    model = place_model(bundle.model, device, precision)
     if sync_bn and world > 1 and device.type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     optimizer = make_optimizer(model, cfg)
