@@ -139,7 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--on_bad", default="error", choices=("error", "skip", "fill"),
                    help="bad records: stop and list them (exit 2), skip them, or (submission) fill the "
                         "training median")
-    g.add_argument("--infer_batch_size", type=int, default=None, help="inference batch (default 4×batch_size)")
+    g.add_argument("--infer_batch_size", type=int, default=None,
+                   help="inference batch (default: 4×batch_size on GPUs, 8 on CPUs)")
     return p
 
 
@@ -173,7 +174,6 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
         args.age_min = low if args.age_min is None else args.age_min
         args.age_max = high if args.age_max is None else args.age_max
     args.env = args.env or args.mode
-    args.infer_batch_size = args.infer_batch_size or max(1, 4 * args.batch_size)
     if args.batch_size < 1 or args.nepoch < 0:
         raise SystemExit("error: --batch_size must be ≥ 1 and --nepoch ≥ 0")
     if not 0.0 <= args.valid_ratio < 1.0:

@@ -27,7 +27,7 @@ from utils.checkpoint import CheckpointError, ModelBundle, load_bundle
 from utils.cli import run_main
 from utils.io import write_csv
 from utils.metrics import apply_bias_correction
-from utils.runtime import configure_backends, place_model, resolve_device, resolve_precision
+from utils.runtime import configure_backends, default_infer_batch, place_model, resolve_device, resolve_precision
 from utils.trainer import predict
 
 ROOT = Path(__file__).resolve().parent
@@ -58,8 +58,10 @@ def predict_records(bundle: ModelBundle, reader: Reader, args, device, precision
         if len(good):
             workers = args.num_workers if args.num_workers is not None else default_workers(device,
                                                                                             args.cache == "on")
-            loader = eval_loader(ECGDataset(source, good), args.infer_batch_size, workers, pin=device.type == "cuda")
-            result = predict(place_model(bundle.model, device, precision), bundle.head, loader, device, precision,
+            batch = args.infer_batch_size or default_infer_batch(device, args.batch_size)
+            loader = eval_loader(ECGDataset(source, good), batch, workers, pin=device.type == "cuda")
+            model = place_model(bundle.model, device, fast_layout=args.precision != "fp32", training=False)
+            result = predict(model, bundle.head, loader, device, precision,
                              progress=not args.quiet, desc=f"{bundle.arch} on {len(good)} ECGs")
             ages[good[result["index"]]] = result["age"]
         window_ages.append(ages)
@@ -198,7 +200,8 @@ def run_submission(args, device, precision) -> Path:
 def main(argv=None) -> int:
     args = opts.parse(argv)
     device = resolve_device(args.device)
-    # inference defaults to fp32 (outputs identical to the reference code); --precision bf16 is the fast path
+    # inference defaults to fp32 numerics (the reference code's outputs); --precision bf16 is opt-in, and
+    # --precision fp32 additionally keeps the reference memory layout
     precision = "fp32" if args.precision == "auto" else resolve_precision(args.precision, device)
     configure_backends(device, precision, args.deterministic)
     output = run_records(args, device, precision) if args.input else run_submission(args, device, precision)

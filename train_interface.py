@@ -32,6 +32,7 @@ from utils.runtime import (
     barrier,
     cleanup_distributed,
     configure_backends,
+    default_infer_batch,
     init_distributed,
     is_main,
     resolve_device,
@@ -153,8 +154,8 @@ def store_bias_correction(best: Path, valid_set: ECGDataset, args, device, preci
     if not best.exists():
         return
     bundle = load_bundle(best)
-    result = predict(bundle.model.to(device), bundle.head, eval_loader(valid_set, args.infer_batch_size, workers),
-                     device, precision)
+    batch = args.infer_batch_size or default_infer_batch(device, args.batch_size)
+    result = predict(bundle.model.to(device), bundle.head, eval_loader(valid_set, batch, workers), device, precision)
     try:
         correction = fit_bias_correction(result["age"], valid_set.targets[result["index"]])
     except ValueError as exc:
@@ -213,8 +214,9 @@ def main(argv=None) -> int:
     workers = args.num_workers if args.num_workers is not None else default_workers(device, args.cache == "on",
                                                                                     world)
     pin = device.type == "cuda"
+    infer_batch = args.infer_batch_size or default_infer_batch(device, args.batch_size // world)
     loaders = (train_loader(train_set, args.batch_size, args.seed, workers, rank, world, pin),
-               eval_loader(valid_set, args.infer_batch_size // world or 1, workers, rank, world, pin))
+               eval_loader(valid_set, infer_batch, workers, rank, world, pin))
 
     if is_main():
         run.mkdir(parents=True, exist_ok=True)
@@ -234,7 +236,7 @@ def main(argv=None) -> int:
                       progress=not args.quiet,
                       options={**vars(args), "train_median_age": float(np.median(ages[train]))})
     summary = fit(bundle, *loaders, cfg, run, device, precision, resume_from=resume_from, init_from=init_state,
-                  world=world, sync_bn=args.sync_bn, log=log)
+                  world=world, sync_bn=args.sync_bn, fast_layout=args.precision != "fp32", log=log)
     if is_main():
         from utils.plots import plot_learning_curves
 

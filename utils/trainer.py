@@ -97,10 +97,10 @@ def predict(model: nn.Module, head, loader, device: torch.device, precision: str
 
 def fit(bundle: ModelBundle, train_loader, valid_loader, cfg: TrainConfig, run_dir: Path, device: torch.device,
         precision: str, resume_from: Path | None = None, init_from: dict | None = None, world: int = 1,
-        sync_bn: bool = False, log=print) -> dict:
+        sync_bn: bool = False, fast_layout: bool = False, log=print) -> dict:
     """Train ``bundle.model``; returns {'best': value, 'epoch': last epoch, 'history': [...]}."""
     main = is_main()
-    model = place_model(bundle.model, device, precision)
+    model = place_model(bundle.model, device, fast_layout, training=True)
     if sync_bn and world > 1 and device.type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     optimizer = make_optimizer(model, cfg)
