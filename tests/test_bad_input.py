@@ -238,3 +238,22 @@ def test_fuzz_corrupted_inputs(fuzz_base, kind, target, seed):
             assert "\nerror: " in f"\n{err}"
             if kind in FILE_DAMAGE:
                 assert victim.stem in err, err
+
+
+def test_truncated_hdf5_is_named_and_nothing_is_written(code15, tmp_path, capsys):
+    from conftest import write_code15  # noqa: F401 - the layout this damages
+
+    fixture = torch.load(need(SPEC / "ResNet1d_small.pt"), weights_only=False)
+    model = get_model("ResNet1d", **fixture["config"])
+    model.load_state_dict(fixture["state_dict"])
+    torch.save({"model": model.state_dict()}, tmp_path / "m.pt")
+    data = (code15 / "exams_part0.hdf5").read_bytes()
+    for cut, expected in ((len(data) // 2, "exams_part0.hdf5"), (200, "is not a readable HDF5 file")):
+        damaged = tmp_path / "exams_part0.hdf5"
+        damaged.write_bytes(data[:cut])
+        output = tmp_path / "pred.csv"
+        code = cli(test_interface, ["--input", str(damaged), "--weights", str(tmp_path / "m.pt"), "--output",
+                                    str(output)], tmp_path)
+        err = capsys.readouterr().err
+        assert code == 2 and expected in err and "Traceback" not in err, err
+        assert not output.exists()

@@ -90,9 +90,10 @@ def check_bias_correction(correction: dict) -> None:
     (1 + slope < MIN_RESPONSE) the correction multiplies every error by more than 1/MIN_RESPONSE."""
     response = 1.0 + correction["slope"]
     if not response >= MIN_RESPONSE:
+        effect = (f"inverting the line would amplify errors {1 / response:.0f}-fold" if response > 0 else
+                  "the line cannot be inverted")
         raise ValueError(f"the predictions barely follow age (they rise {response:.2f} years per year; gap slope "
-                         f"{correction['slope']:.3f}): inverting the line would amplify errors "
-                         f"{1 / max(response, 1e-9):.0f}-fold, so no bias correction is used")
+                         f"{correction['slope']:.3f}): {effect}, so no bias correction is used")
 
 
 def apply_bias_correction(pred, correction: dict) -> np.ndarray:
