@@ -47,20 +47,19 @@ def predict_records(bundle: ModelBundle, reader: Reader, args, device, precision
         raise CheckpointError(f"{bundle.source}: has no stored bias correction (it is fitted on the validation "
                               f"split at the end of training); run without --bias_correction")
     ids = reader.ids
-    windows = tta_specs(bundle.preprocessing, args.tta)
+    model = place_model(bundle.model, device, fast_layout=args.precision != "fp32", training=False)
+    workers = args.num_workers if args.num_workers is not None else default_workers(device, args.cache == "on")
+    batch = args.infer_batch_size or default_infer_batch(device, args.batch_size)
+    bad: dict[str, str] = duplicate_ids(reader.table)
     window_ages = []
-    for spec in windows:
-        source, bad = open_source(reader, spec, args.cache == "on", args.cache_dir, dtype=cache_dtype,
-                                  progress=not args.quiet)
-        bad = {**duplicate_ids(reader.table), **bad}
+    for spec in tta_specs(bundle.preprocessing, args.tta):  # one window unless --tta
+        source, bad_signals = open_source(reader, spec, args.cache == "on", args.cache_dir, dtype=cache_dtype,
+                                          progress=not args.quiet)
+        bad.update(bad_signals)
         good = np.array([i for i, rid in enumerate(ids) if rid not in bad], dtype=np.int64)
         ages = np.full(len(ids), np.nan)
         if len(good):
-            workers = args.num_workers if args.num_workers is not None else default_workers(device,
-                                                                                            args.cache == "on")
-            batch = args.infer_batch_size or default_infer_batch(device, args.batch_size)
             loader = eval_loader(ECGDataset(source, good), batch, workers, pin=device.type == "cuda")
-            model = place_model(bundle.model, device, fast_layout=args.precision != "fp32", training=False)
             result = predict(model, bundle.head, loader, device, precision,
                              progress=not args.quiet, desc=f"{bundle.arch} on {len(good)} ECGs")
             ages[good[result["index"]]] = result["age"]

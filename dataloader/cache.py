@@ -117,8 +117,7 @@ def _build_chunk(job) -> list[tuple[int, str]]:
 
 
 def _source_tag(reader: Reader) -> str:
-    return hashlib.sha256(repr(sorted(str(v) for v in vars(reader).values()
-                                      if isinstance(v, (str, Path, list)))).encode()).hexdigest()[:12]
+    return hashlib.sha256(reader.location.encode()).hexdigest()[:12]
 
 
 def build_cache(reader: Reader, spec: PreprocessSpec, cache_dir: str | os.PathLike, dtype: str = "float32",

@@ -125,6 +125,12 @@ class Reader:
             yield self.load(i)
 
     def fingerprint(self) -> str:
+        """Identity of the content (file names, sizes, modification times): changes when the data change."""
+        raise NotImplementedError
+
+    @property
+    def location(self) -> str:
+        """Where the records come from (stays the same when their content changes)."""
         raise NotImplementedError
 
     def subset(self, positions: Sequence[int]) -> "Reader":
@@ -183,6 +189,11 @@ class NpyFolderReader(Reader):
 
     def fingerprint(self) -> str:
         return fingerprint_files([Path(p) for p in self.table["path"]])
+
+    @property
+    def location(self) -> str:
+        # subsets of one folder (a template's adult rows, say) are different sources
+        return f"npy:{self.folder.resolve()}:{hashlib.sha256(' '.join(self.ids).encode()).hexdigest()}"
 
     def _load(self, index: int, row: pd.Series) -> Record:
         return Record(row["id"], load_npy(row["path"]) * np.float32(self.scale), self.fs, self._meta(row))
@@ -263,6 +274,10 @@ class HDF5Reader(Reader):
 
     def fingerprint(self) -> str:
         return fingerprint_files([Path(p) for p in self.files]) + f"|{self.traces_dset}|{self.ids_dset}"
+
+    @property
+    def location(self) -> str:
+        return f"hdf5:{[str(Path(f).resolve()) for f in self.files]}:{self.traces_dset}"
 
     def _to_record(self, row: pd.Series, trace: np.ndarray) -> Record:
         trace = np.asarray(trace)
@@ -376,6 +391,10 @@ class WFDBFolderReader(Reader):
         self.table = pd.DataFrame(rows, columns=["id", "path", "age", "sex"])
         self.fs = None
 
+    @property
+    def location(self) -> str:
+        return f"wfdb:{self.folder.resolve()}"
+
     def fingerprint(self) -> str:
         files = []
         for base in self.table["path"]:
@@ -417,6 +436,10 @@ class PTBXLReader(Reader):
         })
         self.rate, self.fs = rate, float(rate)
 
+    @property
+    def location(self) -> str:
+        return f"ptbxl:{self.database.resolve()}:{self.rate}"
+
     def fingerprint(self) -> str:
         files = [self.database]
         for base in self.table["path"]:
@@ -457,6 +480,10 @@ class ManifestReader(Reader):
             frame["sex"] = frame["sex"].map(normalise_sex)
         self.table = frame[["id"] + [c for c in frame.columns if c != "id"]].reset_index(drop=True)
         self.fs, self.scale = fs, float(scale)
+
+    @property
+    def location(self) -> str:
+        return f"manifest:{self.csv.resolve()}"
 
     def fingerprint(self) -> str:
         files = [self.csv]
