@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 import options as opts
+from dataloader.cache import resolve_cache_dtype
 from dataloader.dataset import ECGDataset, default_workers, eval_loader
 from dataloader.preprocessing import tta_specs
 from dataloader.records import NpyFolderReader, Reader, RecordError, natural_key, open_reader, read_csv
@@ -41,8 +42,7 @@ def predict_records(bundle: ModelBundle, reader: Reader, args, device, precision
     """Ages for every record of ``reader`` (NaN for bad ones) and {id: reason} of the bad records. With
     ``--tta N`` the age is the mean over N windows covering the record; with ``--bias_correction`` the model's
     stored correction is applied."""
-    cache_dtype = args.cache_dtype if args.cache_dtype != "auto" else ("float16" if precision == "bf16"
-                                                                       else "float32")
+    cache_dtype = resolve_cache_dtype(args.cache_dtype, precision)
     if args.bias_correction and not bundle.bias_correction:
         raise CheckpointError(f"{bundle.source}: has no stored bias correction (it is fitted on the validation "
                               f"split at the end of training); run without --bias_correction")

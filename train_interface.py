@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 import options as opts
+from dataloader.cache import resolve_cache_dtype
 from dataloader.dataset import ECGDataset, default_workers, eval_loader, train_loader
 from dataloader.preprocessing import PRESETS
 from dataloader.records import NpyFolderReader, Reader, open_reader, read_csv
@@ -39,7 +40,7 @@ from utils.runtime import (
     resolve_precision,
     seed_everything,
 )
-from utils.trainer import TrainConfig, fit, latest_checkpoint
+from utils.trainer import TrainConfig, best_checkpoint_name, fit, latest_checkpoint
 
 
 def log(message: str) -> None:
@@ -195,8 +196,7 @@ def main(argv=None) -> int:
     args.arch = bundle.arch
 
     reader = training_reader(args)
-    cache_dtype = args.cache_dtype if args.cache_dtype != "auto" else ("float16" if precision == "bf16"
-                                                                       else "float32")
+    cache_dtype = resolve_cache_dtype(args.cache_dtype, precision)
     source, bad_signals = open_source(reader, bundle.preprocessing, args.cache == "on", args.cache_dir,
                                       dtype=cache_dtype, progress=not args.quiet)
     train, valid, description = split_records(args, reader, usable_records(reader, bad_signals, args.on_bad))
@@ -241,8 +241,8 @@ def main(argv=None) -> int:
         from utils.plots import plot_learning_curves
 
         plot_learning_curves(run / "history.csv", run / "learning_curves.png")
-        store_bias_correction(run / ("model.pth" if cfg.checkpoints == "best_only" else "best.pt"), valid_set,
-                              args, device, precision, workers)
+        store_bias_correction(run / best_checkpoint_name(cfg.checkpoints), valid_set, args, device, precision,
+                              workers)
         log(f"done: best {cfg.best_metric} {summary['best']:.4f}; checkpoints in {run}")
     cleanup_distributed()
     return 0

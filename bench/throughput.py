@@ -31,7 +31,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from dataloader.cache import build_cache  # noqa: E402
+from dataloader.cache import build_cache, resolve_cache_dtype  # noqa: E402
 from dataloader.dataset import ECGDataset, default_workers, eval_loader, train_loader  # noqa: E402
 from dataloader.preprocessing import preprocess  # noqa: E402
 from dataloader.records import NpyFolderReader  # noqa: E402
@@ -181,7 +181,7 @@ def main(argv=None) -> dict:
         # ---- this project's default path ------------------------------------------------------------------
         say(f"default path: cache, batched, precision {precision}")
         started = time.perf_counter()
-        cache = build_cache(reader, spec, Path(tmp) / "cache", dtype="float16" if precision == "bf16" else "float32",
+        cache = build_cache(reader, spec, Path(tmp) / "cache", dtype=resolve_cache_dtype("auto", precision),
                             progress=False)
         result["cache_build_s"] = time.perf_counter() - started
         fast_model = place_model(get_model(args.arch), device, fast_layout=True, training=True)

@@ -66,6 +66,24 @@ def load_safely(reader: Reader, index: int) -> Record | RecordError:
         return RecordError(f"record {reader.ids[index]}", f"cannot be read ({type(exc).__name__}: {exc})")
 
 
+def prepare_item(item: Record | RecordError, spec: PreprocessSpec, record_id: str) -> np.ndarray:
+    """The model input of a loaded record (or the RecordError of one that could not be loaded); every failure is
+    raised as a RecordError naming the record."""
+    if isinstance(item, RecordError):
+        raise item
+    try:
+        return prepare(item, spec)
+    except RecordError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - e.g. a record too short for the band-pass filter
+        raise RecordError(f"record {record_id}", f"cannot be preprocessed ({type(exc).__name__}: {exc})") from exc
+
+
+def resolve_cache_dtype(choice: str, precision: str) -> str:
+    """'auto': float32 for fp32 runs (bit-exact inputs), float16 for bf16 runs (half the disk and memory)."""
+    return choice if choice != "auto" else ("float16" if precision == "bf16" else "float32")
+
+
 def load_block_safely(reader: Reader, start: int, stop: int) -> list[Record | RecordError]:
     """Records start..stop-1 (one read where the format allows), each a Record or its RecordError."""
     try:
@@ -102,16 +120,12 @@ def _build_chunk(job) -> list[tuple[int, str]]:
     reader, spec, path, start, stop = job
     signals = np.load(path, mmap_mode="r+")
     bad = []
+    ids = reader.ids
     for offset, item in enumerate(load_block_safely(reader, start, stop)):
         try:
-            if isinstance(item, RecordError):
-                raise item
-            signals[start + offset] = prepare(item, spec)
+            signals[start + offset] = prepare_item(item, spec, ids[start + offset])
         except RecordError as exc:
             bad.append((start + offset, str(exc)))
-        except Exception as exc:  # noqa: BLE001 - e.g. a record too short for the band-pass filter
-            bad.append((start + offset, f"record {reader.ids[start + offset]}: cannot be preprocessed "
-                                        f"({type(exc).__name__}: {exc})"))
     signals.flush()
     return bad
 

@@ -14,7 +14,7 @@ import pandas as pd
 
 from utils.runtime import barrier, is_local_main, is_main
 
-from .cache import SignalCache, build_cache, check_record, load_safely, prepare
+from .cache import SignalCache, build_cache, check_record, load_safely, prepare_item
 from .preprocessing import PreprocessSpec
 from .records import Reader, RecordError
 
@@ -49,16 +49,12 @@ def open_source(reader: Reader, spec: PreprocessSpec, cache: bool, cache_dir: st
 def scan_bad(reader: Reader, spec: PreprocessSpec) -> dict[str, str]:
     """Read and preprocess every record once to find the bad ones (the no-cache path)."""
     bad = {}
+    ids = reader.ids
     for i in range(len(reader)):
-        record = load_safely(reader, i)
         try:
-            if isinstance(record, RecordError):
-                raise record
-            prepare(record, spec)
+            prepare_item(load_safely(reader, i), spec, ids[i])
         except RecordError as exc:
-            bad[reader.ids[i]] = str(exc)
-        except Exception as exc:  # noqa: BLE001 - same rule as the cache builder
-            bad[reader.ids[i]] = f"record {reader.ids[i]}: cannot be preprocessed ({type(exc).__name__}: {exc})"
+            bad[ids[i]] = str(exc)
     return bad
 
 
@@ -101,4 +97,4 @@ def apply_policy(bad: dict[str, str], ids: list[str], on_bad: str, what: str, lo
 
 
 __all__ = ["BadInputError", "SignalCache", "apply_policy", "check_record", "duplicate_ids", "label_problems",
-           "open_source", "scan_bad"]
+           "open_source", "prepare_item", "scan_bad"]

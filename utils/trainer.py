@@ -49,6 +49,11 @@ class TrainConfig:
     options: dict = field(default_factory=dict)
 
 
+def best_checkpoint_name(checkpoints: str) -> str:
+    """``model.pth`` for the best-only recipe (the published folder layout), else ``best.pt``."""
+    return "model.pth" if checkpoints == "best_only" else "best.pt"
+
+
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
@@ -204,7 +209,7 @@ def fit(bundle: ModelBundle, train_loader, valid_loader, cfg: TrainConfig, run_d
                      "threads": torch.get_num_threads(),
                      "valid_mae": valid_mae, "valid_loss": valid_loss}
             if improved:
-                save_checkpoint(run_dir / ("model.pth" if cfg.checkpoints == "best_only" else "best.pt"),
+                save_checkpoint(run_dir / best_checkpoint_name(cfg.checkpoints),
                                 bundle, **state)
             if cfg.checkpoints == "every_epoch":
                 save_checkpoint(run_dir / f"epoch_{epoch:03d}.pt", bundle, **state)
