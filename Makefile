@@ -1,34 +1,41 @@
 # Two commands set everything up on a fresh machine:
 #   make demo   — create .venv, install, run the main job on the synthetic demo set → score/submission.csv
-#   make test   — create/reuse .venv, run the whole test suite
+#   make test   — create/reuse .venv, lint (ruff), check the import layers (import-linter), run the test suite
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-DEMO := dataset/SYNTHETIC_demo_maic
-DEMO_ARGS := --data_root $(DEMO) --quiet
+# the demo's folder is defined once, in utils/paths.py
+DEMO = $(shell $(PY) -m utils.paths demo)
+DEMO_TRAIN := --data_root $(DEMO) --env demo --quiet
 
-.PHONY: demo test venv clean
+.PHONY: demo test lint venv clean
 
-$(VENV)/installed: requirements.txt
+$(VENV)/installed: requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
 venv: $(VENV)/installed
 
 demo: venv
-	$(PY) -m dataloader.demo --out $(DEMO)
-	$(PY) train_interface.py --mode=adult --arch=ResDenseNet --env demo --nepoch 1 --batch_size 4 $(DEMO_ARGS)
-	$(PY) train_interface.py --mode=child --arch=ResUDenseNet --env demo --nepoch 3 --batch_size 8 $(DEMO_ARGS)
-	$(PY) test_interface.py --data_root $(DEMO) --test_for_adult $(DEMO)/ECG_adult_numpy_valid \
-		--test_for_child $(DEMO)/ECG_child_numpy_valid --weights_adult log/ResDenseNet_demo/best.pt \
-		--weights_child log/ResUDenseNet_demo/best.pt --output score/submission.csv --quiet
+	$(PY) -m dataloader.demo
+	$(PY) train_interface.py --mode=adult --arch=ResDenseNet $(DEMO_TRAIN) --out_ch 32 --mid_ch 16 --nepoch 8 \
+		--batch_size 16 --head_bias_init mean
+	$(PY) train_interface.py --mode=child --arch=ResUDenseNet $(DEMO_TRAIN) --out_ch 64 --nepoch 6 --batch_size 16 \
+		--head_bias_init mean
+	$(PY) test_interface.py --data_root $(DEMO) --weights_adult log/ResDenseNet_demo/best.pt \
+		--weights_child log/ResUDenseNet_demo/best.pt --quiet
 	$(PY) report_interface.py --predictions score/submission.csv --labels $(DEMO)/answer.csv --out score/demo_report
 	@echo "demo done: score/submission.csv and score/demo_report/ (SYNTHETIC data; see README)"
 
-test: venv
-	$(PY) -m pytest -q tests
+lint: venv
+	$(PY) -m ruff check .
+	$(VENV)/bin/lint-imports
+
+test: lint
+	$(PY) -m pytest tests
 
 clean:
-	rm -rf cache log/*_demo score/submission.csv
+	rm -rf cache log/*_demo score/submission.csv score/demo_report

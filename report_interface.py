@@ -11,53 +11,39 @@ ptbxl_database.csv, or any CSV with ``--id_col`` / ``--age_col``.
 """
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 from pathlib import Path
 
+import matplotlib.image as mpimg
 import numpy as np
 import pandas as pd
+from torch.utils.tensorboard import SummaryWriter
 
-from dataloader.records import RecordError, read_csv
+import options as opts
+from dataloader.labels import clean_id, male, read_any_labels
+from dataloader.records import open_reader
+from models.checkpoint import load_bundle
 from utils import metrics
-from utils.io import write_json
+from utils.cli import run_main
+from utils.errors import CheckpointError, UserError
+from utils.io import read_csv, write_json
 from utils.plots import plot_bland_altman, plot_error_by_bin, plot_kaplan_meier, plot_learning_curves, plot_scatter
-from utils.survival import SurvivalError, cox_by_gap, kaplan_meier
+from utils.survival import cox_by_gap, kaplan_meier
+
+PREDICTION_FORMATS = (("ids", "predicted_age"), ("FILENAME", "AGE"), ("exam_id", "nn_predicted_age"))
 
 
-class ReportError(ValueError):
+class ReportError(UserError):
     pass
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--predictions", required=True, help="ids,predicted_age or FILENAME,AGE")
-    p.add_argument("--labels", required=True, help="exams.csv, MAIC labels, PTB-XL database, any CSV, or a "
-                                                   "records folder whose headers carry ages (CinC WFDB)")
-    p.add_argument("--out", required=True, help="folder for report.json and the PNG plots")
-    p.add_argument("--id_col", default=None, help="id column of --labels (auto for known formats)")
-    p.add_argument("--age_col", default=None, help="age column of --labels (auto for known formats)")
-    p.add_argument("--survival", action="store_true", help="Cox and Kaplan–Meier by age-gap group (needs death, "
-                                                           "timey)")
-    p.add_argument("--gap_threshold", type=float, default=8.0, help="|gap| in years defining older/younger")
-    p.add_argument("--bins", default="auto", choices=("auto", "years", "months"),
-                   help="per-bin edges: decades (years) or 12-month bins in months; auto = months if all ages < 10")
-    p.add_argument("--run", default=None, help="training run folder: learning curves, its bias correction, and "
-                                               "the figures in its TensorBoard log")
-    p.add_argument("--history", default=None, help="history.csv for learning curves (default: the run's)")
-    p.add_argument("--weights", default=None, help="checkpoint whose stored bias correction to report")
-    p.add_argument("--n_boot", type=int, default=2000, help="bootstrap resamples for the MAE interval")
-    p.add_argument("--seed", type=int, default=0)
-    return p
-
-
 def read_predictions(path: Path) -> pd.DataFrame:
+    """test_interface output, a MAIC submission, or CODE-15%'s exams.csv with the published model's predictions."""
     frame = read_csv(path, "a predictions CSV", dtype=str)
-    # test_interface output, a MAIC submission, or CODE-15%'s exams.csv with the published model's predictions
-    for id_col, age_col in (("ids", "predicted_age"), ("FILENAME", "AGE"), ("exam_id", "nn_predicted_age")):
+    for id_col, age_col in PREDICTION_FORMATS:
         if {id_col, age_col} <= set(frame.columns):
-            out = pd.DataFrame({"id": frame[id_col].str.strip(),
+            out = pd.DataFrame({"id": frame[id_col].map(clean_id),
                                 "predicted": pd.to_numeric(frame[age_col], errors="coerce")})
             bad = out["id"][~np.isfinite(out["predicted"])].tolist()
             if bad:
@@ -71,60 +57,19 @@ def read_predictions(path: Path) -> pd.DataFrame:
                       f"(has {', '.join(frame.columns)})")
 
 
-LABEL_FORMATS = (  # (id column, age column, sex column, how to read 'male')
-    ("exam_id", "age", "is_male", lambda v: str(v).strip().lower() in ("true", "1", "1.0")),
-    ("FILENAME", "AGE", "GENDER", lambda v: str(v).strip().upper() in ("MALE", "M")),
-    ("ecg_id", "age", "sex", lambda v: str(v).strip() in ("0", "0.0")),
-)
-
-
-def labels_from_records(path: Path) -> pd.DataFrame:
-    """Labels carried by the records themselves (WFDB header comments, PTB-XL database, HDF5 + exams.csv)."""
-    from dataloader.records import open_reader
-
-    try:
-        table = open_reader(path).table
-    except RecordError as exc:
-        raise ReportError(str(exc)) from exc
+def read_labels(path: Path, id_col: str | None, age_col: str | None) -> pd.DataFrame:
+    """id, age, male, death, timey from a label CSV, or from records that carry their labels (WFDB headers,
+    PTB-XL database, HDF5 + exams.csv)."""
+    records = path.is_dir() or path.suffix.lower() in (".hdf5", ".h5")
+    table = open_reader(path).table if records else read_any_labels(path, id_col, age_col)
     if "age" not in table.columns:
         raise ReportError(f"{path}: its records carry no ages")
     out = pd.DataFrame({"id": table["id"].astype(str), "age": pd.to_numeric(table["age"], errors="coerce")})
     if "sex" in table.columns:
-        out["male"] = table["sex"].map({"M": 1.0, "F": 0.0})
+        out["male"] = male(table["sex"])
     for col in ("death", "timey"):
         if col in table.columns:
-            out[col] = pd.to_numeric(table[col].map(lambda v: {True: 1, False: 0}.get(v, v)), errors="coerce")
-    return out.drop_duplicates("id")
-
-
-def read_labels(path: Path, id_col: str | None, age_col: str | None) -> pd.DataFrame:
-    if path.is_dir() or path.suffix.lower() in (".hdf5", ".h5"):
-        return labels_from_records(path)
-    frame = read_csv(path, "a label CSV", dtype=str)
-    sex_col, is_male = None, None
-    if id_col is None or age_col is None:
-        for ids, ages, sex, male in LABEL_FORMATS:
-            if {ids, ages} <= set(frame.columns):
-                id_col, age_col = id_col or ids, age_col or ages
-                sex_col, is_male = (sex, male) if sex in frame.columns else (None, None)
-                break
-        else:
-            raise ReportError(f"{path}: not a known label format (exams.csv, MAIC labels, PTB-XL database); "
-                              f"give --id_col and --age_col (columns: {', '.join(frame.columns)})")
-    for col in (id_col, age_col):
-        if col not in frame.columns:
-            raise ReportError(f"{path}: has no column {col!r} (columns: {', '.join(frame.columns)})")
-    ids = frame[id_col].str.strip().str.replace(r"\.0$", "", regex=True).str.replace(r"\.npy$", "", regex=True)
-    out = pd.DataFrame({"id": ids, "age": pd.to_numeric(frame[age_col], errors="coerce")})
-    if sex_col:
-        out["male"] = frame[sex_col].map(lambda v: np.nan if pd.isna(v) else float(is_male(v)))
-    for col in ("death", "timey"):
-        if col in frame.columns:
-            out[col] = frame[col].map(lambda v: np.nan if pd.isna(v) else
-                                      1.0 if str(v).strip().lower() == "true" else
-                                      0.0 if str(v).strip().lower() == "false" else pd.to_numeric(v, errors="coerce"))
-    if id_col == "ecg_id":  # PTB-XL stores ages above 89 as 300
-        out.loc[out["age"] >= 300, "age"] = np.nan
+            out[col] = pd.to_numeric(table[col], errors="coerce")
     return out.drop_duplicates("id")
 
 
@@ -155,14 +100,12 @@ def error_report(pred, true, unit: str, n_boot: int, seed: int) -> dict:
 
 
 def stored_correction(args) -> tuple[dict | None, str | None]:
-    from utils.checkpoint import load_bundle
-
     source = args.weights or (Path(args.run) if args.run else None)
     if source is None:
         return None, None
     try:
-        bundle = load_bundle(source)
-    except Exception as exc:  # a run without a loadable checkpoint simply has no correction to report
+        bundle = load_bundle(source, trust=args.trust_checkpoint)
+    except CheckpointError as exc:  # a run without a loadable checkpoint simply has no correction to report
         print(f"note: no bias correction read from {source} ({exc})", file=sys.stderr)
         return None, None
     if bundle.bias_correction:
@@ -175,9 +118,6 @@ def stored_correction(args) -> tuple[dict | None, str | None]:
 
 
 def tensorboard_figures(run: Path, pngs: list[Path]) -> None:
-    import matplotlib.image as mpimg
-    from torch.utils.tensorboard import SummaryWriter
-
     writer = SummaryWriter(str(run / "logs"))
     for png in pngs:
         image = mpimg.imread(png)[..., :3]
@@ -186,7 +126,7 @@ def tensorboard_figures(run: Path, pngs: list[Path]) -> None:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    args = opts.report_parser().parse_args(argv)
     out = Path(args.out)
     data = join(read_predictions(Path(args.predictions)), read_labels(Path(args.labels), args.id_col, args.age_col),
                 args.predictions, args.labels)
@@ -247,11 +187,7 @@ def _finite(obj):
 
 
 def entry(argv=None) -> int:
-    try:
-        return main(argv)
-    except (ReportError, SurvivalError, RecordError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_main(main, argv)
 
 
 if __name__ == "__main__":

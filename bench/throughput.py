@@ -33,9 +33,9 @@ sys.path.insert(0, str(ROOT))
 
 from dataloader.cache import build_cache, resolve_cache_dtype  # noqa: E402
 from dataloader.dataset import ECGDataset, default_workers, eval_loader, train_loader  # noqa: E402
-from dataloader.preprocessing import preprocess  # noqa: E402
 from dataloader.records import NpyFolderReader  # noqa: E402
 from models import get_model  # noqa: E402
+from models.preprocessing import preprocess  # noqa: E402
 from utils.runtime import autocast, configure_backends, default_infer_batch, place_model, resolve_precision  # noqa: E402,E501
 
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12}
@@ -146,8 +146,8 @@ def main(argv=None) -> dict:
     configure_backends(device, precision, deterministic=False)
     torch.manual_seed(0)
 
-    from dataloader.preprocessing import LIMA, MAIC
     from models import ADULT_HEAD, LINEAR_HEAD
+    from models.preprocessing import LIMA, MAIC
 
     spec, head = (LIMA, LINEAR_HEAD) if args.arch == "ResNet1d" else (MAIC, ADULT_HEAD)
     n_train = args.batch_size * (args.warmup + args.steps)

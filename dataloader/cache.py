@@ -18,11 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
+from models.preprocessing import PreprocessSpec, preprocess
+from utils.errors import RecordError
 from utils.io import write_json, write_text
 
-from .preprocessing import PreprocessSpec, preprocess
-from .records import Reader, Record, RecordError
+from .records import LEADS, Reader, Record
 
 CACHE_VERSION = 1
 CHUNK = 64
@@ -36,8 +38,6 @@ def check_record(record: Record) -> str | None:
         return f"has {bad} NaN/Inf sample(s)"
     flat = [i for i in range(signal.shape[0]) if not np.any(signal[i])]
     if flat:
-        from .records import LEADS
-
         return f"has flat (all-zero) lead(s) {', '.join(LEADS[i] for i in flat)}"
     if record.fs is None or not np.isfinite(record.fs) or record.fs <= 0:
         return f"has no valid sampling rate ({record.fs})"
@@ -77,11 +77,6 @@ def prepare_item(item: Record | RecordError, spec: PreprocessSpec, record_id: st
         raise
     except Exception as exc:  # noqa: BLE001 - e.g. a record too short for the band-pass filter
         raise RecordError(f"record {record_id}", f"cannot be preprocessed ({type(exc).__name__}: {exc})") from exc
-
-
-def resolve_cache_dtype(choice: str, precision: str) -> str:
-    """'auto': float32 for fp32 runs (bit-exact inputs), float16 for bf16 runs (half the disk and memory)."""
-    return choice if choice != "auto" else ("float16" if precision == "bf16" else "float32")
 
 
 def load_block_safely(reader: Reader, start: int, stop: int) -> list[Record | RecordError]:
@@ -137,8 +132,6 @@ def _source_tag(reader: Reader) -> str:
 def build_cache(reader: Reader, spec: PreprocessSpec, cache_dir: str | os.PathLike, dtype: str = "float32",
                 workers: int | None = None, progress: bool = True) -> SignalCache:
     """Open the cache of ``reader`` under ``spec``, building it (in parallel, with a progress bar) if needed."""
-    from tqdm import tqdm
-
     cache_dir = Path(cache_dir)
     key = cache_key(reader, spec, dtype)
     folder = cache_dir / f"{reader.format}-{key}"

@@ -5,20 +5,19 @@ sorted fancy-index, which is far cheaper than per-item reads and keeps the loade
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from .cache import SignalCache, prepare
-from .preprocessing import PreprocessSpec
-from .records import Reader
 
 
 class ECGDataset(Dataset):
     """Rows ``positions`` of a cache (or of a reader + spec, preprocessed per item) with optional targets."""
 
-    def __init__(self, source: SignalCache | tuple[Reader, PreprocessSpec], positions, targets=None,
-                 weights=None):
+    def __init__(self, source, positions, targets=None, weights=None):
         self.source = source
         self.positions = np.asarray(positions, dtype=np.int64)
         n = len(self.positions)
@@ -57,8 +56,6 @@ def _pass_through(batch):
 def default_workers(device: torch.device, cached: bool, world_size: int = 1) -> int:
     """Cached batches are a memcpy: on CPU a worker would only steal cores from the model. On CUDA, or when
     preprocessing runs in the loader, a few workers hide the loading behind the step."""
-    import os
-
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if device.type == "cpu":
         return 0 if cached else max(0, min(2, cpus - 1))

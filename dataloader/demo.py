@@ -14,12 +14,16 @@ import argparse
 import json
 import multiprocessing as mp
 import os
+import warnings
 from pathlib import Path
 
+import neurokit2 as nk
 import numpy as np
 import pandas as pd
+from tqdm import tqdm
 
 from utils.io import atomic_write, write_csv, write_json, write_text
+from utils.paths import DEMO_ROOT
 
 VERSION = 1
 FS, SECONDS = 500, 10
@@ -49,10 +53,6 @@ def physiology(age: float, rng: np.random.Generator) -> dict:
 
 def simulate(age: float, seed: int) -> np.ndarray:
     """One synthetic 12-lead ECG (12, 5000) float32 in mV."""
-    import warnings
-
-    import neurokit2 as nk
-
     rng = np.random.default_rng(seed)
     params = physiology(age, rng)
     with warnings.catch_warnings():
@@ -80,8 +80,6 @@ def _ages(mode: str, n: int, rng: np.random.Generator) -> np.ndarray:
 def generate(out: str | os.PathLike, adult_train: int = 64, child_train: int = 64, adult_test: int = 16,
              child_test: int = 16, seed: int = 0, workers: int | None = None) -> Path:
     """Write the demo set to ``out`` (reused when an identical one is already there)."""
-    from tqdm import tqdm
-
     out = Path(out)
     params = {"version": VERSION, "adult_train": adult_train, "child_train": child_train, "adult_test": adult_test,
               "child_test": child_test, "seed": seed}
@@ -122,7 +120,7 @@ def generate(out: str | os.PathLike, adult_train: int = 64, child_train: int = 6
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "dataset" / "SYNTHETIC_demo_maic"))
+    parser.add_argument("--out", default=str(DEMO_ROOT))
     for key, default in (("adult_train", 64), ("child_train", 64), ("adult_test", 16), ("child_test", 16),
                          ("seed", 0)):
         parser.add_argument(f"--{key}", type=int, default=default)

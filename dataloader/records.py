@@ -12,10 +12,25 @@ import hashlib
 import os
 import re
 from pathlib import Path
-from typing import Iterator, NamedTuple, Sequence
+from typing import NamedTuple, Sequence
 
+import h5py
 import numpy as np
 import pandas as pd
+import wfdb
+
+from utils.errors import RecordError
+from utils.io import read_csv
+
+from .labels import (
+    clean_id,
+    normalise_sex,
+    parse_header_comments,
+    ptbxl_labels,
+    read_code_exams,
+    read_maic_labels,
+    read_ptbxl_database,
+)
 
 LEADS = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
 _LEAD_KEYS = {name.upper(): i for i, name in enumerate(LEADS)}
@@ -27,14 +42,6 @@ class Record(NamedTuple):
     signal: np.ndarray
     fs: float
     meta: dict
-
-
-class RecordError(ValueError):
-    """A record or input file that cannot be used; ``str()`` names it and says why."""
-
-    def __init__(self, where: str, reason: str):
-        super().__init__(f"{where}: {reason}")
-        self.where, self.reason = where, reason
 
 
 def standard_leads(signal: np.ndarray, names: Sequence[str], where: str) -> np.ndarray:
@@ -65,18 +72,6 @@ def as_12_leads(array: np.ndarray, where: str) -> np.ndarray:
     return np.ascontiguousarray(array, dtype=np.float32)
 
 
-def normalise_sex(value) -> str | None:
-    """'M' / 'F' / None from the formats' spellings (MALE, Male, 0/1 PTB-XL, is_male booleans are mapped by callers)."""
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return None
-    text = str(value).strip().upper()
-    if text in ("M", "MALE", "MAN"):
-        return "M"
-    if text in ("F", "FEMALE", "WOMAN"):
-        return "F"
-    return None
-
-
 def fingerprint_files(paths: Sequence[Path]) -> str:
     """Identity of a set of files for cache keys: names, sizes and modification times."""
     digest = hashlib.sha256()
@@ -84,14 +79,6 @@ def fingerprint_files(paths: Sequence[Path]) -> str:
         stat = os.stat(path)
         digest.update(f"{Path(path).resolve()}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()
-
-
-def read_csv(path: str | os.PathLike, what: str = "a CSV", **kwargs) -> pd.DataFrame:
-    """pandas.read_csv whose every failure (missing, empty, binary, malformed) is a RecordError naming the file."""
-    try:
-        return pd.read_csv(path, **kwargs)
-    except (OSError, ValueError, UnicodeDecodeError) as exc:  # ParserError and EmptyDataError are ValueErrors
-        raise RecordError(str(path), f"cannot be read as {what} ({type(exc).__name__}: {exc})") from exc
 
 
 def natural_key(text: str):
@@ -120,10 +107,6 @@ class Reader:
         """Records ``start..stop-1``; formats that store records contiguously read them in one go."""
         return [self.load(i) for i in range(start, stop)]
 
-    def __iter__(self) -> Iterator[Record]:
-        for i in range(len(self)):
-            yield self.load(i)
-
     def fingerprint(self) -> str:
         """Identity of the content (file names, sizes, modification times): changes when the data change."""
         raise NotImplementedError
@@ -150,22 +133,6 @@ class Reader:
 # --------------------------------------------------------------------------------------------------------------
 # MAIC .npy folders
 # --------------------------------------------------------------------------------------------------------------
-def read_maic_labels(path: str | os.PathLike) -> pd.DataFrame:
-    """MAIC label CSV (FILENAME, GENDER, AGE) → id, sex, age (+ the raw columns)."""
-    path = Path(path)
-    frame = read_csv(path, "a MAIC label CSV", dtype={"FILENAME": str})
-    missing = [c for c in ("FILENAME", "AGE") if c not in frame.columns]
-    if missing:
-        raise RecordError(str(path), f"lacks column(s) {', '.join(missing)}; a MAIC label CSV has "
-                                     f"FILENAME, GENDER, AGE (has {', '.join(map(str, frame.columns))})")
-    out = pd.DataFrame({"id": frame["FILENAME"].astype(str).str.strip().str.replace(r"\.npy$", "", regex=True)})
-    out["age"] = pd.to_numeric(frame["AGE"], errors="coerce")
-    out["age_raw"] = frame["AGE"]  # to tell a missing age from a non-numeric one
-    out["sex"] = frame["GENDER"].map(normalise_sex) if "GENDER" in frame.columns else None
-    out["GENDER"] = frame["GENDER"] if "GENDER" in frame.columns else None
-    return out
-
-
 class NpyFolderReader(Reader):
     """A folder of one-ECG ``.npy`` files (MAIC layout), optionally joined with a MAIC label CSV."""
 
@@ -221,8 +188,6 @@ class HDF5Reader(Reader):
 
     def __init__(self, files: Sequence[str | os.PathLike], labels: str | os.PathLike | None = None,
                  fs: float = 400.0, traces_dset: str = "tracings", ids_dset: str = "exam_id", scale: float = 1.0):
-        import h5py
-
         self.files = [str(f) for f in files]
         self.fs, self.scale, self.traces_dset, self.ids_dset = float(fs), float(scale), traces_dset, ids_dset
         self._handles: dict[str, object] = {}
@@ -263,8 +228,6 @@ class HDF5Reader(Reader):
         return state
 
     def _dataset(self, file_index: int):
-        import h5py
-
         if self._pid != os.getpid():  # a forked worker must not share the parent's HDF5 handle
             self._handles, self._pid = {}, os.getpid()
         path = self.files[file_index]
@@ -310,35 +273,11 @@ class HDF5Reader(Reader):
         return out
 
 
-def read_code_exams(path: str | os.PathLike) -> pd.DataFrame:
-    """CODE-15% ``exams.csv`` → id (exam_id), age, sex, patient_id, death, timey, trace_file."""
-    path = Path(path)
-    frame = read_csv(path, "a CODE-15% exams.csv")
-    if "exam_id" not in frame.columns:
-        raise RecordError(str(path), f"lacks column exam_id (has {', '.join(map(str, frame.columns))})")
-    out = pd.DataFrame({"id": frame["exam_id"].map(lambda v: str(int(v)) if pd.notna(v) else "")})
-    if "age" in frame.columns:
-        out["age"] = pd.to_numeric(frame["age"], errors="coerce")
-        out["age_raw"] = frame["age"]
-    if "is_male" in frame.columns:
-        out["sex"] = frame["is_male"].map(lambda v: None if pd.isna(v) else
-                                          ("M" if str(v).strip().lower() in ("true", "1", "1.0") else "F"))
-    for column in ("patient_id", "death", "timey", "trace_file", "nn_predicted_age"):
-        if column in frame.columns:
-            out[column] = frame[column]
-    if "patient_id" in out.columns:
-        out["patient_id"] = out["patient_id"].map(lambda v: None if pd.isna(v) else str(int(v)) if
-                                                  isinstance(v, (int, float, np.number)) else str(v))
-    return out.drop_duplicates("id")
-
-
 # --------------------------------------------------------------------------------------------------------------
 # WFDB: a folder of .hea records (CinC .hea/.mat included) or a PTB-XL root / database CSV
 # --------------------------------------------------------------------------------------------------------------
 def read_wfdb(record_path: str, where: str | None = None) -> tuple[np.ndarray, float, list[str]]:
     """One WFDB record → (float32 (12, N) in mV in standard lead order, fs, header comments)."""
-    import wfdb
-
     where = where or record_path
     try:
         record = wfdb.rdrecord(record_path)
@@ -355,27 +294,12 @@ def read_wfdb(record_path: str, where: str | None = None) -> tuple[np.ndarray, f
     return signal.astype(np.float32), float(record.fs), list(record.comments or [])
 
 
-def parse_header_comments(comments: Sequence[str]) -> dict:
-    """CinC ``# Age: 78`` / ``# Sex: Male`` comments → {'age': 78.0, 'sex': 'M'} (NaN/None if absent or unknown)."""
-    meta: dict = {"age": np.nan, "sex": None}
-    for line in comments:
-        key, _, value = str(line).partition(":")
-        key = key.strip().lower()
-        if key == "age":
-            meta["age"] = pd.to_numeric(value.strip(), errors="coerce")
-        elif key == "sex":
-            meta["sex"] = normalise_sex(value)
-    return meta
-
-
 class WFDBFolderReader(Reader):
     """Every ``.hea`` record under a folder (recursively); CinC ``# Age:``/``# Sex:`` comments become labels."""
 
     format = "wfdb"
 
     def __init__(self, folder: str | os.PathLike):
-        import wfdb
-
         self.folder = Path(folder)
         headers = sorted(self.folder.rglob("*.hea"), key=lambda p: natural_key(str(p)))
         rows = []
@@ -416,24 +340,13 @@ class PTBXLReader(Reader):
         self.database = path / "ptbxl_database.csv" if path.is_dir() else path
         self.root = self.database.parent
         if rate not in (100, 500):
-            raise ValueError(f"PTB-XL comes at 100 or 500 Hz, not {rate}")
+            raise RecordError(str(path), f"PTB-XL comes at 100 or 500 Hz, not {rate}")
         column = "filename_hr" if rate == 500 else "filename_lr"
-        frame = read_csv(self.database, "the PTB-XL database")
-        missing = [c for c in ("ecg_id", column) if c not in frame.columns]
-        if missing:
-            raise RecordError(str(self.database), f"lacks PTB-XL column(s) {', '.join(missing)}")
-        age = pd.to_numeric(frame.get("age"), errors="coerce")
-        # PTB-XL sets ages above 89 to 300 for anonymity: the true age is unknown, so it is not a label
-        age = age.where(age < 300)
-        self.table = pd.DataFrame({
-            "id": frame["ecg_id"].astype(int).astype(str),
-            "path": [str(self.root / f) for f in frame[column]],
-            "age": age,
-            "sex": frame["sex"].map({0: "M", 1: "F"}) if "sex" in frame.columns else None,
-            "patient_id": frame["patient_id"].map(lambda v: None if pd.isna(v) else str(int(v)))
-            if "patient_id" in frame.columns else None,
-            "strat_fold": frame["strat_fold"] if "strat_fold" in frame.columns else None,
-        })
+        frame = read_ptbxl_database(self.database)
+        if column not in frame.columns:
+            raise RecordError(str(self.database), f"lacks PTB-XL column {column}")
+        self.table = ptbxl_labels(frame)
+        self.table.insert(1, "path", [str(self.root / f) for f in frame[column].fillna("")])
         self.rate, self.fs = rate, float(rate)
 
     @property
@@ -473,7 +386,7 @@ class ManifestReader(Reader):
         frame["path"] = paths
         if "id" not in frame.columns:
             frame["id"] = [Path(p).stem for p in paths]
-        frame["id"] = frame["id"].astype(str)
+        frame["id"] = frame["id"].map(clean_id)
         if "age" in frame.columns:
             frame["age"] = pd.to_numeric(frame["age"], errors="coerce")
         if "sex" in frame.columns:

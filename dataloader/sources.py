@@ -2,47 +2,52 @@
 
 Policy (``--on_bad``): ``error`` (default) stops before anything is written and lists every bad record with its
 reason (the interfaces exit with code 2); ``skip`` leaves the bad records out and says how many; ``fill`` (only
-for submissions) writes the training median age for them.
+for predictions) writes the training median age for them.
 """
 from __future__ import annotations
 
-import os
+import dataclasses
 from pathlib import Path
+from typing import Union
 
 import numpy as np
 import pandas as pd
 
-from utils.runtime import barrier, is_local_main, is_main
+from models.preprocessing import PreprocessSpec
+from utils.errors import BadInputError, RecordError
+from utils.paths import CACHE_DIR
 
-from .cache import SignalCache, build_cache, check_record, load_safely, prepare_item
-from .preprocessing import PreprocessSpec
-from .records import Reader, RecordError
+from .cache import SignalCache, build_cache, load_safely, prepare_item
+from .records import Reader
 
-
-class BadInputError(Exception):
-    """Bad records or labels; ``problems`` lists every one as 'where: reason'."""
-
-    def __init__(self, problems: list[str], hint: str = ""):
-        self.problems = list(problems)
-        shown = "\n  ".join(self.problems[:200])
-        more = f"\n  ... and {len(self.problems) - 200} more" if len(self.problems) > 200 else ""
-        super().__init__(f"{len(self.problems)} bad record(s); nothing was written:\n  {shown}{more}"
-                         + (f"\n{hint}" if hint else ""))
+# where a Dataset reads its rows: the memory-mapped cache, or a reader whose records are preprocessed per item
+Source = Union[SignalCache, tuple[Reader, PreprocessSpec]]
 
 
-def open_source(reader: Reader, spec: PreprocessSpec, cache: bool, cache_dir: str | os.PathLike,
-                dtype: str = "float32", workers: int | None = None, progress: bool = True):
-    """The cache of ``reader`` under ``spec``, or the reader itself for on-the-fly preprocessing. Returns
-    (source, {id: reason} of bad records). Under torchrun the first process of every node builds the cache (once
-    per node-local disk; on shared storage the first to finish wins) while the others wait, then open it."""
-    if not cache:
+@dataclasses.dataclass(frozen=True)
+class CacheConfig:
+    """``--cache``, ``--cache_dir`` and ``--cache_dtype`` (resolved), and whether to show a progress bar."""
+
+    enabled: bool = True
+    folder: Path = CACHE_DIR
+    dtype: str = "float32"
+    progress: bool = True
+
+    def quiet(self) -> "CacheConfig":
+        return dataclasses.replace(self, progress=False)
+
+
+def resolve_cache_dtype(choice: str, precision: str) -> str:
+    """'auto': float32 for fp32 runs (bit-exact inputs), float16 for bf16 runs (half the disk and memory)."""
+    return choice if choice != "auto" else ("float16" if precision == "bf16" else "float32")
+
+
+def open_source_local(reader: Reader, spec: PreprocessSpec, cache: CacheConfig) -> tuple[Source, dict[str, str]]:
+    """The cache of ``reader`` under ``spec`` (built if needed), or the reader itself for on-the-fly
+    preprocessing; returns (source, {id: reason} of bad records)."""
+    if not cache.enabled:
         return (reader, spec), scan_bad(reader, spec)
-    if is_local_main():
-        source = build_cache(reader, spec, Path(cache_dir), dtype=dtype, workers=workers,
-                             progress=progress and is_main())
-    barrier()
-    if not is_local_main():
-        source = build_cache(reader, spec, Path(cache_dir), dtype=dtype, workers=workers, progress=False)
+    source = build_cache(reader, spec, Path(cache.folder), dtype=cache.dtype, progress=cache.progress)
     return source, dict(source.bad)
 
 
@@ -94,7 +99,3 @@ def apply_policy(bad: dict[str, str], ids: list[str], on_bad: str, what: str, lo
     keep = np.ones(len(ids), bool)
     keep[flagged] = False
     return np.flatnonzero(keep)
-
-
-__all__ = ["BadInputError", "SignalCache", "apply_policy", "check_record", "duplicate_ids", "label_problems",
-           "open_source", "prepare_item", "scan_bad"]

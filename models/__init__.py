@@ -17,8 +17,8 @@ from .resnet1d import ResNet1d
 MODELS: dict[str, type[nn.Module]] = {"ResDenseNet": ResDenseNet, "ResUDenseNet": ResUDenseNet,
                                       "ResNet1d": ResNet1d}
 
-__all__ = ["MODELS", "get_model", "model_args", "infer_model_args", "AgeHead", "ADULT_HEAD", "CHILD_HEAD",
-           "LINEAR_HEAD", "ResDenseNet", "ResUDenseNet", "ResNet1d"]
+__all__ = ["MODELS", "get_model", "model_args", "infer_model_args", "output_layer", "AgeHead", "ADULT_HEAD",
+           "CHILD_HEAD", "LINEAR_HEAD", "ResDenseNet", "ResUDenseNet", "ResNet1d"]
 
 
 def _model_class(name: str) -> type[nn.Module]:
@@ -43,6 +43,11 @@ def model_args(name: str, **overrides) -> dict:
 
 def get_model(name: str, **overrides) -> nn.Module:
     return _model_class(name)(**model_args(name, **overrides))
+
+
+def output_layer(model: nn.Module) -> nn.Linear:
+    """The final linear layer whose output the age head reads (each model class names it in ``OUTPUT``)."""
+    return getattr(model, type(model).OUTPUT)
 
 
 def infer_model_args(state_dict: dict) -> tuple[str, dict]:

@@ -6,6 +6,7 @@ al. ResNet1d outputs the age directly. The head is stored in every checkpoint ne
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import torch
 
@@ -28,6 +29,13 @@ class AgeHead:
             return raw
         return self.low + (self.high - self.low) * torch.sigmoid(raw)
 
+    def inverse(self, age: float) -> float:
+        """The raw output that this head maps to ``age`` (to start a network's output bias at a mean age)."""
+        if self.kind == "linear":
+            return float(age)
+        share = min(max((age - self.low) / (self.high - self.low), 1e-4), 1 - 1e-4)
+        return float(math.log(share / (1 - share)))
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -39,3 +47,4 @@ class AgeHead:
 ADULT_HEAD = AgeHead("sigmoid", 19.0, 122.0)
 CHILD_HEAD = AgeHead("sigmoid", 0.0, 9.0)
 LINEAR_HEAD = AgeHead("linear", float("-inf"), float("inf"))
+MODE_HEADS = {"adult": ADULT_HEAD, "child": CHILD_HEAD}  # the MAIC age bounds of each mode, defined here only

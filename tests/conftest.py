@@ -2,15 +2,15 @@
 bring, and helpers that run the interfaces in-process with every output under a temporary folder."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from models.preprocessing import LIMA, preprocess
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 SHARED = ROOT.parent / "shared"
 PTBXL = SHARED / "data" / "ptbxl"
 CINC = SHARED / "data" / "cinc2021"
@@ -88,10 +88,14 @@ def demo_set(tmp_path_factory) -> Path:
 
 
 def cli(module, argv: list[str], tmp: Path) -> int:
-    """Run an interface's ``entry(argv)`` with logs, caches and dataset CSVs under ``tmp``."""
+    """Run an interface's ``entry(argv)`` with logs, caches and dataset CSVs under ``tmp`` (those of these
+    options that the program takes)."""
+    import options
+
+    parser = {"train_interface": options.train_parser, "test_interface": options.test_parser}[module.__name__]()
     extra = []
     for flag, sub in (("--log_dir", "log"), ("--cache_dir", "cache"), ("--dataset_dir", "dataset")):
-        if flag not in argv:
+        if flag not in argv and flag in parser._option_string_actions:
             extra += [flag, str(tmp / sub)]
     return module.entry([*argv, *extra, "--quiet"])
 
@@ -103,8 +107,6 @@ TINY = {"ResDenseNet": ["--out_ch", "16", "--mid_ch", "8"], "ResUDenseNet": ["--
 def write_code15(path: Path, signals: list[np.ndarray], exam_ids: list[int]) -> Path:
     """An HDF5 file in the CODE-15% layout: tracings (N, 4096, 12) float32 in mV at 400 Hz, exam_id (N,)."""
     import h5py
-
-    from dataloader.preprocessing import LIMA, preprocess
 
     tracings = np.stack([preprocess(s, fs, LIMA).T for s, fs in signals]).astype(np.float32)
     with h5py.File(path, "w") as handle:

@@ -12,12 +12,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from dataloader.cache import SignalCache  # noqa: E402
-from dataloader.dataset import ECGDataset, train_loader  # noqa: E402
-from models import get_model  # noqa: E402
-from utils.runtime import broadcast_buffers, init_distributed, seed_everything  # noqa: E402
+from dataloader.cache import SignalCache
+from dataloader.dataset import ECGDataset, train_loader
+from models import get_model
+from utils.runtime import broadcast_buffers, init_distributed, seed_everything
 
 
 def main(out: Path) -> None:

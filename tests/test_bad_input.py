@@ -241,8 +241,6 @@ def test_fuzz_corrupted_inputs(fuzz_base, kind, target, seed):
 
 
 def test_truncated_hdf5_is_named_and_nothing_is_written(code15, tmp_path, capsys):
-    from conftest import write_code15  # noqa: F401 - the layout this damages
-
     fixture = torch.load(need(SPEC / "ResNet1d_small.pt"), weights_only=False)
     model = get_model("ResNet1d", **fixture["config"])
     model.load_state_dict(fixture["state_dict"])

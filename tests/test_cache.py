@@ -13,8 +13,8 @@ from conftest import SPEC, need
 
 from dataloader.cache import build_cache
 from dataloader.dataset import ECGDataset, eval_loader, train_loader
-from dataloader.preprocessing import MAIC, preprocess
 from dataloader.records import NpyFolderReader
+from models.preprocessing import MAIC, preprocess
 
 
 @pytest.fixture()
@@ -91,7 +91,7 @@ def test_bf16_predictions_agree_with_fp32_on_real_records(arch, mode, ptbxl, ptb
     from conftest import ptbxl_signal
 
     from models import get_model
-    from utils.checkpoint import load_bundle
+    from models.checkpoint import load_bundle
 
     fixture = torch.load(need(SPEC / f"{arch}_small.pt"), weights_only=False)
     model = get_model(arch, **fixture["config"])

@@ -63,9 +63,9 @@ def test_two_process_run_logs_exact_validation_mae(maic_adult, tmp_path):
     assert not any(k.startswith("module.") for k in _state(run_dir / "last.pt"))
     assert result.stdout.count("epoch 2:") == 1  # only rank 0 logs
     # a single-process evaluation of the saved checkpoint over the same validation records
-    from dataloader.preprocessing import preprocess
     from dataloader.records import NpyFolderReader
-    from utils.checkpoint import load_bundle
+    from models.checkpoint import load_bundle
+    from models.preprocessing import preprocess
 
     bundle = load_bundle(run_dir / "last.pt")
     valid = pd.read_csv(tmp_path / "dataset" / "valid_dataset_adult.csv")

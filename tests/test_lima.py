@@ -12,8 +12,8 @@ from conftest import SPEC, TINY, cli, need
 
 import test_interface
 import train_interface
+from engine.losses import inverse_age_weights
 from models import ResNet1d
-from utils.losses import inverse_age_weights
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +148,7 @@ def test_inverse_age_weights_by_hand():
 
 
 def test_plateau_schedule_stops_below_min_lr():
-    from utils.trainer import TrainConfig, make_scheduler
+    from engine.trainer import TrainConfig, make_scheduler
 
     model = torch.nn.Linear(1, 1)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)

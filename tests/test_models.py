@@ -8,7 +8,7 @@ import torch
 from conftest import SPEC, need
 
 from models import MODELS, get_model, infer_model_args, model_args
-from utils.checkpoint import load_bundle
+from models.checkpoint import load_bundle
 
 
 def spec_entries(arch: str) -> tuple[int, list[tuple[str, tuple]]]:

@@ -8,7 +8,7 @@ import pytest
 from conftest import ptbxl_signal
 from scipy import signal as sps
 
-from dataloader.preprocessing import LIMA, MAIC, PreprocessSpec, fit_length, preprocess, tta_specs
+from models.preprocessing import LIMA, MAIC, PreprocessSpec, fit_length, preprocess, tta_specs
 
 
 def test_maic_preprocessing_matches_independent_scipy(ptbxl, ptbxl_table):

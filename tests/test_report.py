@@ -136,7 +136,7 @@ def test_bad_report_inputs(tmp_path, capsys, case, message):
 @pytest.fixture(scope="module")
 def resnet_with_correction(tmp_path_factory):
     """This project's checkpoint of the fixture ResNet1d with a stored bias correction."""
-    from utils.checkpoint import load_bundle, save_checkpoint
+    from models.checkpoint import load_bundle, save_checkpoint
 
     fixture = torch.load(need(SPEC / "ResNet1d_small.pt"), weights_only=False)
     folder = tmp_path_factory.mktemp("corr")
@@ -168,10 +168,10 @@ def test_stored_bias_correction_and_tta_on_short_records(resnet_with_correction,
 
 def test_tta_averages_windows_covering_the_record(maic_adult, tmp_path):
     """The seed uses the first 4096 of 5000 samples; --tta 3 averages windows at 0, 452 and 904."""
-    from dataloader.preprocessing import preprocess, tta_specs
     from dataloader.records import NpyFolderReader
     from models import get_model
-    from utils.checkpoint import load_bundle
+    from models.checkpoint import load_bundle
+    from models.preprocessing import preprocess, tta_specs
 
     fixture = torch.load(need(SPEC / "ResUDenseNet_small.pt"), weights_only=False)
     model = get_model("ResUDenseNet", **fixture["config"])

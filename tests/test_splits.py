@@ -7,8 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dataloader.splits import maic_dataset_csvs, patient_split, strat_fold_split, stratified_split
-from options import MAIC_AGE_BINS
+from dataloader.maic import AGE_BINS as MAIC_AGE_BINS
+from dataloader.maic import maic_dataset_csvs
+from dataloader.records import NpyFolderReader
+from dataloader.splits import patient_split, strat_fold_split, stratified_split
 
 
 def test_stratified_split_is_9_to_1_per_bin_and_deterministic():
@@ -49,8 +51,8 @@ def test_strat_fold():
 
 
 def _build(root, dataset_dir, seed=1234, logs=None):
-    return maic_dataset_csvs(root / "ECG_adult_numpy_train", root / "ECG_adult_age_train.csv", "adult",
-                             dataset_dir, MAIC_AGE_BINS["adult"], 0.1, seed,
+    reader = NpyFolderReader(root / "ECG_adult_numpy_train", labels=root / "ECG_adult_age_train.csv")
+    return maic_dataset_csvs(reader, "adult", dataset_dir, 0.1, seed,
                              log=logs.append if logs is not None else (lambda message: None))
 
 
@@ -104,8 +106,7 @@ def test_csvs_made_elsewhere_are_checked_not_trusted(maic_adult, tmp_path):
 
 
 def test_missing_label_csv_is_a_clear_error(maic_adult, tmp_path):
-    from dataloader.records import RecordError
+    from utils.errors import RecordError
 
-    with pytest.raises(RecordError, match="label CSV not found"):
-        maic_dataset_csvs(maic_adult / "ECG_adult_numpy_train", tmp_path / "nope.csv", "adult", tmp_path,
-                          MAIC_AGE_BINS["adult"], 0.1, 1)
+    with pytest.raises(RecordError, match=r"nope\.csv: cannot be read as a MAIC label CSV \(FileNotFoundError"):
+        NpyFolderReader(maic_adult / "ECG_adult_numpy_train", labels=tmp_path / "nope.csv")

@@ -50,8 +50,7 @@ def test_run_outputs_and_exact_resume(maic_adult, tmp_path):
 def test_validation_counts_every_record_once(maic_adult, tmp_path):
     """3 validation records with a validation batch of 2: the seed would drop the last partial batch."""
     from dataloader.records import NpyFolderReader
-    from test_interface import predict_records  # noqa: F401 - same loader path as inference
-    from utils.checkpoint import load_bundle
+    from models.checkpoint import load_bundle
 
     assert cli(train_interface, [*BASE, "--data_root", str(maic_adult), "--nepoch", "1", "--env", "v",
                                  "--infer_batch_size", "2"], tmp_path) == 0
@@ -60,7 +59,7 @@ def test_validation_counts_every_record_once(maic_adult, tmp_path):
     valid = pd.read_csv(tmp_path / "dataset" / "valid_dataset_adult.csv")
     assert len(valid) == 3
     bundle = load_bundle(run / "last.pt")
-    from dataloader.preprocessing import preprocess
+    from models.preprocessing import preprocess
 
     reader = NpyFolderReader(maic_adult / "ECG_adult_numpy_train")
     index = {rid: i for i, rid in enumerate(reader.ids)}
@@ -87,9 +86,9 @@ def test_pretrained_seed_checkpoint_continues_from_its_epoch(maic_adult, tmp_pat
 def test_lima_recipe_defaults():
     import options
 
-    args = options.parse(["--arch", "ResNet1d"])
+    args = options.parse_train(["--arch", "ResNet1d"])
     assert (args.recipe, args.loss, args.sample_weights, args.scheduler, args.nepoch, args.head) == \
         ("lima", "mse", "inverse_age", "plateau", 70, "linear")
-    args = options.parse(["--mode", "child"])
+    args = options.parse_train(["--mode", "child"])
     assert (args.arch, args.loss, args.scheduler, args.age_min, args.age_max, args.batch_size, args.nepoch,
             args.seed) == ("ResUDenseNet", "l1", "step", 0.0, 9.0, 32, 60, 1234)

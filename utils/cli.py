@@ -1,24 +1,16 @@
-"""How the interfaces end: user errors print one clear message and exit with code 2, never a traceback."""
+"""How the programs end: a UserError prints one clear message and exits with code 2; anything else is a bug and
+keeps its traceback (exit code 1)."""
 from __future__ import annotations
 
 import sys
 from typing import Callable
 
-from dataloader.records import RecordError
-from dataloader.sources import BadInputError
-
-from .checkpoint import CheckpointError
-from .io import OutputError
+from .errors import UserError
 
 
 def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
     try:
         return main(argv)
-    except (BadInputError, RecordError, CheckpointError, OutputError) as exc:
+    except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except SystemExit as exc:  # usage errors raised with a message
-        if isinstance(exc.code, str):
-            print(exc.code, file=sys.stderr)
-            return 2
-        raise

@@ -1,7 +1,6 @@
-"""The one way this project writes files: to a temporary file beside the target, fsync, then rename.
-
-A crash, a kill or a full disk therefore never leaves a truncated or half-written output behind, and an existing
-file is only replaced by a complete new one.
+"""Files in and out. Every file is written one way: to a temporary file beside the target, fsync, then rename —
+a crash, a kill or a full disk never leaves a truncated or half-written output behind, and an existing file is only
+replaced by a complete new one. CSVs are read through one checked reader whose failures name the file.
 """
 from __future__ import annotations
 
@@ -13,9 +12,10 @@ import tempfile
 from pathlib import Path
 from typing import IO, Callable, Iterator
 
+import pandas as pd
+import torch
 
-class OutputError(OSError):
-    """A file could not be written (unwritable folder, full disk, ...); nothing was left behind."""
+from .errors import OutputError, RecordError
 
 
 def _explain(path: Path, exc: OSError) -> OutputError:
@@ -25,8 +25,8 @@ def _explain(path: Path, exc: OSError) -> OutputError:
         reason = "the folder is not writable"
     else:
         reason = exc.strerror or str(exc)
-    return OutputError(exc.errno or 0, f"cannot write {path}: {reason}; nothing was written there "
-                                       f"(free space or choose another output folder)")
+    return OutputError(f"cannot write {path}: {reason}; nothing was written there "
+                       f"(free space or choose another output folder)")
 
 
 @contextlib.contextmanager
@@ -75,11 +75,17 @@ def write_csv(path: str | os.PathLike, frame, index: bool = False, **kwargs) -> 
 
 
 def save_torch(path: str | os.PathLike, obj) -> Path:
-    import torch
-
     return atomic_write(path, lambda handle: torch.save(obj, handle), binary=True)
 
 
 def save_figure(path: str | os.PathLike, figure) -> Path:
     return atomic_write(path, lambda handle: figure.savefig(handle, format="png", dpi=120, bbox_inches="tight"),
                         binary=True)
+
+
+def read_csv(path: str | os.PathLike, what: str = "a CSV", **kwargs) -> pd.DataFrame:
+    """pandas.read_csv whose every failure (missing, empty, binary, malformed) is a RecordError naming the file."""
+    try:
+        return pd.read_csv(path, **kwargs)
+    except (OSError, ValueError, UnicodeDecodeError) as exc:  # ParserError and EmptyDataError are ValueErrors
+        raise RecordError(str(path), f"cannot be read as {what} ({type(exc).__name__}: {exc})") from exc

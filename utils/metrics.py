@@ -70,16 +70,31 @@ def bootstrap_ci(pred, true, stat=lambda e: np.mean(np.abs(e)), n_boot: int = 20
     return [float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))]
 
 
-def fit_bias_correction(pred, true) -> dict:
-    """Least-squares line of the age gap on chronological age, gap = intercept + slope·age (the regression to
-    the mean: young people are predicted older, old people younger). Fit it on validation data only."""
-    pred, true = _check(pred, true)
-    if len(pred) < 3 or true.std() == 0:
+def gap_line_sums(pred, true) -> list[float]:
+    """[n, Σage, Σgap, Σage², Σage·gap]: what the gap-on-age line needs, summable across processes."""
+    pred, true = np.asarray(pred, dtype=np.float64), np.asarray(true, dtype=np.float64)
+    gap = pred - true
+    return [float(len(true)), float(true.sum()), float(gap.sum()), float((true * true).sum()),
+            float((true * gap).sum())]
+
+
+def bias_correction_from_sums(sums) -> dict:
+    """Least-squares line of the age gap on chronological age, gap = intercept + slope·age, from
+    :func:`gap_line_sums` (the regression to the mean: young people are predicted older, old people younger)."""
+    n, s_age, s_gap, s_age2, s_age_gap = (float(v) for v in sums)
+    spread = n * s_age2 - s_age * s_age
+    if n < 3 or not spread > 1e-9 * max(1.0, n * s_age2):
         raise ValueError("the bias correction needs at least 3 validation records with different ages")
-    slope, intercept = np.polyfit(true, pred - true, 1)
-    correction = {"intercept": float(intercept), "slope": float(slope), "n": int(len(pred)), "fitted_on": "validation"}
+    slope = (n * s_age_gap - s_age * s_gap) / spread
+    correction = {"intercept": (s_gap - slope * s_age) / n, "slope": slope, "n": int(n), "fitted_on": "validation"}
     check_bias_correction(correction)
     return correction
+
+
+def fit_bias_correction(pred, true) -> dict:
+    """The gap-on-age line of validation predictions (fit it on validation data only)."""
+    pred, true = _check(pred, true)
+    return bias_correction_from_sums(gap_line_sums(pred, true))
 
 
 MIN_RESPONSE = 0.2  # predictions must rise at least 0.2 years per year of age for the line to be inverted

@@ -149,14 +149,6 @@ def broadcast_buffers(model: torch.nn.Module, src: int = 0) -> None:
             dist.broadcast(buffer.data, src=src)
 
 
-def broadcast_object(obj, src: int = 0):
-    if not dist.is_initialized():
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=src)
-    return box[0]
-
-
 def cleanup_distributed() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from lifelines import CoxPHFitter, KaplanMeierFitter
+
+from .errors import UserError
 
 
-class SurvivalError(ValueError):
-    pass
+class SurvivalError(UserError):
+    """Data that a survival analysis cannot use (no events, no reference group, non-positive follow-up)."""
 
 
 def gap_groups(gap, threshold: float = 8.0) -> np.ndarray:
@@ -29,8 +32,6 @@ def _hr(fitter, name: str) -> dict:
 def cox_by_gap(frame: pd.DataFrame, threshold: float = 8.0) -> dict:
     """``frame`` has predicted, age, death (0/1), timey (years) and optionally male (0/1).
     Returns {'older': {hr, ci_low, ci_high, p}, 'younger': {...}, 'per_year_gap': {...}, 'groups': {...}, ...}."""
-    from lifelines import CoxPHFitter
-
     data = pd.DataFrame({"timey": frame["timey"].astype(float), "death": frame["death"].astype(float),
                          "age": frame["age"].astype(float)})
     if "male" in frame.columns and frame["male"].notna().all():
@@ -61,8 +62,6 @@ def cox_by_gap(frame: pd.DataFrame, threshold: float = 8.0) -> dict:
 
 def kaplan_meier(frame: pd.DataFrame, threshold: float = 8.0) -> dict[str, pd.DataFrame]:
     """Kaplan–Meier survival curves per gap group: {group: DataFrame(timeline, survival)}."""
-    from lifelines import KaplanMeierFitter
-
     groups = gap_groups(frame["predicted"].astype(float) - frame["age"].astype(float), threshold)
     curves = {}
     for g in ("younger", "reference", "older"):

@@ -1,0 +1,91 @@
+"""Inference: batches of model inputs → ages, and a reader → one age per record (test-time augmentation and the
+stored age-gap bias correction included).
+
+``predict`` is also the trainer's validation pass, so the validation MAE logged during training is exactly what a
+later prediction run over the same records computes.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from dataloader.dataset import ECGDataset, eval_loader
+from dataloader.records import Reader
+from dataloader.sources import CacheConfig, duplicate_ids
+from models.checkpoint import ModelBundle
+from models.preprocessing import tta_specs
+from utils.errors import CheckpointError
+from utils.metrics import apply_bias_correction
+from utils.paths import CACHE_DIR
+from utils.runtime import autocast, place_model
+
+from .data import open_source
+
+
+@dataclasses.dataclass(frozen=True)
+class InferenceConfig:
+    """How to run a model over records (test_interface's options, typed)."""
+
+    device: torch.device = torch.device("cpu")
+    precision: str = "fp32"
+    batch_size: int = 8
+    workers: int = 0
+    tta: int = 1
+    bias_correction: bool = False
+    fast_layout: bool = True  # channels-last where it pays off (everything but --precision fp32)
+    cache: CacheConfig = CacheConfig(folder=Path(CACHE_DIR))
+    progress: bool = False
+
+
+@torch.no_grad()
+def predict(model: nn.Module, head, loader, device: torch.device, precision: str, progress: bool = False,
+            desc: str = "predict") -> dict:
+    """Ages of every row of ``loader`` (this rank's shard): {'index', 'age', 'target', 'weight'} as arrays."""
+    model.eval()
+    out = {"index": [], "age": [], "target": [], "weight": []}
+    for batch in tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False):
+        with autocast(device, precision):
+            raw = model(batch["x"].to(device, non_blocking=True))
+        out["age"].append(head(raw).cpu().numpy().astype(np.float64))
+        out["index"].append(batch["index"].numpy())
+        out["target"].append(batch["y"].numpy().astype(np.float64))
+        out["weight"].append(batch["w"].numpy().astype(np.float64))
+    empty = {"index": np.zeros(0, np.int64), "age": np.zeros(0), "target": np.zeros(0), "weight": np.zeros(0)}
+    return {k: np.concatenate(v) if v else empty[k] for k, v in out.items()}
+
+
+def predict_records(bundle: ModelBundle, reader: Reader, cfg: InferenceConfig) -> tuple[np.ndarray, dict]:
+    """Ages for every record of ``reader`` (NaN for bad ones) and {id: reason} of the bad records. With
+    ``cfg.tta`` N the age is the mean over N windows covering the record; with ``cfg.bias_correction`` the model's
+    stored correction is applied."""
+    if cfg.bias_correction and not bundle.bias_correction:
+        raise CheckpointError(f"{bundle.source}: has no stored bias correction (it is fitted on the validation "
+                              f"split during training); run without --bias_correction")
+    ids = reader.ids
+    model = place_model(bundle.model, cfg.device, cfg.fast_layout, training=False)
+    bad: dict[str, str] = duplicate_ids(reader.table)
+    window_ages = []
+    for spec in tta_specs(bundle.preprocessing, cfg.tta):  # one window unless --tta
+        source, bad_signals = open_source(reader, spec, cfg.cache)
+        bad.update(bad_signals)
+        good = np.array([i for i, rid in enumerate(ids) if rid not in bad], dtype=np.int64)
+        ages = np.full(len(ids), np.nan)
+        if len(good):
+            loader = eval_loader(ECGDataset(source, good), cfg.batch_size, cfg.workers,
+                                 pin=cfg.device.type == "cuda")
+            result = predict(model, bundle.head, loader, cfg.device, cfg.precision, cfg.progress,
+                             desc=f"{bundle.arch} on {len(good)} ECGs")
+            ages[good[result["index"]]] = result["age"]
+        window_ages.append(ages)
+    ages = np.mean(window_ages, axis=0)
+    if cfg.bias_correction:
+        try:
+            ages = apply_bias_correction(ages, bundle.bias_correction)
+        except ValueError as exc:
+            raise CheckpointError(f"{bundle.source}: {exc}") from exc
+    return ages, bad

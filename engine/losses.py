@@ -1,0 +1,36 @@
+"""Losses on ages (after the head) with optional per-sample weights, and the Lima et al. sample weights."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def inverse_age_weights(ages, max_weight: float = math.inf) -> np.ndarray:
+    """Lima et al.: weight each record by 1 / (number of records of its integer age), normalised to mean 1.
+    With ``max_weight`` the weights are capped and then renormalised to mean 1 again, so the final largest
+    weight can exceed the cap (the published code does the same)."""
+    ages = np.floor(np.asarray(ages, dtype=np.float64))
+    _, inverse, counts = np.unique(ages, return_inverse=True, return_counts=True)
+    weights = 1.0 / counts[inverse]
+    weights = weights * len(ages) / weights.sum()
+    if math.isfinite(max_weight):
+        weights = np.minimum(weights, max_weight)
+        weights = weights * len(ages) / weights.sum()
+    return weights.astype(np.float32)
+
+
+def per_sample_loss(name: str, pred, target):
+    """|error| ('l1', the seed's L1Loss) or error² ('mse') per sample; torch tensors or numpy arrays."""
+    error = pred - target
+    if name == "l1":
+        return abs(error)
+    if name == "mse":
+        return error ** 2
+    raise ValueError(f"unknown loss {name!r} (l1 or mse)")
+
+
+def regression_loss(name: str):
+    """``loss(pred, target, weight)``: the weighted mean of :func:`per_sample_loss`."""
+    per_sample_loss(name, 0.0, 0.0)  # an unknown name fails here, not at the first step
+    return lambda pred, target, weight: (weight * per_sample_loss(name, pred, target)).mean()

@@ -1,0 +1,227 @@
+"""The shared trainer: one loop for every architecture and recipe, read top to bottom.
+
+    fit:  restore → for each epoch: train_one_epoch → evaluate (every validation ECG exactly once, across all
+          processes) → step the scheduler → save checkpoints (rank 0, atomic) → history.csv and TensorBoard
+
+``--resume`` restores model, optimizer, scheduler, RNG states and history from the last complete epoch, so an
+interrupted CPU/fp32 run ends with the same weights as an uninterrupted one. bf16 autocast, DDP and
+``torch.compile`` are a few plain lines (``wrap``), not a framework.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from models.checkpoint import ModelBundle, save_checkpoint
+from utils.io import write_csv
+from utils.metrics import bias_correction_from_sums, gap_line_sums
+from utils.runtime import all_reduce_sum, autocast, broadcast_buffers, is_main, place_model, rng_state, set_rng_state
+
+from .inference import predict
+from .losses import per_sample_loss, regression_loss
+from .runs import best_checkpoint_name, epoch_checkpoint_name
+
+HISTORY_COLUMNS = ["epoch", "train_loss", "valid_loss", "valid_mae", "lr", "seconds"]
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    nepoch: int
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    loss: str = "l1"
+    scheduler: str = "step"
+    decay_epoch: int = 20
+    decay_gamma: float = 0.1
+    patience: int = 7
+    lr_factor: float = 0.1
+    min_lr: float = 1e-7
+    best_metric: str = "valid_mae"
+    checkpoints: str = "every_epoch"  # or "best_only" (Lima: model.pth)
+    max_steps_per_epoch: int = 0
+    compile: bool = False
+    sync_bn: bool = False
+    fast_layout: bool = False  # channels-last where it pays off (everything but --precision fp32)
+    progress: bool = True
+    options: dict = dataclasses.field(default_factory=dict)  # saved in every checkpoint
+
+
+@dataclasses.dataclass
+class Progress:
+    """Where a run stands: restored from a checkpoint, updated after every epoch."""
+
+    epoch: int = 0
+    best: float = math.inf
+    history: list = dataclasses.field(default_factory=list)
+
+    def record(self, row: dict, metric: str) -> bool:
+        """Append an epoch's row; True when it is the best so far by ``metric``."""
+        self.epoch = row["epoch"]
+        self.history.append(row)
+        improved = row[metric] < self.best
+        if not math.isnan(row[metric]):
+            self.best = min(self.best, row[metric])
+        return improved
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig):
+    if cfg.scheduler == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.decay_epoch, gamma=cfg.decay_gamma)
+    # as Lima et al.: the scheduler may go one factor below min_lr, and training stops once lr < min_lr
+    return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, patience=cfg.patience, factor=cfg.lr_factor,
+                                                      min_lr=cfg.lr_factor * cfg.min_lr)
+
+
+def restore(start: dict | None, optimizer, scheduler, cfg: TrainConfig, exact: bool, log) -> Progress:
+    """Optimizer, scheduler and progress from a checkpoint's content (``--resume`` or ``--pretrained``; the
+    weights are already in the model). ``exact`` (resume) also restores the RNG states. A seed checkpoint has no
+    scheduler state: its StepLR steps are replayed."""
+    if start is None:
+        return Progress()
+    if "optimizer" in start:
+        optimizer.load_state_dict(start["optimizer"])
+    if "scheduler" in start:
+        scheduler.load_state_dict(start["scheduler"])
+    progress = Progress(int(start.get("epoch", 0)), float(start.get("best", math.inf)), list(start.get("history", [])))
+    if cfg.scheduler == "step" and "scheduler" not in start:
+        with warnings.catch_warnings():  # "scheduler.step() before optimizer.step()": intended here
+            warnings.simplefilter("ignore")
+            for _ in range(progress.epoch):
+                scheduler.step()
+    if exact and "rng" in start:
+        set_rng_state(start["rng"])
+        threads = start.get("threads")
+        if is_main() and threads and threads != torch.get_num_threads():
+            log(f"note: this run used {threads} CPU threads and now has {torch.get_num_threads()}; the result "
+                f"will not be bit-identical to an uninterrupted run (set OMP_NUM_THREADS={threads})")
+    return progress
+
+
+def wrap(model: nn.Module, device: torch.device, world: int, compiled: bool) -> nn.Module:
+    """DDP when launched by torchrun, then torch.compile when asked (the training forward)."""
+    net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
+        if world > 1 else model
+    return torch.compile(net) if compiled else net
+
+
+def train_one_epoch(net: nn.Module, head, loader, optimizer, cfg: TrainConfig, epoch: int, device: torch.device,
+                    precision: str) -> float:
+    """One pass over this rank's shard (at most ``max_steps_per_epoch`` steps); the mean loss over all ranks."""
+    loss_fn = regression_loss(cfg.loss)
+    loader.sampler.set_epoch(epoch)
+    net.train()
+    steps = min(len(loader), cfg.max_steps_per_epoch or len(loader))
+    bar = tqdm(total=steps, unit="step", desc=f"epoch {epoch}/{cfg.nepoch}", leave=False,
+               disable=not (is_main() and cfg.progress))
+    total, count = 0.0, 0.0
+    for _, batch in zip(range(steps), loader):
+        x, y, w = (batch[k].to(device, non_blocking=True) for k in ("x", "y", "w"))
+        with autocast(device, precision):
+            raw = net(x)
+        loss = loss_fn(head(raw), y, w)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total, count = total + loss.item() * len(y), count + len(y)
+        bar.update()
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+    bar.close()
+    total, count = all_reduce_sum([total, count], device)
+    return total / count if count else math.nan
+
+
+def evaluate(model: nn.Module, head, loader, loss: str, device: torch.device, precision: str,
+             progress: bool = False) -> dict:
+    """Validation over every record once across ranks: {'mae', 'loss', 'n', 'bias_correction' (or None)}."""
+    result = predict(model, head, loader, device, precision, progress=progress, desc="validate")
+    age, target, weight = result["age"], result["target"], result["weight"]
+    losses = weight * per_sample_loss(loss, age, target)
+    n, abs_err, loss_sum, *line = all_reduce_sum(
+        [len(age), float(np.abs(age - target).sum()), float(losses.sum()), *gap_line_sums(age, target)], device)
+    try:
+        correction = bias_correction_from_sums(line)
+    except ValueError:  # too few records, or predictions that barely follow age
+        correction = None
+    return {"n": n, "mae": abs_err / n if n else math.nan, "loss": loss_sum / n if n else math.nan,
+            "bias_correction": correction}
+
+
+def save_epoch(run: Path, bundle: ModelBundle, optimizer, scheduler, progress: Progress, cfg: TrainConfig,
+               improved: bool) -> None:
+    """Checkpoints of this epoch (best, per-epoch for the seed recipe, last — written last: the resume point) and
+    history.csv. Every checkpoint loads with weights_only=True."""
+    row = progress.history[-1]
+    state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "epoch": progress.epoch,
+             "best": progress.best, "history": progress.history, "rng": rng_state(), "options": cfg.options,
+             "threads": torch.get_num_threads(), "valid_mae": row["valid_mae"], "valid_loss": row["valid_loss"]}
+    if improved:
+        save_checkpoint(run / best_checkpoint_name(cfg.checkpoints), bundle, **state)
+    if cfg.checkpoints == "every_epoch":
+        save_checkpoint(run / epoch_checkpoint_name(progress.epoch), bundle, **state)
+    save_checkpoint(run / "last.pt", bundle, **state)
+    write_csv(run / "history.csv", pd.DataFrame(progress.history, columns=HISTORY_COLUMNS))
+
+
+def log_epoch(writer: SummaryWriter, row: dict, improved: bool, log) -> None:
+    for key, tag in (("train_loss", "train/loss"), ("valid_loss", "valid/loss"), ("valid_mae", "valid/mae"),
+                     ("lr", "lr")):
+        writer.add_scalar(tag, row[key], row["epoch"])
+    writer.flush()
+    log(f"epoch {row['epoch']}: train_loss {row['train_loss']:.4f}  valid_loss {row['valid_loss']:.4f}  valid_mae "
+        f"{row['valid_mae']:.4f}  lr {row['lr']:.2e}  {row['seconds']:.1f}s{'  (best)' if improved else ''}")
+
+
+def fit(bundle: ModelBundle, train_loader, valid_loader, cfg: TrainConfig, run: Path, device: torch.device,
+        precision: str, start: dict | None = None, resumed: bool = False, world: int = 1, log=print) -> Progress:
+    """Train ``bundle.model`` from ``start`` (a checkpoint's content, or None); returns the run's progress. Each
+    checkpoint carries the age-gap bias correction fitted on its own epoch's validation predictions."""
+    model = place_model(bundle.model, device, cfg.fast_layout, training=True)
+    if cfg.sync_bn and world > 1 and device.type == "cuda":
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    optimizer = make_optimizer(model, cfg)
+    scheduler = make_scheduler(optimizer, cfg)
+    progress = restore(start, optimizer, scheduler, cfg, exact=resumed, log=log)
+    if start is not None and is_main():
+        log(f"starting after epoch {progress.epoch} from {bundle.source}")
+    net, eval_net = wrap(model, device, world, cfg.compile), torch.compile(model) if cfg.compile else model
+    bundle.model = model
+    writer = SummaryWriter(str(run / "logs"), purge_step=progress.epoch + 1 if progress.epoch else None) \
+        if is_main() else None
+    for epoch in range(progress.epoch + 1, cfg.nepoch + 1):
+        started, lr = time.time(), optimizer.param_groups[0]["lr"]
+        train_loss = train_one_epoch(net, bundle.head, train_loader, optimizer, cfg, epoch, device, precision)
+        broadcast_buffers(model)  # every rank validates with rank 0's BatchNorm statistics, which it saves
+        valid = evaluate(eval_net, bundle.head, valid_loader, cfg.loss, device, precision, is_main() and cfg.progress)
+        if cfg.scheduler == "step":
+            scheduler.step()
+        else:
+            scheduler.step(valid["loss"])
+        row = {"epoch": epoch, "train_loss": train_loss, "valid_loss": valid["loss"], "valid_mae": valid["mae"],
+               "lr": lr, "seconds": round(time.time() - started, 3)}
+        improved = progress.record(row, cfg.best_metric)
+        bundle.bias_correction = valid["bias_correction"]
+        if is_main():
+            save_epoch(run, bundle, optimizer, scheduler, progress, cfg, improved)
+            log_epoch(writer, row, improved, log)
+        if cfg.scheduler == "plateau" and optimizer.param_groups[0]["lr"] < cfg.min_lr:
+            if is_main():
+                log(f"learning rate fell below {cfg.min_lr:g}: stopping after epoch {epoch}")
+            break
+    if writer is not None:
+        writer.close()
+    return progress

@@ -1,0 +1,190 @@
+"""The model bundle and its checkpoints: one format written, three read, never code.
+
+A ``ModelBundle`` is a network with everything that says how to feed it and read its output: architecture and
+constructor arguments, preprocessing spec, age head and (optionally) the age-gap bias correction.
+
+Written (``save_checkpoint``): the seed's ``{'model', 'optimizer', 'epoch'}`` plus ``arch``, ``model_args``,
+``preprocessing``, ``head``, ``bias_correction`` and whatever training state the trainer adds — only tensors,
+numbers, strings, lists and dicts, so that it loads with ``torch.load(weights_only=True)``.
+
+Read (``load_bundle``):
+* this project's checkpoints (``.pt``, or a run folder → its ``best.pt`` / ``model.pth``);
+* the seed's checkpoints (``{'model', 'optimizer', 'epoch'}`` or a bare state dict, ``module.`` prefixes
+  stripped): the architecture and widths are read from the tensor shapes, the preprocessing is the MAIC one and
+  the head that of the mode (adult/child);
+* the published Lima et al. folder (``model.pth`` + ``config.json`` with seq_length, net_filter_size,
+  net_seq_lengh, kernel_size, dropout_rate): ResNet1d, 400 Hz, centred zero-padding, mV, no head.
+
+Every file is read with ``weights_only=True``: a checkpoint whose pickle needs anything else (arbitrary Python
+objects, which could run code) is refused unless the caller passes ``trust=True`` (``--trust_checkpoint``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import pickle
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from utils.errors import CheckpointError
+from utils.io import save_torch
+
+from . import get_model, infer_model_args, model_args
+from .heads import LINEAR_HEAD, MODE_HEADS, AgeHead
+from .preprocessing import LIMA, MAIC, PreprocessSpec
+
+FORMAT = "ecg-age/1"
+TRUST_HINT = ("if you trust whoever made it, pass --trust_checkpoint to load it with full unpickling (that can run "
+              "code); otherwise re-save its state dict with torch.save(model.state_dict(), path)")
+
+
+@dataclasses.dataclass
+class ModelBundle:
+    """A model with everything that says how to feed it and read its output."""
+
+    model: nn.Module
+    arch: str
+    model_args: dict
+    preprocessing: PreprocessSpec
+    head: AgeHead
+    source: str = ""
+    checkpoint: dict = dataclasses.field(default_factory=dict)
+    bias_correction: dict | None = None
+
+    def metadata(self) -> dict:
+        return {"format": FORMAT, "arch": self.arch, "model_args": self.model_args,
+                "preprocessing": self.preprocessing.to_dict(), "head": self.head.to_dict(),
+                "bias_correction": self.bias_correction}
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The bare model inside DDP / torch.compile wrappers (so saved keys have no ``module.`` prefix)."""
+    while True:
+        if isinstance(getattr(model, "module", None), nn.Module):
+            model = model.module
+        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def clean_state_dict(state_dict: dict) -> dict:
+    """Keys without the ``module.`` (DataParallel/DDP) and ``_orig_mod.`` (torch.compile) prefixes."""
+    out = {}
+    for key, value in state_dict.items():
+        for prefix in ("module.", "_orig_mod."):
+            while key.startswith(prefix):
+                key = key[len(prefix):]
+        out[key] = value
+    return out
+
+
+def torch_load(path: Path, trust: bool = False) -> dict:
+    """A checkpoint's content, read as data only (``weights_only=True``) unless ``trust``."""
+    try:
+        if trust:
+            print(f"--trust_checkpoint: loading {path} with full unpickling (it may run code)", file=sys.stderr)
+        return torch.load(path, map_location="cpu", weights_only=not trust)
+    except pickle.UnpicklingError as exc:
+        held = str(exc).split("\n")[0][:300]
+        raise CheckpointError(f"{path}: holds Python objects beyond tensors, numbers, strings, lists and dicts, and "
+                              f"was not loaded ({held}); {TRUST_HINT}") from exc
+    except (OSError, RuntimeError, EOFError, ValueError, TypeError, AttributeError, ImportError,
+            MemoryError) as exc:
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: "
+                              f"{str(exc)[:300]})") from exc
+
+
+def save_checkpoint(path: str | Path, bundle: ModelBundle, **state) -> Path:
+    """Atomically save ``bundle``'s weights and metadata plus ``state`` (optimizer, epoch, ...)."""
+    payload = {"model": unwrap(bundle.model).state_dict(), **state, **bundle.metadata()}
+    return save_torch(path, payload)
+
+
+def _published_config(path: Path) -> dict:
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a readable config.json ({exc})") from exc
+    missing = [k for k in ("seq_length", "net_filter_size", "net_seq_lengh") if k not in config]
+    if not isinstance(config, dict) or missing:
+        raise CheckpointError(f"{path}: lacks {', '.join(missing) or 'its settings'}; a published ResNet1d "
+                              f"config.json has seq_length, net_filter_size, net_seq_lengh, kernel_size, "
+                              f"dropout_rate")
+    return config
+
+
+def resolve_weights(path: Path) -> tuple[Path, Path | None]:
+    """(weights file, published config.json or None) for a checkpoint file or a run/model folder."""
+    if path.is_dir():
+        weights = next((path / n for n in ("best.pt", "model.pth") if (path / n).exists()), None)
+        if weights is None:
+            raise CheckpointError(f"{path}: folder holds no best.pt or model.pth")
+    else:
+        weights = path
+    config = weights.parent / "config.json" if weights.name == "model.pth" else None
+    return weights, config if config is not None and config.exists() else None
+
+
+def _state_dict(ckpt, weights: Path) -> dict:
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"{weights}: expected a dict (state dict or {{'model': ...}}), got "
+                              f"{type(ckpt).__name__}")
+    bare = ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values())
+    state_dict = ckpt.get("model", ckpt if bare else None)
+    if not isinstance(state_dict, dict):
+        raise CheckpointError(f"{weights}: no 'model' state dict inside (keys: {', '.join(map(str, ckpt))[:300]})")
+    return clean_state_dict(state_dict)
+
+
+def _ours(ckpt: dict) -> tuple[str, dict, PreprocessSpec, AgeHead]:
+    arch = ckpt["arch"]
+    return arch, model_args(arch, **ckpt["model_args"]), PreprocessSpec.from_dict(ckpt["preprocessing"]), \
+        AgeHead.from_dict(ckpt["head"])
+
+
+def _published(config: dict) -> tuple[str, dict, PreprocessSpec, AgeHead]:
+    args = model_args("ResNet1d", input_dim=[12, int(config["seq_length"])],
+                      blocks_dim=[[int(f), int(n)] for f, n in zip(config["net_filter_size"],
+                                                                   config["net_seq_lengh"])],
+                      n_classes=1, kernel_size=int(config.get("kernel_size", 17)),
+                      dropout_rate=float(config.get("dropout_rate", 0.8)))
+    spec = dataclasses.replace(LIMA, fs=float(config.get("sample_freq", LIMA.fs)), length=int(config["seq_length"]))
+    return "ResNet1d", args, spec, LINEAR_HEAD
+
+
+def _seed(state_dict: dict, mode: str | None) -> tuple[str, dict, PreprocessSpec, AgeHead]:
+    arch, args = infer_model_args(state_dict)
+    if arch == "ResNet1d":
+        return arch, args, dataclasses.replace(LIMA, length=args["input_dim"][1]), LINEAR_HEAD
+    return arch, args, MAIC, MODE_HEADS[mode or ("adult" if arch == "ResDenseNet" else "child")]
+
+
+def load_bundle(path: str | Path, mode: str | None = None, trust: bool = False) -> ModelBundle:
+    """Load any supported checkpoint into a ModelBundle (model in eval mode, on the CPU)."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    weights, config_path = resolve_weights(path)
+    ckpt = torch_load(weights, trust)
+    state_dict = _state_dict(ckpt, weights)
+    try:
+        if "arch" in ckpt and "model_args" in ckpt:
+            arch, args, spec, head = _ours(ckpt)
+        elif config_path is not None:
+            arch, args, spec, head = _published(_published_config(config_path))
+        else:
+            arch, args, spec, head = _seed(state_dict, mode)
+        model = get_model(arch, **args)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{weights}: its architecture description cannot be used ({type(exc).__name__}: "
+                              f"{exc})") from exc
+    try:
+        model.load_state_dict(state_dict, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{weights}: weights do not fit {arch}({args}): {str(exc).splitlines()[0]}") from exc
+    model.eval()
+    return ModelBundle(model, arch, args, spec, head, str(weights), ckpt, ckpt.get("bias_correction"))

@@ -1,0 +1,28 @@
+"""Where things live by default: one definition of every default path.
+
+The MAIC data root defaults to ``data/maic2023`` in the repository (the seed's layout), or to the folder named by
+the ``ECG_AGE_DATA_ROOT`` environment variable; ``--data_root`` overrides both.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA_ROOT_ENV = "ECG_AGE_DATA_ROOT"
+DEMO_ROOT = ROOT / "dataset" / "SYNTHETIC_demo_maic"
+DATASET_DIR = ROOT / "dataset"
+LOG_DIR = ROOT / "log"
+CACHE_DIR = ROOT / "cache"
+SUBMISSION = ROOT / "score" / "submission.csv"
+PREDICTIONS = Path("predicted_age.csv")  # relative to the working directory, as the published evaluate.py
+
+
+def default_data_root() -> Path:
+    return Path(os.environ.get(DATA_ROOT_ENV) or ROOT / "data" / "maic2023")
+
+
+if __name__ == "__main__":  # `python -m utils.paths demo` prints a path for the Makefile
+    import sys
+
+    print({"demo": DEMO_ROOT, "data": default_data_root()}[sys.argv[1] if len(sys.argv) > 1 else "data"])
