@@ -17,7 +17,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+import numpy as np
+
+from dataloader.cache import SignalCache
+from dataloader.dataset import ECGDataset, train_loader
 
 
 def status_kb(field: str) -> int:
@@ -28,12 +31,6 @@ def status_kb(field: str) -> int:
 
 
 def one_size(n: int, batch_size: int) -> dict:
-    sys.path.insert(0, str(ROOT))
-    import numpy as np
-
-    from dataloader.cache import SignalCache
-    from dataloader.dataset import ECGDataset, train_loader
-
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "signals.npy"
         signals = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=(n, 12, 4096))

@@ -27,24 +27,29 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from dataloader.cache import build_cache, resolve_cache_dtype  # noqa: E402
-from dataloader.dataset import ECGDataset, default_workers, eval_loader, train_loader  # noqa: E402
-from dataloader.records import NpyFolderReader  # noqa: E402
-from models import get_model  # noqa: E402
-from models.preprocessing import preprocess  # noqa: E402
-from utils.runtime import autocast, configure_backends, default_infer_batch, place_model, resolve_precision  # noqa: E402,E501
+from dataloader.cache import build_cache
+from dataloader.dataset import ECGDataset, default_workers, eval_loader, train_loader
+from dataloader.records import NpyFolderReader, PTBXLReader
+from dataloader.sources import resolve_cache_dtype
+from models import ADULT_HEAD, LINEAR_HEAD, MODELS, get_model
+from models.preprocessing import LIMA, MAIC, preprocess
+from utils.paths import ROOT
+from utils.runtime import (
+    autocast,
+    configure_backends,
+    cpu_has_fast_bf16,
+    default_infer_batch,
+    place_model,
+    resolve_precision,
+)
 
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12}
 
 
 def write_records(folder: Path, n: int) -> None:
     """n MAIC-layout .npy files (12 × 5000 at 500 Hz): real PTB-XL records when ../shared is present."""
-    from dataloader.records import PTBXLReader
-
     folder.mkdir(parents=True, exist_ok=True)
     source = ROOT.parent / "shared" / "data" / "ptbxl"
     reader = PTBXLReader(source) if source.exists() else None
@@ -119,17 +124,44 @@ def time_inference(net, head, batches, device, precision: str, warmup: int = 1) 
 
 
 def forward_flops(model, length: int, device) -> float:
-    from torch.utils.flop_counter import FlopCounterMode
-
     model.eval()
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         model(torch.zeros(1, 12, length, device=device))
     return float(counter.get_total_flops())
 
 
-def main(argv=None) -> dict:
+def seed_path(model, head, reader, spec, ages, args, device) -> tuple[dict, float]:
+    """The seed's way: fp32, per-item preprocessing, num_workers=0; inference one ECG at a time."""
+    seed_data = SeedDataset(reader, spec, ages)
+    seed_loader = torch.utils.data.DataLoader(seed_data, batch_size=args.batch_size, shuffle=True, num_workers=0,
+                                              drop_last=True)
+    train = time_training(model, head, seed_loader, args.steps, args.warmup, device, "fp32")
+    one_by_one = (seed_data[i][0][None] for i in range(args.n_infer))
+    return train, time_inference(model, head, one_by_one, device, "fp32", warmup=2)
+
+
+def default_path(head, reader, spec, ages, args, device, precision, tmp: Path, result: dict) -> tuple[dict, float]:
+    """This project's default path: the cache, batched loading, precision/layout/compile as the interfaces."""
+    started = time.perf_counter()
+    cache = build_cache(reader, spec, tmp / "cache", dtype=resolve_cache_dtype("auto", precision), progress=False)
+    result["cache_build_s"] = time.perf_counter() - started
+    fast_model = place_model(get_model(args.arch), device, fast_layout=True, training=True)
+    compiled = torch.compile(fast_model) if device.type == "cuda" else None
+    workers = default_workers(device, cached=True)
+    loader = train_loader(ECGDataset(cache, np.arange(len(reader)), ages), args.batch_size, seed=0,
+                          workers=workers, pin=device.type == "cuda")
+    train = time_training(fast_model, head, _cycle(loader), args.steps, args.warmup + (2 if compiled else 0),
+                          device, precision, compiled)
+    result["infer_batch_size"] = default_infer_batch(device, args.batch_size)  # test_interface's default
+    infer_loader = eval_loader(ECGDataset(cache, np.arange(args.n_infer)), result["infer_batch_size"], workers,
+                               pin=device.type == "cuda")
+    infer_model = compiled or place_model(fast_model, device, fast_layout=True, training=False)
+    return train, time_inference(infer_model, head, (b["x"] for b in infer_loader), device, precision)
+
+
+def parse(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--arch", default="ResDenseNet", choices=("ResDenseNet", "ResUDenseNet", "ResNet1d"))
+    p.add_argument("--arch", default="ResDenseNet", choices=tuple(MODELS))
     p.add_argument("--batch_size", type=int, default=16)
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("--steps", type=int, default=3, help="timed training steps per path")
@@ -138,6 +170,12 @@ def main(argv=None) -> dict:
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"), help="the default path's")
     p.add_argument("--json", action="store_true", help="print only the JSON line")
     args = p.parse_args(argv)
+    args.n_infer = args.infer_records or 4 * args.batch_size
+    return args
+
+
+def main(argv=None) -> dict:
+    args = parse(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("error: --device cuda but no CUDA device is available")
@@ -145,75 +183,40 @@ def main(argv=None) -> dict:
     precision = resolve_precision(args.precision, device)
     configure_backends(device, precision, deterministic=False)
     torch.manual_seed(0)
-
-    from models import ADULT_HEAD, LINEAR_HEAD
-    from models.preprocessing import LIMA, MAIC
-
     spec, head = (LIMA, LINEAR_HEAD) if args.arch == "ResNet1d" else (MAIC, ADULT_HEAD)
-    n_train = args.batch_size * (args.warmup + args.steps)
-    n_infer = args.infer_records or 4 * args.batch_size
     result = {"arch": args.arch, "device": args.device, "batch_size": args.batch_size, "precision": precision,
-              "threads": torch.get_num_threads(), "steps": args.steps}
-    if device.type == "cuda":
-        result["gpu"] = torch.cuda.get_device_name()
-    else:
-        from utils.runtime import cpu_has_fast_bf16
-
-        result["cpu_fast_bf16"] = cpu_has_fast_bf16()
-
+              "threads": torch.get_num_threads(), "steps": args.steps,
+              **({"gpu": torch.cuda.get_device_name()} if device.type == "cuda" else
+                 {"cpu_fast_bf16": cpu_has_fast_bf16()})}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "records"
-        write_records(folder, max(n_train, n_infer))
+        write_records(folder, max(args.batch_size * (args.warmup + args.steps), args.n_infer))
         reader = NpyFolderReader(folder)
         ages = np.linspace(20, 90, len(reader)).astype(np.float32)
         model = get_model(args.arch).to(device)
         result["forward_gflop_per_ecg"] = forward_flops(model, spec.length, device) / 1e9
-
-        # ---- the seed's way ------------------------------------------------------------------------------
         say(f"seed path: fp32, per-item preprocessing, num_workers=0 ({args.arch}, batch {args.batch_size})")
-        seed_data = SeedDataset(reader, spec, ages)
-        seed_loader = torch.utils.data.DataLoader(seed_data, batch_size=args.batch_size, shuffle=True,
-                                                  num_workers=0, drop_last=True)
-        seed_train = time_training(model, head, seed_loader, args.steps, args.warmup, device, "fp32")
-        one_by_one = ((seed_data[i][0][None] for i in range(n_infer)))
-        seed_infer = time_inference(model, head, one_by_one, device, "fp32", warmup=2)
-
-        # ---- this project's default path ------------------------------------------------------------------
+        seed_train, seed_infer = seed_path(model, head, reader, spec, ages, args, device)
         say(f"default path: cache, batched, precision {precision}")
-        started = time.perf_counter()
-        cache = build_cache(reader, spec, Path(tmp) / "cache", dtype=resolve_cache_dtype("auto", precision),
-                            progress=False)
-        result["cache_build_s"] = time.perf_counter() - started
-        fast_model = place_model(get_model(args.arch), device, fast_layout=True, training=True)
-        compiled = torch.compile(fast_model) if device.type == "cuda" else None
-        workers = default_workers(device, cached=True)
-        data = ECGDataset(cache, np.arange(len(reader)), ages)
-        loader = train_loader(data, args.batch_size, seed=0, workers=workers, pin=device.type == "cuda")
-        fast_train = time_training(fast_model, head, _cycle(loader), args.steps,
-                                   args.warmup + (2 if compiled else 0), device, precision, compiled)
-        infer_batch = default_infer_batch(device, args.batch_size)  # test_interface's default
-        infer_loader = eval_loader(ECGDataset(cache, np.arange(n_infer)), infer_batch, workers,
-                                   pin=device.type == "cuda")
-        infer_model = compiled or place_model(fast_model, device, fast_layout=True, training=False)
-        fast_infer = time_inference(infer_model, head, (b["x"] for b in infer_loader), device, precision)
-        result["infer_batch_size"] = infer_batch
-
-    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    result.update({
-        "train_samples_per_s": fast_train["samples_per_s"], "infer_samples_per_s": fast_infer,
-        "seed_train_samples_per_s": seed_train["samples_per_s"], "seed_infer_samples_per_s": seed_infer,
-        "train_speedup": fast_train["samples_per_s"] / seed_train["samples_per_s"],
-        "infer_speedup": fast_infer / seed_infer,
-        "data_wait_fraction": fast_train["data_wait_fraction"],
-        "seed_data_wait_fraction": seed_train["data_wait_fraction"], "peak_rss_mb": peak_rss,
-    })
-    if device.type == "cuda":
-        peak = next((v for k, v in PEAK_BF16.items() if k in result["gpu"]), None)
-        flops = result["forward_gflop_per_ecg"] * 1e9
-        result["mfu_train"] = 3 * flops * result["train_samples_per_s"] / peak if peak else None
-        result["mfu_infer"] = flops * result["infer_samples_per_s"] / peak if peak else None
+        fast_train, fast_infer = default_path(head, reader, spec, ages, args, device, precision, Path(tmp), result)
+    result.update(summary(result, seed_train, seed_infer, fast_train, fast_infer))
     print(json.dumps(result))
     return result
+
+
+def summary(result: dict, seed_train: dict, seed_infer: float, fast_train: dict, fast_infer: float) -> dict:
+    out = {"train_samples_per_s": fast_train["samples_per_s"], "infer_samples_per_s": fast_infer,
+           "seed_train_samples_per_s": seed_train["samples_per_s"], "seed_infer_samples_per_s": seed_infer,
+           "train_speedup": fast_train["samples_per_s"] / seed_train["samples_per_s"],
+           "infer_speedup": fast_infer / seed_infer, "data_wait_fraction": fast_train["data_wait_fraction"],
+           "seed_data_wait_fraction": seed_train["data_wait_fraction"],
+           "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if "gpu" in result:
+        peak = next((v for k, v in PEAK_BF16.items() if k in result["gpu"]), None)
+        flops = result["forward_gflop_per_ecg"] * 1e9
+        out["mfu_train"] = 3 * flops * out["train_samples_per_s"] / peak if peak else None
+        out["mfu_infer"] = flops * out["infer_samples_per_s"] / peak if peak else None
+    return out
 
 
 def _cycle(loader):

@@ -116,7 +116,10 @@ def test_template_and_folder_must_match(maic_adult, seed_weights, tmp_path, caps
 def test_child_rows_without_child_weights_is_an_error(demo_set, seed_weights, tmp_path, capsys):
     code = cli(test_interface, ["--data_root", str(demo_set), "--weights_adult", str(seed_weights["adult"]),
                                 "--output", str(tmp_path / "s.csv"), "--device", "cpu"], tmp_path)
-    assert code != 0
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "error: give --weights_child (the template has 3 child row(s); no checkpoint at the default " \
+           f"{tmp_path / 'log' / 'ResUDenseNet_child' / 'best.pt'})" in err, err
     assert not (tmp_path / "s.csv").exists()
 
 

@@ -6,6 +6,7 @@ the ``ECG_AGE_DATA_ROOT`` environment variable; ``--data_root`` overrides both.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,6 +24,4 @@ def default_data_root() -> Path:
 
 
 if __name__ == "__main__":  # `python -m utils.paths demo` prints a path for the Makefile
-    import sys
-
     print({"demo": DEMO_ROOT, "data": default_data_root()}[sys.argv[1] if len(sys.argv) > 1 else "data"])

@@ -3,31 +3,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure  # the object API: no GUI backend, no global figure state
 
 from .io import save_figure
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _save(fig, out_png):
-    plt = _pyplot()
     fig.tight_layout()
     save_figure(out_png, fig)
-    plt.close(fig)
     return Path(out_png)
 
 
 def plot_scatter(pred, true, out_png, title: str = "predicted vs chronological age"):
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5, 5))
+    fig = Figure(figsize=(5, 5))
+    ax = fig.subplots()
     ax.scatter(true, pred, s=8, alpha=0.5)
     lo, hi = float(min(min(true), min(pred))), float(max(max(true), max(pred)))
     ax.plot([lo, hi], [lo, hi], color="black", lw=1, label="identity")
@@ -38,13 +29,11 @@ def plot_scatter(pred, true, out_png, title: str = "predicted vs chronological a
 
 
 def plot_bland_altman(pred, true, out_png):
-    import numpy as np
-
-    plt = _pyplot()
     pred, true = np.asarray(pred, float), np.asarray(true, float)
     mean, diff = (pred + true) / 2, pred - true
     bias, spread = diff.mean(), 1.96 * diff.std(ddof=1) if len(diff) > 1 else 0.0
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     ax.scatter(mean, diff, s=8, alpha=0.5)
     ax.axhline(bias, color="black", lw=1, label=f"bias {bias:+.2f}")
     for sign in (-1, 1):
@@ -57,9 +46,9 @@ def plot_bland_altman(pred, true, out_png):
 
 
 def plot_error_by_bin(bins: list[dict], out_png, unit: str = "years"):
-    plt = _pyplot()
     labels = [f"{b['lo']:g}–{b['hi']:g}" for b in bins]
-    fig, ax = plt.subplots(figsize=(max(5, 0.7 * len(bins)), 4))
+    fig = Figure(figsize=(max(5, 0.7 * len(bins)), 4))
+    ax = fig.subplots()
     ax.bar(labels, [b["mae"] for b in bins], color="tab:blue", label="MAE")
     ax.plot(labels, [b["bias"] for b in bins], color="tab:red", marker="o", label="bias (pred − true)")
     ax.axhline(0, color="black", lw=0.8)
@@ -72,9 +61,9 @@ def plot_error_by_bin(bins: list[dict], out_png, unit: str = "years"):
 
 
 def plot_kaplan_meier(curves: dict, out_png, threshold: float = 8.0):
-    plt = _pyplot()
     colours = {"younger": "tab:green", "reference": "tab:gray", "older": "tab:red"}
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     for group, curve in curves.items():
         ax.step(curve["timeline"], curve["survival"], where="post", color=colours[group], label=group)
     ax.set(xlabel="years of follow-up", ylabel="survival", title=f"Kaplan–Meier by ECG-age gap (±{threshold:g} y)")
@@ -86,8 +75,8 @@ def plot_kaplan_meier(curves: dict, out_png, threshold: float = 8.0):
 def plot_learning_curves(history_csv: str | Path, out_png: str | Path):
     """Validation MAE, train/valid loss and learning rate per epoch from a run's history.csv."""
     history = pd.read_csv(history_csv)
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    fig = Figure(figsize=(13, 3.6))
+    axes = fig.subplots(1, 3)
     axes[0].plot(history["epoch"], history["valid_mae"], marker="o", color="tab:red")
     axes[0].set(title="validation MAE", xlabel="epoch", ylabel="years")
     axes[1].plot(history["epoch"], history["train_loss"], marker="o", label="train")

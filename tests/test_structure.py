@@ -1,0 +1,90 @@
+"""The shape of the code base: imports point down (import-linter checks the packages; here the top-level modules),
+each program takes only the options it reads, and the design card's commands find data at the default place."""
+from __future__ import annotations
+
+import ast
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import ROOT, TINY
+
+import options
+import test_interface
+import train_interface
+
+PROGRAMS = ("train_interface", "test_interface", "report_interface")
+
+
+def top_level_imports(module: str) -> set[str]:
+    tree = ast.parse((ROOT / f"{module}.py").read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_top_level_modules_import_only_downwards():
+    assert not top_level_imports("options") & {*PROGRAMS}
+    for program in PROGRAMS:
+        assert not top_level_imports(program) & (set(PROGRAMS) - {program}), program
+
+
+@pytest.mark.parametrize("program,argv", [
+    ("train", ["--tta", "5"]), ("train", ["--output", "x.csv"]), ("train", ["--weights_adult", "a.pt"]),
+    ("train", ["--on_bad", "fill"]), ("test", ["--nepoch", "3"]), ("test", ["--lr_initial", "0.1"]),
+    ("test", ["--dataset_dir", "d"]), ("test", ["--pretrained"]), ("report", ["--tta", "2"])])
+def test_an_option_a_program_does_not_read_is_an_error(program, argv, capsys):
+    parser = {"train": options.train_parser, "test": options.test_parser, "report": options.report_parser}[program]()
+    required = ["--predictions", "p", "--labels", "l", "--out", "o"] if program == "report" else []
+    with pytest.raises(SystemExit) as exit_info:
+        parser.parse_args([*required, *argv])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "unrecognized arguments" in err or "invalid choice" in err, err
+
+
+def test_seed_option_names_still_parse():
+    args = options.parse_train(["--mode=adult", "--arch=ResDenseNet", "--train_for_adult", "a",
+                                "--train_for_adult_label", "b.csv", "--nepoch", "2", "--batch_size", "4",
+                                "--lr_initial", "0.01", "--decay_epoch", "5", "--pretrained", "--pretrain_model_path",
+                                "x.pt", "--env", "e"])
+    assert (args.train_for_adult, args.nepoch, args.decay_epoch, args.env) == ("a", 2, 5, "e")
+    args = options.parse_test(["--test_for_adult", "t", "--weights_adult", "w.pt", "--submission_template", "s.csv",
+                               "--batch_size", "4"])
+    assert (args.test_for_adult, args.weights_adult, args.infer_batch_size) == ("t", "w.pt", 4)
+
+
+def test_missing_default_data_says_where_it_looked(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ECG_AGE_DATA_ROOT", str(tmp_path / "nowhere"))
+    assert train_interface.entry(["--mode=adult", "--arch=ResDenseNet", "--log_dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"looked for the folder {tmp_path / 'nowhere' / 'ECG_adult_numpy_train'}" in err
+    assert "make demo" in err and "--data_root" in err
+    assert test_interface.entry(["--log_dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"looked for {tmp_path / 'nowhere'}/submission.csv" in err and "make demo" in err
+
+
+def test_design_card_commands_use_the_default_data_root_and_runs(maic_adult, tmp_path, monkeypatch):
+    """`train_interface.py --mode=adult --arch=ResDenseNet` then `test_interface.py` with data at the default root
+    ($ECG_AGE_DATA_ROOT here; only the output folders and a tiny width are given): the submission is filled from the
+    default run's best checkpoint."""
+    root = tmp_path / "maic2023"
+    shutil.copytree(maic_adult, root)
+    monkeypatch.setenv("ECG_AGE_DATA_ROOT", str(root))
+    folders = ["--log_dir", str(tmp_path / "log"), "--cache_dir", str(tmp_path / "cache")]
+    assert train_interface.entry(["--mode=adult", "--arch=ResDenseNet", *TINY["ResDenseNet"], "--nepoch", "1",
+                                  "--batch_size", "8", "--dataset_dir", str(tmp_path / "dataset"), "--quiet",
+                                  *folders]) == 0
+    assert (tmp_path / "log" / "ResDenseNet_adult" / "best.pt").exists()
+    output = tmp_path / "submission.csv"
+    assert test_interface.entry([*folders, "--output", str(output), "--quiet"]) == 0
+    submission = pd.read_csv(output)
+    assert submission["FILENAME"].tolist() == pd.read_csv(root / "submission.csv")["FILENAME"].tolist()
+    assert submission["AGE"].between(19, 122).all()
+    assert Path(options.parse_test([]).data_root) == root
