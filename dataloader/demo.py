@@ -14,6 +14,7 @@ import argparse
 import json
 import multiprocessing as mp
 import os
+import sys
 import warnings
 from pathlib import Path
 
@@ -22,8 +23,11 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from utils.cli import run_main
 from utils.io import atomic_write, write_csv, write_json, write_text
 from utils.paths import DEMO_ROOT
+
+from .labels import read_maic_labels
 
 VERSION = 1
 FS, SECONDS = 500, 10
@@ -118,16 +122,39 @@ def generate(out: str | os.PathLike, adult_train: int = 64, child_train: int = 6
     return out
 
 
-def main(argv=None) -> None:
+def score_against_constant(submission: str | os.PathLike, root: str | os.PathLike = DEMO_ROOT) -> dict:
+    """MAE of a filled demo submission per mode next to the constant predictor's (the training median age):
+    {mode: {'n', 'mae', 'constant_mae'}}."""
+    root = Path(root)
+    answers = read_maic_labels(root / "answer.csv").set_index("id")["age"]
+    predicted = read_maic_labels(submission).set_index("id")["age"]
+    scores = {}
+    for mode in ("adult", "child"):
+        ids = [i for i in answers.index if i.startswith(f"ecg_{mode}_")]
+        median = float(np.median(read_maic_labels(root / f"ECG_{mode}_age_train.csv")["age"]))
+        scores[mode] = {"n": len(ids), "mae": float((predicted[ids] - answers[ids]).abs().mean()),
+                        "constant_mae": float((median - answers[ids]).abs().mean())}
+    return scores
+
+
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=str(DEMO_ROOT))
     for key, default in (("adult_train", 64), ("child_train", 64), ("adult_test", 16), ("child_test", 16),
                          ("seed", 0)):
         parser.add_argument(f"--{key}", type=int, default=default)
     parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--score", default=None, help="instead: compare this filled submission of the demo set with "
+                                                      "the constant (training-median) predictor")
     args = parser.parse_args(argv)
+    if args.score:
+        for mode, s in score_against_constant(args.score, args.out).items():
+            print(f"{mode}: MAE {s['mae']:.2f} years on {s['n']} test ECGs vs {s['constant_mae']:.2f} for the "
+                  f"constant training-median predictor ({s['constant_mae'] - s['mae']:+.2f})")
+        return 0
     generate(args.out, args.adult_train, args.child_train, args.adult_test, args.child_test, args.seed, args.workers)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(main))
