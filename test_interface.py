@@ -26,10 +26,10 @@ from dataloader.maic import MODES, assign_rows, read_template, template_ids
 from dataloader.records import NpyFolderReader, Reader, open_reader
 from dataloader.sources import apply_policy
 from engine.inference import InferenceConfig, predict_records
-from models.checkpoint import ModelBundle, load_bundle
+from models.checkpoint import ModelBundle, load_bundle, resolve_weights
 from utils.cli import run_main
-from utils.errors import BadInputError, RecordError, UserError
-from utils.io import write_csv
+from utils.errors import BadInputError, CheckpointError, RecordError, UserError
+from utils.io import check_not_an_input, check_spreadsheet_safe, write_csv
 from utils.paths import DATA_ROOT_ENV, PREDICTIONS, SUBMISSION
 from utils.runtime import configure_backends, resolve_device, resolve_precision
 
@@ -76,6 +76,18 @@ def predict_for(weights: str, mode: str, reader: Reader, args: argparse.Namespac
     return ages, finish(ages, reader.ids, bad, args.on_bad, bundle, what)
 
 
+def check_output(output: Path, ids, inputs: list, weights: list) -> None:
+    """Before any work: the ids can be written safely and the output replaces none of the inputs."""
+    check_spreadsheet_safe(ids, "record id(s)")
+    weight_files = []
+    for path in (w for w in weights if w is not None):
+        try:
+            weight_files.extend(f for f in resolve_weights(Path(path)) if f is not None)
+        except CheckpointError:
+            weight_files.append(path)  # missing: load_bundle says so
+    check_not_an_input(output, [*inputs, *weight_files])
+
+
 # ---- any format → ids,predicted_age ------------------------------------------------------------------------------
 def run_records(args: argparse.Namespace, cfg: InferenceConfig) -> Path:
     weights = args.weights or getattr(args, f"weights_{args.mode}")
@@ -85,8 +97,9 @@ def run_records(args: argparse.Namespace, cfg: InferenceConfig) -> Path:
                          traces_dset=args.traces_dset, ids_dset=args.ids_dset)
     if len(reader) == 0:
         raise UserError(f"{args.input} holds no records")
-    ages, keep = predict_for(weights, args.mode, reader, args, cfg, "the predictions")
     output = Path(args.output or PREDICTIONS)
+    check_output(output, reader.ids, [args.input, *reader.input_files()], [weights])
+    ages, keep = predict_for(weights, args.mode, reader, args, cfg, "the predictions")
     write_csv(output, pd.DataFrame({"ids": [reader.ids[i] for i in keep], "predicted_age": ages[keep]}))
     return output
 
@@ -110,6 +123,8 @@ def run_submission(args: argparse.Namespace, cfg: InferenceConfig) -> Path:
     folders = test_folders(args)
     template_path = Path(args.submission_template)
     template = read_template(template_path)
+    output = Path(args.output or SUBMISSION)
+    check_output(output, template["FILENAME"], [template_path], [getattr(args, f"weights_{m}") for m in MODES])
     modes = assign_rows(template, folders, template_path)
     names = template_ids(template)
     needed = {m: np.flatnonzero(modes == m) for m in MODES}
@@ -125,7 +140,6 @@ def run_submission(args: argparse.Namespace, cfg: InferenceConfig) -> Path:
         reader = reader.subset([position[n] for n in names.iloc[rows]])
         mode_ages, keep = predict_for(getattr(args, f"weights_{mode}"), mode, reader, args, cfg, f"the {mode} rows")
         ages[rows[keep]] = opts.clip_to_mode(mode_ages[keep], mode)  # a linear-head model could leave the range
-    output = Path(args.output or SUBMISSION)
     write_csv(output, template.assign(AGE=ages)[np.isfinite(ages)])
     return output
 

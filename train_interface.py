@@ -27,7 +27,7 @@ from dataloader.sources import apply_policy, duplicate_ids, label_problems
 from dataloader.splits import DECADE_BINS, patient_split, strat_fold_split, stratified_split
 from engine.data import open_source
 from engine.losses import inverse_age_weights
-from engine.runs import latest_checkpoint, run_dir
+from engine.runs import RunLock, latest_checkpoint, run_dir
 from engine.trainer import fit
 from models import get_model, model_args, output_layer
 from models.checkpoint import ModelBundle, load_bundle
@@ -35,7 +35,7 @@ from models.heads import LINEAR_HEAD, AgeHead
 from models.preprocessing import PRESETS
 from utils.cli import run_main
 from utils.errors import UserError
-from utils.io import write_csv, write_json
+from utils.io import check_spreadsheet_safe, write_csv, write_json
 from utils.paths import DATA_ROOT_ENV
 from utils.plots import plot_learning_curves
 from utils.runtime import (
@@ -208,35 +208,46 @@ def main(argv=None) -> int:
     if args.batch_size % world:
         raise UserError(f"--batch_size {args.batch_size} (global) must divide among {world} processes")
     run = run_dir(args.log_dir, args.arch, args.env)
+    lock = RunLock(run, log) if is_main() else None  # before anything in the folder is read or written
+    try:
+        train(args, run, device, precision, rank, world)
+    finally:
+        if lock is not None:
+            lock.release()
+    cleanup_distributed()
+    return 0
+
+
+def train(args: argparse.Namespace, run: Path, device: torch.device, precision: str, rank: int, world: int) -> None:
+    """One training run in its (locked) folder: starting point → records → split → fit → learning curves."""
     bundle, start = starting_point(args, run)
     args.arch = bundle.arch
-
     reader = training_reader(args)
+    check_spreadsheet_safe(reader.ids, "record id(s)")
     source, bad_signals = open_source(reader, bundle.preprocessing, opts.cache_config(args, precision))
-    train, valid, description = split_records(args, reader, usable_records(reader, bad_signals, args.on_bad))
-    if len(train) == 0 or len(valid) == 0:
-        raise UserError(f"{description} leaves {len(train)} training and {len(valid)} validation records; both "
-                        f"need at least one")
+    train_rows, valid_rows, description = split_records(args, reader, usable_records(reader, bad_signals,
+                                                                                     args.on_bad))
+    if len(train_rows) == 0 or len(valid_rows) == 0:
+        raise UserError(f"{description} leaves {len(train_rows)} training and {len(valid_rows)} validation records; "
+                        f"both need at least one")
     ages = pd.to_numeric(reader.table["age"], errors="coerce").to_numpy(np.float32)
     if args.head_bias_init == "mean" and start is None:
-        init_head_bias(bundle, float(ages[train].mean()))
-    cfg = opts.train_config(args, device, float(np.median(ages[train])))
+        init_head_bias(bundle, float(ages[train_rows].mean()))
+    cfg = opts.train_config(args, device, float(np.median(ages[train_rows])))
     if is_main():
-        run.mkdir(parents=True, exist_ok=True)
-        for stale in run.glob(".*.tmp"):  # temporaries of a run killed mid-write
+        for stale in run.glob(".*.tmp"):  # temporaries of a run killed mid-write (the lock says it is not running)
             stale.unlink(missing_ok=True)
-        save_run_files(args, bundle, run, reader, train, valid)
+        save_run_files(args, bundle, run, reader, train_rows, valid_rows)
         log(f"{bundle.arch} ({sum(p.numel() for p in bundle.model.parameters()):,} parameters, {args.recipe} "
-            f"recipe) on {description}: {len(train)} train / {len(valid)} valid ECGs; device {device}, "
+            f"recipe) on {description}: {len(train_rows)} train / {len(valid_rows)} valid ECGs; device {device}, "
             f"{precision}, {world} process(es) → {run}")
-    progress = fit(bundle, *loaders(args, source, ages, train, valid, device, rank, world), cfg, run, device,
-                   precision, start=start, resumed=args.resume and start is not None, world=world, log=log)
+    loader_pair = loaders(args, source, ages, train_rows, valid_rows, device, rank, world)
+    progress = fit(bundle, *loader_pair, cfg, run, device, precision, start=start,
+                   resumed=args.resume and start is not None, world=world, log=log)
     if is_main():
         plot_learning_curves(run / "history.csv", run / "learning_curves.png")
         log(f"done: best {cfg.best_metric} {progress.best:.4f}; checkpoints in {run} (each with the age-gap bias "
             f"correction fitted on its validation predictions; use test_interface --bias_correction)")
-    cleanup_distributed()
-    return 0
 
 
 def entry(argv=None) -> int:

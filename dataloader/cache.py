@@ -1,11 +1,18 @@
 """On-disk cache of preprocessed signals: preprocess once, then every epoch reads contiguous memory.
 
-A cache is a folder ``<cache_dir>/<format>-<key>/`` with ``signals.npy`` (an (N, 12, L) array opened as a memory
-map), ``ids.txt`` and ``meta.json`` (written last: a cache without it is incomplete and is rebuilt). The key hashes
-the preprocessing spec, the stored dtype and the source files' names, sizes and modification times, so changing
-any of them builds a new cache and removes the old one of the same source. Bad records (unreadable, wrong shape,
-non-finite or flat leads) do not stop the build: they are listed in ``meta.json`` with the reason, and the caller
-applies the bad-input policy to the whole list at once.
+A cache is a folder ``<cache_dir>/<format>-<key>/`` with ``signals.npy`` (rows of (12, L) model inputs, opened as a
+memory map), ``windows.npy`` (for W > 1 windows per record — test-time augmentation — the row of each record's
+windows; identical windows share one row), ``ids.txt`` and ``meta.json`` (written last: a cache without it is
+incomplete and is rebuilt).
+
+The key covers everything that changes a model input: the preprocessing spec of every window, the stored dtype, the
+reader's settings (sampling rate, amplitude scale, dataset names, rate) and version, the lead order, the record ids,
+and the content of every source file (resolved name, size, modification time, inode and a hash of its first and
+last 4 KiB). Changing any of them builds a new cache and removes the old one of the same source. Bad records
+(unreadable, wrong shape, non-finite or flat leads) do not stop the build: they are listed in ``meta.json`` and
+the caller applies the bad-input policy to the whole list at once. Access failures (permissions, vanished files,
+I/O errors) are never cached: a build that meets one is used by that run only (its files are unlinked at once). A
+build killed midway leaves a temporary folder named with its host and process id, removed by the next build there.
 """
 from __future__ import annotations
 
@@ -13,7 +20,9 @@ import hashlib
 import json
 import multiprocessing as mp
 import os
+import re
 import shutil
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,13 +30,14 @@ import numpy as np
 from tqdm import tqdm
 
 from models.preprocessing import PreprocessSpec, preprocess
-from utils.errors import RecordError
+from utils.errors import RecordError, UserError
 from utils.io import write_json, write_text
 
-from .records import LEADS, Reader, Record
+from .records import LEADS, MAX_FS, MIN_FS, MIN_SECONDS, READER_VERSION, Reader, Record
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 CHUNK = 64
+HOST = socket.gethostname()
 
 
 def check_record(record: Record) -> str | None:
@@ -39,8 +49,10 @@ def check_record(record: Record) -> str | None:
     flat = [i for i in range(signal.shape[0]) if not np.any(signal[i])]
     if flat:
         return f"has flat (all-zero) lead(s) {', '.join(LEADS[i] for i in flat)}"
-    if record.fs is None or not np.isfinite(record.fs) or record.fs <= 0:
-        return f"has no valid sampling rate ({record.fs})"
+    if record.fs is None or not MIN_FS <= record.fs <= MAX_FS:
+        return f"has a sampling rate of {record.fs} Hz; this pipeline reads {MIN_FS:g}–{MAX_FS:g} Hz"
+    if signal.shape[-1] < MIN_SECONDS * record.fs:
+        return f"lasts {signal.shape[-1] / record.fs:.2f} s, shorter than the {MIN_SECONDS:g} s minimum"
     return None
 
 
@@ -87,103 +99,205 @@ def load_block_safely(reader: Reader, start: int, stop: int) -> list[Record | Re
         return [load_safely(reader, i) for i in range(start, stop)]
 
 
-def cache_key(reader: Reader, spec: PreprocessSpec, dtype: str) -> str:
-    digest = hashlib.sha256()
-    digest.update(json.dumps({"v": CACHE_VERSION, "spec": spec.to_dict(), "dtype": dtype,
-                              "format": reader.format}, sort_keys=True).encode())
+def cache_key(reader: Reader, specs: list[PreprocessSpec], dtype: str) -> str:
+    digest = hashlib.sha256(json.dumps(_identity(reader, specs, dtype), sort_keys=True).encode())
     digest.update(reader.fingerprint().encode())
     digest.update("\n".join(reader.ids).encode())
     return digest.hexdigest()[:20]
 
 
+def _identity(reader: Reader, specs: list[PreprocessSpec], dtype: str) -> dict:
+    """What, besides the files' content and the ids, makes a cache: JSON-normalised (tuples → lists)."""
+    return json.loads(json.dumps({"v": CACHE_VERSION, "reader": READER_VERSION, "format": reader.format,
+                                  "settings": reader.settings(), "leads": LEADS, "dtype": dtype,
+                                  "specs": [spec.to_dict() for spec in specs]}))
+
+
 @dataclass
 class SignalCache:
+    """Preprocessed rows of a reader's records; ``windows[i]`` lists the rows of record i's W windows."""
+
     folder: Path
-    signals: np.ndarray  # (N, 12, L) memmap, rows in reader order
+    signals: np.ndarray  # (rows, 12, L) memmap
     ids: list[str]
     bad: dict[str, str]  # id → reason
+    windows: np.ndarray | None = None  # (N, W) int64; None: one window, row i is record i
+
+    def __post_init__(self):
+        if self.windows is None:
+            self.windows = np.arange(len(self.signals), dtype=np.int64)[:, None]
 
     @classmethod
     def open(cls, folder: Path) -> "SignalCache":
         meta = json.loads((folder / "meta.json").read_text())
         signals = np.load(folder / "signals.npy", mmap_mode="r")
-        ids = (folder / "ids.txt").read_text().split("\n") if len(signals) else []
-        return cls(folder, signals, ids, dict(meta["bad"]))
+        ids = (folder / "ids.txt").read_text().split("\n") if meta["count"] else []
+        windows = np.load(folder / "windows.npy") if (folder / "windows.npy").exists() else None
+        return cls(folder, signals, ids, dict(meta["bad"]), windows)
+
+    def rows(self, positions) -> np.ndarray:
+        return self.windows[np.asarray(positions, dtype=np.int64)]
+
+    def read(self, rows: np.ndarray) -> np.ndarray:
+        order = np.argsort(rows, kind="stable")  # one sorted fancy-index read of the memory map
+        out = np.empty((len(rows),) + self.signals.shape[1:], np.float32)
+        out[order] = self.signals[rows[order]]
+        return out
 
 
-def _build_chunk(job) -> list[tuple[int, str]]:
-    reader, spec, path, start, stop = job
+@dataclass
+class OnTheFly:
+    """The no-cache source: row i·W + w is record i under ``specs[w]``, read and preprocessed when asked for."""
+
+    reader: Reader
+    specs: list[PreprocessSpec]
+
+    def rows(self, positions) -> np.ndarray:
+        width = len(self.specs)
+        return np.asarray(positions, dtype=np.int64)[:, None] * width + np.arange(width)
+
+    def read(self, rows: np.ndarray) -> np.ndarray:
+        width = len(self.specs)
+        return np.stack([prepare(self.reader.load(int(r) // width), self.specs[int(r) % width]) for r in rows])
+
+
+def _build_chunk(job) -> tuple[list[tuple[int, str, bool]], np.ndarray]:
+    """Preprocess records start..stop-1 into their rows; returns (bad records (index, reason, transient), the
+    windows' rows). Identical windows of a record (a record no longer than one window) share a row."""
+    reader, specs, path, start, stop = job
     signals = np.load(path, mmap_mode="r+")
-    bad = []
-    ids = reader.ids
+    width, ids = len(specs), reader.ids
+    bad, windows = [], np.arange(start * width, stop * width, dtype=np.int64).reshape(-1, width)
     for offset, item in enumerate(load_block_safely(reader, start, stop)):
+        index = start + offset
         try:
-            signals[start + offset] = prepare_item(item, spec, ids[start + offset])
+            inputs = [prepare_item(item, spec, ids[index]) for spec in specs]
         except RecordError as exc:
-            bad.append((start + offset, str(exc)))
+            bad.append((index, str(exc), bool(getattr(exc, "transient", False))))
+            continue
+        for w, x in enumerate(inputs):
+            same = next((v for v in range(w) if np.array_equal(inputs[v], x)), w)
+            windows[offset, w] = windows[offset, same]
+            if same == w:
+                signals[windows[offset, w]] = x
     signals.flush()
-    return bad
+    return bad, windows
 
 
-def _source_tag(reader: Reader) -> str:
-    return hashlib.sha256(reader.location.encode()).hexdigest()[:12]
+def _run_jobs(jobs: list, width: int, workers: int, bar) -> tuple[list, np.ndarray]:
+    if workers > 1 and len(jobs) > 1:
+        with mp.get_context("fork").Pool(workers) as pool:
+            return _collect(jobs, pool.imap(_build_chunk, jobs), width, bar)
+    return _collect(jobs, map(_build_chunk, jobs), width, bar)
 
 
-def build_cache(reader: Reader, spec: PreprocessSpec, cache_dir: str | os.PathLike, dtype: str = "float32",
-                workers: int | None = None, progress: bool = True) -> SignalCache:
-    """Open the cache of ``reader`` under ``spec``, building it (in parallel, with a progress bar) if needed."""
+def _collect(jobs: list, results, width: int, bar) -> tuple[list, np.ndarray]:
+    bad, windows = [], [np.zeros((0, width), np.int64)]
+    for job, (chunk_bad, chunk_windows) in zip(jobs, results):
+        bad.extend(chunk_bad)
+        windows.append(chunk_windows)
+        bar.update(job[4] - job[3])
+    return bad, np.concatenate(windows)
+
+
+def _source_tag(reader: Reader, specs: list[PreprocessSpec], dtype: str) -> str:
+    """Same records, settings and preprocessing: a newer cache of the same tag replaces an older one."""
+    identity = json.dumps({"location": reader.location, **_identity(reader, specs, dtype)}, sort_keys=True)
+    return hashlib.sha256(identity.encode()).hexdigest()[:16]
+
+
+def _writable(cache_dir: Path) -> None:
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        probe = cache_dir / f".probe.{HOST}.{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(f"cannot write the preprocessing cache in {cache_dir} ({exc.strerror or exc}); pass "
+                        f"--cache_dir with a writable folder, or --cache off") from exc
+
+
+def _remove_abandoned(cache_dir: Path) -> None:
+    """Temporary folders of builds on this host whose process is gone (killed midway)."""
+    for tmp in cache_dir.glob(f".*.{re.escape(HOST)}.*.tmp"):
+        pid = tmp.name.rsplit(".", 2)[-2]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def build_cache(reader: Reader, specs: PreprocessSpec | list[PreprocessSpec], cache_dir: str | os.PathLike,
+                dtype: str = "float32", workers: int | None = None, progress: bool = True) -> SignalCache:
+    """Open the cache of ``reader`` under ``specs`` (one spec per window), building it (in parallel, with a
+    progress bar) if needed."""
+    specs = specs if isinstance(specs, list) else [specs]
     cache_dir = Path(cache_dir)
-    key = cache_key(reader, spec, dtype)
+    key = cache_key(reader, specs, dtype)
     folder = cache_dir / f"{reader.format}-{key}"
     if (folder / "meta.json").exists():
         return SignalCache.open(folder)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = cache_dir / f".{folder.name}.{os.getpid()}.tmp"
+    _writable(cache_dir)
+    _remove_abandoned(cache_dir)
+    tmp = cache_dir / f".{folder.name}.{HOST}.{os.getpid()}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        n = len(reader)
-        np.lib.format.open_memmap(tmp / "signals.npy", mode="w+", dtype=dtype, shape=(n, 12, spec.length)).flush()
-        jobs = [(reader, spec, tmp / "signals.npy", s, min(s + CHUNK, n)) for s in range(0, n, CHUNK)]
-        workers = workers if workers is not None else min(len(jobs), os.cpu_count() or 1)
-        bad: list[tuple[int, str]] = []
-        bar = tqdm(total=n, desc=f"caching {reader.format} ({spec.fs:g} Hz, {spec.length})", unit="ECG",
-                   disable=not progress or n == 0)
-        if workers > 1 and len(jobs) > 1:
-            with mp.get_context("fork").Pool(workers) as pool:
-                for job, result in zip(jobs, pool.imap(_build_chunk, jobs)):
-                    bad.extend(result)
-                    bar.update(job[4] - job[3])
-        else:
-            for job in jobs:
-                bad.extend(_build_chunk(job))
-                bar.update(job[4] - job[3])
-        bar.close()
-        ids = reader.ids
-        write_text(tmp / "ids.txt", "\n".join(ids))
-        write_json(tmp / "meta.json", {"version": CACHE_VERSION, "key": key, "source": _source_tag(reader),
-                                       "format": reader.format, "spec": spec.to_dict(), "dtype": dtype,
-                                       "count": n, "bad": {ids[i]: reason for i, reason in bad}})
-        try:
-            os.replace(tmp, folder)
-        except OSError:  # another process finished the same cache first
-            shutil.rmtree(tmp, ignore_errors=True)
+        transient = _fill(tmp, reader, specs, dtype, key, workers, progress)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _prune_stale(cache_dir, folder, reader, spec, dtype)
+    if transient:  # never cached: this run uses it (memory-mapped, then unlinked), the next one reads again
+        cache = SignalCache.open(tmp)
+        shutil.rmtree(tmp, ignore_errors=True)
+        return cache
+    try:
+        os.replace(tmp, folder)
+    except OSError:  # another process finished the same cache first
+        shutil.rmtree(tmp, ignore_errors=True)
+    _prune_stale(cache_dir, folder, _source_tag(reader, specs, dtype))
     return SignalCache.open(folder)
 
 
-def _prune_stale(cache_dir: Path, keep: Path, reader: Reader, spec: PreprocessSpec, dtype: str) -> None:
-    """Remove caches of the same source and spec whose files have since changed (they can never be hit again)."""
-    tag, wanted = _source_tag(reader), json.loads(json.dumps(spec.to_dict()))  # as stored (tuples → lists)
-    for other in cache_dir.glob(f"{reader.format}-*"):
+def _fill(tmp: Path, reader: Reader, specs: list[PreprocessSpec], dtype: str, key: str, workers: int | None,
+          progress: bool) -> bool:
+    """Build a cache's files in ``tmp``; True when a record failed for a transient reason (access)."""
+    n, width = len(reader), len(specs)
+    np.lib.format.open_memmap(tmp / "signals.npy", mode="w+", dtype=dtype,
+                              shape=(n * width, 12, specs[0].length)).flush()  # sparse until written
+    jobs = [(reader, specs, tmp / "signals.npy", s, min(s + CHUNK, n)) for s in range(0, n, CHUNK)]
+    bar = tqdm(total=n, desc=f"caching {reader.format} ({specs[0].fs:g} Hz, {specs[0].length}"
+                             f"{f', {width} windows' if width > 1 else ''})", unit="ECG", disable=not progress or not n)
+    workers = workers if workers is not None else min(len(jobs), os.cpu_count() or 1)
+    bad, windows = _run_jobs(jobs, width, workers, bar)
+    bar.close()
+    ids = reader.ids
+    write_text(tmp / "ids.txt", "\n".join(ids))
+    if width > 1:
+        np.save(tmp / "windows.npy", windows)
+    write_json(tmp / "meta.json", {"version": CACHE_VERSION, "key": key, "source": _source_tag(reader, specs, dtype),
+                                   "format": reader.format, "specs": [s.to_dict() for s in specs], "dtype": dtype,
+                                   "count": n, "bad": {ids[i]: reason for i, reason, _ in bad}})
+    return any(transient for _, _, transient in bad)
+
+
+def _prune_stale(cache_dir: Path, keep: Path, tag: str) -> None:
+    """Remove caches of the same source, settings and preprocessing whose files have since changed (they can
+    never be hit again)."""
+    for other in cache_dir.glob(f"{keep.name.split('-')[0]}-*"):
         if other == keep or not (other / "meta.json").exists():
             continue
         try:
             meta = json.loads((other / "meta.json").read_text())
         except (OSError, ValueError):
             continue
-        if meta.get("source") == tag and meta.get("spec") == wanted and meta.get("dtype") == dtype:
+        if meta.get("source") == tag:
             shutil.rmtree(other, ignore_errors=True)

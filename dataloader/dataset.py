@@ -11,32 +11,25 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from .cache import SignalCache, prepare
-
 
 class ECGDataset(Dataset):
-    """Rows ``positions`` of a cache (or of a reader + spec, preprocessed per item) with optional targets."""
+    """Rows of a source (a SignalCache, or an OnTheFly reader + specs) with optional targets and weights. With one
+    window per record — training, plain inference — a row is the record's position in its reader."""
 
-    def __init__(self, source, positions, targets=None, weights=None):
+    def __init__(self, source, rows, targets=None, weights=None):
         self.source = source
-        self.positions = np.asarray(positions, dtype=np.int64)
+        self.positions = np.asarray(rows, dtype=np.int64)
         n = len(self.positions)
         self.targets = np.zeros(n, np.float32) if targets is None else np.asarray(targets, np.float32)
         self.weights = np.ones(n, np.float32) if weights is None else np.asarray(weights, np.float32)
         if not (len(self.targets) == len(self.weights) == n):
-            raise ValueError("positions, targets and weights must have the same length")
+            raise ValueError("rows, targets and weights must have the same length")
 
     def __len__(self) -> int:
         return len(self.positions)
 
     def _signals(self, rows: np.ndarray) -> np.ndarray:
-        if isinstance(self.source, SignalCache):
-            order = np.argsort(rows, kind="stable")
-            out = np.empty((len(rows),) + self.source.signals.shape[1:], np.float32)
-            out[order] = self.source.signals[rows[order]]
-            return out
-        reader, spec = self.source
-        return np.stack([prepare(reader.load(int(r)), spec) for r in rows])
+        return self.source.read(rows)
 
     def __getitems__(self, indices) -> dict:
         indices = np.asarray(indices, dtype=np.int64)

@@ -21,7 +21,10 @@ _TRUE, _FALSE = ("true", "1", "1.0"), ("false", "0", "0.0")
 
 
 def clean_id(value) -> str:
-    """A record id as written anywhere: surrounding spaces, a '.npy' suffix and a float's '.0' removed."""
+    """A record id as written anywhere: surrounding spaces, a '.npy' suffix and a float's '.0' removed; a missing
+    id (None, NaN) is the empty string."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return ""
     text = str(value).strip()
     text = text[:-4] if text.endswith(".npy") else text
     return text[:-2] if text.endswith(".0") and text[:-2].lstrip("-").isdigit() else text
@@ -75,7 +78,7 @@ def read_code_exams(path: str | os.PathLike) -> pd.DataFrame:
     path = Path(path)
     frame = read_csv(path, "a CODE-15% exams.csv", dtype=str)
     _require(frame, path, ("exam_id",), "a CODE-15% exams.csv has exam_id, age, is_male, patient_id, ...")
-    out = pd.DataFrame({"id": frame["exam_id"].map(lambda v: "" if pd.isna(v) else clean_id(v))})
+    out = pd.DataFrame({"id": frame["exam_id"].map(clean_id)})
     if "age" in frame.columns:
         out["age"], out["age_raw"] = _ages(frame["age"]), frame["age"]
     if "is_male" in frame.columns:
@@ -140,7 +143,7 @@ def read_any_labels(path: str | os.PathLike, id_col: str | None = None, age_col:
                                      f"--id_col and --age_col (columns: {', '.join(sorted(columns))})")
     frame = read_csv(path, "a label CSV", dtype=str)
     _require(frame, path, (id_col, age_col), f"--id_col {id_col} and --age_col {age_col} must name columns")
-    out = pd.DataFrame({"id": frame[id_col].map(lambda v: "" if pd.isna(v) else clean_id(v)),
+    out = pd.DataFrame({"id": frame[id_col].map(clean_id),
                         "age": _ages(frame[age_col]), "age_raw": frame[age_col]})
     if "sex" in frame.columns:
         out["sex"] = frame["sex"].map(normalise_sex)

@@ -5,12 +5,19 @@ carries — ``age``, ``sex`` ('M'/'F'), ``patient_id``, ...) plus ``load(i)`` th
 ``Record(id, signal float32 (12, N) in mV with leads I, II, III, aVR, aVL, aVF, V1–V6, fs, meta)``.
 Listing never reads signals, so building splits over 345k HDF5 exams costs only the id columns.
 Adding a format means adding a reader class and one line in :func:`open_reader`.
+
+Every file is untrusted. Declared sizes are checked before anything is read: a record may hold at most
+``MAX_SAMPLES`` samples per lead and must be a regular file (a FIFO or a device is refused, never read); a WFDB
+header's sampling rate must be a positive number. A record that cannot be used raises a ``RecordError`` naming it;
+``transient`` marks access failures (permissions, a vanished file, an I/O error), which are never cached.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
+import stat
 from pathlib import Path
 from typing import NamedTuple, Sequence
 
@@ -35,6 +42,11 @@ from .labels import (
 LEADS = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
 _LEAD_KEYS = {name.upper(): i for i, name in enumerate(LEADS)}
 _UNIT_TO_MV = {"mv": 1.0, "uv": 1e-3, "µv": 1e-3, "μv": 1e-3, "v": 1e3, "nu": 1.0, "": 1.0}
+MAX_SAMPLES = 2 ** 20  # samples per lead of one record (35 min at 500 Hz); larger declared sizes are refused
+MIN_FS, MAX_FS = 50.0, 20_000.0  # sampling rates (Hz) a record may have
+MIN_SECONDS = 2.0  # the shortest record used (shorter ones would be mostly zero padding)
+MAX_HEADER_BYTES = 1 << 20  # a WFDB header is text of a few hundred bytes
+READER_VERSION = 2  # bump when a reader's output for the same file changes: preprocessing caches become stale
 
 
 class Record(NamedTuple):
@@ -42,6 +54,34 @@ class Record(NamedTuple):
     signal: np.ndarray
     fs: float
     meta: dict
+
+
+def access_error(where: str, exc: BaseException, what: str) -> RecordError:
+    """A RecordError for an exception raised while reading; access failures are marked transient."""
+    error = RecordError(where, f"{what} ({type(exc).__name__}: {str(exc)[:300]})")
+    error.transient = isinstance(exc, (PermissionError, FileNotFoundError, TimeoutError)) or \
+        getattr(exc, "errno", None) in (errno.EIO, errno.EAGAIN, errno.EACCES, errno.ENOENT)
+    return error
+
+
+def regular_file(path: str | os.PathLike, where: str | None = None, max_bytes: int | None = None) -> Path:
+    """``path`` if it is a regular file (not a FIFO, device or folder) of at most ``max_bytes``."""
+    path = Path(path)
+    try:
+        info = os.stat(path)
+    except OSError as exc:
+        raise access_error(where or str(path), exc, "cannot be opened") from exc
+    if not stat.S_ISREG(info.st_mode):
+        raise RecordError(where or str(path), "is not a regular file (a FIFO, device or folder is never read)")
+    if max_bytes is not None and info.st_size > max_bytes:
+        raise RecordError(where or str(path), f"is {info.st_size:,} bytes, more than the {max_bytes:,} allowed")
+    return path
+
+
+def check_length(samples: int, where: str) -> None:
+    if samples > MAX_SAMPLES:
+        raise RecordError(where, f"declares {samples:,} samples per lead, more than the {MAX_SAMPLES:,} this "
+                                 f"pipeline reads (about 35 minutes at 500 Hz); crop the record first")
 
 
 def standard_leads(signal: np.ndarray, names: Sequence[str], where: str) -> np.ndarray:
@@ -72,12 +112,26 @@ def as_12_leads(array: np.ndarray, where: str) -> np.ndarray:
     return np.ascontiguousarray(array, dtype=np.float32)
 
 
-def fingerprint_files(paths: Sequence[Path]) -> str:
-    """Identity of a set of files for cache keys: names, sizes and modification times."""
+FINGERPRINT_BLOCK = 4096
+
+
+def fingerprint_files(paths: Sequence[str | os.PathLike]) -> str:
+    """Identity of a set of files for cache keys: for each, its resolved name, size, modification time, inode and
+    a hash of its first and last 4 KiB (so that two same-size files swapped with their times kept are told apart).
+    A file that cannot be read contributes its error, so the key differs from any readable state."""
     digest = hashlib.sha256()
     for path in paths:
-        stat = os.stat(path)
-        digest.update(f"{Path(path).resolve()}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+        try:
+            info = os.stat(path)
+            digest.update(f"{Path(path).resolve()}|{info.st_size}|{info.st_mtime_ns}|{info.st_ino}\n".encode())
+            if stat.S_ISREG(info.st_mode):
+                with open(path, "rb") as handle:
+                    digest.update(handle.read(FINGERPRINT_BLOCK))
+                    if info.st_size > 2 * FINGERPRINT_BLOCK:
+                        handle.seek(-FINGERPRINT_BLOCK, os.SEEK_END)
+                        digest.update(handle.read(FINGERPRINT_BLOCK))
+        except OSError as exc:
+            digest.update(f"{path}|unreadable|{exc.errno}\n".encode())
     return digest.hexdigest()
 
 
@@ -107,9 +161,21 @@ class Reader:
         """Records ``start..stop-1``; formats that store records contiguously read them in one go."""
         return [self.load(i) for i in range(start, stop)]
 
-    def fingerprint(self) -> str:
-        """Identity of the content (file names, sizes, modification times): changes when the data change."""
+    def settings(self) -> dict:
+        """Everything besides the files that changes what ``load`` returns (rates, scales, dataset names)."""
+        return {}
+
+    def files(self) -> list[str]:
+        """The files the records are read from (their content identifies the data)."""
         raise NotImplementedError
+
+    def input_files(self) -> list[str]:
+        """Files an output must never overwrite: the container and label files (not every record file)."""
+        return [p for p in (getattr(self, "labels", None),) if p is not None]
+
+    def fingerprint(self) -> str:
+        """Identity of the content (see :func:`fingerprint_files`): changes when the data change."""
+        return fingerprint_files(self.files())
 
     @property
     def location(self) -> str:
@@ -154,8 +220,11 @@ class NpyFolderReader(Reader):
         self.table = table
         self.labels = labels
 
-    def fingerprint(self) -> str:
-        return fingerprint_files([Path(p) for p in self.table["path"]])
+    def settings(self) -> dict:
+        return {"fs": self.fs, "scale": self.scale}
+
+    def files(self) -> list[str]:
+        return list(self.table["path"]) + ([str(self.labels)] if self.labels is not None else [])
 
     @property
     def location(self) -> str:
@@ -167,10 +236,21 @@ class NpyFolderReader(Reader):
 
 
 def load_npy(path: str | os.PathLike) -> np.ndarray:
+    """One ECG from an .npy file (never pickled objects); the header's declared size is checked before reading."""
+    regular_file(path)
     try:
-        array = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
-        raise RecordError(str(path), f"is not a readable .npy file ({exc})") from exc
+        with open(path, "rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                np.lib.format.read_array_header_2_0
+            shape, _, _ = read_header(handle, max_header_size=10000)
+            check_length(int(np.prod(shape, dtype=np.int64)) // 12, str(path))
+            handle.seek(0)
+            array = np.load(handle, allow_pickle=False)
+    except RecordError:
+        raise
+    except (OSError, ValueError, EOFError, TypeError) as exc:
+        raise access_error(str(path), exc, "is not a readable .npy file") from exc
     return as_12_leads(array, str(path))
 
 
@@ -188,39 +268,63 @@ class HDF5Reader(Reader):
 
     def __init__(self, files: Sequence[str | os.PathLike], labels: str | os.PathLike | None = None,
                  fs: float = 400.0, traces_dset: str = "tracings", ids_dset: str = "exam_id", scale: float = 1.0):
-        self.files = [str(f) for f in files]
+        self.hdf5_files = [str(f) for f in files]
         self.fs, self.scale, self.traces_dset, self.ids_dset = float(fs), float(scale), traces_dset, ids_dset
         self._handles: dict[str, object] = {}
         self._pid = os.getpid()
-        parts = []
-        for file_index, path in enumerate(self.files):
-            try:
-                with h5py.File(path, "r") as handle:
-                    if traces_dset not in handle:
-                        raise RecordError(path, f"has no '{traces_dset}' dataset (has {', '.join(handle.keys())}); "
-                                                f"a CODE-15% file holds 'tracings' (N, 4096, 12) and 'exam_id'")
-                    traces = handle[traces_dset]
-                    if traces.ndim != 3 or 12 not in (traces.shape[1], traces.shape[2]):
-                        raise RecordError(path, f"'{traces_dset}' has shape {traces.shape}; expected "
-                                                f"(N, samples, 12)")
-                    n = traces.shape[0]
-                    if ids_dset and ids_dset in handle:
-                        ids = np.asarray(handle[ids_dset][:])
-                        if len(ids) != n:
-                            raise RecordError(path, f"'{ids_dset}' has {len(ids)} entries but '{traces_dset}' "
-                                                    f"has {n} tracings")
-                    else:
-                        ids = np.arange(n)
-            except OSError as exc:
-                raise RecordError(path, f"is not a readable HDF5 file ({exc})") from exc
-            parts.append(pd.DataFrame({"id": [str(int(i)) if np.issubdtype(np.asarray(i).dtype, np.integer)
-                                              else str(i.decode() if isinstance(i, bytes) else i) for i in ids],
-                                       "file_index": file_index, "row": np.arange(n)}))
+        parts = [self._index(file_index, path) for file_index, path in enumerate(self.hdf5_files)]
         table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["id", "file_index", "row"])
         if labels is not None:
             table = table.merge(read_code_exams(labels), on="id", how="left")
         self.table = table
         self.labels = labels
+
+    def _index(self, file_index: int, path: str) -> pd.DataFrame:
+        """One file's ids and rows; its layout (datasets, shapes, sizes, dtype) is checked, nothing else read."""
+        regular_file(path)
+        try:
+            with h5py.File(path, "r") as handle:
+                traces = self._traces(handle, path)
+                ids = self._ids(handle, path, traces.shape[0])
+        except OSError as exc:
+            raise access_error(path, exc, "is not a readable HDF5 file") from exc
+        return pd.DataFrame({"id": ids, "file_index": file_index, "row": np.arange(len(ids))})
+
+    def _traces(self, handle, path: str):
+        traces = handle.get(self.traces_dset)
+        if not isinstance(traces, h5py.Dataset):
+            raise RecordError(path, f"has no '{self.traces_dset}' dataset (has {', '.join(handle.keys())}); a "
+                                    f"CODE-15% file holds 'tracings' (N, 4096, 12) and 'exam_id'")
+        if traces.ndim != 3 or 12 not in (traces.shape[1], traces.shape[2]):
+            raise RecordError(path, f"'{self.traces_dset}' has shape {traces.shape}; expected (N, samples, 12)")
+        check_length(max(traces.shape[1:]), path)
+        if traces.dtype.kind not in "fiu":
+            raise RecordError(path, f"'{self.traces_dset}' holds {traces.dtype} data, not numbers")
+        if traces.dtype.kind in "iu" and self.scale == 1.0:
+            raise RecordError(path, f"'{self.traces_dset}' holds integer ({traces.dtype}) samples, which are not "
+                                    f"millivolts; give --input_scale (mV per unit, e.g. 0.001 for µV)")
+        return traces
+
+    def _ids(self, handle, path: str, n: int) -> list[str]:
+        if not self.ids_dset or self.ids_dset not in handle:
+            return [str(i) for i in range(n)]
+        ids = handle[self.ids_dset]
+        if not isinstance(ids, h5py.Dataset) or ids.ndim != 1 or len(ids) != n:
+            shape = getattr(ids, "shape", "a group")
+            raise RecordError(path, f"'{self.ids_dset}' is {shape}; expected one id per tracing ({n},)")
+        values = ids[:]
+        if values.dtype.kind in "iu":
+            return [str(int(i)) for i in values]
+        return [clean_id(i.decode(errors="replace") if isinstance(i, bytes) else i) for i in values]
+
+    def settings(self) -> dict:
+        return {"fs": self.fs, "scale": self.scale, "traces": self.traces_dset, "ids": self.ids_dset}
+
+    def files(self) -> list[str]:
+        return self.hdf5_files + ([str(self.labels)] if self.labels is not None else [])
+
+    def input_files(self) -> list[str]:
+        return self.files()
 
     def __getstate__(self):
         state = dict(self.__dict__)
@@ -230,22 +334,19 @@ class HDF5Reader(Reader):
     def _dataset(self, file_index: int):
         if self._pid != os.getpid():  # a forked worker must not share the parent's HDF5 handle
             self._handles, self._pid = {}, os.getpid()
-        path = self.files[file_index]
+        path = self.hdf5_files[file_index]
         if path not in self._handles:
             self._handles[path] = h5py.File(path, "r")
         return self._handles[path][self.traces_dset]
 
-    def fingerprint(self) -> str:
-        return fingerprint_files([Path(p) for p in self.files]) + f"|{self.traces_dset}|{self.ids_dset}"
-
     @property
     def location(self) -> str:
-        return f"hdf5:{[str(Path(f).resolve()) for f in self.files]}:{self.traces_dset}"
+        return f"hdf5:{[str(Path(f).resolve()) for f in self.hdf5_files]}:{self.traces_dset}"
 
     def _to_record(self, row: pd.Series, trace: np.ndarray) -> Record:
         trace = np.asarray(trace)
         signal = trace.T if trace.shape[-1] == 12 else trace
-        where = f"{self.files[int(row['file_index'])]}[{int(row['row'])}] (exam_id {row['id']})"
+        where = f"{self.hdf5_files[int(row['file_index'])]}[{int(row['row'])}] (exam_id {row['id']})"
         signal = as_12_leads(signal, where)
         if self.scale != 1.0:
             signal = signal * np.float32(self.scale)
@@ -254,9 +355,8 @@ class HDF5Reader(Reader):
     def _read(self, file_index: int, first: int, last: int) -> np.ndarray:
         try:
             return self._dataset(file_index)[first:last + 1]
-        except (OSError, KeyError, ValueError, RuntimeError) as exc:  # truncated or corrupt file
-            raise RecordError(f"{self.files[file_index]}[{first}:{last + 1}]",
-                              f"cannot be read ({type(exc).__name__}: {exc})") from exc
+        except (OSError, KeyError, ValueError, RuntimeError, TypeError) as exc:  # truncated or corrupt file
+            raise access_error(f"{self.hdf5_files[file_index]}[{first}:{last + 1}]", exc, "cannot be read") from exc
 
     def _load(self, index: int, row: pd.Series) -> Record:
         return self._to_record(row, self._read(int(row["file_index"]), int(row["row"]), int(row["row"]))[0])
@@ -276,13 +376,45 @@ class HDF5Reader(Reader):
 # --------------------------------------------------------------------------------------------------------------
 # WFDB: a folder of .hea records (CinC .hea/.mat included) or a PTB-XL root / database CSV
 # --------------------------------------------------------------------------------------------------------------
+def check_wfdb_header(base: str, where: str) -> list[str]:
+    """Validate a WFDB header before wfdb reads it: a regular text file of sane size, a positive sampling rate,
+    at most MAX_SAMPLES samples, and signal files that are regular files of matching size. Returns its comments."""
+    header = regular_file(base + ".hea", where, max_bytes=MAX_HEADER_BYTES)
+    try:
+        text = header.read_text(errors="replace")
+    except OSError as exc:
+        raise access_error(where, exc, "cannot be read") from exc
+    lines = [line.strip() for line in text.splitlines()]
+    fields = [line.split() for line in lines if line and not line.startswith("#")]
+    if not fields or len(fields[0]) < 2:
+        raise RecordError(where, "is not a WFDB header (no record line)")
+    record = fields[0]
+    if len(record) > 2:
+        fs_text = re.split(r"[/(]", record[2])[0]
+        try:
+            fs = float(fs_text)
+        except ValueError:
+            fs = float("nan")
+        if not fs > 0 or not np.isfinite(fs):
+            raise RecordError(where, f"has an invalid sampling rate {record[2]!r} in its header")
+    if len(record) > 3 and record[3].isdigit():
+        check_length(int(record[3]), where)
+    multi_segment = "/" in record[0]  # its lines name segment headers, not signal files
+    for signal_line in [] if multi_segment else fields[1:]:
+        if signal_line[0] != "~":
+            data = Path(base).parent / signal_line[0]
+            regular_file(data, f"{where} (signal file {signal_line[0]})", max_bytes=8 * 12 * MAX_SAMPLES)
+    return [line.lstrip("#").strip() for line in lines if line.startswith("#")]
+
+
 def read_wfdb(record_path: str, where: str | None = None) -> tuple[np.ndarray, float, list[str]]:
     """One WFDB record → (float32 (12, N) in mV in standard lead order, fs, header comments)."""
     where = where or record_path
+    check_wfdb_header(record_path, where)
     try:
         record = wfdb.rdrecord(record_path)
     except Exception as exc:  # wfdb raises many kinds (ValueError, FileNotFoundError, IndexError) on bad files
-        raise RecordError(where, f"is not a readable WFDB record ({type(exc).__name__}: {exc})") from exc
+        raise access_error(where, exc, "is not a readable WFDB record") from exc
     if record.p_signal is None or record.fs is None:
         raise RecordError(where, "has no physical signal or sampling frequency in its header")
     signal = np.asarray(record.p_signal, dtype=np.float64).T
@@ -294,8 +426,17 @@ def read_wfdb(record_path: str, where: str | None = None) -> tuple[np.ndarray, f
     return signal.astype(np.float32), float(record.fs), list(record.comments or [])
 
 
+def wfdb_files(bases) -> list[str]:
+    """Every file of the WFDB records ``bases`` (header and signal files)."""
+    files = []
+    for base in bases:
+        files.extend(str(p) for p in sorted(Path(base).parent.glob(Path(base).name + ".*")))
+    return files
+
+
 class WFDBFolderReader(Reader):
-    """Every ``.hea`` record under a folder (recursively); CinC ``# Age:``/``# Sex:`` comments become labels."""
+    """Every ``.hea`` record under a folder (recursively); CinC ``# Age:``/``# Sex:`` comments become labels.
+    A header that cannot be read makes its record bad (the bad-input policy decides), not the whole folder."""
 
     format = "wfdb"
 
@@ -305,27 +446,25 @@ class WFDBFolderReader(Reader):
         rows = []
         for header in headers:
             base = str(header.with_suffix(""))
+            row = {"id": str(header.relative_to(self.folder).with_suffix("")), "path": base, "header_error": None}
             try:
-                comments = wfdb.rdheader(base).comments or []
-            except Exception as exc:
-                raise RecordError(str(header), f"is not a readable WFDB header ({type(exc).__name__}: {exc})") \
-                    from exc
-            rows.append({"id": str(header.relative_to(self.folder).with_suffix("")), "path": base,
-                         **parse_header_comments(comments)})
-        self.table = pd.DataFrame(rows, columns=["id", "path", "age", "sex"])
+                row.update(parse_header_comments(check_wfdb_header(base, str(header))))
+            except RecordError as exc:
+                row["header_error"] = exc.reason
+            rows.append(row)
+        self.table = pd.DataFrame(rows, columns=["id", "path", "age", "sex", "header_error"])
         self.fs = None
 
     @property
     def location(self) -> str:
         return f"wfdb:{self.folder.resolve()}"
 
-    def fingerprint(self) -> str:
-        files = []
-        for base in self.table["path"]:
-            files.extend(sorted(Path(base).parent.glob(Path(base).name + ".*")))
-        return fingerprint_files(files)
+    def files(self) -> list[str]:
+        return wfdb_files(self.table["path"])
 
     def _load(self, index: int, row: pd.Series) -> Record:
+        if row["header_error"]:
+            raise RecordError(row["path"] + ".hea", row["header_error"])
         signal, fs, _ = read_wfdb(row["path"], where=row["path"] + ".hea")
         return Record(row["id"], signal, fs, self._meta(row))
 
@@ -353,11 +492,14 @@ class PTBXLReader(Reader):
     def location(self) -> str:
         return f"ptbxl:{self.database.resolve()}:{self.rate}"
 
-    def fingerprint(self) -> str:
-        files = [self.database]
-        for base in self.table["path"]:
-            files.extend(sorted(Path(base).parent.glob(Path(base).name + ".*")))
-        return fingerprint_files(files)
+    def settings(self) -> dict:
+        return {"rate": self.rate}
+
+    def files(self) -> list[str]:
+        return [str(self.database), *wfdb_files(self.table["path"])]
+
+    def input_files(self) -> list[str]:
+        return [str(self.database)]
 
     def _load(self, index: int, row: pd.Series) -> Record:
         signal, fs, _ = read_wfdb(row["path"], where=f"PTB-XL ecg_id {row['id']} ({row['path']}.hea)")
@@ -398,12 +540,16 @@ class ManifestReader(Reader):
     def location(self) -> str:
         return f"manifest:{self.csv.resolve()}"
 
-    def fingerprint(self) -> str:
-        files = [self.csv]
-        for path in self.table["path"]:
-            p = Path(path)
-            files.extend([p] if p.exists() else sorted(p.parent.glob(p.name + ".*")))
-        return fingerprint_files(files)
+    def settings(self) -> dict:
+        return {"fs": self.fs, "scale": self.scale}
+
+    def files(self) -> list[str]:
+        paths = [p for p in self.table["path"]]
+        return [str(self.csv), *[p for p in paths if Path(p).exists()],
+                *wfdb_files(re.sub(r"\.(hea|dat|mat)$", "", p) for p in paths if not Path(p).exists())]
+
+    def input_files(self) -> list[str]:
+        return [str(self.csv)]
 
     def _load(self, index: int, row: pd.Series) -> Record:
         path = str(row["path"])

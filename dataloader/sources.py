@@ -17,11 +17,11 @@ from models.preprocessing import PreprocessSpec
 from utils.errors import BadInputError, RecordError
 from utils.paths import CACHE_DIR
 
-from .cache import SignalCache, build_cache, load_safely, prepare_item
+from .cache import OnTheFly, SignalCache, build_cache, load_safely, prepare_item
 from .records import Reader
 
 # where a Dataset reads its rows: the memory-mapped cache, or a reader whose records are preprocessed per item
-Source = Union[SignalCache, tuple[Reader, PreprocessSpec]]
+Source = Union[SignalCache, OnTheFly]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,30 +42,38 @@ def resolve_cache_dtype(choice: str, precision: str) -> str:
     return choice if choice != "auto" else ("float16" if precision == "bf16" else "float32")
 
 
-def open_source_local(reader: Reader, spec: PreprocessSpec, cache: CacheConfig) -> tuple[Source, dict[str, str]]:
-    """The cache of ``reader`` under ``spec`` (built if needed), or the reader itself for on-the-fly
-    preprocessing; returns (source, {id: reason} of bad records)."""
+def open_source_local(reader: Reader, specs: PreprocessSpec | list[PreprocessSpec],
+                      cache: CacheConfig) -> tuple[Source, dict[str, str]]:
+    """The cache of ``reader`` under ``specs`` (one per window; built if needed), or the reader itself for
+    on-the-fly preprocessing; returns (source, {id: reason} of bad records)."""
+    specs = specs if isinstance(specs, list) else [specs]
     if not cache.enabled:
-        return (reader, spec), scan_bad(reader, spec)
-    source = build_cache(reader, spec, Path(cache.folder), dtype=cache.dtype, progress=cache.progress)
+        return OnTheFly(reader, specs), scan_bad(reader, specs)
+    source = build_cache(reader, specs, Path(cache.folder), dtype=cache.dtype, progress=cache.progress)
     return source, dict(source.bad)
 
 
-def scan_bad(reader: Reader, spec: PreprocessSpec) -> dict[str, str]:
+def scan_bad(reader: Reader, specs: list[PreprocessSpec]) -> dict[str, str]:
     """Read and preprocess every record once to find the bad ones (the no-cache path)."""
     bad = {}
     ids = reader.ids
     for i in range(len(reader)):
         try:
-            prepare_item(load_safely(reader, i), spec, ids[i])
+            item = load_safely(reader, i)
+            for spec in specs:
+                prepare_item(item, spec, ids[i])
         except RecordError as exc:
             bad[ids[i]] = str(exc)
     return bad
 
 
 def duplicate_ids(table: pd.DataFrame) -> dict[str, str]:
+    """Ids listed more than once, and a missing (empty) id, which cannot name a record in any output."""
     dup = table["id"][table["id"].duplicated(keep=False)]
-    return {i: f"id {i} appears {int((dup == i).sum())} times" for i in dup.unique()}
+    bad = {i: f"id {i} appears {int((dup == i).sum())} times" for i in dup.unique()}
+    if (table["id"] == "").any():
+        bad[""] = f"{int((table['id'] == '').sum())} record(s) have no id"
+    return bad
 
 
 def label_problems(table: pd.DataFrame) -> dict[str, str]:

@@ -9,13 +9,14 @@ from models.preprocessing import PreprocessSpec
 from utils.runtime import barrier, is_local_main, is_main
 
 
-def open_source(reader: Reader, spec: PreprocessSpec, cache: CacheConfig) -> tuple[Source, dict[str, str]]:
+def open_source(reader: Reader, specs: PreprocessSpec | list[PreprocessSpec],
+                cache: CacheConfig) -> tuple[Source, dict[str, str]]:
     """(source, {id: reason} of bad records) — see dataloader.sources.open_source_local."""
     if not cache.enabled:
-        return open_source_local(reader, spec, cache)
+        return open_source_local(reader, specs, cache)
     if is_local_main():
-        opened = open_source_local(reader, spec, cache if is_main() else cache.quiet())
+        opened = open_source_local(reader, specs, cache if is_main() else cache.quiet())
     barrier()
     if not is_local_main():
-        opened = open_source_local(reader, spec, cache.quiet())
+        opened = open_source_local(reader, specs, cache.quiet())
     return opened

@@ -61,28 +61,25 @@ def predict(model: nn.Module, head, loader, device: torch.device, precision: str
 
 def predict_records(bundle: ModelBundle, reader: Reader, cfg: InferenceConfig) -> tuple[np.ndarray, dict]:
     """Ages for every record of ``reader`` (NaN for bad ones) and {id: reason} of the bad records. With
-    ``cfg.tta`` N the age is the mean over N windows covering the record; with ``cfg.bias_correction`` the model's
-    stored correction is applied."""
+    ``cfg.tta`` N the age is the mean over N windows covering the record (one cache holds them all; identical
+    windows are predicted once); with ``cfg.bias_correction`` the model's stored correction is applied."""
     if cfg.bias_correction and not bundle.bias_correction:
         raise CheckpointError(f"{bundle.source}: has no stored bias correction (it is fitted on the validation "
                               f"split during training); run without --bias_correction")
-    ids = reader.ids
-    model = place_model(bundle.model, cfg.device, cfg.fast_layout, training=False)
-    bad: dict[str, str] = duplicate_ids(reader.table)
-    window_ages = []
-    for spec in tta_specs(bundle.preprocessing, cfg.tta):  # one window unless --tta
-        source, bad_signals = open_source(reader, spec, cfg.cache)
-        bad.update(bad_signals)
-        good = np.array([i for i, rid in enumerate(ids) if rid not in bad], dtype=np.int64)
-        ages = np.full(len(ids), np.nan)
-        if len(good):
-            loader = eval_loader(ECGDataset(source, good), cfg.batch_size, cfg.workers,
-                                 pin=cfg.device.type == "cuda")
-            result = predict(model, bundle.head, loader, cfg.device, cfg.precision, cfg.progress,
-                             desc=f"{bundle.arch} on {len(good)} ECGs")
-            ages[good[result["index"]]] = result["age"]
-        window_ages.append(ages)
-    ages = np.mean(window_ages, axis=0)
+    source, bad = open_source(reader, tta_specs(bundle.preprocessing, cfg.tta), cfg.cache)
+    bad.update(duplicate_ids(reader.table))
+    ages = np.full(len(reader), np.nan)
+    good = np.array([i for i, rid in enumerate(reader.ids) if rid not in bad], dtype=np.int64)
+    if len(good):
+        windows = source.rows(good)  # (good, W) rows of the source
+        unique, inverse = np.unique(windows, return_inverse=True)
+        model = place_model(bundle.model, cfg.device, cfg.fast_layout, training=False)
+        loader = eval_loader(ECGDataset(source, unique), cfg.batch_size, cfg.workers, pin=cfg.device.type == "cuda")
+        result = predict(model, bundle.head, loader, cfg.device, cfg.precision, cfg.progress,
+                         desc=f"{bundle.arch} on {len(good)} ECGs")
+        row_ages = np.empty(len(unique))
+        row_ages[result["index"]] = result["age"]
+        ages[good] = row_ages[inverse.reshape(windows.shape)].mean(axis=1)
     if cfg.bias_correction:
         try:
             ages = apply_bias_correction(ages, bundle.bias_correction)

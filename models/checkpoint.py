@@ -163,6 +163,24 @@ def _seed(state_dict: dict, mode: str | None) -> tuple[str, dict, PreprocessSpec
     return arch, args, MAIC, MODE_HEADS[mode or ("adult" if arch == "ResDenseNet" else "child")]
 
 
+MAX_BLOCKS = 64  # no published architecture comes near; a longer description is refused before it is built
+
+
+def _check_shapes(arch: str, args: dict, state_dict: dict, weights: Path) -> None:
+    """The weights must fit the described network exactly; checked on a network built on the 'meta' device (no
+    memory), so a description of an enormous network is refused before anything is allocated."""
+    if len(args.get("blocks_dim", [])) > MAX_BLOCKS:
+        raise CheckpointError(f"{weights}: describes {len(args['blocks_dim'])} blocks (at most {MAX_BLOCKS})")
+    with torch.device("meta"):
+        skeleton = get_model(arch, **args)
+    expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+    given = {k: tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__ for k, v in state_dict.items()}
+    if expected != given:
+        wrong = sorted(k for k in set(expected) | set(given) if expected.get(k) != given.get(k))
+        shown = ", ".join(f"{k} ({given.get(k, 'missing')} vs {expected.get(k, 'unexpected')})" for k in wrong[:5])
+        raise CheckpointError(f"{weights}: weights do not fit {arch}: {len(wrong)} tensor(s) differ: {shown}")
+
+
 def load_bundle(path: str | Path, mode: str | None = None, trust: bool = False) -> ModelBundle:
     """Load any supported checkpoint into a ModelBundle (model in eval mode, on the CPU)."""
     path = Path(path)
@@ -178,13 +196,11 @@ def load_bundle(path: str | Path, mode: str | None = None, trust: bool = False) 
             arch, args, spec, head = _published(_published_config(config_path))
         else:
             arch, args, spec, head = _seed(state_dict, mode)
+        _check_shapes(arch, args, state_dict, weights)
         model = get_model(arch, **args)
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise CheckpointError(f"{weights}: its architecture description cannot be used ({type(exc).__name__}: "
-                              f"{exc})") from exc
-    try:
-        model.load_state_dict(state_dict, strict=True)
-    except RuntimeError as exc:
-        raise CheckpointError(f"{weights}: weights do not fit {arch}({args}): {str(exc).splitlines()[0]}") from exc
+                              f"{str(exc)[:300]})") from exc
+    model.load_state_dict(state_dict, strict=True)
     model.eval()
     return ModelBundle(model, arch, args, spec, head, str(weights), ckpt, ckpt.get("bias_correction"))

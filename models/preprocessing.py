@@ -58,25 +58,35 @@ LIMA = PreprocessSpec(fs=400.0, length=4096, crop="center", pad="center", zscore
 PRESETS = {"maic": MAIC, "lima": LIMA}
 
 
+def resample_ratio(fs_in: float, fs_out: float) -> tuple[int, int]:
+    """(up, down) in lowest terms, the polyphase factors from ``fs_in`` to ``fs_out``."""
+    ratio = Fraction(float(fs_out) / float(fs_in)).limit_denominator(1000)
+    return ratio.numerator, ratio.denominator
+
+
 def resample(signal: np.ndarray, fs_in: float, fs_out: float) -> np.ndarray:
     """Polyphase resampling along the last axis (identity, bit for bit, when the rates are equal)."""
     if float(fs_in) == float(fs_out):
         return signal
-    ratio = Fraction(float(fs_out) / float(fs_in)).limit_denominator(1000)
-    return sps.resample_poly(signal, ratio.numerator, ratio.denominator, axis=-1)
+    up, down = resample_ratio(fs_in, fs_out)
+    return sps.resample_poly(signal, up, down, axis=-1)
+
+
+def crop_start(n: int, length: int, crop: str | float) -> int:
+    """First sample of a ``length`` window of an ``n``-sample signal: the start, the centre, or position ``crop`` ∈
+    [0, 1] of the possible starts."""
+    if crop == "start":
+        return 0
+    if crop == "center":
+        return (n - length) // 2
+    return int(round(float(crop) * (n - length)))
 
 
 def fit_length(signal: np.ndarray, length: int, crop: str | float = "start", pad: str = "end") -> np.ndarray:
-    """Crop (from the start, the centre, or at position ``crop`` ∈ [0, 1] of the possible starts) or zero-pad
-    (at the end or symmetrically) to ``length`` samples."""
+    """Crop (see :func:`crop_start`) or zero-pad (at the end or symmetrically) to ``length`` samples."""
     n = signal.shape[-1]
     if n > length:
-        if crop == "start":
-            start = 0
-        elif crop == "center":
-            start = (n - length) // 2
-        else:
-            start = int(round(float(crop) * (n - length)))
+        start = crop_start(n, length, crop)
         return signal[..., start:start + length]
     if n < length:
         missing = length - n
@@ -86,6 +96,29 @@ def fit_length(signal: np.ndarray, length: int, crop: str | float = "start", pad
     return signal
 
 
+def resample_window(signal: np.ndarray, fs: float, spec: PreprocessSpec) -> np.ndarray:
+    """``fit_length(resample(signal, fs, spec.fs), ...)``, resampling only the part the window needs.
+
+    The window is located on the full resampled record as before; then only the input samples under it, plus a
+    margin wider than the resampling filter, are resampled. The segment starts at a multiple of the decimation
+    factor, so its output samples fall on the full output's grid and equal them (the filter never reaches the
+    segment's own edges inside the window). Work and memory are bounded by the window, not the record."""
+    if float(fs) == float(spec.fs):
+        return fit_length(signal, spec.length, spec.crop, spec.pad)
+    up, down = resample_ratio(fs, spec.fs)
+    n = signal.shape[-1]
+    n_out = -(-n * up // down)  # the full resampled length, ceil(n·up/down)
+    if n_out <= spec.length:
+        return fit_length(resample(signal, fs, spec.fs), spec.length, spec.crop, spec.pad)
+    start = crop_start(n_out, spec.length, spec.crop)
+    margin = -(-10 * max(up, down) // up) + 2  # resample_poly's filter reaches 10·max(up, down) upsampled samples
+    first = max(0, (start * down // up - margin) // down * down)
+    last = min(n, -(-(start + spec.length) * down // up) + margin)
+    segment = resample(signal[..., first:last], fs, spec.fs)
+    offset = start - first * up // down
+    return segment[..., offset:offset + spec.length]
+
+
 @lru_cache(maxsize=16)
 def _bandpass_coefficients(order: int, low: float, high: float, fs: float):
     return sps.butter(order, [low, high], btype="bandpass", fs=fs)
@@ -93,8 +126,7 @@ def _bandpass_coefficients(order: int, low: float, high: float, fs: float):
 
 def preprocess(signal: np.ndarray, fs: float, spec: PreprocessSpec) -> np.ndarray:
     """(12, N) mV at ``fs`` → float32 (12, spec.length), the model's input for one ECG."""
-    x = resample(np.asarray(signal), fs, spec.fs)
-    x = fit_length(x, spec.length, spec.crop, spec.pad)
+    x = resample_window(np.asarray(signal), fs, spec)
     if spec.zscore:
         x = x.astype(np.float64)
         x = (x - x.mean(axis=-1, keepdims=True)) / (x.std(axis=-1, keepdims=True) + 1e-8)

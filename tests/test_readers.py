@@ -66,7 +66,7 @@ def test_cinc_shuffled_leads_are_put_back_in_order(cinc, tmp_path):
 
 def test_hdf5_reader_lazy_parts_and_labels(code15):
     reader = open_reader(code15)
-    assert isinstance(reader, HDF5Reader) and len(reader) == 40 and len(reader.files) == 2
+    assert isinstance(reader, HDF5Reader) and len(reader) == 40 and len(reader.hdf5_files) == 2
     exams = pd.read_csv(code15 / "exams.csv")
     assert reader.ids == exams["exam_id"].astype(str).tolist()
     assert reader.table["age"].tolist() == exams["age"].tolist()
