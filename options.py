@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dataloader.augment import Augment
 from dataloader.maic import MODES, label_csv, template_csv, test_folder, train_folder
 from dataloader.sources import CacheConfig, resolve_cache_dtype
 from engine.inference import InferenceConfig
@@ -28,14 +29,27 @@ from utils.paths import CACHE_DIR, DATA_ROOT_ENV, DATASET_DIR, LOG_DIR, default_
 from utils.runtime import default_infer_batch
 
 MAIC_ARCH = {"adult": "ResDenseNet", "child": "ResUDenseNet"}  # the challenge entry's model of each mode
+_SEED = dict(optimizer="adam", lr_initial=1e-3, weight_decay=0.0, batch_size=32, ema=0.0, warmup_epochs=0.0,
+             head_bias_init="none", crop_seconds=0.0, aug_scale=0.0, aug_noise=0.0, aug_wander=0.0,
+             aug_lead_dropout=0.0, aug_coarse_dropout=0.0)
 RECIPES = {
     # seed recipe of the MAIC ECG AI Challenge 2023 entry
-    "maic": dict(preprocessing="maic", loss="l1", sample_weights="none", scheduler="step", nepoch=60,
+    "maic": dict(_SEED, preprocessing="maic", loss="l1", sample_weights="none", scheduler="step", nepoch=60,
                  best_metric="valid_mae", checkpoints="every_epoch", head="sigmoid"),
     # Lima et al. 2021 companion code (train.py defaults)
-    "lima": dict(preprocessing="lima", loss="mse", sample_weights="inverse_age", scheduler="plateau", nepoch=70,
-                 best_metric="valid_loss", checkpoints="best_only", head="linear"),
+    "lima": dict(_SEED, preprocessing="lima", loss="mse", sample_weights="inverse_age", scheduler="plateau",
+                 nepoch=70, best_metric="valid_loss", checkpoints="best_only", head="linear"),
+    # this project's: the MAIC 2023 winner's preprocessing and schedule family, whole records with random crops and
+    # augmentation, AdamW + cosine with warm-up, EMA weights, the last epoch (no selection on validation data)
+    "modern": dict(preprocessing="modern", loss="l1", sample_weights="none", scheduler="cosine", nepoch=40,
+                   best_metric="last", checkpoints="best", head="linear", optimizer="adamw", lr_initial=1e-3,
+                   weight_decay=0.01, batch_size=32, ema=0.99, warmup_epochs=2.0, head_bias_init="mean",
+                   crop_seconds=5.0, aug_scale=0.1, aug_noise=0.05, aug_wander=0.1, aug_lead_dropout=0.1,
+                   aug_coarse_dropout=0.0),
 }
+RECIPE_OPTIONS = ("preprocessing", "loss", "sample_weights", "scheduler", "best_metric", "head", "optimizer",
+                  "lr_initial", "weight_decay", "batch_size", "ema", "warmup_epochs", "head_bias_init",
+                  "crop_seconds", "aug_scale", "aug_noise", "aug_wander", "aug_lead_dropout", "aug_coarse_dropout")
 Formatter = argparse.ArgumentDefaultsHelpFormatter
 
 
@@ -69,9 +83,10 @@ def add_maic_test(p: argparse.ArgumentParser) -> None:
     add_data_root(g)
     for mode in MODES:
         g.add_argument(f"--test_for_{mode}", default=None, help=f"folder of {mode} test .npy files")
-        g.add_argument(f"--weights_{mode}", default=None,
-                       help=f"{mode} checkpoint (.pt, seed .pt or run folder); default: the best checkpoint of "
-                            f"the default {mode} run, <log_dir>/{MAIC_ARCH[mode]}_{mode}/best.pt")
+        g.add_argument(f"--weights_{mode}", nargs="+", default=None,
+                       help=f"{mode} checkpoint(s) (.pt, seed .pt, run folder, cross-validated run folder; several "
+                            f"are averaged); default: the best checkpoint of the default {mode} run, "
+                            f"<log_dir>/{MAIC_ARCH[mode]}_{mode}/best.pt")
     g.add_argument("--submission_template", default=None, help="template submission.csv (FILENAME, GENDER, AGE)")
     g.add_argument("--log_dir", default=str(LOG_DIR), help="where the default runs' checkpoints are")
 
@@ -106,9 +121,9 @@ def add_model(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
     add_mode(g)
     g.add_argument("--arch", default=None, choices=tuple(MODELS),
-                   help="default: ResDenseNet for adult, ResUDenseNet for child")
+                   help="default: ECGEfficientNet for --recipe modern, else ResDenseNet (adult) / ResUDenseNet (child)")
     g.add_argument("--recipe", default="auto", choices=("auto", *RECIPES),
-                   help="training recipe; auto = lima for ResNet1d, maic otherwise")
+                   help="training recipe; auto = lima for ResNet1d, modern for ECGEfficientNet, maic otherwise")
     g.add_argument("--out_ch", type=int, default=None, help="MAIC models' width (default 128 adult / 256 child)")
     g.add_argument("--mid_ch", type=int, default=None, help="MAIC models' U-block width (default 64)")
     g.add_argument("--net_filter_size", type=int, nargs="+", default=None, help="ResNet1d filters per block")
@@ -119,20 +134,30 @@ def add_model(p: argparse.ArgumentParser) -> None:
     g.add_argument("--head", default="auto", choices=("auto", "sigmoid", "linear"))
     g.add_argument("--age_min", type=float, default=None, help="lower bound of the sigmoid head (19 / 0)")
     g.add_argument("--age_max", type=float, default=None, help="upper bound of the sigmoid head (122 / 9)")
-    g.add_argument("--head_bias_init", default="none", choices=("none", "mean"),
-                   help="mean: start the output layer's bias at the training-mean age (the seed starts at random)")
-    g.add_argument("--preprocessing", default="auto", choices=("auto", "maic", "lima"))
+    g.add_argument("--head_bias_init", default=None, choices=("none", "mean"),
+                   help="mean: start the output layer's bias at the training-mean age (the seed recipes start at "
+                        "random; the modern recipe at the mean)")
+    g.add_argument("--width", type=float, default=None, help="ECGEfficientNet channel multiplier (1.0)")
+    g.add_argument("--sex_input", action="store_true",
+                   help="ECGEfficientNet: give the network the person's sex where the labels carry it (off)")
+    g.add_argument("--preprocessing", default="auto", choices=("auto", "maic", "lima", "modern"))
     g.add_argument("--sample_rate", type=float, default=None, help="model's sampling rate (500 MAIC, 400 Lima)")
     g.add_argument("--seq_length", type=int, default=None, help="model's input length in samples (4096)")
 
 
 def add_training(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("training")
-    g.add_argument("--batch_size", type=int, default=32, help="global batch size (all processes together)")
-    g.add_argument("--nepoch", type=int, default=None, help="epochs (60 MAIC, 70 Lima)")
-    g.add_argument("--lr_initial", type=float, default=1e-3)
-    g.add_argument("--weight_decay", type=float, default=0.0)
-    g.add_argument("--scheduler", default="auto", choices=("auto", "step", "plateau"))
+    g.add_argument("--batch_size", type=int, default=None, help="global batch size, all processes together (32)")
+    g.add_argument("--nepoch", type=int, default=None, help="epochs (60 MAIC, 70 Lima, 40 modern)")
+    g.add_argument("--lr_initial", type=float, default=None, help="learning rate (1e-3)")
+    g.add_argument("--weight_decay", type=float, default=None, help="weight decay (0; 0.01 modern, decoupled)")
+    g.add_argument("--optimizer", default=None, choices=("adam", "adamw"), help="adam (seed recipes), adamw (modern)")
+    g.add_argument("--scheduler", default="auto", choices=("auto", "step", "plateau", "cosine"),
+                   help="step/plateau per epoch (MAIC/Lima); cosine per step after --warmup_epochs (modern)")
+    g.add_argument("--warmup_epochs", type=float, default=None, help="linear warm-up before the cosine decay (2)")
+    g.add_argument("--ema", type=float, default=None,
+                   help="decay of the exponential moving average of the weights, which is validated and saved "
+                        "(0 = off; 0.99 modern)")
     g.add_argument("--decay_epoch", type=int, default=20, help="StepLR step size (epochs)")
     g.add_argument("--decay_gamma", type=float, default=0.1, help="StepLR factor")
     g.add_argument("--patience", type=int, default=7, help="ReduceLROnPlateau patience")
@@ -144,7 +169,13 @@ def add_training(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max_weight", type=float, default=math.inf,
                    help="cap the inverse-age weights at this value before they are renormalised to mean 1 (so "
                         "the final largest weight can exceed it, as in Lima et al.'s code)")
-    g.add_argument("--best_metric", default="auto", choices=("auto", "valid_mae", "valid_loss"))
+    g.add_argument("--best_metric", default="auto", choices=("auto", "valid_mae", "valid_loss", "last"),
+                   help="which epoch best.pt holds: lowest validation MAE / loss, or the last one (modern: no "
+                        "selection on the validation split, so out-of-fold estimates stay honest)")
+    g.add_argument("--folds", type=int, default=1,
+                   help="K > 1: train K models on K patient-level folds (age-stratified where there are no patient "
+                        "ids, as MAIC), each validated on its held-out fold; writes oof.csv and cv.json and the "
+                        "fold models in fold_<k>/ (test_interface --weights RUN_DIR averages them)")
     g.add_argument("--max_steps_per_epoch", type=int, default=0, help="cap train steps per epoch (0 = all)")
     g.add_argument("--infer_batch_size", type=int, default=None,
                    help="validation batch (default: 4×batch_size on GPUs, 8 on CPUs)")
@@ -158,6 +189,19 @@ def add_training(p: argparse.ArgumentParser) -> None:
     g.add_argument("--sync_bn", action="store_true", help="SyncBatchNorm across processes (GPU, torchrun)")
     g.add_argument("--compile", default="auto", choices=("auto", "on", "off"),
                    help="torch.compile the model (auto = on CUDA only)")
+
+
+def add_augmentation(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("augmentation (training only; strengths in z-scored units, 0 = off)")
+    g.add_argument("--crop_seconds", type=float, default=None,
+                   help="random training crops of this many seconds of each record (0 = the model's whole input; "
+                        "modern: 5)")
+    g.add_argument("--aug_scale", type=float, default=None, help="amplitude factor U(1 − s, 1 + s) per record")
+    g.add_argument("--aug_noise", type=float, default=None, help="Gaussian noise standard deviation")
+    g.add_argument("--aug_wander", type=float, default=None, help="baseline wander amplitude (0.05–0.5 Hz)")
+    g.add_argument("--aug_lead_dropout", type=float, default=None, help="probability of zeroing each lead")
+    g.add_argument("--aug_coarse_dropout", type=float, default=None,
+                   help="probability of zeroing one 10%% segment of a record across all leads")
 
 
 def add_runtime(p: argparse.ArgumentParser) -> None:
@@ -186,7 +230,9 @@ def add_trust(g) -> None:
 def add_inference(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("inference and bad input")
     add_mode(g)
-    g.add_argument("--weights", default=None, help="checkpoint or run/model folder for --input")
+    g.add_argument("--weights", nargs="+", default=None,
+                   help="checkpoint(s) or run/model folder(s) for --input; a cross-validated run folder stands for "
+                        "its fold models, and all given models are averaged (an ensemble)")
     g.add_argument("--output", default=None, help="output CSV (default score/submission.csv, or predicted_age.csv "
                                                   "for --input)")
     g.add_argument("--tta", type=int, default=1, help="average over this many windows covering the record")
@@ -231,6 +277,7 @@ def train_parser() -> argparse.ArgumentParser:
     add_training_data(p)
     add_model(p)
     add_training(p)
+    add_augmentation(p)
     add_runtime(p)
     add_on_bad(p, ("error", "skip"))
     return p
@@ -258,7 +305,7 @@ def report_parser() -> argparse.ArgumentParser:
 def _fill_maic_paths(args: argparse.Namespace, paths: dict[str, Path], only_existing: bool) -> None:
     for key, path in paths.items():
         if getattr(args, key) is None and (path.exists() or not only_existing):
-            setattr(args, key, str(path))
+            setattr(args, key, [str(path)] if key.startswith("weights_") else str(path))
 
 
 def resolve_train(args: argparse.Namespace) -> argparse.Namespace:
@@ -267,11 +314,12 @@ def resolve_train(args: argparse.Namespace) -> argparse.Namespace:
         root = args.data_root or default_data_root()
         _fill_maic_paths(args, {f"train_for_{args.mode}": train_folder(root, args.mode),
                                 f"train_for_{args.mode}_label": label_csv(root, args.mode)}, only_existing=False)
-    args.arch = args.arch or MAIC_ARCH[args.mode]
-    args.recipe = args.recipe if args.recipe != "auto" else ("lima" if args.arch == "ResNet1d" else "maic")
+    args.arch = args.arch or ("ECGEfficientNet" if args.recipe == "modern" else MAIC_ARCH[args.mode])
+    args.recipe = args.recipe if args.recipe != "auto" else \
+        {"ResNet1d": "lima", "ECGEfficientNet": "modern"}.get(args.arch, "maic")
     recipe = RECIPES[args.recipe]
-    for key in ("loss", "sample_weights", "scheduler", "best_metric", "head", "preprocessing"):
-        if getattr(args, key) == "auto":
+    for key in RECIPE_OPTIONS:
+        if getattr(args, key) in ("auto", None):
             setattr(args, key, recipe[key])
     args.nepoch = args.nepoch if args.nepoch is not None else recipe["nepoch"]
     args.checkpoints = recipe["checkpoints"]
@@ -295,6 +343,10 @@ def _check_train(args: argparse.Namespace) -> None:
         raise UserError(f"--age_max ({args.age_max}) must be above --age_min ({args.age_min})")
     if args.max_weight <= 0:
         raise UserError("--max_weight must be positive")
+    if args.folds < 1 or not 0 <= args.ema < 1 or args.crop_seconds < 0:
+        raise UserError("--folds must be ≥ 1, --ema in [0, 1) and --crop_seconds ≥ 0")
+    if args.sex_input and args.arch != "ECGEfficientNet":
+        raise UserError("--sex_input needs --arch ECGEfficientNet (the published networks take no sex input)")
 
 
 def resolve_test(args: argparse.Namespace) -> argparse.Namespace:
@@ -335,8 +387,10 @@ def inference_config(args: argparse.Namespace, device: torch.device, precision: 
 
 
 def train_config(args: argparse.Namespace, device: torch.device, train_median_age: float) -> TrainConfig:
-    return TrainConfig(nepoch=args.nepoch, lr=args.lr_initial, weight_decay=args.weight_decay, loss=args.loss,
-                       scheduler=args.scheduler, decay_epoch=args.decay_epoch, decay_gamma=args.decay_gamma,
+    return TrainConfig(nepoch=args.nepoch, lr=args.lr_initial, weight_decay=args.weight_decay,
+                       optimizer=args.optimizer, loss=args.loss, scheduler=args.scheduler,
+                       warmup_epochs=args.warmup_epochs, ema=args.ema, decay_epoch=args.decay_epoch,
+                       decay_gamma=args.decay_gamma,
                        patience=args.patience, lr_factor=args.lr_factor, min_lr=args.min_lr,
                        best_metric=args.best_metric, checkpoints=args.checkpoints,
                        max_steps_per_epoch=args.max_steps_per_epoch,
@@ -363,3 +417,11 @@ def clip_to_mode(ages, mode: str):
     """Ages inside the MAIC bounds of ``mode`` (a linear-head model could leave them)."""
     head = MODE_HEADS[mode]
     return np.clip(ages, head.low, head.high)
+
+
+def augment(args: argparse.Namespace, fs: float) -> Augment | None:
+    """The training augmentation of these options (None when every one is off)."""
+    crop = int(round(args.crop_seconds * fs))
+    settings = Augment(crop=crop, scale=args.aug_scale, noise=args.aug_noise, wander=args.aug_wander,
+                       lead_dropout=args.aug_lead_dropout, coarse_dropout=args.aug_coarse_dropout, fs=fs)
+    return settings if settings != Augment(fs=fs) else None

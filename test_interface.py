@@ -25,8 +25,8 @@ from dataloader.dataset import default_workers
 from dataloader.maic import MODES, assign_rows, read_template, template_ids
 from dataloader.records import NpyFolderReader, Reader, open_reader
 from dataloader.sources import apply_policy
-from engine.inference import InferenceConfig, predict_records
-from models.checkpoint import ModelBundle, load_bundle, resolve_weights
+from engine.inference import InferenceConfig, predict_ensemble
+from models.checkpoint import ModelBundle, ensemble_members, load_ensemble, resolve_weights
 from utils.cli import run_main
 from utils.errors import BadInputError, CheckpointError, RecordError, UserError
 from utils.io import check_not_an_input, check_spreadsheet_safe, write_csv
@@ -65,22 +65,22 @@ def finish(ages: np.ndarray, ids: list[str], bad: dict, on_bad: str, bundle: Mod
     return keep
 
 
-def predict_for(weights: str, mode: str, reader: Reader, args: argparse.Namespace, cfg: InferenceConfig,
+def predict_for(weights: list[str], mode: str, reader: Reader, args: argparse.Namespace, cfg: InferenceConfig,
                 what: str) -> tuple[np.ndarray, np.ndarray]:
-    """(ages, positions to write) of ``reader``'s records with the model at ``weights``."""
-    bundle = load_bundle(weights, mode=mode, trust=args.trust_checkpoint)
-    log(f"{what}: {bundle.arch} from {bundle.source} ({bundle.preprocessing.fs:g} Hz, "
-        f"{bundle.preprocessing.length} samples) on {len(reader)} {reader.format} record(s); device {cfg.device}, "
-        f"{cfg.precision}")
-    ages, bad = predict_records(bundle, reader, cfg)
-    return ages, finish(ages, reader.ids, bad, args.on_bad, bundle, what)
+    """(ages, positions to write) of ``reader``'s records with the model(s) at ``weights`` (averaged)."""
+    bundles = load_ensemble(weights, mode=mode, trust=args.trust_checkpoint)
+    models = f"{bundles[0].arch} from {bundles[0].source}" if len(bundles) == 1 else \
+        f"an ensemble of {len(bundles)} models ({', '.join(sorted({b.arch for b in bundles}))})"
+    log(f"{what}: {models} on {len(reader)} {reader.format} record(s); device {cfg.device}, {cfg.precision}")
+    ages, bad = predict_ensemble(bundles, reader, cfg)
+    return ages, finish(ages, reader.ids, bad, args.on_bad, bundles[0], what)
 
 
 def check_output(output: Path, ids, inputs: list, weights: list) -> None:
     """Before any work: the ids can be written safely and the output replaces none of the inputs."""
     check_spreadsheet_safe(ids, "record id(s)")
     weight_files = []
-    for path in (w for w in weights if w is not None):
+    for path in (m for w in weights for m in ensemble_members(w)):
         try:
             weight_files.extend(f for f in resolve_weights(Path(path)) if f is not None)
         except CheckpointError:
@@ -98,7 +98,7 @@ def run_records(args: argparse.Namespace, cfg: InferenceConfig) -> Path:
     if len(reader) == 0:
         raise UserError(f"{args.input} holds no records")
     output = Path(args.output or PREDICTIONS)
-    check_output(output, reader.ids, [args.input, *reader.input_files()], [weights])
+    check_output(output, reader.ids, [args.input, *reader.input_files()], weights)
     ages, keep = predict_for(weights, args.mode, reader, args, cfg, "the predictions")
     write_csv(output, pd.DataFrame({"ids": [reader.ids[i] for i in keep], "predicted_age": ages[keep]}))
     return output
@@ -124,7 +124,8 @@ def run_submission(args: argparse.Namespace, cfg: InferenceConfig) -> Path:
     template_path = Path(args.submission_template)
     template = read_template(template_path)
     output = Path(args.output or SUBMISSION)
-    check_output(output, template["FILENAME"], [template_path], [getattr(args, f"weights_{m}") for m in MODES])
+    check_output(output, template["FILENAME"], [template_path],
+                 [w for m in MODES for w in (getattr(args, f"weights_{m}") or [])])
     modes = assign_rows(template, folders, template_path)
     names = template_ids(template)
     needed = {m: np.flatnonzero(modes == m) for m in MODES}

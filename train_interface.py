@@ -20,14 +20,16 @@ import pandas as pd
 import torch
 
 import options as opts
-from dataloader.dataset import ECGDataset, default_workers, eval_loader, train_loader
+from dataloader.dataset import ECGDataset, default_workers, eval_loader, sex_codes, train_loader
 from dataloader.maic import dataset_csv_paths, maic_dataset_csvs, read_dataset_csv
 from dataloader.records import NpyFolderReader, Reader, open_reader
 from dataloader.sources import apply_policy, duplicate_ids, label_problems
-from dataloader.splits import DECADE_BINS, patient_split, strat_fold_split, stratified_split
+from dataloader.splits import DECADE_BINS, kfold_split, patient_split, strat_fold_split, stratified_split
+from engine.crossval import write_cross_validation
 from engine.data import open_source
+from engine.inference import predict
 from engine.losses import inverse_age_weights
-from engine.runs import RunLock, latest_checkpoint, run_dir
+from engine.runs import RunLock, best_checkpoint_name, latest_checkpoint, run_dir
 from engine.trainer import fit
 from models import get_model, model_args, output_layer
 from models.checkpoint import ModelBundle, load_bundle
@@ -117,8 +119,11 @@ def split_records(args: argparse.Namespace, reader: Reader, usable: np.ndarray) 
     return usable[train], usable[valid], f"{reader.format} {args.input} (split: {method})"
 
 
-def loaders(args: argparse.Namespace, source, ages: np.ndarray, train: np.ndarray, valid: np.ndarray,
-            device: torch.device, rank: int, world: int):
+def loaders(args: argparse.Namespace, source, table: pd.DataFrame, train: np.ndarray, valid: np.ndarray,
+            fs: float, device: torch.device, rank: int, world: int):
+    """(training loader: shuffled, sharded, augmented; validation loader: every record once across ranks)."""
+    ages = pd.to_numeric(table["age"], errors="coerce").to_numpy(np.float32)
+    sex = sex_codes(table["sex"]) if "sex" in table.columns else np.full(len(table), 0.5, np.float32)
     weights = {part: None for part in ("train", "valid")}
     if args.sample_weights == "inverse_age":
         weights = {"train": inverse_age_weights(ages[train], args.max_weight),
@@ -126,14 +131,17 @@ def loaders(args: argparse.Namespace, source, ages: np.ndarray, train: np.ndarra
     workers = opts.workers(args, default_workers(device, args.cache == "on", world))
     pin = device.type == "cuda"
     batch = args.infer_batch_size or default_infer_batch(device, args.batch_size // world)
-    return (train_loader(ECGDataset(source, train, ages[train], weights["train"]), args.batch_size, args.seed,
-                         workers, rank, world, pin),
-            eval_loader(ECGDataset(source, valid, ages[valid], weights["valid"]), batch, workers, rank, world, pin))
+    train_set = ECGDataset(source, train, ages[train], weights["train"], sex[train], opts.augment(args, fs), args.seed)
+    valid_set = ECGDataset(source, valid, ages[valid], weights["valid"], sex[valid])
+    return (train_loader(train_set, args.batch_size, args.seed, workers, rank, world, pin),
+            eval_loader(valid_set, batch, workers, rank, world, pin))
 
 
 # ---- model -------------------------------------------------------------------------------------------------------
 def architecture_overrides(args: argparse.Namespace) -> dict:
     """Constructor arguments given on the command line (the seed's and the published option names)."""
+    if args.arch == "ECGEfficientNet":
+        return {"sex_input": args.sex_input, **({"width": args.width} if args.width else {})}
     if args.arch != "ResNet1d":
         return {k: getattr(args, k) for k in ("out_ch", "mid_ch") if getattr(args, k)}
     base = model_args("ResNet1d")
@@ -219,14 +227,46 @@ def main(argv=None) -> int:
 
 
 def train(args: argparse.Namespace, run: Path, device: torch.device, precision: str, rank: int, world: int) -> None:
-    """One training run in its (locked) folder: starting point → records → split → fit → learning curves."""
-    bundle, start = starting_point(args, run)
+    """One training run in its (locked) folder: records → bad-input policy → one split, or K folds."""
+    bundle, start = starting_point(args, run if args.folds == 1 else run / "fold_0")
     args.arch = bundle.arch
+    if args.crop_seconds and args.arch == "ResNet1d":
+        raise UserError("--crop_seconds needs a network that takes any length; ResNet1d takes exactly its seq_length")
     reader = training_reader(args)
     check_spreadsheet_safe(reader.ids, "record id(s)")
     source, bad_signals = open_source(reader, bundle.preprocessing, opts.cache_config(args, precision))
-    train_rows, valid_rows, description = split_records(args, reader, usable_records(reader, bad_signals,
-                                                                                     args.on_bad))
+    usable = usable_records(reader, bad_signals, args.on_bad)
+    context = (source, reader, device, precision, rank, world)
+    if args.folds == 1:
+        train_rows, valid_rows, description = split_records(args, reader, usable)
+        train_model(args, run, bundle, start, train_rows, valid_rows, description, context)
+        return
+    table = reader.table.iloc[usable]
+    folds = kfold_split(table["age"], table["patient_id"] if "patient_id" in table.columns else None, args.folds,
+                        args.seed)
+    oof = np.full(len(usable), np.nan)
+    for k in range(args.folds):
+        if k:
+            bundle, start = starting_point(args, run / f"fold_{k}")
+        held_out = usable[folds == k]
+        description = f"{reader.format} {args.input or 'MAIC ' + args.mode}, fold {k + 1}/{args.folds}"
+        trained = train_model(args, run / f"fold_{k}", bundle, start, usable[folds != k], held_out, description,
+                              context)
+        if is_main():
+            oof[folds == k] = predict_rows(trained, source, reader, held_out, device, precision)
+        barrier()
+    if is_main():
+        ages = pd.to_numeric(reader.table["age"], errors="coerce").to_numpy(float)[usable]
+        cv = write_cross_validation(run, reader.table["id"].iloc[usable].tolist(), ages, oof, folds, args.seed)
+        log(f"{args.folds}-fold cross-validation: out-of-fold MAE {cv['pooled']['mae']:.2f} (95% CI "
+            f"{cv['pooled']['mae_ci95'][0]:.2f}–{cv['pooled']['mae_ci95'][1]:.2f}) on {cv['pooled']['n']} ECGs → "
+            f"{run / 'oof.csv'}, {run / 'cv.json'}")
+
+
+def train_model(args: argparse.Namespace, run: Path, bundle: ModelBundle, start: dict | None, train_rows: np.ndarray,
+                valid_rows: np.ndarray, description: str, context: tuple) -> ModelBundle:
+    """Train one model on ``train_rows`` validated on ``valid_rows`` into ``run``; returns its best checkpoint."""
+    source, reader, device, precision, rank, world = context
     if len(train_rows) == 0 or len(valid_rows) == 0:
         raise UserError(f"{description} leaves {len(train_rows)} training and {len(valid_rows)} validation records; "
                         f"both need at least one")
@@ -235,19 +275,37 @@ def train(args: argparse.Namespace, run: Path, device: torch.device, precision: 
         init_head_bias(bundle, float(ages[train_rows].mean()))
     cfg = opts.train_config(args, device, float(np.median(ages[train_rows])))
     if is_main():
+        run.mkdir(parents=True, exist_ok=True)
         for stale in run.glob(".*.tmp"):  # temporaries of a run killed mid-write (the lock says it is not running)
             stale.unlink(missing_ok=True)
         save_run_files(args, bundle, run, reader, train_rows, valid_rows)
         log(f"{bundle.arch} ({sum(p.numel() for p in bundle.model.parameters()):,} parameters, {args.recipe} "
             f"recipe) on {description}: {len(train_rows)} train / {len(valid_rows)} valid ECGs; device {device}, "
             f"{precision}, {world} process(es) → {run}")
-    loader_pair = loaders(args, source, ages, train_rows, valid_rows, device, rank, world)
+    loader_pair = loaders(args, source, reader.table, train_rows, valid_rows, bundle.preprocessing.fs, device, rank,
+                          world)
     progress = fit(bundle, *loader_pair, cfg, run, device, precision, start=start,
                    resumed=args.resume and start is not None, world=world, log=log)
     if is_main():
         plot_learning_curves(run / "history.csv", run / "learning_curves.png")
-        log(f"done: best {cfg.best_metric} {progress.best:.4f}; checkpoints in {run} (each with the age-gap bias "
-            f"correction fitted on its validation predictions; use test_interface --bias_correction)")
+        final = progress.history[-1]["valid_mae"] if progress.history else float("nan")
+        which = f"last epoch (valid_mae {final:.4f})" if cfg.best_metric == "last" else \
+            f"best {cfg.best_metric} {progress.best:.4f}"
+        log(f"done: {which}; checkpoints in {run} (each with the age-gap bias correction fitted on its validation "
+            f"predictions; use test_interface --bias_correction)")
+    best = run / best_checkpoint_name(cfg.checkpoints)
+    return load_bundle(best, mode=args.mode) if is_main() and cfg.best_metric != "last" else bundle
+
+
+def predict_rows(bundle: ModelBundle, source, reader: Reader, rows: np.ndarray, device, precision: str) -> np.ndarray:
+    """Ages of the records at ``rows`` (the held-out fold) from ``bundle``, in their order."""
+    table = reader.table
+    sex = sex_codes(table["sex"].iloc[rows]) if "sex" in table.columns else None
+    loader = eval_loader(ECGDataset(source, rows, sex=sex), default_infer_batch(device, 32), 0)
+    result = predict(bundle.model.to(device), bundle.head, loader, device, precision)
+    ages = np.empty(len(rows))
+    ages[result["index"]] = result["age"]
+    return ages
 
 
 def entry(argv=None) -> int:

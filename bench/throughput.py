@@ -29,12 +29,13 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from dataloader.augment import Augment
 from dataloader.cache import build_cache
 from dataloader.dataset import ECGDataset, default_workers, eval_loader, train_loader
 from dataloader.records import NpyFolderReader, PTBXLReader
 from dataloader.sources import resolve_cache_dtype
 from models import ADULT_HEAD, LINEAR_HEAD, MODELS, get_model
-from models.preprocessing import LIMA, MAIC, preprocess
+from models.preprocessing import LIMA, MAIC, MODERN, preprocess
 from utils.paths import ROOT
 from utils.runtime import (
     autocast,
@@ -45,6 +46,7 @@ from utils.runtime import (
     resolve_precision,
 )
 
+TRAIN_CROP = {"ECGEfficientNet": 2500}  # the modern recipe trains on 5-s crops of the 10-s record
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12}
 
 
@@ -148,7 +150,8 @@ def default_path(head, reader, spec, ages, args, device, precision, tmp: Path, r
     fast_model = place_model(get_model(args.arch), device, fast_layout=True, training=True)
     compiled = torch.compile(fast_model) if device.type == "cuda" else None
     workers = default_workers(device, cached=True)
-    loader = train_loader(ECGDataset(cache, np.arange(len(reader)), ages), args.batch_size, seed=0,
+    crop = Augment(crop=TRAIN_CROP[args.arch]) if args.arch in TRAIN_CROP else None  # the recipe's random crops
+    loader = train_loader(ECGDataset(cache, np.arange(len(reader)), ages, augment=crop), args.batch_size, seed=0,
                           workers=workers, pin=device.type == "cuda")
     train = time_training(fast_model, head, _cycle(loader), args.steps, args.warmup + (2 if compiled else 0),
                           device, precision, compiled)
@@ -183,7 +186,8 @@ def main(argv=None) -> dict:
     precision = resolve_precision(args.precision, device)
     configure_backends(device, precision, deterministic=False)
     torch.manual_seed(0)
-    spec, head = (LIMA, LINEAR_HEAD) if args.arch == "ResNet1d" else (MAIC, ADULT_HEAD)
+    spec = {"ResNet1d": LIMA, "ECGEfficientNet": MODERN}.get(args.arch, MAIC)
+    head = ADULT_HEAD if spec is MAIC else LINEAR_HEAD
     result = {"arch": args.arch, "device": args.device, "batch_size": args.batch_size, "precision": precision,
               "threads": torch.get_num_threads(), "steps": args.steps,
               **({"gpu": torch.cuda.get_device_name()} if device.type == "cuda" else

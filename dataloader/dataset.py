@@ -11,31 +11,42 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+SEX_CODE = {"M": 1.0, "F": 0.0}  # the model's sex input; unknown is 0.5
+
+
+def sex_codes(sex) -> np.ndarray:
+    """'M'/'F'/None per record → 1.0 / 0.0 / 0.5 (float32)."""
+    return np.array([SEX_CODE.get(s, 0.5) for s in sex], dtype=np.float32)
+
 
 class ECGDataset(Dataset):
-    """Rows of a source (a SignalCache, or an OnTheFly reader + specs) with optional targets and weights. With one
-    window per record — training, plain inference — a row is the record's position in its reader."""
+    """Rows of a source (a SignalCache, or an OnTheFly reader + specs) with optional targets, weights and sex codes.
+    With one window per record — training, plain inference — a row is the record's position in its reader.
+    ``augment`` (training only) transforms each batch with a generator seeded by ``seed`` and the batch's rows, so
+    an epoch's augmentations are reproducible (an interrupted run resumes identically) and differ between epochs
+    (the sampler reshuffles the batches)."""
 
-    def __init__(self, source, rows, targets=None, weights=None):
+    def __init__(self, source, rows, targets=None, weights=None, sex=None, augment=None, seed: int = 0):
         self.source = source
         self.positions = np.asarray(rows, dtype=np.int64)
         n = len(self.positions)
         self.targets = np.zeros(n, np.float32) if targets is None else np.asarray(targets, np.float32)
         self.weights = np.ones(n, np.float32) if weights is None else np.asarray(weights, np.float32)
-        if not (len(self.targets) == len(self.weights) == n):
-            raise ValueError("rows, targets and weights must have the same length")
+        self.sex = np.full(n, 0.5, np.float32) if sex is None else np.asarray(sex, np.float32)
+        if not (len(self.targets) == len(self.weights) == len(self.sex) == n):
+            raise ValueError("rows, targets, weights and sex must have the same length")
+        self.augment, self.seed = augment, seed
 
     def __len__(self) -> int:
         return len(self.positions)
 
-    def _signals(self, rows: np.ndarray) -> np.ndarray:
-        return self.source.read(rows)
-
     def __getitems__(self, indices) -> dict:
         indices = np.asarray(indices, dtype=np.int64)
-        return {"x": torch.from_numpy(self._signals(self.positions[indices])),
-                "y": torch.from_numpy(self.targets[indices]),
-                "w": torch.from_numpy(self.weights[indices]),
+        x = self.source.read(self.positions[indices])
+        if self.augment is not None:
+            x = self.augment(x, np.random.default_rng([self.seed, *indices.tolist()]))
+        return {"x": torch.from_numpy(x), "y": torch.from_numpy(self.targets[indices]),
+                "w": torch.from_numpy(self.weights[indices]), "sex": torch.from_numpy(self.sex[indices]),
                 "index": torch.from_numpy(indices)}
 
     def __getitem__(self, index: int) -> dict:

@@ -3,11 +3,14 @@
 * ``stratified_split``: the seed's 9:1 split, stratified by age bin, reproducible from the seed.
 * ``patient_split``: whole patients go to one side, so no patient appears in two splits (CODE-15%, PTB-XL).
 * ``strat_fold_split``: PTB-XL's recommended folds (1–8 train, 9 valid, 10 test).
+* ``kfold_split``: K folds for cross-validation, patient-disjoint and balanced in age.
 """
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+
+from utils.errors import UserError
 
 DECADE_BINS = list(range(0, 140, 10))  # age decades 0–130: the stratification bins of non-MAIC data
 
@@ -55,3 +58,25 @@ def strat_fold_split(folds) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """PTB-XL: folds 1–8 train, 9 valid, 10 test (positions)."""
     folds = pd.to_numeric(pd.Series(folds), errors="coerce").to_numpy()
     return np.flatnonzero((folds >= 1) & (folds <= 8)), np.flatnonzero(folds == 9), np.flatnonzero(folds == 10)
+
+
+def kfold_split(ages, patient_ids, k: int, seed: int) -> np.ndarray:
+    """The fold (0..k-1) of every record: all records of a patient share a fold (records without a patient id are
+    their own patient), and folds are balanced in age — patients are sorted by mean age (ties in a seeded random
+    order) and each run of k consecutive patients is dealt to the k folds in a random order."""
+    ages = pd.to_numeric(pd.Series(ages), errors="coerce").to_numpy(np.float64)
+    ids = [None] * len(ages) if patient_ids is None else list(patient_ids)
+    keys = np.array([f"#row{i}" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v)
+                     for i, v in enumerate(ids)])
+    patients, inverse = np.unique(keys, return_inverse=True)
+    if len(patients) < k:
+        raise UserError(f"{k} folds need at least {k} patients; the usable records come from {len(patients)}")
+    mean_age = np.bincount(inverse, weights=ages) / np.bincount(inverse)
+    rng = np.random.default_rng(seed)
+    shuffled = rng.permutation(len(patients))
+    order = shuffled[np.argsort(mean_age[shuffled], kind="stable")]
+    fold_of_patient = np.empty(len(patients), np.int64)
+    for start in range(0, len(order), k):
+        block = order[start:start + k]
+        fold_of_patient[block] = rng.permutation(k)[:len(block)]
+    return fold_of_patient[inverse]

@@ -14,10 +14,10 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from dataloader.dataset import ECGDataset, eval_loader
+from dataloader.dataset import ECGDataset, eval_loader, sex_codes
 from dataloader.records import Reader
 from dataloader.sources import CacheConfig, duplicate_ids
-from models.checkpoint import ModelBundle
+from models.checkpoint import ModelBundle, unwrap
 from models.preprocessing import tta_specs
 from utils.errors import CheckpointError
 from utils.metrics import apply_bias_correction
@@ -42,6 +42,14 @@ class InferenceConfig:
     progress: bool = False
 
 
+def forward(net: nn.Module, batch: dict, device: torch.device) -> torch.Tensor:
+    """The network's raw output for a batch; networks built with a sex input also get the batch's sex codes."""
+    x = batch["x"].to(device, non_blocking=True)
+    if getattr(unwrap(net), "sex_input", False):
+        return net(x, batch["sex"].to(device, non_blocking=True))
+    return net(x)
+
+
 @torch.no_grad()
 def predict(model: nn.Module, head, loader, device: torch.device, precision: str, progress: bool = False,
             desc: str = "predict") -> dict:
@@ -50,7 +58,7 @@ def predict(model: nn.Module, head, loader, device: torch.device, precision: str
     out = {"index": [], "age": [], "target": [], "weight": []}
     for batch in tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False):
         with autocast(device, precision):
-            raw = model(batch["x"].to(device, non_blocking=True))
+            raw = forward(model, batch, device)
         out["age"].append(head(raw).cpu().numpy().astype(np.float64))
         out["index"].append(batch["index"].numpy())
         out["target"].append(batch["y"].numpy().astype(np.float64))
@@ -72,9 +80,12 @@ def predict_records(bundle: ModelBundle, reader: Reader, cfg: InferenceConfig) -
     good = np.array([i for i, rid in enumerate(reader.ids) if rid not in bad], dtype=np.int64)
     if len(good):
         windows = source.rows(good)  # (good, W) rows of the source
-        unique, inverse = np.unique(windows, return_inverse=True)
+        unique, first, inverse = np.unique(windows, return_index=True, return_inverse=True)
+        record_of_row = np.repeat(good, windows.shape[1])[first]
+        sex = sex_codes(reader.table["sex"]) if "sex" in reader.table.columns else np.full(len(reader), 0.5)
         model = place_model(bundle.model, cfg.device, cfg.fast_layout, training=False)
-        loader = eval_loader(ECGDataset(source, unique), cfg.batch_size, cfg.workers, pin=cfg.device.type == "cuda")
+        loader = eval_loader(ECGDataset(source, unique, sex=sex[record_of_row]), cfg.batch_size, cfg.workers,
+                             pin=cfg.device.type == "cuda")
         result = predict(model, bundle.head, loader, cfg.device, cfg.precision, cfg.progress,
                          desc=f"{bundle.arch} on {len(good)} ECGs")
         row_ages = np.empty(len(unique))
@@ -86,3 +97,14 @@ def predict_records(bundle: ModelBundle, reader: Reader, cfg: InferenceConfig) -
         except ValueError as exc:
             raise CheckpointError(f"{bundle.source}: {exc}") from exc
     return ages, bad
+
+
+def predict_ensemble(bundles: list[ModelBundle], reader: Reader, cfg: InferenceConfig) -> tuple[np.ndarray, dict]:
+    """The mean age over ``bundles`` (each with its own preprocessing and, if asked, bias correction) and the union
+    of their bad records; a single bundle is exactly :func:`predict_records`."""
+    ages, bad = [], {}
+    for bundle in bundles:
+        member_ages, member_bad = predict_records(bundle, reader, cfg)
+        ages.append(member_ages)
+        bad.update(member_bad)
+    return np.mean(ages, axis=0), bad

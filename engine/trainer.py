@@ -3,12 +3,16 @@
     fit:  restore → for each epoch: train_one_epoch → evaluate (every validation ECG exactly once, across all
           processes) → step the scheduler → save checkpoints (rank 0, atomic) → history.csv and TensorBoard
 
-``--resume`` restores model, optimizer, scheduler, RNG states and history from the last complete epoch, so an
-interrupted CPU/fp32 run ends with the same weights as an uninterrupted one. bf16 autocast, DDP and
-``torch.compile`` are a few plain lines (``wrap``), not a framework.
+Recipes differ only in settings: optimizer (Adam, AdamW), schedule (StepLR or ReduceLROnPlateau per epoch; cosine
+with linear warm-up per step), an exponential moving average (EMA) of the weights — when on, the EMA weights are
+what is validated and saved as ``model`` (the raw ones travel as ``raw_model`` for resuming) — and which epoch is
+"best" (lowest validation MAE or loss, or simply the last: no selection on the validation split). ``--resume``
+restores everything from the last complete epoch, so an interrupted CPU/fp32 run ends with the same weights as an
+uninterrupted one. bf16 autocast, DDP and ``torch.compile`` are a few plain lines (``wrap``), not a framework.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import time
@@ -23,12 +27,12 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from models.checkpoint import ModelBundle, save_checkpoint
+from models.checkpoint import ModelBundle, save_checkpoint, unwrap
 from utils.io import write_csv
 from utils.metrics import bias_correction_from_sums, gap_line_sums
 from utils.runtime import all_reduce_sum, autocast, broadcast_buffers, is_main, place_model, rng_state, set_rng_state
 
-from .inference import predict
+from .inference import forward, predict
 from .losses import per_sample_loss, regression_loss
 from .runs import best_checkpoint_name, epoch_checkpoint_name
 
@@ -40,15 +44,18 @@ class TrainConfig:
     nepoch: int
     lr: float = 1e-3
     weight_decay: float = 0.0
+    optimizer: str = "adam"  # or "adamw" (decoupled weight decay)
     loss: str = "l1"
-    scheduler: str = "step"
+    scheduler: str = "step"  # "step", "plateau" (per epoch) or "cosine" (per step, after warmup_epochs)
+    warmup_epochs: float = 0.0
+    ema: float = 0.0  # decay of the weights' moving average (0 = off)
     decay_epoch: int = 20
     decay_gamma: float = 0.1
     patience: int = 7
     lr_factor: float = 0.1
     min_lr: float = 1e-7
-    best_metric: str = "valid_mae"
-    checkpoints: str = "every_epoch"  # or "best_only" (Lima: model.pth)
+    best_metric: str = "valid_mae"  # or "valid_loss", or "last" (the final epoch: no selection)
+    checkpoints: str = "every_epoch"  # or "best_only" (Lima: model.pth) or "best" (best.pt + last.pt)
     max_steps_per_epoch: int = 0
     compile: bool = False
     sync_bn: bool = False
@@ -66,9 +73,11 @@ class Progress:
     history: list = dataclasses.field(default_factory=list)
 
     def record(self, row: dict, metric: str) -> bool:
-        """Append an epoch's row; True when it is the best so far by ``metric``."""
+        """Append an epoch's row; True when it is the best so far by ``metric`` (always, for "last")."""
         self.epoch = row["epoch"]
         self.history.append(row)
+        if metric == "last":
+            return True
         improved = row[metric] < self.best
         if not math.isnan(row[metric]):
             self.best = min(self.best, row[metric])
@@ -76,23 +85,63 @@ class Progress:
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    kind = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+    return kind(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig):
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int = 1):
     if cfg.scheduler == "step":
         return torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.decay_epoch, gamma=cfg.decay_gamma)
+    if cfg.scheduler == "cosine":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_with_warmup(
+            round(cfg.warmup_epochs * steps_per_epoch), cfg.nepoch * steps_per_epoch))
     # as Lima et al.: the scheduler may go one factor below min_lr, and training stops once lr < min_lr
     return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, patience=cfg.patience, factor=cfg.lr_factor,
                                                       min_lr=cfg.lr_factor * cfg.min_lr)
 
 
-def restore(start: dict | None, optimizer, scheduler, cfg: TrainConfig, exact: bool, log) -> Progress:
-    """Optimizer, scheduler and progress from a checkpoint's content (``--resume`` or ``--pretrained``; the
-    weights are already in the model). ``exact`` (resume) also restores the RNG states. A seed checkpoint has no
-    scheduler state: its StepLR steps are replayed."""
+def cosine_with_warmup(warmup: int, total: int):
+    """Learning-rate factor per step: linear from 1/warmup to 1 over ``warmup`` steps, then cosine down to 0."""
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+    return factor
+
+
+class EMA:
+    """An exponential moving average of a model's weights (buffers — BatchNorm statistics — are copied). The decay
+    ramps up as min(decay, (1 + n) / (10 + n)) over the first updates, so early averages are not dominated by the
+    random initialisation."""
+
+    def __init__(self, model: nn.Module, decay: float, updates: int = 0):
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+        self.decay, self.updates = decay, updates
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        self.updates += 1
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for average, current in zip(self.model.parameters(), model.parameters()):
+            average.lerp_(current.detach(), 1 - decay)
+        self.copy_buffers(model)
+
+    @torch.no_grad()
+    def copy_buffers(self, model: nn.Module) -> None:
+        for average, current in zip(self.model.buffers(), model.buffers()):
+            average.copy_(current)
+
+
+def restore(start: dict | None, model: nn.Module, optimizer, scheduler, cfg: TrainConfig, exact: bool,
+            log) -> Progress:
+    """Optimizer, scheduler and progress from a checkpoint's content (``--resume`` or ``--pretrained``; the saved
+    ``model`` weights are already in the model — with EMA they are the average, and ``raw_model`` holds the trained
+    weights). ``exact`` (resume) also restores the RNG states. A seed checkpoint has no scheduler state: its StepLR
+    steps are replayed."""
     if start is None:
         return Progress()
+    if "raw_model" in start:
+        model.load_state_dict(start["raw_model"], strict=True)
     if "optimizer" in start:
         optimizer.load_state_dict(start["optimizer"])
     if "scheduler" in start:
@@ -119,8 +168,8 @@ def wrap(model: nn.Module, device: torch.device, world: int, compiled: bool) -> 
     return torch.compile(net) if compiled else net
 
 
-def train_one_epoch(net: nn.Module, head, loader, optimizer, cfg: TrainConfig, epoch: int, device: torch.device,
-                    precision: str) -> float:
+def train_one_epoch(net: nn.Module, head, loader, optimizer, scheduler, ema: EMA | None, cfg: TrainConfig,
+                    epoch: int, device: torch.device, precision: str) -> float:
     """One pass over this rank's shard (at most ``max_steps_per_epoch`` steps); the mean loss over all ranks."""
     loss_fn = regression_loss(cfg.loss)
     loader.sampler.set_epoch(epoch)
@@ -130,13 +179,17 @@ def train_one_epoch(net: nn.Module, head, loader, optimizer, cfg: TrainConfig, e
                disable=not (is_main() and cfg.progress))
     total, count = 0.0, 0.0
     for _, batch in zip(range(steps), loader):
-        x, y, w = (batch[k].to(device, non_blocking=True) for k in ("x", "y", "w"))
+        y, w = (batch[k].to(device, non_blocking=True) for k in ("y", "w"))
         with autocast(device, precision):
-            raw = net(x)
+            raw = forward(net, batch, device)
         loss = loss_fn(head(raw), y, w)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if cfg.scheduler == "cosine":
+            scheduler.step()
+        if ema is not None:
+            ema.update(unwrap(net))
         total, count = total + loss.item() * len(y), count + len(y)
         bar.update()
         bar.set_postfix(loss=f"{loss.item():.3f}")
@@ -162,13 +215,14 @@ def evaluate(model: nn.Module, head, loader, loss: str, device: torch.device, pr
 
 
 def save_epoch(run: Path, bundle: ModelBundle, optimizer, scheduler, progress: Progress, cfg: TrainConfig,
-               improved: bool) -> None:
+               improved: bool, extra: dict) -> None:
     """Checkpoints of this epoch (best, per-epoch for the seed recipe, last — written last: the resume point) and
     history.csv. Every checkpoint loads with weights_only=True."""
     row = progress.history[-1]
     state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "epoch": progress.epoch,
              "best": progress.best, "history": progress.history, "rng": rng_state(), "options": cfg.options,
-             "threads": torch.get_num_threads(), "valid_mae": row["valid_mae"], "valid_loss": row["valid_loss"]}
+             "threads": torch.get_num_threads(), "valid_mae": row["valid_mae"], "valid_loss": row["valid_loss"],
+             **extra}
     if improved:
         save_checkpoint(run / best_checkpoint_name(cfg.checkpoints), bundle, **state)
     if cfg.checkpoints == "every_epoch":
@@ -188,35 +242,43 @@ def log_epoch(writer: SummaryWriter, row: dict, improved: bool, log) -> None:
 
 def fit(bundle: ModelBundle, train_loader, valid_loader, cfg: TrainConfig, run: Path, device: torch.device,
         precision: str, start: dict | None = None, resumed: bool = False, world: int = 1, log=print) -> Progress:
-    """Train ``bundle.model`` from ``start`` (a checkpoint's content, or None); returns the run's progress. Each
-    checkpoint carries the age-gap bias correction fitted on its own epoch's validation predictions."""
+    """Train ``bundle.model`` from ``start`` (a checkpoint's content, or None); returns the run's progress and leaves
+    the weights to use (the EMA ones when on) in ``bundle.model``. Each checkpoint carries the age-gap bias
+    correction fitted on its own epoch's validation predictions."""
     model = place_model(bundle.model, device, cfg.fast_layout, training=True)
     if cfg.sync_bn and world > 1 and device.type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    ema = EMA(model, cfg.ema, int((start or {}).get("ema_updates", 0))) if cfg.ema else None  # = saved weights
     optimizer = make_optimizer(model, cfg)
-    scheduler = make_scheduler(optimizer, cfg)
-    progress = restore(start, optimizer, scheduler, cfg, exact=resumed, log=log)
+    scheduler = make_scheduler(optimizer, cfg, min(len(train_loader), cfg.max_steps_per_epoch or len(train_loader)))
+    progress = restore(start, model, optimizer, scheduler, cfg, exact=resumed, log=log)
     if start is not None and is_main():
         log(f"starting after epoch {progress.epoch} from {bundle.source}")
-    net, eval_net = wrap(model, device, world, cfg.compile), torch.compile(model) if cfg.compile else model
-    bundle.model = model
+    net = wrap(model, device, world, cfg.compile)
+    evaluated = ema.model if ema else model
+    eval_net = torch.compile(evaluated) if cfg.compile else evaluated
+    bundle.model = evaluated
     writer = SummaryWriter(str(run / "logs"), purge_step=progress.epoch + 1 if progress.epoch else None) \
         if is_main() else None
     for epoch in range(progress.epoch + 1, cfg.nepoch + 1):
         started, lr = time.time(), optimizer.param_groups[0]["lr"]
-        train_loss = train_one_epoch(net, bundle.head, train_loader, optimizer, cfg, epoch, device, precision)
+        train_loss = train_one_epoch(net, bundle.head, train_loader, optimizer, scheduler, ema, cfg, epoch, device,
+                                     precision)
         broadcast_buffers(model)  # every rank validates with rank 0's BatchNorm statistics, which it saves
+        if ema is not None:
+            ema.copy_buffers(model)
         valid = evaluate(eval_net, bundle.head, valid_loader, cfg.loss, device, precision, is_main() and cfg.progress)
         if cfg.scheduler == "step":
             scheduler.step()
-        else:
+        elif cfg.scheduler == "plateau":
             scheduler.step(valid["loss"])
         row = {"epoch": epoch, "train_loss": train_loss, "valid_loss": valid["loss"], "valid_mae": valid["mae"],
                "lr": lr, "seconds": round(time.time() - started, 3)}
         improved = progress.record(row, cfg.best_metric)
         bundle.bias_correction = valid["bias_correction"]
         if is_main():
-            save_epoch(run, bundle, optimizer, scheduler, progress, cfg, improved)
+            extra = {"raw_model": model.state_dict(), "ema_updates": ema.updates} if ema else {}
+            save_epoch(run, bundle, optimizer, scheduler, progress, cfg, improved, extra)
             log_epoch(writer, row, improved, log)
         if cfg.scheduler == "plateau" and optimizer.param_groups[0]["lr"] < cfg.min_lr:
             if is_main():

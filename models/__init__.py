@@ -9,16 +9,17 @@ import inspect
 
 from torch import nn
 
+from .ecg_efficientnet import ECGEfficientNet
 from .heads import ADULT_HEAD, CHILD_HEAD, LINEAR_HEAD, AgeHead
 from .res_dense_net import ResDenseNet
 from .res_u_dense_net import ResUDenseNet
 from .resnet1d import ResNet1d
 
 MODELS: dict[str, type[nn.Module]] = {"ResDenseNet": ResDenseNet, "ResUDenseNet": ResUDenseNet,
-                                      "ResNet1d": ResNet1d}
+                                      "ResNet1d": ResNet1d, "ECGEfficientNet": ECGEfficientNet}
 
 __all__ = ["MODELS", "get_model", "model_args", "infer_model_args", "output_layer", "AgeHead", "ADULT_HEAD",
-           "CHILD_HEAD", "LINEAR_HEAD", "ResDenseNet", "ResUDenseNet", "ResNet1d"]
+           "CHILD_HEAD", "LINEAR_HEAD", "ResDenseNet", "ResUDenseNet", "ResNet1d", "ECGEfficientNet"]
 
 
 def _model_class(name: str) -> type[nn.Module]:

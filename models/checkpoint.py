@@ -204,3 +204,17 @@ def load_bundle(path: str | Path, mode: str | None = None, trust: bool = False) 
     model.load_state_dict(state_dict, strict=True)
     model.eval()
     return ModelBundle(model, arch, args, spec, head, str(weights), ckpt, ckpt.get("bias_correction"))
+
+
+def ensemble_members(path: str | Path) -> list[Path]:
+    """The checkpoints a path stands for: a cross-validated run folder → each ``fold_<k>/`` best checkpoint; any
+    other file or folder → itself."""
+    path = Path(path)
+    folds = sorted(path.glob("fold_*"), key=lambda p: int(p.name.split("_")[1]) if p.name[5:].isdigit() else -1) \
+        if path.is_dir() else []
+    return folds or [path]
+
+
+def load_ensemble(paths, mode: str | None = None, trust: bool = False) -> list[ModelBundle]:
+    """Every model named by ``paths`` (files, run folders, cross-validated run folders), to be averaged."""
+    return [load_bundle(member, mode=mode, trust=trust) for path in paths for member in ensemble_members(path)]

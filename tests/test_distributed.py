@@ -112,3 +112,16 @@ def test_same_seed_same_checkpoint(maic_adult, tmp_path):
         assert cli(train_interface, argv, tmp_path) == 0
     a, b = (_state(tmp_path / "log" / f"ResDenseNet_{env}" / "last.pt") for env in ("a", "b"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_two_process_cross_validation(ptbxl, tmp_path):
+    argv = [*TORCHRUN, *TRAIN[1:], "--arch", "ECGEfficientNet", "--width", "0.25", "--input", str(ptbxl),
+            "--ptbxl_rate", "100", "--folds", "2", "--nepoch", "1", "--batch_size", "16", "--device", "cpu",
+            "--on_bad", "skip", "--env", "cv", "--log_dir", str(tmp_path / "log"), "--cache_dir",
+            str(tmp_path / "cache"), "--quiet"]
+    result = run(argv)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = tmp_path / "log" / "ECGEfficientNet_cv"
+    oof = pd.read_csv(run_dir / "oof.csv")
+    assert len(oof) == 349 and oof["predicted_age"].notna().all() and set(oof["fold"]) == {0, 1}
+    assert result.stdout.count("2-fold cross-validation") == 1  # rank 0 alone writes and logs

@@ -56,7 +56,7 @@ def test_seed_option_names_still_parse():
     assert (args.train_for_adult, args.nepoch, args.decay_epoch, args.env) == ("a", 2, 5, "e")
     args = options.parse_test(["--test_for_adult", "t", "--weights_adult", "w.pt", "--submission_template", "s.csv",
                                "--batch_size", "4"])
-    assert (args.test_for_adult, args.weights_adult, args.infer_batch_size) == ("t", "w.pt", 4)
+    assert (args.test_for_adult, args.weights_adult, args.infer_batch_size) == ("t", ["w.pt"], 4)
 
 
 def test_missing_default_data_says_where_it_looked(tmp_path, monkeypatch, capsys):
