@@ -22,6 +22,7 @@ import pandas as pd
 
 import options as opts
 from dataloader.dataset import default_workers
+from dataloader.labels import normalise_sex
 from dataloader.maic import MODES, assign_rows, read_template, template_ids
 from dataloader.records import NpyFolderReader, Reader, open_reader
 from dataloader.sources import apply_policy
@@ -139,6 +140,8 @@ def run_submission(args: argparse.Namespace, cfg: InferenceConfig) -> Path:
         reader = NpyFolderReader(folders[mode], fs=args.fs or 500.0, scale=args.input_scale)
         position = {rid: i for i, rid in enumerate(reader.ids)}
         reader = reader.subset([position[n] for n in names.iloc[rows]])
+        if "GENDER" in template.columns:  # the template carries each person's sex (for models that read it)
+            reader.table["sex"] = template["GENDER"].iloc[rows].map(normalise_sex).to_numpy()
         mode_ages, keep = predict_for(getattr(args, f"weights_{mode}"), mode, reader, args, cfg, f"the {mode} rows")
         ages[rows[keep]] = opts.clip_to_mode(mode_ages[keep], mode)  # a linear-head model could leave the range
     write_csv(output, template.assign(AGE=ages)[np.isfinite(ages)])
