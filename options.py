@@ -141,6 +141,8 @@ def add_model(p: argparse.ArgumentParser) -> None:
     g.add_argument("--sex_input", action="store_true",
                    help="ECGEfficientNet: give the network the person's sex where the labels carry it (off)")
     g.add_argument("--preprocessing", default="auto", choices=("auto", "maic", "lima", "modern"))
+    g.add_argument("--zscore", default="auto", choices=("auto", "on", "off"),
+                   help="z-score each lead (auto: as the preprocessing; off keeps amplitudes in mV)")
     g.add_argument("--sample_rate", type=float, default=None, help="model's sampling rate (500 MAIC, 400 Lima)")
     g.add_argument("--seq_length", type=int, default=None, help="model's input length in samples (4096)")
 

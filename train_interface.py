@@ -159,7 +159,8 @@ def new_bundle(args: argparse.Namespace) -> ModelBundle:
     overrides = architecture_overrides(args)
     spec = PRESETS[args.preprocessing]
     try:
-        spec = dataclasses.replace(spec, fs=args.sample_rate or spec.fs, length=args.seq_length or spec.length)
+        spec = dataclasses.replace(spec, fs=args.sample_rate or spec.fs, length=args.seq_length or spec.length,
+                                   zscore=spec.zscore if args.zscore == "auto" else args.zscore == "on")
         head = AgeHead("sigmoid", args.age_min, args.age_max) if args.head == "sigmoid" else LINEAR_HEAD
         model = get_model(args.arch, **overrides)
     except ValueError as exc:
