@@ -77,5 +77,6 @@ def infer_model_args(state_dict: dict) -> tuple[str, dict]:
                                              mid_ch=mid_ch, lead=lead)
         return "ResUDenseNet", model_args("ResUDenseNet", nOUT=n_out, in_ch=conv.shape[1], out_ch=out_ch,
                                           mid_ch=mid_ch)
-    raise ValueError("the weights match none of ResDenseNet, ResUDenseNet, ResNet1d "
-                     f"(first keys: {', '.join(list(state_dict)[:4])})")
+    raise ValueError("the weights match none of ResDenseNet, ResUDenseNet, ResNet1d (an ECGEfficientNet is "
+                     "loaded from the checkpoints this project writes, which carry its arguments; "
+                     f"first keys: {', '.join(list(state_dict)[:4])})")
