@@ -140,6 +140,19 @@ def summarise(runs: dict, args) -> dict:
 
 
 def measure(recipe: str, seed: int, args, work: Path, ages: pd.Series) -> dict:
+    """One recipe and seed; kept in ``work/results`` so that a run given the same ``--work`` again (after an
+    interruption) reuses the measurements it already has instead of retraining."""
+    budget = f"k{args.folds}_e{args.epochs.get(recipe, 'default')}" + ("_quick" if args.quick else "")
+    saved = work / "results" / f"{recipe}_s{seed}_{budget}.json"
+    if saved.is_file():
+        return json.loads(saved.read_text())
+    result = _measure(recipe, seed, args, work, ages)
+    saved.parent.mkdir(parents=True, exist_ok=True)
+    saved.write_text(json.dumps(result))
+    return result
+
+
+def _measure(recipe: str, seed: int, args, work: Path, ages: pd.Series) -> dict:
     run, seconds = train(recipe, seed, args, work)
     cv = json.loads((run / "cv.json").read_text())
     members = ensemble_members(run)

@@ -279,7 +279,7 @@ def fit(bundle: ModelBundle, train_loader, valid_loader, cfg: TrainConfig, run: 
         if is_main():
             extra = {"raw_model": model.state_dict(), "ema_updates": ema.updates} if ema else {}
             save_epoch(run, bundle, optimizer, scheduler, progress, cfg, improved, extra)
-            log_epoch(writer, row, improved, log)
+            log_epoch(writer, row, improved and cfg.best_metric != "last", log)  # "last": no selection
         if cfg.scheduler == "plateau" and optimizer.param_groups[0]["lr"] < cfg.min_lr:
             if is_main():
                 log(f"learning rate fell below {cfg.min_lr:g}: stopping after epoch {epoch}")
