@@ -273,7 +273,7 @@ def add_report(p: argparse.ArgumentParser) -> None:
 # ---- parsers -----------------------------------------------------------------------------------------------------
 def train_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="train_interface.py", formatter_class=Formatter,
-                                description="Train an age-from-ECG model (MAIC 2023 entry or Lima et al. recipe)")
+                                description="Train an age-from-ECG model (MAIC 2023, Lima et al. or modern recipe)")
     add_maic_train(p)
     add_records(p, "train on")
     add_training_data(p)
