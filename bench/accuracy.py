@@ -36,6 +36,7 @@ from dataloader.records import open_reader
 from dataloader.sources import CacheConfig, open_source_local
 from engine.inference import predict
 from models.checkpoint import ensemble_members, load_bundle
+from utils.io import write_json
 from utils.paths import ROOT
 
 SHARED = ROOT.parent / "shared" / "data"
@@ -147,8 +148,7 @@ def measure(recipe: str, seed: int, args, work: Path, ages: pd.Series) -> dict:
     if saved.is_file():
         return json.loads(saved.read_text())
     result = _measure(recipe, seed, args, work, ages)
-    saved.parent.mkdir(parents=True, exist_ok=True)
-    saved.write_text(json.dumps(result))
+    write_json(saved, result)  # atomic: an interruption never leaves a truncated file for the next run to read
     return result
 
 
