@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 # the demo's folder is defined once, in utils/paths.py
 DEMO = $(shell $(PY) -m utils.paths demo)
-DEMO_TRAIN = --data_root $(DEMO) --env demo --quiet
+DEMO_TRAIN = --data_root $(DEMO) --env demo --quiet --overwrite
 # the seed recipe at reduced width for a 2-core CPU: 12 epochs, StepLR after 8, the output bias started at the
 # training-mean age (off in the exact seed recipe)
 DEMO_RECIPE := --nepoch 12 --decay_epoch 8 --batch_size 8 --head_bias_init mean

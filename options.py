@@ -18,6 +18,7 @@ import torch
 
 from dataloader.augment import Augment
 from dataloader.maic import MODES, label_csv, template_csv, test_folder, train_folder
+from dataloader.records import CACHE_CHECKS, fingerprint_files
 from dataloader.sources import CacheConfig, resolve_cache_dtype
 from engine.inference import InferenceConfig
 from engine.runs import run_dir
@@ -187,7 +188,12 @@ def add_training(p: argparse.ArgumentParser) -> None:
     g.add_argument("--pretrained", action="store_true", help="start from --pretrain_model_path (weights, optimizer "
                                                              "and epoch when present)")
     g.add_argument("--pretrain_model_path", default=None)
-    g.add_argument("--resume", action="store_true", help="continue this run from its last complete epoch")
+    g.add_argument("--resume", action="store_true",
+                   help="continue this run from its last complete epoch; refused (naming each difference) unless "
+                        "every option that changes the result, the data and the split are the run's own")
+    g.add_argument("--overwrite", action="store_true",
+                   help="start afresh in a run folder that holds an earlier experiment: its checkpoints, histories, "
+                        "fold members and out-of-fold results are removed first (without it such a run is refused)")
     g.add_argument("--sync_bn", action="store_true", help="SyncBatchNorm across processes (GPU, torchrun)")
     g.add_argument("--compile", default="auto", choices=("auto", "on", "off"),
                    help="torch.compile the model (auto = on CUDA only)")
@@ -218,6 +224,10 @@ def add_runtime(p: argparse.ArgumentParser) -> None:
     g.add_argument("--cache_dir", default=str(CACHE_DIR))
     g.add_argument("--cache_dtype", default="auto", choices=("auto", "float32", "float16"),
                    help="auto = float32 for fp32 runs (bit-exact), float16 for bf16 runs")
+    g.add_argument("--cache_check", default="auto", choices=CACHE_CHECKS,
+                   help="how the cache recognises changed files: fast = name, size, time, inode and the first and "
+                        "last 4 KiB of each; full = a hash of every byte (also catches an edit in the middle that "
+                        "keeps size and time); auto = full when the files total at most 1 GiB")
     g.add_argument("--deterministic", type=_bool, default=True, help="deterministic algorithms (CPU always)")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
     add_trust(g)
@@ -349,6 +359,10 @@ def _check_train(args: argparse.Namespace) -> None:
         raise UserError("--folds must be ≥ 1, --ema in [0, 1) and --crop_seconds ≥ 0")
     if args.sex_input and args.arch != "ECGEfficientNet":
         raise UserError("--sex_input needs --arch ECGEfficientNet (the published networks take no sex input)")
+    if args.resume and args.overwrite:
+        raise UserError("--resume continues a run and --overwrite starts it afresh: give one of them")
+    if args.crop_seconds and args.arch == "ResNet1d":
+        raise UserError("--crop_seconds needs a network that takes any length; ResNet1d takes exactly its seq_length")
 
 
 def resolve_test(args: argparse.Namespace) -> argparse.Namespace:
@@ -378,7 +392,42 @@ def parse_test(argv=None) -> argparse.Namespace:
 # ---- typed settings for the layers below -------------------------------------------------------------------------
 def cache_config(args: argparse.Namespace, precision: str) -> CacheConfig:
     return CacheConfig(enabled=args.cache == "on", folder=Path(args.cache_dir),
-                       dtype=resolve_cache_dtype(args.cache_dtype, precision), progress=not args.quiet)
+                       dtype=resolve_cache_dtype(args.cache_dtype, precision), progress=not args.quiet,
+                       check=args.cache_check)
+
+
+# training options that say where things are or how the work is run, not what is learned: a resumed run may change
+# them (the data themselves are identified by content, the pretrained checkpoint by its files)
+RUNTIME_OPTIONS = frozenset({
+    "data_root", "train_for_adult", "train_for_adult_label", "train_for_child", "train_for_child_label", "dataset_dir",
+    "input", "labels", "log_dir", "env", "resume", "overwrite", "quiet", "num_workers", "cache", "cache_dir",
+    "cache_check", "trust_checkpoint", "device", "compile", "deterministic", "infer_batch_size", "on_bad",
+    "pretrain_model_path", "precision"})
+
+
+def result_options(args: argparse.Namespace, precision: str) -> dict:
+    """The resolved training options that change a run's result (what its manifest records): every option but
+    RUNTIME_OPTIONS, with the precision actually used, the pretrained checkpoint's file identity, and the epoch count
+    only where it shapes the schedule of every epoch (cosine) — a step or plateau run may be extended."""
+    options = {k: v for k, v in vars(args).items() if k not in RUNTIME_OPTIONS}
+    options["precision"] = precision
+    options["cache_dtype"] = resolve_cache_dtype(args.cache_dtype, precision)
+    if args.pretrained:
+        options["pretrained"] = fingerprint_files([args.pretrain_model_path], "fast")
+    if args.scheduler != "cosine":
+        options.pop("nepoch")
+    return json_safe(options)
+
+
+def json_safe(obj):
+    """As the value would read back from JSON (tuples → lists, infinities → strings)."""
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)
+    return obj
 
 
 def inference_config(args: argparse.Namespace, device: torch.device, precision: str, workers: int) -> InferenceConfig:

@@ -16,18 +16,18 @@ import sys
 from pathlib import Path
 
 import matplotlib.image as mpimg
-import numpy as np
 import pandas as pd
 from torch.utils.tensorboard import SummaryWriter
 
 import options as opts
-from dataloader.labels import clean_id, male, read_any_labels
+from dataloader.labels import clean_id, male, read_any_labels, unique_labels
 from dataloader.records import open_reader
 from models.checkpoint import load_bundle
 from utils import metrics
+from utils.bounds import AGE_RANGE, age_problem
 from utils.cli import run_main
 from utils.errors import CheckpointError, UserError
-from utils.io import read_csv, write_json
+from utils.io import check_output_path, read_csv, write_json
 from utils.plots import plot_bland_altman, plot_error_by_bin, plot_kaplan_meier, plot_learning_curves, plot_scatter
 from utils.survival import cox_by_gap, kaplan_meier
 
@@ -45,10 +45,10 @@ def read_predictions(path: Path) -> pd.DataFrame:
         if {id_col, age_col} <= set(frame.columns):
             out = pd.DataFrame({"id": frame[id_col].map(clean_id),
                                 "predicted": pd.to_numeric(frame[age_col], errors="coerce")})
-            bad = out["id"][~np.isfinite(out["predicted"])].tolist()
+            bad = out["id"][[age_problem(a) is not None for a in out["predicted"]]].tolist()
             if bad:
-                raise ReportError(f"{path}: {len(bad)} prediction(s) are missing or not numbers: "
-                                  f"{', '.join(bad[:20])}")
+                raise ReportError(f"{path}: {len(bad)} prediction(s) are missing, not numbers or implausible ages "
+                                  f"(outside {AGE_RANGE[0]:g}–{AGE_RANGE[1]:g}): {', '.join(bad[:20])}")
             dup = out["id"][out["id"].duplicated()].unique().tolist()
             if dup:
                 raise ReportError(f"{path}: id(s) listed more than once: {', '.join(dup[:20])}")
@@ -70,7 +70,7 @@ def read_labels(path: Path, id_col: str | None, age_col: str | None) -> pd.DataF
     for col in ("death", "timey"):
         if col in table.columns:
             out[col] = pd.to_numeric(table[col], errors="coerce")
-    return out.drop_duplicates("id")
+    return unique_labels(out, path)
 
 
 def join(pred: pd.DataFrame, labels: pd.DataFrame, pred_path, label_path) -> pd.DataFrame:
@@ -83,10 +83,10 @@ def join(pred: pd.DataFrame, labels: pd.DataFrame, pred_path, label_path) -> pd.
     if unmatched:
         raise ReportError(f"{len(unmatched)} prediction id(s) have no label in {label_path}: "
                           f"{', '.join(unmatched[:20])}")
-    bad_age = merged.loc[~np.isfinite(merged["age"]) | (merged["age"] < 0), "id"].tolist()
+    bad_age = merged.loc[[age_problem(a) is not None for a in merged["age"]], "id"].tolist()
     if bad_age:
-        raise ReportError(f"{len(bad_age)} record(s) have a missing, negative or non-numeric age in {label_path}: "
-                          f"{', '.join(bad_age[:20])}")
+        raise ReportError(f"{len(bad_age)} record(s) have a missing or non-numeric age, or one outside the plausible "
+                          f"{AGE_RANGE[0]:g}–{AGE_RANGE[1]:g} years, in {label_path}: {', '.join(bad_age[:20])}")
     return merged.drop(columns="_merge")
 
 
@@ -125,9 +125,22 @@ def tensorboard_figures(run: Path, pngs: list[Path]) -> None:
     writer.close()
 
 
+REPORT_FILES = ("report.json", "predicted_vs_true.png", "bland_altman.png", "error_by_bin.png", "learning_curves.png",
+                "kaplan_meier.png")
+
+
+def check_outputs(args, out: Path) -> None:
+    """No file the report writes may replace one it reads (the labels saved as report.json in --out, say)."""
+    inputs = [args.predictions, args.labels, args.history, args.weights,
+              *([Path(args.run) / "history.csv"] if args.run else [])]
+    for name in REPORT_FILES:
+        check_output_path(out / name, [p for p in inputs if p], flag="--out")
+
+
 def main(argv=None) -> int:
     args = opts.report_parser().parse_args(argv)
     out = Path(args.out)
+    check_outputs(args, out)
     data = join(read_predictions(Path(args.predictions)), read_labels(Path(args.labels), args.id_col, args.age_col),
                 args.predictions, args.labels)
     pred, true = data["predicted"].to_numpy(float), data["age"].to_numpy(float)

@@ -25,12 +25,14 @@ from dataloader.dataset import default_workers
 from dataloader.labels import normalise_sex
 from dataloader.maic import MODES, assign_rows, read_template, template_ids
 from dataloader.records import NpyFolderReader, Reader, open_reader
-from dataloader.sources import apply_policy
+from dataloader.sources import apply_policy, duplicate_ids
 from engine.inference import InferenceConfig, predict_ensemble
-from models.checkpoint import ModelBundle, ensemble_members, load_ensemble, resolve_weights
+from engine.runs import run_members
+from models.checkpoint import ModelBundle, load_ensemble, resolve_weights, training_median_age
+from utils.bounds import age_problem
 from utils.cli import run_main
 from utils.errors import BadInputError, CheckpointError, RecordError, UserError
-from utils.io import check_not_an_input, check_spreadsheet_safe, write_csv
+from utils.io import check_output_path, check_spreadsheet_safe, write_csv
 from utils.paths import DATA_ROOT_ENV, PREDICTIONS, SUBMISSION
 from utils.runtime import configure_backends, resolve_device, resolve_precision
 
@@ -43,33 +45,51 @@ def log(message: str) -> None:
 
 
 def median_fill(bundle: ModelBundle, fallback: np.ndarray) -> float:
-    """The training median age stored with the model (or, for foreign checkpoints, the median prediction)."""
-    stored = (bundle.checkpoint.get("options") or {}).get("train_median_age")
+    """The training median age stored with the model (or, for foreign checkpoints, the median plausible
+    prediction)."""
+    stored = training_median_age(bundle)
     if stored is not None:
-        return float(stored)
-    finite = fallback[np.isfinite(fallback)]
-    return float(np.median(finite)) if len(finite) else float("nan")
+        return stored
+    plausible = fallback[[age_problem(a) is None for a in fallback]] if len(fallback) else fallback
+    return float(np.median(plausible)) if len(plausible) else float("nan")
+
+
+def implausible_outputs(ages: np.ndarray, ids: list[str], bad: dict, source: str) -> dict[str, str]:
+    """Records whose predicted age is not a plausible age (bad output, under the --on_bad policy like bad input).
+    When no record gets a finite age at all, the model is what is broken: a CheckpointError."""
+    readable = [i for i, rid in enumerate(ids) if rid not in bad]
+    if readable and not np.isfinite(ages[readable]).any():
+        raise CheckpointError(f"{source}: gives no finite age for any of the {len(readable)} readable record(s); "
+                              f"the checkpoint is broken (diverged training or damaged weights), not the records")
+    return {ids[i]: f"the model's output {age_problem(ages[i])} (bad output: not written)" for i in readable
+            if age_problem(ages[i])}
 
 
 def finish(ages: np.ndarray, ids: list[str], bad: dict, on_bad: str, bundle: ModelBundle, what: str) -> np.ndarray:
-    """Apply the bad-record policy; returns positions to write (ages filled in place under 'fill')."""
+    """Apply the bad-record policy to bad input and implausible output; returns positions to write (ages filled in
+    place under 'fill'). An id listed twice can never be written (it would name two rows)."""
+    bad = {**bad, **implausible_outputs(ages, ids, bad, bundle.source)}
+    repeated = duplicate_ids(pd.DataFrame({"id": ids}))
+    if on_bad == "fill" and repeated:
+        raise BadInputError([f"{rid}: {reason}" for rid, reason in repeated.items()],
+                            "--on_bad fill cannot fill them: each id is written once. Rename the records, or use "
+                            "--on_bad skip to leave them out.")
     keep = apply_policy(bad, ids, "skip" if on_bad == "fill" else on_bad, what, log=log, hint=HINT)
     if on_bad == "fill" and len(keep) < len(ids):
-        fill = median_fill(bundle, ages)
+        fill = median_fill(bundle, ages[keep])
         flagged = np.setdiff1d(np.arange(len(ids)), keep)
         ages[flagged] = fill
         log(f"--on_bad fill: wrote the training median {fill:.2f} for {len(flagged)} bad record(s)")
         keep = np.arange(len(ids))
-    nonfinite = [ids[i] for i in keep if not np.isfinite(ages[i])]
-    if nonfinite:
-        raise BadInputError([f"{rid}: the model gave a non-finite age" for rid in nonfinite])
     return keep
 
 
 def predict_for(weights: list[str], mode: str, reader: Reader, args: argparse.Namespace, cfg: InferenceConfig,
                 what: str) -> tuple[np.ndarray, np.ndarray]:
-    """(ages, positions to write) of ``reader``'s records with the model(s) at ``weights`` (averaged)."""
-    bundles = load_ensemble(weights, mode=mode, trust=args.trust_checkpoint)
+    """(ages, positions to write) of ``reader``'s records with the model(s) at ``weights`` (averaged; a run folder
+    stands for exactly the members its manifest names)."""
+    bundles = load_ensemble([member for path in weights for member in run_members(path)], mode=mode,
+                            trust=args.trust_checkpoint)
     models = f"{bundles[0].arch} from {bundles[0].source}" if len(bundles) == 1 else \
         f"an ensemble of {len(bundles)} models ({', '.join(sorted({b.arch for b in bundles}))})"
     log(f"{what}: {models} on {len(reader)} {reader.format} record(s); device {cfg.device}, {cfg.precision}")
@@ -77,16 +97,17 @@ def predict_for(weights: list[str], mode: str, reader: Reader, args: argparse.Na
     return ages, finish(ages, reader.ids, bad, args.on_bad, bundles[0], what)
 
 
-def check_output(output: Path, ids, inputs: list, weights: list) -> None:
-    """Before any work: the ids can be written safely and the output replaces none of the inputs."""
+def check_output(output: Path, ids, read_files: list, input_folders: list, weights: list) -> None:
+    """Before any work: the ids can be written safely, and the output is a regular file that replaces nothing this
+    run reads (records, labels, template, weights) and lies in no input folder."""
     check_spreadsheet_safe(ids, "record id(s)")
     weight_files = []
-    for path in (m for w in weights for m in ensemble_members(w)):
+    for path in (m for w in weights for m in run_members(w)):
         try:
             weight_files.extend(f for f in resolve_weights(Path(path)) if f is not None)
         except CheckpointError:
             weight_files.append(path)  # missing: load_bundle says so
-    check_not_an_input(output, [*inputs, *weight_files])
+    check_output_path(output, [*read_files, *weights, *weight_files], input_folders)
 
 
 # ---- any format → ids,predicted_age ------------------------------------------------------------------------------
@@ -99,7 +120,7 @@ def run_records(args: argparse.Namespace, cfg: InferenceConfig) -> Path:
     if len(reader) == 0:
         raise UserError(f"{args.input} holds no records")
     output = Path(args.output or PREDICTIONS)
-    check_output(output, reader.ids, [args.input, *reader.input_files()], weights)
+    check_output(output, reader.ids, [args.input, *reader.files()], [args.input], weights)
     ages, keep = predict_for(weights, args.mode, reader, args, cfg, "the predictions")
     write_csv(output, pd.DataFrame({"ids": [reader.ids[i] for i in keep], "predicted_age": ages[keep]}))
     return output
@@ -125,7 +146,7 @@ def run_submission(args: argparse.Namespace, cfg: InferenceConfig) -> Path:
     template_path = Path(args.submission_template)
     template = read_template(template_path)
     output = Path(args.output or SUBMISSION)
-    check_output(output, template["FILENAME"], [template_path],
+    check_output(output, template["FILENAME"], [template_path], [f for f in folders.values() if f is not None],
                  [w for m in MODES for w in (getattr(args, f"weights_{m}") or [])])
     modes = assign_rows(template, folders, template_path)
     names = template_ids(template)
@@ -143,7 +164,8 @@ def run_submission(args: argparse.Namespace, cfg: InferenceConfig) -> Path:
         if "GENDER" in template.columns:  # the template carries each person's sex (for models that read it)
             reader.table["sex"] = template["GENDER"].iloc[rows].map(normalise_sex).to_numpy()
         mode_ages, keep = predict_for(getattr(args, f"weights_{mode}"), mode, reader, args, cfg, f"the {mode} rows")
-        ages[rows[keep]] = opts.clip_to_mode(mode_ages[keep], mode)  # a linear-head model could leave the range
+        # a plausible age outside the mode's bounds (a linear-head model) is clipped to them, as the seed's sigmoid
+        ages[rows[keep]] = opts.clip_to_mode(mode_ages[keep], mode)
     write_csv(output, template.assign(AGE=ages)[np.isfinite(ages)])
     return output
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
+import json
 import sys
 from pathlib import Path
 
@@ -29,14 +31,28 @@ from engine.crossval import write_cross_validation
 from engine.data import open_source
 from engine.inference import predict
 from engine.losses import inverse_age_weights
-from engine.runs import RunLock, best_checkpoint_name, latest_checkpoint, run_dir
+from engine.runs import (
+    FOLDS,
+    MANIFEST,
+    RunLock,
+    best_checkpoint_name,
+    clear_run,
+    earlier_results,
+    finish_member,
+    latest_checkpoint,
+    manifest_differences,
+    new_manifest,
+    read_manifest,
+    run_dir,
+    write_manifest,
+)
 from engine.trainer import fit
 from models import get_model, model_args, output_layer
-from models.checkpoint import ModelBundle, load_bundle
+from models.checkpoint import ModelBundle, check_fits, load_bundle
 from models.heads import LINEAR_HEAD, AgeHead
 from models.preprocessing import PRESETS
 from utils.cli import run_main
-from utils.errors import UserError
+from utils.errors import TrainingDiverged, UserError
 from utils.io import check_spreadsheet_safe, write_csv, write_json
 from utils.paths import DATA_ROOT_ENV
 from utils.plots import plot_learning_curves
@@ -162,18 +178,20 @@ def new_bundle(args: argparse.Namespace) -> ModelBundle:
         spec = dataclasses.replace(spec, fs=args.sample_rate or spec.fs, length=args.seq_length or spec.length,
                                    zscore=spec.zscore if args.zscore == "auto" else args.zscore == "on")
         head = AgeHead("sigmoid", args.age_min, args.age_max) if args.head == "sigmoid" else LINEAR_HEAD
-        model = get_model(args.arch, **overrides)
-    except ValueError as exc:
-        raise UserError(f"cannot build {args.arch} with these options: {exc}") from exc
-    return ModelBundle(model, args.arch, model_args(args.arch, **overrides), spec, head)
+        arguments = model_args(args.arch, **overrides)
+        check_fits(args.arch, arguments, spec)
+        model = get_model(args.arch, **arguments)
+    except (ValueError, AssertionError) as exc:
+        raise UserError(f"cannot build {args.arch} with these options: {exc}" + (
+            " (pass --seq_length to give it another length, or --preprocessing lima)"
+            if args.arch == "ResNet1d" and "takes exactly" in str(exc) else "")) from exc
+    return ModelBundle(model, args.arch, arguments, spec, head)
 
 
 def starting_point(args: argparse.Namespace, run: Path) -> tuple[ModelBundle, dict | None]:
     """The bundle to train and the checkpoint content it starts from (None: from scratch) — the run's one
     checkpoint read: its last complete epoch (--resume), --pretrain_model_path, or nothing."""
     resume_from = latest_checkpoint(run) if args.resume else None
-    if args.resume and resume_from is None:
-        log(f"--resume: {run} has no checkpoint yet; starting from scratch")
     path = resume_from or (args.pretrain_model_path if args.pretrained else None)
     if path is None:
         return new_bundle(args), None
@@ -216,6 +234,9 @@ def main(argv=None) -> int:
     seed_everything(args.seed)
     if args.batch_size % world:
         raise UserError(f"--batch_size {args.batch_size} (global) must divide among {world} processes")
+    if not (args.resume or args.pretrained):
+        with torch.device("meta"):  # the model options are checked before anything is created or read
+            new_bundle(args)
     run = run_dir(args.log_dir, args.arch, args.env)
     lock = RunLock(run, log) if is_main() else None  # before anything in the folder is read or written
     try:
@@ -227,41 +248,125 @@ def main(argv=None) -> int:
     return 0
 
 
+def members(args: argparse.Namespace) -> list[str]:
+    """The run's members: the run folder itself, or one folder per fold."""
+    return ["."] if args.folds == 1 else [f"fold_{k}" for k in range(args.folds)]
+
+
+def start_afresh(args: argparse.Namespace, run: Path) -> None:
+    """A new run into ``run``: refused while it holds an earlier experiment's results unless --overwrite, which
+    removes them (and every file a run writes) first — nothing of an earlier experiment survives into this one."""
+    earlier = earlier_results(run)
+    if earlier and not args.overwrite:
+        shown = ", ".join(earlier[:6]) + (" ..." if len(earlier) > 6 else "")
+        raise UserError(f"{run} holds an earlier experiment ({shown}); pass --overwrite to replace it, --resume to "
+                        f"continue it with the same options, or another --env for a new run folder")
+    if is_main():
+        clear_run(run)
+    barrier()
+
+
+def identify(args: argparse.Namespace, reader: Reader, precision: str, assignment: pd.Series, method: str) -> dict:
+    """This experiment's manifest: result-changing options, the data's identity and the split's."""
+    data = hashlib.sha256(json.dumps({"format": reader.format, "settings": reader.settings(), "ids": reader.ids},
+                                     sort_keys=True, default=str).encode())
+    data.update(reader.fingerprint("fast").encode())
+    split = hashlib.sha256("\n".join(f"{i}\t{a}" for i, a in assignment.items()).encode()).hexdigest()
+    return new_manifest(opts.result_options(args, precision), {"records": len(reader), "sha256": data.hexdigest()},
+                        {"method": method, "folds": args.folds, "records": len(assignment), "sha256": split},
+                        members(args))
+
+
+def settle_manifest(args: argparse.Namespace, run: Path, manifest: dict) -> dict:
+    """The manifest to train under: with --resume the run's own, after checking that nothing that changes the
+    result differs (exit 2 naming each difference); otherwise this one, written before training starts."""
+    if args.resume and earlier_results(run):
+        old = read_manifest(run)
+        if old is None:
+            raise UserError(f"{run} holds results but no {MANIFEST} (a run of an older version, or files put there "
+                            f"by hand): it cannot be checked to be the same experiment. Start again with --overwrite")
+        differences = manifest_differences(old, manifest)
+        if differences:
+            raise UserError(f"--resume refused: this is not the experiment in {run}:\n  " + "\n  ".join(differences)
+                            + "\nResume with the run's own options, or start a new experiment with --overwrite or "
+                              "another --env")
+        return old
+    if args.resume:
+        log(f"--resume: {run} has no trained results yet; starting from scratch")
+        if is_main():
+            clear_run(run)
+    if is_main():
+        write_manifest(run, manifest)
+    barrier()
+    return manifest
+
+
 def train(args: argparse.Namespace, run: Path, device: torch.device, precision: str, rank: int, world: int) -> None:
-    """One training run in its (locked) folder: records → bad-input policy → one split, or K folds."""
-    bundle, start = starting_point(args, run if args.folds == 1 else run / "fold_0")
+    """One experiment in its (locked) folder: records → bad-input policy → one split, or K folds; the run's
+    manifest is settled before the first epoch and completed after the last member."""
+    if not args.resume:
+        start_afresh(args, run)
+    bundle, start = starting_point(args, run / members(args)[0])
     args.arch = bundle.arch
-    if args.crop_seconds and args.arch == "ResNet1d":
-        raise UserError("--crop_seconds needs a network that takes any length; ResNet1d takes exactly its seq_length")
     reader = training_reader(args)
     check_spreadsheet_safe(reader.ids, "record id(s)")
     source, bad_signals = open_source(reader, bundle.preprocessing, opts.cache_config(args, precision))
     usable = usable_records(reader, bad_signals, args.on_bad)
     context = (source, reader, device, precision, rank, world)
+    ids = reader.table["id"].astype(str)
     if args.folds == 1:
         train_rows, valid_rows, description = split_records(args, reader, usable)
+        assignment = pd.Series(["train"] * len(train_rows) + ["valid"] * len(valid_rows),
+                               index=pd.concat([ids.iloc[train_rows], ids.iloc[valid_rows]]))
+        manifest = settle_manifest(args, run, identify(args, reader, precision, assignment, description))
         train_model(args, run, bundle, start, train_rows, valid_rows, description, context)
+        complete_run(run, manifest, ".", args)
         return
     table = reader.table.iloc[usable]
     folds = kfold_split(table["age"], table["patient_id"] if "patient_id" in table.columns else None, args.folds,
                         args.seed)
+    assignment = pd.Series(folds, index=ids.iloc[usable])
+    manifest = settle_manifest(args, run, identify(args, reader, precision, assignment, f"{args.folds} folds"))
+    if is_main():
+        write_csv(run / FOLDS, pd.DataFrame({"id": assignment.index, "fold": assignment.to_numpy()}))
     oof = np.full(len(usable), np.nan)
-    for k in range(args.folds):
+    for k, member in enumerate(members(args)):
         if k:
-            bundle, start = starting_point(args, run / f"fold_{k}")
+            bundle, start = starting_point(args, run / member)
         held_out = usable[folds == k]
         description = f"{reader.format} {args.input or 'MAIC ' + args.mode}, fold {k + 1}/{args.folds}"
-        trained = train_model(args, run / f"fold_{k}", bundle, start, usable[folds != k], held_out, description,
-                              context)
+        trained = train_model(args, run / member, bundle, start, usable[folds != k], held_out, description, context)
         if is_main():
             oof[folds == k] = predict_rows(trained, source, reader, held_out, device, precision)
+            finish_member(run, manifest, member, best_checkpoint_name(args.checkpoints))
         barrier()
     if is_main():
-        ages = pd.to_numeric(reader.table["age"], errors="coerce").to_numpy(float)[usable]
-        cv = write_cross_validation(run, reader.table["id"].iloc[usable].tolist(), ages, oof, folds, args.seed)
-        log(f"{args.folds}-fold cross-validation: out-of-fold MAE {cv['pooled']['mae']:.2f} (95% CI "
-            f"{cv['pooled']['mae_ci95'][0]:.2f}–{cv['pooled']['mae_ci95'][1]:.2f}) on {cv['pooled']['n']} ECGs → "
-            f"{run / 'oof.csv'}, {run / 'cv.json'}")
+        write_oof(args, run, manifest, reader, usable, oof, folds)
+
+
+def complete_run(run: Path, manifest: dict, member: str, args: argparse.Namespace) -> None:
+    if is_main():
+        finish_member(run, manifest, member, best_checkpoint_name(args.checkpoints))
+        manifest["complete"] = True
+        write_manifest(run, manifest)
+
+
+def write_oof(args: argparse.Namespace, run: Path, manifest: dict, reader: Reader, usable: np.ndarray,
+              oof: np.ndarray, folds: np.ndarray) -> None:
+    """oof.csv and cv.json, then the manifest marked complete — only when every out-of-fold age is finite."""
+    broken = np.flatnonzero(~np.isfinite(oof))
+    if len(broken):
+        shown = ", ".join(str(reader.ids[usable[i]]) for i in broken[:10])
+        raise TrainingDiverged(f"fold model(s) {sorted(set(folds[broken].tolist()))} give non-finite ages for "
+                               f"{len(broken)} held-out record(s) ({shown}): the training diverged; lower the "
+                               f"learning rate and start again with --overwrite. No oof.csv or cv.json was written")
+    ages = pd.to_numeric(reader.table["age"], errors="coerce").to_numpy(float)[usable]
+    cv = write_cross_validation(run, reader.table["id"].iloc[usable].tolist(), ages, oof, folds, args.seed)
+    manifest["complete"] = True
+    write_manifest(run, manifest)
+    log(f"{args.folds}-fold cross-validation: out-of-fold MAE {cv['pooled']['mae']:.2f} (95% CI "
+        f"{cv['pooled']['mae_ci95'][0]:.2f}–{cv['pooled']['mae_ci95'][1]:.2f}) on {cv['pooled']['n']} ECGs → "
+        f"{run / 'oof.csv'}, {run / 'cv.json'}")
 
 
 def train_model(args: argparse.Namespace, run: Path, bundle: ModelBundle, start: dict | None, train_rows: np.ndarray,

@@ -35,7 +35,8 @@ from dataloader.dataset import ECGDataset, eval_loader
 from dataloader.records import open_reader
 from dataloader.sources import CacheConfig, open_source_local
 from engine.inference import predict
-from models.checkpoint import ensemble_members, load_bundle
+from engine.runs import run_members
+from models.checkpoint import load_bundle
 from utils.io import write_json
 from utils.paths import ROOT
 
@@ -71,7 +72,7 @@ def train(recipe: str, seed: int, args, work: Path) -> tuple[Path, float]:
     """K-fold training of ``recipe`` with ``seed``; (run folder, seconds)."""
     argv = [*RECIPES[recipe], "--input", args.ptbxl, "--folds", str(args.folds), "--seed", str(seed), "--env",
             f"{recipe}_s{seed}", "--log_dir", str(work / "log"), "--cache_dir", str(work / "cache"), "--on_bad",
-            "skip", "--device", "cpu", "--quiet"]
+            "skip", "--device", "cpu", "--quiet", "--overwrite"]  # an interrupted run's partial folder is retrained
     if recipe in args.epochs:
         argv += ["--nepoch", str(args.epochs[recipe])]
     if args.quick:
@@ -155,8 +156,8 @@ def measure(recipe: str, seed: int, args, work: Path, ages: pd.Series) -> dict:
 def _measure(recipe: str, seed: int, args, work: Path, ages: pd.Series) -> dict:
     run, seconds = train(recipe, seed, args, work)
     cv = json.loads((run / "cv.json").read_text())
-    members = ensemble_members(run)
-    history = pd.read_csv(members[0] / "history.csv")
+    members = run_members(run)
+    history = pd.read_csv(members[0].parent / "history.csv")
     records = cv["pooled"]["n"] * (args.folds - 1)  # every record trains K − 1 fold models
     result = {"cv_mae": cv["pooled"]["mae"], "train_seconds": seconds, "epochs": int(history["epoch"].max()),
               "train_ecg_per_s": records * int(history["epoch"].max()) / seconds,

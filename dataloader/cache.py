@@ -16,6 +16,7 @@ build killed midway leaves a temporary folder named with its host and process id
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import multiprocessing as mp
@@ -23,6 +24,7 @@ import os
 import re
 import shutil
 import socket
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,12 +32,13 @@ import numpy as np
 from tqdm import tqdm
 
 from models.preprocessing import PreprocessSpec, preprocess
-from utils.errors import RecordError, UserError
+from utils.bounds import MAX_FS, MIN_FS, MIN_SECONDS, amplitude_problem
+from utils.errors import OutputError, RecordError, UserError
 from utils.io import write_json, write_text
 
-from .records import LEADS, MAX_FS, MIN_FS, MIN_SECONDS, READER_VERSION, Reader, Record
+from .records import LEADS, READER_VERSION, Reader, Record
 
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 CHUNK = 64
 HOST = socket.gethostname()
 
@@ -53,7 +56,7 @@ def check_record(record: Record) -> str | None:
         return f"has a sampling rate of {record.fs} Hz; this pipeline reads {MIN_FS:g}–{MAX_FS:g} Hz"
     if signal.shape[-1] < MIN_SECONDS * record.fs:
         return f"lasts {signal.shape[-1] / record.fs:.2f} s, shorter than the {MIN_SECONDS:g} s minimum"
-    return None
+    return amplitude_problem(signal)
 
 
 def prepare(record: Record, spec: PreprocessSpec) -> np.ndarray:
@@ -99,9 +102,9 @@ def load_block_safely(reader: Reader, start: int, stop: int) -> list[Record | Re
         return [load_safely(reader, i) for i in range(start, stop)]
 
 
-def cache_key(reader: Reader, specs: list[PreprocessSpec], dtype: str) -> str:
+def cache_key(reader: Reader, specs: list[PreprocessSpec], dtype: str, check: str = "auto") -> str:
     digest = hashlib.sha256(json.dumps(_identity(reader, specs, dtype), sort_keys=True).encode())
-    digest.update(reader.fingerprint().encode())
+    digest.update(reader.fingerprint(check).encode())
     digest.update("\n".join(reader.ids).encode())
     return digest.hexdigest()[:20]
 
@@ -111,6 +114,10 @@ def _identity(reader: Reader, specs: list[PreprocessSpec], dtype: str) -> dict:
     return json.loads(json.dumps({"v": CACHE_VERSION, "reader": READER_VERSION, "format": reader.format,
                                   "settings": reader.settings(), "leads": LEADS, "dtype": dtype,
                                   "specs": [spec.to_dict() for spec in specs]}))
+
+
+class CorruptCache(Exception):
+    """A cache folder whose files are damaged; it is removed and rebuilt."""
 
 
 @dataclass
@@ -128,12 +135,24 @@ class SignalCache:
             self.windows = np.arange(len(self.signals), dtype=np.int64)[:, None]
 
     @classmethod
-    def open(cls, folder: Path) -> "SignalCache":
-        meta = json.loads((folder / "meta.json").read_text())
-        signals = np.load(folder / "signals.npy", mmap_mode="r")
-        ids = (folder / "ids.txt").read_text().split("\n") if meta["count"] else []
-        windows = np.load(folder / "windows.npy") if (folder / "windows.npy").exists() else None
-        return cls(folder, signals, ids, dict(meta["bad"]), windows)
+    def open(cls, folder: Path, expected_ids: list[str] | None = None) -> "SignalCache":
+        """Open a complete cache; raises CorruptCache when any of its files is damaged or inconsistent (a
+        truncated signals.npy, an unreadable meta.json, ids or windows that do not match)."""
+        try:
+            meta = json.loads((folder / "meta.json").read_text())
+            signals = np.load(folder / "signals.npy", mmap_mode="r")
+            ids = (folder / "ids.txt").read_text().split("\n") if meta["count"] else []
+            windows = np.load(folder / "windows.npy") if (folder / "windows.npy").exists() else None
+            width = 1 if windows is None else windows.shape[1]
+            consistent = len(ids) == meta["count"] and signals.ndim == 3 and signals.shape[0] == meta["count"] * width \
+                and (windows is None or (windows.shape[0] == len(ids) and windows.dtype.kind == "i"
+                                         and (not windows.size or 0 <= windows.min() <= windows.max() < len(signals))))
+            if not consistent or (expected_ids is not None and ids != expected_ids) or not isinstance(meta["bad"],
+                                                                                                    dict):
+                raise ValueError("its files do not agree with each other")
+            return cls(folder, signals, ids, dict(meta["bad"]), windows)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
+            raise CorruptCache(f"{folder}: {type(exc).__name__}: {exc}") from exc
 
     def rows(self, positions) -> np.ndarray:
         return self.windows[np.asarray(positions, dtype=np.int64)]
@@ -182,6 +201,22 @@ def _build_chunk(job) -> tuple[list[tuple[int, str, bool]], np.ndarray]:
                 signals[windows[offset, w]] = x
     signals.flush()
     return bad, windows
+
+
+def _allocate(path: Path) -> None:
+    """Reserve the disk blocks of a memory-mapped file before it is written: a full disk then fails here with
+    ENOSPC instead of killing the writer with SIGBUS halfway through (or hanging a pool of workers)."""
+    if not hasattr(os, "posix_fallocate"):
+        return
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+    except OSError as exc:
+        if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):  # a filesystem without fallocate
+            return
+        raise
+    finally:
+        os.close(fd)
 
 
 def _run_jobs(jobs: list, width: int, workers: int, bar) -> tuple[list, np.ndarray]:
@@ -236,22 +271,31 @@ def _alive(pid: int) -> bool:
 
 
 def build_cache(reader: Reader, specs: PreprocessSpec | list[PreprocessSpec], cache_dir: str | os.PathLike,
-                dtype: str = "float32", workers: int | None = None, progress: bool = True) -> SignalCache:
+                dtype: str = "float32", workers: int | None = None, progress: bool = True,
+                check: str = "auto") -> SignalCache:
     """Open the cache of ``reader`` under ``specs`` (one spec per window), building it (in parallel, with a
-    progress bar) if needed."""
+    progress bar) if needed; ``check`` is how the source files are identified (see records.fingerprint_files). A
+    damaged cache is rebuilt; a full disk is an OutputError (exit 2), with nothing left behind."""
     specs = specs if isinstance(specs, list) else [specs]
     cache_dir = Path(cache_dir)
-    key = cache_key(reader, specs, dtype)
+    key = cache_key(reader, specs, dtype, check)
     folder = cache_dir / f"{reader.format}-{key}"
     if (folder / "meta.json").exists():
-        return SignalCache.open(folder)
+        try:
+            return SignalCache.open(folder, reader.ids)
+        except CorruptCache as exc:  # damaged since it was built: rebuilt below
+            print(f"note: the preprocessing cache {exc} is damaged; rebuilding it", file=sys.stderr, flush=True)
+            shutil.rmtree(folder, ignore_errors=True)
     _writable(cache_dir)
     _remove_abandoned(cache_dir)
     tmp = cache_dir / f".{folder.name}.{HOST}.{os.getpid()}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
     try:
+        tmp.mkdir()
         transient = _fill(tmp, reader, specs, dtype, key, workers, progress)
+    except (OSError, OutputError) as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise _cache_write_error(cache_dir, exc) from exc
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -267,12 +311,22 @@ def build_cache(reader: Reader, specs: PreprocessSpec | list[PreprocessSpec], ca
     return SignalCache.open(folder)
 
 
+def _cache_write_error(cache_dir: Path, exc: OSError | OutputError) -> OutputError:
+    full = getattr(exc, "errno", None) == errno.ENOSPC or "disk is full" in str(exc)
+    reason = "the disk is full" if full else (getattr(exc, "strerror", None) or str(exc))
+    return OutputError(f"cannot write the preprocessing cache in {cache_dir}: {reason}; nothing was cached. Free "
+                       f"space, pass --cache_dir with a folder on a larger disk, or --cache off")
+
+
 def _fill(tmp: Path, reader: Reader, specs: list[PreprocessSpec], dtype: str, key: str, workers: int | None,
           progress: bool) -> bool:
     """Build a cache's files in ``tmp``; True when a record failed for a transient reason (access)."""
     n, width = len(reader), len(specs)
-    np.lib.format.open_memmap(tmp / "signals.npy", mode="w+", dtype=dtype,
-                              shape=(n * width, 12, specs[0].length)).flush()  # sparse until written
+    signals = np.lib.format.open_memmap(tmp / "signals.npy", mode="w+", dtype=dtype,
+                                        shape=(n * width, 12, specs[0].length))
+    signals.flush()
+    del signals
+    _allocate(tmp / "signals.npy")
     jobs = [(reader, specs, tmp / "signals.npy", s, min(s + CHUNK, n)) for s in range(0, n, CHUNK)]
     bar = tqdm(total=n, desc=f"caching {reader.format} ({specs[0].fs:g} Hz, {specs[0].length}"
                              f"{f', {width} windows' if width > 1 else ''})", unit="ECG", disable=not progress or not n)

@@ -3,6 +3,10 @@
 A label table has one row per record: ``id`` (a string), ``age`` (years, NaN when unknown), ``sex`` ('M', 'F' or
 None) and, where the format carries them, ``age_raw`` (the text as written, to tell a missing age from an
 unreadable one), ``patient_id``, ``death`` (1.0/0.0) and ``timey`` (years of follow-up).
+
+Rules that hold wherever ages are read (:func:`ages`): a non-number is unknown, and PTB-XL's 300 (its code for
+"over 89", kept for anonymity) is unknown, never 300 years. An id listed twice with the same labels counts once;
+with different labels (ages 55 and 90, say) the file is refused, naming the ids (:func:`unique_labels`).
 """
 from __future__ import annotations
 
@@ -51,8 +55,38 @@ def male(sex: pd.Series) -> pd.Series:
     return sex.map({"M": 1.0, "F": 0.0}).astype(float)
 
 
-def _ages(raw: pd.Series) -> pd.Series:
-    return pd.to_numeric(raw, errors="coerce")
+def ages(raw) -> pd.Series:
+    """Ages in years from label text or numbers: non-numbers and PTB-XL's 300 ("over 89") are unknown (NaN)."""
+    age = pd.to_numeric(pd.Series(raw), errors="coerce")
+    return age.where(age != PTBXL_UNKNOWN_AGE)
+
+
+def unknown_age_reason(raw) -> str:
+    """Why a label's age is unknown: missing, PTB-XL's 300, or not a number."""
+    if raw is None or (isinstance(raw, float) and np.isnan(raw)) or str(raw).strip() == "":
+        return "has no age label"
+    if pd.to_numeric(pd.Series([raw]), errors="coerce").iloc[0] == PTBXL_UNKNOWN_AGE:
+        return f"has age {raw}: PTB-XL's code for over 89 years (the true age is unknown)"
+    return f"has a non-numeric age {raw!r}"
+
+
+LABEL_COLUMNS = ("age", "sex", "patient_id", "death", "timey")
+
+
+def unique_labels(frame: pd.DataFrame, path) -> pd.DataFrame:
+    """One row per id: repeated rows with the same labels count once; different labels for one id are refused."""
+    repeated = frame[frame["id"].duplicated(keep=False)]
+    if repeated.empty:
+        return frame
+    columns = [c for c in LABEL_COLUMNS if c in frame.columns]
+    conflicts = [(rid, rows) for rid, rows in repeated.groupby("id", sort=False)
+                 if len(rows[columns].astype(str).drop_duplicates()) > 1]
+    if conflicts:
+        shown = "; ".join(f"{rid} ({', '.join(f'age {a}' for a in rows['age'].tolist()) if 'age' in columns else ''})"
+                          for rid, rows in conflicts[:10])
+        raise RecordError(str(path), f"lists {len(conflicts)} id(s) more than once with different labels: {shown}"
+                                     f"{' ...' if len(conflicts) > 10 else ''}; keep one row per id")
+    return frame.drop_duplicates("id").reset_index(drop=True)
 
 
 def _require(frame: pd.DataFrame, path: Path, columns: Sequence[str], layout: str) -> None:
@@ -68,7 +102,8 @@ def read_maic_labels(path: str | os.PathLike) -> pd.DataFrame:
     frame = read_csv(path, "a MAIC label CSV", dtype={"FILENAME": str})
     _require(frame, path, ("FILENAME", "AGE"), "a MAIC label CSV has FILENAME, GENDER, AGE")
     gender = frame["GENDER"] if "GENDER" in frame.columns else pd.Series(None, index=frame.index, dtype=object)
-    return pd.DataFrame({"id": frame["FILENAME"].map(clean_id), "age": _ages(frame["AGE"]), "age_raw": frame["AGE"],
+    # an id listed twice stays twice: the records' duplicate-id check names it (bad input, as in the seed's layout)
+    return pd.DataFrame({"id": frame["FILENAME"].map(clean_id), "age": ages(frame["AGE"]), "age_raw": frame["AGE"],
                          "sex": gender.map(normalise_sex), "GENDER": gender})
 
 
@@ -80,7 +115,7 @@ def read_code_exams(path: str | os.PathLike) -> pd.DataFrame:
     _require(frame, path, ("exam_id",), "a CODE-15% exams.csv has exam_id, age, is_male, patient_id, ...")
     out = pd.DataFrame({"id": frame["exam_id"].map(clean_id)})
     if "age" in frame.columns:
-        out["age"], out["age_raw"] = _ages(frame["age"]), frame["age"]
+        out["age"], out["age_raw"] = ages(frame["age"]), frame["age"]
     if "is_male" in frame.columns:
         out["sex"] = frame["is_male"].map(lambda v: {1.0: "M", 0.0: "F"}.get(flag(v)))
     if "patient_id" in frame.columns:
@@ -92,17 +127,19 @@ def read_code_exams(path: str | os.PathLike) -> pd.DataFrame:
             out[column] = pd.to_numeric(frame[column], errors="coerce")
     if "trace_file" in frame.columns:
         out["trace_file"] = frame["trace_file"]
-    return out.drop_duplicates("id")
+    return unique_labels(out, path)
 
 
 def ptbxl_labels(frame: pd.DataFrame) -> pd.DataFrame:
     """PTB-XL database rows → id (ecg_id), age (300 → unknown), sex (0 male, 1 female), patient_id, strat_fold."""
-    age = _ages(frame["age"]) if "age" in frame.columns else pd.Series(np.nan, index=frame.index)
-    out = pd.DataFrame({"id": frame["ecg_id"].map(clean_id), "age": age.where(age < PTBXL_UNKNOWN_AGE)})
+    age = ages(frame["age"]) if "age" in frame.columns else pd.Series(np.nan, index=frame.index)
+    out = pd.DataFrame({"id": frame["ecg_id"].map(clean_id), "age": age.to_numpy()})
+    if "age" in frame.columns:
+        out["age_raw"] = frame["age"].to_numpy()
     out["sex"] = frame["sex"].map(lambda v: {0.0: "M", 1.0: "F"}.get(flag(v))) if "sex" in frame.columns else None
     out["patient_id"] = frame["patient_id"].map(lambda v: None if pd.isna(v) else clean_id(v)) \
         if "patient_id" in frame.columns else None
-    out["strat_fold"] = _ages(frame["strat_fold"]) if "strat_fold" in frame.columns else np.nan
+    out["strat_fold"] = pd.to_numeric(frame["strat_fold"], errors="coerce") if "strat_fold" in frame.columns else np.nan
     return out
 
 
@@ -114,13 +151,14 @@ def read_ptbxl_database(path: str | os.PathLike) -> pd.DataFrame:
 
 
 def parse_header_comments(comments: Sequence[str]) -> dict:
-    """CinC ``# Age: 78`` / ``# Sex: Male`` comments → {'age': 78.0, 'sex': 'M'} (NaN/None if absent or unknown)."""
-    meta: dict = {"age": np.nan, "sex": None}
+    """CinC ``# Age: 78`` / ``# Sex: Male`` comments → {'age': 78.0, 'age_raw': '78', 'sex': 'M'} (NaN/None if
+    absent or unknown; the rules of :func:`ages` apply)."""
+    meta: dict = {"age": np.nan, "age_raw": None, "sex": None}
     for line in comments:
         key, _, value = str(line).partition(":")
         key = key.strip().lower()
         if key == "age":
-            meta["age"] = pd.to_numeric(value.strip(), errors="coerce")
+            meta["age"], meta["age_raw"] = float(ages([value.strip()]).iloc[0]), value.strip()
         elif key == "sex":
             meta["sex"] = normalise_sex(value)
     return meta
@@ -144,11 +182,11 @@ def read_any_labels(path: str | os.PathLike, id_col: str | None = None, age_col:
     frame = read_csv(path, "a label CSV", dtype=str)
     _require(frame, path, (id_col, age_col), f"--id_col {id_col} and --age_col {age_col} must name columns")
     out = pd.DataFrame({"id": frame[id_col].map(clean_id),
-                        "age": _ages(frame[age_col]), "age_raw": frame[age_col]})
+                        "age": ages(frame[age_col]), "age_raw": frame[age_col]})
     if "sex" in frame.columns:
         out["sex"] = frame["sex"].map(normalise_sex)
     if "death" in frame.columns:
         out["death"] = frame["death"].map(flag)
     if "timey" in frame.columns:
-        out["timey"] = _ages(frame["timey"])
-    return out.drop_duplicates("id")
+        out["timey"] = pd.to_numeric(frame["timey"], errors="coerce")
+    return unique_labels(out, path)

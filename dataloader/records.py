@@ -6,15 +6,19 @@ carries — ``age``, ``sex`` ('M'/'F'), ``patient_id``, ...) plus ``load(i)`` th
 Listing never reads signals, so building splits over 345k HDF5 exams costs only the id columns.
 Adding a format means adding a reader class and one line in :func:`open_reader`.
 
-Every file is untrusted. Declared sizes are checked before anything is read: a record may hold at most
-``MAX_SAMPLES`` samples per lead and must be a regular file (a FIFO or a device is refused, never read); a WFDB
-header's sampling rate must be a positive number. A record that cannot be used raises a ``RecordError`` naming it;
-``transient`` marks access failures (permissions, a vanished file, an I/O error), which are never cached.
+Every file is untrusted. Declared sizes are checked before anything is read (the limits are in utils/bounds.py): a
+record may hold at most ``MAX_SAMPLES`` samples per lead and must be a regular file (a FIFO or a device is refused,
+never read); a WFDB header's sampling rate must be a positive number and its signal files — whatever their names,
+and every segment's of a multi-segment record — regular files; an HDF5 file holds at most ``MAX_HDF5_ROWS``
+tracings in chunks of at most ``MAX_CHUNK_BYTES``, and the files its external links and virtual datasets reach are
+part of the data. Integer samples (.npy, HDF5) need ``--input_scale``. A record that cannot be used raises a
+``RecordError`` naming it; ``transient`` marks access failures (permissions, a vanished file, an I/O error),
+which are never cached.
 """
 from __future__ import annotations
 
-import errno
 import hashlib
+import math
 import os
 import re
 import stat
@@ -26,8 +30,9 @@ import numpy as np
 import pandas as pd
 import wfdb
 
+from utils.bounds import MAX_CHUNK_BYTES, MAX_HDF5_ROWS, MAX_HEADER_BYTES, MAX_SAMPLES
 from utils.errors import RecordError
-from utils.io import read_csv
+from utils.io import access_error, read_csv, regular_file
 
 from .labels import (
     clean_id,
@@ -42,11 +47,7 @@ from .labels import (
 LEADS = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
 _LEAD_KEYS = {name.upper(): i for i, name in enumerate(LEADS)}
 _UNIT_TO_MV = {"mv": 1.0, "uv": 1e-3, "µv": 1e-3, "μv": 1e-3, "v": 1e3, "nu": 1.0, "": 1.0}
-MAX_SAMPLES = 2 ** 20  # samples per lead of one record (35 min at 500 Hz); larger declared sizes are refused
-MIN_FS, MAX_FS = 50.0, 20_000.0  # sampling rates (Hz) a record may have
-MIN_SECONDS = 2.0  # the shortest record used (shorter ones would be mostly zero padding)
-MAX_HEADER_BYTES = 1 << 20  # a WFDB header is text of a few hundred bytes
-READER_VERSION = 2  # bump when a reader's output for the same file changes: preprocessing caches become stale
+READER_VERSION = 3  # bump when a reader's output for the same file changes: preprocessing caches become stale
 
 
 class Record(NamedTuple):
@@ -54,28 +55,6 @@ class Record(NamedTuple):
     signal: np.ndarray
     fs: float
     meta: dict
-
-
-def access_error(where: str, exc: BaseException, what: str) -> RecordError:
-    """A RecordError for an exception raised while reading; access failures are marked transient."""
-    error = RecordError(where, f"{what} ({type(exc).__name__}: {str(exc)[:300]})")
-    error.transient = isinstance(exc, (PermissionError, FileNotFoundError, TimeoutError)) or \
-        getattr(exc, "errno", None) in (errno.EIO, errno.EAGAIN, errno.EACCES, errno.ENOENT)
-    return error
-
-
-def regular_file(path: str | os.PathLike, where: str | None = None, max_bytes: int | None = None) -> Path:
-    """``path`` if it is a regular file (not a FIFO, device or folder) of at most ``max_bytes``."""
-    path = Path(path)
-    try:
-        info = os.stat(path)
-    except OSError as exc:
-        raise access_error(where or str(path), exc, "cannot be opened") from exc
-    if not stat.S_ISREG(info.st_mode):
-        raise RecordError(where or str(path), "is not a regular file (a FIFO, device or folder is never read)")
-    if max_bytes is not None and info.st_size > max_bytes:
-        raise RecordError(where or str(path), f"is {info.st_size:,} bytes, more than the {max_bytes:,} allowed")
-    return path
 
 
 def check_length(samples: int, where: str) -> None:
@@ -87,10 +66,16 @@ def check_length(samples: int, where: str) -> None:
 def standard_leads(signal: np.ndarray, names: Sequence[str], where: str) -> np.ndarray:
     """Reorder (n_leads, N) rows named ``names`` into the standard 12-lead order; a missing lead is an error."""
     index = {}
+    repeated = []
     for row, name in enumerate(names):
         key = str(name).strip().upper()
-        if key in _LEAD_KEYS and key not in index:
+        if key in index:
+            repeated.append(str(name).strip())
+        elif key in _LEAD_KEYS:
             index[key] = row
+    if repeated:
+        raise RecordError(where, f"names lead(s) {', '.join(dict.fromkeys(repeated))} more than once (has "
+                                 f"{', '.join(map(str, names))}); which one is meant is unknown")
     missing = [lead for lead in LEADS if lead.upper() not in index]
     if missing:
         raise RecordError(where, f"lacks lead(s) {', '.join(missing)} (has {', '.join(map(str, names))})")
@@ -113,26 +98,49 @@ def as_12_leads(array: np.ndarray, where: str) -> np.ndarray:
 
 
 FINGERPRINT_BLOCK = 4096
+FULL_CHECK_BYTES = 1 << 30  # --cache_check auto hashes whole files when a source's files total at most this
+CACHE_CHECKS = ("auto", "fast", "full")
 
 
-def fingerprint_files(paths: Sequence[str | os.PathLike]) -> str:
-    """Identity of a set of files for cache keys: for each, its resolved name, size, modification time, inode and
-    a hash of its first and last 4 KiB (so that two same-size files swapped with their times kept are told apart).
-    A file that cannot be read contributes its error, so the key differs from any readable state."""
-    digest = hashlib.sha256()
+def fingerprint_files(paths: Sequence[str | os.PathLike], check: str = "auto") -> str:
+    """Identity of a set of files for cache keys. For each file: its resolved name, size, modification time and
+    inode, and a SHA-256 of its content — all of it (``check`` 'full'), or its first and last 4 KiB ('fast': two
+    same-size files swapped with their times kept are told apart, an edit in the middle that keeps size, inode and
+    modification time is not). 'auto' is 'full' when the files total at most ``FULL_CHECK_BYTES``. A file that
+    cannot be read contributes its error, so the key differs from any readable state."""
+    if check not in CACHE_CHECKS:
+        raise ValueError(f"cache check must be one of {', '.join(CACHE_CHECKS)}, got {check!r}")
+    stats = []
     for path in paths:
         try:
-            info = os.stat(path)
+            stats.append((path, os.stat(path), None))
+        except OSError as exc:
+            stats.append((path, None, exc))
+    total = sum(info.st_size for _, info, _ in stats if info is not None and stat.S_ISREG(info.st_mode))
+    full = check == "full" or (check == "auto" and total <= FULL_CHECK_BYTES)
+    digest = hashlib.sha256(b"full\n" if full else b"fast\n")
+    for path, info, error in stats:
+        try:
+            if error is not None:
+                raise error
             digest.update(f"{Path(path).resolve()}|{info.st_size}|{info.st_mtime_ns}|{info.st_ino}\n".encode())
             if stat.S_ISREG(info.st_mode):
-                with open(path, "rb") as handle:
-                    digest.update(handle.read(FINGERPRINT_BLOCK))
-                    if info.st_size > 2 * FINGERPRINT_BLOCK:
-                        handle.seek(-FINGERPRINT_BLOCK, os.SEEK_END)
-                        digest.update(handle.read(FINGERPRINT_BLOCK))
+                _hash_content(digest, path, info.st_size, full)
         except OSError as exc:
             digest.update(f"{path}|unreadable|{exc.errno}\n".encode())
     return digest.hexdigest()
+
+
+def _hash_content(digest, path, size: int, full: bool) -> None:
+    with open(path, "rb") as handle:
+        if full:
+            while block := handle.read(1 << 20):
+                digest.update(block)
+            return
+        digest.update(handle.read(FINGERPRINT_BLOCK))
+        if size > 2 * FINGERPRINT_BLOCK:
+            handle.seek(-FINGERPRINT_BLOCK, os.SEEK_END)
+            digest.update(handle.read(FINGERPRINT_BLOCK))
 
 
 def natural_key(text: str):
@@ -166,16 +174,14 @@ class Reader:
         return {}
 
     def files(self) -> list[str]:
-        """The files the records are read from (their content identifies the data)."""
+        """Every file the records and labels are read from — a header's signal files whatever their names, every
+        segment of a multi-segment record, HDF5 link targets: their content identifies the data, and no output may
+        replace one."""
         raise NotImplementedError
 
-    def input_files(self) -> list[str]:
-        """Files an output must never overwrite: the container and label files (not every record file)."""
-        return [p for p in (getattr(self, "labels", None),) if p is not None]
-
-    def fingerprint(self) -> str:
+    def fingerprint(self, check: str = "auto") -> str:
         """Identity of the content (see :func:`fingerprint_files`): changes when the data change."""
-        return fingerprint_files(self.files())
+        return fingerprint_files(self.files(), check)
 
     @property
     def location(self) -> str:
@@ -232,26 +238,36 @@ class NpyFolderReader(Reader):
         return f"npy:{self.folder.resolve()}:{hashlib.sha256(' '.join(self.ids).encode()).hexdigest()}"
 
     def _load(self, index: int, row: pd.Series) -> Record:
-        return Record(row["id"], load_npy(row["path"]) * np.float32(self.scale), self.fs, self._meta(row))
+        return Record(row["id"], load_npy(row["path"], self.scale), self.fs, self._meta(row))
 
 
-def load_npy(path: str | os.PathLike) -> np.ndarray:
-    """One ECG from an .npy file (never pickled objects); the header's declared size is checked before reading."""
+def integer_samples(dtype: np.dtype, where: str, scale: float) -> None:
+    """Integer samples are ADC units (µV, or a gain's), never millivolts: they need ``--input_scale``."""
+    if np.dtype(dtype).kind in "iu" and scale == 1.0:
+        raise RecordError(where, f"holds integer ({np.dtype(dtype)}) samples, which are not millivolts; give "
+                                 f"--input_scale (mV per unit, e.g. 0.001 for µV)")
+
+
+def load_npy(path: str | os.PathLike, scale: float = 1.0) -> np.ndarray:
+    """One ECG from an .npy file in mV after multiplying by ``scale`` (never pickled objects; integer samples need a
+    scale); the header's declared size and type are checked before reading."""
     regular_file(path)
     try:
         with open(path, "rb") as handle:
             version = np.lib.format.read_magic(handle)
             read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
                 np.lib.format.read_array_header_2_0
-            shape, _, _ = read_header(handle, max_header_size=10000)
-            check_length(int(np.prod(shape, dtype=np.int64)) // 12, str(path))
+            shape, _, dtype = read_header(handle, max_header_size=10000)
+            check_length(math.prod(shape) // 12, str(path))
+            integer_samples(dtype, str(path), scale)
             handle.seek(0)
             array = np.load(handle, allow_pickle=False)
     except RecordError:
         raise
     except (OSError, ValueError, EOFError, TypeError) as exc:
         raise access_error(str(path), exc, "is not a readable .npy file") from exc
-    return as_12_leads(array, str(path))
+    signal = as_12_leads(array, str(path))
+    return signal * np.float32(scale) if scale != 1.0 else signal
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -272,6 +288,7 @@ class HDF5Reader(Reader):
         self.fs, self.scale, self.traces_dset, self.ids_dset = float(fs), float(scale), traces_dset, ids_dset
         self._handles: dict[str, object] = {}
         self._pid = os.getpid()
+        self.linked_files: list[str] = []  # files the datasets reach through external links and virtual datasets
         parts = [self._index(file_index, path) for file_index, path in enumerate(self.hdf5_files)]
         table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["id", "file_index", "row"])
         if labels is not None:
@@ -298,12 +315,49 @@ class HDF5Reader(Reader):
         if traces.ndim != 3 or 12 not in (traces.shape[1], traces.shape[2]):
             raise RecordError(path, f"'{self.traces_dset}' has shape {traces.shape}; expected (N, samples, 12)")
         check_length(max(traces.shape[1:]), path)
+        if traces.shape[0] > MAX_HDF5_ROWS:
+            raise RecordError(path, f"'{self.traces_dset}' declares {traces.shape[0]:,} tracings, more than the "
+                                    f"{MAX_HDF5_ROWS:,} one file may hold here; split it into parts")
         if traces.dtype.kind not in "fiu":
             raise RecordError(path, f"'{self.traces_dset}' holds {traces.dtype} data, not numbers")
-        if traces.dtype.kind in "iu" and self.scale == 1.0:
-            raise RecordError(path, f"'{self.traces_dset}' holds integer ({traces.dtype}) samples, which are not "
-                                    f"millivolts; give --input_scale (mV per unit, e.g. 0.001 for µV)")
+        integer_samples(traces.dtype, f"{path} ('{self.traces_dset}')", self.scale)
+        self._storage(traces, path)
         return traces
+
+    def _storage(self, dataset, path: str, depth: int = 0) -> None:
+        """Bounded reads of ``dataset`` whatever file holds it: chunks of at most MAX_CHUNK_BYTES (a chunk is
+        decompressed whole), no raw external storage, and every file it reaches through an external link or a
+        virtual dataset's sources recorded (they identify the data and may not be overwritten)."""
+        where = f"{path} ('{dataset.name}')"
+        if dataset.chunks is not None and math.prod(dataset.chunks) * dataset.dtype.itemsize > MAX_CHUNK_BYTES:
+            raise RecordError(where, f"is stored in chunks of {math.prod(dataset.chunks) * dataset.dtype.itemsize:,} "
+                                     f"bytes, more than the {MAX_CHUNK_BYTES:,} read here (each chunk is decompressed "
+                                     f"whole); re-chunk it, e.g. one tracing per chunk")
+        if dataset.external:
+            raise RecordError(where, "keeps its samples in raw external files, which are not read; copy them into "
+                                     "the HDF5 file")
+        holder = str(Path(dataset.file.filename))
+        if os.path.realpath(holder) != os.path.realpath(path):  # reached through an external link
+            self.linked_files.append(str(regular_file(holder, f"{where} (external link target)")))
+        if dataset.is_virtual:
+            if depth:
+                raise RecordError(where, "is a virtual dataset whose sources are virtual too; not read")
+            for source in dataset.virtual_sources():
+                self._virtual_source(source, holder, where, depth)
+
+    def _virtual_source(self, source, holder: str, where: str, depth: int) -> None:
+        name = source.file_name
+        candidates = [holder] if name == "." else [name, str(Path(holder).parent / name)]
+        found = next((c for c in candidates if os.path.exists(c)), None)
+        if found is None:
+            raise RecordError(where, f"is a virtual dataset whose source file {name} is missing")
+        if name != ".":
+            self.linked_files.append(str(regular_file(found, f"{where} (virtual dataset source {name})")))
+        with h5py.File(found, "r") as handle:
+            target = handle.get(source.dset_name)
+            if not isinstance(target, h5py.Dataset):
+                raise RecordError(where, f"is a virtual dataset whose source {name}:{source.dset_name} is missing")
+            self._storage(target, found, depth + 1)
 
     def _ids(self, handle, path: str, n: int) -> list[str]:
         if not self.ids_dset or self.ids_dset not in handle:
@@ -312,6 +366,7 @@ class HDF5Reader(Reader):
         if not isinstance(ids, h5py.Dataset) or ids.ndim != 1 or len(ids) != n:
             shape = getattr(ids, "shape", "a group")
             raise RecordError(path, f"'{self.ids_dset}' is {shape}; expected one id per tracing ({n},)")
+        self._storage(ids, path)
         values = ids[:]
         if values.dtype.kind in "iu":
             return [str(int(i)) for i in values]
@@ -321,10 +376,8 @@ class HDF5Reader(Reader):
         return {"fs": self.fs, "scale": self.scale, "traces": self.traces_dset, "ids": self.ids_dset}
 
     def files(self) -> list[str]:
-        return self.hdf5_files + ([str(self.labels)] if self.labels is not None else [])
-
-    def input_files(self) -> list[str]:
-        return self.files()
+        return [*self.hdf5_files, *dict.fromkeys(self.linked_files),
+                *([str(self.labels)] if self.labels is not None else [])]
 
     def __getstate__(self):
         state = dict(self.__dict__)
@@ -376,9 +429,16 @@ class HDF5Reader(Reader):
 # --------------------------------------------------------------------------------------------------------------
 # WFDB: a folder of .hea records (CinC .hea/.mat included) or a PTB-XL root / database CSV
 # --------------------------------------------------------------------------------------------------------------
-def check_wfdb_header(base: str, where: str) -> list[str]:
+class WFDBHeader(NamedTuple):
+    comments: list[str]
+    files: list[str]  # the header, every signal file it names and, for a multi-segment record, each segment's files
+    segments: list[str]  # record paths (without .hea) of a multi-segment record's segments (they are not records)
+
+
+def check_wfdb_header(base: str, where: str, depth: int = 0) -> WFDBHeader:
     """Validate a WFDB header before wfdb reads it: a regular text file of sane size, a positive sampling rate,
-    at most MAX_SAMPLES samples, and signal files that are regular files of matching size. Returns its comments."""
+    at most MAX_SAMPLES samples, and signal files (whatever their names) that are regular files of sane size; a
+    multi-segment record's segments are checked the same way (segments cannot have segments)."""
     header = regular_file(base + ".hea", where, max_bytes=MAX_HEADER_BYTES)
     try:
         text = header.read_text(errors="replace")
@@ -389,6 +449,29 @@ def check_wfdb_header(base: str, where: str) -> list[str]:
     if not fields or len(fields[0]) < 2:
         raise RecordError(where, "is not a WFDB header (no record line)")
     record = fields[0]
+    _check_record_line(record, where)
+    files, segments = [str(header)], []
+    folder = Path(base).parent
+    if "/" in record[0]:  # a multi-segment record: its lines name segment records, not signal files
+        if depth:
+            raise RecordError(where, "is a segment that has segments of its own; not read")
+        names = list(dict.fromkeys(line[0] for line in fields[1:] if line[0] != "~"))
+        segments = [str(folder / name) for name in names]
+        for name, segment in zip(names, segments):
+            try:
+                files.extend(check_wfdb_header(segment, f"{where} (segment {name})", depth + 1).files)
+            except RecordError as exc:
+                exc.segments = segments  # a bad segment still belongs to this record, never a record of its own
+                raise
+    else:
+        for name in dict.fromkeys(line[0] for line in fields[1:] if line[0] != "~"):
+            data = regular_file(folder / name, f"{where} (signal file {name})", max_bytes=8 * 12 * MAX_SAMPLES)
+            files.append(str(data))
+    comments = [line.lstrip("#").strip() for line in lines if line.startswith("#")]
+    return WFDBHeader(comments, files, segments)
+
+
+def _check_record_line(record: list[str], where: str) -> None:
     if len(record) > 2:
         fs_text = re.split(r"[/(]", record[2])[0]
         try:
@@ -399,12 +482,6 @@ def check_wfdb_header(base: str, where: str) -> list[str]:
             raise RecordError(where, f"has an invalid sampling rate {record[2]!r} in its header")
     if len(record) > 3 and record[3].isdigit():
         check_length(int(record[3]), where)
-    multi_segment = "/" in record[0]  # its lines name segment headers, not signal files
-    for signal_line in [] if multi_segment else fields[1:]:
-        if signal_line[0] != "~":
-            data = Path(base).parent / signal_line[0]
-            regular_file(data, f"{where} (signal file {signal_line[0]})", max_bytes=8 * 12 * MAX_SAMPLES)
-    return [line.lstrip("#").strip() for line in lines if line.startswith("#")]
 
 
 def read_wfdb(record_path: str, where: str | None = None) -> tuple[np.ndarray, float, list[str]]:
@@ -427,32 +504,43 @@ def read_wfdb(record_path: str, where: str | None = None) -> tuple[np.ndarray, f
 
 
 def wfdb_files(bases) -> list[str]:
-    """Every file of the WFDB records ``bases`` (header and signal files)."""
+    """Every file the WFDB records ``bases`` read: the header and the signal files it names (and a multi-segment
+    record's segments). A header that cannot be checked contributes the files named like the record, so that its
+    error and those files still identify the data."""
     files = []
     for base in bases:
-        files.extend(str(p) for p in sorted(Path(base).parent.glob(Path(base).name + ".*")))
+        try:
+            files.extend(check_wfdb_header(base, base + ".hea").files)
+        except RecordError:
+            files.extend(str(p) for p in sorted(Path(base).parent.glob(Path(base).name + ".*")))
     return files
 
 
 class WFDBFolderReader(Reader):
     """Every ``.hea`` record under a folder (recursively); CinC ``# Age:``/``# Sex:`` comments become labels.
-    A header that cannot be read makes its record bad (the bad-input policy decides), not the whole folder."""
+    A header that cannot be read makes its record bad (the bad-input policy decides), not the whole folder. The
+    segments of a multi-segment record are part of that record, not records of their own."""
 
     format = "wfdb"
 
     def __init__(self, folder: str | os.PathLike):
         self.folder = Path(folder)
         headers = sorted(self.folder.rglob("*.hea"), key=lambda p: natural_key(str(p)))
-        rows = []
+        rows, segments = [], set()
         for header in headers:
             base = str(header.with_suffix(""))
             row = {"id": str(header.relative_to(self.folder).with_suffix("")), "path": base, "header_error": None}
             try:
-                row.update(parse_header_comments(check_wfdb_header(base, str(header))))
+                checked = check_wfdb_header(base, str(header))
+                row.update(parse_header_comments(checked.comments), files=checked.files)
+                segments.update(os.path.normpath(segment) for segment in checked.segments)
             except RecordError as exc:
-                row["header_error"] = exc.reason
+                row.update(header_error=str(exc).removeprefix(f"{header}: "), files=wfdb_files([base]))
+                segments.update(os.path.normpath(segment) for segment in getattr(exc, "segments", []))
             rows.append(row)
-        self.table = pd.DataFrame(rows, columns=["id", "path", "age", "sex", "header_error"])
+        rows = [row for row in rows if os.path.normpath(row["path"]) not in segments]
+        self.table = pd.DataFrame(rows, columns=["id", "path", "age", "age_raw", "sex", "header_error",
+                                                 "files"])
         self.fs = None
 
     @property
@@ -460,7 +548,10 @@ class WFDBFolderReader(Reader):
         return f"wfdb:{self.folder.resolve()}"
 
     def files(self) -> list[str]:
-        return wfdb_files(self.table["path"])
+        return [file for files in self.table["files"] for file in files]
+
+    def _meta(self, row: pd.Series) -> dict:
+        return {k: v for k, v in super()._meta(row).items() if k not in ("files", "age_raw")}
 
     def _load(self, index: int, row: pd.Series) -> Record:
         if row["header_error"]:
@@ -497,9 +588,6 @@ class PTBXLReader(Reader):
 
     def files(self) -> list[str]:
         return [str(self.database), *wfdb_files(self.table["path"])]
-
-    def input_files(self) -> list[str]:
-        return [str(self.database)]
 
     def _load(self, index: int, row: pd.Series) -> Record:
         signal, fs, _ = read_wfdb(row["path"], where=f"PTB-XL ecg_id {row['id']} ({row['path']}.hea)")
@@ -548,9 +636,6 @@ class ManifestReader(Reader):
         return [str(self.csv), *[p for p in paths if Path(p).exists()],
                 *wfdb_files(re.sub(r"\.(hea|dat|mat)$", "", p) for p in paths if not Path(p).exists())]
 
-    def input_files(self) -> list[str]:
-        return [str(self.csv)]
-
     def _load(self, index: int, row: pd.Series) -> Record:
         path = str(row["path"])
         if path.endswith(".npy"):
@@ -558,7 +643,7 @@ class ManifestReader(Reader):
             if fs is None:
                 raise RecordError(path, "is an .npy file and the manifest gives no sampling rate; add an 'fs' "
                                         "column or pass --fs")
-            return Record(row["id"], load_npy(path) * np.float32(self.scale), float(fs), self._meta(row))
+            return Record(row["id"], load_npy(path, self.scale), float(fs), self._meta(row))
         base = re.sub(r"\.(hea|dat|mat)$", "", path)
         signal, fs, _ = read_wfdb(base, where=path)
         return Record(row["id"], signal, fs, self._meta(row))

@@ -14,10 +14,12 @@ import numpy as np
 import pandas as pd
 
 from models.preprocessing import PreprocessSpec
+from utils.bounds import AGE_RANGE, age_problem
 from utils.errors import BadInputError, RecordError
 from utils.paths import CACHE_DIR
 
 from .cache import OnTheFly, SignalCache, build_cache, load_safely, prepare_item
+from .labels import unknown_age_reason
 from .records import Reader
 
 # where a Dataset reads its rows: the memory-mapped cache, or a reader whose records are preprocessed per item
@@ -26,12 +28,14 @@ Source = Union[SignalCache, OnTheFly]
 
 @dataclasses.dataclass(frozen=True)
 class CacheConfig:
-    """``--cache``, ``--cache_dir`` and ``--cache_dtype`` (resolved), and whether to show a progress bar."""
+    """``--cache``, ``--cache_dir``, ``--cache_dtype`` (resolved) and ``--cache_check``, and whether to show a
+    progress bar."""
 
     enabled: bool = True
     folder: Path = CACHE_DIR
     dtype: str = "float32"
     progress: bool = True
+    check: str = "auto"
 
     def quiet(self) -> "CacheConfig":
         return dataclasses.replace(self, progress=False)
@@ -49,7 +53,8 @@ def open_source_local(reader: Reader, specs: PreprocessSpec | list[PreprocessSpe
     specs = specs if isinstance(specs, list) else [specs]
     if not cache.enabled:
         return OnTheFly(reader, specs), scan_bad(reader, specs)
-    source = build_cache(reader, specs, Path(cache.folder), dtype=cache.dtype, progress=cache.progress)
+    source = build_cache(reader, specs, Path(cache.folder), dtype=cache.dtype, progress=cache.progress,
+                         check=cache.check)
     return source, dict(source.bad)
 
 
@@ -77,18 +82,17 @@ def duplicate_ids(table: pd.DataFrame) -> dict[str, str]:
 
 
 def label_problems(table: pd.DataFrame) -> dict[str, str]:
-    """Records whose age label is missing, non-numeric or negative (``age_raw``, where a reader keeps it, tells
-    a missing label from an unreadable one)."""
+    """Records whose age label is missing, non-numeric, PTB-XL's unknown 300, or outside the plausible ages
+    (``age_raw``, where a reader keeps it, says which)."""
     out = {}
     ages = pd.to_numeric(table["age"], errors="coerce") if "age" in table.columns else \
         pd.Series(np.nan, index=table.index)
     raw_labels = table["age_raw"] if "age_raw" in table.columns else None
     for i, (rid, age) in enumerate(zip(table["id"], ages)):
         if pd.isna(age):
-            raw = None if raw_labels is None else raw_labels.iloc[i]
-            out[rid] = "has no age label" if raw is None or pd.isna(raw) else f"has a non-numeric age {raw!r}"
-        elif not np.isfinite(age) or age < 0:
-            out[rid] = f"has an invalid age {age}"
+            out[rid] = unknown_age_reason(None if raw_labels is None else raw_labels.iloc[i])
+        elif age_problem(age):
+            out[rid] = f"has an invalid age {age:g} (plausible ages: {AGE_RANGE[0]:g}–{AGE_RANGE[1]:g} years)"
     return out
 
 

@@ -1,15 +1,27 @@
-"""A training run's folder, ``log/<arch>_<env>/``: its lock, which checkpoint is the best, which one a resume
-starts from."""
+"""A training run's folder, ``log/<arch>_<env>/``: its lock, its manifest, which checkpoint is the best, which one a
+resume starts from, and which checkpoints a run folder stands for when it is given as ``--weights``.
+
+A run folder holds one experiment. ``run.json`` (the manifest) is written before training and names the options
+that change the result, the data's identity, the split and the members (``.`` or ``fold_<k>``); a member's
+checkpoint and its SHA-256 are added once it is trained, and ``complete`` once cross-validation has written its
+out-of-fold results. ``--resume`` continues only the identical experiment; a new run into a folder holding trained
+results needs ``--overwrite``, which removes them first; prediction from a cross-validated folder uses exactly the
+members the manifest names."""
 from __future__ import annotations
 
+import errno
 import fcntl
+import hashlib
+import json
 import os
 import re
+import shutil
 import socket
 import time
 from pathlib import Path
 
-from utils.errors import UserError
+from utils.errors import CheckpointError, OutputError, RecordError, UserError
+from utils.io import regular_file, write_json
 
 
 def run_dir(log_dir: str | Path, arch: str, env: str) -> Path:
@@ -41,9 +53,13 @@ class RunLock:
     must stay the same file while locked."""
 
     def __init__(self, run: Path, log=print):
-        run.mkdir(parents=True, exist_ok=True)
         self.path = run / ".lock"
-        self.handle = open(self.path, "a+")
+        try:
+            run.mkdir(parents=True, exist_ok=True)
+            self.handle = open(self.path, "a+")
+        except OSError as exc:
+            raise OutputError(f"cannot create the run folder {run} ({exc.strerror or exc}); choose another "
+                              f"--log_dir") from exc
         self.handle.seek(0)
         previous = self.handle.read().strip()
         try:
@@ -54,12 +70,161 @@ class RunLock:
                             f"to finish or give this run another --env") from None
         if previous:
             log(f"note: {run} was last locked by {previous}, which is no longer running; taking it over")
-        self.handle.seek(0)
-        self.handle.truncate()
-        self.handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}")
-        self.handle.flush()
+        try:
+            self.handle.seek(0)
+            self.handle.truncate()
+            self.handle.write(f"pid {os.getpid()} on {socket.gethostname()} since "
+                              f"{time.strftime('%Y-%m-%d %H:%M:%S')}")
+            self.handle.flush()
+        except OSError as exc:
+            self.handle.close()
+            reason = "the disk is full" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
+            raise OutputError(f"cannot write the run lock {self.path}: {reason}; free space or choose another "
+                              f"--log_dir") from exc
 
     def release(self) -> None:
-        self.handle.seek(0)
-        self.handle.truncate()
+        try:
+            self.handle.seek(0)
+            self.handle.truncate()
+        except OSError:
+            pass
         self.handle.close()  # closing drops the flock
+
+
+# ---- the run manifest: a run folder is one experiment ------------------------------------------------------------
+MANIFEST = "run.json"
+MANIFEST_FORMAT = "ecg-age-run/1"
+CV_SUMMARY, OOF, FOLDS = "cv.json", "oof.csv", "folds.csv"
+# what a run writes: removed by --overwrite, and (the trained part) what makes a folder hold an earlier experiment
+TRAINED = ("*.pt", "model.pth", "history.csv", OOF, CV_SUMMARY, "logs")
+WRITTEN = (*TRAINED, MANIFEST, FOLDS, "options.json", "split.csv", "config.json", "args.json", "learning_curves.png")
+FOLD_DIR = re.compile(r"fold_\d+")
+
+
+def member_dirs(run: Path) -> list[Path]:
+    return sorted((p for p in run.glob("fold_*") if p.is_dir() and FOLD_DIR.fullmatch(p.name)),
+                  key=lambda p: int(p.name[5:]))
+
+
+def earlier_results(run: Path) -> list[str]:
+    """The trained results of an earlier experiment in ``run`` (checkpoints, histories, out-of-fold files)."""
+    found = []
+    for folder in (run, *member_dirs(run)):
+        found.extend(str(p.relative_to(run)) for pattern in TRAINED for p in folder.glob(pattern))
+    return sorted(found)
+
+
+def clear_run(run: Path) -> None:
+    """Remove every file an earlier run wrote in ``run`` (fold members included); other files are left alone."""
+    for folder in member_dirs(run):
+        shutil.rmtree(folder)
+    for pattern in WRITTEN:
+        for path in run.glob(pattern):
+            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def new_manifest(options: dict, data: dict, split: dict, members: list[str]) -> dict:
+    """What identifies an experiment: the options that change its result, the data's identity, the split (a hash of
+    every record's assignment) and its members ('.' for a single model, fold_<k> for cross-validation)."""
+    return {"format": MANIFEST_FORMAT, "options": options, "data": data, "split": split, "members": members,
+            "finished": {}, "complete": False}
+
+
+def read_manifest(run: Path) -> dict | None:
+    path = run / MANIFEST
+    if not path.exists():
+        return None
+    try:
+        manifest = json.loads(regular_file(path, str(path), max_bytes=64 << 20).read_text())
+    except (OSError, ValueError, RecordError) as exc:
+        raise UserError(f"{path}: the run's manifest cannot be read ({exc}); start the run again with --overwrite") \
+            from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT or \
+            not isinstance(manifest.get("members"), list) or not isinstance(manifest.get("finished"), dict):
+        raise UserError(f"{path}: not a run manifest of this project ({MANIFEST_FORMAT}); start the run again with "
+                        f"--overwrite")
+    return manifest
+
+
+def manifest_differences(old: dict, new: dict) -> list[str]:
+    """One line per difference that changes the result: options (by name, both values), data, split, members."""
+    lines = []
+    for key in sorted(set(old["options"]) | set(new["options"])):
+        before, after = old["options"].get(key, "(not set)"), new["options"].get(key, "(not set)")
+        if before != after:
+            lines.append(f"--{key}: {before!r} in the run, {after!r} now")
+    for part, what in (("data", "the records (their files or ids)"), ("split", "the split of records into "
+                                                                                "train/validation or folds")):
+        if old.get(part) != new.get(part):
+            lines.append(f"{what} differ: {old.get(part)} in the run, {new.get(part)} now")
+    if old["members"] != new["members"]:
+        lines.append(f"the members differ: {old['members']} in the run, {new['members']} now")
+    return lines
+
+
+def write_manifest(run: Path, manifest: dict) -> None:
+    write_json(run / MANIFEST, manifest)
+
+
+def finish_member(run: Path, manifest: dict, member: str, checkpoint: str) -> None:
+    """Record a trained member (its checkpoint and the checkpoint's SHA-256) in the manifest."""
+    path = run / member / checkpoint
+    manifest["finished"][member] = {"checkpoint": checkpoint, "sha256": file_sha256(path)}
+    write_manifest(run, manifest)
+
+
+def run_members(path: str | Path) -> list[Path]:
+    """The checkpoints a ``--weights`` path stands for. A cross-validated run folder stands for exactly the fold
+    members its manifest names — each checked to exist unchanged since training — and only once the run is complete
+    (cv.json written); any other file or folder stands for itself. Other files in a run folder are ignored."""
+    path = Path(path)
+    if not path.is_dir():
+        return [path]
+    manifest = read_manifest(path)
+    if manifest is None:
+        return _legacy_members(path)
+    if manifest["members"] == ["."]:
+        return [path]
+    if not manifest.get("complete") or not (path / CV_SUMMARY).exists():
+        done = [m for m in manifest["members"] if m in manifest["finished"]]
+        explicit = " ".join(str(path / m) for m in done) or "(none has finished yet)"
+        raise CheckpointError(f"{path}: this cross-validated run is unfinished ({len(done)} of "
+                              f"{len(manifest['members'])} folds trained, no {CV_SUMMARY}); finish it with the same "
+                              f"command and --resume, or use the finished folds explicitly: --weights {explicit}")
+    members = []
+    for member in manifest["members"]:
+        entry = manifest["finished"].get(member)
+        checkpoint = path / member / entry["checkpoint"] if isinstance(entry, dict) else None
+        if checkpoint is None or not checkpoint.is_file() or file_sha256(checkpoint) != entry.get("sha256"):
+            raise CheckpointError(f"{path}: member {member} is missing or has changed since training "
+                                  f"({checkpoint or 'never finished'}); this run folder no longer holds the "
+                                  f"experiment its {MANIFEST} describes. Retrain it, or give the checkpoints you "
+                                  f"mean explicitly")
+        members.append(checkpoint)
+    return members
+
+
+def _legacy_members(path: Path) -> list[Path]:
+    """A run folder written before manifests: its fold_<k> members as many as its cv.json says, or itself."""
+    folds = member_dirs(path)
+    if not folds:
+        return [path]
+    try:
+        count = int(json.loads((path / CV_SUMMARY).read_text())["folds"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{path}: holds fold folders but no readable {CV_SUMMARY} (an unfinished or damaged "
+                              f"cross-validated run); finish it with --resume, or give the fold checkpoints "
+                              f"explicitly (--weights {path}/fold_0 ...)") from exc
+    members = [path / f"fold_{k}" for k in range(count)]
+    missing = [str(m) for m in members if not m.is_dir()]
+    if missing:
+        raise CheckpointError(f"{path}: its {CV_SUMMARY} names {count} folds but {', '.join(missing)} is missing")
+    return members

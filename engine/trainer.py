@@ -22,12 +22,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from torch import distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from models.checkpoint import ModelBundle, save_checkpoint, unwrap
+from utils.errors import TrainingDiverged
 from utils.io import write_csv
 from utils.metrics import bias_correction_from_sums, gap_line_sums
 from utils.runtime import all_reduce_sum, autocast, broadcast_buffers, is_main, place_model, rng_state, set_rng_state
@@ -178,11 +180,13 @@ def train_one_epoch(net: nn.Module, head, loader, optimizer, scheduler, ema: EMA
     bar = tqdm(total=steps, unit="step", desc=f"epoch {epoch}/{cfg.nepoch}", leave=False,
                disable=not (is_main() and cfg.progress))
     total, count = 0.0, 0.0
-    for _, batch in zip(range(steps), loader):
+    for step, batch in zip(range(1, steps + 1), loader):
         y, w = (batch[k].to(device, non_blocking=True) for k in ("y", "w"))
         with autocast(device, precision):
             raw = forward(net, batch, device)
         loss = loss_fn(head(raw), y, w)
+        value = loss.item()
+        check_finite(value, cfg, epoch, step, device, optimizer.param_groups[0]["lr"], precision)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -190,12 +194,27 @@ def train_one_epoch(net: nn.Module, head, loader, optimizer, scheduler, ema: EMA
             scheduler.step()
         if ema is not None:
             ema.update(unwrap(net))
-        total, count = total + loss.item() * len(y), count + len(y)
+        total, count = total + value * len(y), count + len(y)
         bar.update()
-        bar.set_postfix(loss=f"{loss.item():.3f}")
+        bar.set_postfix(loss=f"{value:.3f}")
     bar.close()
     total, count = all_reduce_sum([total, count], device)
     return total / count if count else math.nan
+
+
+def check_finite(loss: float, cfg: TrainConfig, epoch: int, step: int, device: torch.device, lr: float,
+                 precision: str) -> None:
+    """Stop at the first non-finite training loss on any process (every process stops together, so none waits
+    forever for the others), before the step that would spread it into the weights."""
+    bad = not math.isfinite(loss)
+    if dist.is_initialized():
+        bad = all_reduce_sum([float(bad)], device)[0] > 0
+    if bad:
+        raise TrainingDiverged(
+            f"training diverged at epoch {epoch}, step {step}: the loss is {loss} (not finite). Nothing from this "
+            f"epoch was saved; the run folder holds the epochs before it. Lower the learning rate (--lr_initial, "
+            f"{lr:g} now){' or train in --precision fp32' if precision != 'fp32' else ''}, then start again with "
+            f"--overwrite")
 
 
 def evaluate(model: nn.Module, head, loader, loss: str, device: torch.device, precision: str,
@@ -268,6 +287,10 @@ def fit(bundle: ModelBundle, train_loader, valid_loader, cfg: TrainConfig, run: 
         if ema is not None:
             ema.copy_buffers(model)
         valid = evaluate(eval_net, bundle.head, valid_loader, cfg.loss, device, precision, is_main() and cfg.progress)
+        if valid["n"] and not math.isfinite(valid["mae"]):
+            raise TrainingDiverged(f"training diverged at epoch {epoch}: the model gives non-finite ages on the "
+                                   f"validation records (training loss {train_loss:.4g}). Nothing from this epoch was "
+                                   f"saved; lower the learning rate (--lr_initial) and start again with --overwrite")
         if cfg.scheduler == "step":
             scheduler.step()
         elif cfg.scheduler == "plateau":

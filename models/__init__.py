@@ -1,13 +1,23 @@
 """Model registry: ``get_model(name, **overrides)`` builds any architecture by name.
 
 ``model_args(name, **overrides)`` returns the complete constructor arguments (defaults filled in), which is what
-checkpoints store; ``infer_model_args(state_dict)`` recovers them from a foreign checkpoint's tensor shapes.
+checkpoints store, after checking every one against the architecture's bounds (``ARG_BOUNDS``: a checkpoint is
+untrusted, and its description must not build a network that exhausts memory or time — nor one that cannot read
+12 leads or give one age); ``get_model`` also refuses a network of more than ``MAX_PARAMETERS`` parameters, counted
+on PyTorch's 'meta' device before anything is allocated. ``input_length`` is the one length an architecture takes,
+where it takes only one (ResNet1d). ``infer_model_args(state_dict)`` recovers the arguments from a foreign
+checkpoint's tensor shapes.
 """
 from __future__ import annotations
 
 import inspect
+import math
+import numbers
 
+import torch
 from torch import nn
+
+from utils.bounds import MAX_BLOCKS, MAX_PARAMETERS, MAX_SAMPLES
 
 from .ecg_efficientnet import ECGEfficientNet
 from .heads import ADULT_HEAD, CHILD_HEAD, LINEAR_HEAD, AgeHead
@@ -17,8 +27,21 @@ from .resnet1d import ResNet1d
 
 MODELS: dict[str, type[nn.Module]] = {"ResDenseNet": ResDenseNet, "ResUDenseNet": ResUDenseNet,
                                       "ResNet1d": ResNet1d, "ECGEfficientNet": ECGEfficientNet}
+# (type, lowest, highest) of every constructor argument; 12 leads in and one output are what the pipeline feeds and
+# reads. ResNet1d's input_dim and blocks_dim are checked by _check_resnet1d.
+ARG_BOUNDS: dict[str, dict[str, tuple]] = {
+    "ResDenseNet": {"nOUT": (int, 1, 1), "in_ch": (int, 1, 1), "out_ch": (int, 1, 1024), "mid_ch": (int, 1, 1024),
+                    "lead": (int, 12, 12), "heads": (int, 1, 64)},
+    "ResUDenseNet": {"nOUT": (int, 1, 1), "in_ch": (int, 12, 12), "out_ch": (int, 1, 2048),
+                     "mid_ch": (int, 1, 1024), "heads": (int, 1, 64)},
+    "ResNet1d": {"n_classes": (int, 1, 1), "kernel_size": (int, 1, 255), "dropout_rate": (float, 0.0, 0.99)},
+    "ECGEfficientNet": {"in_ch": (int, 12, 12), "width": (float, 0.05, 8.0), "depth": (float, 0.05, 8.0),
+                        "head_ch": (int, 1, 8192), "dropout": (float, 0.0, 0.99), "drop_path": (float, 0.0, 0.99),
+                        "sex_input": (bool, False, True)},
+}
 
-__all__ = ["MODELS", "get_model", "model_args", "infer_model_args", "output_layer", "AgeHead", "ADULT_HEAD",
+__all__ = ["MODELS", "ARG_BOUNDS", "get_model", "model_args", "input_length", "infer_model_args", "output_layer",
+           "AgeHead", "ADULT_HEAD",
            "CHILD_HEAD", "LINEAR_HEAD", "ResDenseNet", "ResUDenseNet", "ResNet1d", "ECGEfficientNet"]
 
 
@@ -29,21 +52,65 @@ def _model_class(name: str) -> type[nn.Module]:
 
 
 def model_args(name: str, **overrides) -> dict:
-    """Full constructor arguments of ``name`` with ``overrides`` applied (unknown keys are an error)."""
+    """Full constructor arguments of ``name`` with ``overrides`` applied; unknown keys, wrong types and values
+    outside ``ARG_BOUNDS`` raise ValueError naming the argument."""
     signature = inspect.signature(_model_class(name).__init__)
     args = {k: p.default for k, p in signature.parameters.items() if k != "self"}
     unknown = set(overrides) - set(args)
     if unknown:
         raise ValueError(f"{name} has no argument(s) {', '.join(sorted(unknown))}; it takes {', '.join(args)}")
     args.update({k: v for k, v in overrides.items()})
+    for key, bound in ARG_BOUNDS[name].items():
+        args[key] = _bounded(name, key, args[key], *bound)
     if name == "ResNet1d":
-        args["input_dim"] = list(args["input_dim"])
-        args["blocks_dim"] = [list(b) for b in args["blocks_dim"]]
+        args["input_dim"], args["blocks_dim"] = _check_resnet1d(args["input_dim"], args["blocks_dim"])
     return args
 
 
+def _bounded(name: str, key: str, value, kind: type, low, high):
+    """``value`` as ``kind`` if it is one (a bool is not a number; a whole float is an int) within [low, high]."""
+    if kind is bool:
+        ok = isinstance(value, bool)
+    elif kind is int:
+        ok = isinstance(value, numbers.Integral) and not isinstance(value, bool) or \
+            isinstance(value, float) and value.is_integer()
+    else:
+        ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or not low <= value <= high:
+        raise ValueError(f"{name} argument {key} must be {kind.__name__} in [{low}, {high}], got {value!r}")
+    return kind(value)
+
+
+def _check_resnet1d(input_dim, blocks_dim) -> tuple[list, list]:
+    pairs = lambda v: isinstance(v, (list, tuple)) and len(v) == 2  # noqa: E731
+    if not pairs(input_dim) or not isinstance(blocks_dim, (list, tuple)) or not 1 <= len(blocks_dim) <= MAX_BLOCKS \
+            or not all(pairs(b) for b in blocks_dim):
+        raise ValueError(f"ResNet1d needs input_dim [12, length] and 1–{MAX_BLOCKS} blocks_dim pairs [filters, "
+                         f"length]")
+    dims = [_bounded("ResNet1d", "input_dim[0]", input_dim[0], int, 12, 12),
+            _bounded("ResNet1d", "input_dim[1]", input_dim[1], int, 1, MAX_SAMPLES)]
+    blocks = [[_bounded("ResNet1d", f"blocks_dim[{i}][0]", f, int, 1, 4096),
+               _bounded("ResNet1d", f"blocks_dim[{i}][1]", n, int, 1, MAX_SAMPLES)] for i, (f, n) in
+              enumerate(blocks_dim)]
+    return dims, blocks
+
+
+def input_length(name: str, args: dict) -> int | None:
+    """The one input length (samples) an architecture takes, or None where it takes any length (ResNet1d's
+    flattening output layer fixes it; the others pool over time)."""
+    return int(args["input_dim"][1]) if name == "ResNet1d" else None
+
+
 def get_model(name: str, **overrides) -> nn.Module:
-    return _model_class(name)(**model_args(name, **overrides))
+    """Build ``name``: its arguments are checked first, then its size on the 'meta' device (nothing allocated)."""
+    args = model_args(name, **overrides)
+    with torch.device("meta"):
+        skeleton = _model_class(name)(**args)
+    parameters = sum(p.numel() for p in skeleton.parameters())
+    if parameters > MAX_PARAMETERS:
+        raise ValueError(f"{name} with these arguments has {parameters:,} parameters, more than the "
+                         f"{MAX_PARAMETERS:,} allowed")
+    return _model_class(name)(**args)
 
 
 def output_layer(model: nn.Module) -> nn.Linear:

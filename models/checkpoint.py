@@ -8,31 +8,39 @@ Written (``save_checkpoint``): the seed's ``{'model', 'optimizer', 'epoch'}`` pl
 numbers, strings, lists and dicts, so that it loads with ``torch.load(weights_only=True)``.
 
 Read (``load_bundle``):
-* this project's checkpoints (``.pt``, or a run folder → its ``best.pt`` / ``model.pth``);
+* this project's checkpoints (``.pt``, or a run folder → its ``best.pt`` / ``model.pth``; which checkpoints a
+  cross-validated run folder stands for is engine.runs.run_members);
 * the seed's checkpoints (``{'model', 'optimizer', 'epoch'}`` or a bare state dict, ``module.`` prefixes
   stripped): the architecture and widths are read from the tensor shapes, the preprocessing is the MAIC one and
   the head that of the mode (adult/child);
 * the published Lima et al. folder (``model.pth`` + ``config.json`` with seq_length, net_filter_size,
   net_seq_lengh, kernel_size, dropout_rate): ResNet1d, 400 Hz, centred zero-padding, mV, no head.
 
-Every file is read with ``weights_only=True``: a checkpoint whose pickle needs anything else (arbitrary Python
-objects, which could run code) is refused unless the caller passes ``trust=True`` (``--trust_checkpoint``).
+Every file is checked before it is read (a regular file, its size and its declared uncompressed size bounded) and
+every field of its description after (types and bounds of the architecture's arguments, the preprocessing spec,
+the head, the bias correction; dense tensors of the right shapes). Every file is read with ``weights_only=True``:
+a checkpoint whose pickle needs anything else (arbitrary Python objects, which could run code) is refused unless
+the caller passes ``trust=True`` (``--trust_checkpoint``).
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import pickle
 import sys
+import zipfile
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from utils.errors import CheckpointError
-from utils.io import save_torch
+from utils.bounds import AGE_RANGE, MAX_CHECKPOINT_BYTES, MAX_INFLATION
+from utils.errors import CheckpointError, RecordError
+from utils.io import regular_file, save_torch
+from utils.metrics import check_bias_correction
 
-from . import get_model, infer_model_args, model_args
+from . import MODELS, get_model, infer_model_args, input_length, model_args
 from .heads import LINEAR_HEAD, MODE_HEADS, AgeHead
 from .preprocessing import LIMA, MAIC, PreprocessSpec
 
@@ -82,8 +90,31 @@ def clean_state_dict(state_dict: dict) -> dict:
     return out
 
 
+def check_checkpoint_size(path: Path) -> None:
+    """Before a checkpoint is read: a regular file of at most MAX_CHECKPOINT_BYTES whose zip entries (PyTorch's
+    format) declare at most MAX_INFLATION times its size once uncompressed — PyTorch stores tensors uncompressed,
+    so a larger ratio is a zip bomb that would inflate in memory."""
+    try:
+        regular_file(path, str(path), max_bytes=MAX_CHECKPOINT_BYTES)
+    except RecordError as exc:
+        raise CheckpointError(f"{path}: {exc.reason}") from exc
+    size = path.stat().st_size
+    try:
+        if not zipfile.is_zipfile(path):
+            return
+        with zipfile.ZipFile(path) as archive:
+            declared = sum(info.file_size for info in archive.infolist())
+    except (OSError, zipfile.BadZipFile, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: {exc})") from exc
+    if declared > max(MAX_INFLATION * size, size + (1 << 20)) or declared > MAX_CHECKPOINT_BYTES:
+        raise CheckpointError(f"{path}: its {size:,} bytes declare {declared:,} bytes once uncompressed; a PyTorch "
+                              f"checkpoint stores tensors uncompressed, so this is refused before it is read")
+
+
 def torch_load(path: Path, trust: bool = False) -> dict:
-    """A checkpoint's content, read as data only (``weights_only=True``) unless ``trust``."""
+    """A checkpoint's content, read as data only (``weights_only=True``) unless ``trust``; its size is checked
+    first (:func:`check_checkpoint_size`)."""
+    check_checkpoint_size(path)
     try:
         if trust:
             print(f"--trust_checkpoint: loading {path} with full unpickling (it may run code)", file=sys.stderr)
@@ -92,8 +123,8 @@ def torch_load(path: Path, trust: bool = False) -> dict:
         held = str(exc).split("\n")[0][:300]
         raise CheckpointError(f"{path}: holds Python objects beyond tensors, numbers, strings, lists and dicts, and "
                               f"was not loaded ({held}); {TRUST_HINT}") from exc
-    except (OSError, RuntimeError, EOFError, ValueError, TypeError, AttributeError, ImportError,
-            MemoryError) as exc:
+    except (OSError, RuntimeError, EOFError, ValueError, TypeError, AttributeError, ImportError, MemoryError,
+            RecursionError, KeyError, IndexError, zipfile.BadZipFile) as exc:
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: "
                               f"{str(exc)[:300]})") from exc
 
@@ -106,8 +137,10 @@ def save_checkpoint(path: str | Path, bundle: ModelBundle, **state) -> Path:
 
 def _published_config(path: Path) -> dict:
     try:
-        config = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
+        config = json.loads(regular_file(path, str(path), max_bytes=1 << 20).read_text())
+    except RecordError as exc:
+        raise CheckpointError(f"{path}: {exc.reason}") from exc
+    except (OSError, ValueError, RecursionError) as exc:
         raise CheckpointError(f"{path}: not a readable config.json ({exc})") from exc
     missing = [k for k in ("seq_length", "net_filter_size", "net_seq_lengh") if k not in config]
     if not isinstance(config, dict) or missing:
@@ -141,8 +174,10 @@ def _state_dict(ckpt, weights: Path) -> dict:
 
 
 def _ours(ckpt: dict) -> tuple[str, dict, PreprocessSpec, AgeHead]:
-    arch = ckpt["arch"]
-    return arch, model_args(arch, **ckpt["model_args"]), PreprocessSpec.from_dict(ckpt["preprocessing"]), \
+    arch, args = ckpt["arch"], ckpt["model_args"]
+    if not isinstance(arch, str) or arch not in MODELS or not isinstance(args, dict):
+        raise ValueError(f"arch must name one of {', '.join(MODELS)} and model_args be a dict, got {arch!r:.100}")
+    return arch, model_args(arch, **args), PreprocessSpec.from_dict(ckpt["preprocessing"]), \
         AgeHead.from_dict(ckpt["head"])
 
 
@@ -163,14 +198,14 @@ def _seed(state_dict: dict, mode: str | None) -> tuple[str, dict, PreprocessSpec
     return arch, args, MAIC, MODE_HEADS[mode or ("adult" if arch == "ResDenseNet" else "child")]
 
 
-MAX_BLOCKS = 64  # no published architecture comes near; a longer description is refused before it is built
-
-
 def _check_shapes(arch: str, args: dict, state_dict: dict, weights: Path) -> None:
-    """The weights must fit the described network exactly; checked on a network built on the 'meta' device (no
-    memory), so a description of an enormous network is refused before anything is allocated."""
-    if len(args.get("blocks_dim", [])) > MAX_BLOCKS:
-        raise CheckpointError(f"{weights}: describes {len(args['blocks_dim'])} blocks (at most {MAX_BLOCKS})")
+    """The weights must fit the described network exactly — same names, shapes, dense tensors of real numbers;
+    checked on a network built on the 'meta' device (no memory), so a description of an enormous network is
+    refused before anything is allocated."""
+    odd = [k for k, v in state_dict.items() if isinstance(v, torch.Tensor) and
+           (v.layout != torch.strided or v.is_complex() or v.dtype == torch.bool or v.is_quantized)]
+    if odd:
+        raise CheckpointError(f"{weights}: tensor(s) {', '.join(odd[:5])} are not dense tensors of real numbers")
     with torch.device("meta"):
         skeleton = get_model(arch, **args)
     expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
@@ -196,25 +231,41 @@ def load_bundle(path: str | Path, mode: str | None = None, trust: bool = False) 
             arch, args, spec, head = _published(_published_config(config_path))
         else:
             arch, args, spec, head = _seed(state_dict, mode)
+        check_fits(arch, args, spec)
         _check_shapes(arch, args, state_dict, weights)
+        correction = ckpt.get("bias_correction")
+        if correction is not None:
+            check_bias_correction(correction)
         model = get_model(arch, **args)
-    except (KeyError, TypeError, ValueError, IndexError) as exc:
-        raise CheckpointError(f"{weights}: its architecture description cannot be used ({type(exc).__name__}: "
+    except (KeyError, TypeError, ValueError, IndexError, AssertionError, RecursionError, OverflowError) as exc:
+        raise CheckpointError(f"{weights}: its description cannot be used ({type(exc).__name__}: "
                               f"{str(exc)[:300]})") from exc
-    model.load_state_dict(state_dict, strict=True)
+    try:
+        model.load_state_dict(state_dict, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{weights}: its weights cannot be loaded ({str(exc)[:300]})") from exc
     model.eval()
-    return ModelBundle(model, arch, args, spec, head, str(weights), ckpt, ckpt.get("bias_correction"))
+    return ModelBundle(model, arch, args, spec, head, str(weights), ckpt, correction)
 
 
-def ensemble_members(path: str | Path) -> list[Path]:
-    """The checkpoints a path stands for: a cross-validated run folder → each ``fold_<k>/`` best checkpoint; any
-    other file or folder → itself."""
-    path = Path(path)
-    folds = sorted(path.glob("fold_*"), key=lambda p: int(p.name.split("_")[1]) if p.name[5:].isdigit() else -1) \
-        if path.is_dir() else []
-    return folds or [path]
+def check_fits(arch: str, args: dict, spec: PreprocessSpec) -> None:
+    """The preprocessing must give the input the network takes (ResNet1d takes exactly its input length)."""
+    length = input_length(arch, args)
+    if length is not None and spec.length != length:
+        raise ValueError(f"{arch} takes exactly {length} samples per lead, but its preprocessing gives "
+                         f"{spec.length}")
+
+
+def training_median_age(bundle: ModelBundle) -> float | None:
+    """The median training age stored with the model (None for foreign checkpoints or an implausible value)."""
+    options = bundle.checkpoint.get("options")
+    stored = options.get("train_median_age") if isinstance(options, dict) else None
+    if isinstance(stored, (int, float)) and not isinstance(stored, bool) and math.isfinite(stored) and \
+            AGE_RANGE[0] <= stored <= AGE_RANGE[1]:
+        return float(stored)
+    return None
 
 
 def load_ensemble(paths, mode: str | None = None, trust: bool = False) -> list[ModelBundle]:
-    """Every model named by ``paths`` (files, run folders, cross-validated run folders), to be averaged."""
-    return [load_bundle(member, mode=mode, trust=trust) for path in paths for member in ensemble_members(path)]
+    """Every model named by ``paths`` (checkpoint files or model folders), to be averaged."""
+    return [load_bundle(path, mode=mode, trust=trust) for path in paths]

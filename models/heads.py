@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 
 import torch
+
+from utils.bounds import AGE_RANGE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -18,10 +21,15 @@ class AgeHead:
     high: float = 9.0
 
     def __post_init__(self):
-        if self.kind not in ("sigmoid", "linear"):
+        if not isinstance(self.kind, str) or self.kind not in ("sigmoid", "linear"):
             raise ValueError(f"head kind must be 'sigmoid' or 'linear', got {self.kind!r}")
-        if self.kind == "sigmoid" and not self.high > self.low:
-            raise ValueError(f"head bounds must satisfy high > low, got [{self.low}, {self.high}]")
+        if not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in (self.low, self.high)):
+            raise ValueError(f"head bounds must be numbers, got {self.low!r}, {self.high!r}")
+        object.__setattr__(self, "low", float(self.low))
+        object.__setattr__(self, "high", float(self.high))
+        if self.kind == "sigmoid" and not AGE_RANGE[0] <= self.low < self.high <= AGE_RANGE[1]:
+            raise ValueError(f"a sigmoid head's bounds must satisfy {AGE_RANGE[0]:g} ≤ low < high ≤ "
+                             f"{AGE_RANGE[1]:g} (the plausible ages), got [{self.low}, {self.high}]")
 
     def __call__(self, raw: torch.Tensor) -> torch.Tensor:
         raw = raw.float().reshape(-1)
@@ -41,6 +49,8 @@ class AgeHead:
 
     @classmethod
     def from_dict(cls, data: dict) -> "AgeHead":
+        if not isinstance(data, dict):
+            raise ValueError(f"a head is a dict with kind, low and high, got {type(data).__name__}")
         return cls(**{k: data[k] for k in ("kind", "low", "high") if k in data})
 
 

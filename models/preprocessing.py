@@ -14,12 +14,16 @@ samples), 4th-order Butterworth band-pass 0.5–45 Hz (filtfilt), then each lead
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 from fractions import Fraction
 from functools import lru_cache
 from typing import Literal
 
 import numpy as np
 from scipy import signal as sps
+
+from utils.bounds import MAX_FS, MAX_SAMPLES, MIN_FS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,11 +39,30 @@ class PreprocessSpec:
     zscore_after_filter: bool = False  # MAIC z-scores then filters; the modern recipe filters then z-scores
 
     def __post_init__(self):
-        window = isinstance(self.crop, (int, float)) and 0.0 <= self.crop <= 1.0
-        if not (window or self.crop in ("start", "center")) or self.pad not in ("end", "center"):
+        """Every field checked by type and range (a spec comes from an untrusted checkpoint)."""
+        number = lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)  # noqa: E731
+        if not number(self.fs) or not MIN_FS <= self.fs <= MAX_FS:
+            raise ValueError(f"fs must be a number of Hz in [{MIN_FS:g}, {MAX_FS:g}], got {self.fs!r}")
+        if not isinstance(self.length, numbers.Integral) or isinstance(self.length, bool) or \
+                not 1 <= self.length <= MAX_SAMPLES:
+            raise ValueError(f"length must be a whole number of samples in [1, {MAX_SAMPLES}], got {self.length!r}")
+        window = number(self.crop) and 0.0 <= self.crop <= 1.0
+        named = isinstance(self.crop, str) and self.crop in ("start", "center")
+        if not (window or named) or not isinstance(self.pad, str) or self.pad not in ("end", "center"):
             raise ValueError(f"crop must be start|center|a position in [0, 1] and pad end|center, "
-                             f"got {self.crop}/{self.pad}")
+                             f"got {self.crop!r}/{self.pad!r}")
+        flags = {"zscore": self.zscore, "nan_to_zero": self.nan_to_zero,
+                 "zscore_after_filter": self.zscore_after_filter}
+        if not all(isinstance(v, bool) for v in flags.values()):
+            raise ValueError(f"zscore, nan_to_zero and zscore_after_filter must be true/false, got {flags}")
+        if not isinstance(self.filter_order, numbers.Integral) or not 1 <= self.filter_order <= 10:
+            raise ValueError(f"filter_order must be a whole number in [1, 10], got {self.filter_order!r}")
+        object.__setattr__(self, "fs", float(self.fs))
+        object.__setattr__(self, "length", int(self.length))
         if self.bandpass is not None:
+            if not isinstance(self.bandpass, (list, tuple)) or len(self.bandpass) != 2 or \
+                    not all(number(f) for f in self.bandpass):
+                raise ValueError(f"bandpass must be two frequencies in Hz or none, got {self.bandpass!r}")
             object.__setattr__(self, "bandpass", tuple(float(f) for f in self.bandpass))
             low, high = self.bandpass
             if not 0 < low < high < self.fs / 2:
@@ -50,9 +73,10 @@ class PreprocessSpec:
 
     @classmethod
     def from_dict(cls, data: dict) -> "PreprocessSpec":
+        if not isinstance(data, dict):
+            raise ValueError(f"a preprocessing spec is a dict of its fields, got {type(data).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: (tuple(v) if k == "bandpass" and v is not None else v)
-                      for k, v in data.items() if k in known})
+        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 MAIC = PreprocessSpec(fs=500.0, length=4096, crop="start", pad="end", zscore=True, bandpass=(1.0, 47.0),

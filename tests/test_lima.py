@@ -19,11 +19,14 @@ from models import ResNet1d
 @pytest.fixture(scope="module")
 def published_folder(tmp_path_factory):
     """A model folder as the published code writes it: model.pth {'model', 'epoch', 'valid_loss', 'optimizer'} and
-    config.json with the published argument names (small widths: the reference fixture's weights)."""
+    config.json with the published argument names (small widths: the reference fixture's weights, its output moved
+    by 50 years into the adult range — the untrained fixture predicts about 0, and ages below 0 are bad output)."""
     fixture = torch.load(need(SPEC / "ResNet1d_small.pt"), weights_only=False)
     folder = tmp_path_factory.mktemp("published")
     model = ResNet1d(**fixture["config"])
     model.load_state_dict(fixture["state_dict"])
+    with torch.no_grad():
+        model.lin.bias += 50.0
     torch.save({"epoch": 41, "model": model.state_dict(), "valid_loss": 70.2,
                 "optimizer": torch.optim.Adam(model.parameters()).state_dict()}, folder / "model.pth")
     config = {"epochs": 70, "seed": 2, "sample_freq": 400, "seq_length": 4096, "scale_multiplier": 10,

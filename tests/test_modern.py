@@ -212,7 +212,9 @@ def test_head_bias_init_and_sex_codes_reach_the_network(tmp_path):
 
 
 def test_resume_continues_every_fold(ptbxl, tmp_path):
-    argv = [*TINY_MODERN, "--input", str(ptbxl), "--ptbxl_rate", "100", "--folds", "2", "--env", "res", "--log_dir",
+    """A step schedule may be extended by --resume (a cosine one may not: its epoch count shapes every epoch)."""
+    argv = [*TINY_MODERN, "--scheduler", "step", "--input", str(ptbxl), "--ptbxl_rate", "100", "--folds", "2",
+            "--env", "res", "--log_dir",
             str(tmp_path / "log"), "--cache_dir", str(tmp_path / "cache"), "--quiet"]
     assert train_interface.entry([*argv, "--nepoch", "1"]) == 0
     assert train_interface.entry([*argv, "--nepoch", "2", "--resume"]) == 0

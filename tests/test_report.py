@@ -144,6 +144,8 @@ def resnet_with_correction(tmp_path_factory):
 
     model = ResNet1d(**fixture["config"])
     model.load_state_dict(fixture["state_dict"])
+    with torch.no_grad():  # into the adult range: the untrained fixture predicts about 0
+        model.lin.bias += 50.0
     torch.save({"model": model.state_dict()}, folder / "seed.pt")
     bundle = load_bundle(folder / "seed.pt")
     bundle.bias_correction = {"intercept": 2.0, "slope": -0.5, "n": 10, "fitted_on": "validation"}

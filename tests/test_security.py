@@ -111,9 +111,18 @@ def npy_folder(maic_adult, tmp_path) -> Path:
     return folder
 
 
+def adult_model():
+    """The ResNet1d fixture with its output moved by 50 years into the adult range (untrained, it predicts about 0,
+    and ages below 0 are bad output)."""
+    model = fixture_model()
+    with torch.no_grad():
+        model.lin.bias += 50.0
+    return model
+
+
 @pytest.fixture()
 def weights(tmp_path) -> str:
-    torch.save({"model": fixture_model().state_dict()}, tmp_path / "resnet.pt")
+    torch.save({"model": adult_model().state_dict()}, tmp_path / "resnet.pt")
     return str(tmp_path / "resnet.pt")
 
 
@@ -124,7 +133,7 @@ def predicted(folder, weights, tmp_path, *extra, cache="on") -> pd.Series:
     return pd.read_csv(out, dtype={"ids": str}).set_index("ids")["predicted_age"]
 
 
-@pytest.mark.parametrize("option", [["--input_scale", "0.001"], ["--fs", "250"], ["--tta", "3"]])
+@pytest.mark.parametrize("option", [["--input_scale", "0.5"], ["--fs", "250"], ["--tta", "3"]])
 def test_every_input_option_is_in_the_cache_key(npy_folder, weights, tmp_path, option):
     """The Lima model reads millivolts at 400 Hz: scale and rate change its inputs, so cached ages must change
     exactly as uncached ones do."""
@@ -221,8 +230,8 @@ def test_two_runs_in_one_folder_at_once(maic_adult, tmp_path):
     assert second.returncode == 2
     assert f"is in use by another training run (pid {first.pid} on" in second.stderr, second.stderr
     # the first run was killed: its lock is stale, and the next run takes the folder over
-    again = subprocess.run([*argv[:argv.index("30")], "1", *argv[argv.index("30") + 1:]], capture_output=True,
-                           text=True, timeout=300)
+    again = subprocess.run([*argv[:argv.index("30")], "1", *argv[argv.index("30") + 1:], "--overwrite"],
+                           capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
     assert "no longer running; taking it over" in again.stdout
 

@@ -36,3 +36,7 @@ class CheckpointError(UserError):
 
 class OutputError(UserError):
     """A file could not be written (unwritable folder, full disk, ...); nothing was left behind."""
+
+
+class TrainingDiverged(UserError):
+    """The training loss (or the validation output) became non-finite: training stops at once."""

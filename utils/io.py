@@ -13,6 +13,7 @@ import contextlib
 import errno
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import IO, Callable, Iterator
@@ -123,7 +124,15 @@ def write_csv(path: str | os.PathLike, frame, index: bool = False, **kwargs) -> 
 
 
 def save_torch(path: str | os.PathLike, obj) -> Path:
-    return atomic_write(path, lambda handle: torch.save(obj, handle), binary=True)
+    """torch.save through the atomic writer; PyTorch's own writer reports a full disk as a RuntimeError, which
+    becomes the same OutputError as any other failed write."""
+    try:
+        return atomic_write(path, lambda handle: torch.save(obj, handle), binary=True)
+    except RuntimeError as exc:
+        if "write" not in str(exc).lower():
+            raise
+        raise _explain(Path(path), OSError(errno.ENOSPC, f"PyTorch could not write the checkpoint ({exc})")) \
+            from exc
 
 
 def save_figure(path: str | os.PathLike, figure) -> Path:
@@ -131,22 +140,75 @@ def save_figure(path: str | os.PathLike, figure) -> Path:
                         binary=True)
 
 
+def access_error(where: str, exc: BaseException, what: str) -> RecordError:
+    """A RecordError for an exception raised while reading; access failures are marked transient."""
+    error = RecordError(where, f"{what} ({type(exc).__name__}: {str(exc)[:300]})")
+    error.transient = isinstance(exc, (PermissionError, FileNotFoundError, TimeoutError)) or \
+        getattr(exc, "errno", None) in (errno.EIO, errno.EAGAIN, errno.EACCES, errno.ENOENT)
+    return error
+
+
+def regular_file(path: str | os.PathLike, where: str | None = None, max_bytes: int | None = None) -> Path:
+    """``path`` if it is a regular file (not a FIFO, device, socket or folder, which are never opened: reading a
+    FIFO would block forever) of at most ``max_bytes``."""
+    path = Path(path)
+    try:
+        info = os.stat(path)
+    except OSError as exc:
+        raise access_error(where or str(path), exc, "cannot be opened") from exc
+    if not stat.S_ISREG(info.st_mode):
+        raise RecordError(where or str(path), "is not a regular file (a FIFO, device, socket or folder is never read)")
+    if max_bytes is not None and info.st_size > max_bytes:
+        raise RecordError(where or str(path), f"is {info.st_size:,} bytes, more than the {max_bytes:,} allowed")
+    return path
+
+
+MAX_CSV_BYTES = 4 << 30  # a label or prediction table of 4 GiB holds tens of millions of rows
+
+
 def read_csv(path: str | os.PathLike, what: str = "a CSV", **kwargs) -> pd.DataFrame:
-    """pandas.read_csv whose every failure (missing, empty, binary, malformed) is a RecordError naming the file."""
+    """pandas.read_csv of a regular file whose every failure (missing, empty, binary, malformed, a FIFO) is a
+    RecordError naming the file."""
+    if os.path.exists(path):  # a missing file is pandas' FileNotFoundError below
+        try:
+            regular_file(path, str(path), max_bytes=MAX_CSV_BYTES)
+        except RecordError as exc:
+            raise RecordError(str(path), f"cannot be read as {what}: it {exc.reason}") from exc
     try:
         return pd.read_csv(path, **kwargs)
     except (OSError, ValueError, UnicodeDecodeError) as exc:  # ParserError and EmptyDataError are ValueErrors
         raise RecordError(str(path), f"cannot be read as {what} ({type(exc).__name__}: {exc})") from exc
 
 
-def check_not_an_input(output: str | os.PathLike, inputs, flag: str = "--output") -> None:
-    """Refuse an output path that is one of the inputs (it would be replaced by the output)."""
+def check_output_path(output: str | os.PathLike, read_files=(), input_folders=(), flag: str = "--output") -> None:
+    """Refuse an output path that would replace something this run reads or that is not a regular file: a device
+    node, FIFO, socket or folder; a path inside an input folder (a record's own file, say); or a path that is — or
+    resolves to, through links — one of ``read_files`` (records, labels, weights, HDF5 link targets)."""
     output = Path(output)
-    for item in inputs:
-        if item is None:
-            continue
-        item = Path(item)
-        same = output.exists() and item.exists() and os.path.samefile(output, item)
-        if same or output.resolve() == item.resolve():
+    try:
+        info = os.stat(output)
+    except OSError:
+        info = None
+    if info is not None and not stat.S_ISREG(info.st_mode):
+        raise UserError(f"{flag} {output} is not a regular file (a device, FIFO, socket or folder); outputs are only "
+                        f"ever written as new or replaced regular files. Choose another output path.")
+    resolved = Path(os.path.realpath(output))
+    for folder in input_folders:
+        folder = Path(os.path.realpath(folder))
+        if folder.is_dir() and resolved.is_relative_to(folder):
+            raise UserError(f"{flag} {output} lies inside the input folder {folder}; an output there could replace "
+                            f"a record's file. Choose an output path outside it.")
+    if info is None:  # a new file replaces nothing
+        return
+    for item in read_files:
+        if item is not None and _identity(item) == (info.st_dev, info.st_ino):
             raise UserError(f"{flag} {output} is an input of this run ({item}); writing it would replace that "
                             f"file. Choose another output path.")
+
+
+def _identity(path) -> tuple[int, int] | None:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino

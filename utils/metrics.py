@@ -6,8 +6,11 @@ All functions take plain arrays and return plain Python numbers/dicts, so report
 from __future__ import annotations
 
 import math
+import numbers
 
 import numpy as np
+
+from .bounds import AGE_RANGE, MAX_BIAS_GAP
 
 
 def _check(pred, true) -> tuple[np.ndarray, np.ndarray]:
@@ -101,14 +104,25 @@ MIN_RESPONSE = 0.2  # predictions must rise at least 0.2 years per year of age f
 
 
 def check_bias_correction(correction: dict) -> None:
-    """Refuse a line whose inversion would mostly amplify noise: with predictions nearly flat in age
-    (1 + slope < MIN_RESPONSE) the correction multiplies every error by more than 1/MIN_RESPONSE."""
+    """Refuse a correction that is not a line of two finite numbers, a line whose inversion would mostly amplify
+    noise (with predictions nearly flat in age, 1 + slope < MIN_RESPONSE, the correction multiplies every error by
+    more than 1/MIN_RESPONSE), and a line whose gap (predicted − true age) exceeds MAX_BIAS_GAP years anywhere in
+    AGE_RANGE. Corrected ages outside AGE_RANGE are bad output like any other implausible age."""
+    if not isinstance(correction, dict) or not all(
+            isinstance(correction.get(k), numbers.Real) and not isinstance(correction.get(k), bool)
+            and math.isfinite(correction[k]) for k in ("intercept", "slope")):
+        raise ValueError(f"a bias correction is {{'intercept': number, 'slope': number}}, got {correction!r:.200}")
     response = 1.0 + correction["slope"]
     if not response >= MIN_RESPONSE:
         effect = (f"inverting the line would amplify errors {1 / response:.0f}-fold" if response > 0 else
                   "the line cannot be inverted")
         raise ValueError(f"the predictions barely follow age (they rise {response:.2f} years per year; gap slope "
                          f"{correction['slope']:.3f}): {effect}, so no bias correction is used")
+    gap = max(abs(correction["intercept"] + correction["slope"] * age) for age in AGE_RANGE)
+    if gap > MAX_BIAS_GAP:
+        raise ValueError(f"the correction (intercept {correction['intercept']:.4g}, slope {correction['slope']:.4g}) "
+                         f"claims the model errs by up to {gap:.4g} years at some age in {AGE_RANGE[0]:g}–"
+                         f"{AGE_RANGE[1]:g}, more than the {MAX_BIAS_GAP:g} allowed; it is not used")
 
 
 def apply_bias_correction(pred, correction: dict) -> np.ndarray:

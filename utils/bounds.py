@@ -1,0 +1,74 @@
+"""Every bound the project checks, defined here once: what a plausible ECG, age and bias correction look like, and
+how much of a resource one untrusted file may make the project use.
+
+Plausibility (inputs and outputs):
+
+* **Ages** (labels and predictions) lie in ``AGE_RANGE`` = 0–125 years. A label outside is an invalid label; a
+  prediction outside is bad output for that record (the ``--on_bad`` policy decides), never a number in a file.
+* **Amplitudes**: a 12-lead ECG in millivolts has QRS complexes of roughly 0.5–5 mV. The check reads the robust
+  peak-to-peak amplitude (99th − 1st percentile) of each lead and takes the third largest — a
+  QRS-bearing lead, untouched by one or two noisy or disconnected leads. On the shared PTB-XL and CinC records it
+  lies between 0.73 and 4.9 mV; ``AMPLITUDE_RANGE_MV`` (0.05–50 mV) leaves a 10-fold margin on both sides and still
+  catches records stored in µV (×1000) or V (×0.001), which would otherwise be read as millivolts.
+* **Bias corrections** (a line gap = intercept + slope·age of the model's mean error) may claim a gap of at most
+  ``MAX_BIAS_GAP`` years anywhere in ``AGE_RANGE``; an age they correct to outside ``AGE_RANGE`` is bad output.
+* **Records** are sampled at ``MIN_FS``–``MAX_FS`` Hz and last at least ``MIN_SECONDS``.
+
+Resources (checked before anything is read or built, so that a small hostile file cannot exhaust memory or time):
+* ``MAX_SAMPLES`` samples per lead of one record (2^20: 35 minutes at 500 Hz); ``MAX_HEADER_BYTES`` of WFDB header;
+* ``MAX_HDF5_ROWS`` tracings per HDF5 file and ``MAX_CHUNK_BYTES`` per HDF5 chunk (a chunk is decompressed whole);
+* ``MAX_CHECKPOINT_BYTES`` per checkpoint file, whose declared uncompressed size may exceed its size on disk by at
+  most ``MAX_INFLATION`` (PyTorch stores tensors uncompressed: a larger ratio is a zip bomb);
+* ``MAX_PARAMETERS`` parameters and ``MAX_BLOCKS`` blocks per network, besides the per-argument bounds of each
+  architecture (models/__init__.py).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+AGE_RANGE = (0.0, 125.0)
+AMPLITUDE_RANGE_MV = (0.05, 50.0)
+MAX_BIAS_GAP = 100.0
+MIN_FS, MAX_FS = 50.0, 20_000.0
+MIN_SECONDS = 2.0
+
+MAX_SAMPLES = 2 ** 20
+MAX_HEADER_BYTES = 1 << 20
+MAX_HDF5_ROWS = 1 << 22  # CODE-15% files hold about 20,000 tracings; the whole CODE data set 2.3 million
+MAX_CHUNK_BYTES = 64 << 20
+MAX_CHECKPOINT_BYTES = 8 << 30
+MAX_INFLATION = 2.0
+MAX_PARAMETERS = 500_000_000  # the seed networks have at most a few million; 500 M parameters are 2 GB of fp32
+MAX_BLOCKS = 64
+
+
+def amplitude_mv(signal: np.ndarray) -> float:
+    """The robust peak-to-peak amplitude of the third largest of a (12, N) record's leads (see the module text)."""
+    x = np.asarray(signal, dtype=np.float64)
+    low, high = np.percentile(x, [1, 99], axis=-1)
+    spans = np.sort(high - low)
+    return float(spans[-3] if len(spans) >= 3 else spans[-1])
+
+
+def amplitude_problem(signal: np.ndarray) -> str | None:
+    """Why a record's amplitudes do not look like millivolts (naming the likely unit and the fix), or None."""
+    amplitude = amplitude_mv(signal)
+    low, high = AMPLITUDE_RANGE_MV
+    if amplitude > high:
+        unit, scale = ("µV", "0.001") if amplitude < high * 1000 else ("nV or raw ADC units", "the mV per unit")
+    elif amplitude < low:
+        unit, scale = ("V", "1000") if amplitude > low / 1000 else ("an unknown unit", "the mV per unit")
+    else:
+        return None
+    return (f"has amplitudes of {amplitude:.4g} (robust peak-to-peak of its QRS-bearing leads), outside the "
+            f"{low:g}–{high:g} mV of a 12-lead ECG: they look like {unit}; give --input_scale {scale}")
+
+
+def age_problem(age: float) -> str | None:
+    """Why an age (label or prediction, in years) is implausible, or None."""
+    low, high = AGE_RANGE
+    if not np.isfinite(age):
+        return f"is not a number ({age})"
+    if not low <= age <= high:
+        return f"{age:.2f} years lies outside the plausible {low:g}–{high:g}"
+    return None
