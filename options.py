@@ -2,55 +2,38 @@
 
 Each program builds its parser from the groups it actually reads (``train_parser``, ``test_parser``,
 ``report_parser``), so an option a program does not use is an argparse error rather than silently ignored. The
-option names are the challenge entry's seed names plus this project's. Recipe-dependent training options default
-to ``None``/``auto`` and are filled by :func:`resolve_train`: ``--arch ResNet1d`` gets the Lima et al. recipe
-(400 Hz, weighted MSE, ReduceLROnPlateau, best-only model.pth), the MAIC architectures the seed's (500 Hz, L1,
-StepLR, a checkpoint per epoch). The resolved options are saved next to every run's checkpoints (``options.json``).
+option names are the challenge entry's seed names plus this project's. The training recipe options are generated
+from the recipe table (engine/recipes.py): one option per ``Recipe`` field, default ``None`` (= the chosen
+recipe's value, filled by :func:`resolve_train`); an architecture's default recipe comes from the model registry
+(ResNet1d → Lima et al., ECGEfficientNet → modern, the MAIC networks → the seed's). The resolved options are saved
+next to every run's checkpoints (``options.json``) as provenance; checkpoints keep their own schema.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
+import re
+import typing
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from dataloader.augment import Augment
 from dataloader.maic import MODES, label_csv, template_csv, test_folder, train_folder
 from dataloader.records import CACHE_CHECKS, fingerprint_files
 from dataloader.sources import CacheConfig, resolve_cache_dtype
 from engine.inference import InferenceConfig
-from engine.runs import run_dir
+from engine.recipes import RECIPES, Recipe
+from engine.runs import BEST, run_dir
 from engine.trainer import TrainConfig
-from models import MODELS
+from models import MODELS, accepts_sex, architecture_of_recipe, default_recipe
 from models.heads import MODE_HEADS
 from utils.errors import UserError
 from utils.paths import CACHE_DIR, DATA_ROOT_ENV, DATASET_DIR, LOG_DIR, default_data_root
 from utils.runtime import default_infer_batch
 
 MAIC_ARCH = {"adult": "ResDenseNet", "child": "ResUDenseNet"}  # the challenge entry's model of each mode
-_SEED = dict(optimizer="adam", lr_initial=1e-3, weight_decay=0.0, batch_size=32, ema=0.0, warmup_epochs=0.0,
-             head_bias_init="none", crop_seconds=0.0, aug_scale=0.0, aug_noise=0.0, aug_wander=0.0,
-             aug_lead_dropout=0.0, aug_coarse_dropout=0.0)
-RECIPES = {
-    # seed recipe of the MAIC ECG AI Challenge 2023 entry
-    "maic": dict(_SEED, preprocessing="maic", loss="l1", sample_weights="none", scheduler="step", nepoch=60,
-                 best_metric="valid_mae", checkpoints="every_epoch", head="sigmoid"),
-    # Lima et al. 2021 companion code (train.py defaults)
-    "lima": dict(_SEED, preprocessing="lima", loss="mse", sample_weights="inverse_age", scheduler="plateau",
-                 nepoch=70, best_metric="valid_loss", checkpoints="best_only", head="linear"),
-    # this project's: the MAIC 2023 winner's preprocessing and schedule family, whole records with random crops and
-    # augmentation, AdamW + cosine with warm-up, EMA weights, the last epoch (no selection on validation data)
-    "modern": dict(preprocessing="modern", loss="l1", sample_weights="none", scheduler="cosine", nepoch=40,
-                   best_metric="last", checkpoints="best", head="linear", optimizer="adamw", lr_initial=1e-3,
-                   weight_decay=0.01, batch_size=32, ema=0.99, warmup_epochs=2.0, head_bias_init="mean",
-                   crop_seconds=5.0, aug_scale=0.1, aug_noise=0.05, aug_wander=0.1, aug_lead_dropout=0.1,
-                   aug_coarse_dropout=0.0),
-}
-RECIPE_OPTIONS = ("preprocessing", "loss", "sample_weights", "scheduler", "best_metric", "head", "optimizer",
-                  "lr_initial", "weight_decay", "batch_size", "ema", "warmup_epochs", "head_bias_init",
-                  "crop_seconds", "aug_scale", "aug_noise", "aug_wander", "aug_lead_dropout", "aug_coarse_dropout")
 Formatter = argparse.ArgumentDefaultsHelpFormatter
 
 
@@ -132,58 +115,42 @@ def add_model(p: argparse.ArgumentParser) -> None:
                                                                               "(published spelling)")
     g.add_argument("--kernel_size", type=int, default=None, help="ResNet1d kernel size (17)")
     g.add_argument("--dropout_rate", type=float, default=None, help="ResNet1d dropout (0.8)")
-    g.add_argument("--head", default="auto", choices=("auto", "sigmoid", "linear"))
     g.add_argument("--age_min", type=float, default=None, help="lower bound of the sigmoid head (19 / 0)")
     g.add_argument("--age_max", type=float, default=None, help="upper bound of the sigmoid head (122 / 9)")
-    g.add_argument("--head_bias_init", default=None, choices=("none", "mean"),
-                   help="mean: start the output layer's bias at the training-mean age (the seed recipes start at "
-                        "random; the modern recipe at the mean)")
     g.add_argument("--width", type=float, default=None, help="ECGEfficientNet channel multiplier (1.0)")
     g.add_argument("--sex_input", action="store_true",
                    help="ECGEfficientNet: give the network the person's sex where the labels carry it (off)")
-    g.add_argument("--preprocessing", default="auto", choices=("auto", "maic", "lima", "modern"))
     g.add_argument("--zscore", default="auto", choices=("auto", "on", "off"),
                    help="z-score each lead (auto: as the preprocessing; off keeps amplitudes in mV)")
     g.add_argument("--sample_rate", type=float, default=None, help="model's sampling rate (500 MAIC, 400 Lima)")
     g.add_argument("--seq_length", type=int, default=None, help="model's input length in samples (4096)")
 
 
+def add_recipe(p: argparse.ArgumentParser) -> None:
+    """One option per field of engine.recipes.Recipe: default None = the chosen recipe's value ('auto' says the
+    same for the options that had it); --help lists every recipe's."""
+    g = p.add_argument_group("recipe (every option defaults to the chosen --recipe's value)")
+    types = typing.get_type_hints(Recipe)
+    for field in dataclasses.fields(Recipe):
+        values = ", ".join(f"{name} {getattr(recipe, field.name)}" for name, recipe in RECIPES.items())
+        choices = field.metadata["choices"]
+        g.add_argument(f"--{field.name}", type=types[field.name], default=None,
+                       choices=None if choices is None else ("auto", *choices),
+                       help=f"{field.metadata['help']} ({values})".replace("%", "%%"))
+
+
 def add_training(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("training")
-    g.add_argument("--batch_size", type=int, default=None, help="global batch size, all processes together (32)")
-    g.add_argument("--nepoch", type=int, default=None, help="epochs (60 MAIC, 70 Lima, 40 modern)")
-    g.add_argument("--lr_initial", type=float, default=None, help="learning rate (1e-3)")
-    g.add_argument("--weight_decay", type=float, default=None, help="weight decay (0; 0.01 modern, decoupled)")
-    g.add_argument("--optimizer", default=None, choices=("adam", "adamw"), help="adam (seed recipes), adamw (modern)")
-    g.add_argument("--scheduler", default="auto", choices=("auto", "step", "plateau", "cosine"),
-                   help="step/plateau per epoch (MAIC/Lima); cosine per step after --warmup_epochs (modern)")
-    g.add_argument("--warmup_epochs", type=float, default=None, help="linear warm-up before the cosine decay (2)")
-    g.add_argument("--ema", type=float, default=None,
-                   help="decay of the exponential moving average of the weights, which is validated and saved "
-                        "(0 = off; 0.99 modern)")
-    g.add_argument("--decay_epoch", type=int, default=20, help="StepLR step size (epochs)")
-    g.add_argument("--decay_gamma", type=float, default=0.1, help="StepLR factor")
-    g.add_argument("--patience", type=int, default=7, help="ReduceLROnPlateau patience")
-    g.add_argument("--lr_factor", type=float, default=0.1, help="ReduceLROnPlateau factor")
-    g.add_argument("--min_lr", type=float, default=1e-7, help="ReduceLROnPlateau: stop once lr falls below")
-    g.add_argument("--loss", default="auto", choices=("auto", "l1", "mse"))
-    g.add_argument("--sample_weights", default="auto", choices=("auto", "none", "inverse_age"),
-                   help="inverse-frequency weights per integer age, mean 1 (Lima et al.)")
-    g.add_argument("--max_weight", type=float, default=math.inf,
-                   help="cap the inverse-age weights at this value before they are renormalised to mean 1 (so "
-                        "the final largest weight can exceed it, as in Lima et al.'s code)")
-    g.add_argument("--best_metric", default="auto", choices=("auto", "valid_mae", "valid_loss", "last"),
-                   help="which epoch best.pt holds: lowest validation MAE / loss, or the last one (modern: no "
-                        "selection on the validation split, so out-of-fold estimates stay honest)")
     g.add_argument("--folds", type=int, default=1,
                    help="K > 1: train K models on K patient-level folds (age-stratified where there are no patient "
                         "ids, as MAIC), each validated on its held-out fold; writes oof.csv and cv.json and the "
                         "fold models in fold_<k>/ (test_interface --weights RUN_DIR averages them)")
     g.add_argument("--max_steps_per_epoch", type=int, default=0, help="cap train steps per epoch (0 = all)")
     g.add_argument("--infer_batch_size", type=int, default=None,
-                   help="validation batch (default: 4×batch_size on GPUs, 8 on CPUs)")
-    g.add_argument("--seed", type=int, default=1234)
-    g.add_argument("--env", default=None, help="run name: outputs go to <log_dir>/<arch>_<env>/ (default: mode)")
+                   help="validation and out-of-fold prediction batch (default: 4×batch_size on GPUs, 8 on CPUs)")
+    g.add_argument("--seed", type=int, default=1234, help="random seed (of splits, initialisation, augmentation)")
+    g.add_argument("--env", default=None, help="run name: outputs go to <log_dir>/<arch>_<env>/ (default: the MAIC "
+                                                "mode, or the name of --input)")
     g.add_argument("--log_dir", default=str(LOG_DIR))
     g.add_argument("--pretrained", action="store_true", help="start from --pretrain_model_path (weights, optimizer "
                                                              "and epoch when present)")
@@ -197,19 +164,6 @@ def add_training(p: argparse.ArgumentParser) -> None:
     g.add_argument("--sync_bn", action="store_true", help="SyncBatchNorm across processes (GPU, torchrun)")
     g.add_argument("--compile", default="auto", choices=("auto", "on", "off"),
                    help="torch.compile the model (auto = on CUDA only)")
-
-
-def add_augmentation(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("augmentation (training only; strengths in z-scored units, 0 = off)")
-    g.add_argument("--crop_seconds", type=float, default=None,
-                   help="random training crops of this many seconds of each record (0 = the model's whole input; "
-                        "modern: 5)")
-    g.add_argument("--aug_scale", type=float, default=None, help="amplitude factor U(1 − s, 1 + s) per record")
-    g.add_argument("--aug_noise", type=float, default=None, help="Gaussian noise standard deviation")
-    g.add_argument("--aug_wander", type=float, default=None, help="baseline wander amplitude (0.05–0.5 Hz)")
-    g.add_argument("--aug_lead_dropout", type=float, default=None, help="probability of zeroing each lead")
-    g.add_argument("--aug_coarse_dropout", type=float, default=None,
-                   help="probability of zeroing one 10%% segment of a record across all leads")
 
 
 def add_runtime(p: argparse.ArgumentParser) -> None:
@@ -229,7 +183,8 @@ def add_runtime(p: argparse.ArgumentParser) -> None:
                         "last 4 KiB of each; full = a hash of every byte (also catches an edit in the middle that "
                         "keeps size and time); auto = full when the files total at most 1 GiB")
     g.add_argument("--deterministic", type=_bool, default=True, help="deterministic algorithms (CPU always)")
-    g.add_argument("--quiet", action="store_true", help="no progress bars")
+    g.add_argument("--quiet", action="store_true", help="no progress bars or notes: results (epoch metrics, files "
+                                                        "written), warnings and errors only")
     add_trust(g)
 
 
@@ -276,7 +231,8 @@ def add_report(p: argparse.ArgumentParser) -> None:
     p.add_argument("--history", default=None, help="history.csv for learning curves (default: the run's)")
     p.add_argument("--weights", default=None, help="checkpoint whose stored bias correction to report")
     p.add_argument("--n_boot", type=int, default=2000, help="bootstrap resamples for the MAE interval")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed of the bootstrap")
+    p.add_argument("--quiet", action="store_true", help="results, warnings and errors only")
     add_trust(p)
 
 
@@ -288,8 +244,8 @@ def train_parser() -> argparse.ArgumentParser:
     add_records(p, "train on")
     add_training_data(p)
     add_model(p)
+    add_recipe(p)
     add_training(p)
-    add_augmentation(p)
     add_runtime(p)
     add_on_bad(p, ("error", "skip"))
     return p
@@ -321,48 +277,59 @@ def _fill_maic_paths(args: argparse.Namespace, paths: dict[str, Path], only_exis
 
 
 def resolve_train(args: argparse.Namespace) -> argparse.Namespace:
-    """Fill every recipe-dependent default; the result is what a run saves as options.json."""
+    """Fill every recipe-dependent default from the recipe table; the result is what a run saves as
+    options.json."""
     if args.input is None:
         root = args.data_root or default_data_root()
         _fill_maic_paths(args, {f"train_for_{args.mode}": train_folder(root, args.mode),
                                 f"train_for_{args.mode}_label": label_csv(root, args.mode)}, only_existing=False)
-    args.arch = args.arch or ("ECGEfficientNet" if args.recipe == "modern" else MAIC_ARCH[args.mode])
-    args.recipe = args.recipe if args.recipe != "auto" else \
-        {"ResNet1d": "lima", "ECGEfficientNet": "modern"}.get(args.arch, "maic")
+    args.arch = args.arch or (architecture_of_recipe(args.recipe) if args.recipe != "auto" else None) or \
+        MAIC_ARCH[args.mode]
+    args.recipe = args.recipe if args.recipe != "auto" else default_recipe(args.arch)
     recipe = RECIPES[args.recipe]
-    for key in RECIPE_OPTIONS:
-        if getattr(args, key) in ("auto", None):
-            setattr(args, key, recipe[key])
-    args.nepoch = args.nepoch if args.nepoch is not None else recipe["nepoch"]
-    args.checkpoints = recipe["checkpoints"]
+    for field in dataclasses.fields(Recipe):
+        if getattr(args, field.name) in ("auto", None):
+            setattr(args, field.name, getattr(recipe, field.name))
     if args.head == "sigmoid":
         head = MODE_HEADS[args.mode]
         args.age_min = head.low if args.age_min is None else args.age_min
         args.age_max = head.high if args.age_max is None else args.age_max
-    args.env = args.env or args.mode
+    args.env = args.env or (args.mode if args.input is None else input_name(args.input))
     _check_train(args)
     return args
 
 
+def input_name(path: str) -> str:
+    """A run name from ``--input``: its folder or file name (without suffix), e.g. ptbxl for /data/ptbxl."""
+    name = Path(path).resolve()
+    name = name.parent.name if name.name == "ptbxl_database.csv" else \
+        (name.stem if name.suffix and not name.is_dir() else name.name)
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "input"
+
+
+def recipe_of(args: argparse.Namespace) -> Recipe:
+    """The resolved recipe options as the typed Recipe the trainer reads (their checks raise UserError)."""
+    try:
+        return Recipe(**{field.name: getattr(args, field.name) for field in dataclasses.fields(Recipe)})
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
+
+
 def _check_train(args: argparse.Namespace) -> None:
-    if args.batch_size < 1 or args.nepoch < 0:
-        raise UserError("--batch_size must be ≥ 1 and --nepoch ≥ 0")
+    recipe_of(args)
     if not 0.0 <= args.valid_ratio < 1.0:
         raise UserError("--valid_ratio must lie in [0, 1)")
+    if args.folds < 1:
+        raise UserError("--folds must be ≥ 1")
     if args.pretrained and not args.pretrain_model_path:
         raise UserError("--pretrained needs --pretrain_model_path")
     if args.head == "sigmoid" and not args.age_max > args.age_min:
         raise UserError(f"--age_max ({args.age_max}) must be above --age_min ({args.age_min})")
-    if args.max_weight <= 0:
-        raise UserError("--max_weight must be positive")
-    if args.folds < 1 or not 0 <= args.ema < 1 or args.crop_seconds < 0:
-        raise UserError("--folds must be ≥ 1, --ema in [0, 1) and --crop_seconds ≥ 0")
-    if args.sex_input and args.arch != "ECGEfficientNet":
-        raise UserError("--sex_input needs --arch ECGEfficientNet (the published networks take no sex input)")
+    if args.sex_input and not accepts_sex(args.arch):
+        raise UserError(f"--sex_input needs a network that takes the person's sex (the {args.arch} takes none; "
+                        f"{', '.join(n for n in MODELS if accepts_sex(n))} does)")
     if args.resume and args.overwrite:
         raise UserError("--resume continues a run and --overwrite starts it afresh: give one of them")
-    if args.crop_seconds and args.arch == "ResNet1d":
-        raise UserError("--crop_seconds needs a network that takes any length; ResNet1d takes exactly its seq_length")
 
 
 def resolve_test(args: argparse.Namespace) -> argparse.Namespace:
@@ -377,7 +344,7 @@ def resolve_test(args: argparse.Namespace) -> argparse.Namespace:
         _fill_maic_paths(args, {f"test_for_{m}": test_folder(root, m) for m in MODES}, only_existing=True)
         _fill_maic_paths(args, {"submission_template": template_csv(root)}, only_existing=True)
         args.data_root = str(root)
-    _fill_maic_paths(args, {f"weights_{m}": default_weights(args, m) for m in MODES}, only_existing=True)
+        _fill_maic_paths(args, {f"weights_{m}": default_weights(args, m) for m in MODES}, only_existing=True)
     return args
 
 
@@ -437,17 +404,19 @@ def inference_config(args: argparse.Namespace, device: torch.device, precision: 
                            cache=cache_config(args, precision), progress=not args.quiet)
 
 
-def train_config(args: argparse.Namespace, device: torch.device, train_median_age: float) -> TrainConfig:
-    return TrainConfig(nepoch=args.nepoch, lr=args.lr_initial, weight_decay=args.weight_decay,
-                       optimizer=args.optimizer, loss=args.loss, scheduler=args.scheduler,
-                       warmup_epochs=args.warmup_epochs, ema=args.ema, decay_epoch=args.decay_epoch,
-                       decay_gamma=args.decay_gamma,
-                       patience=args.patience, lr_factor=args.lr_factor, min_lr=args.min_lr,
-                       best_metric=args.best_metric, checkpoints=args.checkpoints,
-                       max_steps_per_epoch=args.max_steps_per_epoch,
+def train_config(args: argparse.Namespace, device: torch.device) -> TrainConfig:
+    """How to train: the recipe, the run-time switches, and the command line as provenance only."""
+    return TrainConfig(recipe=recipe_of(args), max_steps_per_epoch=args.max_steps_per_epoch,
                        compile=args.compile == "on" or (args.compile == "auto" and device.type == "cuda"),
                        sync_bn=args.sync_bn, fast_layout=args.precision != "fp32", progress=not args.quiet,
-                       options={**vars(args), "train_median_age": train_median_age})
+                       provenance=json_safe(vars(args)))
+
+
+def held_out_config(args: argparse.Namespace, device: torch.device, precision: str) -> InferenceConfig:
+    """Out-of-fold prediction during training: the training cache, --infer_batch_size, no test-time options."""
+    return InferenceConfig(device=device, precision=precision, workers=0, fast_layout=args.precision != "fp32",
+                           batch_size=args.infer_batch_size or default_infer_batch(device, 32),
+                           cache=cache_config(args, precision))
 
 
 def workers(args: argparse.Namespace, default: int) -> int:
@@ -461,7 +430,7 @@ def maic_training_paths(args: argparse.Namespace) -> tuple[str, str]:
 
 def default_weights(args: argparse.Namespace, mode: str) -> Path:
     """The best checkpoint of the default run of ``mode`` (what test_interface uses without --weights_<mode>)."""
-    return run_dir(args.log_dir, MAIC_ARCH[mode], mode) / "best.pt"
+    return run_dir(args.log_dir, MAIC_ARCH[mode], mode) / BEST
 
 
 def clip_to_mode(ages, mode: str):
@@ -470,9 +439,3 @@ def clip_to_mode(ages, mode: str):
     return np.clip(ages, head.low, head.high)
 
 
-def augment(args: argparse.Namespace, fs: float) -> Augment | None:
-    """The training augmentation of these options (None when every one is off)."""
-    crop = int(round(args.crop_seconds * fs))
-    settings = Augment(crop=crop, scale=args.aug_scale, noise=args.aug_noise, wander=args.aug_wander,
-                       lead_dropout=args.aug_lead_dropout, coarse_dropout=args.aug_coarse_dropout, fs=fs)
-    return settings if settings != Augment(fs=fs) else None

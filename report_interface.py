@@ -11,6 +11,7 @@ ptbxl_database.csv, or any CSV with ``--id_col`` / ``--age_col``.
 """
 from __future__ import annotations
 
+import logging
 import math
 import sys
 from pathlib import Path
@@ -22,15 +23,17 @@ from torch.utils.tensorboard import SummaryWriter
 import options as opts
 from dataloader.labels import clean_id, male, read_any_labels, unique_labels
 from dataloader.records import open_reader
+from engine.runs import CURVES, HISTORY
 from models.checkpoint import load_bundle
 from utils import metrics
 from utils.bounds import AGE_RANGE, age_problem
-from utils.cli import run_main
+from utils.cli import RESULT, configure_logging, run_main
 from utils.errors import CheckpointError, UserError
 from utils.io import check_output_path, read_csv, write_json
 from utils.plots import plot_bland_altman, plot_error_by_bin, plot_kaplan_meier, plot_learning_curves, plot_scatter
 from utils.survival import cox_by_gap, kaplan_meier
 
+logger = logging.getLogger("report")
 PREDICTION_FORMATS = (("ids", "predicted_age"), ("FILENAME", "AGE"), ("exam_id", "nn_predicted_age"))
 
 
@@ -106,13 +109,13 @@ def stored_correction(args) -> tuple[dict | None, str | None]:
     try:
         bundle = load_bundle(source, trust=args.trust_checkpoint)
     except CheckpointError as exc:  # a run without a loadable checkpoint simply has no correction to report
-        print(f"note: no bias correction read from {source} ({exc})", file=sys.stderr)
+        logger.warning(f"note: no bias correction read from {source} ({exc})")
         return None, None
     if bundle.bias_correction:
         try:
             metrics.check_bias_correction(bundle.bias_correction)
         except ValueError as exc:
-            print(f"note: the bias correction stored in {bundle.source} is not used: {exc}", file=sys.stderr)
+            logger.warning(f"note: the bias correction stored in {bundle.source} is not used: {exc}")
             return None, None
     return bundle.bias_correction, bundle.source
 
@@ -125,20 +128,39 @@ def tensorboard_figures(run: Path, pngs: list[Path]) -> None:
     writer.close()
 
 
-REPORT_FILES = ("report.json", "predicted_vs_true.png", "bland_altman.png", "error_by_bin.png", "learning_curves.png",
+REPORT_FILES = ("report.json", "predicted_vs_true.png", "bland_altman.png", "error_by_bin.png", CURVES,
                 "kaplan_meier.png")
 
 
 def check_outputs(args, out: Path) -> None:
     """No file the report writes may replace one it reads (the labels saved as report.json in --out, say)."""
     inputs = [args.predictions, args.labels, args.history, args.weights,
-              *([Path(args.run) / "history.csv"] if args.run else [])]
+              *([Path(args.run) / HISTORY] if args.run else [])]
     for name in REPORT_FILES:
         check_output_path(out / name, [p for p in inputs if p], flag="--out")
 
 
+def survival(args, data, survival_data, report: dict, out: Path, corrected: bool) -> Path:
+    """Lima et al.'s analysis by age-gap group into ``report`` (and on bias-corrected ages when a correction is
+    used); returns the Kaplan–Meier plot."""
+    missing = [c for c in ("death", "timey") if c not in data.columns]
+    if missing:
+        raise ReportError(f"--survival needs columns death and timey in {args.labels} (missing: "
+                          f"{', '.join(missing)})")
+    incomplete = data.loc[data[["death", "timey"]].isna().any(axis=1), "id"].tolist()
+    if incomplete:
+        raise ReportError(f"{len(incomplete)} record(s) lack death/timey in {args.labels}: "
+                          f"{', '.join(incomplete[:20])}")
+    report["survival"] = cox_by_gap(data, args.gap_threshold)
+    if corrected:
+        report["survival_bias_corrected"] = cox_by_gap(survival_data, args.gap_threshold)
+    return plot_kaplan_meier(kaplan_meier(survival_data, args.gap_threshold), out / "kaplan_meier.png",
+                             args.gap_threshold)
+
+
 def main(argv=None) -> int:
     args = opts.report_parser().parse_args(argv)
+    configure_logging(sys.stdout, args.quiet)
     out = Path(args.out)
     check_outputs(args, out)
     data = join(read_predictions(Path(args.predictions)), read_labels(Path(args.labels), args.id_col, args.age_col),
@@ -160,31 +182,21 @@ def main(argv=None) -> int:
     plots = [plot_scatter(pred, true, out / "predicted_vs_true.png"),
              plot_bland_altman(pred, true, out / "bland_altman.png"),
              plot_error_by_bin(report["per_bin"], out / "error_by_bin.png", unit)]
-    history = Path(args.history) if args.history else (Path(args.run) / "history.csv" if args.run else None)
+    history = Path(args.history) if args.history else (Path(args.run) / HISTORY if args.run else None)
     if history is not None and history.exists():
-        plots.append(plot_learning_curves(history, out / "learning_curves.png"))
+        plots.append(plot_learning_curves(read_csv(history, "a history.csv"), out / CURVES))
 
     if args.survival:
-        missing = [c for c in ("death", "timey") if c not in data.columns]
-        if missing:
-            raise ReportError(f"--survival needs columns death and timey in {args.labels} (missing: "
-                              f"{', '.join(missing)})")
-        incomplete = data.loc[data[["death", "timey"]].isna().any(axis=1), "id"].tolist()
-        if incomplete:
-            raise ReportError(f"{len(incomplete)} record(s) lack death/timey in {args.labels}: "
-                              f"{', '.join(incomplete[:20])}")
-        report["survival"] = cox_by_gap(data, args.gap_threshold)
-        if correction:
-            report["survival_bias_corrected"] = cox_by_gap(survival_data, args.gap_threshold)
-        plots.append(plot_kaplan_meier(kaplan_meier(survival_data, args.gap_threshold), out / "kaplan_meier.png",
-                                       args.gap_threshold))
+        plots.append(survival(args, data, survival_data, report, out, corrected=bool(correction)))
 
     report["plots"] = [p.name for p in plots]
     write_json(out / "report.json", _finite(report))
     if args.run:
         tensorboard_figures(Path(args.run), plots)
-    print(f"n {report['n']}  MAE {report['mae']:.2f} (95% CI {report['mae_ci95'][0]:.2f}–{report['mae_ci95'][1]:.2f})"
-          f"  RMSE {report['rmse']:.2f}  bias {report['bias']:+.2f}  r {report['pearson_r']:.3f}  → {out}/report.json")
+    low, high = report["mae_ci95"]
+    logger.log(RESULT, f"n {report['n']}  MAE {report['mae']:.2f} (95% CI {low:.2f}–{high:.2f})  "
+                       f"RMSE {report['rmse']:.2f}  bias {report['bias']:+.2f}  r {report['pearson_r']:.3f}  → "
+                       f"{out}/report.json")
     return 0
 
 

@@ -14,6 +14,7 @@ preprocessing is applied. Nothing is written unless every requested row gets a f
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
@@ -25,12 +26,12 @@ from dataloader.dataset import default_workers
 from dataloader.labels import normalise_sex
 from dataloader.maic import MODES, assign_rows, read_template, template_ids
 from dataloader.records import NpyFolderReader, Reader, open_reader
-from dataloader.sources import apply_policy, duplicate_ids
+from dataloader.sources import apply_policy, duplicate_ids, implausible_outputs
 from engine.inference import InferenceConfig, predict_ensemble
-from engine.runs import run_members
-from models.checkpoint import ModelBundle, load_ensemble, resolve_weights, training_median_age
+from engine.runs import run_folders, run_members
+from models.checkpoint import ModelBundle, load_ensemble, resolve_weights
 from utils.bounds import age_problem
-from utils.cli import run_main
+from utils.cli import RESULT, configure_logging, run_main
 from utils.errors import BadInputError, CheckpointError, RecordError, UserError
 from utils.io import check_output_path, check_spreadsheet_safe, write_csv
 from utils.paths import DATA_ROOT_ENV, PREDICTIONS, SUBMISSION
@@ -40,29 +41,17 @@ HINT = ("Fix or remove them, or pass --on_bad skip (leave them out) or --on_bad 
         "to continue.")
 
 
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+logger = logging.getLogger("test")
 
 
 def median_fill(bundle: ModelBundle, fallback: np.ndarray) -> float:
     """The training median age stored with the model (or, for foreign checkpoints, the median plausible
     prediction)."""
-    stored = training_median_age(bundle)
+    stored = bundle.facts.median_age
     if stored is not None:
         return stored
     plausible = fallback[[age_problem(a) is None for a in fallback]] if len(fallback) else fallback
     return float(np.median(plausible)) if len(plausible) else float("nan")
-
-
-def implausible_outputs(ages: np.ndarray, ids: list[str], bad: dict, source: str) -> dict[str, str]:
-    """Records whose predicted age is not a plausible age (bad output, under the --on_bad policy like bad input).
-    When no record gets a finite age at all, the model is what is broken: a CheckpointError."""
-    readable = [i for i, rid in enumerate(ids) if rid not in bad]
-    if readable and not np.isfinite(ages[readable]).any():
-        raise CheckpointError(f"{source}: gives no finite age for any of the {len(readable)} readable record(s); "
-                              f"the checkpoint is broken (diverged training or damaged weights), not the records")
-    return {ids[i]: f"the model's output {age_problem(ages[i])} (bad output: not written)" for i in readable
-            if age_problem(ages[i])}
 
 
 def finish(ages: np.ndarray, ids: list[str], bad: dict, on_bad: str, bundle: ModelBundle, what: str) -> np.ndarray:
@@ -74,12 +63,16 @@ def finish(ages: np.ndarray, ids: list[str], bad: dict, on_bad: str, bundle: Mod
         raise BadInputError([f"{rid}: {reason}" for rid, reason in repeated.items()],
                             "--on_bad fill cannot fill them: each id is written once. Rename the records, or use "
                             "--on_bad skip to leave them out.")
-    keep = apply_policy(bad, ids, "skip" if on_bad == "fill" else on_bad, what, log=log, hint=HINT)
+    keep = apply_policy(bad, ids, "skip" if on_bad == "fill" else on_bad, what, hint=HINT)
     if on_bad == "fill" and len(keep) < len(ids):
         fill = median_fill(bundle, ages[keep])
+        if not np.isfinite(fill):
+            raise BadInputError([f"{ids[i]}: {bad[ids[i]]}" for i in range(len(ids)) if ids[i] in bad],
+                                "--on_bad fill needs the training median age, which this model does not store, "
+                                "nor is any other record's age plausible; use --on_bad skip.")
         flagged = np.setdiff1d(np.arange(len(ids)), keep)
         ages[flagged] = fill
-        log(f"--on_bad fill: wrote the training median {fill:.2f} for {len(flagged)} bad record(s)")
+        logger.warning(f"--on_bad fill: wrote the training median {fill:.2f} for {len(flagged)} bad record(s)")
         keep = np.arange(len(ids))
     return keep
 
@@ -92,7 +85,7 @@ def predict_for(weights: list[str], mode: str, reader: Reader, args: argparse.Na
                             trust=args.trust_checkpoint)
     models = f"{bundles[0].arch} from {bundles[0].source}" if len(bundles) == 1 else \
         f"an ensemble of {len(bundles)} models ({', '.join(sorted({b.arch for b in bundles}))})"
-    log(f"{what}: {models} on {len(reader)} {reader.format} record(s); device {cfg.device}, {cfg.precision}")
+    logger.info(f"{what}: {models} on {len(reader)} {reader.format} record(s); device {cfg.device}, {cfg.precision}")
     ages, bad = predict_ensemble(bundles, reader, cfg)
     return ages, finish(ages, reader.ids, bad, args.on_bad, bundles[0], what)
 
@@ -114,7 +107,10 @@ def check_output(output: Path, ids, read_files: list, input_folders: list, weigh
 def run_records(args: argparse.Namespace, cfg: InferenceConfig) -> Path:
     weights = args.weights or getattr(args, f"weights_{args.mode}")
     if weights is None:
-        raise UserError("--input needs --weights (a checkpoint or a published model folder)")
+        found = run_folders(args.log_dir)
+        raise UserError("--input needs --weights: a checkpoint, a run folder or a published model folder" + (
+            f"; the run folders in {args.log_dir} are: {', '.join(map(str, found))}" if found else
+            f" (there are no run folders in {args.log_dir})"))
     reader = open_reader(args.input, fs=args.fs, ptbxl_rate=args.ptbxl_rate, scale=args.input_scale,
                          traces_dset=args.traces_dset, ids_dset=args.ids_dset)
     if len(reader) == 0:
@@ -172,6 +168,7 @@ def run_submission(args: argparse.Namespace, cfg: InferenceConfig) -> Path:
 
 def main(argv=None) -> int:
     args = opts.parse_test(argv)
+    configure_logging(sys.stderr, args.quiet)
     device = resolve_device(args.device)
     # inference defaults to fp32 numerics (the reference code's outputs); --precision bf16 is opt-in, and
     # --precision fp32 additionally keeps the reference memory layout
@@ -180,7 +177,7 @@ def main(argv=None) -> int:
     workers = opts.workers(args, default_workers(device, args.cache == "on"))
     cfg = opts.inference_config(args, device, precision, workers)
     output = run_records(args, cfg) if args.input else run_submission(args, cfg)
-    log(f"wrote {output}")
+    logger.log(RESULT, f"wrote {output}")
     return 0
 
 

@@ -14,6 +14,7 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -25,15 +26,19 @@ import options as opts
 from dataloader.dataset import ECGDataset, default_workers, eval_loader, sex_codes, train_loader
 from dataloader.maic import dataset_csv_paths, maic_dataset_csvs, read_dataset_csv
 from dataloader.records import NpyFolderReader, Reader, open_reader
-from dataloader.sources import apply_policy, duplicate_ids, label_problems
+from dataloader.sources import apply_policy, duplicate_ids, label_problems, open_source
 from dataloader.splits import DECADE_BINS, kfold_split, patient_split, strat_fold_split, stratified_split
 from engine.crossval import write_cross_validation
-from engine.data import open_source
-from engine.inference import predict
+from engine.inference import predict_rows
 from engine.losses import inverse_age_weights
 from engine.runs import (
+    CURVES,
     FOLDS,
     MANIFEST,
+    OPTIONS,
+    PUBLISHED_ARGS,
+    PUBLISHED_CONFIG,
+    SPLIT,
     RunLock,
     best_checkpoint_name,
     clear_run,
@@ -47,11 +52,11 @@ from engine.runs import (
     write_manifest,
 )
 from engine.trainer import fit
-from models import get_model, model_args, output_layer
-from models.checkpoint import ModelBundle, check_fits, load_bundle
+from models import UNKNOWN_SEX, get_model, model_args, options_to_args, output_layer
+from models.checkpoint import ModelBundle, TrainingFacts, check_fits, load_bundle, published_config
 from models.heads import LINEAR_HEAD, AgeHead
 from models.preprocessing import PRESETS
-from utils.cli import run_main
+from utils.cli import RESULT, configure_logging, run_main
 from utils.errors import TrainingDiverged, UserError
 from utils.io import check_spreadsheet_safe, write_csv, write_json
 from utils.paths import DATA_ROOT_ENV
@@ -68,10 +73,7 @@ from utils.runtime import (
     seed_everything,
 )
 
-
-def log(message: str) -> None:
-    if is_main():
-        print(message, flush=True)
+logger = logging.getLogger("train")
 
 
 # ---- data --------------------------------------------------------------------------------------------------------
@@ -96,7 +98,7 @@ def usable_records(reader: Reader, bad_signals: dict, on_bad: str) -> np.ndarray
     bad = {**duplicate_ids(reader.table), **label_problems(reader.table), **bad_signals}
     orphans = list(getattr(reader, "orphan_labels", []))
     bad.update({rid: f"{rid}: label row without an ECG file in {reader.folder}" for rid in orphans})
-    keep = apply_policy(bad, reader.ids + orphans, on_bad, "training", log=log)
+    keep = apply_policy(bad, reader.ids + orphans, on_bad, "training")
     return keep[keep < len(reader)]
 
 
@@ -104,8 +106,7 @@ def maic_split(args: argparse.Namespace, reader: NpyFolderReader, usable: np.nda
     """The seed's dataset CSVs (written by the first process, read by all)."""
     excluded = sorted(set(reader.ids) - {reader.ids[i] for i in usable})
     if is_main():
-        maic_dataset_csvs(reader, args.mode, args.dataset_dir, args.valid_ratio, args.seed, exclude=excluded,
-                          log=log)
+        maic_dataset_csvs(reader, args.mode, args.dataset_dir, args.valid_ratio, args.seed, exclude=excluded)
     barrier()
     position = {rid: i for i, rid in enumerate(reader.ids)}
     csvs = dataset_csv_paths(args.dataset_dir, args.mode)
@@ -139,7 +140,7 @@ def loaders(args: argparse.Namespace, source, table: pd.DataFrame, train: np.nda
             fs: float, device: torch.device, rank: int, world: int):
     """(training loader: shuffled, sharded, augmented; validation loader: every record once across ranks)."""
     ages = pd.to_numeric(table["age"], errors="coerce").to_numpy(np.float32)
-    sex = sex_codes(table["sex"]) if "sex" in table.columns else np.full(len(table), 0.5, np.float32)
+    sex = sex_codes(table["sex"]) if "sex" in table.columns else np.full(len(table), UNKNOWN_SEX, np.float32)
     weights = {part: None for part in ("train", "valid")}
     if args.sample_weights == "inverse_age":
         weights = {"train": inverse_age_weights(ages[train], args.max_weight),
@@ -147,34 +148,19 @@ def loaders(args: argparse.Namespace, source, table: pd.DataFrame, train: np.nda
     workers = opts.workers(args, default_workers(device, args.cache == "on", world))
     pin = device.type == "cuda"
     batch = args.infer_batch_size or default_infer_batch(device, args.batch_size // world)
-    train_set = ECGDataset(source, train, ages[train], weights["train"], sex[train], opts.augment(args, fs), args.seed)
+    augment = opts.recipe_of(args).augment(fs)
+    train_set = ECGDataset(source, train, ages[train], weights["train"], sex[train], augment, args.seed)
     valid_set = ECGDataset(source, valid, ages[valid], weights["valid"], sex[valid])
     return (train_loader(train_set, args.batch_size, args.seed, workers, rank, world, pin),
             eval_loader(valid_set, batch, workers, rank, world, pin))
 
 
 # ---- model -------------------------------------------------------------------------------------------------------
-def architecture_overrides(args: argparse.Namespace) -> dict:
-    """Constructor arguments given on the command line (the seed's and the published option names)."""
-    if args.arch == "ECGEfficientNet":
-        return {"sex_input": args.sex_input, **({"width": args.width} if args.width else {})}
-    if args.arch != "ResNet1d":
-        return {k: getattr(args, k) for k in ("out_ch", "mid_ch") if getattr(args, k)}
-    base = model_args("ResNet1d")
-    filters = args.net_filter_size or [b[0] for b in base["blocks_dim"]]
-    lengths = args.net_seq_lengh or [b[1] for b in base["blocks_dim"]]
-    if len(filters) != len(lengths):
-        raise UserError("--net_filter_size and --net_seq_lengh need the same number of entries")
-    overrides = {"input_dim": [12, args.seq_length or lengths[0]], "blocks_dim": [[f, n] for f, n in
-                                                                                 zip(filters, lengths)]}
-    overrides.update({k: getattr(args, k) for k in ("kernel_size", "dropout_rate") if getattr(args, k) is not None})
-    return overrides
-
-
 def new_bundle(args: argparse.Namespace) -> ModelBundle:
-    overrides = architecture_overrides(args)
+    """A new model of ``--arch`` with the options' constructor arguments, preprocessing and head."""
     spec = PRESETS[args.preprocessing]
     try:
+        overrides = options_to_args(args.arch, vars(args))
         spec = dataclasses.replace(spec, fs=args.sample_rate or spec.fs, length=args.seq_length or spec.length,
                                    zscore=spec.zscore if args.zscore == "auto" else args.zscore == "on")
         head = AgeHead("sigmoid", args.age_min, args.age_max) if args.head == "sigmoid" else LINEAR_HEAD
@@ -183,8 +169,8 @@ def new_bundle(args: argparse.Namespace) -> ModelBundle:
         model = get_model(args.arch, **arguments)
     except (ValueError, AssertionError) as exc:
         raise UserError(f"cannot build {args.arch} with these options: {exc}" + (
-            " (pass --seq_length to give it another length, or --preprocessing lima)"
-            if args.arch == "ResNet1d" and "takes exactly" in str(exc) else "")) from exc
+            " (pass --seq_length to give it another length, or another --preprocessing)"
+            if "takes exactly" in str(exc) else "")) from exc
     return ModelBundle(model, args.arch, arguments, spec, head)
 
 
@@ -197,38 +183,37 @@ def starting_point(args: argparse.Namespace, run: Path) -> tuple[ModelBundle, di
         return new_bundle(args), None
     bundle = load_bundle(path, mode=args.mode, trust=args.trust_checkpoint)
     if bundle.checkpoint.get("epoch", 0) >= args.nepoch:
-        log(f"note: {path} is at epoch {bundle.checkpoint.get('epoch')} ≥ --nepoch {args.nepoch}; nothing to train")
+        logger.info(f"note: {path} is at epoch {bundle.checkpoint.get('epoch')} ≥ --nepoch {args.nepoch}; nothing to "
+                    f"train")
     return bundle, bundle.checkpoint
 
 
 def init_head_bias(bundle: ModelBundle, mean_age: float) -> None:
     """--head_bias_init mean: the untrained network then predicts the training-mean age for every input."""
     with torch.no_grad():
-        output_layer(bundle.model).bias.fill_(bundle.head.inverse(mean_age))
+        output_layer(bundle.arch, bundle.model).bias.fill_(bundle.head.inverse(mean_age))
 
 
 # ---- run folder --------------------------------------------------------------------------------------------------
 def save_run_files(args: argparse.Namespace, bundle: ModelBundle, run: Path, reader: Reader, train: np.ndarray,
                    valid: np.ndarray) -> None:
-    options = vars(args)
-    write_json(run / "options.json", options)
+    """options.json (the command line, for people to read), split.csv and — for architectures that keep the
+    published folder layout — its config.json and args.json."""
+    options = opts.json_safe(vars(args))
+    write_json(run / OPTIONS, options)
     ids = reader.table["id"].astype(str)
-    write_csv(run / "split.csv", pd.DataFrame({"id": pd.concat([ids.iloc[train], ids.iloc[valid]]),
-                                               "split": ["train"] * len(train) + ["valid"] * len(valid)}))
-    if args.arch == "ResNet1d":  # the published folder layout: config.json (model + args) and args.json
-        blocks = bundle.model_args["blocks_dim"]
-        write_json(run / "config.json", {**options, "seq_length": bundle.model_args["input_dim"][1],
-                                         "net_filter_size": [b[0] for b in blocks],
-                                         "net_seq_lengh": [b[1] for b in blocks],
-                                         "kernel_size": bundle.model_args["kernel_size"],
-                                         "dropout_rate": bundle.model_args["dropout_rate"],
-                                         "sample_freq": bundle.preprocessing.fs})
-        write_json(run / "args.json", options)
+    write_csv(run / SPLIT, pd.DataFrame({"id": pd.concat([ids.iloc[train], ids.iloc[valid]]),
+                                         "split": ["train"] * len(train) + ["valid"] * len(valid)}))
+    config = published_config(bundle)
+    if config is not None:
+        write_json(run / PUBLISHED_CONFIG, {**options, **config})
+        write_json(run / PUBLISHED_ARGS, options)
 
 
 def main(argv=None) -> int:
     args = opts.parse_train(argv)
     rank, world, device = init_distributed(resolve_device(args.device))
+    configure_logging(sys.stdout, args.quiet, main_process=rank == 0)
     precision = resolve_precision(args.precision, device)
     configure_backends(device, precision, args.deterministic)
     seed_everything(args.seed)
@@ -238,7 +223,7 @@ def main(argv=None) -> int:
         with torch.device("meta"):  # the model options are checked before anything is created or read
             new_bundle(args)
     run = run_dir(args.log_dir, args.arch, args.env)
-    lock = RunLock(run, log) if is_main() else None  # before anything in the folder is read or written
+    lock = RunLock(run) if is_main() else None  # before anything in the folder is read or written
     try:
         train(args, run, device, precision, rank, world)
     finally:
@@ -292,7 +277,7 @@ def settle_manifest(args: argparse.Namespace, run: Path, manifest: dict) -> dict
                               "another --env")
         return old
     if args.resume:
-        log(f"--resume: {run} has no trained results yet; starting from scratch")
+        logger.info(f"--resume: {run} has no trained results yet; starting from scratch")
         if is_main():
             clear_run(run)
     if is_main():
@@ -337,7 +322,8 @@ def train(args: argparse.Namespace, run: Path, device: torch.device, precision: 
         description = f"{reader.format} {args.input or 'MAIC ' + args.mode}, fold {k + 1}/{args.folds}"
         trained = train_model(args, run / member, bundle, start, usable[folds != k], held_out, description, context)
         if is_main():
-            oof[folds == k] = predict_rows(trained, source, reader, held_out, device, precision)
+            oof[folds == k] = predict_rows(trained, source, reader.table, held_out,
+                                           opts.held_out_config(args, device, precision))
             finish_member(run, manifest, member, best_checkpoint_name(args.checkpoints))
         barrier()
     if is_main():
@@ -364,7 +350,7 @@ def write_oof(args: argparse.Namespace, run: Path, manifest: dict, reader: Reade
     cv = write_cross_validation(run, reader.table["id"].iloc[usable].tolist(), ages, oof, folds, args.seed)
     manifest["complete"] = True
     write_manifest(run, manifest)
-    log(f"{args.folds}-fold cross-validation: out-of-fold MAE {cv['pooled']['mae']:.2f} (95% CI "
+    logger.log(RESULT, f"{args.folds}-fold cross-validation: out-of-fold MAE {cv['pooled']['mae']:.2f} (95% CI "
         f"{cv['pooled']['mae_ci95'][0]:.2f}–{cv['pooled']['mae_ci95'][1]:.2f}) on {cv['pooled']['n']} ECGs → "
         f"{run / 'oof.csv'}, {run / 'cv.json'}")
 
@@ -379,39 +365,35 @@ def train_model(args: argparse.Namespace, run: Path, bundle: ModelBundle, start:
     ages = pd.to_numeric(reader.table["age"], errors="coerce").to_numpy(np.float32)
     if args.head_bias_init == "mean" and start is None:
         init_head_bias(bundle, float(ages[train_rows].mean()))
-    cfg = opts.train_config(args, device, float(np.median(ages[train_rows])))
+    bundle.facts = TrainingFacts.of(ages[train_rows])
+    cfg = opts.train_config(args, device)
     if is_main():
         run.mkdir(parents=True, exist_ok=True)
         for stale in run.glob(".*.tmp"):  # temporaries of a run killed mid-write (the lock says it is not running)
             stale.unlink(missing_ok=True)
         save_run_files(args, bundle, run, reader, train_rows, valid_rows)
-        log(f"{bundle.arch} ({sum(p.numel() for p in bundle.model.parameters()):,} parameters, {args.recipe} "
-            f"recipe) on {description}: {len(train_rows)} train / {len(valid_rows)} valid ECGs; device {device}, "
-            f"{precision}, {world} process(es) → {run}")
+        logger.info(f"{bundle.arch} ({sum(p.numel() for p in bundle.model.parameters()):,} parameters, "
+                    f"{args.recipe} recipe) on {description}: {len(train_rows)} train / {len(valid_rows)} valid "
+                    f"ECGs; device {device}, {precision}, {world} process(es) → {run}")
     loader_pair = loaders(args, source, reader.table, train_rows, valid_rows, bundle.preprocessing.fs, device, rank,
                           world)
     progress = fit(bundle, *loader_pair, cfg, run, device, precision, start=start,
-                   resumed=args.resume and start is not None, world=world, log=log)
+                   resumed=args.resume and start is not None, world=world)
     if is_main():
-        plot_learning_curves(run / "history.csv", run / "learning_curves.png")
-        final = progress.history[-1]["valid_mae"] if progress.history else float("nan")
-        which = f"last epoch (valid_mae {final:.4f})" if cfg.best_metric == "last" else \
-            f"best {cfg.best_metric} {progress.best:.4f}"
-        log(f"done: {which}; checkpoints in {run} (each with the age-gap bias correction fitted on its validation "
-            f"predictions; use test_interface --bias_correction)")
-    best = run / best_checkpoint_name(cfg.checkpoints)
-    return load_bundle(best, mode=args.mode) if is_main() and cfg.best_metric != "last" else bundle
+        report_run(run, progress, args.best_metric)
+    best = run / best_checkpoint_name(args.checkpoints)
+    return load_bundle(best, mode=args.mode) if is_main() and args.best_metric != "last" else bundle
 
 
-def predict_rows(bundle: ModelBundle, source, reader: Reader, rows: np.ndarray, device, precision: str) -> np.ndarray:
-    """Ages of the records at ``rows`` (the held-out fold) from ``bundle``, in their order."""
-    table = reader.table
-    sex = sex_codes(table["sex"].iloc[rows]) if "sex" in table.columns else None
-    loader = eval_loader(ECGDataset(source, rows, sex=sex), default_infer_batch(device, 32), 0)
-    result = predict(bundle.model.to(device), bundle.head, loader, device, precision)
-    ages = np.empty(len(rows))
-    ages[result["index"]] = result["age"]
-    return ages
+def report_run(run: Path, progress, best_metric: str) -> None:
+    """The learning curves (from the history in memory) and the run's last line."""
+    if progress.history:
+        plot_learning_curves(pd.DataFrame(progress.history), run / CURVES)
+    final = progress.history[-1]["valid_mae"] if progress.history else float("nan")
+    which = f"last epoch (valid_mae {final:.4f})" if best_metric == "last" else \
+        f"best {best_metric} {progress.best:.4f}"
+    logger.log(RESULT, f"done: {which}; checkpoints in {run} (each with the age-gap bias correction fitted on its "
+                f"validation predictions; use test_interface --bias_correction)")
 
 
 def entry(argv=None) -> int:

@@ -35,7 +35,7 @@ from dataloader.dataset import ECGDataset, eval_loader
 from dataloader.records import open_reader
 from dataloader.sources import CacheConfig, open_source_local
 from engine.inference import predict
-from engine.runs import run_members
+from engine.runs import CV_SUMMARY, HISTORY, run_members
 from models.checkpoint import load_bundle
 from utils.io import write_json
 from utils.paths import ROOT
@@ -155,9 +155,9 @@ def measure(recipe: str, seed: int, args, work: Path, ages: pd.Series) -> dict:
 
 def _measure(recipe: str, seed: int, args, work: Path, ages: pd.Series) -> dict:
     run, seconds = train(recipe, seed, args, work)
-    cv = json.loads((run / "cv.json").read_text())
+    cv = json.loads((run / CV_SUMMARY).read_text())
     members = run_members(run)
-    history = pd.read_csv(members[0].parent / "history.csv")
+    history = pd.read_csv(members[0].parent / HISTORY)
     records = cv["pooled"]["n"] * (args.folds - 1)  # every record trains K − 1 fold models
     result = {"cv_mae": cv["pooled"]["mae"], "train_seconds": seconds, "epochs": int(history["epoch"].max()),
               "train_ecg_per_s": records * int(history["epoch"].max()) / seconds,

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dataloader.cache import SignalCache
 from dataloader.dataset import ECGDataset, train_loader
+from dataloader.sources import SignalCache
 
 
 def status_kb(field: str) -> int:

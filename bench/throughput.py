@@ -30,12 +30,12 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from dataloader.augment import Augment
-from dataloader.cache import build_cache
 from dataloader.dataset import ECGDataset, default_workers, eval_loader, train_loader
 from dataloader.records import NpyFolderReader, PTBXLReader
-from dataloader.sources import resolve_cache_dtype
-from models import ADULT_HEAD, LINEAR_HEAD, MODELS, get_model
-from models.preprocessing import LIMA, MAIC, MODERN, preprocess
+from dataloader.sources import build_cache, resolve_cache_dtype
+from engine.recipes import RECIPES
+from models import ADULT_HEAD, LINEAR_HEAD, MODELS, default_recipe, get_model
+from models.preprocessing import PRESETS, preprocess
 from utils.paths import ROOT
 from utils.runtime import (
     autocast,
@@ -46,7 +46,6 @@ from utils.runtime import (
     resolve_precision,
 )
 
-TRAIN_CROP = {"ECGEfficientNet": 2500}  # the modern recipe trains on 5-s crops of the 10-s record
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12}
 
 
@@ -150,7 +149,8 @@ def default_path(head, reader, spec, ages, args, device, precision, tmp: Path, r
     fast_model = place_model(get_model(args.arch), device, fast_layout=True, training=True)
     compiled = torch.compile(fast_model) if device.type == "cuda" else None
     workers = default_workers(device, cached=True)
-    crop = Augment(crop=TRAIN_CROP[args.arch]) if args.arch in TRAIN_CROP else None  # the recipe's random crops
+    recipe = RECIPES[default_recipe(args.arch)]
+    crop = Augment(crop_samples=round(recipe.crop_seconds * spec.fs)) if recipe.crop_seconds else None  # its crops
     loader = train_loader(ECGDataset(cache, np.arange(len(reader)), ages, augment=crop), args.batch_size, seed=0,
                           workers=workers, pin=device.type == "cuda")
     train = time_training(fast_model, head, _cycle(loader), args.steps, args.warmup + (2 if compiled else 0),
@@ -186,8 +186,9 @@ def main(argv=None) -> dict:
     precision = resolve_precision(args.precision, device)
     configure_backends(device, precision, deterministic=False)
     torch.manual_seed(0)
-    spec = {"ResNet1d": LIMA, "ECGEfficientNet": MODERN}.get(args.arch, MAIC)
-    head = ADULT_HEAD if spec is MAIC else LINEAR_HEAD
+    recipe = RECIPES[default_recipe(args.arch)]  # the architecture's own recipe: its preprocessing and head
+    spec = PRESETS[recipe.preprocessing]
+    head = ADULT_HEAD if recipe.head == "sigmoid" else LINEAR_HEAD
     result = {"arch": args.arch, "device": args.device, "batch_size": args.batch_size, "precision": precision,
               "threads": torch.get_num_threads(), "steps": args.steps,
               **({"gpu": torch.cuda.get_device_name()} if device.type == "cuda" else

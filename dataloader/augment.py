@@ -56,9 +56,10 @@ def coarse_dropout(x: np.ndarray, rng: np.random.Generator, probability: float, 
 
 @dataclasses.dataclass(frozen=True)
 class Augment:
-    """The enabled augmentations and their strengths (0 = off); ``crop`` in samples (0 = the whole input)."""
+    """The enabled augmentations and their strengths (0 = off); ``crop_samples``: the length of the random training
+    crops (0 = the whole input; the preprocessing spec's ``crop`` is a window position, another thing)."""
 
-    crop: int = 0
+    crop_samples: int = 0
     scale: float = 0.0
     noise: float = 0.0
     wander: float = 0.0
@@ -67,8 +68,8 @@ class Augment:
     fs: float = 500.0
 
     def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        if self.crop and self.crop < x.shape[-1]:
-            x = random_crop(x, rng, self.crop)
+        if self.crop_samples and self.crop_samples < x.shape[-1]:
+            x = random_crop(x, rng, self.crop_samples)
         if self.scale:
             x = amplitude_scale(x, rng, self.scale)
         if self.noise:

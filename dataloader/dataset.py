@@ -11,12 +11,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-SEX_CODE = {"M": 1.0, "F": 0.0}  # the model's sex input; unknown is 0.5
+from models import UNKNOWN_SEX
+
+SEX_CODE = {"M": 1.0, "F": 0.0}  # the model's sex input; unknown is models.UNKNOWN_SEX
 
 
 def sex_codes(sex) -> np.ndarray:
-    """'M'/'F'/None per record → 1.0 / 0.0 / 0.5 (float32)."""
-    return np.array([SEX_CODE.get(s, 0.5) for s in sex], dtype=np.float32)
+    """'M'/'F'/None per record → 1.0 / 0.0 / UNKNOWN_SEX (float32)."""
+    return np.array([SEX_CODE.get(s, UNKNOWN_SEX) for s in sex], dtype=np.float32)
 
 
 class ECGDataset(Dataset):
@@ -32,7 +34,7 @@ class ECGDataset(Dataset):
         n = len(self.positions)
         self.targets = np.zeros(n, np.float32) if targets is None else np.asarray(targets, np.float32)
         self.weights = np.ones(n, np.float32) if weights is None else np.asarray(weights, np.float32)
-        self.sex = np.full(n, 0.5, np.float32) if sex is None else np.asarray(sex, np.float32)
+        self.sex = np.full(n, UNKNOWN_SEX, np.float32) if sex is None else np.asarray(sex, np.float32)
         if not (len(self.targets) == len(self.weights) == len(self.sex) == n):
             raise ValueError("rows, targets, weights and sex must have the same length")
         self.augment, self.seed = augment, seed

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -25,6 +26,8 @@ from utils.io import read_csv, write_csv, write_json
 from .labels import clean_id
 from .records import NpyFolderReader, natural_key
 from .splits import stratified_split
+
+logger = logging.getLogger(__name__)
 
 MODES = ("adult", "child")
 # stratification bins of the seed's 9:1 split: children 1-year bins 0–9, adults 10-year bins 10–130
@@ -82,7 +85,7 @@ def _mismatch(csvs: tuple[Path, Path], table: pd.DataFrame) -> str | None:
     return None
 
 
-def _still_valid(csvs: tuple[Path, Path], sidecar: Path, fingerprint: str, table: pd.DataFrame, log) -> bool:
+def _still_valid(csvs: tuple[Path, Path], sidecar: Path, fingerprint: str, table: pd.DataFrame) -> bool:
     if not all(p.exists() for p in csvs):
         return False
     if sidecar.exists():
@@ -91,16 +94,16 @@ def _still_valid(csvs: tuple[Path, Path], sidecar: Path, fingerprint: str, table
                 return True
         except ValueError:
             pass
-        log(f"{csvs[0].name}/{csvs[1].name} are stale (the data, labels or split settings changed); rebuilding")
+        logger.info(f"{csvs[0].name}/{csvs[1].name} are stale (the data, labels or split settings changed); rebuilding")
         return False
     reason = _mismatch(csvs, table)
-    log(f"using existing {csvs[0]} and {csvs[1]} (they match the data)" if reason is None else
-        f"{csvs[0].name}/{csvs[1].name} do not match the data ({reason}); rebuilding")
+    logger.info(f"using existing {csvs[0]} and {csvs[1]} (they match the data)" if reason is None else
+                f"{csvs[0].name}/{csvs[1].name} do not match the data ({reason}); rebuilding")
     return reason is None
 
 
 def maic_dataset_csvs(reader: NpyFolderReader, mode: str, dataset_dir: str | os.PathLike, valid_ratio: float,
-                      seed: int, exclude=(), log=print) -> tuple[Path, Path]:
+                      seed: int, exclude=()) -> tuple[Path, Path]:
     """Make (or reuse, when still valid) the train/valid CSVs of ``mode`` for a labelled MAIC reader; returns their
     paths. ``exclude`` lists records left out by the bad-input policy (--on_bad skip)."""
     csvs = dataset_csv_paths(dataset_dir, mode)
@@ -110,7 +113,7 @@ def maic_dataset_csvs(reader: NpyFolderReader, mode: str, dataset_dir: str | os.
               "split_version": SPLIT_VERSION}
     fingerprint = _fingerprint(reader, params)
     table = reader.table[~reader.table["id"].isin(exclude)].reset_index(drop=True)
-    if _still_valid(csvs, sidecar, fingerprint, table, log):
+    if _still_valid(csvs, sidecar, fingerprint, table):
         write_json(sidecar, {"fingerprint": fingerprint, **params})
         return csvs
     unlabelled = table["id"][table["age"].isna()].tolist()
@@ -123,7 +126,7 @@ def maic_dataset_csvs(reader: NpyFolderReader, mode: str, dataset_dir: str | os.
     write_csv(csvs[0], frame.iloc[train])
     write_csv(csvs[1], frame.iloc[valid])
     write_json(sidecar, {"fingerprint": fingerprint, **params})
-    log(f"wrote {csvs[0]} ({len(train)}) and {csvs[1]} ({len(valid)}), stratified by age bin, seed {seed}")
+    logger.info(f"wrote {csvs[0]} ({len(train)}) and {csvs[1]} ({len(valid)}), stratified by age bin, seed {seed}")
     return csvs
 
 

@@ -484,8 +484,9 @@ def _check_record_line(record: list[str], where: str) -> None:
         check_length(int(record[3]), where)
 
 
-def read_wfdb(record_path: str, where: str | None = None) -> tuple[np.ndarray, float, list[str]]:
-    """One WFDB record → (float32 (12, N) in mV in standard lead order, fs, header comments)."""
+def read_wfdb(record_path: str, where: str | None = None) -> tuple[np.ndarray, float]:
+    """One WFDB record → (float32 (12, N) in mV in standard lead order, fs); its header's labels are read when
+    the folder is listed (check_wfdb_header)."""
     where = where or record_path
     check_wfdb_header(record_path, where)
     try:
@@ -500,7 +501,7 @@ def read_wfdb(record_path: str, where: str | None = None) -> tuple[np.ndarray, f
         bad = [u for u, s in zip(record.units, scales) if np.isnan(s)]
         raise RecordError(where, f"has signal units {bad} that are not voltages (mV, uV, V)")
     signal = standard_leads(signal * scales[:, None], record.sig_name, where)
-    return signal.astype(np.float32), float(record.fs), list(record.comments or [])
+    return signal.astype(np.float32), float(record.fs)
 
 
 def wfdb_files(bases) -> list[str]:
@@ -556,7 +557,7 @@ class WFDBFolderReader(Reader):
     def _load(self, index: int, row: pd.Series) -> Record:
         if row["header_error"]:
             raise RecordError(row["path"] + ".hea", row["header_error"])
-        signal, fs, _ = read_wfdb(row["path"], where=row["path"] + ".hea")
+        signal, fs = read_wfdb(row["path"], where=row["path"] + ".hea")
         return Record(row["id"], signal, fs, self._meta(row))
 
 
@@ -590,7 +591,7 @@ class PTBXLReader(Reader):
         return [str(self.database), *wfdb_files(self.table["path"])]
 
     def _load(self, index: int, row: pd.Series) -> Record:
-        signal, fs, _ = read_wfdb(row["path"], where=f"PTB-XL ecg_id {row['id']} ({row['path']}.hea)")
+        signal, fs = read_wfdb(row["path"], where=f"PTB-XL ecg_id {row['id']} ({row['path']}.hea)")
         return Record(row["id"], signal, fs, self._meta(row))
 
 
@@ -645,7 +646,7 @@ class ManifestReader(Reader):
                                         "column or pass --fs")
             return Record(row["id"], load_npy(path, self.scale), float(fs), self._meta(row))
         base = re.sub(r"\.(hea|dat|mat)$", "", path)
-        signal, fs, _ = read_wfdb(base, where=path)
+        signal, fs = read_wfdb(base, where=path)
         return Record(row["id"], signal, fs, self._meta(row))
 
 

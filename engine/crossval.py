@@ -14,6 +14,8 @@ import pandas as pd
 from utils import metrics
 from utils.io import write_csv, write_json
 
+from .runs import CV_SUMMARY, OOF
+
 OOF_COLUMNS = ["id", "age", "predicted_age", "fold"]
 
 
@@ -21,7 +23,7 @@ def write_cross_validation(run: Path, ids: list[str], ages: np.ndarray, predicte
                            seed: int, n_boot: int = 2000) -> dict:
     """Write ``oof.csv`` (id, age, predicted_age, fold) and ``cv.json`` (per-fold and pooled MAE with its
     percentile-bootstrap 95% interval); returns the cv.json content."""
-    write_csv(run / "oof.csv", pd.DataFrame({"id": ids, "age": ages, "predicted_age": predicted, "fold": folds},
+    write_csv(run / OOF, pd.DataFrame({"id": ids, "age": ages, "predicted_age": predicted, "fold": folds},
                                             columns=OOF_COLUMNS))
     per_fold = [{"fold": int(k), "n": int((folds == k).sum()),
                  "mae": float(np.mean(np.abs(predicted[folds == k] - ages[folds == k])))}
@@ -31,5 +33,5 @@ def write_cross_validation(run: Path, ids: list[str], ages: np.ndarray, predicte
     cv = {"folds": len(per_fold), "seed": seed, "per_fold": per_fold, "pooled": pooled,
           "fold_mae_mean": float(np.mean([f["mae"] for f in per_fold])),
           "fold_mae_sd": float(np.std([f["mae"] for f in per_fold], ddof=1)) if len(per_fold) > 1 else 0.0}
-    write_json(run / "cv.json", cv)
+    write_json(run / CV_SUMMARY, cv)
     return cv

@@ -16,15 +16,14 @@ from tqdm import tqdm
 
 from dataloader.dataset import ECGDataset, eval_loader, sex_codes
 from dataloader.records import Reader
-from dataloader.sources import CacheConfig, duplicate_ids
-from models.checkpoint import ModelBundle, unwrap
+from dataloader.sources import CacheConfig, duplicate_ids, open_source
+from models import UNKNOWN_SEX
+from models.checkpoint import ModelBundle
 from models.preprocessing import tta_specs
 from utils.errors import CheckpointError
 from utils.metrics import apply_bias_correction
 from utils.paths import CACHE_DIR
 from utils.runtime import autocast, place_model
-
-from .data import open_source
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,23 +41,24 @@ class InferenceConfig:
     progress: bool = False
 
 
-def forward(net: nn.Module, batch: dict, device: torch.device) -> torch.Tensor:
-    """The network's raw output for a batch; networks built with a sex input also get the batch's sex codes."""
+def forward(net: nn.Module, batch: dict, device: torch.device, sex: bool = False) -> torch.Tensor:
+    """The network's raw output for a batch; a network that takes the person's sex (``sex``: its bundle's
+    ``takes_sex``) also gets the batch's sex codes."""
     x = batch["x"].to(device, non_blocking=True)
-    if getattr(unwrap(net), "sex_input", False):
+    if sex:
         return net(x, batch["sex"].to(device, non_blocking=True))
     return net(x)
 
 
 @torch.no_grad()
 def predict(model: nn.Module, head, loader, device: torch.device, precision: str, progress: bool = False,
-            desc: str = "predict") -> dict:
+            desc: str = "predict", sex: bool = False) -> dict:
     """Ages of every row of ``loader`` (this rank's shard): {'index', 'age', 'target', 'weight'} as arrays."""
     model.eval()
     out = {"index": [], "age": [], "target": [], "weight": []}
     for batch in tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False):
         with autocast(device, precision):
-            raw = forward(model, batch, device)
+            raw = forward(model, batch, device, sex)
         out["age"].append(head(raw).cpu().numpy().astype(np.float64))
         out["index"].append(batch["index"].numpy())
         out["target"].append(batch["y"].numpy().astype(np.float64))
@@ -79,24 +79,31 @@ def predict_records(bundle: ModelBundle, reader: Reader, cfg: InferenceConfig) -
     ages = np.full(len(reader), np.nan)
     good = np.array([i for i, rid in enumerate(reader.ids) if rid not in bad], dtype=np.int64)
     if len(good):
-        windows = source.rows(good)  # (good, W) rows of the source
-        unique, first, inverse = np.unique(windows, return_index=True, return_inverse=True)
-        record_of_row = np.repeat(good, windows.shape[1])[first]
-        sex = sex_codes(reader.table["sex"]) if "sex" in reader.table.columns else np.full(len(reader), 0.5)
-        model = place_model(bundle.model, cfg.device, cfg.fast_layout, training=False)
-        loader = eval_loader(ECGDataset(source, unique, sex=sex[record_of_row]), cfg.batch_size, cfg.workers,
-                             pin=cfg.device.type == "cuda")
-        result = predict(model, bundle.head, loader, cfg.device, cfg.precision, cfg.progress,
-                         desc=f"{bundle.arch} on {len(good)} ECGs")
-        row_ages = np.empty(len(unique))
-        row_ages[result["index"]] = result["age"]
-        ages[good] = row_ages[inverse.reshape(windows.shape)].mean(axis=1)
+        ages[good] = predict_rows(bundle, source, reader.table, good, cfg)
     if cfg.bias_correction:
         try:
             ages = apply_bias_correction(ages, bundle.bias_correction)
         except ValueError as exc:
             raise CheckpointError(f"{bundle.source}: {exc}") from exc
     return ages, bad
+
+
+def predict_rows(bundle: ModelBundle, source, table, positions: np.ndarray, cfg: InferenceConfig) -> np.ndarray:
+    """Ages of the records at ``positions`` of an open source (whose reader's table is ``table``), in that order:
+    the mean over each record's windows, identical windows predicted once. Also training's out-of-fold
+    prediction."""
+    windows = source.rows(positions)  # (records, W) rows of the source
+    unique, first, inverse = np.unique(windows, return_index=True, return_inverse=True)
+    record_of_row = np.repeat(positions, windows.shape[1])[first]
+    sex = sex_codes(table["sex"]) if "sex" in table.columns else np.full(len(table), UNKNOWN_SEX, np.float32)
+    model = place_model(bundle.model, cfg.device, cfg.fast_layout, training=False)
+    loader = eval_loader(ECGDataset(source, unique, sex=sex[record_of_row]), cfg.batch_size, cfg.workers,
+                         pin=cfg.device.type == "cuda")
+    result = predict(model, bundle.head, loader, cfg.device, cfg.precision, cfg.progress,
+                     desc=f"{bundle.arch} on {len(positions)} ECGs", sex=bundle.takes_sex)
+    row_ages = np.empty(len(unique))
+    row_ages[result["index"]] = result["age"]
+    return row_ages[inverse.reshape(windows.shape)].mean(axis=1)
 
 
 def predict_ensemble(bundles: list[ModelBundle], reader: Reader, cfg: InferenceConfig) -> tuple[np.ndarray, dict]:

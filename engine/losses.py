@@ -20,14 +20,16 @@ def inverse_age_weights(ages, max_weight: float = math.inf) -> np.ndarray:
     return weights.astype(np.float32)
 
 
+# per-sample loss of the error (predicted − true age): |error| (the seed's L1Loss) or error² (Lima et al.'s MSE);
+# works on torch tensors and numpy arrays
+LOSSES = {"l1": abs, "mse": lambda error: error ** 2}
+SAMPLE_WEIGHTS = ("none", "inverse_age")  # "inverse_age": inverse_age_weights
+
+
 def per_sample_loss(name: str, pred, target):
-    """|error| ('l1', the seed's L1Loss) or error² ('mse') per sample; torch tensors or numpy arrays."""
-    error = pred - target
-    if name == "l1":
-        return abs(error)
-    if name == "mse":
-        return error ** 2
-    raise ValueError(f"unknown loss {name!r} (l1 or mse)")
+    if name not in LOSSES:
+        raise ValueError(f"unknown loss {name!r} (one of {', '.join(LOSSES)})")
+    return LOSSES[name](pred - target)
 
 
 def regression_loss(name: str):

@@ -13,6 +13,7 @@ import errno
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -20,8 +21,17 @@ import socket
 import time
 from pathlib import Path
 
+from models.checkpoint import BEST, PUBLISHED_CONFIG, PUBLISHED_WEIGHTS
 from utils.errors import CheckpointError, OutputError, RecordError, UserError
 from utils.io import regular_file, write_json
+
+logger = logging.getLogger(__name__)
+
+# every file name of a run folder, here and — those a model folder is read by — in models/checkpoint.py
+LAST, OPTIONS, SPLIT, HISTORY, CURVES = "last.pt", "options.json", "split.csv", "history.csv", "learning_curves.png"
+PUBLISHED_ARGS, TENSORBOARD, LOCK = "args.json", "logs", ".lock"
+MANIFEST = "run.json"
+CV_SUMMARY, OOF, FOLDS = "cv.json", "oof.csv", "folds.csv"
 
 
 def run_dir(log_dir: str | Path, arch: str, env: str) -> Path:
@@ -30,7 +40,7 @@ def run_dir(log_dir: str | Path, arch: str, env: str) -> Path:
 
 def best_checkpoint_name(checkpoints: str) -> str:
     """``model.pth`` for the best-only recipe (the published folder layout), else ``best.pt``."""
-    return "model.pth" if checkpoints == "best_only" else "best.pt"
+    return PUBLISHED_WEIGHTS if checkpoints == "best_only" else BEST
 
 
 def epoch_checkpoint_name(epoch: int) -> str:
@@ -39,8 +49,8 @@ def epoch_checkpoint_name(epoch: int) -> str:
 
 def latest_checkpoint(run: Path) -> Path | None:
     """The run's most recent complete epoch: ``last.pt``, else the highest ``epoch_NNN.pt`` (seed runs)."""
-    if (run / "last.pt").exists():
-        return run / "last.pt"
+    if (run / LAST).exists():
+        return run / LAST
     epochs = sorted(run.glob("epoch_*.pt"), key=lambda p: int(re.findall(r"\d+", p.stem)[-1]))
     return epochs[-1] if epochs else None
 
@@ -52,8 +62,8 @@ class RunLock:
     clear error instead of interleaving checkpoints. The lock file is the one file not written atomically: it
     must stay the same file while locked."""
 
-    def __init__(self, run: Path, log=print):
-        self.path = run / ".lock"
+    def __init__(self, run: Path):
+        self.path = run / LOCK
         try:
             run.mkdir(parents=True, exist_ok=True)
             self.handle = open(self.path, "a+")
@@ -69,7 +79,7 @@ class RunLock:
             raise UserError(f"{run} is in use by another training run ({previous or 'owner unknown'}); wait for it "
                             f"to finish or give this run another --env") from None
         if previous:
-            log(f"note: {run} was last locked by {previous}, which is no longer running; taking it over")
+            logger.warning(f"note: {run} was last locked by {previous}, which is no longer running; taking it over")
         try:
             self.handle.seek(0)
             self.handle.truncate()
@@ -92,12 +102,10 @@ class RunLock:
 
 
 # ---- the run manifest: a run folder is one experiment ------------------------------------------------------------
-MANIFEST = "run.json"
 MANIFEST_FORMAT = "ecg-age-run/1"
-CV_SUMMARY, OOF, FOLDS = "cv.json", "oof.csv", "folds.csv"
 # what a run writes: removed by --overwrite, and (the trained part) what makes a folder hold an earlier experiment
-TRAINED = ("*.pt", "model.pth", "history.csv", OOF, CV_SUMMARY, "logs")
-WRITTEN = (*TRAINED, MANIFEST, FOLDS, "options.json", "split.csv", "config.json", "args.json", "learning_curves.png")
+TRAINED = ("*.pt", PUBLISHED_WEIGHTS, HISTORY, OOF, CV_SUMMARY, TENSORBOARD)
+WRITTEN = (*TRAINED, MANIFEST, FOLDS, OPTIONS, SPLIT, PUBLISHED_CONFIG, PUBLISHED_ARGS, CURVES)
 FOLD_DIR = re.compile(r"fold_\d+")
 
 
@@ -179,6 +187,15 @@ def finish_member(run: Path, manifest: dict, member: str, checkpoint: str) -> No
     path = run / member / checkpoint
     manifest["finished"][member] = {"checkpoint": checkpoint, "sha256": file_sha256(path)}
     write_manifest(run, manifest)
+
+
+def run_folders(log_dir: str | Path) -> list[Path]:
+    """The run folders under ``log_dir`` that hold a model (a manifest, best.pt or model.pth)."""
+    folder = Path(log_dir)
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.is_dir() and any((p / n).exists() for n in
+                                                                  (MANIFEST, BEST, PUBLISHED_WEIGHTS)))
 
 
 def run_members(path: str | Path) -> list[Path]:

@@ -3,8 +3,9 @@
     fit:  restore → for each epoch: train_one_epoch → evaluate (every validation ECG exactly once, across all
           processes) → step the scheduler → save checkpoints (rank 0, atomic) → history.csv and TensorBoard
 
-Recipes differ only in settings: optimizer (Adam, AdamW), schedule (StepLR or ReduceLROnPlateau per epoch; cosine
-with linear warm-up per step), an exponential moving average (EMA) of the weights — when on, the EMA weights are
+Recipes (engine/recipes.py) differ only in settings: optimizer and schedule (engine/optim.py registries; a
+schedule is stepped after every step and after every epoch, and says when to stop), loss, an exponential moving
+average (EMA) of the weights — when on, the EMA weights are
 what is validated and saved as ``model`` (the raw ones travel as ``raw_model`` for resuming) — and which epoch is
 "best" (lowest validation MAE or loss, or simply the last: no selection on the validation split). ``--resume``
 restores everything from the last complete epoch, so an interrupted CPU/fp32 run ends with the same weights as an
@@ -14,9 +15,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import logging
 import math
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from models.checkpoint import ModelBundle, save_checkpoint, unwrap
+from utils.cli import RESULT
 from utils.errors import TrainingDiverged
 from utils.io import write_csv
 from utils.metrics import bias_correction_from_sums, gap_line_sums
@@ -36,34 +38,26 @@ from utils.runtime import all_reduce_sum, autocast, broadcast_buffers, is_main, 
 
 from .inference import forward, predict
 from .losses import per_sample_loss, regression_loss
-from .runs import best_checkpoint_name, epoch_checkpoint_name
+from .optim import Schedule, make_optimizer, make_schedule
+from .recipes import Recipe
+from .runs import HISTORY, LAST, best_checkpoint_name, epoch_checkpoint_name
+
+logger = logging.getLogger(__name__)
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "valid_loss", "valid_mae", "lr", "seconds"]
 
 
 @dataclasses.dataclass
 class TrainConfig:
-    nepoch: int
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    optimizer: str = "adam"  # or "adamw" (decoupled weight decay)
-    loss: str = "l1"
-    scheduler: str = "step"  # "step", "plateau" (per epoch) or "cosine" (per step, after warmup_epochs)
-    warmup_epochs: float = 0.0
-    ema: float = 0.0  # decay of the weights' moving average (0 = off)
-    decay_epoch: int = 20
-    decay_gamma: float = 0.1
-    patience: int = 7
-    lr_factor: float = 0.1
-    min_lr: float = 1e-7
-    best_metric: str = "valid_mae"  # or "valid_loss", or "last" (the final epoch: no selection)
-    checkpoints: str = "every_epoch"  # or "best_only" (Lima: model.pth) or "best" (best.pt + last.pt)
+    """How to train: the recipe (what is learned) and run-time switches (how the work runs)."""
+
+    recipe: Recipe
     max_steps_per_epoch: int = 0
     compile: bool = False
     sync_bn: bool = False
     fast_layout: bool = False  # channels-last where it pays off (everything but --precision fp32)
     progress: bool = True
-    options: dict = dataclasses.field(default_factory=dict)  # saved in every checkpoint
+    provenance: dict = dataclasses.field(default_factory=dict)  # the command line, saved for people to read
 
 
 @dataclasses.dataclass
@@ -84,31 +78,6 @@ class Progress:
         if not math.isnan(row[metric]):
             self.best = min(self.best, row[metric])
         return improved
-
-
-def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    kind = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
-    return kind(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-
-
-def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int = 1):
-    if cfg.scheduler == "step":
-        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.decay_epoch, gamma=cfg.decay_gamma)
-    if cfg.scheduler == "cosine":
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_with_warmup(
-            round(cfg.warmup_epochs * steps_per_epoch), cfg.nepoch * steps_per_epoch))
-    # as Lima et al.: the scheduler may go one factor below min_lr, and training stops once lr < min_lr
-    return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, patience=cfg.patience, factor=cfg.lr_factor,
-                                                      min_lr=cfg.lr_factor * cfg.min_lr)
-
-
-def cosine_with_warmup(warmup: int, total: int):
-    """Learning-rate factor per step: linear from 1/warmup to 1 over ``warmup`` steps, then cosine down to 0."""
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
-    return factor
 
 
 class EMA:
@@ -134,32 +103,28 @@ class EMA:
             average.copy_(current)
 
 
-def restore(start: dict | None, model: nn.Module, optimizer, scheduler, cfg: TrainConfig, exact: bool,
-            log) -> Progress:
-    """Optimizer, scheduler and progress from a checkpoint's content (``--resume`` or ``--pretrained``; the saved
+def restore(start: dict | None, model: nn.Module, optimizer, schedule: Schedule, exact: bool) -> Progress:
+    """Optimizer, schedule and progress from a checkpoint's content (``--resume`` or ``--pretrained``; the saved
     ``model`` weights are already in the model — with EMA they are the average, and ``raw_model`` holds the trained
-    weights). ``exact`` (resume) also restores the RNG states. A seed checkpoint has no scheduler state: its StepLR
-    steps are replayed."""
+    weights). ``exact`` (resume) also restores the RNG states. A checkpoint without schedule state (the seed's) has
+    its epochs replayed."""
     if start is None:
         return Progress()
     if "raw_model" in start:
         model.load_state_dict(start["raw_model"], strict=True)
     if "optimizer" in start:
         optimizer.load_state_dict(start["optimizer"])
-    if "scheduler" in start:
-        scheduler.load_state_dict(start["scheduler"])
     progress = Progress(int(start.get("epoch", 0)), float(start.get("best", math.inf)), list(start.get("history", [])))
-    if cfg.scheduler == "step" and "scheduler" not in start:
-        with warnings.catch_warnings():  # "scheduler.step() before optimizer.step()": intended here
-            warnings.simplefilter("ignore")
-            for _ in range(progress.epoch):
-                scheduler.step()
+    if "scheduler" in start:
+        schedule.load_state_dict(start["scheduler"])
+    else:
+        schedule.replay(progress.epoch)
     if exact and "rng" in start:
         set_rng_state(start["rng"])
         threads = start.get("threads")
-        if is_main() and threads and threads != torch.get_num_threads():
-            log(f"note: this run used {threads} CPU threads and now has {torch.get_num_threads()}; the result "
-                f"will not be bit-identical to an uninterrupted run (set OMP_NUM_THREADS={threads})")
+        if threads and threads != torch.get_num_threads():
+            logger.info(f"note: this run used {threads} CPU threads and now has {torch.get_num_threads()}; the "
+                        f"result will not be bit-identical to an uninterrupted run (set OMP_NUM_THREADS={threads})")
     return progress
 
 
@@ -170,28 +135,27 @@ def wrap(model: nn.Module, device: torch.device, world: int, compiled: bool) -> 
     return torch.compile(net) if compiled else net
 
 
-def train_one_epoch(net: nn.Module, head, loader, optimizer, scheduler, ema: EMA | None, cfg: TrainConfig,
-                    epoch: int, device: torch.device, precision: str) -> float:
+def train_one_epoch(net: nn.Module, bundle: ModelBundle, loader, optimizer, schedule: Schedule, ema: EMA | None,
+                    cfg: TrainConfig, epoch: int, device: torch.device, precision: str) -> float:
     """One pass over this rank's shard (at most ``max_steps_per_epoch`` steps); the mean loss over all ranks."""
-    loss_fn = regression_loss(cfg.loss)
+    loss_fn = regression_loss(cfg.recipe.loss)
     loader.sampler.set_epoch(epoch)
     net.train()
     steps = min(len(loader), cfg.max_steps_per_epoch or len(loader))
-    bar = tqdm(total=steps, unit="step", desc=f"epoch {epoch}/{cfg.nepoch}", leave=False,
+    bar = tqdm(total=steps, unit="step", desc=f"epoch {epoch}/{cfg.recipe.nepoch}", leave=False,
                disable=not (is_main() and cfg.progress))
     total, count = 0.0, 0.0
     for step, batch in zip(range(1, steps + 1), loader):
         y, w = (batch[k].to(device, non_blocking=True) for k in ("y", "w"))
         with autocast(device, precision):
-            raw = forward(net, batch, device)
-        loss = loss_fn(head(raw), y, w)
+            raw = forward(net, batch, device, bundle.takes_sex)
+        loss = loss_fn(bundle.head(raw), y, w)
         value = loss.item()
-        check_finite(value, cfg, epoch, step, device, optimizer.param_groups[0]["lr"], precision)
+        check_finite(value, epoch, step, device, optimizer.param_groups[0]["lr"], precision)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        if cfg.scheduler == "cosine":
-            scheduler.step()
+        schedule.after_step()
         if ema is not None:
             ema.update(unwrap(net))
         total, count = total + value * len(y), count + len(y)
@@ -202,8 +166,7 @@ def train_one_epoch(net: nn.Module, head, loader, optimizer, scheduler, ema: EMA
     return total / count if count else math.nan
 
 
-def check_finite(loss: float, cfg: TrainConfig, epoch: int, step: int, device: torch.device, lr: float,
-                 precision: str) -> None:
+def check_finite(loss: float, epoch: int, step: int, device: torch.device, lr: float, precision: str) -> None:
     """Stop at the first non-finite training loss on any process (every process stops together, so none waits
     forever for the others), before the step that would spread it into the weights."""
     bad = not math.isfinite(loss)
@@ -217,10 +180,11 @@ def check_finite(loss: float, cfg: TrainConfig, epoch: int, step: int, device: t
             f"--overwrite")
 
 
-def evaluate(model: nn.Module, head, loader, loss: str, device: torch.device, precision: str,
+def evaluate(model: nn.Module, bundle: ModelBundle, loader, loss: str, device: torch.device, precision: str,
              progress: bool = False) -> dict:
     """Validation over every record once across ranks: {'mae', 'loss', 'n', 'bias_correction' (or None)}."""
-    result = predict(model, head, loader, device, precision, progress=progress, desc="validate")
+    result = predict(model, bundle.head, loader, device, precision, progress=progress, desc="validate",
+                     sex=bundle.takes_sex)
     age, target, weight = result["age"], result["target"], result["weight"]
     losses = weight * per_sample_loss(loss, age, target)
     n, abs_err, loss_sum, *line = all_reduce_sum(
@@ -233,80 +197,92 @@ def evaluate(model: nn.Module, head, loader, loss: str, device: torch.device, pr
             "bias_correction": correction}
 
 
-def save_epoch(run: Path, bundle: ModelBundle, optimizer, scheduler, progress: Progress, cfg: TrainConfig,
+def save_epoch(run: Path, bundle: ModelBundle, optimizer, schedule: Schedule, progress: Progress, cfg: TrainConfig,
                improved: bool, extra: dict) -> None:
     """Checkpoints of this epoch (best, per-epoch for the seed recipe, last — written last: the resume point) and
     history.csv. Every checkpoint loads with weights_only=True."""
     row = progress.history[-1]
-    state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "epoch": progress.epoch,
-             "best": progress.best, "history": progress.history, "rng": rng_state(), "options": cfg.options,
+    state = {"optimizer": optimizer.state_dict(), "scheduler": schedule.state_dict(), "epoch": progress.epoch,
+             "best": progress.best, "history": progress.history, "rng": rng_state(),
+             "options": {**cfg.provenance, "train_median_age": bundle.facts.median_age},  # provenance only
              "threads": torch.get_num_threads(), "valid_mae": row["valid_mae"], "valid_loss": row["valid_loss"],
              **extra}
     if improved:
-        save_checkpoint(run / best_checkpoint_name(cfg.checkpoints), bundle, **state)
-    if cfg.checkpoints == "every_epoch":
+        save_checkpoint(run / best_checkpoint_name(cfg.recipe.checkpoints), bundle, **state)
+    if cfg.recipe.checkpoints == "every_epoch":
         save_checkpoint(run / epoch_checkpoint_name(progress.epoch), bundle, **state)
-    save_checkpoint(run / "last.pt", bundle, **state)
-    write_csv(run / "history.csv", pd.DataFrame(progress.history, columns=HISTORY_COLUMNS))
+    save_checkpoint(run / LAST, bundle, **state)
+    write_csv(run / HISTORY, pd.DataFrame(progress.history, columns=HISTORY_COLUMNS))
 
 
-def log_epoch(writer: SummaryWriter, row: dict, improved: bool, log) -> None:
+def log_epoch(writer: SummaryWriter, row: dict, improved: bool) -> None:
     for key, tag in (("train_loss", "train/loss"), ("valid_loss", "valid/loss"), ("valid_mae", "valid/mae"),
                      ("lr", "lr")):
         writer.add_scalar(tag, row[key], row["epoch"])
     writer.flush()
-    log(f"epoch {row['epoch']}: train_loss {row['train_loss']:.4f}  valid_loss {row['valid_loss']:.4f}  valid_mae "
-        f"{row['valid_mae']:.4f}  lr {row['lr']:.2e}  {row['seconds']:.1f}s{'  (best)' if improved else ''}")
+    logger.log(RESULT, f"epoch {row['epoch']}: train_loss {row['train_loss']:.4f}  valid_loss {row['valid_loss']:.4f}  "
+                f"valid_mae {row['valid_mae']:.4f}  lr {row['lr']:.2e}  {row['seconds']:.1f}s"
+                f"{'  (best)' if improved else ''}")
 
 
-def fit(bundle: ModelBundle, train_loader, valid_loader, cfg: TrainConfig, run: Path, device: torch.device,
-        precision: str, start: dict | None = None, resumed: bool = False, world: int = 1, log=print) -> Progress:
-    """Train ``bundle.model`` from ``start`` (a checkpoint's content, or None); returns the run's progress and leaves
-    the weights to use (the EMA ones when on) in ``bundle.model``. Each checkpoint carries the age-gap bias
-    correction fitted on its own epoch's validation predictions."""
+def prepare(bundle: ModelBundle, cfg: TrainConfig, device: torch.device, world: int, steps: int,
+            start: dict | None, resumed: bool):
+    """(model on the device, EMA or None, optimizer, schedule, progress restored from ``start``)."""
     model = place_model(bundle.model, device, cfg.fast_layout, training=True)
     if cfg.sync_bn and world > 1 and device.type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    ema = EMA(model, cfg.ema, int((start or {}).get("ema_updates", 0))) if cfg.ema else None  # = saved weights
-    optimizer = make_optimizer(model, cfg)
-    scheduler = make_scheduler(optimizer, cfg, min(len(train_loader), cfg.max_steps_per_epoch or len(train_loader)))
-    progress = restore(start, model, optimizer, scheduler, cfg, exact=resumed, log=log)
-    if start is not None and is_main():
-        log(f"starting after epoch {progress.epoch} from {bundle.source}")
+    recipe = cfg.recipe
+    ema = EMA(model, recipe.ema, int((start or {}).get("ema_updates", 0))) if recipe.ema else None  # = saved weights
+    optimizer = make_optimizer(model.parameters(), recipe)
+    schedule = make_schedule(optimizer, recipe, steps)
+    progress = restore(start, model, optimizer, schedule, exact=resumed)
+    if start is not None:
+        logger.info(f"starting after epoch {progress.epoch} from {bundle.source}")
+    return model, ema, optimizer, schedule, progress
+
+
+def fit(bundle: ModelBundle, train_loader, valid_loader, cfg: TrainConfig, run: Path, device: torch.device,
+        precision: str, start: dict | None = None, resumed: bool = False, world: int = 1) -> Progress:
+    """Train ``bundle.model`` from ``start`` (a checkpoint's content, or None); returns the run's progress and leaves
+    the weights to use (the EMA ones when on) in ``bundle.model``. Each checkpoint carries the age-gap bias
+    correction fitted on its own epoch's validation predictions."""
+    steps = min(len(train_loader), cfg.max_steps_per_epoch or len(train_loader))
+    model, ema, optimizer, schedule, progress = prepare(bundle, cfg, device, world, steps, start, resumed)
     net = wrap(model, device, world, cfg.compile)
     evaluated = ema.model if ema else model
     eval_net = torch.compile(evaluated) if cfg.compile else evaluated
     bundle.model = evaluated
     writer = SummaryWriter(str(run / "logs"), purge_step=progress.epoch + 1 if progress.epoch else None) \
         if is_main() else None
-    for epoch in range(progress.epoch + 1, cfg.nepoch + 1):
+    for epoch in range(progress.epoch + 1, cfg.recipe.nepoch + 1):
         started, lr = time.time(), optimizer.param_groups[0]["lr"]
-        train_loss = train_one_epoch(net, bundle.head, train_loader, optimizer, scheduler, ema, cfg, epoch, device,
+        train_loss = train_one_epoch(net, bundle, train_loader, optimizer, schedule, ema, cfg, epoch, device,
                                      precision)
         broadcast_buffers(model)  # every rank validates with rank 0's BatchNorm statistics, which it saves
         if ema is not None:
             ema.copy_buffers(model)
-        valid = evaluate(eval_net, bundle.head, valid_loader, cfg.loss, device, precision, is_main() and cfg.progress)
-        if valid["n"] and not math.isfinite(valid["mae"]):
-            raise TrainingDiverged(f"training diverged at epoch {epoch}: the model gives non-finite ages on the "
-                                   f"validation records (training loss {train_loss:.4g}). Nothing from this epoch was "
-                                   f"saved; lower the learning rate (--lr_initial) and start again with --overwrite")
-        if cfg.scheduler == "step":
-            scheduler.step()
-        elif cfg.scheduler == "plateau":
-            scheduler.step(valid["loss"])
+        valid = evaluate(eval_net, bundle, valid_loader, cfg.recipe.loss, device, precision,
+                         is_main() and cfg.progress)
+        check_validation(valid, epoch, train_loss)
+        schedule.after_epoch(valid["loss"])
         row = {"epoch": epoch, "train_loss": train_loss, "valid_loss": valid["loss"], "valid_mae": valid["mae"],
                "lr": lr, "seconds": round(time.time() - started, 3)}
-        improved = progress.record(row, cfg.best_metric)
+        improved = progress.record(row, cfg.recipe.best_metric)
         bundle.bias_correction = valid["bias_correction"]
         if is_main():
             extra = {"raw_model": model.state_dict(), "ema_updates": ema.updates} if ema else {}
-            save_epoch(run, bundle, optimizer, scheduler, progress, cfg, improved, extra)
-            log_epoch(writer, row, improved and cfg.best_metric != "last", log)  # "last": no selection
-        if cfg.scheduler == "plateau" and optimizer.param_groups[0]["lr"] < cfg.min_lr:
-            if is_main():
-                log(f"learning rate fell below {cfg.min_lr:g}: stopping after epoch {epoch}")
+            save_epoch(run, bundle, optimizer, schedule, progress, cfg, improved, extra)
+            log_epoch(writer, row, improved and cfg.recipe.best_metric != "last")  # "last": no selection
+        if schedule.finished():
+            logger.info(f"the learning rate fell below {cfg.recipe.min_lr:g}: stopping after epoch {epoch}")
             break
     if writer is not None:
         writer.close()
     return progress
+
+
+def check_validation(valid: dict, epoch: int, train_loss: float) -> None:
+    if valid["n"] and not math.isfinite(valid["mae"]):
+        raise TrainingDiverged(f"training diverged at epoch {epoch}: the model gives non-finite ages on the "
+                               f"validation records (training loss {train_loss:.4g}). Nothing from this epoch was "
+                               f"saved; lower the learning rate (--lr_initial) and start again with --overwrite")

@@ -10,9 +10,11 @@ checkpoint's tensor shapes.
 """
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import math
 import numbers
+from typing import Callable
 
 import torch
 from torch import nn
@@ -25,37 +27,121 @@ from .res_dense_net import ResDenseNet
 from .res_u_dense_net import ResUDenseNet
 from .resnet1d import ResNet1d
 
-MODELS: dict[str, type[nn.Module]] = {"ResDenseNet": ResDenseNet, "ResUDenseNet": ResUDenseNet,
-                                      "ResNet1d": ResNet1d, "ECGEfficientNet": ECGEfficientNet}
-# (type, lowest, highest) of every constructor argument; 12 leads in and one output are what the pipeline feeds and
-# reads. ResNet1d's input_dim and blocks_dim are checked by _check_resnet1d.
-ARG_BOUNDS: dict[str, dict[str, tuple]] = {
-    "ResDenseNet": {"nOUT": (int, 1, 1), "in_ch": (int, 1, 1), "out_ch": (int, 1, 1024), "mid_ch": (int, 1, 1024),
-                    "lead": (int, 12, 12), "heads": (int, 1, 64)},
-    "ResUDenseNet": {"nOUT": (int, 1, 1), "in_ch": (int, 12, 12), "out_ch": (int, 1, 2048),
-                     "mid_ch": (int, 1, 1024), "heads": (int, 1, 64)},
-    "ResNet1d": {"n_classes": (int, 1, 1), "kernel_size": (int, 1, 255), "dropout_rate": (float, 0.0, 0.99)},
-    "ECGEfficientNet": {"in_ch": (int, 12, 12), "width": (float, 0.05, 8.0), "depth": (float, 0.05, 8.0),
-                        "head_ch": (int, 1, 8192), "dropout": (float, 0.0, 0.99), "drop_path": (float, 0.0, 0.99),
-                        "sex_input": (bool, False, True)},
-}
+UNKNOWN_SEX = 0.5  # the sex input of a person whose sex is unknown (1 male, 0 female): the one representation
 
-__all__ = ["MODELS", "ARG_BOUNDS", "get_model", "model_args", "input_length", "infer_model_args", "output_layer",
-           "AgeHead", "ADULT_HEAD",
-           "CHILD_HEAD", "LINEAR_HEAD", "ResDenseNet", "ResUDenseNet", "ResNet1d", "ECGEfficientNet"]
+
+@dataclasses.dataclass(frozen=True)
+class Architecture:
+    """What the rest of the pipeline may know about a network — nothing outside models/ tests its name.
+
+    ``bounds``: (type, lowest, highest) of every constructor argument (12 leads in and one output are what the
+    pipeline feeds and reads; ResNet1d's input_dim and blocks_dim are checked by _check_resnet1d). ``output``: the
+    final linear layer the age head reads. ``sex_input``: the constructor argument that gives the network the
+    person's sex (None: it takes none). ``recipe``: the training recipe it comes with. ``option_args``: how the
+    training options (their seed and published names) become constructor arguments. ``published_layout``: its run
+    folders are also published-style model folders (model.pth + config.json)."""
+
+    cls: type[nn.Module]
+    bounds: dict
+    output: str
+    recipe: str
+    option_args: Callable[[dict], dict]
+    sex_input: str | None = None
+    published_layout: bool = False
+
+
+def _maic_options(options: dict) -> dict:
+    return {k: options[k] for k in ("out_ch", "mid_ch") if options.get(k)}
+
+
+def _efficientnet_options(options: dict) -> dict:
+    return {"sex_input": bool(options.get("sex_input")), **({"width": options["width"]} if options.get("width")
+                                                            else {})}
+
+
+def _resnet1d_options(options: dict) -> dict:
+    """The published option names: net_filter_size and net_seq_lengh (one entry per block), seq_length,
+    kernel_size, dropout_rate."""
+    base = _defaults(ResNet1d)
+    filters = options.get("net_filter_size") or [b[0] for b in base["blocks_dim"]]
+    lengths = options.get("net_seq_lengh") or [b[1] for b in base["blocks_dim"]]
+    if len(filters) != len(lengths):
+        raise ValueError("--net_filter_size and --net_seq_lengh need the same number of entries")
+    out = {"input_dim": [12, options.get("seq_length") or lengths[0]],
+           "blocks_dim": [[f, n] for f, n in zip(filters, lengths)]}
+    out.update({k: options[k] for k in ("kernel_size", "dropout_rate") if options.get(k) is not None})
+    return out
+
+
+ARCHITECTURES: dict[str, Architecture] = {
+    "ResDenseNet": Architecture(ResDenseNet, {"nOUT": (int, 1, 1), "in_ch": (int, 1, 1), "out_ch": (int, 1, 1024),
+                                              "mid_ch": (int, 1, 1024), "lead": (int, 12, 12),
+                                              "heads": (int, 1, 64)}, "fc_1", "maic", _maic_options),
+    "ResUDenseNet": Architecture(ResUDenseNet, {"nOUT": (int, 1, 1), "in_ch": (int, 12, 12),
+                                                "out_ch": (int, 1, 2048), "mid_ch": (int, 1, 1024),
+                                                "heads": (int, 1, 64)}, "fc_1", "maic", _maic_options),
+    "ResNet1d": Architecture(ResNet1d, {"n_classes": (int, 1, 1), "kernel_size": (int, 1, 255),
+                                        "dropout_rate": (float, 0.0, 0.99)}, "lin", "lima", _resnet1d_options,
+                             published_layout=True),
+    "ECGEfficientNet": Architecture(ECGEfficientNet, {"in_ch": (int, 12, 12), "width": (float, 0.05, 8.0),
+                                                      "depth": (float, 0.05, 8.0), "head_ch": (int, 1, 8192),
+                                                      "dropout": (float, 0.0, 0.99),
+                                                      "drop_path": (float, 0.0, 0.99),
+                                                      "sex_input": (bool, False, True)}, "fc", "modern",
+                                    _efficientnet_options, sex_input="sex_input"),
+}
+MODELS: dict[str, type[nn.Module]] = {name: a.cls for name, a in ARCHITECTURES.items()}
+ARG_BOUNDS: dict[str, dict[str, tuple]] = {name: a.bounds for name, a in ARCHITECTURES.items()}
+
+__all__ = ["ARCHITECTURES", "MODELS", "ARG_BOUNDS", "UNKNOWN_SEX", "get_model", "model_args", "options_to_args",
+           "input_length", "infer_model_args", "output_layer", "takes_sex", "accepts_sex", "default_recipe",
+           "architecture_of_recipe", "AgeHead", "ADULT_HEAD", "CHILD_HEAD", "LINEAR_HEAD", "ResDenseNet",
+           "ResUDenseNet", "ResNet1d", "ECGEfficientNet"]
+
+
+def architecture(name: str) -> Architecture:
+    if name not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {name!r}; choose one of {', '.join(ARCHITECTURES)}")
+    return ARCHITECTURES[name]
+
+
+def default_recipe(name: str) -> str:
+    return architecture(name).recipe
+
+
+def architecture_of_recipe(recipe: str) -> str | None:
+    """The architecture a recipe was made for, where only one is (modern → ECGEfficientNet)."""
+    names = [name for name, a in ARCHITECTURES.items() if a.recipe == recipe]
+    return names[0] if len(names) == 1 else None
+
+
+def accepts_sex(name: str) -> bool:
+    return architecture(name).sex_input is not None
+
+
+def takes_sex(name: str, args: dict) -> bool:
+    """Whether a network built with ``args`` reads the person's sex."""
+    key = architecture(name).sex_input
+    return key is not None and bool(args.get(key))
+
+
+def options_to_args(name: str, options: dict) -> dict:
+    """Constructor overrides from training options (a plain dict of option values)."""
+    return architecture(name).option_args(options)
+
+
+def _defaults(cls: type) -> dict:
+    return {k: p.default for k, p in inspect.signature(cls.__init__).parameters.items() if k != "self"}
 
 
 def _model_class(name: str) -> type[nn.Module]:
-    if name not in MODELS:
-        raise ValueError(f"unknown architecture {name!r}; choose one of {', '.join(MODELS)}")
-    return MODELS[name]
+    return architecture(name).cls
 
 
 def model_args(name: str, **overrides) -> dict:
     """Full constructor arguments of ``name`` with ``overrides`` applied; unknown keys, wrong types and values
     outside ``ARG_BOUNDS`` raise ValueError naming the argument."""
-    signature = inspect.signature(_model_class(name).__init__)
-    args = {k: p.default for k, p in signature.parameters.items() if k != "self"}
+    args = _defaults(_model_class(name))
     unknown = set(overrides) - set(args)
     if unknown:
         raise ValueError(f"{name} has no argument(s) {', '.join(sorted(unknown))}; it takes {', '.join(args)}")
@@ -113,9 +199,9 @@ def get_model(name: str, **overrides) -> nn.Module:
     return _model_class(name)(**args)
 
 
-def output_layer(model: nn.Module) -> nn.Linear:
-    """The final linear layer whose output the age head reads (each model class names it in ``OUTPUT``)."""
-    return getattr(model, type(model).OUTPUT)
+def output_layer(name: str, model: nn.Module) -> nn.Linear:
+    """The final linear layer whose output the age head reads."""
+    return getattr(model, architecture(name).output)
 
 
 def infer_model_args(state_dict: dict) -> tuple[str, dict]:

@@ -3,9 +3,13 @@
 A ``ModelBundle`` is a network with everything that says how to feed it and read its output: architecture and
 constructor arguments, preprocessing spec, age head and (optionally) the age-gap bias correction.
 
-Written (``save_checkpoint``): the seed's ``{'model', 'optimizer', 'epoch'}`` plus ``arch``, ``model_args``,
-``preprocessing``, ``head``, ``bias_correction`` and whatever training state the trainer adds — only tensors,
-numbers, strings, lists and dicts, so that it loads with ``torch.load(weights_only=True)``.
+Written (``save_checkpoint``, format 2): the seed's ``{'model', 'optimizer', 'epoch'}`` plus the schema —
+``arch``, ``model_args``, ``preprocessing``, ``head``, ``bias_correction`` and ``training`` (``TrainingFacts``:
+statistics of the training ages) — and whatever training state the trainer adds, the command line among it as
+``options`` (provenance, kept for people and format-1 tools to read; this project never reads it back, so renaming
+an option changes no checkpoint's meaning).
+Only tensors, numbers, strings, lists and dicts, so that it loads with ``torch.load(weights_only=True)``.
+Format 1 checkpoints (this project before 0.4) load too: their median training age is read from their options.
 
 Read (``load_bundle``):
 * this project's checkpoints (``.pt``, or a run folder → its ``best.pt`` / ``model.pth``; which checkpoints a
@@ -26,12 +30,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
+import numbers
 import pickle
-import sys
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -40,13 +46,61 @@ from utils.errors import CheckpointError, RecordError
 from utils.io import regular_file, save_torch
 from utils.metrics import check_bias_correction
 
-from . import MODELS, get_model, infer_model_args, input_length, model_args
+from . import ARCHITECTURES, MODELS, get_model, infer_model_args, input_length, model_args, takes_sex
 from .heads import LINEAR_HEAD, MODE_HEADS, AgeHead
 from .preprocessing import LIMA, MAIC, PreprocessSpec
 
-FORMAT = "ecg-age/1"
+logger = logging.getLogger(__name__)
+# the checkpoint file names a model folder is read by (a run folder's other names: engine/runs.py)
+BEST, PUBLISHED_WEIGHTS, PUBLISHED_CONFIG = "best.pt", "model.pth", "config.json"
+FORMAT = "ecg-age/2"  # 2: training facts under "training"; the command line ("options") is provenance only
 TRUST_HINT = ("if you trust whoever made it, pass --trust_checkpoint to load it with full unpickling (that can run "
               "code); otherwise re-save its state dict with torch.save(model.state_dict(), path)")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingFacts:
+    """What a model's training data were, kept with the model for later use (filling bad records with the median
+    training age; the age range it has seen): statistics of the training ages, never read from the command line."""
+
+    n: int | None = None
+    median_age: float | None = None
+    mean_age: float | None = None
+    sd_age: float | None = None
+    min_age: float | None = None
+    max_age: float | None = None
+
+    @classmethod
+    def of(cls, ages) -> "TrainingFacts":
+        ages = np.asarray(ages, dtype=np.float64)
+        if not len(ages):
+            return cls(n=0)
+        return cls(n=len(ages), median_age=float(np.median(ages)), mean_age=float(ages.mean()),
+                   sd_age=float(ages.std()), min_age=float(ages.min()), max_age=float(ages.max()))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data) -> "TrainingFacts":
+        """Facts from a checkpoint: a value that is not a plausible number is dropped (unknown), never used."""
+        if not isinstance(data, dict):
+            return cls()
+        plausible = lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)  # noqa
+        ages = {k: float(data[k]) for k in ("median_age", "mean_age", "min_age", "max_age")
+                if plausible(data.get(k)) and AGE_RANGE[0] <= data[k] <= AGE_RANGE[1]}
+        n = data.get("n")
+        sd = data.get("sd_age")
+        return cls(n=int(n) if isinstance(n, numbers.Integral) and not isinstance(n, bool) and n >= 0 else None,
+                   sd_age=float(sd) if plausible(sd) and sd >= 0 else None, **ages)
+
+    @classmethod
+    def of_checkpoint(cls, ckpt: dict) -> "TrainingFacts":
+        """Format 2 keeps them under "training"; format 1 kept the median in its command-line options."""
+        if "training" in ckpt:
+            return cls.from_dict(ckpt["training"])
+        legacy = ckpt.get("options")
+        return cls.from_dict({"median_age": legacy.get("train_median_age")} if isinstance(legacy, dict) else None)
 
 
 @dataclasses.dataclass
@@ -61,11 +115,18 @@ class ModelBundle:
     source: str = ""
     checkpoint: dict = dataclasses.field(default_factory=dict)
     bias_correction: dict | None = None
+    facts: TrainingFacts = TrainingFacts()
 
     def metadata(self) -> dict:
+        """The checkpoint schema (format 2): everything that says how to build, feed and read the model, and the
+        facts of its training data."""
         return {"format": FORMAT, "arch": self.arch, "model_args": self.model_args,
                 "preprocessing": self.preprocessing.to_dict(), "head": self.head.to_dict(),
-                "bias_correction": self.bias_correction}
+                "bias_correction": self.bias_correction, "training": self.facts.to_dict()}
+
+    @property
+    def takes_sex(self) -> bool:
+        return takes_sex(self.arch, self.model_args)
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -79,13 +140,19 @@ def unwrap(model: nn.Module) -> nn.Module:
             return model
 
 
+RENAMED = {"head.": "conv_head."}  # ECGEfficientNet's final convolution, called "head" before version 0.4
+
+
 def clean_state_dict(state_dict: dict) -> dict:
-    """Keys without the ``module.`` (DataParallel/DDP) and ``_orig_mod.`` (torch.compile) prefixes."""
+    """Keys without the ``module.`` (DataParallel/DDP) and ``_orig_mod.`` (torch.compile) prefixes, and with the
+    names of renamed layers."""
     out = {}
     for key, value in state_dict.items():
         for prefix in ("module.", "_orig_mod."):
             while key.startswith(prefix):
                 key = key[len(prefix):]
+        for old, new in RENAMED.items():
+            key = new + key[len(old):] if key.startswith(old) else key
         out[key] = value
     return out
 
@@ -117,7 +184,7 @@ def torch_load(path: Path, trust: bool = False) -> dict:
     check_checkpoint_size(path)
     try:
         if trust:
-            print(f"--trust_checkpoint: loading {path} with full unpickling (it may run code)", file=sys.stderr)
+            logger.warning(f"--trust_checkpoint: loading {path} with full unpickling (it may run code)")
         return torch.load(path, map_location="cpu", weights_only=not trust)
     except pickle.UnpicklingError as exc:
         held = str(exc).split("\n")[0][:300]
@@ -150,15 +217,26 @@ def _published_config(path: Path) -> dict:
     return config
 
 
+def published_config(bundle: ModelBundle) -> dict | None:
+    """The published Lima et al. config.json fields of a bundle whose architecture keeps that folder layout (the
+    names ``_published`` reads back), or None."""
+    if not ARCHITECTURES[bundle.arch].published_layout:
+        return None
+    args, blocks = bundle.model_args, bundle.model_args["blocks_dim"]
+    return {"seq_length": args["input_dim"][1], "net_filter_size": [b[0] for b in blocks],
+            "net_seq_lengh": [b[1] for b in blocks], "kernel_size": args["kernel_size"],
+            "dropout_rate": args["dropout_rate"], "sample_freq": bundle.preprocessing.fs}
+
+
 def resolve_weights(path: Path) -> tuple[Path, Path | None]:
     """(weights file, published config.json or None) for a checkpoint file or a run/model folder."""
     if path.is_dir():
-        weights = next((path / n for n in ("best.pt", "model.pth") if (path / n).exists()), None)
+        weights = next((path / n for n in (BEST, PUBLISHED_WEIGHTS) if (path / n).exists()), None)
         if weights is None:
             raise CheckpointError(f"{path}: folder holds no best.pt or model.pth")
     else:
         weights = path
-    config = weights.parent / "config.json" if weights.name == "model.pth" else None
+    config = weights.parent / PUBLISHED_CONFIG if weights.name == PUBLISHED_WEIGHTS else None
     return weights, config if config is not None and config.exists() else None
 
 
@@ -191,7 +269,7 @@ def _published(config: dict) -> tuple[str, dict, PreprocessSpec, AgeHead]:
     return "ResNet1d", args, spec, LINEAR_HEAD
 
 
-def _seed(state_dict: dict, mode: str | None) -> tuple[str, dict, PreprocessSpec, AgeHead]:
+def _challenge_entry(state_dict: dict, mode: str | None) -> tuple[str, dict, PreprocessSpec, AgeHead]:
     arch, args = infer_model_args(state_dict)
     if arch == "ResNet1d":
         return arch, args, dataclasses.replace(LIMA, length=args["input_dim"][1]), LINEAR_HEAD
@@ -230,7 +308,7 @@ def load_bundle(path: str | Path, mode: str | None = None, trust: bool = False) 
         elif config_path is not None:
             arch, args, spec, head = _published(_published_config(config_path))
         else:
-            arch, args, spec, head = _seed(state_dict, mode)
+            arch, args, spec, head = _challenge_entry(state_dict, mode)
         check_fits(arch, args, spec)
         _check_shapes(arch, args, state_dict, weights)
         correction = ckpt.get("bias_correction")
@@ -245,7 +323,8 @@ def load_bundle(path: str | Path, mode: str | None = None, trust: bool = False) 
     except RuntimeError as exc:
         raise CheckpointError(f"{weights}: its weights cannot be loaded ({str(exc)[:300]})") from exc
     model.eval()
-    return ModelBundle(model, arch, args, spec, head, str(weights), ckpt, correction)
+    return ModelBundle(model, arch, args, spec, head, str(weights), ckpt, correction,
+                       TrainingFacts.of_checkpoint(ckpt))
 
 
 def check_fits(arch: str, args: dict, spec: PreprocessSpec) -> None:
@@ -254,16 +333,6 @@ def check_fits(arch: str, args: dict, spec: PreprocessSpec) -> None:
     if length is not None and spec.length != length:
         raise ValueError(f"{arch} takes exactly {length} samples per lead, but its preprocessing gives "
                          f"{spec.length}")
-
-
-def training_median_age(bundle: ModelBundle) -> float | None:
-    """The median training age stored with the model (None for foreign checkpoints or an implausible value)."""
-    options = bundle.checkpoint.get("options")
-    stored = options.get("train_median_age") if isinstance(options, dict) else None
-    if isinstance(stored, (int, float)) and not isinstance(stored, bool) and math.isfinite(stored) and \
-            AGE_RANGE[0] <= stored <= AGE_RANGE[1]:
-        return float(stored)
-    return None
 
 
 def load_ensemble(paths, mode: str | None = None, trust: bool = False) -> list[ModelBundle]:

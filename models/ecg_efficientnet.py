@@ -2,12 +2,13 @@
 
 The MAIC 2023 winning entry used a 1-D EfficientNet on the whole 12 × 5000 record; this is an independent design in
 that family: a strided stem, stages of inverted-residual (MBConv) blocks — 1×1 expansion, depthwise convolution,
-squeeze-and-excitation, 1×1 projection, residual when the shape allows, stochastic depth — then a 1×1 head
-convolution, global average + max pooling (so any length ≥ 2 s at 500 Hz works) and a linear age output whose
-bias is started at the training-mean age by the recipe. Optionally the person's sex (1 male, 0 female, 0.5
+squeeze-and-excitation, 1×1 projection, residual when the shape allows, stochastic depth — then a final 1×1
+convolution (``conv_head``), global average + max pooling (so any length ≥ 2 s at 500 Hz works) and a linear age
+output whose bias is started at the training-mean age by the recipe. Optionally the person's sex (1 male, 0 female, 0.5
 unknown) joins the pooled features before the output layer.
 
-About 0.15 GFLOP per 10-s ECG at the default width (ResUDenseNet: 7.3 per 8.2 s, ResDenseNet: 87).
+About 0.21 GFLOP per 10-s ECG at the default width (measured by bench/accuracy.py; ResUDenseNet: 7.3 per 8.2 s,
+ResDenseNet: 87).
 """
 from __future__ import annotations
 
@@ -62,9 +63,8 @@ class MBConv1d(nn.Module):
 
 
 class ECGEfficientNet(nn.Module):
-    """Input (B, 12, T), T ≥ 1000 (2 s at 500 Hz) → raw output (B,) in years (linear head)."""
-
-    OUTPUT = "fc"  # the final linear layer (its bias starts at the training-mean age)
+    """Input (B, 12, T), T ≥ 1000 (2 s at 500 Hz) → raw output (B,) in years (linear age head). With
+    ``sex_input`` the forward pass also takes each person's sex code (1 male, 0 female, 0.5 unknown)."""
 
     def __init__(self, in_ch: int = 12, width: float = 1.0, depth: float = 1.0, head_ch: int = 256,
                  dropout: float = 0.2, drop_path: float = 0.1, sex_input: bool = False):
@@ -81,17 +81,18 @@ class ECGEfficientNet(nn.Module):
                                        rate))
                 channels = _width(out, width)
         self.blocks = nn.Sequential(*blocks)
-        head = _width(head_ch, width)
-        self.head = nn.Sequential(nn.Conv1d(channels, head, 1, bias=False), nn.BatchNorm1d(head), nn.SiLU())
+        features = _width(head_ch, width)
+        self.conv_head = nn.Sequential(nn.Conv1d(channels, features, 1, bias=False), nn.BatchNorm1d(features),
+                                       nn.SiLU())
         self.dropout = nn.Dropout(dropout)
         self.sex_input = sex_input
-        self.fc = nn.Linear(2 * head + int(sex_input), 1)
+        self.fc = nn.Linear(2 * features + int(sex_input), 1)
 
     def forward(self, x: torch.Tensor, sex: torch.Tensor | None = None) -> torch.Tensor:
-        x = self.head(self.blocks(self.stem(x)))
+        x = self.conv_head(self.blocks(self.stem(x)))
         features = torch.cat([x.mean(dim=-1), x.amax(dim=-1)], dim=1)
         if self.sex_input:
             if sex is None:
-                sex = torch.full((x.shape[0],), 0.5, device=x.device, dtype=features.dtype)
+                raise ValueError("this network was built with sex_input: give each record's sex code")
             features = torch.cat([features, sex.reshape(-1, 1).to(features.dtype)], dim=1)
         return self.fc(self.dropout(features)).squeeze(-1)

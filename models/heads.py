@@ -13,6 +13,8 @@ import torch
 
 from utils.bounds import AGE_RANGE
 
+HEAD_KINDS = ("sigmoid", "linear")
+
 
 @dataclasses.dataclass(frozen=True)
 class AgeHead:
@@ -21,7 +23,7 @@ class AgeHead:
     high: float = 9.0
 
     def __post_init__(self):
-        if not isinstance(self.kind, str) or self.kind not in ("sigmoid", "linear"):
+        if not isinstance(self.kind, str) or self.kind not in HEAD_KINDS:
             raise ValueError(f"head kind must be 'sigmoid' or 'linear', got {self.kind!r}")
         if not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in (self.low, self.high)):
             raise ValueError(f"head bounds must be numbers, got {self.low!r}, {self.high!r}")

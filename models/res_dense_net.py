@@ -12,7 +12,6 @@ from .res_u_dense_net import DENSE_LAYERS, GROWTH, RUB_LAYERS
 class ResDenseNet(nn.Module):
     """Input (B, 12, T) → raw output (B,) (before the age head)."""
 
-    OUTPUT = "fc_1"  # the final linear layer (its bias can start at the mean age)
 
     def __init__(self, nOUT: int = 1, in_ch: int = 1, out_ch: int = 128, mid_ch: int = 64, lead: int = 12,
                  heads: int = 8):

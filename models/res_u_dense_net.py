@@ -14,7 +14,6 @@ DENSE_LAYERS, GROWTH = 16, 12
 class ResUDenseNet(nn.Module):
     """Input (B, 12, T) → raw output (B,) (before the age head)."""
 
-    OUTPUT = "fc_1"  # the final linear layer (its bias can start at the mean age)
 
     def __init__(self, nOUT: int = 1, in_ch: int = 12, out_ch: int = 256, mid_ch: int = 64, heads: int = 8):
         super().__init__()

@@ -40,7 +40,6 @@ class ResBlock1d(nn.Module):
 class ResNet1d(nn.Module):
     """Input (B, 12, seq_length) in mV at 400 Hz → (B, n_classes) age in years (no output non-linearity)."""
 
-    OUTPUT = "lin"  # the final linear layer (its bias can start at the mean age)
 
     def __init__(self, input_dim=(12, 4096), blocks_dim=((64, 4096), (128, 1024), (196, 256), (256, 64), (320, 16)),
                  n_classes: int = 1, kernel_size: int = 17, dropout_rate: float = 0.8):

@@ -43,7 +43,7 @@ def ptbxl_table(ptbxl) -> pd.DataFrame:
 def ptbxl_signal(ptbxl: Path, filename: str) -> np.ndarray:
     from dataloader.records import read_wfdb
 
-    signal, _, _ = read_wfdb(str(ptbxl / filename))
+    signal, _ = read_wfdb(str(ptbxl / filename))
     return signal
 
 
@@ -87,9 +87,9 @@ def demo_set(tmp_path_factory) -> Path:
                     adult_test=2, child_test=3, seed=7, workers=2)
 
 
-def cli(module, argv: list[str], tmp: Path) -> int:
+def cli(module, argv: list[str], tmp: Path, quiet: bool = True) -> int:
     """Run an interface's ``entry(argv)`` with logs, caches and dataset CSVs under ``tmp`` (those of these
-    options that the program takes)."""
+    options that the program takes), with --quiet unless ``quiet`` is False."""
     import options
 
     parser = {"train_interface": options.train_parser, "test_interface": options.test_parser}[module.__name__]()
@@ -97,7 +97,7 @@ def cli(module, argv: list[str], tmp: Path) -> int:
     for flag, sub in (("--log_dir", "log"), ("--cache_dir", "cache"), ("--dataset_dir", "dataset")):
         if flag not in argv and flag in parser._option_string_actions:
             extra += [flag, str(tmp / sub)]
-    return module.entry([*argv, *extra, "--quiet"])
+    return module.entry([*argv, *extra, *(["--quiet"] if quiet else [])])
 
 
 TINY = {"ResDenseNet": ["--out_ch", "16", "--mid_ch", "8"], "ResUDenseNet": ["--out_ch", "16", "--mid_ch", "8"],

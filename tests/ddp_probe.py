@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dataloader.cache import SignalCache
 from dataloader.dataset import ECGDataset, train_loader
+from dataloader.sources import SignalCache
 from models import get_model
 from utils.runtime import broadcast_buffers, init_distributed, seed_everything
 

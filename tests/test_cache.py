@@ -11,9 +11,9 @@ import pytest
 import torch
 from conftest import SPEC, need
 
-from dataloader.cache import build_cache
 from dataloader.dataset import ECGDataset, eval_loader, train_loader
 from dataloader.records import NpyFolderReader
+from dataloader.sources import build_cache
 from models.preprocessing import MAIC, preprocess
 
 
@@ -57,7 +57,7 @@ def test_cache_rebuilt_when_data_or_spec_change(folder, tmp_path):
 
 
 def test_interrupted_build_leaves_no_cache(folder, tmp_path, monkeypatch):
-    import dataloader.cache as cache_module
+    import dataloader.sources as cache_module
 
     def explode(job):
         raise KeyboardInterrupt

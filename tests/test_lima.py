@@ -154,14 +154,19 @@ def test_inverse_age_weights_by_hand():
 
 
 def test_plateau_schedule_stops_below_min_lr():
-    from engine.trainer import TrainConfig, make_scheduler
+    import dataclasses
+
+    from engine.optim import make_schedule
+    from engine.recipes import RECIPES
 
     model = torch.nn.Linear(1, 1)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    cfg = TrainConfig(nepoch=100, scheduler="plateau", patience=1, lr_factor=0.1, min_lr=1e-5)
-    scheduler = make_scheduler(optimizer, cfg)
-    lrs = []
+    recipe = dataclasses.replace(RECIPES["lima"], nepoch=100, patience=1, lr_factor=0.1, min_lr=1e-5)
+    schedule = make_schedule(optimizer, recipe)
+    lrs, finished = [], []
     for _ in range(12):
-        scheduler.step(1.0)  # never improves
+        schedule.after_epoch(1.0)  # never improves
         lrs.append(optimizer.param_groups[0]["lr"])
+        finished.append(schedule.finished())
     assert min(lrs) == pytest.approx(1e-6) and lrs[2] == pytest.approx(1e-4)
+    assert finished.index(True) == lrs.index(min(lrs))  # stops once the rate is below min_lr

@@ -15,7 +15,8 @@ import test_interface
 import train_interface
 from dataloader import augment as aug
 from dataloader.splits import kfold_split
-from engine.trainer import EMA, cosine_with_warmup
+from engine.optim import cosine_with_warmup
+from engine.trainer import EMA
 from models import get_model
 from models.checkpoint import load_bundle
 
@@ -89,13 +90,13 @@ def test_lead_and_coarse_dropout(batch):
 
 
 def test_augment_is_reproducible_and_off_by_default(batch):
-    settings = aug.Augment(crop=300, scale=0.1, noise=0.05, wander=0.1, lead_dropout=0.1, coarse_dropout=0.2)
+    settings = aug.Augment(crop_samples=300, scale=0.1, noise=0.05, wander=0.1, lead_dropout=0.1, coarse_dropout=0.2)
     first = settings(batch, np.random.default_rng(3))
     assert first.shape == (4, 12, 300)
     np.testing.assert_array_equal(first, settings(batch, np.random.default_rng(3)))
     np.testing.assert_array_equal(aug.Augment()(batch, np.random.default_rng(3)), batch)
     seed_args = options.parse_train(["--mode", "child"])
-    assert options.augment(seed_args, 500.0) is None  # the seed recipes stay exact
+    assert options.recipe_of(seed_args).augment(500.0) is None  # the seed recipes stay exact
 
 
 # ---- schedule, EMA, folds ----------------------------------------------------------------------------------------

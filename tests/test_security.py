@@ -203,7 +203,7 @@ def test_tta_windows_come_from_one_cache(maic_adult, tmp_path):
 
 
 def test_killed_cache_build_is_cleaned_up(npy_folder, weights, tmp_path):
-    from dataloader.cache import HOST
+    from dataloader.sources import HOST
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     leftover = tmp_path / "cache" / f".npy-0123.{HOST}.{int(dead.stdout)}.tmp"

@@ -1,6 +1,7 @@
 """MAIC dataset CSVs: the seed's stratified 9:1 split, deterministic, rebuilt when stale."""
 from __future__ import annotations
 
+import logging
 import shutil
 
 import numpy as np
@@ -50,10 +51,26 @@ def test_strat_fold():
     assert train.tolist() == [0, 3, 4] and valid.tolist() == [1, 5] and test.tolist() == [2]
 
 
+class _Collect(logging.Handler):
+    def __init__(self, messages: list):
+        super().__init__()
+        self.messages = messages
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
 def _build(root, dataset_dir, seed=1234, logs=None):
+    """Build (or reuse) the dataset CSVs; the messages logged meanwhile are appended to ``logs``."""
     reader = NpyFolderReader(root / "ECG_adult_numpy_train", labels=root / "ECG_adult_age_train.csv")
-    return maic_dataset_csvs(reader, "adult", dataset_dir, 0.1, seed,
-                             log=logs.append if logs is not None else (lambda message: None))
+    handler = _Collect(logs if logs is not None else [])
+    logger = logging.getLogger("dataloader.maic")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        return maic_dataset_csvs(reader, "adult", dataset_dir, 0.1, seed)
+    finally:
+        logger.removeHandler(handler)
 
 
 def test_maic_csvs_columns_reuse_and_stale_detection(maic_adult, tmp_path):

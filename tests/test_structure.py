@@ -88,3 +88,54 @@ def test_design_card_commands_use_the_default_data_root_and_runs(maic_adult, tmp
     assert submission["FILENAME"].tolist() == pd.read_csv(root / "submission.csv")["FILENAME"].tolist()
     assert submission["AGE"].between(19, 122).all()
     assert Path(options.parse_test([]).data_root) == root
+
+
+def project_sources() -> list[Path]:
+    """The project's own code (not its tests or the virtual environment)."""
+    return [p for p in ROOT.rglob("*.py") if not {".venv", "tests"} & set(p.relative_to(ROOT).parts)]
+
+
+def test_no_function_is_longer_than_fifty_lines():
+    long = [f"{path.relative_to(ROOT)}:{node.name} ({node.end_lineno - node.lineno + 1} lines)"
+            for path in project_sources() for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 50]
+    assert not long, long
+
+
+def test_architecture_names_are_tested_only_in_models():
+    """Outside models/ the code asks the registry (default recipe, sex input, layout, lengths), never a name."""
+    from models import MODELS
+
+    found = []
+    for path in project_sources():
+        if path.relative_to(ROOT).parts[0] == "models":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Compare):
+                names = [c.value for c in [node.left, *node.comparators] if isinstance(c, ast.Constant)]
+                found += [f"{path.relative_to(ROOT)}:{node.lineno}" for n in names if n in MODELS]
+    assert not found, found
+
+
+def test_recipe_table_drives_the_options_and_rejects_unknown_names():
+    import dataclasses
+
+    from engine.recipes import RECIPES, Recipe
+
+    parser = options.train_parser()
+    for field in dataclasses.fields(Recipe):
+        assert f"--{field.name}" in parser._option_string_actions, field.name
+    args = options.parse_train(["--recipe", "lima", "--lr_initial", "0.02"])
+    recipe = options.recipe_of(args)
+    assert recipe == dataclasses.replace(RECIPES["lima"], lr_initial=0.02)
+    for name, value in (("optimizer", "sgd"), ("scheduler", "onecycle"), ("loss", "huber")):
+        with pytest.raises(ValueError, match=f"--{name} must be one of"):
+            dataclasses.replace(RECIPES["modern"], **{name: value})
+    with pytest.raises(SystemExit):  # argparse: the choices come from the registries
+        options.train_parser().parse_args(["--optimizer", "sgd"])
+
+
+def test_env_defaults_to_the_mode_only_in_maic_mode(tmp_path):
+    assert options.parse_train(["--mode", "child"]).env == "child"
+    assert options.parse_train(["--input", str(tmp_path / "ptbxl")]).env == "ptbxl"
+    assert options.parse_train(["--input", "/data/code15/exams_part0.hdf5"]).env == "exams_part0"

@@ -29,7 +29,7 @@ import report_interface
 import test_interface
 import train_interface
 from dataloader.records import read_wfdb
-from models.checkpoint import save_checkpoint
+from models.checkpoint import TrainingFacts, save_checkpoint
 
 CV = [*TINY_MODERN, "--ptbxl_rate", "100", "--folds", "2", "--nepoch", "1", "--env", "cv"]
 
@@ -49,7 +49,7 @@ def deadline(seconds: int):
 
 
 def run_cli(module, argv, tmp, capsys) -> tuple[int, str]:
-    code = cli(module, argv, tmp)
+    code = cli(module, argv, tmp, quiet=False)
     err = capsys.readouterr().err
     assert "Traceback" not in err, err
     return code, err
@@ -213,7 +213,7 @@ def test_header_naming_another_signal_file(cinc, lima_weights, tmp_path):
 
 def write_multisegment(cinc: Path, folder: Path) -> Path:
     """A fixed-layout two-segment WFDB record cut from a real CinC record (written with wfdb's own writer)."""
-    signal, fs, _ = read_wfdb(str(cinc / "E07500"))
+    signal, fs = read_wfdb(str(cinc / "E07500"))
     folder.mkdir()
     names = ["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"]
     for k, part in enumerate((signal[:, :2500], signal[:, 2500:])):
@@ -226,7 +226,7 @@ def write_multisegment(cinc: Path, folder: Path) -> Path:
 def test_multisegment_record_is_one_record_and_its_segments_are_followed(cinc, lima_weights, tmp_path):
     folder = write_multisegment(cinc, tmp_path / "multi")
     assert list(predicted(folder, [lima_weights], tmp_path).index) == ["multi"]  # segments are not records
-    other, _, _ = read_wfdb(str(cinc / "E07501"))
+    other, _ = read_wfdb(str(cinc / "E07501"))
 
     def replace_segment():
         wfdb.wrsamp("multi_1", fs=500, units=["mV"] * 12, sig_name=["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2",
@@ -346,7 +346,7 @@ def test_report_never_overwrites_its_labels(tmp_path, capsys):
 
 # ---- plausibility on the way in and out ----------------------------------------------------------------------------
 def test_microvolt_npy_is_refused_until_scaled(cinc, lima_weights, tmp_path, capsys):
-    signal_mv, _, _ = read_wfdb(str(cinc / "E07500"))
+    signal_mv, _ = read_wfdb(str(cinc / "E07500"))
     folder = tmp_path / "npy"
     folder.mkdir()
     np.save(folder / "ints.npy", np.round(signal_mv * 1000).astype(np.int16))
@@ -370,7 +370,8 @@ def checkpoint_with(tmp_path: Path, name: str, bias: float = 50.0, correction=No
         bundle.model.fc.weight.zero_()
         bundle.model.fc.bias.fill_(bias)
     bundle.bias_correction = correction
-    return save_checkpoint(tmp_path / name, bundle, options={"train_median_age": 55.0})
+    bundle.facts = TrainingFacts(n=100, median_age=55.0)
+    return save_checkpoint(tmp_path / name, bundle)
 
 
 def test_implausible_ages_are_never_written(cinc, tmp_path, capsys):

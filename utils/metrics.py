@@ -94,12 +94,6 @@ def bias_correction_from_sums(sums) -> dict:
     return correction
 
 
-def fit_bias_correction(pred, true) -> dict:
-    """The gap-on-age line of validation predictions (fit it on validation data only)."""
-    pred, true = _check(pred, true)
-    return bias_correction_from_sums(gap_line_sums(pred, true))
-
-
 MIN_RESPONSE = 0.2  # predictions must rise at least 0.2 years per year of age for the line to be inverted
 
 

@@ -72,9 +72,9 @@ def plot_kaplan_meier(curves: dict, out_png, threshold: float = 8.0):
     return _save(fig, out_png)
 
 
-def plot_learning_curves(history_csv: str | Path, out_png: str | Path):
-    """Validation MAE, train/valid loss and learning rate per epoch from a run's history.csv."""
-    history = pd.read_csv(history_csv)
+def plot_learning_curves(history: pd.DataFrame, out_png: str | Path):
+    """Validation MAE, train/valid loss and learning rate per epoch (a run's history: epoch, train_loss,
+    valid_loss, valid_mae, lr)."""
     fig = Figure(figsize=(13, 3.6))
     axes = fig.subplots(1, 3)
     axes[0].plot(history["epoch"], history["valid_mae"], marker="o", color="tab:red")
