@@ -54,7 +54,8 @@ def median_fill(bundle: ModelBundle, fallback: np.ndarray) -> float:
     return float(np.median(plausible)) if len(plausible) else float("nan")
 
 
-def finish(ages: np.ndarray, ids: list[str], bad: dict, on_bad: str, bundle: ModelBundle, what: str) -> np.ndarray:
+def apply_output_policy(ages: np.ndarray, ids: list[str], bad: dict, on_bad: str, bundle: ModelBundle,
+                        what: str) -> np.ndarray:
     """Apply the bad-record policy to bad input and implausible output; returns positions to write (ages filled in
     place under 'fill'). An id listed twice can never be written (it would name two rows)."""
     bad = {**bad, **implausible_outputs(ages, ids, bad, bundle.source)}
@@ -87,7 +88,7 @@ def predict_for(weights: list[str], mode: str, reader: Reader, args: argparse.Na
         f"an ensemble of {len(bundles)} models ({', '.join(sorted({b.arch for b in bundles}))})"
     logger.info(f"{what}: {models} on {len(reader)} {reader.format} record(s); device {cfg.device}, {cfg.precision}")
     ages, bad = predict_ensemble(bundles, reader, cfg)
-    return ages, finish(ages, reader.ids, bad, args.on_bad, bundles[0], what)
+    return ages, apply_output_policy(ages, reader.ids, bad, args.on_bad, bundles[0], what)
 
 
 def check_output(output: Path, ids, read_files: list, input_folders: list, weights: list) -> None:

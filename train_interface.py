@@ -76,6 +76,18 @@ from utils.runtime import (
 logger = logging.getLogger("train")
 
 
+@dataclasses.dataclass
+class TrainingData:
+    """What every member of a run trains on: the open source, its reader, and where the work runs."""
+
+    source: object
+    reader: Reader
+    device: torch.device
+    precision: str
+    rank: int
+    world: int
+
+
 # ---- data --------------------------------------------------------------------------------------------------------
 def training_reader(args: argparse.Namespace) -> Reader:
     """The labelled records to train on: the MAIC folder + label CSV of ``--mode``, or any ``--input``."""
@@ -297,14 +309,14 @@ def train(args: argparse.Namespace, run: Path, device: torch.device, precision: 
     check_spreadsheet_safe(reader.ids, "record id(s)")
     source, bad_signals = open_source(reader, bundle.preprocessing, opts.cache_config(args, precision))
     usable = usable_records(reader, bad_signals, args.on_bad)
-    context = (source, reader, device, precision, rank, world)
+    data = TrainingData(source, reader, device, precision, rank, world)
     ids = reader.table["id"].astype(str)
     if args.folds == 1:
         train_rows, valid_rows, description = split_records(args, reader, usable)
         assignment = pd.Series(["train"] * len(train_rows) + ["valid"] * len(valid_rows),
                                index=pd.concat([ids.iloc[train_rows], ids.iloc[valid_rows]]))
         manifest = settle_manifest(args, run, identify(args, reader, precision, assignment, description))
-        train_model(args, run, bundle, start, train_rows, valid_rows, description, context)
+        train_model(args, run, bundle, start, train_rows, valid_rows, description, data)
         complete_run(run, manifest, ".", args)
         return
     table = reader.table.iloc[usable]
@@ -320,7 +332,7 @@ def train(args: argparse.Namespace, run: Path, device: torch.device, precision: 
             bundle, start = starting_point(args, run / member)
         held_out = usable[folds == k]
         description = f"{reader.format} {args.input or 'MAIC ' + args.mode}, fold {k + 1}/{args.folds}"
-        trained = train_model(args, run / member, bundle, start, usable[folds != k], held_out, description, context)
+        trained = train_model(args, run / member, bundle, start, usable[folds != k], held_out, description, data)
         if is_main():
             oof[folds == k] = predict_rows(trained, source, reader.table, held_out,
                                            opts.held_out_config(args, device, precision))
@@ -356,9 +368,10 @@ def write_oof(args: argparse.Namespace, run: Path, manifest: dict, reader: Reade
 
 
 def train_model(args: argparse.Namespace, run: Path, bundle: ModelBundle, start: dict | None, train_rows: np.ndarray,
-                valid_rows: np.ndarray, description: str, context: tuple) -> ModelBundle:
+                valid_rows: np.ndarray, description: str, data: "TrainingData") -> ModelBundle:
     """Train one model on ``train_rows`` validated on ``valid_rows`` into ``run``; returns its best checkpoint."""
-    source, reader, device, precision, rank, world = context
+    source, reader, device, precision, rank, world = (data.source, data.reader, data.device, data.precision,
+                                                      data.rank, data.world)
     if len(train_rows) == 0 or len(valid_rows) == 0:
         raise UserError(f"{description} leaves {len(train_rows)} training and {len(valid_rows)} validation records; "
                         f"both need at least one")

@@ -42,7 +42,7 @@ def normalise_sex(value) -> str | None:
     return "M" if text in ("M", "MALE", "MAN") else "F" if text in ("F", "FEMALE", "WOMAN") else None
 
 
-def flag(value) -> float:
+def yes_no(value) -> float:
     """True/False, 1/0 as text or numbers → 1.0 / 0.0; anything else → NaN."""
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return np.nan
@@ -117,11 +117,11 @@ def read_code_exams(path: str | os.PathLike) -> pd.DataFrame:
     if "age" in frame.columns:
         out["age"], out["age_raw"] = ages(frame["age"]), frame["age"]
     if "is_male" in frame.columns:
-        out["sex"] = frame["is_male"].map(lambda v: {1.0: "M", 0.0: "F"}.get(flag(v)))
+        out["sex"] = frame["is_male"].map(lambda v: {1.0: "M", 0.0: "F"}.get(yes_no(v)))
     if "patient_id" in frame.columns:
         out["patient_id"] = frame["patient_id"].map(lambda v: None if pd.isna(v) else clean_id(v))
     if "death" in frame.columns:
-        out["death"] = frame["death"].map(flag)
+        out["death"] = frame["death"].map(yes_no)
     for column in ("timey", "nn_predicted_age"):
         if column in frame.columns:
             out[column] = pd.to_numeric(frame[column], errors="coerce")
@@ -136,7 +136,7 @@ def ptbxl_labels(frame: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame({"id": frame["ecg_id"].map(clean_id), "age": age.to_numpy()})
     if "age" in frame.columns:
         out["age_raw"] = frame["age"].to_numpy()
-    out["sex"] = frame["sex"].map(lambda v: {0.0: "M", 1.0: "F"}.get(flag(v))) if "sex" in frame.columns else None
+    out["sex"] = frame["sex"].map(lambda v: {0.0: "M", 1.0: "F"}.get(yes_no(v))) if "sex" in frame.columns else None
     out["patient_id"] = frame["patient_id"].map(lambda v: None if pd.isna(v) else clean_id(v)) \
         if "patient_id" in frame.columns else None
     out["strat_fold"] = pd.to_numeric(frame["strat_fold"], errors="coerce") if "strat_fold" in frame.columns else np.nan
@@ -186,7 +186,7 @@ def read_any_labels(path: str | os.PathLike, id_col: str | None = None, age_col:
     if "sex" in frame.columns:
         out["sex"] = frame["sex"].map(normalise_sex)
     if "death" in frame.columns:
-        out["death"] = frame["death"].map(flag)
+        out["death"] = frame["death"].map(yes_no)
     if "timey" in frame.columns:
         out["timey"] = pd.to_numeric(frame["timey"], errors="coerce")
     return unique_labels(out, path)

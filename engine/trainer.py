@@ -198,7 +198,7 @@ def evaluate(model: nn.Module, bundle: ModelBundle, loader, loss: str, device: t
 
 
 def save_epoch(run: Path, bundle: ModelBundle, optimizer, schedule: Schedule, progress: Progress, cfg: TrainConfig,
-               improved: bool, extra: dict) -> None:
+               improved: bool, ema_state: dict) -> None:
     """Checkpoints of this epoch (best, per-epoch for the seed recipe, last — written last: the resume point) and
     history.csv. Every checkpoint loads with weights_only=True."""
     row = progress.history[-1]
@@ -206,7 +206,7 @@ def save_epoch(run: Path, bundle: ModelBundle, optimizer, schedule: Schedule, pr
              "best": progress.best, "history": progress.history, "rng": rng_state(),
              "options": {**cfg.provenance, "train_median_age": bundle.facts.median_age},  # provenance only
              "threads": torch.get_num_threads(), "valid_mae": row["valid_mae"], "valid_loss": row["valid_loss"],
-             **extra}
+             **ema_state}
     if improved:
         save_checkpoint(run / best_checkpoint_name(cfg.recipe.checkpoints), bundle, **state)
     if cfg.recipe.checkpoints == "every_epoch":
@@ -270,8 +270,8 @@ def fit(bundle: ModelBundle, train_loader, valid_loader, cfg: TrainConfig, run: 
         improved = progress.record(row, cfg.recipe.best_metric)
         bundle.bias_correction = valid["bias_correction"]
         if is_main():
-            extra = {"raw_model": model.state_dict(), "ema_updates": ema.updates} if ema else {}
-            save_epoch(run, bundle, optimizer, schedule, progress, cfg, improved, extra)
+            ema_state = {"raw_model": model.state_dict(), "ema_updates": ema.updates} if ema else {}
+            save_epoch(run, bundle, optimizer, schedule, progress, cfg, improved, ema_state)
             log_epoch(writer, row, improved and cfg.recipe.best_metric != "last")  # "last": no selection
         if schedule.finished():
             logger.info(f"the learning rate fell below {cfg.recipe.min_lr:g}: stopping after epoch {epoch}")
