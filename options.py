@@ -118,6 +118,8 @@ def add_model(p: argparse.ArgumentParser) -> None:
     g.add_argument("--age_min", type=float, default=None, help="lower bound of the sigmoid head (19 / 0)")
     g.add_argument("--age_max", type=float, default=None, help="upper bound of the sigmoid head (122 / 9)")
     g.add_argument("--width", type=float, default=None, help="ECGEfficientNet channel multiplier (1.0)")
+    g.add_argument("--pooling", default=None, choices=("avgmax", "avg"),
+                   help="ECGEfficientNet: global average + max pooling, or average only (avgmax)")
     g.add_argument("--sex_input", action="store_true",
                    help="ECGEfficientNet: give the network the person's sex where the labels carry it (off)")
     g.add_argument("--zscore", default="auto", choices=("auto", "on", "off"),

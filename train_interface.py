@@ -201,9 +201,19 @@ def starting_point(args: argparse.Namespace, run: Path) -> tuple[ModelBundle, di
 
 
 def init_head_bias(bundle: ModelBundle, mean_age: float) -> None:
-    """--head_bias_init mean: the untrained network then predicts the training-mean age for every input."""
+    """--head_bias_init mean: the output layer's bias at the training-mean age."""
     with torch.no_grad():
         output_layer(bundle.arch, bundle.model).bias.fill_(bundle.head.inverse(mean_age))
+
+
+def init_output(bundle: ModelBundle, args: argparse.Namespace, mean_age: float) -> None:
+    """A new model's output layer as the recipe starts it: --head_bias_init and --output_init (with both, the
+    untrained network predicts the training-mean age for every ECG)."""
+    if args.head_bias_init == "mean":
+        init_head_bias(bundle, mean_age)
+    if args.output_init == "zero":
+        with torch.no_grad():
+            output_layer(bundle.arch, bundle.model).weight.zero_()
 
 
 # ---- run folder --------------------------------------------------------------------------------------------------
@@ -376,8 +386,8 @@ def train_model(args: argparse.Namespace, run: Path, bundle: ModelBundle, start:
         raise UserError(f"{description} leaves {len(train_rows)} training and {len(valid_rows)} validation records; "
                         f"both need at least one")
     ages = pd.to_numeric(reader.table["age"], errors="coerce").to_numpy(np.float32)
-    if args.head_bias_init == "mean" and start is None:
-        init_head_bias(bundle, float(ages[train_rows].mean()))
+    if start is None:
+        init_output(bundle, args, float(ages[train_rows].mean()))
     bundle.facts = TrainingFacts.of(ages[train_rows])
     cfg = opts.train_config(args, device)
     if is_main():

@@ -22,6 +22,11 @@ def amplitude_scale(x: np.ndarray, rng: np.random.Generator, strength: float) ->
     return x * rng.uniform(1 - strength, 1 + strength, size=(x.shape[0], 1, 1)).astype(x.dtype)
 
 
+def lead_scale(x: np.ndarray, rng: np.random.Generator, strength: float) -> np.ndarray:
+    """Each lead of each record times 1 + strength·N(0, 1): rng.standard_normal((B, 12, 1))."""
+    return x * (1 + strength * rng.standard_normal((x.shape[0], x.shape[1], 1))).astype(x.dtype)
+
+
 def gaussian_noise(x: np.ndarray, rng: np.random.Generator, strength: float) -> np.ndarray:
     """Adds white noise of standard deviation ``strength``: rng.standard_normal(x.shape)."""
     return x + (strength * rng.standard_normal(x.shape)).astype(x.dtype)
@@ -61,6 +66,7 @@ class Augment:
 
     crop_samples: int = 0
     scale: float = 0.0
+    lead_scale: float = 0.0
     noise: float = 0.0
     wander: float = 0.0
     lead_dropout: float = 0.0
@@ -72,6 +78,8 @@ class Augment:
             x = random_crop(x, rng, self.crop_samples)
         if self.scale:
             x = amplitude_scale(x, rng, self.scale)
+        if self.lead_scale:
+            x = lead_scale(x, rng, self.lead_scale)
         if self.noise:
             x = gaussian_noise(x, rng, self.noise)
         if self.wander:

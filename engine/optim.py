@@ -96,6 +96,20 @@ class CosineSchedule(Schedule):
         self.scheduler.step()
 
 
+class OneCycleSchedule(Schedule):
+    """One cycle per step: up from lr_initial/25 to lr_initial over ``warmup_epochs``, then cosine down to
+    lr_initial/25e4 at the end of ``nepoch`` (PyTorch's OneCycleLR)."""
+
+    def build(self, optimizer, recipe, steps_per_epoch):
+        share = min(max(recipe.warmup_epochs / max(recipe.nepoch, 1), 1e-3), 0.999)
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=recipe.lr_initial, pct_start=share,
+                                                   total_steps=max(1, recipe.nepoch * steps_per_epoch))
+
+    def after_step(self) -> None:
+        if self.scheduler.last_epoch + 1 < self.scheduler.total_steps:
+            self.scheduler.step()
+
+
 def cosine_with_warmup(warmup: int, total: int):
     """Learning-rate factor per step: linear from 1/warmup to 1 over ``warmup`` steps, then cosine down to 0."""
     def factor(step: int) -> float:
@@ -105,7 +119,8 @@ def cosine_with_warmup(warmup: int, total: int):
     return factor
 
 
-SCHEDULES: dict[str, type[Schedule]] = {"step": StepSchedule, "plateau": PlateauSchedule, "cosine": CosineSchedule}
+SCHEDULES: dict[str, type[Schedule]] = {"step": StepSchedule, "plateau": PlateauSchedule, "cosine": CosineSchedule,
+                                         "onecycle": OneCycleSchedule}
 
 
 def make_schedule(optimizer: torch.optim.Optimizer, recipe, steps_per_epoch: int = 1) -> Schedule:

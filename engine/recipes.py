@@ -65,9 +65,15 @@ class Recipe:
                           "(0 = off)", default=0.0)
     head_bias_init: str = _setting("start the output layer's bias at the training-mean age, or at random",
                                    ("none", "mean"), "none")
+    output_init: str = _setting("start the output layer's weight at zero (the untrained network then predicts its "
+                                "bias for every ECG), or as PyTorch initialises it", ("default", "zero"), "default")
+    ema_bn: str = _setting("BatchNorm statistics of the EMA weights: copied from the trained weights, or recomputed "
+                           "for the EMA weights by one pass over the (augmented) training data each epoch",
+                           ("copy", "recompute"), "copy")
     crop_seconds: float = _setting("random training crops of this many seconds (0 = the model's whole input)",
                                    default=0.0)
     aug_scale: float = _setting("amplitude factor U(1 − s, 1 + s) per record (z-scored units, 0 = off)", default=0.0)
+    aug_lead_scale: float = _setting("amplitude factor 1 + s·N(0, 1) per lead", default=0.0)
     aug_noise: float = _setting("Gaussian noise standard deviation", default=0.0)
     aug_wander: float = _setting("baseline wander amplitude (0.05–0.5 Hz)", default=0.0)
     aug_lead_dropout: float = _setting("probability of zeroing each lead", default=0.0)
@@ -102,6 +108,12 @@ RECIPES = {
                    best_metric="valid_mae", checkpoints="every_epoch", head="sigmoid", **_SEED),
     "lima": Recipe(preprocessing="lima", loss="mse", sample_weights="inverse_age", scheduler="plateau", nepoch=70,
                    best_metric="valid_loss", checkpoints="best_only", head="linear", **_SEED),
+    # the plain baseline the modern recipe is measured against (BaselineNet; bench/accuracy.py)
+    "baseline": Recipe(preprocessing="modern", loss="l1", sample_weights="none", scheduler="onecycle", nepoch=60,
+                       best_metric="last", checkpoints="best", head="linear", optimizer="adamw", lr_initial=3e-3,
+                       weight_decay=0.05, batch_size=32, ema=0.99, ema_bn="recompute", warmup_epochs=6.0,
+                       head_bias_init="mean", output_init="zero", crop_seconds=8.192, aug_lead_scale=0.1,
+                       aug_noise=0.05, aug_lead_dropout=0.1),
     "modern": Recipe(preprocessing="modern", loss="l1", sample_weights="none", scheduler="cosine", nepoch=40,
                      best_metric="last", checkpoints="best", head="linear", optimizer="adamw", lr_initial=1e-3,
                      weight_decay=0.01, batch_size=32, ema=0.99, warmup_epochs=2.0, head_bias_init="mean",

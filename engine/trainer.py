@@ -103,6 +103,29 @@ class EMA:
             average.copy_(current)
 
 
+@torch.no_grad()
+def ema_statistics(ema: EMA, model: nn.Module, loader, cfg: TrainConfig, device: torch.device, precision: str,
+                   sex: bool) -> None:
+    """The EMA weights' BatchNorm statistics: copied from the trained weights (``ema_bn`` copy), or recomputed for
+    the EMA weights by one pass over this epoch's augmented training batches (``recompute``: the trained weights'
+    statistics describe other weights). Every rank then uses rank 0's, which it saves."""
+    if cfg.recipe.ema_bn == "copy":
+        ema.copy_buffers(model)
+        return
+    norms = [m for m in ema.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [norm.momentum for norm in norms]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum, norm.training = None, True  # a cumulative average over the pass
+    steps = min(len(loader), cfg.max_steps_per_epoch or len(loader))
+    for _, batch in zip(range(steps), loader):
+        with autocast(device, precision):
+            forward(ema.model, batch, device, sex)
+    for norm, momentum in zip(norms, momenta):
+        norm.momentum, norm.training = momentum, False
+    broadcast_buffers(ema.model)
+
+
 def restore(start: dict | None, model: nn.Module, optimizer, schedule: Schedule, exact: bool) -> Progress:
     """Optimizer, schedule and progress from a checkpoint's content (``--resume`` or ``--pretrained``; the saved
     ``model`` weights are already in the model — with EMA they are the average, and ``raw_model`` holds the trained
@@ -260,7 +283,7 @@ def fit(bundle: ModelBundle, train_loader, valid_loader, cfg: TrainConfig, run: 
                                      precision)
         broadcast_buffers(model)  # every rank validates with rank 0's BatchNorm statistics, which it saves
         if ema is not None:
-            ema.copy_buffers(model)
+            ema_statistics(ema, model, train_loader, cfg, device, precision, bundle.takes_sex)
         valid = evaluate(eval_net, bundle, valid_loader, cfg.recipe.loss, device, precision,
                          is_main() and cfg.progress)
         check_validation(valid, epoch, train_loss)

@@ -21,6 +21,7 @@ from torch import nn
 
 from utils.bounds import MAX_BLOCKS, MAX_PARAMETERS, MAX_SAMPLES
 
+from .baseline_net import BaselineNet
 from .ecg_efficientnet import ECGEfficientNet
 from .heads import ADULT_HEAD, CHILD_HEAD, LINEAR_HEAD, AgeHead
 from .res_dense_net import ResDenseNet
@@ -54,9 +55,12 @@ def _maic_options(options: dict) -> dict:
     return {k: options[k] for k in ("out_ch", "mid_ch") if options.get(k)}
 
 
+def _given(options: dict, *names: str) -> dict:
+    return {k: options[k] for k in names if options.get(k) is not None}
+
+
 def _efficientnet_options(options: dict) -> dict:
-    return {"sex_input": bool(options.get("sex_input")), **({"width": options["width"]} if options.get("width")
-                                                            else {})}
+    return {"sex_input": bool(options.get("sex_input")), **_given(options, "width", "pooling")}
 
 
 def _resnet1d_options(options: dict) -> dict:
@@ -83,11 +87,15 @@ ARCHITECTURES: dict[str, Architecture] = {
     "ResNet1d": Architecture(ResNet1d, {"n_classes": (int, 1, 1), "kernel_size": (int, 1, 255),
                                         "dropout_rate": (float, 0.0, 0.99)}, "lin", "lima", _resnet1d_options,
                              published_layout=True),
+    "BaselineNet": Architecture(BaselineNet, {"in_ch": (int, 12, 12), "width": (float, 0.05, 8.0),
+                                              "kernel": (int, 1, 63), "dropout": (float, 0.0, 0.99)}, "fc",
+                                "baseline", lambda options: _given(options, "width")),
     "ECGEfficientNet": Architecture(ECGEfficientNet, {"in_ch": (int, 12, 12), "width": (float, 0.05, 8.0),
                                                       "depth": (float, 0.05, 8.0), "head_ch": (int, 1, 8192),
                                                       "dropout": (float, 0.0, 0.99),
                                                       "drop_path": (float, 0.0, 0.99),
-                                                      "sex_input": (bool, False, True)}, "fc", "modern",
+                                                      "sex_input": (bool, False, True),
+                                                      "pooling": (str, ("avgmax", "avg"), None)}, "fc", "modern",
                                     _efficientnet_options, sex_input="sex_input"),
 }
 MODELS: dict[str, type[nn.Module]] = {name: a.cls for name, a in ARCHITECTURES.items()}
@@ -96,7 +104,7 @@ ARG_BOUNDS: dict[str, dict[str, tuple]] = {name: a.bounds for name, a in ARCHITE
 __all__ = ["ARCHITECTURES", "MODELS", "ARG_BOUNDS", "UNKNOWN_SEX", "get_model", "model_args", "options_to_args",
            "input_length", "infer_model_args", "output_layer", "takes_sex", "accepts_sex", "default_recipe",
            "architecture_of_recipe", "AgeHead", "ADULT_HEAD", "CHILD_HEAD", "LINEAR_HEAD", "ResDenseNet",
-           "ResUDenseNet", "ResNet1d", "ECGEfficientNet"]
+           "ResUDenseNet", "ResNet1d", "ECGEfficientNet", "BaselineNet"]
 
 
 def architecture(name: str) -> Architecture:
@@ -154,7 +162,12 @@ def model_args(name: str, **overrides) -> dict:
 
 
 def _bounded(name: str, key: str, value, kind: type, low, high):
-    """``value`` as ``kind`` if it is one (a bool is not a number; a whole float is an int) within [low, high]."""
+    """``value`` as ``kind`` if it is one (a bool is not a number; a whole float is an int) within [low, high] (for
+    a str: one of the names in ``low``)."""
+    if kind is str:
+        if not isinstance(value, str) or value not in low:
+            raise ValueError(f"{name} argument {key} must be one of {', '.join(low)}, got {value!r}")
+        return value
     if kind is bool:
         ok = isinstance(value, bool)
     elif kind is int:

@@ -3,7 +3,8 @@
 The MAIC 2023 winning entry used a 1-D EfficientNet on the whole 12 × 5000 record; this is an independent design in
 that family: a strided stem, stages of inverted-residual (MBConv) blocks — 1×1 expansion, depthwise convolution,
 squeeze-and-excitation, 1×1 projection, residual when the shape allows, stochastic depth — then a final 1×1
-convolution (``conv_head``), global average + max pooling (so any length ≥ 2 s at 500 Hz works) and a linear age
+convolution (``conv_head``), global average + max pooling (``pooling="avg"``: average only; any length ≥ 2 s at
+500 Hz works) and a linear age
 output whose bias is started at the training-mean age by the recipe. Optionally the person's sex (1 male, 0 female, 0.5
 unknown) joins the pooled features before the output layer.
 
@@ -67,7 +68,7 @@ class ECGEfficientNet(nn.Module):
     ``sex_input`` the forward pass also takes each person's sex code (1 male, 0 female, 0.5 unknown)."""
 
     def __init__(self, in_ch: int = 12, width: float = 1.0, depth: float = 1.0, head_ch: int = 256,
-                 dropout: float = 0.2, drop_path: float = 0.1, sex_input: bool = False):
+                 dropout: float = 0.2, drop_path: float = 0.1, sex_input: bool = False, pooling: str = "avgmax"):
         super().__init__()
         stem = _width(32, width)
         self.stem = nn.Sequential(nn.Conv1d(in_ch, stem, 15, stride=2, padding=7, bias=False),
@@ -85,12 +86,12 @@ class ECGEfficientNet(nn.Module):
         self.conv_head = nn.Sequential(nn.Conv1d(channels, features, 1, bias=False), nn.BatchNorm1d(features),
                                        nn.SiLU())
         self.dropout = nn.Dropout(dropout)
-        self.sex_input = sex_input
-        self.fc = nn.Linear(2 * features + int(sex_input), 1)
+        self.sex_input, self.pooling = sex_input, pooling
+        self.fc = nn.Linear((2 if pooling == "avgmax" else 1) * features + int(sex_input), 1)
 
     def forward(self, x: torch.Tensor, sex: torch.Tensor | None = None) -> torch.Tensor:
         x = self.conv_head(self.blocks(self.stem(x)))
-        features = torch.cat([x.mean(dim=-1), x.amax(dim=-1)], dim=1)
+        features = torch.cat([x.mean(dim=-1), x.amax(dim=-1)], dim=1) if self.pooling == "avgmax" else x.mean(dim=-1)
         if self.sex_input:
             if sex is None:
                 raise ValueError("this network was built with sex_input: give each record's sex code")

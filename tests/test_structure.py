@@ -128,7 +128,7 @@ def test_recipe_table_drives_the_options_and_rejects_unknown_names():
     args = options.parse_train(["--recipe", "lima", "--lr_initial", "0.02"])
     recipe = options.recipe_of(args)
     assert recipe == dataclasses.replace(RECIPES["lima"], lr_initial=0.02)
-    for name, value in (("optimizer", "sgd"), ("scheduler", "onecycle"), ("loss", "huber")):
+    for name, value in (("optimizer", "sgd"), ("scheduler", "linear"), ("loss", "huber")):
         with pytest.raises(ValueError, match=f"--{name} must be one of"):
             dataclasses.replace(RECIPES["modern"], **{name: value})
     with pytest.raises(SystemExit):  # argparse: the choices come from the registries

@@ -1,0 +1,83 @@
+"""The plain baseline and the options it brought: BaselineNet, per-lead amplitude scaling, the one-cycle
+schedule, zero-initialised output, average-only pooling and BatchNorm statistics recomputed for the EMA weights."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import options
+import train_interface
+from dataloader import augment as aug
+from engine.optim import make_schedule
+from engine.recipes import RECIPES
+from engine.trainer import EMA, TrainConfig, ema_statistics
+from models import get_model
+
+
+def test_baseline_net_is_the_described_network():
+    model = get_model("BaselineNet")
+    assert sum(p.numel() for p in model.parameters()) == 372_977  # "373 k parameters"
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv1d)]
+    assert len(convs) == 18 and [c.out_channels for c in convs[::3]] == [32, 48, 64, 96, 128, 160]
+    assert [(c.kernel_size[0], c.stride[0], c.groups > 1) for c in convs[:3]] == [(7, 2, False), (7, 1, True),
+                                                                                   (1, 1, False)]
+    assert sum(isinstance(m, nn.GELU) for m in model.modules()) == 18
+    assert model(torch.randn(2, 12, 4096)).shape == (2,) and model(torch.randn(2, 12, 5000)).shape == (2,)
+
+
+def test_baseline_recipe_starts_at_the_training_mean_for_every_ecg():
+    args = options.parse_train(["--arch", "BaselineNet"])
+    assert args.recipe == "baseline" and args.scheduler == "onecycle" and args.lr_initial == 3e-3
+    bundle = train_interface.new_bundle(args)
+    train_interface.init_output(bundle, args, 61.5)
+    ages = bundle.model.eval()(torch.randn(3, 12, 5000))
+    torch.testing.assert_close(ages, torch.full((3,), 61.5))
+
+
+def test_lead_scale_by_hand():
+    x = np.random.default_rng(0).normal(size=(3, 12, 50)).astype(np.float32)
+    factors = 1 + 0.1 * np.random.default_rng(5).standard_normal((3, 12, 1))
+    np.testing.assert_allclose(aug.lead_scale(x, np.random.default_rng(5), 0.1), x * factors, rtol=1e-6)
+
+
+def test_one_cycle_peaks_at_the_learning_rate_after_the_warm_up():
+    recipe = dataclasses.replace(RECIPES["baseline"], nepoch=10, warmup_epochs=1.0, lr_initial=3e-3)
+    optimizer = torch.optim.AdamW(nn.Linear(1, 1).parameters(), lr=recipe.lr_initial)
+    schedule = make_schedule(optimizer, recipe, steps_per_epoch=10)
+    rates = []
+    for _ in range(100):
+        rates.append(optimizer.param_groups[0]["lr"])
+        schedule.after_step()
+    assert rates[0] == pytest.approx(3e-3 / 25) and max(rates) == pytest.approx(3e-3)
+    assert int(np.argmax(rates)) in (9, 10) and rates[-1] < 3e-3 / 1000
+
+
+def test_average_pooling_option_changes_only_the_output_layer():
+    both, average = get_model("ECGEfficientNet", width=0.25), get_model("ECGEfficientNet", width=0.25, pooling="avg")
+    assert both.fc.in_features == 2 * average.fc.in_features
+    with pytest.raises(ValueError, match="pooling must be one of avgmax, avg"):
+        get_model("ECGEfficientNet", pooling="max")
+
+
+def test_ema_statistics_recomputed_for_the_ema_weights():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv1d(12, 4, 3), nn.BatchNorm1d(4))
+    ema = EMA(model, decay=0.9)
+    with torch.no_grad():
+        model[0].weight.mul_(3.0)  # the trained weights move away from the average
+    batches = [{"x": torch.randn(4, 12, 20), "sex": torch.zeros(4)} for _ in range(3)]
+    recipe = dataclasses.replace(RECIPES["baseline"], ema_bn="recompute")
+    ema_statistics(ema, model, batches, TrainConfig(recipe), torch.device("cpu"), "fp32", sex=False)
+    with torch.no_grad():  # per batch, the EMA convolution's channels over samples × positions
+        flat = [ema.model[0](b["x"]).transpose(0, 1).reshape(4, -1) for b in batches]
+    # a cumulative average over the pass: the mean of the batches' means and of their unbiased variances
+    torch.testing.assert_close(ema.model[1].running_mean, torch.stack([f.mean(dim=1) for f in flat]).mean(dim=0))
+    torch.testing.assert_close(ema.model[1].running_var, torch.stack([f.var(dim=1) for f in flat]).mean(dim=0))
+    assert not ema.model[1].training and ema.model[1].momentum == 0.1
+    copied = EMA(model, decay=0.9)
+    ema_statistics(copied, model, batches, TrainConfig(RECIPES["modern"]), torch.device("cpu"), "fp32", sex=False)
+    torch.testing.assert_close(copied.model[1].running_mean, model[1].running_mean)
