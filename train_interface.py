@@ -149,8 +149,9 @@ def split_records(args: argparse.Namespace, reader: Reader, usable: np.ndarray) 
 
 
 def loaders(args: argparse.Namespace, source, table: pd.DataFrame, train: np.ndarray, valid: np.ndarray,
-            fs: float, device: torch.device, rank: int, world: int):
-    """(training loader: shuffled, sharded, augmented; validation loader: every record once across ranks)."""
+            fs: float, device: torch.device, rank: int, world: int, seed: int):
+    """(training loader: shuffled by ``seed``, sharded, augmented; validation loader: every record once across
+    ranks)."""
     ages = pd.to_numeric(table["age"], errors="coerce").to_numpy(np.float32)
     sex = sex_codes(table["sex"]) if "sex" in table.columns else np.full(len(table), UNKNOWN_SEX, np.float32)
     weights = {part: None for part in ("train", "valid")}
@@ -161,9 +162,9 @@ def loaders(args: argparse.Namespace, source, table: pd.DataFrame, train: np.nda
     pin = device.type == "cuda"
     batch = args.infer_batch_size or default_infer_batch(device, args.batch_size // world)
     augment = opts.recipe_of(args).augment(fs)
-    train_set = ECGDataset(source, train, ages[train], weights["train"], sex[train], augment, args.seed)
+    train_set = ECGDataset(source, train, ages[train], weights["train"], sex[train], augment, seed)
     valid_set = ECGDataset(source, valid, ages[valid], weights["valid"], sex[valid])
-    return (train_loader(train_set, args.batch_size, args.seed, workers, rank, world, pin),
+    return (train_loader(train_set, args.batch_size, seed, workers, rank, world, pin),
             eval_loader(valid_set, batch, workers, rank, world, pin))
 
 
@@ -256,8 +257,13 @@ def main(argv=None) -> int:
 
 
 def members(args: argparse.Namespace) -> list[str]:
-    """The run's members: the run folder itself, or one folder per fold."""
-    return ["."] if args.folds == 1 else [f"fold_{k}" for k in range(args.folds)]
+    """The run's members: the run folder itself, or one folder per fold (and seed, with --seeds)."""
+    return ["."] if args.folds == 1 else [member_name(k, j, args.seeds) for k in range(args.folds)
+                                          for j in range(args.seeds)]
+
+
+def member_name(fold: int, seed_index: int, seeds: int) -> str:
+    return f"fold_{fold}" if seeds == 1 else f"fold_{fold}_seed_{seed_index}"
 
 
 def start_afresh(args: argparse.Namespace, run: Path) -> None:
@@ -336,18 +342,24 @@ def train(args: argparse.Namespace, run: Path, device: torch.device, precision: 
     manifest = settle_manifest(args, run, identify(args, reader, precision, assignment, f"{args.folds} folds"))
     if is_main():
         write_csv(run / FOLDS, pd.DataFrame({"id": assignment.index, "fold": assignment.to_numpy()}))
-    oof = np.full(len(usable), np.nan)
-    for k, member in enumerate(members(args)):
-        if k:
-            bundle, start = starting_point(args, run / member)
-        held_out = usable[folds == k]
-        description = f"{reader.format} {args.input or 'MAIC ' + args.mode}, fold {k + 1}/{args.folds}"
-        trained = train_model(args, run / member, bundle, start, usable[folds != k], held_out, description, data)
-        if is_main():
-            oof[folds == k] = predict_rows(trained, source, reader.table, held_out,
-                                           opts.held_out_config(args, device, precision))
-            finish_member(run, manifest, member, best_checkpoint_name(args.checkpoints))
-        barrier()
+    oof = np.zeros(len(usable))
+    for k in range(args.folds):
+        for j in range(args.seeds):
+            member = member_name(k, j, args.seeds)
+            if k or j:
+                if j:  # another seed of the same fold: another initialisation, batch order and augmentation
+                    seed_everything(args.seed + j)
+                bundle, start = starting_point(args, run / member)
+            held_out = usable[folds == k]
+            description = f"{reader.format} {args.input or 'MAIC ' + args.mode}, fold {k + 1}/{args.folds}" + \
+                (f", seed {args.seed + j}" if args.seeds > 1 else "")
+            trained = train_model(args, run / member, bundle, start, usable[folds != k], held_out, description,
+                                  data, seed=args.seed + j)
+            if is_main():  # the out-of-fold age: the mean over the fold's seeds
+                oof[folds == k] += predict_rows(trained, source, reader.table, held_out,
+                                                opts.held_out_config(args, device, precision)) / args.seeds
+                finish_member(run, manifest, member, best_checkpoint_name(args.checkpoints))
+            barrier()
     if is_main():
         write_oof(args, run, manifest, reader, usable, oof, folds)
 
@@ -369,7 +381,8 @@ def write_oof(args: argparse.Namespace, run: Path, manifest: dict, reader: Reade
                                f"{len(broken)} held-out record(s) ({shown}): the training diverged; lower the "
                                f"learning rate and start again with --overwrite. No oof.csv or cv.json was written")
     ages = pd.to_numeric(reader.table["age"], errors="coerce").to_numpy(float)[usable]
-    cv = write_cross_validation(run, reader.table["id"].iloc[usable].tolist(), ages, oof, folds, args.seed)
+    cv = write_cross_validation(run, reader.table["id"].iloc[usable].tolist(), ages, oof, folds, args.seed,
+                                seeds=args.seeds)
     manifest["complete"] = True
     write_manifest(run, manifest)
     logger.log(RESULT, f"{args.folds}-fold cross-validation: out-of-fold MAE {cv['pooled']['mae']:.2f} (95% CI "
@@ -378,7 +391,7 @@ def write_oof(args: argparse.Namespace, run: Path, manifest: dict, reader: Reade
 
 
 def train_model(args: argparse.Namespace, run: Path, bundle: ModelBundle, start: dict | None, train_rows: np.ndarray,
-                valid_rows: np.ndarray, description: str, data: "TrainingData") -> ModelBundle:
+                valid_rows: np.ndarray, description: str, data: "TrainingData", seed: int | None = None) -> ModelBundle:
     """Train one model on ``train_rows`` validated on ``valid_rows`` into ``run``; returns its best checkpoint."""
     source, reader, device, precision, rank, world = (data.source, data.reader, data.device, data.precision,
                                                       data.rank, data.world)
@@ -399,7 +412,7 @@ def train_model(args: argparse.Namespace, run: Path, bundle: ModelBundle, start:
                     f"{args.recipe} recipe) on {description}: {len(train_rows)} train / {len(valid_rows)} valid "
                     f"ECGs; device {device}, {precision}, {world} process(es) → {run}")
     loader_pair = loaders(args, source, reader.table, train_rows, valid_rows, bundle.preprocessing.fs, device, rank,
-                          world)
+                          world, args.seed if seed is None else seed)
     progress = fit(bundle, *loader_pair, cfg, run, device, precision, start=start,
                    resumed=args.resume and start is not None, world=world)
     if is_main():

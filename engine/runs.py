@@ -106,12 +106,12 @@ MANIFEST_FORMAT = "ecg-age-run/1"
 # what a run writes: removed by --overwrite, and (the trained part) what makes a folder hold an earlier experiment
 TRAINED = ("*.pt", PUBLISHED_WEIGHTS, HISTORY, OOF, CV_SUMMARY, TENSORBOARD)
 WRITTEN = (*TRAINED, MANIFEST, FOLDS, OPTIONS, SPLIT, PUBLISHED_CONFIG, PUBLISHED_ARGS, CURVES)
-FOLD_DIR = re.compile(r"fold_\d+")
+FOLD_DIR = re.compile(r"fold_\d+(_seed_\d+)?")
 
 
 def member_dirs(run: Path) -> list[Path]:
     return sorted((p for p in run.glob("fold_*") if p.is_dir() and FOLD_DIR.fullmatch(p.name)),
-                  key=lambda p: int(p.name[5:]))
+                  key=lambda p: [int(n) for n in re.findall(r"\d+", p.name)])
 
 
 def earlier_results(run: Path) -> list[str]:

@@ -81,3 +81,32 @@ def test_ema_statistics_recomputed_for_the_ema_weights():
     copied = EMA(model, decay=0.9)
     ema_statistics(copied, model, batches, TrainConfig(RECIPES["modern"]), torch.device("cpu"), "fp32", sex=False)
     torch.testing.assert_close(copied.model[1].running_mean, model[1].running_mean)
+
+
+def test_seeds_per_fold_train_and_average(ptbxl, tmp_path):
+    import json
+
+    import pandas as pd
+    from conftest import cli
+    from test_modern import TINY_MODERN
+
+    import test_interface
+
+    argv = [*TINY_MODERN, "--input", str(ptbxl), "--ptbxl_rate", "100", "--folds", "2", "--seeds", "2", "--nepoch",
+            "1", "--env", "seeds"]
+    assert cli(train_interface, argv, tmp_path) == 0
+    run = tmp_path / "log" / "ECGEfficientNet_seeds"
+    manifest = json.loads((run / "run.json").read_text())
+    assert manifest["members"] == ["fold_0_seed_0", "fold_0_seed_1", "fold_1_seed_0", "fold_1_seed_1"]
+    assert json.loads((run / "cv.json").read_text())["seeds"] == 2
+    oof = pd.read_csv(run / "oof.csv", dtype={"id": str}).set_index("id")
+    ages = {}
+    for member in manifest["members"][:2]:
+        out = tmp_path / f"{member}.csv"
+        assert cli(test_interface, ["--input", str(ptbxl), "--ptbxl_rate", "100", "--weights", str(run / member),
+                                    "--output", str(out), "--on_bad", "skip", "--precision", "fp32"], tmp_path) == 0
+        ages[member] = pd.read_csv(out, dtype={"ids": str}).set_index("ids")["predicted_age"]
+    fold0 = oof.index[oof["fold"] == 0]
+    assert (ages["fold_0_seed_0"][fold0] - ages["fold_0_seed_1"][fold0]).abs().max() > 1e-3  # two different models
+    np.testing.assert_allclose(oof.loc[fold0, "predicted_age"],
+                               (ages["fold_0_seed_0"][fold0] + ages["fold_0_seed_1"][fold0]) / 2, atol=1e-4)
