@@ -153,7 +153,10 @@ def add_training(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max_steps_per_epoch", type=int, default=0, help="cap train steps per epoch (0 = all)")
     g.add_argument("--infer_batch_size", type=int, default=None,
                    help="validation and out-of-fold prediction batch (default: 4×batch_size on GPUs, 8 on CPUs)")
-    g.add_argument("--seed", type=int, default=1234, help="random seed (of splits, initialisation, augmentation)")
+    g.add_argument("--seed", type=int, default=1234, help="random seed (initialisation, batch order, augmentation)")
+    g.add_argument("--split_seed", type=int, default=None,
+                   help="random seed of the train/valid split or the folds (default: --seed); runs that differ only "
+                        "in --seed but share it are compared on identical folds")
     g.add_argument("--env", default=None, help="run name: outputs go to <log_dir>/<arch>_<env>/ (default: the MAIC "
                                                 "mode, or the name of --input)")
     g.add_argument("--log_dir", default=str(LOG_DIR))
@@ -300,6 +303,7 @@ def resolve_train(args: argparse.Namespace) -> argparse.Namespace:
         args.age_min = head.low if args.age_min is None else args.age_min
         args.age_max = head.high if args.age_max is None else args.age_max
     args.env = args.env or (args.mode if args.input is None else input_name(args.input))
+    args.split_seed = args.seed if args.split_seed is None else args.split_seed
     _check_train(args)
     return args
 

@@ -118,7 +118,7 @@ def maic_split(args: argparse.Namespace, reader: NpyFolderReader, usable: np.nda
     """The seed's dataset CSVs (written by the first process, read by all)."""
     excluded = sorted(set(reader.ids) - {reader.ids[i] for i in usable})
     if is_main():
-        maic_dataset_csvs(reader, args.mode, args.dataset_dir, args.valid_ratio, args.seed, exclude=excluded)
+        maic_dataset_csvs(reader, args.mode, args.dataset_dir, args.valid_ratio, args.split_seed, exclude=excluded)
     barrier()
     position = {rid: i for i, rid in enumerate(reader.ids)}
     csvs = dataset_csv_paths(args.dataset_dir, args.mode)
@@ -142,9 +142,9 @@ def split_records(args: argparse.Namespace, reader: Reader, usable: np.ndarray) 
     if method == "strat_fold":
         train, valid, _test = strat_fold_split(table["strat_fold"])
     elif method == "patient":
-        train, valid = patient_split(table["patient_id"], args.valid_ratio, args.seed)
+        train, valid = patient_split(table["patient_id"], args.valid_ratio, args.split_seed)
     else:
-        train, valid = stratified_split(table["age"], DECADE_BINS, args.valid_ratio, args.seed)
+        train, valid = stratified_split(table["age"], DECADE_BINS, args.valid_ratio, args.split_seed)
     return usable[train], usable[valid], f"{reader.format} {args.input} (split: {method})"
 
 
@@ -337,7 +337,7 @@ def train(args: argparse.Namespace, run: Path, device: torch.device, precision: 
         return
     table = reader.table.iloc[usable]
     folds = kfold_split(table["age"], table["patient_id"] if "patient_id" in table.columns else None, args.folds,
-                        args.seed)
+                        args.split_seed)
     assignment = pd.Series(folds, index=ids.iloc[usable])
     manifest = settle_manifest(args, run, identify(args, reader, precision, assignment, f"{args.folds} folds"))
     if is_main():

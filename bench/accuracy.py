@@ -1,18 +1,22 @@
-"""Accuracy per unit of compute, side by side in one run: each recipe trained with K-fold patient-level
-cross-validation on the real PTB-XL records of ../shared/data and tested on the PhysioNet/CinC 2021 records
-(an external set), for several seeds.
+"""Accuracy per unit of compute, side by side in one run, precise enough to decide: each row (a recipe, or the
+modern recipe with one option changed) trained with K-fold patient-level cross-validation on the real PTB-XL
+records of ../shared/data — every row and seed on the same folds — and its fold ensemble tested on the
+PhysioNet/CinC 2021 records (an external set).
 
-    python bench/accuracy.py                        # 3 seeds × 5 folds, every recipe at its own epoch count
-    python bench/accuracy.py --epochs maic=6 lima=6 # a shorter budget for the seed recipes (say so when reporting)
-    python bench/accuracy.py --quick                # smoke test: 1 seed, 2 folds, 1 epoch, tiny widths
+    python bench/accuracy.py                                   # maic, lima, modern, baseline: 5 folds, 1 seed
+    python bench/accuracy.py --rows modern baseline modern_ema_bn modern_avg_pool --seeds 2 --work bench/results/acc
+    python bench/accuracy.py --epochs maic=4 lima=4            # a shorter budget for the seed recipes (say so)
+    python bench/accuracy.py --quick                           # smoke test: 2 folds, 1 epoch, tiny widths
 
-Recipes: ``maic`` (ResUDenseNet with the adult head, the MAIC seed recipe), ``lima`` (ResNet1d, Lima et al.),
-``modern`` (ECGEfficientNet, this project's recipe: a single fold model) and ``modern_ensemble`` (the average of
-the modern run's fold models). All recipes of one seed share the same folds. Per recipe: CV MAE (pooled
-out-of-fold MAE; mean ± sd over seeds), external MAE on CinC (single fold models: mean over folds and seeds;
-the ensemble: mean ± sd over seeds), forward GFLOP per ECG at the model's input length, training seconds (all
-folds, per seed), training ECG/s (ECGs × epochs / second) and inference ECG/s (batches of 8 from the cache, this
-machine). The last line printed is one JSON object with one entry per recipe.
+Per row: the pooled out-of-fold MAE (each record predicted by the fold model that never saw it; with several seeds
+the mean of the per-seed MAEs), the external MAE of the fold ensemble, forward GFLOP per ECG at the model's input
+length, training seconds and ECG/s, inference ECG/s (batches of 8 from the cache). For every row against
+``--reference``: the **paired** difference of both MAEs (row − reference; negative = better) with its 95% interval
+from a paired bootstrap over records (the same records resampled for both rows; each record's absolute error
+averaged over seeds) — a difference counts only when its interval excludes 0.
+
+Each row and seed is kept in ``--work``/results (with its per-record predictions), so a run given the same
+``--work`` again after an interruption reuses what it has. The last line printed is one JSON object.
 """
 from __future__ import annotations
 
@@ -35,65 +39,83 @@ from dataloader.dataset import ECGDataset, eval_loader
 from dataloader.records import open_reader
 from dataloader.sources import CacheConfig, open_source_local
 from engine.inference import predict
-from engine.runs import CV_SUMMARY, HISTORY, run_members
+from engine.runs import CV_SUMMARY, HISTORY, OOF, run_members
 from models.checkpoint import load_bundle
 from utils.io import write_json
 from utils.paths import ROOT
 
 SHARED = ROOT.parent / "shared" / "data"
-RECIPES = {  # name → the train_interface options that select it
+MODERN = ["--arch", "ECGEfficientNet", "--recipe", "modern"]
+ROWS = {  # name → the train_interface options that select it
     "maic": ["--arch", "ResUDenseNet", "--mode", "adult", "--recipe", "maic"],
     "lima": ["--arch", "ResNet1d", "--recipe", "lima"],
-    "modern": ["--arch", "ECGEfficientNet", "--recipe", "modern"],
+    "modern": MODERN,
+    "baseline": ["--arch", "BaselineNet", "--recipe", "baseline"],
+    # the modern recipe with one candidate difference from the baseline
+    "modern_ema_bn": [*MODERN, "--ema_bn", "recompute"],
+    "modern_avg_pool": [*MODERN, "--pooling", "avg"],
+    "modern_crop_8s": [*MODERN, "--crop_seconds", "8.192"],
+    "modern_crop_whole": [*MODERN, "--crop_seconds", "0"],
+    "modern_onecycle": [*MODERN, "--scheduler", "onecycle", "--lr_initial", "3e-3", "--warmup_epochs", "4"],
+    "modern_wd_0.05": [*MODERN, "--weight_decay", "0.05"],
+    "modern_e60": [*MODERN, "--nepoch", "60"],
+    "modern_e80": [*MODERN, "--nepoch", "80"],
+    "modern_zero_init": [*MODERN, "--output_init", "zero"],
+    "modern_width_0.5": [*MODERN, "--width", "0.5"],
 }
-QUICK = {"maic": ["--out_ch", "16", "--mid_ch", "8"], "lima": ["--net_filter_size", "8", "16", "24", "32", "40"],
-         "modern": ["--width", "0.25"]}
+QUICK = {"ResUDenseNet": ["--out_ch", "16", "--mid_ch", "8"], "ResNet1d": ["--net_filter_size", "8", "16", "24", "32",
+                                                                          "40"],
+         "ECGEfficientNet": ["--width", "0.25"], "BaselineNet": ["--width", "0.25"]}
+SPLIT_SEED = 1234  # every row and seed is cross-validated on the same folds
 
 
 def parse(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
-    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--rows", nargs="+", default=["maic", "lima", "modern", "baseline"], choices=list(ROWS))
+    p.add_argument("--reference", default="modern", choices=list(ROWS), help="the row every other is paired with")
+    p.add_argument("--seeds", type=int, default=1, help="training seeds per row (the folds stay the same)")
     p.add_argument("--folds", type=int, default=5)
-    p.add_argument("--epochs", nargs="*", default=[], metavar="RECIPE=N", help="epochs per recipe (default: its own)")
+    p.add_argument("--epochs", nargs="*", default=[], metavar="ROW=N", help="epochs per row (default: its own)")
+    p.add_argument("--n_boot", type=int, default=2000)
     p.add_argument("--ptbxl", default=str(SHARED / "ptbxl"))
     p.add_argument("--external", default=str(SHARED / "cinc2021"))
-    p.add_argument("--work", default=None, help="folder for runs and caches (default: a temporary one)")
-    p.add_argument("--quick", action="store_true", help="1 seed, 2 folds, 1 epoch, tiny widths (a smoke test)")
+    p.add_argument("--work", default=None, help="folder for runs, caches and results (default: a temporary one)")
+    p.add_argument("--quick", action="store_true", help="2 folds, 1 epoch, tiny widths (a smoke test)")
     args = p.parse_args(argv)
     args.epochs = dict(item.split("=") for item in args.epochs)
+    if args.reference not in args.rows:
+        args.rows = [args.reference, *args.rows]
     if args.quick:
-        args.seeds, args.folds = 1, 2
-        args.epochs = {name: "1" for name in RECIPES}
+        args.folds = 2
+        args.epochs = {name: "1" for name in ROWS}
     return args
 
 
-def train(recipe: str, seed: int, args, work: Path) -> tuple[Path, float]:
-    """K-fold training of ``recipe`` with ``seed``; (run folder, seconds)."""
-    argv = [*RECIPES[recipe], "--input", args.ptbxl, "--folds", str(args.folds), "--seed", str(seed), "--env",
-            f"{recipe}_s{seed}", "--log_dir", str(work / "log"), "--cache_dir", str(work / "cache"), "--on_bad",
-            "skip", "--device", "cpu", "--quiet", "--overwrite"]  # an interrupted run's partial folder is retrained
-    if recipe in args.epochs:
-        argv += ["--nepoch", str(args.epochs[recipe])]
+def train(row: str, seed: int, args, work: Path) -> tuple[Path, float]:
+    """K-fold training of ``row`` with ``seed`` on the shared folds; (run folder, seconds)."""
+    options = ROWS[row]
+    argv = [*options, "--input", args.ptbxl, "--folds", str(args.folds), "--seed", str(seed), "--split_seed",
+            str(SPLIT_SEED), "--env", f"{row}_s{seed}", "--log_dir", str(work / "log"), "--cache_dir",
+            str(work / "cache"), "--on_bad", "skip", "--device", "cpu", "--quiet",
+            "--overwrite"]  # an interrupted run's partial folder is retrained
+    if row in args.epochs:
+        argv += ["--nepoch", str(args.epochs[row])]
     if args.quick:
-        argv += [*QUICK[recipe], "--batch_size", "16"]
+        argv += [*QUICK[options[1]], "--batch_size", "16"]
     started = time.perf_counter()
     if train_interface.entry(argv) != 0:
-        raise SystemExit(f"training {recipe} (seed {seed}) failed")
-    seconds = time.perf_counter() - started
-    run = work / "log" / f"{RECIPES[recipe][1]}_{recipe}_s{seed}"
-    return run, seconds
+        raise SystemExit(f"training {row} (seed {seed}) failed")
+    return work / "log" / f"{options[1]}_{row}_s{seed}", time.perf_counter() - started
 
 
-def external_mae(weights: list[Path], args, work: Path, ages: pd.Series) -> float:
-    """MAE on the external records of the model(s) ``weights`` (several are averaged) through test_interface."""
+def external_ages(run: Path, args, work: Path) -> pd.Series:
+    """The fold ensemble's ages on the external records, through test_interface."""
     out = work / "external.csv"
-    argv = ["--input", args.external, "--weights", *map(str, weights), "--mode", "adult", "--on_bad", "skip",
-            "--output", str(out), "--cache_dir", str(work / "cache"), "--device", "cpu", "--quiet"]
+    argv = ["--input", args.external, "--weights", str(run), "--mode", "adult", "--on_bad", "skip", "--output",
+            str(out), "--cache_dir", str(work / "cache"), "--device", "cpu", "--quiet"]
     if test_interface.entry(argv) != 0:
-        raise SystemExit(f"predicting {args.external} with {weights} failed")
-    predicted = pd.read_csv(out, dtype={"ids": str}).set_index("ids")["predicted_age"]
-    return float((predicted - ages[predicted.index]).abs().mean())
+        raise SystemExit(f"predicting {args.external} with {run} failed")
+    return pd.read_csv(out, dtype={"ids": str}).set_index("ids")["predicted_age"]
 
 
 def cost(checkpoint: Path, args, work: Path) -> dict:
@@ -115,71 +137,76 @@ def cost(checkpoint: Path, args, work: Path) -> dict:
             "infer_ecg_per_s": count / (time.perf_counter() - started)}
 
 
-def summarise(runs: dict, args) -> dict:
-    """One entry per recipe from the per-seed measurements."""
-    out = {}
-    for recipe, seeds in runs.items():
-        cv = [s["cv_mae"] for s in seeds]
-        entry = {"cv_mae_mean": float(np.mean(cv)), "cv_mae_sd": float(np.std(cv, ddof=1)) if len(cv) > 1 else 0.0,
-                 "external_mae_mean": float(np.mean([m for s in seeds for m in s["external_fold_maes"]])),
-                 "external_mae_sd": float(np.std([np.mean(s["external_fold_maes"]) for s in seeds], ddof=1))
-                 if len(seeds) > 1 else 0.0,
-                 "gflop_per_ecg": seeds[0]["gflop_per_ecg"], "train_seconds": float(np.mean(
-                     [s["train_seconds"] for s in seeds])), "train_ecg_per_s": float(np.mean(
-                         [s["train_ecg_per_s"] for s in seeds])), "infer_ecg_per_s": float(np.mean(
-                             [s["infer_ecg_per_s"] for s in seeds])), "seeds": len(seeds), "folds": args.folds,
-                 "epochs": seeds[0]["epochs"]}
-        out[recipe] = entry
-        if recipe == "modern":
-            ensemble = [s["external_ensemble_mae"] for s in seeds]
-            out["modern_ensemble"] = {
-                "cv_mae_mean": None, "cv_mae_sd": None, "external_mae_mean": float(np.mean(ensemble)),
-                "external_mae_sd": float(np.std(ensemble, ddof=1)) if len(ensemble) > 1 else 0.0,
-                "gflop_per_ecg": args.folds * entry["gflop_per_ecg"], "train_seconds": entry["train_seconds"],
-                "train_ecg_per_s": entry["train_ecg_per_s"], "infer_ecg_per_s": entry["infer_ecg_per_s"] / args.folds,
-                "seeds": len(seeds), "folds": args.folds, "epochs": entry["epochs"]}
-    return out
-
-
-def measure(recipe: str, seed: int, args, work: Path, ages: pd.Series) -> dict:
-    """One recipe and seed; kept in ``work/results`` so that a run given the same ``--work`` again (after an
-    interruption) reuses the measurements it already has instead of retraining."""
-    budget = f"k{args.folds}_e{args.epochs.get(recipe, 'default')}" + ("_quick" if args.quick else "")
-    saved = work / "results" / f"{recipe}_s{seed}_{budget}.json"
+def measure(row: str, seed: int, args, work: Path) -> dict:
+    """One row and seed, kept in ``work/results`` (an interrupted benchmark resumes from what it has)."""
+    budget = f"k{args.folds}_e{args.epochs.get(row, 'default')}" + ("_quick" if args.quick else "")
+    saved = work / "results" / f"{row}_s{seed}_{budget}.json"
     if saved.is_file():
         return json.loads(saved.read_text())
-    result = _measure(recipe, seed, args, work, ages)
-    write_json(saved, result)  # atomic: an interruption never leaves a truncated file for the next run to read
-    return result
-
-
-def _measure(recipe: str, seed: int, args, work: Path, ages: pd.Series) -> dict:
-    run, seconds = train(recipe, seed, args, work)
+    run, seconds = train(row, seed, args, work)
     cv = json.loads((run / CV_SUMMARY).read_text())
+    oof = pd.read_csv(run / OOF, dtype={"id": str})
     members = run_members(run)
-    history = pd.read_csv(members[0].parent / HISTORY)
-    records = cv["pooled"]["n"] * (args.folds - 1)  # every record trains K − 1 fold models
-    result = {"cv_mae": cv["pooled"]["mae"], "train_seconds": seconds, "epochs": int(history["epoch"].max()),
-              "train_ecg_per_s": records * int(history["epoch"].max()) / seconds,
-              "external_fold_maes": [external_mae([m], args, work, ages) for m in members],
-              **cost(members[0], args, work)}
-    if recipe == "modern":
-        result["external_ensemble_mae"] = external_mae([run], args, work, ages)
-    print(f"{recipe} seed {seed}: CV MAE {result['cv_mae']:.2f}, external {np.mean(result['external_fold_maes']):.2f}"
-          + (f" (ensemble {result['external_ensemble_mae']:.2f})" if recipe == "modern" else "")
-          + f", {seconds:.0f} s", file=sys.stderr, flush=True)
+    epochs = int(pd.read_csv(members[0].parent / HISTORY)["epoch"].max())
+    external = external_ages(run, args, work)
+    result = {"cv_mae": cv["pooled"]["mae"], "train_seconds": seconds, "epochs": epochs, "members": len(members),
+              "train_ecg_per_s": cv["pooled"]["n"] * (args.folds - 1) * epochs / seconds,
+              "oof": dict(zip(oof["id"], (oof["predicted_age"] - oof["age"]).abs())),
+              "external": external.to_dict(), **cost(members[0], args, work)}
+    write_json(saved, result)  # atomic: an interruption never leaves a truncated file for the next run to read
+    print(f"{row} seed {seed}: CV MAE {result['cv_mae']:.2f}, {seconds:.0f} s", file=sys.stderr, flush=True)
     return result
+
+
+def paired(errors: pd.DataFrame, row: str, reference: str, n_boot: int) -> dict:
+    """Mean of (row − reference) absolute errors over the records both have, with a paired bootstrap 95%
+    interval (records resampled with replacement, the same draw for both)."""
+    both = errors[[row, reference]].dropna()
+    diff = (both[row] - both[reference]).to_numpy()
+    draws = np.random.default_rng(0).integers(0, len(diff), size=(n_boot, len(diff)))
+    boot = diff[draws].mean(axis=1)
+    return {"diff": float(diff.mean()), "ci95": [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))],
+            "n": int(len(diff))}
+
+
+def absolute_errors(runs: dict, key: str, truth: pd.Series | None = None) -> pd.DataFrame:
+    """Per record and row, the absolute error averaged over seeds (OOF: stored; external: from the ages)."""
+    columns = {}
+    for row, seeds in runs.items():
+        per_seed = [pd.Series(s[key]) if truth is None else (pd.Series(s[key]) - truth).abs().dropna()
+                    for s in seeds]
+        columns[row] = pd.concat(per_seed, axis=1).mean(axis=1)
+    return pd.DataFrame(columns)
+
+
+def summarise(runs: dict, truth: pd.Series, args) -> dict:
+    oof, external = absolute_errors(runs, "oof"), absolute_errors(runs, "external", truth)
+    out = {}
+    for row, seeds in runs.items():
+        entry = {"cv_mae": float(np.mean([s["cv_mae"] for s in seeds])),
+                 "cv_mae_sd": float(np.std([s["cv_mae"] for s in seeds], ddof=1)) if len(seeds) > 1 else 0.0,
+                 "external_mae": float(external[row].mean()), "seeds": len(seeds), "folds": args.folds,
+                 "epochs": seeds[0]["epochs"], "gflop_per_ecg": seeds[0]["gflop_per_ecg"],
+                 "ensemble_gflop_per_ecg": seeds[0]["gflop_per_ecg"] * seeds[0]["members"],
+                 "train_seconds": float(np.mean([s["train_seconds"] for s in seeds])),
+                 "train_ecg_per_s": float(np.mean([s["train_ecg_per_s"] for s in seeds])),
+                 "infer_ecg_per_s": float(np.mean([s["infer_ecg_per_s"] for s in seeds]))}
+        if row != args.reference:
+            entry["vs_reference"] = {"reference": args.reference,
+                                     "cv": paired(oof, row, args.reference, args.n_boot),
+                                     "external": paired(external, row, args.reference, args.n_boot)}
+        out[row] = entry
+    return out
 
 
 def main(argv=None) -> dict:
     args = parse(argv)
-    ages = open_reader(args.external).table.set_index("id")["age"]
+    truth = open_reader(args.external).table.set_index("id")["age"]
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.work or tmp)
-        runs = {recipe: [measure(recipe, 1000 + s, args, work, ages) for s in range(args.seeds)]
-                for recipe in args.recipes}
+        runs = {row: [measure(row, 1000 + s, args, work) for s in range(args.seeds)] for row in args.rows}
     result = {"machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch "
-                         f"{torch.__version__}", "recipes": summarise(runs, args)}
+                         f"{torch.__version__}", "rows": summarise(runs, truth, args)}
     print(json.dumps(result))
     return result
 

@@ -51,6 +51,7 @@ def test_one_cycle_peaks_at_the_learning_rate_after_the_warm_up():
     rates = []
     for _ in range(100):
         rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
         schedule.after_step()
     assert rates[0] == pytest.approx(3e-3 / 25) and max(rates) == pytest.approx(3e-3)
     assert int(np.argmax(rates)) in (9, 10) and rates[-1] < 3e-3 / 1000

@@ -78,7 +78,7 @@ def test_registry_overrides_and_errors():
         get_model("VGG")
     name, args = infer_model_args(get_model("ResDenseNet", out_ch=16, mid_ch=8).state_dict())
     assert name == "ResDenseNet" and args["out_ch"] == 16 and args["mid_ch"] == 8
-    assert set(SEED_ARCHS) | {"ECGEfficientNet"} == set(MODELS)
+    assert set(SEED_ARCHS) | {"ECGEfficientNet", "BaselineNet"} == set(MODELS)
 
 
 def test_heads_bound_the_age():
