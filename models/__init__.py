@@ -49,6 +49,7 @@ class Architecture:
     option_args: Callable[[dict], dict]
     sex_input: str | None = None
     published_layout: bool = False
+    options: tuple[str, ...] = ()  # the training options (by name) ``option_args`` reads
 
 
 def _maic_options(options: dict) -> dict:
@@ -80,23 +81,27 @@ def _resnet1d_options(options: dict) -> dict:
 ARCHITECTURES: dict[str, Architecture] = {
     "ResDenseNet": Architecture(ResDenseNet, {"nOUT": (int, 1, 1), "in_ch": (int, 1, 1), "out_ch": (int, 1, 1024),
                                               "mid_ch": (int, 1, 1024), "lead": (int, 12, 12),
-                                              "heads": (int, 1, 64)}, "fc_1", "maic", _maic_options),
+                                              "heads": (int, 1, 64)}, "fc_1", "maic", _maic_options,
+                                options=("out_ch", "mid_ch")),
     "ResUDenseNet": Architecture(ResUDenseNet, {"nOUT": (int, 1, 1), "in_ch": (int, 12, 12),
                                                 "out_ch": (int, 1, 2048), "mid_ch": (int, 1, 1024),
-                                                "heads": (int, 1, 64)}, "fc_1", "maic", _maic_options),
+                                                "heads": (int, 1, 64)}, "fc_1", "maic", _maic_options,
+                                 options=("out_ch", "mid_ch")),
     "ResNet1d": Architecture(ResNet1d, {"n_classes": (int, 1, 1), "kernel_size": (int, 1, 255),
                                         "dropout_rate": (float, 0.0, 0.99)}, "lin", "lima", _resnet1d_options,
-                             published_layout=True),
+                             published_layout=True,
+                             options=("net_filter_size", "net_seq_lengh", "kernel_size", "dropout_rate")),
     "BaselineNet": Architecture(BaselineNet, {"in_ch": (int, 12, 12), "width": (float, 0.05, 8.0),
                                               "kernel": (int, 1, 63), "dropout": (float, 0.0, 0.99)}, "fc",
-                                "baseline", lambda options: _given(options, "width")),
+                                "baseline", lambda options: _given(options, "width"), options=("width",)),
     "ECGEfficientNet": Architecture(ECGEfficientNet, {"in_ch": (int, 12, 12), "width": (float, 0.05, 8.0),
                                                       "depth": (float, 0.05, 8.0), "head_ch": (int, 1, 8192),
                                                       "dropout": (float, 0.0, 0.99),
                                                       "drop_path": (float, 0.0, 0.99),
                                                       "sex_input": (bool, False, True),
                                                       "pooling": (str, ("avgmax", "avg"), None)}, "fc", "modern",
-                                    _efficientnet_options, sex_input="sex_input"),
+                                    _efficientnet_options, sex_input="sex_input",
+                                    options=("width", "pooling", "sex_input")),
 }
 MODELS: dict[str, type[nn.Module]] = {name: a.cls for name, a in ARCHITECTURES.items()}
 ARG_BOUNDS: dict[str, dict[str, tuple]] = {name: a.bounds for name, a in ARCHITECTURES.items()}
@@ -134,7 +139,14 @@ def takes_sex(name: str, args: dict) -> bool:
 
 
 def options_to_args(name: str, options: dict) -> dict:
-    """Constructor overrides from training options (a plain dict of option values)."""
+    """Constructor overrides from training options (a plain dict of option values); an option of another
+    architecture that was given is an error (it would be silently ignored)."""
+    known = {option for a in ARCHITECTURES.values() for option in a.options}
+    foreign = sorted(k for k in known - set(architecture(name).options) if options.get(k) not in (None, False))
+    if foreign:
+        takes = ", ".join("--" + k for k in architecture(name).options) or "none of them"
+        raise ValueError(f"{', '.join('--' + k for k in foreign)}: option(s) of other architectures; {name} takes "
+                         f"{takes}")
     return architecture(name).option_args(options)
 
 

@@ -111,3 +111,12 @@ def test_seeds_per_fold_train_and_average(ptbxl, tmp_path):
     assert (ages["fold_0_seed_0"][fold0] - ages["fold_0_seed_1"][fold0]).abs().max() > 1e-3  # two different models
     np.testing.assert_allclose(oof.loc[fold0, "predicted_age"],
                                (ages["fold_0_seed_0"][fold0] + ages["fold_0_seed_1"][fold0]) / 2, atol=1e-4)
+
+
+def test_an_option_of_another_architecture_is_an_error():
+    from utils.errors import UserError
+
+    with pytest.raises(UserError, match="--pooling: option.s. of other architectures; BaselineNet takes --width"):
+        train_interface.new_bundle(options.parse_train(["--arch", "BaselineNet", "--pooling", "avg"]))
+    with pytest.raises(UserError, match="--out_ch"):
+        train_interface.new_bundle(options.parse_train(["--recipe", "modern", "--out_ch", "16"]))
