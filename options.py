@@ -24,6 +24,7 @@ from dataloader.maic import MODES, label_csv, template_csv, test_folder, train_f
 from dataloader.records import CACHE_CHECKS, fingerprint_files
 from dataloader.sources import CacheConfig, resolve_cache_dtype
 from engine.inference import InferenceConfig
+from engine.optim import SCHEDULES
 from engine.recipes import RECIPES, Recipe
 from engine.runs import BEST, run_dir
 from engine.trainer import TrainConfig
@@ -384,13 +385,13 @@ RUNTIME_OPTIONS = frozenset({
 def result_options(args: argparse.Namespace, precision: str) -> dict:
     """The resolved training options that change a run's result (what its manifest records): every option but
     RUNTIME_OPTIONS, with the precision actually used, the pretrained checkpoint's file identity, and the epoch count
-    only where it shapes the schedule of every epoch (cosine) — a step or plateau run may be extended."""
+    only where it shapes the schedule of every epoch (cosine, one-cycle) — a step or plateau run may be extended."""
     options = {k: v for k, v in vars(args).items() if k not in RUNTIME_OPTIONS}
     options["precision"] = precision
     options["cache_dtype"] = resolve_cache_dtype(args.cache_dtype, precision)
     if args.pretrained:
-        options["pretrained"] = fingerprint_files([args.pretrain_model_path], "fast")
-    if args.scheduler != "cosine":
+        options["pretrained"] = fingerprint_files([args.pretrain_model_path], "fast", where=False)
+    if SCHEDULES[args.scheduler].extendable:
         options.pop("nepoch")
     return json_safe(options)
 

@@ -283,7 +283,7 @@ def identify(args: argparse.Namespace, reader: Reader, precision: str, assignmen
     """This experiment's manifest: result-changing options, the data's identity and the split's."""
     data = hashlib.sha256(json.dumps({"format": reader.format, "settings": reader.settings(), "ids": reader.ids},
                                      sort_keys=True, default=str).encode())
-    data.update(reader.fingerprint("fast").encode())
+    data.update(reader.fingerprint("auto", where=False).encode())  # another machine or mount: the same data
     split = hashlib.sha256("\n".join(f"{i}\t{a}" for i, a in assignment.items()).encode()).hexdigest()
     return new_manifest(opts.result_options(args, precision), {"records": len(reader), "sha256": data.hexdigest()},
                         {"method": method, "folds": args.folds, "records": len(assignment), "sha256": split},

@@ -102,12 +102,14 @@ FULL_CHECK_BYTES = 1 << 30  # --cache_check auto hashes whole files when a sourc
 CACHE_CHECKS = ("auto", "fast", "full")
 
 
-def fingerprint_files(paths: Sequence[str | os.PathLike], check: str = "auto") -> str:
+def fingerprint_files(paths: Sequence[str | os.PathLike], check: str = "auto", where: bool = True) -> str:
     """Identity of a set of files for cache keys. For each file: its resolved name, size, modification time and
     inode, and a SHA-256 of its content — all of it (``check`` 'full'), or its first and last 4 KiB ('fast': two
     same-size files swapped with their times kept are told apart, an edit in the middle that keeps size, inode and
     modification time is not). 'auto' is 'full' when the files total at most ``FULL_CHECK_BYTES``. A file that
-    cannot be read contributes its error, so the key differs from any readable state."""
+    cannot be read contributes its error, so the key differs from any readable state. ``where`` False leaves out
+    name, time and inode — the identity of the content alone (the same data copied to another machine, mounted
+    again or moved keep it; the order of ``paths`` still counts)."""
     if check not in CACHE_CHECKS:
         raise ValueError(f"cache check must be one of {', '.join(CACHE_CHECKS)}, got {check!r}")
     stats = []
@@ -123,7 +125,8 @@ def fingerprint_files(paths: Sequence[str | os.PathLike], check: str = "auto") -
         try:
             if error is not None:
                 raise error
-            digest.update(f"{Path(path).resolve()}|{info.st_size}|{info.st_mtime_ns}|{info.st_ino}\n".encode())
+            place = f"{Path(path).resolve()}|{info.st_mtime_ns}|{info.st_ino}|" if where else ""
+            digest.update(f"{place}{info.st_size}\n".encode())
             if stat.S_ISREG(info.st_mode):
                 _hash_content(digest, path, info.st_size, full)
         except OSError as exc:
@@ -179,9 +182,9 @@ class Reader:
         replace one."""
         raise NotImplementedError
 
-    def fingerprint(self, check: str = "auto") -> str:
-        """Identity of the content (see :func:`fingerprint_files`): changes when the data change."""
-        return fingerprint_files(self.files(), check)
+    def fingerprint(self, check: str = "auto", where: bool = True) -> str:
+        """Identity of the files (see :func:`fingerprint_files`): changes when the data change."""
+        return fingerprint_files(self.files(), check, where)
 
     @property
     def location(self) -> str:

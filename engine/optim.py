@@ -23,7 +23,10 @@ def make_optimizer(parameters, recipe) -> torch.optim.Optimizer:
 
 
 class Schedule:
-    """Base: a PyTorch scheduler in ``self.scheduler``, stepped by the subclass at its own pace."""
+    """Base: a PyTorch scheduler in ``self.scheduler``, stepped by the subclass at its own pace. ``extendable``: a
+    run may be resumed with a larger ``nepoch`` (the epoch count does not shape the epochs already trained)."""
+
+    extendable = True
 
     def __init__(self, optimizer: torch.optim.Optimizer, recipe, steps_per_epoch: int):
         self.optimizer, self.recipe = optimizer, recipe
@@ -88,6 +91,8 @@ class PlateauSchedule(Schedule):
 class CosineSchedule(Schedule):
     """Linear warm-up over ``warmup_epochs``, then cosine decay to 0 at the end of ``nepoch``, stepped per step."""
 
+    extendable = False
+
     def build(self, optimizer, recipe, steps_per_epoch):
         return torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_with_warmup(
             round(recipe.warmup_epochs * steps_per_epoch), recipe.nepoch * steps_per_epoch))
@@ -99,6 +104,8 @@ class CosineSchedule(Schedule):
 class OneCycleSchedule(Schedule):
     """One cycle per step: up from lr_initial/25 to lr_initial over ``warmup_epochs``, then cosine down to
     lr_initial/25e4 at the end of ``nepoch`` (PyTorch's OneCycleLR)."""
+
+    extendable = False
 
     def build(self, optimizer, recipe, steps_per_epoch):
         share = min(max(recipe.warmup_epochs / max(recipe.nepoch, 1), 1e-3), 0.999)

@@ -102,6 +102,37 @@ def test_resume_with_a_changed_experiment_is_refused(cv_run, ptbxl, capsys, chan
     assert (run / "oof.csv").read_bytes() == before and json.loads((run / "run.json").read_text())["complete"]
 
 
+def test_resume_follows_the_content_not_where_it_lies(cv_run, ptbxl, tmp_path, capsys):
+    """The same records copied elsewhere (another path, inode and time: another machine, a new mount) are the same
+    experiment for --resume; one changed byte in a record file is not."""
+    tmp, old = cv_run
+    data, log = tmp_path / "ptbxl", tmp_path / "log"
+    shutil.copytree(ptbxl, data)  # copytree keeps times: touch them so only the content is the same
+    for path in data.rglob("*"):
+        os.utime(path, ns=(time.time_ns(), time.time_ns()))
+    shutil.copytree(old, log / old.name)
+    run = log / old.name
+    before = (run / "oof.csv").read_text()
+    argv = [*CV, "--input", str(data), "--log_dir", str(log), "--cache_dir", str(tmp / "cache"), "--resume"]
+    code, err = run_cli(train_interface, argv, tmp_path, capsys)
+    assert code == 0, err
+    assert (run / "oof.csv").read_text() == before  # nothing retrained: every fold was finished
+    signal_file = next(data.rglob("*.dat"))
+    content = bytearray(signal_file.read_bytes())
+    content[len(content) // 2] ^= 1
+    signal_file.write_bytes(bytes(content))
+    code, err = run_cli(train_interface, argv, tmp_path, capsys)
+    assert code == 2 and "--resume refused" in err and "the records" in err, err
+
+
+def test_one_cycle_and_cosine_runs_cannot_be_extended(ptbxl):
+    """The epoch count shapes every epoch of a cosine or one-cycle schedule, so it is part of the experiment; a step
+    schedule's is not (a run may be extended by --resume)."""
+    for scheduler, counts in (("cosine", True), ("onecycle", True), ("step", False)):
+        args = options.parse_train([*CV, "--input", str(ptbxl), "--scheduler", scheduler])
+        assert ("nepoch" in options.result_options(args, "fp32")) is counts, scheduler
+
+
 def test_fresh_run_into_an_old_cv_folder_needs_overwrite(cv_run, ptbxl, cinc, tmp_path, capsys):
     tmp, old = cv_run
     log = tmp_path / "log"
