@@ -11,9 +11,9 @@ PhysioNet/CinC 2021 records (an external set).
 Per row: the pooled out-of-fold MAE (each record predicted by the fold model that never saw it; with several seeds
 the mean of the per-seed MAEs), the external MAE of the fold ensemble, forward GFLOP per ECG at the model's input
 length, training seconds (the members' epochs) and ECG/s, inference ECG/s (batches of 8 from the cache). For every
-row against ``--reference``: the **paired** difference of both MAEs (row − reference; negative = better) with its 95% interval
-from a paired bootstrap over records (the same records resampled for both rows; each record's absolute error
-averaged over seeds) — a difference counts only when its interval excludes 0.
+row against ``--reference``: the **paired** difference of both MAEs (row − reference; negative = better) with its
+95% interval from a paired bootstrap over records (the same records resampled for both rows; each record's absolute
+error averaged over seeds) — a difference counts only when its interval excludes 0.
 
 Each row and seed is kept in ``--work``/results (with its per-record predictions), so a run given the same
 ``--work`` again after an interruption reuses what it has. The last line printed is one JSON object.
