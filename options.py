@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dataloader.formats import INPUT_FORMATS
 from dataloader.maic import MODES, label_csv, template_csv, test_folder, train_folder
 from dataloader.records import CACHE_CHECKS, fingerprint_files
 from dataloader.sources import CacheConfig, resolve_cache_dtype
@@ -77,9 +78,13 @@ def add_maic_test(p: argparse.ArgumentParser) -> None:
 
 
 def add_records(p: argparse.ArgumentParser, what: str) -> None:
-    g = p.add_argument_group("any format (HDF5, WFDB, PTB-XL, .npy folder, manifest CSV)")
+    g = p.add_argument_group("any format (HDF5, WFDB, PTB-XL, .npy folder, manifest CSV, DICOM, GE MUSE XML, HL7 "
+                             "aECG, Philips XML, SCP-ECG, EDF)")
     g.add_argument("--input", default=None, help=f"records to {what}: an HDF5 file or folder, a WFDB folder, a "
-                                                 f"PTB-XL root or database CSV, an .npy folder or a manifest CSV")
+                                                 f"PTB-XL root or database CSV, an .npy folder, a manifest CSV, or "
+                                                 f"clinical ECG files (one, or a folder of any mix)")
+    g.add_argument("--format", dest="input_format", default="auto", choices=INPUT_FORMATS,
+                   help="the format of --input (default: found from the path and the files' content)")
     g.add_argument("--fs", type=float, default=None, help="sampling rate of --input records whose format does not "
                                                           "store it (.npy); default 500 (MAIC)")
     g.add_argument("--ptbxl_rate", type=int, default=500, choices=(100, 500), help="PTB-XL records to read")

@@ -21,8 +21,8 @@ import pandas as pd
 from torch.utils.tensorboard import SummaryWriter
 
 import options as opts
+from dataloader.formats import open_reader
 from dataloader.labels import clean_id, male, read_any_labels, unique_labels
-from dataloader.records import open_reader
 from engine.runs import CURVES, HISTORY
 from models.checkpoint import load_bundle
 from utils import metrics

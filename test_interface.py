@@ -23,9 +23,10 @@ import pandas as pd
 
 import options as opts
 from dataloader.dataset import default_workers
+from dataloader.formats import open_reader
 from dataloader.labels import normalise_sex
 from dataloader.maic import MODES, assign_rows, read_template, template_ids
-from dataloader.records import NpyFolderReader, Reader, open_reader
+from dataloader.records import NpyFolderReader, Reader
 from dataloader.sources import apply_policy, duplicate_ids, implausible_outputs
 from engine.inference import InferenceConfig, predict_ensemble
 from engine.runs import run_folders, run_members
@@ -113,7 +114,7 @@ def run_records(args: argparse.Namespace, cfg: InferenceConfig) -> Path:
             f"; the run folders in {args.log_dir} are: {', '.join(map(str, found))}" if found else
             f" (there are no run folders in {args.log_dir})"))
     reader = open_reader(args.input, fs=args.fs, ptbxl_rate=args.ptbxl_rate, scale=args.input_scale,
-                         traces_dset=args.traces_dset, ids_dset=args.ids_dset)
+                         traces_dset=args.traces_dset, ids_dset=args.ids_dset, fmt=args.input_format)
     if len(reader) == 0:
         raise UserError(f"{args.input} holds no records")
     output = Path(args.output or PREDICTIONS)

@@ -24,8 +24,9 @@ import torch
 
 import options as opts
 from dataloader.dataset import ECGDataset, default_workers, eval_loader, sex_codes, train_loader
+from dataloader.formats import open_reader
 from dataloader.maic import dataset_csv_paths, maic_dataset_csvs, read_dataset_csv
-from dataloader.records import NpyFolderReader, Reader, open_reader
+from dataloader.records import NpyFolderReader, Reader
 from dataloader.sources import apply_policy, duplicate_ids, label_problems, open_source
 from dataloader.splits import DECADE_BINS, kfold_split, patient_split, strat_fold_split, stratified_split
 from engine.crossval import write_cross_validation
@@ -93,7 +94,8 @@ def training_reader(args: argparse.Namespace) -> Reader:
     """The labelled records to train on: the MAIC folder + label CSV of ``--mode``, or any ``--input``."""
     if args.input is not None:
         return open_reader(args.input, labels=args.labels, fs=args.fs, ptbxl_rate=args.ptbxl_rate,
-                           scale=args.input_scale, traces_dset=args.traces_dset, ids_dset=args.ids_dset)
+                           scale=args.input_scale, traces_dset=args.traces_dset, ids_dset=args.ids_dset,
+                           fmt=args.input_format)
     folder, labels = (Path(p) for p in opts.maic_training_paths(args))
     if not folder.is_dir() or not labels.is_file():
         raise UserError(f"no MAIC {args.mode} training data: looked for the folder {folder} and the label CSV "

@@ -36,7 +36,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import test_interface
 import train_interface
 from dataloader.dataset import ECGDataset, eval_loader
-from dataloader.records import open_reader
+from dataloader.formats import open_reader
 from dataloader.sources import CacheConfig, open_source_local
 from engine.inference import predict
 from engine.runs import CV_SUMMARY, HISTORY, MANIFEST, OOF, run_members

@@ -4,7 +4,7 @@ A reader is a table of records (``reader.table``: one row per record with ``id``
 carries — ``age``, ``sex`` ('M'/'F'), ``patient_id``, ...) plus ``load(i)`` that returns
 ``Record(id, signal float32 (12, N) in mV with leads I, II, III, aVR, aVL, aVF, V1–V6, fs, meta)``.
 Listing never reads signals, so building splits over 345k HDF5 exams costs only the id columns.
-Adding a format means adding a reader class and one line in :func:`open_reader`.
+Adding a format means adding a reader class and one line in :func:`dataloader.formats.open_reader`.
 
 Every file is untrusted. Declared sizes are checked before anything is read (the limits are in utils/bounds.py): a
 record may hold at most ``MAX_SAMPLES`` samples per lead and must be a regular file (a FIFO or a device is refused,
@@ -651,37 +651,3 @@ class ManifestReader(Reader):
         base = re.sub(r"\.(hea|dat|mat)$", "", path)
         signal, fs = read_wfdb(base, where=path)
         return Record(row["id"], signal, fs, self._meta(row))
-
-
-# --------------------------------------------------------------------------------------------------------------
-def open_reader(path: str | os.PathLike, labels: str | os.PathLike | None = None, fs: float | None = None,
-                ptbxl_rate: int = 500, scale: float = 1.0, traces_dset: str = "tracings",
-                ids_dset: str = "exam_id") -> Reader:
-    """Pick the reader for ``path``: an HDF5 file or folder of them, a PTB-XL root or database CSV, a folder of
-    .npy files, a folder of WFDB records, or a manifest CSV. ``labels`` joins a label CSV (MAIC or CODE-15%)."""
-    path = Path(path)
-    if not path.exists():
-        raise RecordError(str(path), "does not exist")
-    if path.is_file() and path.suffix.lower() in (".hdf5", ".h5"):
-        return HDF5Reader([path], labels=labels, fs=fs or 400.0, traces_dset=traces_dset, ids_dset=ids_dset,
-                          scale=scale)
-    if path.is_file() and path.suffix.lower() == ".csv":
-        columns = read_csv(path, nrows=0).columns
-        if "ecg_id" in columns and ("filename_hr" in columns or "filename_lr" in columns):
-            return PTBXLReader(path, rate=ptbxl_rate)
-        return ManifestReader(path, fs=fs, scale=scale)
-    if path.is_dir():
-        if (path / "ptbxl_database.csv").exists():
-            return PTBXLReader(path, rate=ptbxl_rate)
-        hdf5 = sorted([*path.glob("*.hdf5"), *path.glob("*.h5")], key=lambda p: natural_key(p.name))
-        if hdf5:
-            if labels is None and (path / "exams.csv").exists():
-                labels = path / "exams.csv"
-            return HDF5Reader(hdf5, labels=labels, fs=fs or 400.0, traces_dset=traces_dset, ids_dset=ids_dset,
-                              scale=scale)
-        if any(path.glob("*.npy")):
-            return NpyFolderReader(path, labels=labels, fs=fs or 500.0, scale=scale)
-        if any(path.rglob("*.hea")):
-            return WFDBFolderReader(path)
-        raise RecordError(str(path), "holds no .npy, .hdf5 or WFDB (.hea) records and no ptbxl_database.csv")
-    raise RecordError(str(path), "is not a folder, an HDF5 file or a CSV (manifest or PTB-XL database)")

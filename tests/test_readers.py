@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from dataloader.formats import open_reader
 from dataloader.records import (
     LEADS,
     HDF5Reader,
@@ -14,7 +15,6 @@ from dataloader.records import (
     PTBXLReader,
     RecordError,
     WFDBFolderReader,
-    open_reader,
 )
 
 

@@ -19,6 +19,7 @@ Resources (checked before anything is read or built, so that a small hostile fil
 * ``MAX_HDF5_ROWS`` tracings per HDF5 file and ``MAX_CHUNK_BYTES`` per HDF5 chunk (a chunk is decompressed whole);
 * ``MAX_CHECKPOINT_BYTES`` per checkpoint file, whose declared uncompressed size may exceed its size on disk by at
   most ``MAX_INFLATION`` (PyTorch stores tensors uncompressed: a larger ratio is a zip bomb);
+* ``MAX_ECG_FILE_BYTES`` per clinical ECG file (DICOM, XML, EDF, SCP-ECG), checked before it is opened;
 * ``MAX_PARAMETERS`` parameters and ``MAX_BLOCKS`` blocks per network, besides the per-argument bounds of each
   architecture (models/__init__.py).
 """
@@ -40,6 +41,7 @@ MAX_CHECKPOINT_BYTES = 8 << 30
 MAX_INFLATION = 2.0
 MAX_PARAMETERS = 500_000_000  # the seed networks have at most a few million; 500 M parameters are 2 GB of fp32
 MAX_BLOCKS = 64
+MAX_ECG_FILE_BYTES = 256 << 20  # one clinical ECG file (DICOM, XML, EDF, SCP); a 10-s 12-lead XML is about 1 MB
 
 
 def amplitude_mv(signal: np.ndarray) -> float:

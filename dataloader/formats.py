@@ -1,0 +1,82 @@
+"""Which reader reads an input: found from the path (a PTB-XL root, HDF5, .npy, WFDB, a manifest CSV) or, for
+clinical exports, from the files' content — or forced with ``--format``."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from utils.errors import RecordError
+from utils.io import read_csv
+
+from .clinical import CLINICAL_FORMATS, ClinicalReader, detect_format
+from .records import (
+    HDF5Reader,
+    ManifestReader,
+    NpyFolderReader,
+    PTBXLReader,
+    Reader,
+    WFDBFolderReader,
+    natural_key,
+)
+
+INPUT_FORMATS = ("auto", "ptbxl", "hdf5", "npy", "wfdb", "manifest", *CLINICAL_FORMATS)
+
+
+def open_reader(path: str | os.PathLike, labels: str | os.PathLike | None = None, fs: float | None = None,
+                ptbxl_rate: int = 500, scale: float = 1.0, traces_dset: str = "tracings",
+                ids_dset: str = "exam_id", fmt: str = "auto") -> Reader:
+    """Pick the reader for ``path``: an HDF5 file or folder of them, a PTB-XL root or database CSV, a folder of
+    .npy files, a folder of WFDB records, a manifest CSV, or clinical ECG files (DICOM, GE MUSE XML, HL7 aECG,
+    Philips XML, SCP-ECG, EDF; one file or a folder, found by content). ``labels`` joins a label CSV (MAIC or
+    CODE-15%). ``fmt`` (one of ``INPUT_FORMATS``) forces a format instead of finding it."""
+    path = Path(path)
+    if not path.exists():
+        raise RecordError(str(path), "does not exist")
+    if fmt not in INPUT_FORMATS:
+        raise RecordError(str(path), f"--format {fmt!r} is not one of {', '.join(INPUT_FORMATS)}")
+    if fmt != "auto":
+        return _forced(path, fmt, labels, fs, ptbxl_rate, scale, traces_dset, ids_dset)
+    if path.is_file() and path.suffix.lower() not in (".hdf5", ".h5", ".csv") and detect_format(path):
+        return ClinicalReader(path)
+    if path.is_file() and path.suffix.lower() in (".hdf5", ".h5"):
+        return HDF5Reader([path], labels=labels, fs=fs or 400.0, traces_dset=traces_dset, ids_dset=ids_dset,
+                          scale=scale)
+    if path.is_file() and path.suffix.lower() == ".csv":
+        columns = read_csv(path, nrows=0).columns
+        if "ecg_id" in columns and ("filename_hr" in columns or "filename_lr" in columns):
+            return PTBXLReader(path, rate=ptbxl_rate)
+        return ManifestReader(path, fs=fs, scale=scale)
+    if path.is_dir():
+        if (path / "ptbxl_database.csv").exists():
+            return PTBXLReader(path, rate=ptbxl_rate)
+        hdf5 = sorted([*path.glob("*.hdf5"), *path.glob("*.h5")], key=lambda p: natural_key(p.name))
+        if hdf5:
+            if labels is None and (path / "exams.csv").exists():
+                labels = path / "exams.csv"
+            return HDF5Reader(hdf5, labels=labels, fs=fs or 400.0, traces_dset=traces_dset, ids_dset=ids_dset,
+                              scale=scale)
+        if any(path.glob("*.npy")):
+            return NpyFolderReader(path, labels=labels, fs=fs or 500.0, scale=scale)
+        if any(path.rglob("*.hea")):
+            return WFDBFolderReader(path)
+        if any(detect_format(p) for p in path.rglob("*") if p.is_file()):
+            return ClinicalReader(path)
+        raise RecordError(str(path), f"holds no .npy, .hdf5, WFDB (.hea) or clinical ECG files "
+                                     f"({', '.join(CLINICAL_FORMATS)}) and no ptbxl_database.csv")
+    raise RecordError(str(path), "is not a folder, an HDF5 file, a CSV (manifest or PTB-XL database) or a clinical "
+                                 f"ECG file ({', '.join(CLINICAL_FORMATS)})")
+
+
+def _forced(path: Path, fmt: str, labels, fs, ptbxl_rate, scale, traces_dset, ids_dset) -> Reader:
+    """The reader ``--format`` names, whatever the files look like (they must still be of that format)."""
+    if fmt in CLINICAL_FORMATS:
+        return ClinicalReader(path, fmt)
+    if fmt == "hdf5":
+        files = sorted([*path.glob("*.hdf5"), *path.glob("*.h5")], key=lambda p: natural_key(p.name)) \
+            if path.is_dir() else [path]
+        return HDF5Reader(files, labels=labels, fs=fs or 400.0, traces_dset=traces_dset, ids_dset=ids_dset,
+                          scale=scale)
+    readers = {"ptbxl": lambda: PTBXLReader(path, rate=ptbxl_rate), "wfdb": lambda: WFDBFolderReader(path),
+               "npy": lambda: NpyFolderReader(path, labels=labels, fs=fs or 500.0, scale=scale),
+               "manifest": lambda: ManifestReader(path, fs=fs, scale=scale)}
+    return readers[fmt]()
