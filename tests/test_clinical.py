@@ -113,6 +113,34 @@ def muse_xml(signal: np.ndarray, fs: float, leads=("I", "II", "V1", "V2", "V3", 
             f"{''.join(lead_data)}</Waveform></RestingECG>").encode("latin-1")
 
 
+def aecg_xml(signal: np.ndarray, fs: float) -> bytes:
+    """An HL7 aECG document (the HL7 v3 Annotated ECG structure): a trial subject with birth time and sex, one
+    RHYTHM series whose sequence set holds the time sequence and one SLIST_PQ sequence per lead (MDC codes), digits
+    in µV."""
+    mdc = {"I": "I", "II": "II", "III": "III", "aVR": "AVR", "aVL": "AVL", "aVF": "AVF", "V1": "V1", "V2": "V2",
+           "V3": "V3", "V4": "V4", "V5": "V5", "V6": "V6"}
+    sequences = [f'<component><sequence><code code="TIME_ABSOLUTE" codeSystem="2.16.840.1.113883.5.4"/>'
+                 f'<value xsi:type="GLIST_TS"><head value="20220601090000.000"/><increment value="{1 / fs}" '
+                 f'unit="s"/></value></sequence></component>']
+    for name in LEADS:
+        digits = " ".join(str(v) for v in np.round(signal[LEADS.index(name)] * 1000).astype(int))
+        sequences.append(f'<component><sequence><code code="MDC_ECG_LEAD_{mdc[name]}" '
+                         f'codeSystem="2.16.840.1.113883.6.24"/><value xsi:type="SLIST_PQ"><origin value="0" '
+                         f'unit="uV"/><scale value="1" unit="uV"/><digits>{digits}</digits></value></sequence>'
+                         f'</component>')
+    return ('<?xml version="1.0" encoding="UTF-8"?><AnnotatedECG xmlns="urn:hl7-org:v3" '
+            'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><id root="1.2.3.4"/><code code="93000" '
+            'codeSystem="2.16.840.1.113883.6.12"/><effectiveTime><low value="20220601090000"/><high '
+            'value="20220601090010"/></effectiveTime><componentOf><timepointEvent><componentOf><subjectAssignment>'
+            '<subject><trialSubject><id extension="MRN0042"/><subjectDemographicPerson><name><family>Doe</family>'
+            '<given>Jane</given></name><administrativeGenderCode code="F" codeSystem="2.16.840.1.113883.5.1"/>'
+            '<birthTime value="19800101"/></subjectDemographicPerson></trialSubject></subject></subjectAssignment>'
+            '</componentOf></timepointEvent></componentOf><component><series><code code="RHYTHM" '
+            'codeSystem="2.16.840.1.113883.5.4"/><effectiveTime><low value="20220601090000"/></effectiveTime>'
+            f'<component><sequenceSet>{"".join(sequences)}</sequenceSet></component></series></component>'
+            '</AnnotatedECG>').encode()
+
+
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory) -> str:
     """The spec's ResNet1d fixture (real weights of the original implementation) as a checkpoint."""
@@ -133,7 +161,7 @@ def exports(source, tmp_path_factory):
     """The same records as WFDB (the reference), DICOM, EDF+ and GE MUSE XML, one folder per format, plus one
     folder that mixes them (names without extensions: found by content)."""
     root = tmp_path_factory.mktemp("exports")
-    folders = {name: root / name for name in ("wfdb", "dicom", "edf", "muse", "mixed")}
+    folders = {name: root / name for name in ("wfdb", "dicom", "edf", "muse", "aecg", "mixed")}
     for folder in folders.values():
         folder.mkdir()
     for i, (rid, signal) in enumerate(source):
@@ -143,20 +171,21 @@ def exports(source, tmp_path_factory):
         write_dicom(folders["dicom"] / f"{rid}.dcm", signal, 500.0)
         write_edf(folders["edf"] / f"{rid}.edf", signal, 500.0)
         (folders["muse"] / f"{rid}.xml").write_bytes(muse_xml(signal, 500.0))
+        (folders["aecg"] / f"{rid}.xml").write_bytes(aecg_xml(signal, 500.0))
         kind = ("dicom", "edf", "muse")[i % 3]
         shutil.copy(next(folders[kind].glob(f"{rid}.*")), folders["mixed"] / f"{rid}_export")
     return folders
 
 
 @pytest.mark.parametrize("kind,tolerance", [("dicom", DICOM_UV_PER_COUNT / 2000), ("edf", 0.0011),
-                                            ("muse", MUSE_UV_PER_BIT / 2000)])
+                                            ("muse", MUSE_UV_PER_BIT / 2000), ("aecg", 0.0005)])
 def test_each_format_reads_the_source_within_its_quantisation(exports, source, kind, tolerance):
     reader = open_reader(exports[kind])
     assert reader.format == "clinical" and set(reader.table["file_format"]) == {kind}
     assert list(reader.table["age"]) == [AGE] * 3 and list(reader.table["sex"]) == [SEX] * 3
     for index, (rid, signal) in enumerate(source):
         record = reader.load(index)
-        assert record.id == f"{rid}.{ {'dicom': 'dcm', 'edf': 'edf', 'muse': 'xml'}[kind]}"
+        assert record.id == f"{rid}.{ {'dicom': 'dcm', 'edf': 'edf', 'muse': 'xml', 'aecg': 'xml'}[kind]}"
         assert record.fs == 500.0 and record.signal.dtype == np.float32 and record.signal.shape == signal.shape
         measured = np.abs(record.signal[[0, 1, *range(6, 12)]] - signal[[0, 1, *range(6, 12)]]).max()
         assert measured <= tolerance + 1e-6, (kind, measured)
@@ -187,7 +216,7 @@ def test_mixed_folder_found_by_content_and_forced_format(exports):
 def test_same_age_whichever_format_holds_the_record_and_no_phi_leaves(exports, source, weights, tmp_path,
                                                                      capsys):
     ages = {}
-    for kind in ("wfdb", "dicom", "edf", "muse"):
+    for kind in ("wfdb", "dicom", "edf", "muse", "aecg"):
         out = tmp_path / f"{kind}.csv"
         code, err = run_cli(test_interface, ["--input", str(exports[kind]), "--weights", weights, "--output",
                                              str(out)], tmp_path, capsys)
@@ -197,7 +226,7 @@ def test_same_age_whichever_format_holds_the_record_and_no_phi_leaves(exports, s
         assert [Path(i).stem for i in table["ids"]] == [rid for rid, _ in source]
         for text in (out.read_text(), err):
             assert not any(word in text for word in PHI), (kind, text)
-    for kind in ("dicom", "edf", "muse"):
+    for kind in ("dicom", "edf", "muse", "aecg"):
         np.testing.assert_allclose(ages[kind], ages["wfdb"], atol=0.05)  # years, within quantisation
     cached = b"".join(p.read_bytes() for p in (tmp_path / "cache").rglob("*") if p.is_file())
     assert not any(word.encode() in cached for word in PHI)
