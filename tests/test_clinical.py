@@ -266,7 +266,8 @@ HOSTILE = {
 }
 
 
-@pytest.mark.parametrize("case", ["bomb", "external", "truncated_base64", "too_large", "short_dicom"])
+@pytest.mark.parametrize("case", ["bomb", "external", "philips_bomb", "philips_external", "truncated_base64",
+                                  "too_large", "short_dicom"])
 def test_hostile_files_end_in_the_bad_input_policy(case, source, weights, tmp_path, capsys, monkeypatch):
     signal = source[0][1]
     folder = tmp_path / "in"
@@ -277,6 +278,10 @@ def test_hostile_files_end_in_the_bad_input_policy(case, source, weights, tmp_pa
         document = muse_xml(signal, 500.0, doctype=HOSTILE[case]).decode("latin-1")
         entity = "&lol4;" if case == "bomb" else "&xxe;"
         bad.write_text(document.replace("<PatientAge>42", f"<PatientAge>{entity}42"), encoding="latin-1")
+    elif case.startswith("philips"):  # the Philips reader parses XML another way (xmltodict): refused there too
+        entity = "&lol4;" if case.endswith("bomb") else "&xxe;"
+        bad.write_text(f'<?xml version="1.0"?>{HOSTILE[case.split("_")[1]]}<restingecgdata><patient>{entity}'
+                       f'</patient></restingecgdata>')
     elif case == "truncated_base64":
         bad.write_bytes(muse_xml(signal, 500.0, payload="AAECAwQFBgcICQ"))  # not a whole number of samples
     elif case == "too_large":  # the bound lowered to just above the good file's size
