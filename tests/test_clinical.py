@@ -1,13 +1,15 @@
 """Hospital exports (issue: read the ECGs hospitals actually export): real PTB-XL records written by independent
-writers — pydicom (DICOM 12-lead ECG waveform storage), pyedflib (EDF+), GE MUSE XML built from its documented
-structure — read back through the clinical reader; format found by content; the same age whichever format holds a
-record; no patient identifier in any output; hostile files end in the bad-input policy."""
+writers — pydicom (DICOM 12-lead ECG waveform storage), pyedflib (EDF+), and GE MUSE XML, HL7 aECG, Philips Sierra
+XML and SCP-ECG built here from their documented structures — read back through the clinical reader; format found
+by content; the same age whichever format holds a record; no patient identifier in any output; hostile files end in
+the bad-input policy."""
 from __future__ import annotations
 
 import base64
 import datetime
 import json
 import shutil
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -141,6 +143,82 @@ def aecg_xml(signal: np.ndarray, fs: float) -> bytes:
             '</AnnotatedECG>').encode()
 
 
+PHILIPS_UV_PER_COUNT = 5.0
+
+
+def philips_xml(signal: np.ndarray, fs: float) -> bytes:
+    """A Philips Sierra ECG 1.04 document (its published schema): patient data with age in years and sex, signal
+    characteristics (resolution in µV per count) and the 12-lead rhythm as uncompressed base64 little-endian int16,
+    lead after lead."""
+    counts = np.round(signal * 1000 / PHILIPS_UV_PER_COUNT).astype("<i2")
+    data = base64.b64encode(counts.tobytes()).decode()
+    duration = int(round(signal.shape[1] / fs * 1000))
+    return (f'<?xml version="1.0" encoding="utf-8"?><restingecgdata><documentinfo><documenttype>SierraECG'
+            f'</documenttype><documentversion>1.04</documentversion></documentinfo><patient><generalpatientdata>'
+            f'<patientid>MRN0042</patientid><name><lastname>Doe</lastname><firstname>Jane</firstname></name><age>'
+            f'<years>{AGE}</years><dateofbirth>1980-01-01</dateofbirth></age><sex>Female</sex></generalpatientdata>'
+            f'</patient><dataacquisition date="2022-06-01" time="09:00:00"><signalcharacteristics><samplingrate>'
+            f'{int(fs)}</samplingrate><resolution>{PHILIPS_UV_PER_COUNT:g}</resolution><signalsigned>true'
+            f'</signalsigned><numberchannelsvalid>12</numberchannelsvalid><numberchannelsallocated>12'
+            f'</numberchannelsallocated></signalcharacteristics></dataacquisition><waveforms><parsedwaveforms '
+            f'durationperchannel="{duration}" samplespersecond="{int(fs)}" dataencoding="Base64" '
+            f'compression="Uncompressed" numberofleads="12" leadlabels="{" ".join(LEADS)}">{data}</parsedwaveforms>'
+            f'</waveforms></restingecgdata>').encode()
+
+
+SCP_NV_PER_COUNT = 5000
+SCP_LEAD_CODES = {"I": 1, "II": 2, "V1": 3, "V2": 4, "V3": 5, "V4": 6, "V5": 7, "V6": 8, "III": 61, "aVR": 62,
+                  "aVL": 63, "aVF": 64}  # EN 1064 lead identification
+
+
+def crc_ccitt(data: bytes) -> int:
+    """CRC-CCITT (polynomial 0x1021, initial 0xFFFF): SCP-ECG's checksum."""
+    crc = 0xFFFF
+    for byte in data:
+        crc ^= byte << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else crc << 1
+            crc &= 0xFFFF
+    return crc
+
+
+def scp_section(sid: int, body: bytes) -> bytes:
+    """An SCP-ECG section: CRC, id, length (header included, even), version 2.0, reserved ('SCPECG' in section 0)."""
+    body += b"\0" * (len(body) % 2)
+    rest = struct.pack("<HIBB6s", sid, 16 + len(body), 20, 20, b"SCPECG" if sid == 0 else b"\0" * 6) + body
+    return struct.pack("<H", crc_ccitt(rest)) + rest
+
+
+def write_scp(path: Path, signal: np.ndarray, fs: float) -> Path:
+    """SCP-ECG (EN 1064) written from the standard's structure: section 0 (pointers), 1 (patient tags: names, id,
+    age in years, sex, date), 3 (lead definition: 12 simultaneous leads), 6 (rhythm data: uncompressed int16 at
+    5000 nV per count, no Huffman table — section 2 absent)."""
+    counts = np.round(signal * 1e6 / SCP_NV_PER_COUNT).astype("<i2")
+    tags = [(0, b"Doe\0"), (1, b"Jane\0"), (2, b"MRN0042\0"), (4, struct.pack("<HB", AGE, 1)),
+            (5, struct.pack("<HBB", 1980, 1, 1)), (8, bytes([2 if SEX == "F" else 1])),
+            (25, struct.pack("<HBB", 2022, 6, 1)), (26, bytes([9, 0, 0]))]
+    section1 = b"".join(struct.pack("<BH", tag, len(value)) + value for tag, value in tags) + b"\xff\0\0"
+    section3 = bytes([12, 0x04 | (12 << 3)]) + b"".join(
+        struct.pack("<IIB", 1, signal.shape[1], SCP_LEAD_CODES[name]) for name in LEADS)
+    section6 = struct.pack("<HHBB", SCP_NV_PER_COUNT, int(round(1e6 / fs)), 0, 0) + \
+        b"".join(struct.pack("<H", row.nbytes) for row in counts) + counts.tobytes()
+    sections = {1: scp_section(1, section1), 3: scp_section(3, section3), 6: scp_section(6, section6)}
+    pointer_bytes = 16 + 12 * 10
+    start, table = 7 + pointer_bytes, [(0, pointer_bytes, 7)]
+    for sid in range(1, 12):
+        if sid in sections:
+            table.append((sid, len(sections[sid]), start))
+            start += len(sections[sid])
+        else:
+            table.append((sid, 0, 0))
+    section0 = scp_section(0, b"".join(struct.pack("<HII", *entry) for entry in table))
+    rest = section0 + b"".join(sections[sid] for sid in sorted(sections))
+    size = 6 + len(rest)
+    body = struct.pack("<I", size) + rest
+    path.write_bytes(struct.pack("<H", crc_ccitt(body)) + body)
+    return path
+
+
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory) -> str:
     """The spec's ResNet1d fixture (real weights of the original implementation) as a checkpoint."""
@@ -161,7 +239,7 @@ def exports(source, tmp_path_factory):
     """The same records as WFDB (the reference), DICOM, EDF+ and GE MUSE XML, one folder per format, plus one
     folder that mixes them (names without extensions: found by content)."""
     root = tmp_path_factory.mktemp("exports")
-    folders = {name: root / name for name in ("wfdb", "dicom", "edf", "muse", "aecg", "mixed")}
+    folders = {name: root / name for name in ("wfdb", "dicom", "edf", "muse", "aecg", "philips", "scp", "mixed")}
     for folder in folders.values():
         folder.mkdir()
     for i, (rid, signal) in enumerate(source):
@@ -172,20 +250,24 @@ def exports(source, tmp_path_factory):
         write_edf(folders["edf"] / f"{rid}.edf", signal, 500.0)
         (folders["muse"] / f"{rid}.xml").write_bytes(muse_xml(signal, 500.0))
         (folders["aecg"] / f"{rid}.xml").write_bytes(aecg_xml(signal, 500.0))
+        (folders["philips"] / f"{rid}.xml").write_bytes(philips_xml(signal, 500.0))
+        write_scp(folders["scp"] / f"{rid}.scp", signal, 500.0)
         kind = ("dicom", "edf", "muse")[i % 3]
         shutil.copy(next(folders[kind].glob(f"{rid}.*")), folders["mixed"] / f"{rid}_export")
     return folders
 
 
 @pytest.mark.parametrize("kind,tolerance", [("dicom", DICOM_UV_PER_COUNT / 2000), ("edf", 0.0011),
-                                            ("muse", MUSE_UV_PER_BIT / 2000), ("aecg", 0.0005)])
+                                            ("muse", MUSE_UV_PER_BIT / 2000), ("aecg", 0.0005),
+                                            ("philips", PHILIPS_UV_PER_COUNT / 2000),
+                                            ("scp", SCP_NV_PER_COUNT / 2e6)])
 def test_each_format_reads_the_source_within_its_quantisation(exports, source, kind, tolerance):
     reader = open_reader(exports[kind])
     assert reader.format == "clinical" and set(reader.table["file_format"]) == {kind}
     assert list(reader.table["age"]) == [AGE] * 3 and list(reader.table["sex"]) == [SEX] * 3
     for index, (rid, signal) in enumerate(source):
         record = reader.load(index)
-        assert record.id == f"{rid}.{ {'dicom': 'dcm', 'edf': 'edf', 'muse': 'xml', 'aecg': 'xml'}[kind]}"
+        assert record.id == f"{rid}.{ {'dicom': 'dcm', 'edf': 'edf', 'scp': 'scp'}.get(kind, 'xml')}"
         assert record.fs == 500.0 and record.signal.dtype == np.float32 and record.signal.shape == signal.shape
         measured = np.abs(record.signal[[0, 1, *range(6, 12)]] - signal[[0, 1, *range(6, 12)]]).max()
         assert measured <= tolerance + 1e-6, (kind, measured)
@@ -216,7 +298,7 @@ def test_mixed_folder_found_by_content_and_forced_format(exports):
 def test_same_age_whichever_format_holds_the_record_and_no_phi_leaves(exports, source, weights, tmp_path,
                                                                      capsys):
     ages = {}
-    for kind in ("wfdb", "dicom", "edf", "muse", "aecg"):
+    for kind in ("wfdb", "dicom", "edf", "muse", "aecg", "philips", "scp"):
         out = tmp_path / f"{kind}.csv"
         code, err = run_cli(test_interface, ["--input", str(exports[kind]), "--weights", weights, "--output",
                                              str(out)], tmp_path, capsys)
@@ -226,7 +308,7 @@ def test_same_age_whichever_format_holds_the_record_and_no_phi_leaves(exports, s
         assert [Path(i).stem for i in table["ids"]] == [rid for rid, _ in source]
         for text in (out.read_text(), err):
             assert not any(word in text for word in PHI), (kind, text)
-    for kind in ("dicom", "edf", "muse", "aecg"):
+    for kind in ("dicom", "edf", "muse", "aecg", "philips", "scp"):
         np.testing.assert_allclose(ages[kind], ages["wfdb"], atol=0.05)  # years, within quantisation
     cached = b"".join(p.read_bytes() for p in (tmp_path / "cache").rglob("*") if p.is_file())
     assert not any(word.encode() in cached for word in PHI)
