@@ -1,5 +1,5 @@
 """Clinical readers measured: for each format, real PTB-XL records written by an independent writer (the writers of
-tests/test_clinical.py: pydicom, pyedflib, the GE MUSE and HL7 aECG document structures) and read back by each
+tests/test_clinical.py: pydicom, pyedflib, the GE MUSE, HL7 aECG, Philips and SCP-ECG structures) and read back by each
 candidate library — ms per file and the largest amplitude error against the source (mV), side by side in one run.
 
     python bench/readers.py --records 20
@@ -25,7 +25,7 @@ from dataloader.records import read_wfdb
 from utils.paths import ROOT
 
 sys.path.insert(0, str(ROOT / "tests"))
-from test_clinical import aecg_xml, muse_xml, write_dicom, write_edf  # noqa: E402  (the tests' writers)
+from test_clinical import aecg_xml, muse_xml, philips_xml, write_dicom, write_edf, write_scp  # noqa: E402  (the tests' writers)
 
 SHARED = ROOT.parent / "shared" / "data" / "ptbxl"
 
@@ -50,7 +50,8 @@ def ecgdatakit_read(path: Path) -> np.ndarray:
 
 CANDIDATES = {"dicom": {"ecgdatakit": ecgdatakit_read, "pydicom": pydicom_read},
               "edf": {"ecgdatakit": ecgdatakit_read, "pyedflib": pyedflib_read},
-              "muse": {"ecgdatakit": ecgdatakit_read}, "aecg": {"ecgdatakit": ecgdatakit_read}}
+              "muse": {"ecgdatakit": ecgdatakit_read}, "aecg": {"ecgdatakit": ecgdatakit_read},
+              "philips": {"ecgdatakit": ecgdatakit_read}, "scp": {"ecgdatakit": ecgdatakit_read}}
 
 
 def write(kind: str, folder: Path, rid: str, signal: np.ndarray) -> Path:
@@ -58,8 +59,10 @@ def write(kind: str, folder: Path, rid: str, signal: np.ndarray) -> Path:
         return write_dicom(folder / f"{rid}.dcm", signal, 500.0)
     if kind == "edf":
         return write_edf(folder / f"{rid}.edf", signal, 500.0)
+    if kind == "scp":
+        return write_scp(folder / f"{rid}.scp", signal, 500.0)
     path = folder / f"{rid}.xml"
-    path.write_bytes(muse_xml(signal, 500.0) if kind == "muse" else aecg_xml(signal, 500.0))
+    path.write_bytes({"muse": muse_xml, "aecg": aecg_xml, "philips": philips_xml}[kind](signal, 500.0))
     return path
 
 
@@ -77,6 +80,7 @@ def main(argv=None) -> dict:
             folder.mkdir()
             files = {rid: write(kind, folder, rid, signal) for rid, signal in sources.items()}
             for name, read in readers.items():
+                read(next(iter(files.values())))  # warm-up: imports and parser discovery are not per-file costs
                 started, error = time.perf_counter(), 0.0
                 for rid, path in files.items():
                     signal = read(path)

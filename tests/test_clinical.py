@@ -349,7 +349,7 @@ HOSTILE = {
 
 
 @pytest.mark.parametrize("case", ["bomb", "external", "philips_bomb", "philips_external", "truncated_base64",
-                                  "too_large", "short_dicom"])
+                                  "too_large", "short_dicom", "short_scp"])
 def test_hostile_files_end_in_the_bad_input_policy(case, source, weights, tmp_path, capsys, monkeypatch):
     signal = source[0][1]
     folder = tmp_path / "in"
@@ -370,7 +370,8 @@ def test_hostile_files_end_in_the_bad_input_policy(case, source, weights, tmp_pa
         bad.write_bytes(muse_xml(signal, 500.0) + b"<!--" + b" " * 100_000 + b"-->")
         monkeypatch.setattr(clinical, "MAX_ECG_FILE_BYTES", (folder / "good.xml").stat().st_size + 1)
     else:
-        bad = write_dicom(folder / "bad.dcm", signal, 500.0)
+        bad = write_dicom(folder / "bad.dcm", signal, 500.0) if case == "short_dicom" else \
+            write_scp(folder / "bad.scp", signal, 500.0)
         content = bad.read_bytes()
         bad.write_bytes(content[: len(content) // 2])  # declares 5000 samples, holds half
     out = tmp_path / "p.csv"
