@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import datetime
 import json
+import resource
 import shutil
 import struct
 from pathlib import Path
@@ -189,7 +190,7 @@ def scp_section(sid: int, body: bytes) -> bytes:
     return struct.pack("<H", crc_ccitt(rest)) + rest
 
 
-def write_scp(path: Path, signal: np.ndarray, fs: float) -> Path:
+def write_scp(path: Path, signal: np.ndarray, fs: float, declared: int | None = None) -> Path:
     """SCP-ECG (EN 1064) written from the standard's structure: section 0 (pointers), 1 (patient tags: names, id,
     age in years, sex, date), 3 (lead definition: 12 simultaneous leads), 6 (rhythm data: uncompressed int16 at
     5000 nV per count, no Huffman table — section 2 absent)."""
@@ -199,7 +200,7 @@ def write_scp(path: Path, signal: np.ndarray, fs: float) -> Path:
             (25, struct.pack("<HBB", 2022, 6, 1)), (26, bytes([9, 0, 0]))]
     section1 = b"".join(struct.pack("<BH", tag, len(value)) + value for tag, value in tags) + b"\xff\0\0"
     section3 = bytes([12, 0x04 | (12 << 3)]) + b"".join(
-        struct.pack("<IIB", 1, signal.shape[1], SCP_LEAD_CODES[name]) for name in LEADS)
+        struct.pack("<IIB", 1, declared or signal.shape[1], SCP_LEAD_CODES[name]) for name in LEADS)
     section6 = struct.pack("<HHBB", SCP_NV_PER_COUNT, int(round(1e6 / fs)), 0, 0) + \
         b"".join(struct.pack("<H", row.nbytes) for row in counts) + counts.tobytes()
     sections = {1: scp_section(1, section1), 3: scp_section(3, section3), 6: scp_section(6, section6)}
@@ -349,7 +350,7 @@ HOSTILE = {
 
 
 @pytest.mark.parametrize("case", ["bomb", "external", "philips_bomb", "philips_external", "truncated_base64",
-                                  "too_large", "short_dicom", "short_scp"])
+                                  "too_large", "short_dicom", "short_scp", "scp_declares_2e9_samples"])
 def test_hostile_files_end_in_the_bad_input_policy(case, source, weights, tmp_path, capsys, monkeypatch):
     signal = source[0][1]
     folder = tmp_path / "in"
@@ -369,6 +370,8 @@ def test_hostile_files_end_in_the_bad_input_policy(case, source, weights, tmp_pa
     elif case == "too_large":  # the bound lowered to just above the good file's size
         bad.write_bytes(muse_xml(signal, 500.0) + b"<!--" + b" " * 100_000 + b"-->")
         monkeypatch.setattr(clinical, "MAX_ECG_FILE_BYTES", (folder / "good.xml").stat().st_size + 1)
+    elif case == "scp_declares_2e9_samples":  # read within the file's own bytes, never allocated as declared
+        bad = write_scp(folder / "bad.scp", signal, 500.0, declared=2_000_000_000)
     else:
         bad = write_dicom(folder / "bad.dcm", signal, 500.0) if case == "short_dicom" else \
             write_scp(folder / "bad.scp", signal, 500.0)
@@ -376,7 +379,9 @@ def test_hostile_files_end_in_the_bad_input_policy(case, source, weights, tmp_pa
         bad.write_bytes(content[: len(content) // 2])  # declares 5000 samples, holds half
     out = tmp_path / "p.csv"
     argv = ["--input", str(folder), "--weights", weights, "--output", str(out)]
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     code, err = run_cli(test_interface, argv, tmp_path, capsys)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak < 512 * 1024  # KiB: bounded memory
     assert code == 2 and bad.name in err and not out.exists(), err
     assert "root:" not in err  # /etc/passwd never read into anything
     if case == "too_large":
