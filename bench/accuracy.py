@@ -1,7 +1,8 @@
 """Accuracy per unit of compute, side by side in one run, precise enough to decide: each row (a recipe, or the
 modern recipe with one option changed) trained with K-fold patient-level cross-validation on the real PTB-XL
 records of ../shared/data — every row and seed on the same folds — and its fold ensemble tested on the
-PhysioNet/CinC 2021 records (an external set).
+PhysioNet/CinC 2021 records (an external set). With several seeds, the seeds' models averaged (a seeds × folds
+ensemble) are reported too, with their compute.
 
     python bench/accuracy.py                                   # maic, lima, modern, baseline: 5 folds, 1 seed
     python bench/accuracy.py --rows modern baseline modern_ema_bn modern_avg_pool --seeds 2 --work bench/results/acc
@@ -165,6 +166,7 @@ def measure(row: str, seed: int, args, work: Path) -> dict:
               "train_ecg_per_s": cv["pooled"]["n"] * (args.folds - 1) / args.folds * len(members) * epochs
                                  / seconds,
               "oof": dict(zip(oof["id"], (oof["predicted_age"] - oof["age"]).abs())),
+              "oof_age": dict(zip(oof["id"], oof["predicted_age"])), "oof_truth": dict(zip(oof["id"], oof["age"])),
               "external": external.to_dict(), **cost(members[0], args, work)}
     write_json(saved, result)  # atomic: an interruption never leaves a truncated file for the next run to read
     print(f"{row} seed {seed}: CV MAE {result['cv_mae']:.2f}, {seconds:.0f} s", file=sys.stderr, flush=True)
@@ -192,6 +194,17 @@ def absolute_errors(runs: dict, key: str, truth: pd.Series | None = None) -> pd.
     return pd.DataFrame(columns)
 
 
+def seed_ensemble(seeds: list[dict], truth: pd.Series) -> dict:
+    """The seeds' models averaged: out-of-fold (each record by every seed's model of the fold that never saw it)
+    and external (every seed's fold ensemble) MAE, and the GFLOP per ECG of the whole ensemble."""
+    oof = pd.concat([pd.Series(s["oof_age"]) for s in seeds], axis=1).mean(axis=1)
+    ages = pd.Series(seeds[0]["oof_truth"]).reindex(oof.index)
+    external = pd.concat([pd.Series(s["external"]) for s in seeds], axis=1).mean(axis=1)
+    return {"cv_mae": float((oof - ages).abs().mean()),
+            "external_mae": float((external - truth).abs().dropna().mean()),
+            "gflop_per_ecg": sum(s["gflop_per_ecg"] * s["members"] for s in seeds)}
+
+
 def summarise(runs: dict, truth: pd.Series, args) -> dict:
     oof, external = absolute_errors(runs, "oof"), absolute_errors(runs, "external", truth)
     out = {}
@@ -204,6 +217,8 @@ def summarise(runs: dict, truth: pd.Series, args) -> dict:
                  "train_seconds": float(np.mean([s["train_seconds"] for s in seeds])),
                  "train_ecg_per_s": float(np.mean([s["train_ecg_per_s"] for s in seeds])),
                  "infer_ecg_per_s": float(np.mean([s["infer_ecg_per_s"] for s in seeds]))}
+        if len(seeds) > 1 and all("oof_age" in s for s in seeds):
+            entry["seed_ensemble"] = seed_ensemble(seeds, truth)
         if row != args.reference:
             entry["vs_reference"] = {"reference": args.reference,
                                      "cv": paired(oof, row, args.reference, args.n_boot),

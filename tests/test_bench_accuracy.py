@@ -32,3 +32,19 @@ def test_accuracy_benchmark_quick(ptbxl, cinc, tmp_path, capsys):
     assert paired["n"] == 349 and abs(paired["diff"] - expected) < 1e-12
     assert paired["ci95"][0] <= paired["diff"] <= paired["ci95"][1]
     assert abs(rows["baseline"]["cv_mae"] - rows["modern"]["cv_mae"] - expected) < 1e-9
+
+
+def test_seed_ensemble_averages_the_seeds_predictions():
+    """Two seeds whose errors cancel: their ensemble is exact where each alone is 2 years off."""
+    import pandas as pd
+
+    spec = importlib.util.spec_from_file_location("bench_accuracy", ROOT / "bench" / "accuracy.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    truth = {"a": 50.0, "b": 70.0}
+    seeds = [{"oof_age": {"a": 52.0, "b": 68.0}, "oof_truth": truth, "external": {"x": 41.0, "y": 60.0},
+              "gflop_per_ecg": 0.2, "members": 5},
+             {"oof_age": {"a": 48.0, "b": 72.0}, "oof_truth": truth, "external": {"x": 39.0, "y": 62.0},
+              "gflop_per_ecg": 0.2, "members": 5}]
+    result = bench.seed_ensemble(seeds, pd.Series({"x": 40.0, "y": 64.0, "z": 30.0}))
+    assert result["cv_mae"] == 0.0 and result["external_mae"] == 1.5 and abs(result["gflop_per_ecg"] - 2.0) < 1e-12
