@@ -291,6 +291,8 @@ def test_mixed_folder_found_by_content_and_forced_format(exports):
     reader = open_reader(exports["mixed"])
     assert sorted(reader.table["file_format"]) == ["dicom", "edf", "muse"]
     assert all(reader.load(i).signal.shape == (12, 5000) for i in range(3))
+    single = open_reader(next(exports["dicom"].glob("*.dcm")))  # one file: its name is its id
+    assert len(single) == 1 and single.ids[0].endswith(".dcm") and single.load(0).signal.shape == (12, 5000)
     forced = open_reader(exports["mixed"], fmt="dicom")  # every file read as DICOM: two are bad records
     errors = forced.table.set_index("file_format")["error"]
     assert errors.notna().sum() == 2 and "cannot be read as dicom" in " ".join(errors.dropna())
