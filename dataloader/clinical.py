@@ -19,6 +19,7 @@ of the library is a ``RecordError`` naming the file — the bad-input policy dec
 """
 from __future__ import annotations
 
+import functools
 import os
 import re
 import warnings
@@ -32,18 +33,20 @@ from utils.errors import RecordError
 from utils.io import regular_file
 
 from .labels import normalise_sex
-from .records import LEADS, Reader, Record, check_length, natural_key, standard_leads
+from .records import LEADS, VOLT_TO_MV, Reader, Record, check_length, natural_key, standard_leads
 
 # format name (--format) → the ecgdatakit parser that reads it
 CLINICAL_FORMATS = {"dicom": "DICOMWaveformParser", "muse": "GEMuseXMLParser", "aecg": "HL7aECGParser",
                     "philips": "SierraXMLParser", "scp": "SCPECGParser", "edf": "EDFParser"}
 _SNIFF_BYTES = 4096
 _MESSAGE_CHARS = 200  # a library message is cut here: it may quote the file, and must never carry a whole field
-_UNIT_TO_MV = {"mv": 1.0, "uv": 1e-3, "v": 1e3, "nv": 1e-6}  # a lead without a unit is refused, not assumed mV
+_UNIT_TO_MV = {**VOLT_TO_MV, "nv": 1e-6}  # a lead without a unit is refused, not assumed mV
+_CANONICAL = {name.upper(): name for name in LEADS}
 _DERIVED = {"III": lambda i, ii: ii - i, "aVR": lambda i, ii: -(i + ii) / 2, "aVL": lambda i, ii: i - ii / 2,
             "aVF": lambda i, ii: ii - i / 2}
 
 
+@functools.cache
 def _parsers() -> dict:
     """format name → ecgdatakit parser class (imported on first use: the other readers never need it)."""
     from ecgdatakit.parsing.parser import FileParser
@@ -125,7 +128,7 @@ def _millivolts(lead, path: str, fmt: str) -> np.ndarray:
             raise RecordError(path, f"lead {_quiet(lead.label)!r} has no voltage scale in this {fmt} file: its "
                                     f"amplitudes cannot be read as mV")
         lead = lead.to_physical()
-    unit = str(lead.units).strip().lower().replace("µ", "u").replace("μ", "u")
+    unit = str(lead.units).strip().lower()
     if unit not in _UNIT_TO_MV:
         raise RecordError(path, f"lead {_quiet(lead.label)!r} is in {_quiet(lead.units)!r}, not a voltage unit")
     return np.asarray(lead.samples, dtype=np.float64) * _UNIT_TO_MV[unit]
@@ -134,14 +137,14 @@ def _millivolts(lead, path: str, fmt: str) -> np.ndarray:
 def _lead_name(label: str, path: str) -> str:
     """The standard name of a lead label; the library marks a repeated label 'II_2': a duplicated lead."""
     repeated = re.fullmatch(r"(.+)_(\d+)", label)
-    if repeated and repeated.group(1).upper() in {name.upper() for name in LEADS}:
+    if repeated and repeated.group(1).upper() in _CANONICAL:
         raise RecordError(path, f"names lead {repeated.group(1)} more than once; which one is meant is unknown")
     key = label.strip()
     for prefix in ("ecg lead ", "ecg ", "lead "):
         if key.lower().startswith(prefix):
             key = key[len(prefix):].strip()
             break
-    return {name.upper(): name for name in LEADS}.get(key.upper(), key)
+    return _CANONICAL.get(key.upper(), key)
 
 
 def to_signal(parsed: _Parsed, path: str) -> np.ndarray:

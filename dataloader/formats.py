@@ -36,8 +36,6 @@ def open_reader(path: str | os.PathLike, labels: str | os.PathLike | None = None
         raise RecordError(str(path), f"--format {fmt!r} is not one of {', '.join(INPUT_FORMATS)}")
     if fmt != "auto":
         return _forced(path, fmt, labels, fs, ptbxl_rate, scale, traces_dset, ids_dset)
-    if path.is_file() and path.suffix.lower() not in (".hdf5", ".h5", ".csv") and detect_format(path):
-        return ClinicalReader(path)
     if path.is_file() and path.suffix.lower() in (".hdf5", ".h5"):
         return HDF5Reader([path], labels=labels, fs=fs or 400.0, traces_dset=traces_dset, ids_dset=ids_dset,
                           scale=scale)
@@ -46,10 +44,12 @@ def open_reader(path: str | os.PathLike, labels: str | os.PathLike | None = None
         if "ecg_id" in columns and ("filename_hr" in columns or "filename_lr" in columns):
             return PTBXLReader(path, rate=ptbxl_rate)
         return ManifestReader(path, fs=fs, scale=scale)
+    if path.is_file() and detect_format(path):
+        return ClinicalReader(path)
     if path.is_dir():
         if (path / "ptbxl_database.csv").exists():
             return PTBXLReader(path, rate=ptbxl_rate)
-        hdf5 = sorted([*path.glob("*.hdf5"), *path.glob("*.h5")], key=lambda p: natural_key(p.name))
+        hdf5 = _hdf5_files(path)
         if hdf5:
             if labels is None and (path / "exams.csv").exists():
                 labels = path / "exams.csv"
@@ -67,15 +67,17 @@ def open_reader(path: str | os.PathLike, labels: str | os.PathLike | None = None
                                  f"ECG file ({', '.join(CLINICAL_FORMATS)})")
 
 
+def _hdf5_files(folder: Path) -> list[Path]:
+    return sorted([*folder.glob("*.hdf5"), *folder.glob("*.h5")], key=lambda p: natural_key(p.name))
+
+
 def _forced(path: Path, fmt: str, labels, fs, ptbxl_rate, scale, traces_dset, ids_dset) -> Reader:
     """The reader ``--format`` names, whatever the files look like (they must still be of that format)."""
     if fmt in CLINICAL_FORMATS:
         return ClinicalReader(path, fmt)
     if fmt == "hdf5":
-        files = sorted([*path.glob("*.hdf5"), *path.glob("*.h5")], key=lambda p: natural_key(p.name)) \
-            if path.is_dir() else [path]
-        return HDF5Reader(files, labels=labels, fs=fs or 400.0, traces_dset=traces_dset, ids_dset=ids_dset,
-                          scale=scale)
+        return HDF5Reader(_hdf5_files(path) if path.is_dir() else [path], labels=labels, fs=fs or 400.0,
+                          traces_dset=traces_dset, ids_dset=ids_dset, scale=scale)
     readers = {"ptbxl": lambda: PTBXLReader(path, rate=ptbxl_rate), "wfdb": lambda: WFDBFolderReader(path),
                "npy": lambda: NpyFolderReader(path, labels=labels, fs=fs or 500.0, scale=scale),
                "manifest": lambda: ManifestReader(path, fs=fs, scale=scale)}

@@ -46,7 +46,8 @@ from .labels import (
 
 LEADS = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
 _LEAD_KEYS = {name.upper(): i for i, name in enumerate(LEADS)}
-_UNIT_TO_MV = {"mv": 1.0, "uv": 1e-3, "µv": 1e-3, "μv": 1e-3, "v": 1e3, "nu": 1.0, "": 1.0}
+VOLT_TO_MV = {"mv": 1.0, "uv": 1e-3, "µv": 1e-3, "μv": 1e-3, "v": 1e3}  # a voltage unit (lower case) → mV
+_UNIT_TO_MV = {**VOLT_TO_MV, "nu": 1.0, "": 1.0}  # WFDB: a signal without a unit is in mV
 READER_VERSION = 3  # bump when a reader's output for the same file changes: preprocessing caches become stale
 
 
