@@ -160,7 +160,7 @@ def to_signal(parsed: _Parsed, path: str) -> np.ndarray:
     if len(set(lengths.values())) > 1:
         raise RecordError(path, "has leads of different lengths (" +
                           ", ".join(f"{k} {v}" for k, v in lengths.items()) + ")")
-    names = list(leads)
+    names = [name for name in leads if name in LEADS]  # leads beyond the 12 (V7, V4R, ...) are not used
     stacked = np.stack([np.asarray(leads[n], dtype=np.float64) for n in names]) if names else np.zeros((0, 0))
     return standard_leads(stacked, names, path).astype(np.float32)
 

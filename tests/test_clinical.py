@@ -343,6 +343,13 @@ def test_missing_and_duplicated_leads_are_bad_records_naming_what_they_have(sour
     assert "names lead II more than once" in messages["twice.dcm"]
 
 
+def test_leads_beyond_the_twelve_are_left_out_whatever_their_length():
+    leads = {name: np.full(1000, i / 10) for i, name in enumerate(LEADS)}
+    leads["V7"] = np.zeros(600)  # a 13th lead of another length (a Holter or a 15-lead export)
+    signal = clinical.to_signal(clinical._Parsed(leads, 500.0, None, None), "f.xml")
+    assert signal.shape == (12, 1000) and np.allclose(signal[:, 0], np.arange(12) / 10)
+
+
 HOSTILE = {
     "bomb": '<!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">'
             '<!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">'
