@@ -24,6 +24,7 @@ from dataloader.formats import INPUT_FORMATS
 from dataloader.maic import MODES, label_csv, template_csv, test_folder, train_folder
 from dataloader.records import CACHE_CHECKS, fingerprint_files
 from dataloader.sources import CacheConfig, resolve_cache_dtype
+from engine.explain import DEFAULT_METHOD, METHODS
 from engine.inference import InferenceConfig
 from engine.optim import SCHEDULES
 from engine.recipes import RECIPES, Recipe
@@ -222,6 +223,32 @@ def add_inference(p: argparse.ArgumentParser) -> None:
                    help="inference batch (default: 32 on GPUs, 8 on CPUs)")
 
 
+def interval_level(text: str) -> float:
+    try:
+        level = float(text)
+    except ValueError:
+        level = math.nan
+    if not 0.0 < level < 1.0:
+        raise argparse.ArgumentTypeError(f"an interval level is a probability between 0 and 1 (e.g. 0.9), "
+                                         f"got {text!r}")
+    return level
+
+
+def add_trust_outputs(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("intervals and explanations (--input)")
+    g.add_argument("--interval", type=interval_level, default=None, metavar="LEVEL",
+                   help="add columns lower,upper: a calibrated interval holding the age with probability LEVEL "
+                        "(e.g. 0.9), from the model's held-out residuals (split conformal)")
+    g.add_argument("--explain", default=None, metavar="DIR",
+                   help="write DIR/lead_importance.csv (each lead's share of the attribution) and DIR/<id>.png (the "
+                        "12-lead ECG shaded by attribution)")
+    g.add_argument("--explain_method", default=DEFAULT_METHOD, choices=METHODS,
+                   help="attribution method (captum); the default is the one the deletion test measured more "
+                        "faithful (bench/README.md)")
+    g.add_argument("--explain_figures", type=int, default=None, metavar="N",
+                   help="draw the figure of the first N explained records only (default: every one)")
+
+
 def add_on_bad(p: argparse.ArgumentParser, choices: tuple[str, ...]) -> None:
     p.add_argument("--on_bad", default="error", choices=choices,
                    help="bad records: stop and list them (exit 2), skip them" +
@@ -238,6 +265,14 @@ def add_report(p: argparse.ArgumentParser) -> None:
     p.add_argument("--survival", action="store_true", help="Cox and Kaplan–Meier by age-gap group (needs death, "
                                                            "timey)")
     p.add_argument("--gap_threshold", type=float, default=8.0, help="|gap| in years defining older/younger")
+    p.add_argument("--gap_groups", default="threshold", choices=("threshold", "interval"),
+                   help="--survival groups: the paper's ±--gap_threshold years, or a significant gap (the age "
+                        "outside the prediction's interval: needs predictions with lower,upper)")
+    p.add_argument("--interval", type=interval_level, default=None, metavar="LEVEL",
+                   help="level of the predictions' lower,upper (default: read from the predictions' .json beside "
+                        "them, written by test_interface)")
+    p.add_argument("--lead_importance", default=None, metavar="CSV",
+                   help="lead_importance.csv of test_interface --explain: mean share per lead over the cohort")
     p.add_argument("--bins", default="auto", choices=("auto", "years", "months"),
                    help="per-bin edges: decades (years) or 12-month bins in months; auto = months if all ages < 10")
     p.add_argument("--run", default=None, help="training run folder: learning curves, its bias correction, and "
@@ -271,6 +306,7 @@ def test_parser() -> argparse.ArgumentParser:
     add_maic_test(p)
     add_records(p, "predict")
     add_inference(p)
+    add_trust_outputs(p)
     add_runtime(p)
     add_on_bad(p, ("error", "skip", "fill"))
     return p
@@ -354,6 +390,11 @@ def resolve_test(args: argparse.Namespace) -> argparse.Namespace:
         raise UserError(f"--tta must be ≥ 1 (the number of windows to average), got {args.tta}")
     if args.infer_batch_size is not None and args.infer_batch_size < 1:
         raise UserError("--infer_batch_size must be ≥ 1")
+    if args.explain_figures is not None and args.explain_figures < 0:
+        raise UserError("--explain_figures must be ≥ 0")
+    if args.input is None and (args.interval is not None or args.explain is not None):
+        raise UserError("--interval and --explain need --input: the MAIC submission keeps its template columns "
+                        "(predict the same folder with --input DIR --weights ... for intervals and explanations)")
     if args.input is None:
         root = Path(args.data_root or default_data_root())
         _fill_maic_paths(args, {f"test_for_{m}": test_folder(root, m) for m in MODES}, only_existing=True)

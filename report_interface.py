@@ -4,6 +4,8 @@ Lima et al. mortality analysis.
     python report_interface.py --predictions predicted_age.csv --labels exams.csv --out report/ [--survival]
     python report_interface.py --predictions score/submission.csv --labels answer.csv --out report/ \
         --run log/ResDenseNet_adult          # + learning curves, the run's bias correction, TensorBoard figures
+    python report_interface.py --predictions predicted_age.csv --labels DIR --out report/ \
+        --lead_importance expl/lead_importance.csv   # + interval coverage (lower,upper), cohort lead importance
 
 Predictions: ``ids,predicted_age`` (test_interface --input) or ``FILENAME,AGE`` (a submission). Labels: CODE-15%
 exams.csv (exam_id, age, is_male, death, timey), a MAIC label CSV (FILENAME, GENDER, AGE), PTB-XL's
@@ -11,26 +13,39 @@ ptbxl_database.csv, or any CSV with ``--id_col`` / ``--age_col``.
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 import sys
 from pathlib import Path
 
 import matplotlib.image as mpimg
+import numpy as np
 import pandas as pd
 from torch.utils.tensorboard import SummaryWriter
 
 import options as opts
 from dataloader.formats import open_reader
 from dataloader.labels import clean_id, male, read_any_labels, unique_labels
+from dataloader.records import LEADS
 from engine.runs import CURVES, HISTORY
 from models.checkpoint import load_bundle
 from utils import metrics
 from utils.bounds import AGE_RANGE, age_problem
+from utils.calibration import interval_coverage, significant_gaps
 from utils.cli import RESULT, configure_logging, run_main
 from utils.errors import CheckpointError, UserError
-from utils.io import check_output_path, read_csv, write_json
-from utils.plots import plot_bland_altman, plot_error_by_bin, plot_kaplan_meier, plot_learning_curves, plot_scatter
+from utils.io import check_output_path, read_csv, regular_file, write_json
+from utils.paths import prediction_notes
+from utils.plots import (
+    plot_bland_altman,
+    plot_error_by_bin,
+    plot_interval_by_bin,
+    plot_kaplan_meier,
+    plot_lead_importance,
+    plot_learning_curves,
+    plot_scatter,
+)
 from utils.survival import cox_by_gap, kaplan_meier
 
 logger = logging.getLogger("report")
@@ -55,9 +70,74 @@ def read_predictions(path: Path) -> pd.DataFrame:
             dup = out["id"][out["id"].duplicated()].unique().tolist()
             if dup:
                 raise ReportError(f"{path}: id(s) listed more than once: {', '.join(dup[:20])}")
-            return out
+            return with_interval(out, frame, path)
     raise ReportError(f"{path}: expected columns ids,predicted_age, FILENAME,AGE or exam_id,nn_predicted_age "
                       f"(has {', '.join(frame.columns)})")
+
+
+def with_interval(out: pd.DataFrame, frame: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """The predictions' lower,upper columns (both or neither), each lower ≤ predicted ≤ upper."""
+    present = [c for c in ("lower", "upper") if c in frame.columns]
+    if not present:
+        return out
+    if len(present) == 1:
+        raise ReportError(f"{path}: has {present[0]} but not {({'lower', 'upper'} - set(present)).pop()}; an "
+                          f"interval needs both columns")
+    lower, upper = (pd.to_numeric(frame[c], errors="coerce").to_numpy(float) for c in ("lower", "upper"))
+    wrong = ~(np.isfinite(lower) & np.isfinite(upper) & (lower <= out["predicted"].to_numpy() + 1e-9) &
+              (out["predicted"].to_numpy() <= upper + 1e-9))
+    if wrong.any():
+        raise ReportError(f"{path}: {int(wrong.sum())} interval(s) are missing, not numbers or do not hold their "
+                          f"predicted age (lower ≤ predicted_age ≤ upper): {', '.join(out['id'][wrong].head(20))}")
+    return out.assign(lower=lower, upper=upper)
+
+
+def interval_level(args, path: Path) -> float:
+    """The level of the predictions' intervals: --interval, or the notes test_interface wrote beside them."""
+    notes, stored = prediction_notes(path), None
+    if notes.exists():
+        try:
+            stored = json.loads(regular_file(notes, str(notes), max_bytes=16 << 20).read_text())["interval"]["level"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ReportError(f"{notes}: cannot read the intervals' level from it ({exc}); pass --interval LEVEL") \
+                from exc
+    if args.interval is not None and stored is not None and abs(args.interval - stored) > 1e-12:
+        raise ReportError(f"--interval {args.interval:g}, but {notes} says the intervals are at level {stored:g}")
+    level = args.interval if args.interval is not None else stored
+    if level is None:
+        raise ReportError(f"{path} has lower,upper but no {notes.name} beside it says their level; pass "
+                          f"--interval LEVEL")
+    return float(level)
+
+
+def interval_report(args, data: pd.DataFrame, out: Path) -> tuple[dict, Path]:
+    """report.json["interval"]: level, coverage, mean width, per decade, and how many gaps are significant."""
+    level = interval_level(args, Path(args.predictions))
+    lower, upper, true = data["lower"].to_numpy(), data["upper"].to_numpy(), data["age"].to_numpy(float)
+    groups = significant_gaps(lower, upper, true)
+    result = {"level": level, **interval_coverage(lower, upper, true),
+              "significant_gap": {"older": int((groups == "older").sum()),
+                                  "younger": int((groups == "younger").sum()),
+                                  "fraction": float((groups != "within").mean())}}
+    result.pop("n")
+    return result, plot_interval_by_bin(result["per_bin"], level, out / "interval_by_bin.png")
+
+
+def lead_importance(path: Path, out: Path) -> tuple[dict, Path]:
+    """Mean (and SD) share of each lead over a cohort's lead_importance.csv."""
+    frame = read_csv(path, "a lead_importance.csv", dtype={"id": str})
+    missing = [c for c in ("id", *LEADS) if c not in frame.columns]
+    if missing:
+        raise ReportError(f"{path}: lacks column(s) {', '.join(missing)} (test_interface --explain writes id and "
+                          f"one column per lead)")
+    shares = frame[list(LEADS)].apply(pd.to_numeric, errors="coerce").to_numpy(float)
+    wrong = ~(np.isfinite(shares).all(axis=1) & (shares >= 0).all(axis=1) & (np.abs(shares.sum(axis=1) - 1) < 1e-4))
+    if wrong.any() or not len(frame):
+        raise ReportError(f"{path}: {int(wrong.sum()) if len(frame) else 'no'} row(s) of lead shares that are not "
+                          f"non-negative numbers summing to 1: {', '.join(frame['id'][wrong].head(20))}")
+    mean = dict(zip(LEADS, shares.mean(axis=0).tolist()))
+    result = {"source": str(path), "n": len(frame), "mean": mean, "sd": dict(zip(LEADS, shares.std(axis=0).tolist()))}
+    return result, plot_lead_importance(mean, len(frame), out / "lead_importance.png")
 
 
 def read_labels(path: Path, id_col: str | None, age_col: str | None) -> pd.DataFrame:
@@ -129,12 +209,12 @@ def tensorboard_figures(run: Path, pngs: list[Path]) -> None:
 
 
 REPORT_FILES = ("report.json", "predicted_vs_true.png", "bland_altman.png", "error_by_bin.png", CURVES,
-                "kaplan_meier.png")
+                "kaplan_meier.png", "interval_by_bin.png", "lead_importance.png")
 
 
 def check_outputs(args, out: Path) -> None:
     """No file the report writes may replace one it reads (the labels saved as report.json in --out, say)."""
-    inputs = [args.predictions, args.labels, args.history, args.weights,
+    inputs = [args.predictions, args.labels, args.history, args.weights, args.lead_importance,
               *([Path(args.run) / HISTORY] if args.run else [])]
     for name in REPORT_FILES:
         check_output_path(out / name, [p for p in inputs if p], flag="--out")
@@ -151,6 +231,14 @@ def survival(args, data, survival_data, report: dict, out: Path, corrected: bool
     if incomplete:
         raise ReportError(f"{len(incomplete)} record(s) lack death/timey in {args.labels}: "
                           f"{', '.join(incomplete[:20])}")
+    if args.gap_groups == "interval":
+        if "lower" not in data.columns:
+            raise ReportError(f"--gap_groups interval needs predictions with lower,upper ({args.predictions} has "
+                              f"none: predict with test_interface --interval LEVEL)")
+        groups = significant_gaps(data["lower"], data["upper"], data["age"])
+        report["survival"] = cox_by_gap(data, args.gap_threshold, groups)
+        return plot_kaplan_meier(kaplan_meier(data, args.gap_threshold, groups), out / "kaplan_meier.png",
+                                 args.gap_threshold, "a significant gap (age outside the interval)")
     report["survival"] = cox_by_gap(data, args.gap_threshold)
     if corrected:
         report["survival_bias_corrected"] = cox_by_gap(survival_data, args.gap_threshold)
@@ -186,6 +274,14 @@ def main(argv=None) -> int:
     if history is not None and history.exists():
         plots.append(plot_learning_curves(read_csv(history, "a history.csv"), out / CURVES))
 
+    if "lower" in data.columns:
+        report["interval"], figure = interval_report(args, data, out)
+        plots.append(figure)
+    elif args.interval is not None:
+        raise ReportError(f"--interval {args.interval:g}: {args.predictions} has no lower,upper columns")
+    if args.lead_importance:
+        report["lead_importance"], figure = lead_importance(Path(args.lead_importance), out)
+        plots.append(figure)
     if args.survival:
         plots.append(survival(args, data, survival_data, report, out, corrected=bool(correction)))
 

@@ -5,8 +5,10 @@
     python test_interface.py --test_for_adult DIR --test_for_child DIR --submission_template CSV \
         --weights_adult CKPT --weights_child CKPT --output score/submission.csv --device cpu --precision fp32
 
-    # any format (HDF5, WFDB folder, PTB-XL root/CSV, .npy folder, manifest CSV); output columns ids,predicted_age
+    # any format (HDF5, WFDB folder, PTB-XL root/CSV, .npy folder, manifest CSV, clinical exports); output columns
+    # ids,predicted_age (+ lower,upper with --interval), and <output>.json saying how they were made
     python test_interface.py --input exams_part0.hdf5 --weights model_dir/ --output predicted_age.csv
+    python test_interface.py --input DIR --weights RUN --interval 0.9 --explain expl/   # intervals, explanations
 
 A checkpoint is this project's .pt, the seed's .pt or a published model folder (model.pth + config.json); its own
 preprocessing is applied. Nothing is written unless every requested row gets a finite age.
@@ -22,20 +24,22 @@ import numpy as np
 import pandas as pd
 
 import options as opts
-from dataloader.dataset import default_workers
+from dataloader.dataset import default_workers, sex_codes
 from dataloader.formats import open_reader
 from dataloader.labels import normalise_sex
 from dataloader.maic import MODES, assign_rows, read_template, template_ids
 from dataloader.records import NpyFolderReader, Reader
 from dataloader.sources import apply_policy, duplicate_ids, implausible_outputs
-from engine.inference import InferenceConfig, predict_ensemble
+from engine.explain import check_explain_folder, write_explanations
+from engine.inference import InferenceConfig, ensemble_intervals, predict_ensemble
 from engine.runs import run_folders, run_members
+from models import UNKNOWN_SEX
 from models.checkpoint import ModelBundle, load_ensemble, resolve_weights
-from utils.bounds import age_problem
+from utils.bounds import AGE_RANGE, age_problem
 from utils.cli import RESULT, configure_logging, run_main
 from utils.errors import BadInputError, CheckpointError, RecordError, UserError
-from utils.io import check_output_path, check_spreadsheet_safe, write_csv
-from utils.paths import DATA_ROOT_ENV, PREDICTIONS, SUBMISSION
+from utils.io import check_output_path, check_spreadsheet_safe, write_csv, write_json
+from utils.paths import DATA_ROOT_ENV, PREDICTIONS, SUBMISSION, prediction_notes
 from utils.runtime import configure_backends, resolve_device, resolve_precision
 
 HINT = ("Fix or remove them, or pass --on_bad skip (leave them out) or --on_bad fill (write the training median) "
@@ -56,9 +60,10 @@ def median_fill(bundle: ModelBundle, fallback: np.ndarray) -> float:
 
 
 def apply_output_policy(ages: np.ndarray, ids: list[str], bad: dict, on_bad: str, bundle: ModelBundle,
-                        what: str) -> np.ndarray:
-    """Apply the bad-record policy to bad input and implausible output; returns positions to write (ages filled in
-    place under 'fill'). An id listed twice can never be written (it would name two rows)."""
+                        what: str) -> tuple[np.ndarray, np.ndarray]:
+    """Apply the bad-record policy to bad input and implausible output; returns (positions to write, those of
+    them filled with the training median under 'fill' — ages filled in place). An id listed twice can never be
+    written (it would name two rows)."""
     bad = {**bad, **implausible_outputs(ages, ids, bad, bundle.source)}
     repeated = duplicate_ids(pd.DataFrame({"id": ids}))
     if on_bad == "fill" and repeated:
@@ -66,30 +71,34 @@ def apply_output_policy(ages: np.ndarray, ids: list[str], bad: dict, on_bad: str
                             "--on_bad fill cannot fill them: each id is written once. Rename the records, or use "
                             "--on_bad skip to leave them out.")
     keep = apply_policy(bad, ids, "skip" if on_bad == "fill" else on_bad, what, hint=HINT)
+    filled = np.zeros(0, dtype=np.int64)
     if on_bad == "fill" and len(keep) < len(ids):
         fill = median_fill(bundle, ages[keep])
         if not np.isfinite(fill):
             raise BadInputError([f"{ids[i]}: {bad[ids[i]]}" for i in range(len(ids)) if ids[i] in bad],
                                 "--on_bad fill needs the training median age, which this model does not store, "
                                 "nor is any other record's age plausible; use --on_bad skip.")
-        flagged = np.setdiff1d(np.arange(len(ids)), keep)
-        ages[flagged] = fill
-        logger.warning(f"--on_bad fill: wrote the training median {fill:.2f} for {len(flagged)} bad record(s)")
+        filled = np.setdiff1d(np.arange(len(ids)), keep)
+        ages[filled] = fill
+        logger.warning(f"--on_bad fill: wrote the training median {fill:.2f} for {len(filled)} bad record(s)")
         keep = np.arange(len(ids))
-    return keep
+    return keep, filled
 
 
-def predict_for(weights: list[str], mode: str, reader: Reader, args: argparse.Namespace, cfg: InferenceConfig,
-                what: str) -> tuple[np.ndarray, np.ndarray]:
-    """(ages, positions to write) of ``reader``'s records with the model(s) at ``weights`` (averaged; a run folder
-    stands for exactly the members its manifest names)."""
-    bundles = load_ensemble([member for path in weights for member in run_members(path)], mode=mode,
-                            trust=args.trust_checkpoint)
+def load_models(weights: list[str], mode: str, args: argparse.Namespace) -> list[ModelBundle]:
+    """Every model ``weights`` stands for (a run folder: exactly the members its manifest names)."""
+    return load_ensemble([member for path in weights for member in run_members(path)], mode=mode,
+                         trust=args.trust_checkpoint)
+
+
+def predict_for(bundles: list[ModelBundle], reader: Reader, args: argparse.Namespace, cfg: InferenceConfig,
+                what: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(ages, positions to write, positions filled) of ``reader``'s records with ``bundles`` (averaged)."""
     models = f"{bundles[0].arch} from {bundles[0].source}" if len(bundles) == 1 else \
         f"an ensemble of {len(bundles)} models ({', '.join(sorted({b.arch for b in bundles}))})"
     logger.info(f"{what}: {models} on {len(reader)} {reader.format} record(s); device {cfg.device}, {cfg.precision}")
     ages, bad = predict_ensemble(bundles, reader, cfg)
-    return ages, apply_output_policy(ages, reader.ids, bad, args.on_bad, bundles[0], what)
+    return ages, *apply_output_policy(ages, reader.ids, bad, args.on_bad, bundles[0], what)
 
 
 def check_output(output: Path, ids, read_files: list, input_folders: list, weights: list) -> None:
@@ -119,9 +128,47 @@ def run_records(args: argparse.Namespace, cfg: InferenceConfig) -> Path:
         raise UserError(f"{args.input} holds no records")
     output = Path(args.output or PREDICTIONS)
     check_output(output, reader.ids, [args.input, *reader.files()], [args.input], weights)
-    ages, keep = predict_for(weights, args.mode, reader, args, cfg, "the predictions")
-    write_csv(output, pd.DataFrame({"ids": [reader.ids[i] for i in keep], "predicted_age": ages[keep]}))
+    check_output(prediction_notes(output), [], [args.input, *reader.files()], [args.input], weights)
+    if args.explain:
+        check_explain_folder(Path(args.explain), [args.input, *reader.files(), output], [args.input])
+    bundles = load_models(weights, args.mode, args)
+    intervals = ensemble_intervals(bundles, args.interval, cfg.bias_correction) if args.interval else None
+    ages, keep, filled = predict_for(bundles, reader, args, cfg, "the predictions")
+    frame = pd.DataFrame({"ids": [reader.ids[i] for i in keep], "predicted_age": ages[keep]})
+    notes = {"weights": [str(w) for w in weights], "models": [b.source for b in bundles], "tta": cfg.tta,
+             "bias_correction": cfg.bias_correction, "filled": [reader.ids[i] for i in filled]}
+    if intervals is not None:
+        lower, upper = intervals(ages[keep])
+        unknown = np.isin(keep, filled)  # a filled-in median is no prediction: its interval is every plausible age
+        frame["lower"], frame["upper"] = np.where(unknown, AGE_RANGE[0], lower), np.where(unknown, AGE_RANGE[1], upper)
+        notes["interval"] = intervals.describe()
+        logger.log(RESULT, f"{intervals.level:g} intervals: {len(intervals.half_width)} band(s) of predicted age, "
+                           f"half-widths {', '.join(f'{r:.1f}' for r in intervals.half_width)} years")
+    if args.explain:
+        explain(args, cfg, bundles, reader, frame, keep, filled, intervals)
+    write_csv(output, frame)
+    write_json(prediction_notes(output), notes)
     return output
+
+
+def explain(args: argparse.Namespace, cfg: InferenceConfig, bundles: list[ModelBundle], reader: Reader,
+            frame: pd.DataFrame, keep: np.ndarray, filled: np.ndarray, intervals) -> None:
+    """--explain DIR: every written record but the filled ones, titled with its age (and interval)."""
+    chosen = np.flatnonzero(~np.isin(keep, filled))
+    sex = sex_codes(reader.table["sex"]) if "sex" in reader.table.columns else np.full(len(reader), UNKNOWN_SEX)
+    known = pd.to_numeric(reader.table["age"], errors="coerce").to_numpy(float) if "age" in reader.table.columns \
+        else np.full(len(reader), np.nan)
+    titles = []
+    for row in chosen:
+        position, line = keep[row], frame.iloc[row]
+        title = f"{line['ids']}: predicted age {line['predicted_age']:.1f} y"
+        if intervals is not None:
+            title += f" ({intervals.level:.0%} interval {line['lower']:.1f}–{line['upper']:.1f} y)"
+        if np.isfinite(known[position]):
+            title += f"; age on record {known[position]:g} y"
+        titles.append(title)
+    write_explanations(bundles, reader, keep[chosen], sex[keep[chosen]], titles, args.explain_method, cfg.device,
+                       Path(args.explain), args.explain_figures, progress=cfg.progress)
 
 
 # ---- MAIC submission -------------------------------------------------------------------------------------------
@@ -161,7 +208,8 @@ def run_submission(args: argparse.Namespace, cfg: InferenceConfig) -> Path:
         reader = reader.subset([position[n] for n in names.iloc[rows]])
         if "GENDER" in template.columns:  # the template carries each person's sex (for models that read it)
             reader.table["sex"] = template["GENDER"].iloc[rows].map(normalise_sex).to_numpy()
-        mode_ages, keep = predict_for(getattr(args, f"weights_{mode}"), mode, reader, args, cfg, f"the {mode} rows")
+        bundles = load_models(getattr(args, f"weights_{mode}"), mode, args)
+        mode_ages, keep, _ = predict_for(bundles, reader, args, cfg, f"the {mode} rows")
         # a plausible age outside the mode's bounds (a linear-head model) is clipped to them, as the seed's sigmoid
         ages[rows[keep]] = opts.clip_to_mode(mode_ages[keep], mode)
     write_csv(output, template.assign(AGE=ages)[np.isfinite(ages)])

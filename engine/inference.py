@@ -20,7 +20,8 @@ from dataloader.sources import CacheConfig, duplicate_ids, open_source
 from models import UNKNOWN_SEX
 from models.checkpoint import ModelBundle
 from models.preprocessing import tta_specs
-from utils.errors import CheckpointError
+from utils.calibration import Calibration, Intervals
+from utils.errors import CheckpointError, UserError
 from utils.metrics import apply_bias_correction
 from utils.paths import CACHE_DIR
 from utils.runtime import autocast, place_model
@@ -115,3 +116,22 @@ def predict_ensemble(bundles: list[ModelBundle], reader: Reader, cfg: InferenceC
         ages.append(member_ages)
         bad.update(member_bad)
     return np.mean(ages, axis=0), bad
+
+
+def ensemble_intervals(bundles: list[ModelBundle], level: float, bias_correction: bool = False) -> Intervals:
+    """Intervals at ``level`` for the mean age of ``bundles``: fitted on the pool of their calibrations (each
+    model's held-out residuals — for the members of a cross-validated run, their out-of-fold predictions; each
+    passed through its own bias correction when ``bias_correction``). The residuals are single models', so an
+    ensemble's intervals are, if anything, conservative."""
+    missing = [b.source for b in bundles if b.calibration is None]
+    if missing:
+        raise CheckpointError(f"{missing[0]}: carries no interval calibration ({len(missing)} of {len(bundles)} "
+                              f"model(s) lack one; checkpoints trained before intervals existed, the seed's and the "
+                              f"published ones have none). Train the model with this version (it keeps its "
+                              f"validation residuals), or run without --interval")
+    calibrations = [b.calibration.corrected(lambda p, c=b.bias_correction: apply_bias_correction(p, c))
+                    if bias_correction else b.calibration for b in bundles]
+    try:
+        return Calibration.pooled(calibrations).fit(level)
+    except ValueError as exc:
+        raise UserError(f"--interval {level:g}: {exc}") from exc

@@ -30,11 +30,21 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from models.checkpoint import ModelBundle, save_checkpoint, unwrap
+from utils.calibration import Calibration
 from utils.cli import RESULT
 from utils.errors import TrainingDiverged
 from utils.io import write_csv
 from utils.metrics import bias_correction_from_sums, gap_line_sums
-from utils.runtime import all_reduce_sum, autocast, broadcast_buffers, is_main, place_model, rng_state, set_rng_state
+from utils.runtime import (
+    all_gather_arrays,
+    all_reduce_sum,
+    autocast,
+    broadcast_buffers,
+    is_main,
+    place_model,
+    rng_state,
+    set_rng_state,
+)
 
 from .inference import forward, predict
 from .losses import per_sample_loss, regression_loss
@@ -205,7 +215,8 @@ def check_finite(loss: float, epoch: int, step: int, device: torch.device, lr: f
 
 def evaluate(model: nn.Module, bundle: ModelBundle, loader, loss: str, device: torch.device, precision: str,
              progress: bool = False) -> dict:
-    """Validation over every record once across ranks: {'mae', 'loss', 'n', 'bias_correction' (or None)}."""
+    """Validation over every record once across ranks: {'mae', 'loss', 'n', 'bias_correction' (or None),
+    'calibration' (the validation ages and residuals, for intervals; None without records)}."""
     result = predict(model, bundle.head, loader, device, precision, progress=progress, desc="validate",
                      sex=bundle.takes_sex)
     age, target, weight = result["age"], result["target"], result["weight"]
@@ -216,8 +227,11 @@ def evaluate(model: nn.Module, bundle: ModelBundle, loader, loss: str, device: t
         correction = bias_correction_from_sums(line)
     except ValueError:  # too few records, or predictions that barely follow age
         correction = None
+    predicted, ages = all_gather_arrays([age, target])
+    finite = bool(np.isfinite(predicted).all())  # non-finite ages: check_validation stops the run
     return {"n": n, "mae": abs_err / n if n else math.nan, "loss": loss_sum / n if n else math.nan,
-            "bias_correction": correction}
+            "bias_correction": correction,
+            "calibration": Calibration.of(predicted, ages) if n and finite else None}
 
 
 def save_epoch(run: Path, bundle: ModelBundle, optimizer, schedule: Schedule, progress: Progress, cfg: TrainConfig,
@@ -291,7 +305,7 @@ def fit(bundle: ModelBundle, train_loader, valid_loader, cfg: TrainConfig, run: 
         row = {"epoch": epoch, "train_loss": train_loss, "valid_loss": valid["loss"], "valid_mae": valid["mae"],
                "lr": lr, "seconds": round(time.time() - started, 3)}
         improved = progress.record(row, cfg.recipe.best_metric)
-        bundle.bias_correction = valid["bias_correction"]
+        bundle.bias_correction, bundle.calibration = valid["bias_correction"], valid["calibration"]
         if is_main():
             ema_state = {"raw_model": model.state_dict(), "ema_updates": ema.updates} if ema else {}
             save_epoch(run, bundle, optimizer, schedule, progress, cfg, improved, ema_state)

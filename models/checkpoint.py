@@ -4,8 +4,9 @@ A ``ModelBundle`` is a network with everything that says how to feed it and read
 constructor arguments, preprocessing spec, age head and (optionally) the age-gap bias correction.
 
 Written (``save_checkpoint``, format 2): the seed's ``{'model', 'optimizer', 'epoch'}`` plus the schema —
-``arch``, ``model_args``, ``preprocessing``, ``head``, ``bias_correction`` and ``training`` (``TrainingFacts``:
-statistics of the training ages) — and whatever training state the trainer adds, the command line among it as
+``arch``, ``model_args``, ``preprocessing``, ``head``, ``bias_correction``, ``training`` (``TrainingFacts``:
+statistics of the training ages) and ``calibration`` (the epoch's validation predictions and residuals, for
+intervals: utils/calibration.py) — and whatever training state the trainer adds, the command line among it as
 ``options`` (provenance, kept for people and format-1 tools to read; this project never reads it back, so renaming
 an option changes no checkpoint's meaning).
 Only tensors, numbers, strings, lists and dicts, so that it loads with ``torch.load(weights_only=True)``.
@@ -42,6 +43,7 @@ import torch
 from torch import nn
 
 from utils.bounds import AGE_RANGE, MAX_CHECKPOINT_BYTES, MAX_INFLATION
+from utils.calibration import Calibration
 from utils.errors import CheckpointError, RecordError
 from utils.io import regular_file, save_torch
 from utils.metrics import check_bias_correction
@@ -116,13 +118,15 @@ class ModelBundle:
     checkpoint: dict = dataclasses.field(default_factory=dict)
     bias_correction: dict | None = None
     facts: TrainingFacts = TrainingFacts()
+    calibration: Calibration | None = None  # held-out residuals for intervals (utils/calibration.py)
 
     def metadata(self) -> dict:
         """The checkpoint schema (format 2): everything that says how to build, feed and read the model, and the
         facts of its training data."""
         return {"format": FORMAT, "arch": self.arch, "model_args": self.model_args,
                 "preprocessing": self.preprocessing.to_dict(), "head": self.head.to_dict(),
-                "bias_correction": self.bias_correction, "training": self.facts.to_dict()}
+                "bias_correction": self.bias_correction, "training": self.facts.to_dict(),
+                "calibration": self.calibration.to_dict() if self.calibration is not None else None}
 
     @property
     def takes_sex(self) -> bool:
@@ -314,6 +318,7 @@ def load_bundle(path: str | Path, mode: str | None = None, trust: bool = False) 
         correction = ckpt.get("bias_correction")
         if correction is not None:
             check_bias_correction(correction)
+        calibration = Calibration.from_dict(ckpt["calibration"]) if ckpt.get("calibration") is not None else None
         model = get_model(arch, **args)
     except (KeyError, TypeError, ValueError, IndexError, AssertionError, RecursionError, OverflowError) as exc:
         raise CheckpointError(f"{weights}: its description cannot be used ({type(exc).__name__}: "
@@ -324,7 +329,7 @@ def load_bundle(path: str | Path, mode: str | None = None, trust: bool = False) 
         raise CheckpointError(f"{weights}: its weights cannot be loaded ({str(exc)[:300]})") from exc
     model.eval()
     return ModelBundle(model, arch, args, spec, head, str(weights), ckpt, correction,
-                       TrainingFacts.of_checkpoint(ckpt))
+                       TrainingFacts.of_checkpoint(ckpt), calibration)
 
 
 def check_fits(arch: str, args: dict, spec: PreprocessSpec) -> None:

@@ -149,6 +149,20 @@ def resample_window(signal: np.ndarray, fs: float, spec: PreprocessSpec) -> np.n
     return segment[..., offset:offset + spec.length]
 
 
+def input_times(n: int, fs: float, spec: PreprocessSpec) -> np.ndarray:
+    """The time (seconds from the record's first sample) of each of the ``spec.length`` samples of the model input
+    that :func:`preprocess` makes of an ``n``-sample record at ``fs``; NaN where the input is padding."""
+    up, down = resample_ratio(fs, spec.fs) if float(fs) != float(spec.fs) else (1, 1)
+    n_out = -(-n * up // down)
+    index = np.arange(spec.length, dtype=np.float64)
+    if n_out > spec.length:
+        index += crop_start(n_out, spec.length, spec.crop)
+    elif n_out < spec.length:
+        index -= 0 if spec.pad == "end" else (spec.length - n_out) // 2
+        index[(index < 0) | (index >= n_out)] = np.nan
+    return index / spec.fs
+
+
 @lru_cache(maxsize=16)
 def _bandpass_coefficients(order: int, low: float, high: float, fs: float):
     return sps.butter(order, [low, high], btype="bandpass", fs=fs)

@@ -100,6 +100,22 @@ def cli(module, argv: list[str], tmp: Path, quiet: bool = True) -> int:
     return module.entry([*argv, *extra, *(["--quiet"] if quiet else [])])
 
 
+TINY_MODERN = ["--arch", "ECGEfficientNet", "--width", "0.25", "--batch_size", "16", "--device", "cpu", "--precision",
+               "fp32", "--seed", "5", "--on_bad", "skip"]
+
+
+@pytest.fixture(scope="session")
+def modern_cv_run(ptbxl, tmp_path_factory):
+    """A tiny 2-fold modern run on the real PTB-XL records (100 Hz, 3 epochs), shared read-only: (tmp, run)."""
+    import train_interface
+
+    tmp = tmp_path_factory.mktemp("cv")
+    argv = [*TINY_MODERN, "--input", str(ptbxl), "--ptbxl_rate", "100", "--folds", "2", "--nepoch", "3",
+            "--env", "cv", "--log_dir", str(tmp / "log"), "--cache_dir", str(tmp / "cache"), "--quiet"]
+    assert train_interface.entry(argv) == 0
+    return tmp, tmp / "log" / "ECGEfficientNet_cv"
+
+
 TINY = {"ResDenseNet": ["--out_ch", "16", "--mid_ch", "8"], "ResUDenseNet": ["--out_ch", "16", "--mid_ch", "8"],
         "ResNet1d": ["--net_filter_size", "8", "16", "24", "32", "40"]}
 

@@ -88,8 +88,7 @@ def test_seeds_per_fold_train_and_average(ptbxl, tmp_path):
     import json
 
     import pandas as pd
-    from conftest import cli
-    from test_modern import TINY_MODERN
+    from conftest import TINY_MODERN, cli
 
     import test_interface
 

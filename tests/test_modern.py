@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import TINY_MODERN
 from torch.utils.flop_counter import FlopCounterMode
 
 import options
@@ -19,9 +20,6 @@ from engine.optim import cosine_with_warmup
 from engine.trainer import EMA
 from models import get_model
 from models.checkpoint import load_bundle
-
-TINY_MODERN = ["--arch", "ECGEfficientNet", "--width", "0.25", "--batch_size", "16", "--device", "cpu", "--precision",
-               "fp32", "--seed", "5", "--on_bad", "skip"]
 
 
 @pytest.mark.parametrize("samples", [1000, 2500, 5000, 7777])
@@ -132,14 +130,9 @@ def test_folds_are_patient_disjoint_and_cover_every_record_once():
     np.testing.assert_array_equal(no_patients, kfold_split(ages, None, 5, seed=3))
 
 
-@pytest.fixture(scope="module")
-def cv_run(ptbxl, tmp_path_factory):
-    """A tiny 2-fold modern run on the real PTB-XL records (100 Hz, 3 epochs)."""
-    tmp = tmp_path_factory.mktemp("cv")
-    argv = [*TINY_MODERN, "--input", str(ptbxl), "--ptbxl_rate", "100", "--folds", "2", "--nepoch", "3",
-            "--env", "cv", "--log_dir", str(tmp / "log"), "--cache_dir", str(tmp / "cache"), "--quiet"]
-    assert train_interface.entry(argv) == 0
-    return tmp, tmp / "log" / "ECGEfficientNet_cv"
+@pytest.fixture
+def cv_run(modern_cv_run):
+    return modern_cv_run
 
 
 def test_cross_validation_outputs(cv_run, ptbxl):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -68,6 +69,11 @@ def test_validation_counts_every_record_once(maic_adult, tmp_path):
     with torch.no_grad():
         ages = bundle.head(bundle.model(x))
     assert logged == pytest.approx((ages - torch.tensor(valid["Age"].values)).abs().mean().item(), abs=1e-4)
+    # the checkpoint keeps those validation predictions and residuals: its interval calibration
+    calibration = bundle.calibration
+    assert calibration.source == "validation" and calibration.n == 3
+    np.testing.assert_allclose(np.sort(calibration.predicted), np.sort(ages.numpy()), atol=1e-4)
+    np.testing.assert_allclose(np.sort(calibration.ages), np.sort(valid["Age"].to_numpy()), atol=1e-4)
 
 
 def test_pretrained_seed_checkpoint_continues_from_its_epoch(maic_adult, tmp_path):

@@ -20,8 +20,7 @@ import pandas as pd
 import pytest
 import torch
 import wfdb
-from conftest import ROOT, cli, need, write_code15
-from test_modern import TINY_MODERN
+from conftest import ROOT, TINY_MODERN, cli, need, write_code15
 from test_security import adult_model, fixture_model
 
 import options

@@ -20,6 +20,8 @@ Resources (checked before anything is read or built, so that a small hostile fil
 * ``MAX_CHECKPOINT_BYTES`` per checkpoint file, whose declared uncompressed size may exceed its size on disk by at
   most ``MAX_INFLATION`` (PyTorch stores tensors uncompressed: a larger ratio is a zip bomb);
 * ``MAX_ECG_FILE_BYTES`` per clinical ECG file (DICOM, XML, EDF, SCP-ECG), checked before it is opened;
+* ``MAX_CALIBRATION_RECORDS`` held-out (predicted, residual) pairs kept with a model for its intervals (an even
+  random subsample beyond that: the conformal quantiles then move by well under 1 % of their value);
 * ``MAX_PARAMETERS`` parameters and ``MAX_BLOCKS`` blocks per network, besides the per-argument bounds of each
   architecture (models/__init__.py).
 """
@@ -41,6 +43,7 @@ MAX_CHECKPOINT_BYTES = 8 << 30
 MAX_INFLATION = 2.0
 MAX_PARAMETERS = 500_000_000  # the seed networks have at most a few million; 500 M parameters are 2 GB of fp32
 MAX_BLOCKS = 64
+MAX_CALIBRATION_RECORDS = 20_000
 MAX_ECG_FILE_BYTES = 256 << 20  # one clinical ECG file (DICOM, XML, EDF, SCP); a 10-s 12-lead XML is about 1 MB
 
 

@@ -135,9 +135,10 @@ def save_torch(path: str | os.PathLike, obj) -> Path:
             from exc
 
 
-def save_figure(path: str | os.PathLike, figure) -> Path:
-    return atomic_write(path, lambda handle: figure.savefig(handle, format="png", dpi=120, bbox_inches="tight"),
-                        binary=True)
+def save_figure(path: str | os.PathLike, figure, dpi: int = 120, tight: bool = True) -> Path:
+    """A PNG of ``figure``; ``tight=False`` keeps the figure's own size (a drawing to scale)."""
+    return atomic_write(path, lambda handle: figure.savefig(handle, format="png", dpi=dpi,
+                                                            bbox_inches="tight" if tight else None), binary=True)
 
 
 def access_error(where: str, exc: BaseException, what: str) -> RecordError:

@@ -25,3 +25,10 @@ def default_data_root() -> Path:
 
 if __name__ == "__main__":  # `python -m utils.paths demo` prints a path for the Makefile
     print({"demo": DEMO_ROOT, "data": default_data_root()}[sys.argv[1] if len(sys.argv) > 1 else "data"])
+
+
+def prediction_notes(predictions: Path) -> Path:
+    """The JSON beside a predictions CSV that says how it was made: the models, and the level and calibration of
+    its intervals (read back by report_interface)."""
+    predictions = Path(predictions)
+    return predictions.with_name(predictions.name + ".json")

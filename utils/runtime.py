@@ -141,6 +141,15 @@ def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
     return tensor.tolist()
 
 
+def all_gather_arrays(arrays: list[np.ndarray]) -> list[np.ndarray]:
+    """Each array concatenated over the ranks (rank order); the arrays themselves without torch.distributed."""
+    if not dist.is_initialized():
+        return arrays
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, [np.asarray(a) for a in arrays])
+    return [np.concatenate([part[i] for part in gathered]) for i in range(len(arrays))]
+
+
 def broadcast_buffers(model: torch.nn.Module, src: int = 0) -> None:
     """Give every rank rank 0's BatchNorm statistics (DDP ranks update them on their own batches), so that
     validation on any rank uses exactly the weights that rank 0 saves."""

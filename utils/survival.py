@@ -29,8 +29,10 @@ def _hr(fitter, name: str) -> dict:
             "ci_high": float(row["exp(coef) upper 95%"]), "p": float(row["p"])}
 
 
-def cox_by_gap(frame: pd.DataFrame, threshold: float = 8.0) -> dict:
-    """``frame`` has predicted, age, death (0/1), timey (years) and optionally male (0/1).
+def cox_by_gap(frame: pd.DataFrame, threshold: float = 8.0, groups=None) -> dict:
+    """``frame`` has predicted, age, death (0/1), timey (years) and optionally male (0/1); ``groups`` (older /
+    younger / anything else = reference, per record) replaces the ±``threshold`` groups when given (a significant
+    gap: the age outside the prediction's interval).
     Returns {'older': {hr, ci_low, ci_high, p}, 'younger': {...}, 'per_year_gap': {...}, 'groups': {...}, ...}."""
     data = pd.DataFrame({"timey": frame["timey"].astype(float), "death": frame["death"].astype(float),
                          "age": frame["age"].astype(float)})
@@ -41,16 +43,18 @@ def cox_by_gap(frame: pd.DataFrame, threshold: float = 8.0) -> dict:
     if (data["timey"] <= 0).any():
         raise SurvivalError("follow-up times (timey) must be positive")
     gap = frame["predicted"].astype(float) - data["age"]
-    groups = gap_groups(gap, threshold)
+    grouping = {"threshold": threshold} if groups is None else {"threshold": None, "groups_by": "interval"}
+    groups = gap_groups(gap, threshold) if groups is None else \
+        np.where(np.isin(groups, ("older", "younger")), groups, "reference")
     counts = {g: int((groups == g).sum()) for g in ("younger", "reference", "older")}
     events = {g: int(data["death"][groups == g].sum()) for g in counts}
     missing = [g for g in ("older", "younger") if counts[g] == 0 or events[g] == 0]
     covariates = [c for c in ("age", "male") if c in data.columns]
-    result = {"threshold": threshold, "adjusted_for": covariates, "groups": counts, "events": events}
+    result = {**grouping, "adjusted_for": covariates, "groups": counts, "events": events}
     grouped = data.assign(older=(groups == "older").astype(float), younger=(groups == "younger").astype(float))
     grouped = grouped.drop(columns=[g for g in missing])
     if counts["reference"] == 0:
-        raise SurvivalError("no record has a gap within ±threshold: there is no reference group")
+        raise SurvivalError("no record has a gap within ±threshold (or its interval): there is no reference group")
     fitter = CoxPHFitter().fit(grouped, duration_col="timey", event_col="death")
     for g in ("older", "younger"):
         result[g] = _hr(fitter, g) if g not in missing else None
@@ -60,9 +64,11 @@ def cox_by_gap(frame: pd.DataFrame, threshold: float = 8.0) -> dict:
     return result
 
 
-def kaplan_meier(frame: pd.DataFrame, threshold: float = 8.0) -> dict[str, pd.DataFrame]:
-    """Kaplan–Meier survival curves per gap group: {group: DataFrame(timeline, survival)}."""
-    groups = gap_groups(frame["predicted"].astype(float) - frame["age"].astype(float), threshold)
+def kaplan_meier(frame: pd.DataFrame, threshold: float = 8.0, groups=None) -> dict[str, pd.DataFrame]:
+    """Kaplan–Meier survival curves per gap group (±``threshold``, or ``groups`` as in :func:`cox_by_gap`):
+    {group: DataFrame(timeline, survival)}."""
+    groups = gap_groups(frame["predicted"].astype(float) - frame["age"].astype(float), threshold) \
+        if groups is None else np.where(np.isin(groups, ("older", "younger")), groups, "reference")
     curves = {}
     for g in ("younger", "reference", "older"):
         mask = groups == g

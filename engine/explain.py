@@ -1,0 +1,203 @@
+"""Explanations: on which leads, and when, a predicted age rests — attributions by captum, and the deletion test
+that measures whether they are faithful.
+
+For each model of an ensemble, captum attributes the predicted age to every sample of the model's input
+(``integrated_gradients``: the path integral of the gradient from a flat input, ``IG_STEPS`` steps;
+``occlusion``: the change of the age when ``OCCLUSION_SECONDS`` of one lead at a time is replaced by a flat
+line). The absolute attributions are mapped back to the record's own samples (models/preprocessing.input_times:
+resampling, crop and padding undone; parts of the record a model never saw get none) and averaged over the models.
+A lead's **share** is its part of the total absolute attribution (non-negative, summing to 1).
+
+The **deletion test** replaces a record's most important lead, and separately its least important one, by faint
+noise (``DELETION_NOISE_MV``; an all-zero lead is bad input) and predicts again: a faithful attribution makes the
+first change the age more than the second, on average. bench/explain.py runs it for both methods on held-out
+records, and ``DEFAULT_METHOD`` is the one it measured more faithful (bench/README.md).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import os
+import re
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from dataloader.records import LEADS, Reader, Record
+from dataloader.sources import prepare
+from models.checkpoint import ModelBundle
+from models.preprocessing import input_times
+from utils.errors import OutputError, RecordError, UserError
+from utils.io import check_output_path, write_csv
+from utils.plots import plot_ecg_explanation
+
+logger = logging.getLogger(__name__)
+
+METHODS = ("integrated_gradients", "occlusion")
+DEFAULT_METHOD = "occlusion"
+IG_STEPS = 32
+OCCLUSION_SECONDS = 0.5
+DELETION_NOISE_MV = 0.01
+LEAD_IMPORTANCE = "lead_importance.csv"  # columns: id and one per lead (LEADS order)
+
+
+@dataclasses.dataclass(frozen=True)
+class Explanation:
+    """One record's explanation: its signal (12, N) in mV at ``fs``, the mean absolute attribution on the same
+    samples (12, N), and each lead's share (12,) in LEADS order."""
+
+    id: str
+    signal: np.ndarray
+    fs: float
+    attribution: np.ndarray
+    shares: np.ndarray
+
+
+class AgeOf(nn.Module):
+    """A bundle's network and head as one function input → age (B,), the form captum attributes."""
+
+    def __init__(self, bundle: ModelBundle):
+        super().__init__()
+        self.net, self.head, self.takes_sex = bundle.model, bundle.head, bundle.takes_sex
+
+    def forward(self, x: torch.Tensor, sex: torch.Tensor | None = None) -> torch.Tensor:
+        return self.head(self.net(x, sex) if self.takes_sex else self.net(x))
+
+
+def attribute(bundle: ModelBundle, x: np.ndarray, sex: float, method: str, device: torch.device) -> np.ndarray:
+    """|attribution| of the age to each sample of one model input ``x`` (12, L): float64 (12, L)."""
+    from captum.attr import IntegratedGradients, Occlusion  # imported on use: only explanations need captum
+
+    model = AgeOf(bundle).to(device).eval()
+    inputs = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None].to(device)
+    extra = (torch.tensor([sex], dtype=torch.float32, device=device),) if bundle.takes_sex else None
+    with warnings.catch_warnings(), torch.enable_grad():
+        warnings.simplefilter("ignore", UserWarning)  # captum's notes on requires_grad of the input
+        if method == "integrated_gradients":
+            result = IntegratedGradients(model).attribute(inputs, baselines=torch.zeros_like(inputs),
+                                                          n_steps=IG_STEPS, internal_batch_size=IG_STEPS,
+                                                          additional_forward_args=extra)
+        elif method == "occlusion":
+            width = max(1, int(round(OCCLUSION_SECONDS * bundle.preprocessing.fs)))
+            result = Occlusion(model).attribute(inputs, sliding_window_shapes=(1, width), strides=(1, width),
+                                                baselines=0.0, perturbations_per_eval=16,
+                                                additional_forward_args=extra)
+        else:
+            raise ValueError(f"explanation method {method!r}: choose one of {', '.join(METHODS)}")
+    return np.abs(result[0].detach().cpu().double().numpy())
+
+
+def on_record(attribution: np.ndarray, n: int, fs: float, bundle: ModelBundle) -> np.ndarray:
+    """Attribution on the model input's samples → on the record's ``n`` samples (none where the model saw none)."""
+    times = input_times(n, fs, bundle.preprocessing)
+    seen = np.isfinite(times)
+    record_times = np.arange(n) / fs
+    return np.stack([np.interp(record_times, times[seen], lead[seen], left=0.0, right=0.0)
+                     for lead in attribution])
+
+
+def explain_record(bundles: list[ModelBundle], record: Record, sex: float, method: str,
+                   device: torch.device) -> Explanation:
+    """The ensemble's explanation of one record (mean over the models of their absolute attributions and shares)."""
+    n = record.signal.shape[-1]
+    mapped, shares = np.zeros((len(LEADS), n)), np.zeros(len(LEADS))
+    for bundle in bundles:
+        values = attribute(bundle, prepare(record, bundle.preprocessing), sex, method, device)
+        total = values.sum()
+        if not np.isfinite(total) or total <= 0:
+            raise RecordError(f"record {record.id}", f"{bundle.arch} from {bundle.source}: its age does not depend "
+                                                     f"on this record's samples ({method} attributions all zero), so "
+                                                     f"there is nothing to explain")
+        shares += values.sum(axis=1) / total / len(bundles)
+        mapped += on_record(values, n, record.fs, bundle) / len(bundles)
+    return Explanation(record.id, record.signal, record.fs, mapped, shares / shares.sum())
+
+
+@torch.no_grad()
+def ensemble_age(bundles: list[ModelBundle], record: Record, sex: float, device: torch.device) -> float:
+    ages = []
+    for bundle in bundles:
+        x = torch.from_numpy(prepare(record, bundle.preprocessing))[None].to(device)
+        ages.append(float(AgeOf(bundle).to(device).eval()(x, torch.tensor([sex], device=device))[0]))
+    return float(np.mean(ages))
+
+
+def deletion_test(bundles: list[ModelBundle], records: list[Record], sexes, method: str, device: torch.device,
+                  seed: int = 0) -> dict:
+    """For each record, |Δ age| when its most and when its least important lead (by ``method``'s shares) is
+    replaced by faint noise: {'most': array, 'least': array, 'most_lead': [...], 'least_lead': [...]}."""
+    rng = np.random.default_rng(seed)
+    out = {"most": [], "least": [], "most_lead": [], "least_lead": []}
+    for record, sex in zip(records, sexes):
+        shares = explain_record(bundles, record, sex, method, device).shares
+        base = ensemble_age(bundles, record, sex, device)
+        for key, lead in (("most", int(np.argmax(shares))), ("least", int(np.argmin(shares)))):
+            signal = record.signal.copy()
+            signal[lead] = rng.normal(0.0, DELETION_NOISE_MV, signal.shape[-1])
+            changed = ensemble_age(bundles, record._replace(signal=signal), sex, device)
+            out[key].append(abs(changed - base))
+            out[f"{key}_lead"].append(LEADS[lead])
+    return {k: np.asarray(v) if k in ("most", "least") else v for k, v in out.items()}
+
+
+# ---- DIR/lead_importance.csv and DIR/<id>.png --------------------------------------------------------------------
+def figure_name(record_id: str, taken: set[str]) -> str:
+    """``<id>.png`` with every character but letters, digits, '.', '_' and '-' made '_' (an id may be a path);
+    an id that would collide with another's name gets its hash appended."""
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", record_id).lstrip(".") or "_"
+    if name in taken:
+        name = f"{name}_{hashlib.sha256(record_id.encode()).hexdigest()[:8]}"
+    taken.add(name)
+    return f"{name}.png"
+
+
+def check_explain_folder(folder: Path, read_files, input_folders) -> None:
+    """Before any work: the folder may not hold or lie in inputs, and, if it exists, it holds nothing but an
+    earlier explanation (which this one replaces whole, so that no figure of another run survives into it)."""
+    check_output_path(folder / LEAD_IMPORTANCE, read_files, input_folders, flag="--explain")
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"--explain {folder} is a file; give a folder")
+    others = [p.name for p in folder.iterdir() if p.name != LEAD_IMPORTANCE and p.suffix != ".png"] \
+        if folder.is_dir() else []
+    if others or (folder.is_dir() and any(folder.iterdir()) and not (folder / LEAD_IMPORTANCE).exists()):
+        shown = ", ".join(sorted(others)[:5]) or "figures without a lead_importance.csv"
+        raise UserError(f"--explain {folder} holds other files ({shown}); give a new or empty folder, or one "
+                        f"holding only an earlier explanation (it is replaced)")
+
+
+def write_explanations(bundles: list[ModelBundle], reader: Reader, positions, sexes, titles: list[str],
+                       method: str, device: torch.device, folder: Path, figures: int | None,
+                       progress: bool = False) -> Path:
+    """Explain the records at ``positions`` into a temporary folder beside ``folder``, then put it in its place:
+    an interrupted or failed run leaves ``folder`` as it was."""
+    folder = Path(folder)
+    staging = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        staging.mkdir(parents=True)
+        rows, taken = [], set()
+        chosen = list(positions)
+        for k, position in enumerate(tqdm(chosen, desc=f"explain ({method})", unit="ECG", disable=not progress)):
+            record = reader.load(int(position))
+            found = explain_record(bundles, record, float(sexes[k]), method, device)
+            rows.append([reader.ids[int(position)], *found.shares.tolist()])
+            if figures is None or k < figures:
+                plot_ecg_explanation(found.signal, found.fs, LEADS, found.attribution, titles[k],
+                                     staging / figure_name(reader.ids[int(position)], taken), shares=found.shares)
+        write_csv(staging / LEAD_IMPORTANCE, pd.DataFrame(rows, columns=["id", *LEADS]))
+        if folder.exists():
+            shutil.rmtree(folder)
+        staging.rename(folder)
+    except OSError as exc:
+        raise OutputError(f"--explain {folder}: cannot be written ({exc.strerror or exc})") from exc
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    logger.info(f"explanations of {len(rows)} ECG(s) ({method}) → {folder}")
+    return folder / LEAD_IMPORTANCE
