@@ -16,25 +16,26 @@ import math
 import re
 import typing
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from dataloader.formats import INPUT_FORMATS
 from dataloader.maic import MODES, label_csv, template_csv, test_folder, train_folder
 from dataloader.records import CACHE_CHECKS, fingerprint_files
 from dataloader.sources import CacheConfig, resolve_cache_dtype
 from engine.explain import DEFAULT_METHOD, METHODS
-from engine.inference import InferenceConfig
-from engine.optim import SCHEDULES
-from engine.recipes import RECIPES, Recipe
+from engine.predictor import ENGINES
 from engine.runs import BEST, run_dir
-from engine.trainer import TrainConfig
-from models import MODELS, accepts_sex, architecture_of_recipe, default_recipe
-from models.heads import MODE_HEADS
 from utils.errors import UserError
 from utils.paths import CACHE_DIR, DATA_ROOT_ENV, DATASET_DIR, LOG_DIR, default_data_root
-from utils.runtime import default_infer_batch
+
+if TYPE_CHECKING:  # the PyTorch side is imported where it is used: parsing test options needs no torch (ONNX path)
+    import torch
+
+    from engine.inference import InferenceConfig
+    from engine.recipes import Recipe
+    from engine.trainer import TrainConfig
 
 MAIC_ARCH = {"adult": "ResDenseNet", "child": "ResUDenseNet"}  # the challenge entry's model of each mode
 Formatter = argparse.ArgumentDefaultsHelpFormatter
@@ -109,6 +110,9 @@ def add_mode(g) -> None:
 
 
 def add_model(p: argparse.ArgumentParser) -> None:
+    from engine.recipes import RECIPES
+    from models import MODELS
+
     g = p.add_argument_group("model")
     add_mode(g)
     g.add_argument("--arch", default=None, choices=tuple(MODELS),
@@ -138,6 +142,8 @@ def add_model(p: argparse.ArgumentParser) -> None:
 def add_recipe(p: argparse.ArgumentParser) -> None:
     """One option per field of engine.recipes.Recipe: default None = the chosen recipe's value ('auto' says the
     same for the options that had it); --help lists every recipe's."""
+    from engine.recipes import RECIPES, Recipe
+
     g = p.add_argument_group("recipe (every option defaults to the chosen --recipe's value)")
     types = typing.get_type_hints(Recipe)
     for field in dataclasses.fields(Recipe):
@@ -217,6 +223,9 @@ def add_inference(p: argparse.ArgumentParser) -> None:
                         "its fold models, and all given models are averaged (an ensemble)")
     g.add_argument("--output", default=None, help="output CSV (default score/submission.csv, or predicted_age.csv "
                                                   "for --input)")
+    g.add_argument("--engine", default="auto", choices=ENGINES,
+                   help="auto: onnxruntime for an .onnx file, PyTorch for checkpoints; onnxruntime: export the "
+                        "checkpoints in memory (checked on the first records) and run the export")
     g.add_argument("--tta", type=int, default=1, help="average over this many windows covering the record")
     g.add_argument("--bias_correction", action="store_true", help="apply the checkpoint's age-gap correction")
     g.add_argument("--infer_batch_size", "--batch_size", dest="infer_batch_size", type=int, default=None,
@@ -312,6 +321,24 @@ def test_parser() -> argparse.ArgumentParser:
     return p
 
 
+def export_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="export_interface.py", formatter_class=Formatter,
+                                description="Export a model or an ensemble to one ONNX file (checked on export)")
+    p.add_argument("--weights", nargs="+", required=True,
+                   help="checkpoint(s) or run/model folder(s); a cross-validated run folder stands for its fold "
+                        "models, and several become one graph (an ensemble)")
+    p.add_argument("--output", required=True, help="the .onnx file to write")
+    p.add_argument("--check_input", default=None,
+                   help="records (any readable format) the export is checked on (default: simulated ECGs)")
+    p.add_argument("--check_records", type=int, default=16, help="how many usable records of --check_input")
+    p.add_argument("--format", dest="input_format", default="auto", choices=INPUT_FORMATS,
+                   help="format of --check_input (auto: found from its content)")
+    add_mode(p)
+    add_trust(p)
+    p.add_argument("--quiet", action="store_true", help="results, warnings and errors only")
+    return p
+
+
 def report_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="report_interface.py", formatter_class=Formatter,
                                 description="Evaluate predictions: report.json, plots, bias correction, survival")
@@ -329,6 +356,10 @@ def _fill_maic_paths(args: argparse.Namespace, paths: dict[str, Path], only_exis
 def resolve_train(args: argparse.Namespace) -> argparse.Namespace:
     """Fill every recipe-dependent default from the recipe table; the result is what a run saves as
     options.json."""
+    from engine.recipes import RECIPES, Recipe
+    from models import architecture_of_recipe, default_recipe
+    from models.heads import MODE_HEADS
+
     if args.input is None:
         root = args.data_root or default_data_root()
         _fill_maic_paths(args, {f"train_for_{args.mode}": train_folder(root, args.mode),
@@ -360,6 +391,8 @@ def input_name(path: str) -> str:
 
 def recipe_of(args: argparse.Namespace) -> Recipe:
     """The resolved recipe options as the typed Recipe the trainer reads (their checks raise UserError)."""
+    from engine.recipes import Recipe
+
     try:
         return Recipe(**{field.name: getattr(args, field.name) for field in dataclasses.fields(Recipe)})
     except ValueError as exc:
@@ -367,6 +400,8 @@ def recipe_of(args: argparse.Namespace) -> Recipe:
 
 
 def _check_train(args: argparse.Namespace) -> None:
+    from models import MODELS, accepts_sex
+
     recipe_of(args)
     if not 0.0 <= args.valid_ratio < 1.0:
         raise UserError("--valid_ratio must lie in [0, 1)")
@@ -432,6 +467,8 @@ def result_options(args: argparse.Namespace, precision: str) -> dict:
     """The resolved training options that change a run's result (what its manifest records): every option but
     RUNTIME_OPTIONS, with the precision actually used, the pretrained checkpoint's file identity, and the epoch count
     only where it shapes the schedule of every epoch (cosine, one-cycle) — a step or plateau run may be extended."""
+    from engine.optim import SCHEDULES
+
     options = {k: v for k, v in vars(args).items() if k not in RUNTIME_OPTIONS}
     options["precision"] = precision
     options["cache_dtype"] = resolve_cache_dtype(args.cache_dtype, precision)
@@ -454,6 +491,9 @@ def json_safe(obj):
 
 
 def inference_config(args: argparse.Namespace, device: torch.device, precision: str, workers: int) -> InferenceConfig:
+    from engine.inference import InferenceConfig
+    from utils.runtime import default_infer_batch
+
     return InferenceConfig(device=device, precision=precision, workers=workers, tta=args.tta,
                            batch_size=args.infer_batch_size or default_infer_batch(device, 32),
                            bias_correction=args.bias_correction, fast_layout=args.precision != "fp32",
@@ -462,6 +502,8 @@ def inference_config(args: argparse.Namespace, device: torch.device, precision: 
 
 def train_config(args: argparse.Namespace, device: torch.device) -> TrainConfig:
     """How to train: the recipe, the run-time switches, and the command line as provenance only."""
+    from engine.trainer import TrainConfig
+
     return TrainConfig(recipe=recipe_of(args), max_steps_per_epoch=args.max_steps_per_epoch,
                        compile=args.compile == "on" or (args.compile == "auto" and device.type == "cuda"),
                        sync_bn=args.sync_bn, fast_layout=args.precision != "fp32", progress=not args.quiet,
@@ -470,9 +512,20 @@ def train_config(args: argparse.Namespace, device: torch.device) -> TrainConfig:
 
 def held_out_config(args: argparse.Namespace, device: torch.device, precision: str) -> InferenceConfig:
     """Out-of-fold prediction during training: the training cache, --infer_batch_size, no test-time options."""
+    from engine.inference import InferenceConfig
+    from utils.runtime import default_infer_batch
+
     return InferenceConfig(device=device, precision=precision, workers=0, fast_layout=args.precision != "fp32",
                            batch_size=args.infer_batch_size or default_infer_batch(device, 32),
                            cache=cache_config(args, precision))
+
+
+def onnx_config(args: argparse.Namespace):
+    """How test_interface runs an ONNX file (no torch): batch, windows, bias correction, cache."""
+    from engine.onnx_engine import ONNX_BATCH, OnnxConfig
+
+    return OnnxConfig(batch_size=args.infer_batch_size or ONNX_BATCH, tta=args.tta,
+                      bias_correction=args.bias_correction, cache=cache_config(args, "fp32"))
 
 
 def workers(args: argparse.Namespace, default: int) -> int:
@@ -491,6 +544,8 @@ def default_weights(args: argparse.Namespace, mode: str) -> Path:
 
 def clip_to_mode(ages, mode: str):
     """Ages inside the MAIC bounds of ``mode`` (a linear-head model could leave them)."""
+    from models.heads import MODE_HEADS
+
     head = MODE_HEADS[mode]
     return np.clip(ages, head.low, head.high)
 

@@ -19,28 +19,31 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 import options as opts
-from dataloader.dataset import default_workers, sex_codes
 from dataloader.formats import open_reader
-from dataloader.labels import normalise_sex
+from dataloader.labels import normalise_sex, sex_codes
 from dataloader.maic import MODES, assign_rows, read_template, template_ids
 from dataloader.records import NpyFolderReader, Reader
 from dataloader.sources import apply_policy, duplicate_ids, implausible_outputs
 from engine.explain import check_explain_folder, write_explanations
-from engine.inference import InferenceConfig, ensemble_intervals, predict_ensemble
+from engine.predictor import Predictor, is_onnx, load_predictor, records_of
 from engine.runs import run_folders, run_members
 from models import UNKNOWN_SEX
-from models.checkpoint import ModelBundle, load_ensemble, resolve_weights
+from models.files import resolve_weights
 from utils.bounds import AGE_RANGE, age_problem
 from utils.cli import RESULT, configure_logging, run_main
 from utils.errors import BadInputError, CheckpointError, RecordError, UserError
 from utils.io import check_output_path, check_spreadsheet_safe, write_csv, write_json
 from utils.paths import DATA_ROOT_ENV, PREDICTIONS, SUBMISSION, prediction_notes
-from utils.runtime import configure_backends, resolve_device, resolve_precision
+
+if TYPE_CHECKING:  # the PyTorch side is imported only where PyTorch models run (an ONNX file needs no torch)
+    from engine.inference import InferenceConfig
+    from models.checkpoint import ModelBundle
 
 HINT = ("Fix or remove them, or pass --on_bad skip (leave them out) or --on_bad fill (write the training median) "
         "to continue.")
@@ -49,22 +52,21 @@ HINT = ("Fix or remove them, or pass --on_bad skip (leave them out) or --on_bad 
 logger = logging.getLogger("test")
 
 
-def median_fill(bundle: ModelBundle, fallback: np.ndarray) -> float:
+def median_fill(stored: float | None, fallback: np.ndarray) -> float:
     """The training median age stored with the model (or, for foreign checkpoints, the median plausible
     prediction)."""
-    stored = bundle.facts.median_age
     if stored is not None:
         return stored
     plausible = fallback[[age_problem(a) is None for a in fallback]] if len(fallback) else fallback
     return float(np.median(plausible)) if len(plausible) else float("nan")
 
 
-def apply_output_policy(ages: np.ndarray, ids: list[str], bad: dict, on_bad: str, bundle: ModelBundle,
+def apply_output_policy(ages: np.ndarray, ids: list[str], bad: dict, on_bad: str, models: Predictor,
                         what: str) -> tuple[np.ndarray, np.ndarray]:
     """Apply the bad-record policy to bad input and implausible output; returns (positions to write, those of
     them filled with the training median under 'fill' — ages filled in place). An id listed twice can never be
     written (it would name two rows)."""
-    bad = {**bad, **implausible_outputs(ages, ids, bad, bundle.source)}
+    bad = {**bad, **implausible_outputs(ages, ids, bad, models.source)}
     repeated = duplicate_ids(pd.DataFrame({"id": ids}))
     if on_bad == "fill" and repeated:
         raise BadInputError([f"{rid}: {reason}" for rid, reason in repeated.items()],
@@ -73,7 +75,7 @@ def apply_output_policy(ages: np.ndarray, ids: list[str], bad: dict, on_bad: str
     keep = apply_policy(bad, ids, "skip" if on_bad == "fill" else on_bad, what, hint=HINT)
     filled = np.zeros(0, dtype=np.int64)
     if on_bad == "fill" and len(keep) < len(ids):
-        fill = median_fill(bundle, ages[keep])
+        fill = median_fill(models.median_age, ages[keep])
         if not np.isfinite(fill):
             raise BadInputError([f"{ids[i]}: {bad[ids[i]]}" for i in range(len(ids)) if ids[i] in bad],
                                 "--on_bad fill needs the training median age, which this model does not store, "
@@ -85,20 +87,24 @@ def apply_output_policy(ages: np.ndarray, ids: list[str], bad: dict, on_bad: str
     return keep, filled
 
 
-def load_models(weights: list[str], mode: str, args: argparse.Namespace) -> list[ModelBundle]:
-    """Every model ``weights`` stands for (a run folder: exactly the members its manifest names)."""
-    return load_ensemble([member for path in weights for member in run_members(path)], mode=mode,
-                         trust=args.trust_checkpoint)
+def load_models(weights: list[str], mode: str, args: argparse.Namespace, reader: Reader) -> Predictor:
+    """Every model ``weights`` stands for (a run folder: exactly the members its manifest names) on --engine."""
+    return load_predictor(weights, mode=mode, trust=args.trust_checkpoint, engine=args.engine,
+                          check=records_of(reader))
 
 
-def predict_for(bundles: list[ModelBundle], reader: Reader, args: argparse.Namespace, cfg: InferenceConfig,
+def sex_of(reader: Reader) -> np.ndarray:
+    return sex_codes(reader.table["sex"]) if "sex" in reader.table.columns else \
+        np.full(len(reader), UNKNOWN_SEX, np.float32)
+
+
+def predict_for(models: Predictor, reader: Reader, args: argparse.Namespace, cfg: InferenceConfig,
                 what: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(ages, positions to write, positions filled) of ``reader``'s records with ``bundles`` (averaged)."""
-    models = f"{bundles[0].arch} from {bundles[0].source}" if len(bundles) == 1 else \
-        f"an ensemble of {len(bundles)} models ({', '.join(sorted({b.arch for b in bundles}))})"
-    logger.info(f"{what}: {models} on {len(reader)} {reader.format} record(s); device {cfg.device}, {cfg.precision}")
-    ages, bad = predict_ensemble(bundles, reader, cfg)
-    return ages, *apply_output_policy(ages, reader.ids, bad, args.on_bad, bundles[0], what)
+    """(ages, positions to write, positions filled) of ``reader``'s records with ``models`` (averaged)."""
+    logger.info(f"{what}: {models.describe()}, {len(reader)} {reader.format} record(s)" +
+                (f"; device {cfg.device}, {cfg.precision}" if models.engine == "torch" else ""))
+    ages, bad = models.predict_records(reader, cfg, sex_of(reader))
+    return ages, *apply_output_policy(ages, reader.ids, bad, args.on_bad, models, what)
 
 
 def check_output(output: Path, ids, read_files: list, input_folders: list, weights: list) -> None:
@@ -131,12 +137,16 @@ def run_records(args: argparse.Namespace, cfg: InferenceConfig) -> Path:
     check_output(prediction_notes(output), [], [args.input, *reader.files()], [args.input], weights)
     if args.explain:
         check_explain_folder(Path(args.explain), [args.input, *reader.files(), output], [args.input])
-    bundles = load_models(weights, args.mode, args)
-    intervals = ensemble_intervals(bundles, args.interval, cfg.bias_correction) if args.interval else None
-    ages, keep, filled = predict_for(bundles, reader, args, cfg, "the predictions")
+    models = load_models(weights, args.mode, args, reader)
+    if args.explain and not models.bundles:
+        raise UserError(f"--explain needs the PyTorch checkpoints (the attributions are captum's); {models.source} "
+                        f"is an ONNX export")
+    intervals = models.intervals(args.interval, cfg.bias_correction) if args.interval else None
+    ages, keep, filled = predict_for(models, reader, args, cfg, "the predictions")
     frame = pd.DataFrame({"ids": [reader.ids[i] for i in keep], "predicted_age": ages[keep]})
-    notes = {"weights": [str(w) for w in weights], "models": [b.source for b in bundles], "tta": cfg.tta,
-             "bias_correction": cfg.bias_correction, "filled": [reader.ids[i] for i in filled]}
+    notes = {"weights": [str(w) for w in weights], "models": [m[0] for m in models.members()],
+             "engine": models.engine, "tta": cfg.tta, "bias_correction": cfg.bias_correction,
+             "filled": [reader.ids[i] for i in filled]}
     if intervals is not None:
         lower, upper = intervals(ages[keep])
         unknown = np.isin(keep, filled)  # a filled-in median is no prediction: its interval is every plausible age
@@ -145,7 +155,7 @@ def run_records(args: argparse.Namespace, cfg: InferenceConfig) -> Path:
         logger.log(RESULT, f"{intervals.level:g} intervals: {len(intervals.half_width)} band(s) of predicted age, "
                            f"half-widths {', '.join(f'{r:.1f}' for r in intervals.half_width)} years")
     if args.explain:
-        explain(args, cfg, bundles, reader, frame, keep, filled, intervals)
+        explain(args, cfg, models.bundles, reader, frame, keep, filled, intervals)
     write_csv(output, frame)
     write_json(prediction_notes(output), notes)
     return output
@@ -155,7 +165,7 @@ def explain(args: argparse.Namespace, cfg: InferenceConfig, bundles: list[ModelB
             frame: pd.DataFrame, keep: np.ndarray, filled: np.ndarray, intervals) -> None:
     """--explain DIR: every written record but the filled ones, titled with its age (and interval)."""
     chosen = np.flatnonzero(~np.isin(keep, filled))
-    sex = sex_codes(reader.table["sex"]) if "sex" in reader.table.columns else np.full(len(reader), UNKNOWN_SEX)
+    sex = sex_of(reader)
     known = pd.to_numeric(reader.table["age"], errors="coerce").to_numpy(float) if "age" in reader.table.columns \
         else np.full(len(reader), np.nan)
     titles = []
@@ -208,8 +218,8 @@ def run_submission(args: argparse.Namespace, cfg: InferenceConfig) -> Path:
         reader = reader.subset([position[n] for n in names.iloc[rows]])
         if "GENDER" in template.columns:  # the template carries each person's sex (for models that read it)
             reader.table["sex"] = template["GENDER"].iloc[rows].map(normalise_sex).to_numpy()
-        bundles = load_models(getattr(args, f"weights_{mode}"), mode, args)
-        mode_ages, keep, _ = predict_for(bundles, reader, args, cfg, f"the {mode} rows")
+        models = load_models(getattr(args, f"weights_{mode}"), mode, args, reader)
+        mode_ages, keep, _ = predict_for(models, reader, args, cfg, f"the {mode} rows")
         # a plausible age outside the mode's bounds (a linear-head model) is clipped to them, as the seed's sigmoid
         ages[rows[keep]] = opts.clip_to_mode(mode_ages[keep], mode)
     write_csv(output, template.assign(AGE=ages)[np.isfinite(ages)])
@@ -219,16 +229,27 @@ def run_submission(args: argparse.Namespace, cfg: InferenceConfig) -> Path:
 def main(argv=None) -> int:
     args = opts.parse_test(argv)
     configure_logging(sys.stderr, args.quiet)
+    weights = [w for w in (args.weights or []) + (args.weights_adult or []) + (args.weights_child or [])]
+    if args.engine != "torch" and weights and all(is_onnx(w) for w in weights):
+        cfg = opts.onnx_config(args)  # onnxruntime only: PyTorch is never imported
+    else:
+        cfg = torch_config(args)
+    output = run_records(args, cfg) if args.input else run_submission(args, cfg)
+    logger.log(RESULT, f"wrote {output}")
+    return 0
+
+
+def torch_config(args: argparse.Namespace) -> InferenceConfig:
+    from dataloader.dataset import default_workers
+    from utils.runtime import configure_backends, resolve_device, resolve_precision
+
     device = resolve_device(args.device)
     # inference defaults to fp32 numerics (the reference code's outputs); --precision bf16 is opt-in, and
     # --precision fp32 additionally keeps the reference memory layout
     precision = "fp32" if args.precision == "auto" else resolve_precision(args.precision, device)
     configure_backends(device, precision, args.deterministic)
     workers = opts.workers(args, default_workers(device, args.cache == "on"))
-    cfg = opts.inference_config(args, device, precision, workers)
-    output = run_records(args, cfg) if args.input else run_submission(args, cfg)
-    logger.log(RESULT, f"wrote {output}")
-    return 0
+    return opts.inference_config(args, device, precision, workers)
 
 
 def entry(argv=None) -> int:

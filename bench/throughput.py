@@ -162,6 +162,38 @@ def default_path(head, reader, spec, ages, args, device, precision, tmp: Path, r
     return train, time_inference(infer_model, head, (b["x"] for b in infer_loader), device, precision)
 
 
+def onnx_path(model, head, spec, reader, args, tmp: Path, result: dict) -> float:
+    """The model exported (checked on the first batch) and run by onnxruntime, against PyTorch eager fp32 on the
+    same inputs and batch; returns onnxruntime's ECG/s (result gets PyTorch's, the ratio and the difference)."""
+    from engine.export import export_onnx
+    from engine.onnx_engine import OnnxModel
+    from models import model_args
+    from models.checkpoint import ModelBundle
+
+    model = model.cpu().eval()
+    bundle = ModelBundle(model, args.arch, model_args(args.arch), spec, head)
+    x = np.stack([preprocess(reader.load(i).signal, reader.load(i).fs, spec) for i in range(args.n_infer)])
+    sex = np.full(len(x), 0.5, np.float32)
+    export_onnx([bundle], tmp / "model.onnx", x[:args.infer_batch_size], sex[:args.infer_batch_size])
+    onnx = OnnxModel.load(tmp / "model.onnx")
+    batches = [x[i:i + args.infer_batch_size] for i in range(0, len(x), args.infer_batch_size)]
+    timed = {}
+    for engine in ("torch", "onnxruntime", "torch", "onnxruntime"):  # interleaved; the second round is kept
+        started, outputs = time.perf_counter(), []
+        for batch in batches:
+            if engine == "torch":
+                with torch.no_grad():
+                    outputs.append(head(model(torch.from_numpy(batch))).double().numpy())
+            else:
+                outputs.append(onnx.member_ages(batch, sex[:len(batch)])[:, 0])
+        timed[engine] = (len(x) / (time.perf_counter() - started), np.concatenate(outputs))
+    result.update({"engine": "onnxruntime", "onnx_batch_size": args.infer_batch_size,
+                   "torch_eager_infer_samples_per_s": timed["torch"][0],
+                   "onnxruntime_vs_torch": timed["onnxruntime"][0] / timed["torch"][0],
+                   "onnx_max_difference_years": float(np.max(np.abs(timed["torch"][1] - timed["onnxruntime"][1])))})
+    return timed["onnxruntime"][0]
+
+
 def parse(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--arch", default="ResDenseNet", choices=tuple(MODELS))
@@ -172,6 +204,10 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--infer_records", type=int, default=None, help="ECGs for inference (default 4 batches)")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"), help="the default path's")
     p.add_argument("--json", action="store_true", help="print only the JSON line")
+    p.add_argument("--engine", default="torch", choices=("torch", "onnxruntime"),
+                   help="onnxruntime: inference also by the model's ONNX export (engine/export.py), against PyTorch "
+                        "eager fp32 at the same batch (--infer_batch_size); infer_samples_per_s is then onnxruntime's")
+    p.add_argument("--infer_batch_size", type=int, default=64, help="the batch of the --engine onnxruntime comparison")
     args = p.parse_args(argv)
     args.n_infer = args.infer_records or 4 * args.batch_size
     return args
@@ -204,6 +240,9 @@ def main(argv=None) -> dict:
         seed_train, seed_infer = seed_path(model, head, reader, spec, ages, args, device)
         say(f"default path: cache, batched, precision {precision}")
         fast_train, fast_infer = default_path(head, reader, spec, ages, args, device, precision, Path(tmp), result)
+        if args.engine == "onnxruntime":
+            say(f"onnxruntime vs PyTorch eager fp32, batch {args.infer_batch_size}")
+            fast_infer = onnx_path(model, head, spec, reader, args, Path(tmp), result)
     result.update(summary(result, seed_train, seed_infer, fast_train, fast_infer))
     print(json.dumps(result))
     return result

@@ -13,12 +13,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from models import UNKNOWN_SEX
 
-SEX_CODE = {"M": 1.0, "F": 0.0}  # the model's sex input; unknown is models.UNKNOWN_SEX
-
-
-def sex_codes(sex) -> np.ndarray:
-    """'M'/'F'/None per record → 1.0 / 0.0 / UNKNOWN_SEX (float32)."""
-    return np.array([SEX_CODE.get(s, UNKNOWN_SEX) for s in sex], dtype=np.float32)
+from .labels import sex_codes  # noqa: F401 - the dataset's sex input, defined with the label rules
 
 
 class ECGDataset(Dataset):

@@ -17,8 +17,16 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from models import UNKNOWN_SEX
 from utils.errors import RecordError
 from utils.io import read_csv
+
+SEX_CODE = {"M": 1.0, "F": 0.0}  # the model's sex input; unknown is models.UNKNOWN_SEX
+
+
+def sex_codes(sex) -> np.ndarray:
+    """'M'/'F'/None per record → 1.0 / 0.0 / UNKNOWN_SEX (float32)."""
+    return np.array([SEX_CODE.get(s, UNKNOWN_SEX) for s in sex], dtype=np.float32)
 
 PTBXL_UNKNOWN_AGE = 300  # PTB-XL stores ages above 89 as 300 for anonymity: the true age is unknown
 _TRUE, _FALSE = ("true", "1", "1.0"), ("false", "0", "0.0")

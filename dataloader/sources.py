@@ -50,7 +50,7 @@ from utils.bounds import AGE_RANGE, MAX_FS, MIN_FS, MIN_SECONDS, age_problem, am
 from utils.errors import BadInputError, CheckpointError, OutputError, RecordError, UserError
 from utils.io import write_json, write_text
 from utils.paths import CACHE_DIR
-from utils.runtime import barrier, is_local_main, is_main
+from utils.ranks import barrier, is_local_main, is_main
 
 from .labels import unknown_age_reason
 from .records import LEADS, READER_VERSION, Reader, Record

@@ -23,20 +23,23 @@ import re
 import shutil
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-import torch
-from torch import nn
 from tqdm import tqdm
 
 from dataloader.records import LEADS, Reader, Record
 from dataloader.sources import prepare
-from models.checkpoint import ModelBundle
 from models.preprocessing import input_times
 from utils.errors import OutputError, RecordError, UserError
 from utils.io import check_output_path, write_csv
 from utils.plots import plot_ecg_explanation
+
+if TYPE_CHECKING:  # torch and captum are imported where explanations are made: the option names need neither
+    import torch
+
+    from models.checkpoint import ModelBundle
 
 logger = logging.getLogger(__name__)
 
@@ -60,22 +63,20 @@ class Explanation:
     shares: np.ndarray
 
 
-class AgeOf(nn.Module):
-    """A bundle's network and head as one function input → age (B,), the form captum attributes."""
-
-    def __init__(self, bundle: ModelBundle):
-        super().__init__()
-        self.net, self.head, self.takes_sex = bundle.model, bundle.head, bundle.takes_sex
-
-    def forward(self, x: torch.Tensor, sex: torch.Tensor | None = None) -> torch.Tensor:
-        return self.head(self.net(x, sex) if self.takes_sex else self.net(x))
+def age_of(bundle: ModelBundle):
+    """A bundle's network (in eval mode) and head as one function input [, sex] → age (B,): what captum
+    attributes."""
+    net, head, takes_sex = bundle.model.eval(), bundle.head, bundle.takes_sex
+    return lambda x, sex=None: head(net(x, sex) if takes_sex else net(x))
 
 
 def attribute(bundle: ModelBundle, x: np.ndarray, sex: float, method: str, device: torch.device) -> np.ndarray:
     """|attribution| of the age to each sample of one model input ``x`` (12, L): float64 (12, L)."""
+    import torch
     from captum.attr import IntegratedGradients, Occlusion  # imported on use: only explanations need captum
 
-    model = AgeOf(bundle).to(device).eval()
+    bundle.model.to(device)
+    model = age_of(bundle)
     inputs = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None].to(device)
     extra = (torch.tensor([sex], dtype=torch.float32, device=device),) if bundle.takes_sex else None
     with warnings.catch_warnings(), torch.enable_grad():
@@ -120,12 +121,15 @@ def explain_record(bundles: list[ModelBundle], record: Record, sex: float, metho
     return Explanation(record.id, record.signal, record.fs, mapped, shares / shares.sum())
 
 
-@torch.no_grad()
 def ensemble_age(bundles: list[ModelBundle], record: Record, sex: float, device: torch.device) -> float:
+    import torch
+
     ages = []
-    for bundle in bundles:
-        x = torch.from_numpy(prepare(record, bundle.preprocessing))[None].to(device)
-        ages.append(float(AgeOf(bundle).to(device).eval()(x, torch.tensor([sex], device=device))[0]))
+    with torch.no_grad():
+        for bundle in bundles:
+            bundle.model.to(device)
+            x = torch.from_numpy(prepare(record, bundle.preprocessing))[None].to(device)
+            ages.append(float(age_of(bundle)(x, torch.tensor([sex], device=device))[0]))
     return float(np.mean(ages))
 
 

@@ -20,8 +20,7 @@ from dataloader.sources import CacheConfig, duplicate_ids, open_source
 from models import UNKNOWN_SEX
 from models.checkpoint import ModelBundle
 from models.preprocessing import tta_specs
-from utils.calibration import Calibration, Intervals
-from utils.errors import CheckpointError, UserError
+from utils.errors import CheckpointError
 from utils.metrics import apply_bias_correction
 from utils.paths import CACHE_DIR
 from utils.runtime import autocast, place_model
@@ -118,20 +117,23 @@ def predict_ensemble(bundles: list[ModelBundle], reader: Reader, cfg: InferenceC
     return np.mean(ages, axis=0), bad
 
 
-def ensemble_intervals(bundles: list[ModelBundle], level: float, bias_correction: bool = False) -> Intervals:
-    """Intervals at ``level`` for the mean age of ``bundles``: fitted on the pool of their calibrations (each
-    model's held-out residuals — for the members of a cross-validated run, their out-of-fold predictions; each
-    passed through its own bias correction when ``bias_correction``). The residuals are single models', so an
-    ensemble's intervals are, if anything, conservative."""
-    missing = [b.source for b in bundles if b.calibration is None]
-    if missing:
-        raise CheckpointError(f"{missing[0]}: carries no interval calibration ({len(missing)} of {len(bundles)} "
-                              f"model(s) lack one; checkpoints trained before intervals existed, the seed's and the "
-                              f"published ones have none). Train the model with this version (it keeps its "
-                              f"validation residuals), or run without --interval")
-    calibrations = [b.calibration.corrected(lambda p, c=b.bias_correction: apply_bias_correction(p, c))
-                    if bias_correction else b.calibration for b in bundles]
-    try:
-        return Calibration.pooled(calibrations).fit(level)
-    except ValueError as exc:
-        raise UserError(f"--interval {level:g}: {exc}") from exc
+
+@torch.no_grad()
+def predict_inputs(bundles: list[ModelBundle], x: np.ndarray, sex: np.ndarray, bias_correction: bool = False,
+                   batch_size: int = 64) -> np.ndarray:
+    """The mean age (B,) of ``bundles`` for model inputs ``x`` (B, 12, L) on the CPU in fp32 (each member's bias
+    correction applied first when asked)."""
+    ages = []
+    for bundle in bundles:
+        model = bundle.model.eval()
+        member = np.concatenate([
+            bundle.head(forward(model, {"x": torch.from_numpy(x[i:i + batch_size]),
+                                        "sex": torch.from_numpy(sex[i:i + batch_size])}, torch.device("cpu"),
+                                bundle.takes_sex)).double().numpy() for i in range(0, len(x), batch_size)])
+        if bias_correction:
+            if not bundle.bias_correction:
+                raise CheckpointError(f"{bundle.source}: has no stored bias correction; run without "
+                                      f"--bias_correction")
+            member = apply_bias_correction(member, bundle.bias_correction)
+        ages.append(member)
+    return np.mean(ages, axis=0)

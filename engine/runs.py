@@ -21,7 +21,7 @@ import socket
 import time
 from pathlib import Path
 
-from models.checkpoint import BEST, PUBLISHED_CONFIG, PUBLISHED_WEIGHTS
+from models.files import BEST, PUBLISHED_CONFIG, PUBLISHED_WEIGHTS
 from utils.errors import CheckpointError, OutputError, RecordError, UserError
 from utils.io import regular_file, write_json
 

@@ -49,12 +49,11 @@ from utils.io import regular_file, save_torch
 from utils.metrics import check_bias_correction
 
 from . import ARCHITECTURES, MODELS, get_model, infer_model_args, input_length, model_args, takes_sex
+from .files import BEST, PUBLISHED_CONFIG, PUBLISHED_WEIGHTS, resolve_weights  # noqa: F401 - read by name here
 from .heads import LINEAR_HEAD, MODE_HEADS, AgeHead
 from .preprocessing import LIMA, MAIC, PreprocessSpec
 
 logger = logging.getLogger(__name__)
-# the checkpoint file names a model folder is read by (a run folder's other names: engine/runs.py)
-BEST, PUBLISHED_WEIGHTS, PUBLISHED_CONFIG = "best.pt", "model.pth", "config.json"
 FORMAT = "ecg-age/2"  # 2: training facts under "training"; the command line ("options") is provenance only
 TRUST_HINT = ("if you trust whoever made it, pass --trust_checkpoint to load it with full unpickling (that can run "
               "code); otherwise re-save its state dict with torch.save(model.state_dict(), path)")
@@ -230,18 +229,6 @@ def published_config(bundle: ModelBundle) -> dict | None:
     return {"seq_length": args["input_dim"][1], "net_filter_size": [b[0] for b in blocks],
             "net_seq_lengh": [b[1] for b in blocks], "kernel_size": args["kernel_size"],
             "dropout_rate": args["dropout_rate"], "sample_freq": bundle.preprocessing.fs}
-
-
-def resolve_weights(path: Path) -> tuple[Path, Path | None]:
-    """(weights file, published config.json or None) for a checkpoint file or a run/model folder."""
-    if path.is_dir():
-        weights = next((path / n for n in (BEST, PUBLISHED_WEIGHTS) if (path / n).exists()), None)
-        if weights is None:
-            raise CheckpointError(f"{path}: folder holds no best.pt or model.pth")
-    else:
-        weights = path
-    config = weights.parent / PUBLISHED_CONFIG if weights.name == PUBLISHED_WEIGHTS else None
-    return weights, config if config is not None and config.exists() else None
 
 
 def _state_dict(ckpt, weights: Path) -> dict:

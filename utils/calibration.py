@@ -24,7 +24,8 @@ import numbers
 import numpy as np
 
 from .bounds import AGE_RANGE, MAX_CALIBRATION_RECORDS
-from .metrics import bin_edges
+from .errors import CheckpointError, UserError
+from .metrics import apply_bias_correction, bin_edges
 
 BAND_COUNTS = (1, 2, 3, 4, 6)
 MIN_BAND_RECORDS = 30
@@ -193,6 +194,27 @@ class Calibration:
                 source not in SOURCES:
             raise ValueError(f"calibration n must be a count ≥ its records and source one of {SOURCES}")
         return cls(predicted, residual, source, int(n))
+
+
+def ensemble_intervals(members: list[tuple[str, "Calibration | None", dict | None]], level: float,
+                       bias_correction: bool = False) -> Intervals:
+    """Intervals at ``level`` for the mean age of an ensemble, given each member's (source, calibration, bias
+    correction): fitted on the pool of their calibrations (each model's held-out residuals — for the members of a
+    cross-validated run, their out-of-fold predictions; each passed through its own bias correction when
+    ``bias_correction``). The residuals are single models', so an ensemble's intervals are, if anything,
+    conservative."""
+    missing = [source for source, calibration, _ in members if calibration is None]
+    if missing:
+        raise CheckpointError(f"{missing[0]}: carries no interval calibration ({len(missing)} of {len(members)} "
+                              f"model(s) lack one; checkpoints trained before intervals existed, the seed's and the "
+                              f"published ones have none). Train the model with this version (it keeps its "
+                              f"validation residuals), or run without --interval")
+    calibrations = [c.corrected(lambda p, k=k: apply_bias_correction(p, k)) if bias_correction else c
+                    for _, c, k in members]
+    try:
+        return Calibration.pooled(calibrations).fit(level)
+    except ValueError as exc:
+        raise UserError(f"--interval {level:g}: {exc}") from exc
 
 
 def interval_coverage(lower, upper, true) -> dict:

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import IO, Callable, Iterator
 
 import pandas as pd
-import torch
 
 from .errors import OutputError, RecordError, UserError
 
@@ -126,6 +125,8 @@ def write_csv(path: str | os.PathLike, frame, index: bool = False, **kwargs) -> 
 def save_torch(path: str | os.PathLike, obj) -> Path:
     """torch.save through the atomic writer; PyTorch's own writer reports a full disk as a RuntimeError, which
     becomes the same OutputError as any other failed write."""
+    import torch  # only checkpoints need it: the ONNX path never imports torch
+
     try:
         return atomic_write(path, lambda handle: torch.save(obj, handle), binary=True)
     except RuntimeError as exc:

@@ -11,6 +11,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from .ranks import barrier, is_local_main, is_main  # noqa: F401 - part of the runtime's interface
+
 
 def resolve_device(name: str = "auto") -> torch.device:
     """'auto' picks CUDA, then MPS, then CPU. An unavailable explicit choice falls back to CPU with a warning."""
@@ -116,20 +118,6 @@ def init_distributed(device: torch.device) -> tuple[int, int, torch.device]:
         # long enough for rank 0 to build a large preprocessing cache while the others wait at a barrier
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=datetime.timedelta(hours=4))
     return rank, world, device
-
-
-def is_main() -> bool:
-    return not dist.is_initialized() or dist.get_rank() == 0
-
-
-def is_local_main() -> bool:
-    """The first process on this machine (one per node builds node-local files such as the cache)."""
-    return int(os.environ.get("LOCAL_RANK", "0")) == 0
-
-
-def barrier() -> None:
-    if dist.is_initialized():
-        dist.barrier()
 
 
 def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:

@@ -1,0 +1,149 @@
+"""Running an exported ONNX file with onnxruntime: numpy, scipy, onnxruntime and the readers — no torch.
+
+``OnnxModel.load`` reads a file written by engine/export.py and checks its metadata like a checkpoint's description
+(the preprocessing spec, heads, bias corrections and calibrations); ``predict_records_onnx`` is
+engine.inference.predict_records' counterpart: the same source (cache or on the fly), the same windows (``--tta``),
+each member's bias correction before averaging, the same bad records.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import numbers
+from pathlib import Path
+
+import numpy as np
+
+from dataloader.records import Reader
+from dataloader.sources import CacheConfig, duplicate_ids, open_source
+from models.preprocessing import PreprocessSpec, tta_specs
+from utils.bounds import AGE_RANGE, MAX_CHECKPOINT_BYTES
+from utils.calibration import Calibration
+from utils.errors import CheckpointError, RecordError
+from utils.io import regular_file
+from utils.metrics import apply_bias_correction, check_bias_correction
+
+ONNX_FORMAT = "ecg-age-onnx/1"  # engine/export.py writes it (that module needs torch; this one must not)
+METADATA_KEY = "ecg_age"
+ONNX_BATCH = 64  # onnxruntime's default batch (on a 2-core CPU it runs 1.9× PyTorch eager there: bench/README.md)
+
+
+@dataclasses.dataclass(frozen=True)
+class OnnxConfig:
+    """How to run an ONNX model over records (test_interface's options for this engine)."""
+
+    batch_size: int = ONNX_BATCH
+    tta: int = 1
+    bias_correction: bool = False
+    cache: CacheConfig = CacheConfig()
+    threads: int = 0  # 0: onnxruntime's choice
+
+
+def _median_age(training) -> float | None:
+    value = training.get("median_age") if isinstance(training, dict) else None
+    plausible = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    return float(value) if plausible and AGE_RANGE[0] <= value <= AGE_RANGE[1] else None
+
+
+@dataclasses.dataclass
+class OnnxModel:
+    """An exported model: the onnxruntime session and what its metadata says."""
+
+    source: str
+    session: object
+    preprocessing: PreprocessSpec
+    takes_sex: bool
+    archs: list[str]
+    corrections: list[dict | None]
+    calibrations: list[Calibration | None]
+    median_age: float | None
+
+    @classmethod
+    def load(cls, path: str | Path, threads: int = 0) -> "OnnxModel":
+        import onnxruntime
+
+        path = Path(path)
+        try:
+            regular_file(path, str(path), max_bytes=MAX_CHECKPOINT_BYTES)
+            options = onnxruntime.SessionOptions()
+            options.intra_op_num_threads = threads
+            options.log_severity_level = 3
+            session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except RecordError as exc:
+            raise CheckpointError(f"{path}: {exc.reason}") from exc
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types on a damaged or foreign file
+            raise CheckpointError(f"{path}: not a readable ONNX model ({type(exc).__name__}: {str(exc)[:300]})") \
+                from exc
+        text = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+        if text is None:
+            raise CheckpointError(f"{path}: an ONNX model without this project's metadata ({METADATA_KEY}); export "
+                                  f"it with export_interface.py")
+        try:
+            return cls._described(path, session, json.loads(text))
+        except (ValueError, TypeError, KeyError, IndexError, RecursionError) as exc:
+            raise CheckpointError(f"{path}: its metadata cannot be used ({type(exc).__name__}: {str(exc)[:300]})") \
+                from exc
+
+    @classmethod
+    def _described(cls, path: Path, session, meta: dict) -> "OnnxModel":
+        if not isinstance(meta, dict) or meta.get("format") != ONNX_FORMAT:
+            raise ValueError(f"expected format {ONNX_FORMAT}, got {str(meta.get('format'))[:50]}")
+        members = meta["members"]
+        if not isinstance(members, list) or not members:
+            raise ValueError("no members")
+        width = session.get_outputs()[0].shape[-1]
+        if width != len(members):
+            raise ValueError(f"the graph gives {width} ages per record but the metadata names {len(members)} models")
+        corrections = [m.get("bias_correction") for m in members]
+        for correction in corrections:
+            if correction is not None:
+                check_bias_correction(correction)
+        calibrations = [Calibration.from_dict(m["calibration"]) if m.get("calibration") is not None else None
+                        for m in members]
+        inputs = [i.name for i in session.get_inputs()]
+        takes_sex = bool(meta["takes_sex"])
+        if inputs != (["x", "sex"] if takes_sex else ["x"]):
+            raise ValueError(f"the graph's inputs {inputs} do not match its metadata")
+        return cls(str(path), session, PreprocessSpec.from_dict(meta["preprocessing"]), takes_sex,
+                   [str(m["arch"]) for m in members], corrections, calibrations,
+                   _median_age(members[0].get("training")))
+
+    def member_ages(self, x: np.ndarray, sex: np.ndarray | None = None) -> np.ndarray:
+        """Every member's age (B, M) for model inputs ``x`` (B, 12, L)."""
+        feed = {"x": np.ascontiguousarray(x, dtype=np.float32)}
+        if self.takes_sex:
+            feed["sex"] = np.ascontiguousarray(sex, dtype=np.float32)
+        return self.session.run(["ages"], feed)[0].astype(np.float64)
+
+    def ages(self, x: np.ndarray, sex: np.ndarray | None = None, bias_correction: bool = False) -> np.ndarray:
+        """The ensemble's age (B,): each member's (bias-corrected if asked) age, averaged."""
+        member = self.member_ages(x, sex)
+        if bias_correction:
+            missing = [k for k, c in enumerate(self.corrections) if not c]
+            if missing:
+                raise CheckpointError(f"{self.source}: member {missing[0]} has no stored bias correction; run "
+                                      f"without --bias_correction")
+            member = np.stack([apply_bias_correction(member[:, k], c) for k, c in enumerate(self.corrections)], 1)
+        return member.mean(axis=1)
+
+
+def predict_records_onnx(model: OnnxModel, reader: Reader, cfg: OnnxConfig, sex: np.ndarray) -> tuple[np.ndarray, dict]:
+    """Ages for every record of ``reader`` (NaN for bad ones) and {id: reason} of the bad records; with ``cfg.tta``
+    N the age is the mean over N windows (identical windows predicted once)."""
+    source, bad = open_source(reader, tta_specs(model.preprocessing, cfg.tta), cfg.cache)
+    bad.update(duplicate_ids(reader.table))
+    ages = np.full(len(reader), np.nan)
+    good = np.array([i for i, rid in enumerate(reader.ids) if rid not in bad], dtype=np.int64)
+    if not len(good):
+        return ages, bad
+    windows = source.rows(good)
+    unique, first, inverse = np.unique(windows, return_index=True, return_inverse=True)
+    record_of_row = np.repeat(good, windows.shape[1])[first]
+    row_ages = np.empty(len(unique))
+    for start in range(0, len(unique), cfg.batch_size):
+        rows = unique[start:start + cfg.batch_size]
+        row_ages[start:start + len(rows)] = model.ages(source.read(rows), sex[record_of_row[start:start + len(rows)]],
+                                                       cfg.bias_correction)
+    ages[good] = row_ages[inverse.reshape(windows.shape)].mean(axis=1)
+    return ages, bad

@@ -1,0 +1,81 @@
+"""Export a model — a checkpoint, a run folder, a cross-validated run (its members) or several (an ensemble) — to
+one ONNX file that runs without the training stack.
+
+    python export_interface.py --weights log/ECGEfficientNet_ptbxl_cv5 --output model.onnx \
+        --check_input ../shared/data/cinc2021
+
+The file holds the graph (every member's age) and, as metadata, everything needed to use it: the preprocessing,
+heads, bias corrections, interval calibrations, architectures and the project version. The export is checked
+before it is written: onnxruntime's ages on the check records equal PyTorch's within 1e-3 years, or nothing is
+written (exit 2).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+
+import options as opts
+from dataloader.demo import simulate
+from dataloader.formats import open_reader
+from dataloader.records import Record
+from dataloader.sources import check_record, prepare
+from engine.export import export_onnx
+from engine.runs import run_members
+from models import UNKNOWN_SEX
+from models.checkpoint import load_ensemble
+from utils.cli import RESULT, configure_logging, run_main
+from utils.errors import UserError
+from utils.io import check_output_path
+
+logger = logging.getLogger("export")
+SIMULATED = 4  # check records when no --check_input is given: the demo generator's ECGs (ages 30, 50, 70, 90)
+
+
+def check_inputs(args: argparse.Namespace, spec) -> tuple[np.ndarray, np.ndarray, str]:
+    """(model inputs, sex codes, what they are) to check the export on."""
+    if args.check_input is None:
+        signals = [simulate(age, seed=k) for k, age in enumerate(np.linspace(30, 90, SIMULATED))]
+        x = np.stack([prepare(Record(f"simulated ECG {k}", s.astype(np.float32), 500.0, {}), spec)
+                      for k, s in enumerate(signals)])
+        what = f"{len(x)} simulated ECGs (give --check_input for real ones)"
+        return x, np.full(len(x), UNKNOWN_SEX, np.float32), what
+    reader = open_reader(args.check_input, fmt=args.input_format)
+    chosen = []
+    for i in range(len(reader)):
+        record = reader.load(i)
+        if check_record(record) is None:
+            chosen.append(prepare(record, spec))
+        if len(chosen) == args.check_records:
+            break
+    if not chosen:
+        raise UserError(f"--check_input {args.check_input}: no usable record to check the export on")
+    return np.stack(chosen), np.full(len(chosen), UNKNOWN_SEX, np.float32), \
+        f"{len(chosen)} record(s) of {args.check_input}"
+
+
+def main(argv=None) -> int:
+    args = opts.export_parser().parse_args(argv)
+    configure_logging(sys.stderr, args.quiet)
+    output = Path(args.output)
+    members = [m for w in args.weights for m in run_members(w)]
+    check_output_path(output, [*args.weights, *members], [args.check_input] if args.check_input else [])
+    bundles = load_ensemble(members, mode=args.mode, trust=args.trust_checkpoint)
+    x, sex, what = check_inputs(args, bundles[0].preprocessing)
+    logger.info(f"exporting {len(bundles)} model(s) ({', '.join(sorted({b.arch for b in bundles}))}); checking on "
+                f"{what}")
+    result = export_onnx(bundles, output, x, sex)
+    logger.log(RESULT, f"wrote {output} ({result['bytes'] / 1e6:.1f} MB, {len(bundles)} model(s)); onnxruntime "
+                       f"equals PyTorch within {result['max_difference_years']:.2g} years on {what}")
+    return 0
+
+
+def entry(argv=None) -> int:
+    return run_main(main, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(entry())

@@ -1,0 +1,166 @@
+"""Deployment (issue 19): ONNX export of every architecture and of ensembles, checked on export; the onnxruntime
+path of test_interface (same ages, intervals and outputs as PyTorch), --engine, hostile ONNX files, and the Python
+API."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import ROOT, TINY
+
+import ecg_age
+import export_interface
+import options
+import test_interface
+import train_interface
+from dataloader.formats import open_reader
+from dataloader.sources import prepare
+from engine import export
+from engine.onnx_engine import METADATA_KEY, OnnxModel
+from utils.errors import CheckpointError, RecordError
+
+ARCH_OPTIONS = {"ECGEfficientNet": ["--width", "0.25"], "BaselineNet": [], **TINY}
+
+
+@pytest.fixture(scope="module")
+def ptbxl_records(ptbxl):
+    reader = open_reader(ptbxl, ptbxl_rate=500)
+    return [reader.load(i) for i in range(3)]
+
+
+@pytest.mark.parametrize("arch", sorted(ARCH_OPTIONS))
+def test_every_architecture_exports_and_matches(arch, ptbxl_records, tmp_path):
+    bundle = train_interface.new_bundle(options.parse_train(["--arch", arch, *ARCH_OPTIONS[arch]]))
+    bundle.model.eval()
+    x = np.stack([prepare(r, bundle.preprocessing) for r in ptbxl_records])
+    sex = np.array([1.0, 0.0, 0.5], np.float32)
+    result = export.export_onnx([bundle], tmp_path / "m.onnx", x, sex)
+    assert result["records"] == 3 and result["max_difference_years"] <= export.TOLERANCE_YEARS
+    model = OnnxModel.load(tmp_path / "m.onnx")
+    assert model.archs == [arch] and model.preprocessing == bundle.preprocessing
+    with torch.no_grad():
+        reference = bundle.head(bundle.model(torch.from_numpy(x))).double().numpy()
+    np.testing.assert_allclose(model.ages(x, sex), reference, atol=1e-3)
+    # a dynamic batch: one record, and more than the export saw
+    np.testing.assert_allclose(model.ages(x[:1], sex[:1]), reference[:1], atol=1e-3)
+    np.testing.assert_allclose(model.ages(np.concatenate([x, x]), np.concatenate([sex, sex])),
+                               np.concatenate([reference, reference]), atol=1e-3)
+
+
+def test_a_failed_check_writes_nothing(ptbxl_records, tmp_path, monkeypatch):
+    bundle = train_interface.new_bundle(options.parse_train(["--arch", "BaselineNet"]))
+    x = np.stack([prepare(r, bundle.preprocessing) for r in ptbxl_records])
+    monkeypatch.setattr(export, "TOLERANCE_YEARS", -1.0)  # no difference can pass
+    bundle.model.eval()
+    with pytest.raises(Exception, match="does not reproduce the models"):
+        export.export_onnx([bundle], tmp_path / "m.onnx", x, np.full(3, 0.5, np.float32))
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def exported(modern_cv_run, cinc, tmp_path_factory):
+    _, run = modern_cv_run
+    out = tmp_path_factory.mktemp("onnx") / "model.onnx"
+    assert export_interface.entry(["--weights", str(run), "--output", str(out), "--check_input", str(cinc),
+                                   "--check_records", "4", "--quiet"]) == 0
+    return out
+
+
+def test_the_file_alone_is_enough(exported, modern_cv_run):
+    import onnxruntime
+
+    meta = json.loads(onnxruntime.InferenceSession(str(exported)).get_modelmeta().custom_metadata_map[METADATA_KEY])
+    assert meta["format"] == "ecg-age-onnx/1" and meta["version"] and len(meta["members"]) == 2
+    member = meta["members"][0]
+    assert member["arch"] == "ECGEfficientNet" and member["calibration"]["n"] > 0 and member["head"]["kind"]
+    assert meta["preprocessing"]["fs"] == 500.0 and member["training"]["median_age"] > 0
+
+
+@pytest.mark.parametrize("engine", ["onnx_file", "onnxruntime"])
+def test_onnxruntime_predicts_what_pytorch_predicts(exported, modern_cv_run, cinc, tmp_path, engine):
+    tmp, run = modern_cv_run
+    common = ["--input", str(cinc), "--interval", "0.9", "--on_bad", "skip", "--cache_dir", str(tmp / "cache"),
+              "--quiet"]
+    assert test_interface.entry([*common, "--weights", str(run), "--output", str(tmp_path / "torch.csv")]) == 0
+    weights = ["--weights", str(exported)] if engine == "onnx_file" else ["--weights", str(run), "--engine",
+                                                                           "onnxruntime"]
+    assert test_interface.entry([*common, *weights, "--output", str(tmp_path / "onnx.csv")]) == 0
+    torch_out, onnx_out = (pd.read_csv(tmp_path / f"{n}.csv", dtype={"ids": str}) for n in ("torch", "onnx"))
+    assert list(onnx_out.columns) == ["ids", "predicted_age", "lower", "upper"]
+    assert onnx_out["ids"].tolist() == torch_out["ids"].tolist() and len(onnx_out) == 48
+    for column in ("predicted_age", "lower", "upper"):
+        np.testing.assert_allclose(onnx_out[column], torch_out[column], atol=1e-3)
+    notes = json.loads((tmp_path / "onnx.csv.json").read_text())
+    assert notes["engine"] == "onnxruntime"
+
+
+def test_hostile_and_foreign_onnx_files_are_refused(exported, cinc, tmp_path):
+    import onnx
+
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"\x08\x07" + bytes(range(256)) * 10)
+    with pytest.raises(CheckpointError, match="not a readable ONNX model"):
+        OnnxModel.load(garbage)
+    model = onnx.load(str(exported))
+    del model.metadata_props[:]
+    onnx.save(model, str(tmp_path / "bare.onnx"))
+    with pytest.raises(CheckpointError, match="without this project's metadata"):
+        OnnxModel.load(tmp_path / "bare.onnx")
+    meta = json.loads(onnx.load(str(exported)).metadata_props[0].value)
+    meta["members"][0]["calibration"]["residual"] = ["x"]
+    model = onnx.load(str(exported))
+    model.metadata_props[0].value = json.dumps(meta)
+    onnx.save(model, str(tmp_path / "bad_meta.onnx"))
+    out = tmp_path / "p.csv"
+    assert test_interface.entry(["--input", str(cinc), "--weights", str(tmp_path / "bad_meta.onnx"), "--on_bad", "skip",
+                                 "--output", str(out), "--quiet"]) == 2 and not out.exists()
+    assert test_interface.entry(["--input", str(cinc), "--weights", str(exported), "--engine", "torch", "--on_bad",
+                                 "skip", "--output", str(out), "--quiet"]) == 2
+
+
+def test_the_onnx_path_imports_no_torch(exported, cinc, tmp_path):
+    """A process where importing torch fails runs test_interface on the ONNX file (and the API's predict)."""
+    out = tmp_path / "p.csv"
+    code = (
+        "import importlib.abc, sys\n"
+        "class NoTorch(importlib.abc.MetaPathFinder):\n"  # `import torch` raises ImportError, as without it
+        "    def find_spec(self, name, path, target=None):\n"
+        "        if name == 'torch' or name.startswith('torch.'):\n"
+        "            raise ImportError('torch is not installed here')\n"
+        "sys.meta_path.insert(0, NoTorch())\n"
+        "import numpy as np, test_interface, ecg_age\n"
+        f"assert test_interface.entry(['--input', {str(cinc)!r}, '--weights', {str(exported)!r}, '--interval', '0.9',"
+        f" '--on_bad', 'skip', '--output', {str(out)!r}, '--cache', 'off', '--quiet']) == 0\n"
+        f"from dataloader.formats import open_reader\n"
+        f"record = open_reader({str(cinc)!r}).load(0)\n"
+        f"print(ecg_age.load({str(exported)!r}).predict(record.signal, record.fs))\n"
+        "assert not any(name == 'torch' or name.startswith('torch.') for name, m in sys.modules.items() if m)\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert len(pd.read_csv(out)) == 48 and float(done.stdout.strip().splitlines()[-1]) > 0
+
+
+def test_the_python_api(modern_cv_run, exported, cinc):
+    _, run = modern_cv_run
+    reader = open_reader(cinc)
+    records = [reader.load(i) for i in range(3)]
+    batch = np.stack([r.signal for r in records])
+    model = ecg_age.load(run)
+    ages = model.predict(batch, fs=500)
+    assert ages.shape == (3,) and model.predict(batch[0], fs=500) == pytest.approx(ages[0])
+    single, lower, upper = model.predict(batch[0], fs=500, interval=0.9)
+    assert lower <= single <= upper
+    order = ["V6", "I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5"]
+    shuffled = batch[0][[11, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]]
+    assert model.predict(shuffled, fs=500, leads=order) == pytest.approx(ages[0])
+    with pytest.raises(RecordError, match="signal 0: has amplitudes"):
+        model.predict(batch[0] * 1000, fs=500)
+    np.testing.assert_allclose(ecg_age.load(exported).predict(batch, fs=500), ages, atol=1e-3)
+    shares = model.explain(batch[0], fs=500)
+    assert list(shares) == ["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"]
+    assert sum(shares.values()) == pytest.approx(1.0)
