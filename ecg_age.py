@@ -22,11 +22,11 @@ import numpy as np
 from dataloader.records import LEADS, Record, standard_leads
 from dataloader.sources import check_record, prepare
 from engine.predictor import Predictor, load_predictor
+from models import UNKNOWN_SEX
 from utils.bounds import age_problem
 from utils.errors import RecordError, UserError
 
 __all__ = ["LEADS", "Model", "load"]
-UNKNOWN = 0.5  # sex code of a person whose sex is unknown (models.UNKNOWN_SEX; kept here so no torch is imported)
 
 
 class Model:
@@ -62,7 +62,7 @@ class Model:
             if reason:
                 raise RecordError(where, reason)
             records.append(prepare(record, self.predictor.preprocessing))
-        codes = np.full(len(batch), UNKNOWN, np.float32) if sex is None else \
+        codes = np.full(len(batch), UNKNOWN_SEX, np.float32) if sex is None else \
             np.broadcast_to(np.asarray(sex, dtype=np.float32), (len(batch),)).copy()
         return np.stack(records), codes, single
 
@@ -113,8 +113,7 @@ def load(path, mode: str | None = None, engine: str = "auto", trust: bool = Fals
     memory first (checked on simulated ECGs)."""
     check = ()
     if engine == "onnxruntime" and Path(path).suffix.lower() != ".onnx":
-        from dataloader.demo import simulate
+        from dataloader.demo import simulated_records
 
-        check = [Record(f"simulated ECG {k}", simulate(age, seed=k).astype(np.float32), 500.0, {})
-                 for k, age in enumerate((30.0, 50.0, 70.0, 90.0))]
+        check = simulated_records()
     return Model(load_predictor([path], mode=mode, trust=trust, engine=engine, check=check))

@@ -19,11 +19,10 @@ from pathlib import Path
 import numpy as np
 
 import options as opts
-from dataloader.demo import simulate
+from dataloader.demo import simulated_records
 from dataloader.formats import open_reader
-from dataloader.records import Record
-from dataloader.sources import check_record, prepare
 from engine.export import export_onnx
+from engine.predictor import check_inputs, records_of
 from engine.runs import run_members
 from models import UNKNOWN_SEX
 from models.checkpoint import load_ensemble
@@ -35,26 +34,17 @@ logger = logging.getLogger("export")
 SIMULATED = 4  # check records when no --check_input is given: the demo generator's ECGs (ages 30, 50, 70, 90)
 
 
-def check_inputs(args: argparse.Namespace, spec) -> tuple[np.ndarray, np.ndarray, str]:
+def check_set(args: argparse.Namespace, spec) -> tuple[np.ndarray, np.ndarray, str]:
     """(model inputs, sex codes, what they are) to check the export on."""
     if args.check_input is None:
-        signals = [simulate(age, seed=k) for k, age in enumerate(np.linspace(30, 90, SIMULATED))]
-        x = np.stack([prepare(Record(f"simulated ECG {k}", s.astype(np.float32), 500.0, {}), spec)
-                      for k, s in enumerate(signals)])
+        x = check_inputs(simulated_records(SIMULATED), spec, SIMULATED)
         what = f"{len(x)} simulated ECGs (give --check_input for real ones)"
-        return x, np.full(len(x), UNKNOWN_SEX, np.float32), what
-    reader = open_reader(args.check_input, fmt=args.input_format)
-    chosen = []
-    for i in range(len(reader)):
-        record = reader.load(i)
-        if check_record(record) is None:
-            chosen.append(prepare(record, spec))
-        if len(chosen) == args.check_records:
-            break
-    if not chosen:
-        raise UserError(f"--check_input {args.check_input}: no usable record to check the export on")
-    return np.stack(chosen), np.full(len(chosen), UNKNOWN_SEX, np.float32), \
-        f"{len(chosen)} record(s) of {args.check_input}"
+    else:
+        x = check_inputs(records_of(open_reader(args.check_input, fmt=args.input_format)), spec, args.check_records)
+        if not len(x):
+            raise UserError(f"--check_input {args.check_input}: no usable record to check the export on")
+        what = f"{len(x)} record(s) of {args.check_input}"
+    return x, np.full(len(x), UNKNOWN_SEX, np.float32), what
 
 
 def main(argv=None) -> int:
@@ -64,7 +54,7 @@ def main(argv=None) -> int:
     members = [m for w in args.weights for m in run_members(w)]
     check_output_path(output, [*args.weights, *members], [args.check_input] if args.check_input else [])
     bundles = load_ensemble(members, mode=args.mode, trust=args.trust_checkpoint)
-    x, sex, what = check_inputs(args, bundles[0].preprocessing)
+    x, sex, what = check_set(args, bundles[0].preprocessing)
     logger.info(f"exporting {len(bundles)} model(s) ({', '.join(sorted({b.arch for b in bundles}))}); checking on "
                 f"{what}")
     result = export_onnx(bundles, output, x, sex)

@@ -27,6 +27,7 @@ from dataloader.sources import CacheConfig, resolve_cache_dtype
 from engine.explain import DEFAULT_METHOD, METHODS
 from engine.predictor import ENGINES
 from engine.runs import BEST, run_dir
+from utils.calibration import check_level
 from utils.errors import UserError
 from utils.paths import CACHE_DIR, DATA_ROOT_ENV, DATASET_DIR, LOG_DIR, default_data_root
 
@@ -234,13 +235,10 @@ def add_inference(p: argparse.ArgumentParser) -> None:
 
 def interval_level(text: str) -> float:
     try:
-        level = float(text)
+        return check_level(float(text))
     except ValueError:
-        level = math.nan
-    if not 0.0 < level < 1.0:
-        raise argparse.ArgumentTypeError(f"an interval level is a probability between 0 and 1 (e.g. 0.9), "
-                                         f"got {text!r}")
-    return level
+        raise argparse.ArgumentTypeError(f"an interval level is a probability strictly between 0 and 1 (e.g. 0.9), "
+                                         f"got {text!r}") from None
 
 
 def add_trust_outputs(p: argparse.ArgumentParser) -> None:

@@ -103,13 +103,14 @@ def predict_for(models: Predictor, reader: Reader, args: argparse.Namespace, cfg
     """(ages, positions to write, positions filled) of ``reader``'s records with ``models`` (averaged)."""
     logger.info(f"{what}: {models.describe()}, {len(reader)} {reader.format} record(s)" +
                 (f"; device {cfg.device}, {cfg.precision}" if models.engine == "torch" else ""))
-    ages, bad = models.predict_records(reader, cfg, sex_of(reader))
+    engine_cfg = opts.onnx_config(args) if models.engine == "onnxruntime" else cfg  # onnxruntime's own batch
+    ages, bad = models.predict_records(reader, engine_cfg, sex_of(reader))
     return ages, *apply_output_policy(ages, reader.ids, bad, args.on_bad, models, what)
 
 
-def check_output(output: Path, ids, read_files: list, input_folders: list, weights: list) -> None:
-    """Before any work: the ids can be written safely, and the output is a regular file that replaces nothing this
-    run reads (records, labels, template, weights) and lies in no input folder."""
+def check_output(outputs: list[Path], ids, read_files: list, input_folders: list, weights: list) -> None:
+    """Before any work: the ids can be written safely, and every output is a regular file that replaces nothing
+    this run reads (records, labels, template, weights) and lies in no input folder."""
     check_spreadsheet_safe(ids, "record id(s)")
     weight_files = []
     for path in (m for w in weights for m in run_members(w)):
@@ -117,7 +118,8 @@ def check_output(output: Path, ids, read_files: list, input_folders: list, weigh
             weight_files.extend(f for f in resolve_weights(Path(path)) if f is not None)
         except CheckpointError:
             weight_files.append(path)  # missing: load_bundle says so
-    check_output_path(output, [*read_files, *weights, *weight_files], input_folders)
+    for output in outputs:
+        check_output_path(output, [*read_files, *weights, *weight_files], input_folders)
 
 
 # ---- any format → ids,predicted_age ------------------------------------------------------------------------------
@@ -133,8 +135,7 @@ def run_records(args: argparse.Namespace, cfg: InferenceConfig) -> Path:
     if len(reader) == 0:
         raise UserError(f"{args.input} holds no records")
     output = Path(args.output or PREDICTIONS)
-    check_output(output, reader.ids, [args.input, *reader.files()], [args.input], weights)
-    check_output(prediction_notes(output), [], [args.input, *reader.files()], [args.input], weights)
+    check_output([output, prediction_notes(output)], reader.ids, [args.input, *reader.files()], [args.input], weights)
     if args.explain:
         check_explain_folder(Path(args.explain), [args.input, *reader.files(), output], [args.input])
     models = load_models(weights, args.mode, args, reader)
@@ -201,7 +202,7 @@ def run_submission(args: argparse.Namespace, cfg: InferenceConfig) -> Path:
     template_path = Path(args.submission_template)
     template = read_template(template_path)
     output = Path(args.output or SUBMISSION)
-    check_output(output, template["FILENAME"], [template_path], [f for f in folders.values() if f is not None],
+    check_output([output], template["FILENAME"], [template_path], [f for f in folders.values() if f is not None],
                  [w for m in MODES for w in (getattr(args, f"weights_{m}") or [])])
     modes = assign_rows(template, folders, template_path)
     names = template_ids(template)

@@ -167,13 +167,13 @@ def onnx_path(model, head, spec, reader, args, tmp: Path, result: dict) -> float
     same inputs and batch; returns onnxruntime's ECG/s (result gets PyTorch's, the ratio and the difference)."""
     from engine.export import export_onnx
     from engine.onnx_engine import OnnxModel
-    from models import model_args
+    from models import UNKNOWN_SEX, model_args
     from models.checkpoint import ModelBundle
 
     model = model.cpu().eval()
     bundle = ModelBundle(model, args.arch, model_args(args.arch), spec, head)
-    x = np.stack([preprocess(reader.load(i).signal, reader.load(i).fs, spec) for i in range(args.n_infer)])
-    sex = np.full(len(x), 0.5, np.float32)
+    x = np.stack([preprocess(r.signal, r.fs, spec) for r in map(reader.load, range(args.n_infer))])
+    sex = np.full(len(x), UNKNOWN_SEX, np.float32)
     export_onnx([bundle], tmp / "model.onnx", x[:args.infer_batch_size], sex[:args.infer_batch_size])
     onnx = OnnxModel.load(tmp / "model.onnx")
     batches = [x[i:i + args.infer_batch_size] for i in range(0, len(x), args.infer_batch_size)]

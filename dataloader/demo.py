@@ -28,6 +28,7 @@ from utils.io import atomic_write, write_csv, write_json, write_text
 from utils.paths import DEMO_ROOT
 
 from .labels import read_maic_labels
+from .records import Record
 
 VERSION = 1
 FS, SECONDS = 500, 10
@@ -67,6 +68,13 @@ def simulate(age: float, seed: int) -> np.ndarray:
     baseline = 0.05 * np.sin(2 * np.pi * rng.uniform(0.1, 0.4) * np.arange(signal.shape[1]) / FS
                              + rng.uniform(0, 2 * np.pi))
     return (signal + baseline.astype(np.float32)).astype(np.float32)
+
+
+def simulated_records(count: int = 4) -> list[Record]:
+    """``count`` synthetic ECGs of ages 30–90 (evenly spaced, seeds 0, 1, …) as records: what an ONNX export is
+    checked on when no real records are given."""
+    return [Record(f"simulated ECG {k}", simulate(float(age), seed=k), float(FS), {})
+            for k, age in enumerate(np.linspace(30, 90, count))]
 
 
 def _write_one(job) -> None:

@@ -122,15 +122,12 @@ def explain_record(bundles: list[ModelBundle], record: Record, sex: float, metho
 
 
 def ensemble_age(bundles: list[ModelBundle], record: Record, sex: float, device: torch.device) -> float:
-    import torch
+    """The ensemble's age of one record (each model on its own preprocessing)."""
+    from .inference import predict_inputs
 
-    ages = []
-    with torch.no_grad():
-        for bundle in bundles:
-            bundle.model.to(device)
-            x = torch.from_numpy(prepare(record, bundle.preprocessing))[None].to(device)
-            ages.append(float(age_of(bundle)(x, torch.tensor([sex], device=device))[0]))
-    return float(np.mean(ages))
+    code = np.array([sex], np.float32)
+    return float(np.mean([predict_inputs([b], prepare(record, b.preprocessing)[None], code, device=device)[0]
+                          for b in bundles]))
 
 
 def deletion_test(bundles: list[ModelBundle], records: list[Record], sexes, method: str, device: torch.device,

@@ -16,14 +16,16 @@ from tqdm import tqdm
 
 from dataloader.dataset import ECGDataset, eval_loader, sex_codes
 from dataloader.records import Reader
-from dataloader.sources import CacheConfig, duplicate_ids, open_source
+from dataloader.sources import CacheConfig
 from models import UNKNOWN_SEX
 from models.checkpoint import ModelBundle
 from models.preprocessing import tta_specs
 from utils.errors import CheckpointError
-from utils.metrics import apply_bias_correction
+from utils.metrics import apply_bias_correction, stored_correction
 from utils.paths import CACHE_DIR
 from utils.runtime import autocast, place_model
+
+from .windows import record_ages, window_means
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,18 +73,12 @@ def predict_records(bundle: ModelBundle, reader: Reader, cfg: InferenceConfig) -
     """Ages for every record of ``reader`` (NaN for bad ones) and {id: reason} of the bad records. With
     ``cfg.tta`` N the age is the mean over N windows covering the record (one cache holds them all; identical
     windows are predicted once); with ``cfg.bias_correction`` the model's stored correction is applied."""
-    if cfg.bias_correction and not bundle.bias_correction:
-        raise CheckpointError(f"{bundle.source}: has no stored bias correction (it is fitted on the validation "
-                              f"split during training); run without --bias_correction")
-    source, bad = open_source(reader, tta_specs(bundle.preprocessing, cfg.tta), cfg.cache)
-    bad.update(duplicate_ids(reader.table))
-    ages = np.full(len(reader), np.nan)
-    good = np.array([i for i, rid in enumerate(reader.ids) if rid not in bad], dtype=np.int64)
-    if len(good):
-        ages[good] = predict_rows(bundle, source, reader.table, good, cfg)
-    if cfg.bias_correction:
+    correction = stored_correction(bundle.bias_correction, bundle.source) if cfg.bias_correction else None
+    ages, bad = record_ages(reader, tta_specs(bundle.preprocessing, cfg.tta), cfg.cache,
+                            lambda source, good: predict_rows(bundle, source, reader.table, good, cfg))
+    if correction is not None:
         try:
-            ages = apply_bias_correction(ages, bundle.bias_correction)
+            ages = apply_bias_correction(ages, correction)
         except ValueError as exc:
             raise CheckpointError(f"{bundle.source}: {exc}") from exc
     return ages, bad
@@ -92,18 +88,19 @@ def predict_rows(bundle: ModelBundle, source, table, positions: np.ndarray, cfg:
     """Ages of the records at ``positions`` of an open source (whose reader's table is ``table``), in that order:
     the mean over each record's windows, identical windows predicted once. Also training's out-of-fold
     prediction."""
-    windows = source.rows(positions)  # (records, W) rows of the source
-    unique, first, inverse = np.unique(windows, return_index=True, return_inverse=True)
-    record_of_row = np.repeat(positions, windows.shape[1])[first]
     sex = sex_codes(table["sex"]) if "sex" in table.columns else np.full(len(table), UNKNOWN_SEX, np.float32)
     model = place_model(bundle.model, cfg.device, cfg.fast_layout, training=False)
-    loader = eval_loader(ECGDataset(source, unique, sex=sex[record_of_row]), cfg.batch_size, cfg.workers,
-                         pin=cfg.device.type == "cuda")
-    result = predict(model, bundle.head, loader, cfg.device, cfg.precision, cfg.progress,
-                     desc=f"{bundle.arch} on {len(positions)} ECGs", sex=bundle.takes_sex)
-    row_ages = np.empty(len(unique))
-    row_ages[result["index"]] = result["age"]
-    return row_ages[inverse.reshape(windows.shape)].mean(axis=1)
+
+    def row_ages(rows: np.ndarray, owners: np.ndarray) -> np.ndarray:
+        loader = eval_loader(ECGDataset(source, rows, sex=sex[owners]), cfg.batch_size, cfg.workers,
+                             pin=cfg.device.type == "cuda")
+        result = predict(model, bundle.head, loader, cfg.device, cfg.precision, cfg.progress,
+                         desc=f"{bundle.arch} on {len(positions)} ECGs", sex=bundle.takes_sex)
+        ages = np.empty(len(rows))
+        ages[result["index"]] = result["age"]
+        return ages
+
+    return window_means(source, positions, row_ages)
 
 
 def predict_ensemble(bundles: list[ModelBundle], reader: Reader, cfg: InferenceConfig) -> tuple[np.ndarray, dict]:
@@ -117,23 +114,20 @@ def predict_ensemble(bundles: list[ModelBundle], reader: Reader, cfg: InferenceC
     return np.mean(ages, axis=0), bad
 
 
-
 @torch.no_grad()
 def predict_inputs(bundles: list[ModelBundle], x: np.ndarray, sex: np.ndarray, bias_correction: bool = False,
-                   batch_size: int = 64) -> np.ndarray:
-    """The mean age (B,) of ``bundles`` for model inputs ``x`` (B, 12, L) on the CPU in fp32 (each member's bias
-    correction applied first when asked)."""
+                   batch_size: int = 64, device: torch.device | None = None) -> np.ndarray:
+    """The mean age (B,) of ``bundles`` for model inputs ``x`` (B, 12, L) in fp32 on ``device`` (the CPU by
+    default), each member's bias correction applied first when asked."""
+    device = device or torch.device("cpu")
     ages = []
     for bundle in bundles:
-        model = bundle.model.eval()
+        model = bundle.model.to(device).eval()
         member = np.concatenate([
             bundle.head(forward(model, {"x": torch.from_numpy(x[i:i + batch_size]),
-                                        "sex": torch.from_numpy(sex[i:i + batch_size])}, torch.device("cpu"),
-                                bundle.takes_sex)).double().numpy() for i in range(0, len(x), batch_size)])
+                                        "sex": torch.from_numpy(sex[i:i + batch_size])}, device,
+                                bundle.takes_sex)).cpu().double().numpy() for i in range(0, len(x), batch_size)])
         if bias_correction:
-            if not bundle.bias_correction:
-                raise CheckpointError(f"{bundle.source}: has no stored bias correction; run without "
-                                      f"--bias_correction")
-            member = apply_bias_correction(member, bundle.bias_correction)
+            member = apply_bias_correction(member, stored_correction(bundle.bias_correction, bundle.source))
         ages.append(member)
     return np.mean(ages, axis=0)

@@ -16,13 +16,15 @@ from pathlib import Path
 import numpy as np
 
 from dataloader.records import Reader
-from dataloader.sources import CacheConfig, duplicate_ids, open_source
+from dataloader.sources import CacheConfig
 from models.preprocessing import PreprocessSpec, tta_specs
 from utils.bounds import AGE_RANGE, MAX_CHECKPOINT_BYTES
 from utils.calibration import Calibration
 from utils.errors import CheckpointError, RecordError
 from utils.io import regular_file
-from utils.metrics import apply_bias_correction, check_bias_correction
+from utils.metrics import apply_bias_correction, check_bias_correction, stored_correction
+
+from .windows import record_ages, window_means
 
 ONNX_FORMAT = "ecg-age-onnx/1"  # engine/export.py writes it (that module needs torch; this one must not)
 METADATA_KEY = "ecg_age"
@@ -120,30 +122,20 @@ class OnnxModel:
         """The ensemble's age (B,): each member's (bias-corrected if asked) age, averaged."""
         member = self.member_ages(x, sex)
         if bias_correction:
-            missing = [k for k, c in enumerate(self.corrections) if not c]
-            if missing:
-                raise CheckpointError(f"{self.source}: member {missing[0]} has no stored bias correction; run "
-                                      f"without --bias_correction")
-            member = np.stack([apply_bias_correction(member[:, k], c) for k, c in enumerate(self.corrections)], 1)
+            member = np.stack([apply_bias_correction(member[:, k], stored_correction(c, f"{self.source} member {k}"))
+                               for k, c in enumerate(self.corrections)], 1)
         return member.mean(axis=1)
 
 
 def predict_records_onnx(model: OnnxModel, reader: Reader, cfg: OnnxConfig, sex: np.ndarray) -> tuple[np.ndarray, dict]:
     """Ages for every record of ``reader`` (NaN for bad ones) and {id: reason} of the bad records; with ``cfg.tta``
     N the age is the mean over N windows (identical windows predicted once)."""
-    source, bad = open_source(reader, tta_specs(model.preprocessing, cfg.tta), cfg.cache)
-    bad.update(duplicate_ids(reader.table))
-    ages = np.full(len(reader), np.nan)
-    good = np.array([i for i, rid in enumerate(reader.ids) if rid not in bad], dtype=np.int64)
-    if not len(good):
-        return ages, bad
-    windows = source.rows(good)
-    unique, first, inverse = np.unique(windows, return_index=True, return_inverse=True)
-    record_of_row = np.repeat(good, windows.shape[1])[first]
-    row_ages = np.empty(len(unique))
-    for start in range(0, len(unique), cfg.batch_size):
-        rows = unique[start:start + cfg.batch_size]
-        row_ages[start:start + len(rows)] = model.ages(source.read(rows), sex[record_of_row[start:start + len(rows)]],
-                                                       cfg.bias_correction)
-    ages[good] = row_ages[inverse.reshape(windows.shape)].mean(axis=1)
-    return ages, bad
+    def predict(source, good: np.ndarray) -> np.ndarray:
+        def row_ages(rows: np.ndarray, owners: np.ndarray) -> np.ndarray:
+            return np.concatenate([model.ages(source.read(rows[i:i + cfg.batch_size]),
+                                              sex[owners[i:i + cfg.batch_size]], cfg.bias_correction)
+                                   for i in range(0, len(rows), cfg.batch_size)])
+
+        return window_means(source, good, row_ages)
+
+    return record_ages(reader, tta_specs(model.preprocessing, cfg.tta), cfg.cache, predict)

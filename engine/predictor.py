@@ -20,7 +20,7 @@ from models.preprocessing import PreprocessSpec
 from utils.calibration import Intervals, ensemble_intervals
 from utils.errors import CheckpointError, UserError
 
-from .onnx_engine import OnnxConfig, OnnxModel, predict_records_onnx
+from .onnx_engine import OnnxModel, predict_records_onnx
 from .runs import run_members
 
 ENGINES = ("auto", "torch", "onnxruntime")
@@ -72,11 +72,10 @@ class Predictor:
         return ensemble_intervals(self.members(), level, bias_correction)
 
     def predict_records(self, reader: Reader, cfg, sex: np.ndarray) -> tuple[np.ndarray, dict]:
-        """(ages, {id: reason} of bad records) of every record of ``reader``; ``cfg`` is an InferenceConfig (or,
-        for an ONNX file, an OnnxConfig)."""
+        """(ages, {id: reason} of bad records) of every record of ``reader``; ``cfg``: an OnnxConfig on
+        onnxruntime, an InferenceConfig on PyTorch."""
         if self.onnx is not None:
-            return predict_records_onnx(self.onnx, reader, cfg if isinstance(cfg, OnnxConfig) else onnx_config(cfg),
-                                        sex)
+            return predict_records_onnx(self.onnx, reader, cfg, sex)
         from .inference import predict_ensemble
 
         return predict_ensemble(self.bundles, reader, cfg)
@@ -90,10 +89,6 @@ class Predictor:
         from .inference import predict_inputs
 
         return predict_inputs(self.bundles, x, sex, bias_correction, batch_size)
-
-
-def onnx_config(cfg) -> OnnxConfig:
-    return OnnxConfig(batch_size=cfg.batch_size, tta=cfg.tta, bias_correction=cfg.bias_correction, cache=cfg.cache)
 
 
 def records_of(reader: Reader) -> Iterable[Record]:
@@ -124,6 +119,18 @@ def load_predictor(weights: list, mode: str | None = None, trust: bool = False, 
     return Predictor(bundles, export_in_memory(bundles, check, threads))
 
 
+def check_inputs(records: Iterable[Record], spec: PreprocessSpec, limit: int) -> np.ndarray:
+    """The model inputs (N, 12, L) of the first ``limit`` usable ``records`` (N may be 0): what an export is
+    checked on."""
+    inputs = []
+    for record in records:
+        if len(inputs) == limit:
+            break
+        if check_record(record) is None:
+            inputs.append(prepare(record, spec))
+    return np.stack(inputs) if inputs else np.zeros((0, 12, spec.length), np.float32)
+
+
 def export_in_memory(bundles: list, records: Iterable[Record], threads: int = 0) -> OnnxModel:
     """``bundles`` exported to a temporary ONNX file (checked on the first usable of ``records``) and loaded into
     onnxruntime."""
@@ -131,16 +138,9 @@ def export_in_memory(bundles: list, records: Iterable[Record], threads: int = 0)
 
     from .export import export_onnx
 
-    spec = bundles[0].preprocessing
-    inputs = []
-    for record in records:
-        if check_record(record) is None:
-            inputs.append(prepare(record, spec))
-        if len(inputs) == EXPORT_CHECK_RECORDS:
-            break
-    if not inputs:
+    x = check_inputs(records, bundles[0].preprocessing, EXPORT_CHECK_RECORDS)
+    if not len(x):
         raise UserError("--engine onnxruntime: no usable record to check the export on")
-    x = np.stack(inputs)
     with tempfile.TemporaryDirectory(prefix="ecg-age-onnx-") as folder:
         path = Path(folder) / "model.onnx"
         export_onnx(bundles, path, x, np.full(len(x), UNKNOWN_SEX, np.float32))

@@ -49,7 +49,7 @@ from utils.io import regular_file, save_torch
 from utils.metrics import check_bias_correction
 
 from . import ARCHITECTURES, MODELS, get_model, infer_model_args, input_length, model_args, takes_sex
-from .files import BEST, PUBLISHED_CONFIG, PUBLISHED_WEIGHTS, resolve_weights  # noqa: F401 - read by name here
+from .files import resolve_weights
 from .heads import LINEAR_HEAD, MODE_HEADS, AgeHead
 from .preprocessing import LIMA, MAIC, PreprocessSpec
 

@@ -137,8 +137,9 @@ class Calibration:
         joined = cls(np.concatenate([c.predicted for c in calibrations]),
                      np.concatenate([c.residual for c in calibrations]), "pooled",
                      sum(c.n for c in calibrations))
-        return cls.of(joined.predicted, joined.ages, "pooled") if len(joined.predicted) > MAX_CALIBRATION_RECORDS \
-            else joined
+        if len(joined.predicted) <= MAX_CALIBRATION_RECORDS:
+            return joined
+        return dataclasses.replace(cls.of(joined.predicted, joined.ages, "pooled"), n=joined.n)  # subsampled
 
     @property
     def ages(self) -> np.ndarray:

@@ -11,6 +11,7 @@ import numbers
 import numpy as np
 
 from .bounds import AGE_RANGE, MAX_BIAS_GAP
+from .errors import CheckpointError
 
 
 def _check(pred, true) -> tuple[np.ndarray, np.ndarray]:
@@ -117,6 +118,14 @@ def check_bias_correction(correction: dict) -> None:
         raise ValueError(f"the correction (intercept {correction['intercept']:.4g}, slope {correction['slope']:.4g}) "
                          f"claims the model errs by up to {gap:.4g} years at some age in {AGE_RANGE[0]:g}–"
                          f"{AGE_RANGE[1]:g}, more than the {MAX_BIAS_GAP:g} allowed; it is not used")
+
+
+def stored_correction(correction: dict | None, source: str) -> dict:
+    """A model's stored bias correction, or the CheckpointError (exit 2) that says it has none."""
+    if not correction:
+        raise CheckpointError(f"{source}: has no stored bias correction (it is fitted on the validation split during "
+                              f"training); run without --bias_correction")
+    return correction
 
 
 def apply_bias_correction(pred, correction: dict) -> np.ndarray:
