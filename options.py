@@ -161,9 +161,6 @@ def add_training(p: argparse.ArgumentParser) -> None:
                    help="K > 1: train K models on K patient-level folds (age-stratified where there are no patient "
                         "ids, as MAIC), each validated on its held-out fold; writes oof.csv and cv.json and the "
                         "fold models in fold_<k>/ (test_interface --weights RUN_DIR averages them)")
-    g.add_argument("--seeds", type=int, default=1,
-                   help="with --folds K: train this many models per fold (seeds --seed, --seed + 1, ...; members "
-                        "fold_<k>_seed_<j>); the out-of-fold age and the ensemble average them")
     g.add_argument("--max_steps_per_epoch", type=int, default=0, help="cap train steps per epoch (0 = all)")
     g.add_argument("--infer_batch_size", type=int, default=None,
                    help="validation and out-of-fold prediction batch (default: 4×batch_size on GPUs, 8 on CPUs)")
@@ -366,6 +363,8 @@ def resolve_train(args: argparse.Namespace) -> argparse.Namespace:
         MAIC_ARCH[args.mode]
     args.recipe = args.recipe if args.recipe != "auto" else default_recipe(args.arch)
     recipe = RECIPES[args.recipe]
+    if args.seeds is None and args.folds == 1:  # the recipe's models per fold are for cross-validated runs
+        args.seeds = 1
     for field in dataclasses.fields(Recipe):
         if getattr(args, field.name) in ("auto", None):
             setattr(args, field.name, getattr(recipe, field.name))
@@ -403,8 +402,8 @@ def _check_train(args: argparse.Namespace) -> None:
     recipe_of(args)
     if not 0.0 <= args.valid_ratio < 1.0:
         raise UserError("--valid_ratio must lie in [0, 1)")
-    if args.folds < 1 or args.seeds < 1 or (args.seeds > 1 and args.folds == 1):
-        raise UserError("--folds and --seeds must be ≥ 1, and --seeds > 1 needs --folds > 1")
+    if args.folds < 1 or (args.seeds > 1 and args.folds == 1):
+        raise UserError("--folds must be ≥ 1, and --seeds > 1 needs --folds > 1")
     if args.pretrained and not args.pretrain_model_path:
         raise UserError("--pretrained needs --pretrain_model_path")
     if args.head == "sigmoid" and not args.age_max > args.age_min:

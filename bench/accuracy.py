@@ -16,12 +16,14 @@ row against ``--reference``: the **paired** difference of both MAEs (row − ref
 95% interval from a paired bootstrap over records (the same records resampled for both rows; each record's absolute
 error averaged over seeds) — a difference counts only when its interval excludes 0.
 
-Each row and seed is kept in ``--work``/results (with its per-record predictions), so a run given the same
-``--work`` again after an interruption reuses what it has. The last line printed is one JSON object.
+Each row and seed is kept in ``--work``/results (with its per-record predictions and a hash of its run's manifest),
+so a run given the same ``--work`` again after an interruption reuses what it has — a stored result only while its
+run is the same experiment (a changed default or option retrains the row). The last line printed is one JSON object.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import platform
 import sys
@@ -46,12 +48,16 @@ from utils.io import write_json
 from utils.paths import ROOT
 
 SHARED = ROOT.parent / "shared" / "data"
-MODERN = ["--arch", "ECGEfficientNet", "--recipe", "modern"]
+DEFAULTS = ["--arch", "ECGEfficientNet", "--recipe", "modern"]
+# the ablations change one thing of a single-model-per-fold modern recipe at its first (500 Hz) rate, so a row keeps
+# its meaning — and its stored results — when the defaults change
+MODERN = [*DEFAULTS, "--seeds", "1", "--preprocessing", "modern"]
 ROWS = {  # name → the train_interface options that select it
     "maic": ["--arch", "ResUDenseNet", "--mode", "adult", "--recipe", "maic"],
     "lima": ["--arch", "ResNet1d", "--recipe", "lima"],
-    "modern": MODERN,
+    "modern": DEFAULTS,
     "baseline": ["--arch", "BaselineNet", "--recipe", "baseline"],
+    "modern_1seed": MODERN,
     # the modern recipe with one candidate difference from the baseline
     "modern_ema_bn": [*MODERN, "--ema_bn", "recompute"],
     "modern_avg_pool": [*MODERN, "--pooling", "avg"],
@@ -63,10 +69,14 @@ ROWS = {  # name → the train_interface options that select it
     "modern_e80": [*MODERN, "--nepoch", "80"],
     "modern_zero_init": [*MODERN, "--output_init", "zero"],
     "modern_width_0.5": [*MODERN, "--width", "0.5"],
+    "modern_250hz": [*MODERN, "--sample_rate", "250", "--seq_length", "2500"],
+    "modern_100hz": [*MODERN, "--sample_rate", "100", "--seq_length", "1000"],
     # the candidate differences that measured better, together (the next defaults if they hold up)
     "modern_next": [*MODERN, "--pooling", "avg", "--crop_seconds", "8.192", "--scheduler", "onecycle", "--lr_initial",
                     "3e-3", "--warmup_epochs", "4", "--output_init", "zero"],
 }
+ROWS["modern_100hz_noise"] = [*ROWS["modern_100hz"], "--aug_noise", "0.022"]  # 0.05 / √5: the same in-band power
+ROWS["modern_100hz_next"] = [*ROWS["modern_next"], "--sample_rate", "100", "--seq_length", "1000"]
 ROWS["modern_next_seeds2"] = [*ROWS["modern_next"], "--seeds", "2"]  # a 2 seeds × 5 folds ensemble
 QUICK = {"ResUDenseNet": ["--out_ch", "16", "--mid_ch", "8"], "ResNet1d": ["--net_filter_size", "8", "16", "24", "32",
                                                                           "40"],
@@ -154,15 +164,19 @@ def measure(row: str, seed: int, args, work: Path) -> dict:
     """One row and seed, kept in ``work/results`` (an interrupted benchmark resumes from what it has)."""
     budget = f"k{args.folds}_e{args.epochs.get(row, 'default')}" + ("_quick" if args.quick else "")
     saved = work / "results" / f"{row}_s{seed}_{budget}.json"
+    run, seconds = train(row, seed, args, work)  # a finished run with the same options resumes in seconds
+    experiment = experiment_of(run)
     if saved.is_file():
-        return json.loads(saved.read_text())
-    run, seconds = train(row, seed, args, work)
+        result = json.loads(saved.read_text())
+        if result.get("experiment") == experiment:  # measured on this very run: reuse
+            return result
     cv = json.loads((run / CV_SUMMARY).read_text())
     oof = pd.read_csv(run / OOF, dtype={"id": str})
     members = run_members(run)
     epochs = int(pd.read_csv(members[0].parent / HISTORY)["epoch"].max())
     external = external_ages(run, args, work)
-    result = {"cv_mae": cv["pooled"]["mae"], "train_seconds": seconds, "epochs": epochs, "members": len(members),
+    result = {"experiment": experiment, "cv_mae": cv["pooled"]["mae"], "train_seconds": seconds, "epochs": epochs,
+              "members": len(members),
               "train_ecg_per_s": cv["pooled"]["n"] * (args.folds - 1) / args.folds * len(members) * epochs
                                  / seconds,
               "oof": dict(zip(oof["id"], (oof["predicted_age"] - oof["age"]).abs())),
@@ -171,6 +185,14 @@ def measure(row: str, seed: int, args, work: Path) -> dict:
     write_json(saved, result)  # atomic: an interruption never leaves a truncated file for the next run to read
     print(f"{row} seed {seed}: CV MAE {result['cv_mae']:.2f}, {seconds:.0f} s", file=sys.stderr, flush=True)
     return result
+
+
+def experiment_of(run: Path) -> str:
+    """What identifies the run's experiment (its manifest's options, data, split and members) as one hash: a
+    stored result counts only for the experiment it was measured on, so a changed default retrains its rows."""
+    manifest = json.loads((run / MANIFEST).read_text())
+    return hashlib.sha256(json.dumps({k: manifest[k] for k in ("options", "data", "split", "members")},
+                                     sort_keys=True).encode()).hexdigest()
 
 
 def paired(errors: pd.DataFrame, row: str, reference: str, n_boot: int) -> dict:
@@ -194,15 +216,29 @@ def absolute_errors(runs: dict, key: str, truth: pd.Series | None = None) -> pd.
     return pd.DataFrame(columns)
 
 
-def seed_ensemble(seeds: list[dict], truth: pd.Series) -> dict:
+def seed_ensemble(seeds: list[dict], truth: pd.Series, errors: bool = False) -> dict:
     """The seeds' models averaged: out-of-fold (each record by every seed's model of the fold that never saw it)
-    and external (every seed's fold ensemble) MAE, and the GFLOP per ECG of the whole ensemble."""
+    and external (every seed's fold ensemble) MAE, and the GFLOP per ECG of the whole ensemble (``errors``: also
+    the per-record out-of-fold absolute errors, for pairing)."""
     oof = pd.concat([pd.Series(s["oof_age"]) for s in seeds], axis=1).mean(axis=1)
     ages = pd.Series(seeds[0]["oof_truth"]).reindex(oof.index)
     external = pd.concat([pd.Series(s["external"]) for s in seeds], axis=1).mean(axis=1)
-    return {"cv_mae": float((oof - ages).abs().mean()),
-            "external_mae": float((external - truth).abs().dropna().mean()),
-            "gflop_per_ecg": sum(s["gflop_per_ecg"] * s["members"] for s in seeds)}
+    result = {"cv_mae": float((oof - ages).abs().mean()),
+              "external_mae": float((external - truth).abs().dropna().mean()),
+              "gflop_per_ecg": sum(s["gflop_per_ecg"] * s["members"] for s in seeds)}
+    return {**result, "errors": (oof - ages).abs()} if errors else result
+
+
+def seed_curve(seeds: list[dict], truth: pd.Series, n_boot: int) -> list[dict]:
+    """What each further seed buys: the ensembles of the first 1, 2, …, N seeds, each with its paired difference
+    in out-of-fold MAE against the first seed alone (the gain) and its compute."""
+    first = seed_ensemble(seeds[:1], truth, errors=True)["errors"]
+    curve = []
+    for m in range(1, len(seeds) + 1):
+        ensemble = seed_ensemble(seeds[:m], truth, errors=True)
+        errors = pd.DataFrame({"ensemble": ensemble.pop("errors"), "one": first})
+        curve.append({"seeds": m, **ensemble, "vs_one_seed": paired(errors, "ensemble", "one", n_boot)})
+    return curve
 
 
 def summarise(runs: dict, truth: pd.Series, args) -> dict:
@@ -219,6 +255,7 @@ def summarise(runs: dict, truth: pd.Series, args) -> dict:
                  "infer_ecg_per_s": float(np.mean([s["infer_ecg_per_s"] for s in seeds]))}
         if len(seeds) > 1 and all("oof_age" in s for s in seeds):
             entry["seed_ensemble"] = seed_ensemble(seeds, truth)
+            entry["seed_curve"] = seed_curve(seeds, truth, args.n_boot)
         if row != args.reference:
             entry["vs_reference"] = {"reference": args.reference,
                                      "cv": paired(oof, row, args.reference, args.n_boot),

@@ -112,6 +112,23 @@ def test_seeds_per_fold_train_and_average(ptbxl, tmp_path):
                                (ages["fold_0_seed_0"][fold0] + ages["fold_0_seed_1"][fold0]) / 2, atol=1e-4)
 
 
+def test_the_recipe_sets_the_models_per_fold_of_a_cross_validated_run():
+    """The modern recipe's seeds per fold apply to K-fold runs; a single split trains one model unless --seeds is
+    given (then it is an error); the seed recipes train one model per fold."""
+    from utils.errors import UserError
+
+    modern = RECIPES["modern"].seeds
+    assert modern > 1 and RECIPES["maic"].seeds == RECIPES["lima"].seeds == RECIPES["baseline"].seeds == 1
+    assert options.parse_train(["--recipe", "modern", "--folds", "5"]).seeds == modern
+    assert options.parse_train(["--recipe", "modern"]).seeds == 1
+    assert options.parse_train(["--recipe", "modern", "--folds", "5", "--seeds", "3"]).seeds == 3
+    assert options.parse_train(["--mode", "child", "--folds", "5"]).seeds == 1
+    with pytest.raises(UserError, match="--seeds > 1 needs --folds > 1"):
+        options.parse_train(["--recipe", "modern", "--seeds", "2"])
+    with pytest.raises(UserError, match="--seeds 0"):
+        options.parse_train(["--recipe", "modern", "--folds", "5", "--seeds", "0"])
+
+
 def test_an_option_of_another_architecture_is_an_error():
     from utils.errors import UserError
 

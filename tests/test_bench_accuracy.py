@@ -6,7 +6,10 @@ import importlib.util
 import json
 
 import numpy as np
+import pytest
 from conftest import ROOT
+
+from engine.recipes import RECIPES
 
 
 def test_accuracy_benchmark_quick(ptbxl, cinc, tmp_path, capsys):
@@ -21,7 +24,8 @@ def test_accuracy_benchmark_quick(ptbxl, cinc, tmp_path, capsys):
     for name, entry in rows.items():
         assert entry["external_mae"] > 0 and entry["gflop_per_ecg"] > 0 and entry["infer_ecg_per_s"] > 0, name
         assert entry["folds"] == 2 and entry["seeds"] == 1 and entry["epochs"] == 1 and entry["cv_mae"] > 0
-        assert entry["ensemble_gflop_per_ecg"] == 2 * entry["gflop_per_ecg"]
+        per_fold = RECIPES["modern"].seeds if name == "modern" else 1  # the modern recipe's seeds per fold
+        assert entry["ensemble_gflop_per_ecg"] == pytest.approx(2 * per_fold * entry["gflop_per_ecg"])
     assert "vs_reference" not in rows["modern"]
     # the paired difference is exactly the difference of the two MAEs over the records both rows predicted
     saved = {row: json.loads(next((tmp_path / "results").glob(f"{row}_s1000_*.json")).read_text())
@@ -48,3 +52,44 @@ def test_seed_ensemble_averages_the_seeds_predictions():
               "gflop_per_ecg": 0.2, "members": 5}]
     result = bench.seed_ensemble(seeds, pd.Series({"x": 40.0, "y": 64.0, "z": 30.0}))
     assert result["cv_mae"] == 0.0 and result["external_mae"] == 1.5 and abs(result["gflop_per_ecg"] - 2.0) < 1e-12
+
+
+def test_seed_curve_pairs_each_ensemble_with_the_first_seed():
+    """Three seeds: the curve holds the ensembles of 1, 2 and 3 seeds, each paired with seed one alone on the same
+    records (the first entry's gain is exactly 0), and its compute grows with the members."""
+    import pandas as pd
+
+    spec = importlib.util.spec_from_file_location("bench_accuracy", ROOT / "bench" / "accuracy.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    truth = {"a": 50.0, "b": 70.0, "c": 30.0}
+    ages = [{"a": 54.0, "b": 70.0, "c": 33.0}, {"a": 46.0, "b": 72.0, "c": 30.0}, {"a": 50.0, "b": 68.0, "c": 30.0}]
+    seeds = [{"oof_age": a, "oof_truth": truth, "external": {"x": 40.0}, "gflop_per_ecg": 0.1, "members": 5}
+             for a in ages]
+    curve = bench.seed_curve(seeds, pd.Series({"x": 41.0}), n_boot=200)
+    assert [c["seeds"] for c in curve] == [1, 2, 3]
+    assert curve[0]["vs_one_seed"]["diff"] == 0.0 and curve[0]["cv_mae"] == (4 + 0 + 3) / 3
+    assert curve[1]["cv_mae"] == (0 + 1 + 1.5) / 3 and curve[1]["vs_one_seed"]["diff"] == (2.5 - 7) / 3
+    assert [round(c["gflop_per_ecg"], 9) for c in curve] == [0.5, 1.0, 1.5] and curve[2]["external_mae"] == 1.0
+
+
+def test_a_stored_result_belongs_to_one_experiment(tmp_path):
+    """The hash that ties a stored row to its run: the same for the same manifest wherever the run lies and however
+    far it got, different when an option, the data, the split or the members differ."""
+    spec = importlib.util.spec_from_file_location("bench_accuracy", ROOT / "bench" / "accuracy.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    manifest = {"format": "ecg-age-run/1", "options": {"seeds": 1, "nepoch": 40}, "data": {"sha256": "a"},
+                "split": {"sha256": "b"}, "members": ["fold_0", "fold_1"], "finished": {}, "complete": False}
+
+    def hashed(name, **changes):
+        run = tmp_path / name
+        run.mkdir()
+        (run / "run.json").write_text(json.dumps({**manifest, **changes}))
+        return bench.experiment_of(run)
+
+    first = hashed("a")
+    assert hashed("b", finished={"fold_0": "best.pt"}, complete=True) == first
+    changed = [hashed("c", options={"seeds": 2, "nepoch": 40}), hashed("d", data={"sha256": "x"}),
+               hashed("e", split={"sha256": "y"}), hashed("f", members=["fold_0"])]
+    assert len({first, *changed}) == 5

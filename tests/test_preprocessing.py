@@ -26,6 +26,26 @@ def test_maic_preprocessing_matches_independent_scipy(ptbxl, ptbxl_table):
     assert np.abs(out.mean(1)).max() < 0.05
 
 
+def test_the_100_hz_preset_keeps_the_band_passed_content(ptbxl, ptbxl_table):
+    """After the 45-Hz low-pass a 500-Hz record is five times oversampled: the modern preprocessing at 100 Hz is the
+    500-Hz one decimated (an independent scipy decimation of the 500-Hz output), up to the edges' filter transients
+    and the z-score's normalisation — on real PTB-XL records."""
+    from models.preprocessing import MODERN, MODERN_100HZ
+
+    assert dataclasses.replace(MODERN_100HZ, fs=MODERN.fs, length=MODERN.length) == MODERN
+    for row in range(3):
+        raw = ptbxl_signal(ptbxl, ptbxl_table.loc[row, "filename_hr"])
+        fine, coarse = preprocess(raw, 500, MODERN), preprocess(raw, 500, MODERN_100HZ)
+        assert fine.shape == (12, 5000) and coarse.shape == (12, 1000)
+        decimated = sps.decimate(fine.astype(np.float64), 5, ftype="fir", axis=1, zero_phase=True)
+        inner = slice(50, 950)  # half a second from each end
+        for lead in range(12):
+            r = np.corrcoef(decimated[lead, inner], coarse[lead, inner])[0, 1]
+            assert r > 0.995, (row, lead, r)
+        # the samples agree, not just the waveforms' shapes (z-scored units)
+        assert np.abs(coarse - decimated)[:, inner].mean() < 0.05
+
+
 def test_nan_becomes_zero_and_short_records_are_padded():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(12, 3000)).astype(np.float32)
