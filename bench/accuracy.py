@@ -216,29 +216,30 @@ def absolute_errors(runs: dict, key: str, truth: pd.Series | None = None) -> pd.
     return pd.DataFrame(columns)
 
 
-def seed_ensemble(seeds: list[dict], truth: pd.Series, errors: bool = False) -> dict:
-    """The seeds' models averaged: out-of-fold (each record by every seed's model of the fold that never saw it)
-    and external (every seed's fold ensemble) MAE, and the GFLOP per ECG of the whole ensemble (``errors``: also
-    the per-record out-of-fold absolute errors, for pairing)."""
+def ensemble_errors(seeds: list[dict]) -> pd.Series:
+    """Per record, the absolute out-of-fold error of the seeds' models averaged (each record by every seed's model
+    of the fold that never saw it)."""
     oof = pd.concat([pd.Series(s["oof_age"]) for s in seeds], axis=1).mean(axis=1)
-    ages = pd.Series(seeds[0]["oof_truth"]).reindex(oof.index)
+    return (oof - pd.Series(seeds[0]["oof_truth"]).reindex(oof.index)).abs()
+
+
+def seed_ensemble(seeds: list[dict], truth: pd.Series) -> dict:
+    """The seeds' models averaged: out-of-fold and external (every seed's fold ensemble) MAE, and the GFLOP per
+    ECG of the whole ensemble."""
     external = pd.concat([pd.Series(s["external"]) for s in seeds], axis=1).mean(axis=1)
-    result = {"cv_mae": float((oof - ages).abs().mean()),
-              "external_mae": float((external - truth).abs().dropna().mean()),
-              "gflop_per_ecg": sum(s["gflop_per_ecg"] * s["members"] for s in seeds)}
-    return {**result, "errors": (oof - ages).abs()} if errors else result
+    return {"cv_mae": float(ensemble_errors(seeds).mean()),
+            "external_mae": float((external - truth).abs().dropna().mean()),
+            "gflop_per_ecg": sum(s["gflop_per_ecg"] * s["members"] for s in seeds)}
 
 
 def seed_curve(seeds: list[dict], truth: pd.Series, n_boot: int) -> list[dict]:
     """What each further seed buys: the ensembles of the first 1, 2, …, N seeds, each with its paired difference
     in out-of-fold MAE against the first seed alone (the gain) and its compute."""
-    first = seed_ensemble(seeds[:1], truth, errors=True)["errors"]
-    curve = []
-    for m in range(1, len(seeds) + 1):
-        ensemble = seed_ensemble(seeds[:m], truth, errors=True)
-        errors = pd.DataFrame({"ensemble": ensemble.pop("errors"), "one": first})
-        curve.append({"seeds": m, **ensemble, "vs_one_seed": paired(errors, "ensemble", "one", n_boot)})
-    return curve
+    first = ensemble_errors(seeds[:1])
+    return [{"seeds": m, **seed_ensemble(seeds[:m], truth),
+             "vs_one_seed": paired(pd.DataFrame({"ensemble": ensemble_errors(seeds[:m]), "one": first}), "ensemble",
+                                   "one", n_boot)}
+            for m in range(1, len(seeds) + 1)]
 
 
 def summarise(runs: dict, truth: pd.Series, args) -> dict:

@@ -12,10 +12,16 @@ from conftest import ROOT
 from engine.recipes import RECIPES
 
 
-def test_accuracy_benchmark_quick(ptbxl, cinc, tmp_path, capsys):
+def load_bench():
+    """bench/accuracy.py as a module (bench/ is scripts, not a package)."""
     spec = importlib.util.spec_from_file_location("bench_accuracy", ROOT / "bench" / "accuracy.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    return bench
+
+
+def test_accuracy_benchmark_quick(ptbxl, cinc, tmp_path, capsys):
+    bench = load_bench()
     result = bench.main(["--quick", "--work", str(tmp_path), "--ptbxl", str(ptbxl), "--external", str(cinc)])
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert last == json.loads(json.dumps(result))
@@ -42,9 +48,7 @@ def test_seed_ensemble_averages_the_seeds_predictions():
     """Two seeds whose errors cancel: their ensemble is exact where each alone is 2 years off."""
     import pandas as pd
 
-    spec = importlib.util.spec_from_file_location("bench_accuracy", ROOT / "bench" / "accuracy.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_bench()
     truth = {"a": 50.0, "b": 70.0}
     seeds = [{"oof_age": {"a": 52.0, "b": 68.0}, "oof_truth": truth, "external": {"x": 41.0, "y": 60.0},
               "gflop_per_ecg": 0.2, "members": 5},
@@ -59,9 +63,7 @@ def test_seed_curve_pairs_each_ensemble_with_the_first_seed():
     records (the first entry's gain is exactly 0), and its compute grows with the members."""
     import pandas as pd
 
-    spec = importlib.util.spec_from_file_location("bench_accuracy", ROOT / "bench" / "accuracy.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_bench()
     truth = {"a": 50.0, "b": 70.0, "c": 30.0}
     ages = [{"a": 54.0, "b": 70.0, "c": 33.0}, {"a": 46.0, "b": 72.0, "c": 30.0}, {"a": 50.0, "b": 68.0, "c": 30.0}]
     seeds = [{"oof_age": a, "oof_truth": truth, "external": {"x": 40.0}, "gflop_per_ecg": 0.1, "members": 5}
@@ -76,9 +78,7 @@ def test_seed_curve_pairs_each_ensemble_with_the_first_seed():
 def test_a_stored_result_belongs_to_one_experiment(tmp_path):
     """The hash that ties a stored row to its run: the same for the same manifest wherever the run lies and however
     far it got, different when an option, the data, the split or the members differ."""
-    spec = importlib.util.spec_from_file_location("bench_accuracy", ROOT / "bench" / "accuracy.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_bench()
     manifest = {"format": "ecg-age-run/1", "options": {"seeds": 1, "nepoch": 40}, "data": {"sha256": "a"},
                 "split": {"sha256": "b"}, "members": ["fold_0", "fold_1"], "finished": {}, "complete": False}
 

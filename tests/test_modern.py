@@ -40,7 +40,8 @@ def test_cost_per_ten_second_ecg_and_ensemble_budget():
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         model(torch.zeros(1, 12, int(10 * PRESETS[recipe.preprocessing].fs)))
     gflop = counter.get_total_flops() / 1e9
-    assert 0.01 < gflop <= 0.5 and 5 * recipe.seeds * gflop <= 3.0
+    assert 0.1 < gflop <= 0.5 and 5 * gflop <= 1.5  # one model, and one model per fold
+    assert 5 * recipe.seeds * gflop <= 3.0  # the default run's whole ensemble
 
 
 def test_sex_input_is_used_only_when_asked():
