@@ -353,7 +353,6 @@ def resolve_train(args: argparse.Namespace) -> argparse.Namespace:
     options.json."""
     from engine.recipes import RECIPES, Recipe
     from models import architecture_of_recipe, default_recipe
-    from models.heads import MODE_HEADS
 
     if args.input is None:
         root = args.data_root or default_data_root()
@@ -363,19 +362,53 @@ def resolve_train(args: argparse.Namespace) -> argparse.Namespace:
         MAIC_ARCH[args.mode]
     args.recipe = args.recipe if args.recipe != "auto" else default_recipe(args.arch)
     recipe = RECIPES[args.recipe]
-    if args.seeds is None and args.folds == 1:  # the recipe's models per fold are for cross-validated runs
-        args.seeds = 1
-    for field in dataclasses.fields(Recipe):
+    fields = dataclasses.fields(Recipe)
+    args.recipe_given = sorted(f.name for f in fields if getattr(args, f.name) not in ("auto", None))
+    if args.folds == 1:  # the recipe's models per fold are for cross-validated runs
+        args.seeds = 1 if args.seeds is None else args.seeds
+        args.partner = "none" if args.partner in ("auto", None) else args.partner
+    for field in fields:
         if getattr(args, field.name) in ("auto", None):
             setattr(args, field.name, getattr(recipe, field.name))
-    if args.head == "sigmoid":
-        head = MODE_HEADS[args.mode]
-        args.age_min = head.low if args.age_min is None else args.age_min
-        args.age_max = head.high if args.age_max is None else args.age_max
+    _head_bounds(args)
     args.env = args.env or (args.mode if args.input is None else input_name(args.input))
     args.split_seed = args.seed if args.split_seed is None else args.split_seed
     _check_train(args)
     return args
+
+
+def _head_bounds(args: argparse.Namespace) -> None:
+    """A sigmoid head's age bounds: the mode's unless given."""
+    from models.heads import MODE_HEADS
+
+    if args.head == "sigmoid":
+        head = MODE_HEADS[args.mode]
+        args.age_min = head.low if args.age_min is None else args.age_min
+        args.age_max = head.high if args.age_max is None else args.age_max
+
+
+def partner_args(args: argparse.Namespace) -> argparse.Namespace | None:
+    """The options of the ``--partner`` models (None without one): the run's data, preprocessing, runtime and
+    the recipe options given on the command line; for the rest the partner's own recipe; one model per fold; and of
+    the model options only those the partner takes."""
+    from engine.recipes import RECIPES, Recipe
+    from models import ARCHITECTURES, architecture, default_recipe
+
+    if args.partner == "none":
+        return None
+    partner = argparse.Namespace(**vars(args))
+    partner.arch, partner.recipe = args.partner, default_recipe(args.partner)
+    keep = {"preprocessing", *args.recipe_given}
+    for field in dataclasses.fields(Recipe):
+        if field.name not in keep:
+            setattr(partner, field.name, getattr(RECIPES[partner.recipe], field.name))
+    partner.seeds, partner.partner = 1, "none"
+    taken = set(architecture(args.partner).options)
+    for option in {o for a in ARCHITECTURES.values() for o in a.options} - taken:
+        setattr(partner, option, False if option == "sex_input" else None)
+    partner.age_min = partner.age_max = None
+    _head_bounds(partner)
+    return partner
 
 
 def input_name(path: str) -> str:
@@ -402,8 +435,14 @@ def _check_train(args: argparse.Namespace) -> None:
     recipe_of(args)
     if not 0.0 <= args.valid_ratio < 1.0:
         raise UserError("--valid_ratio must lie in [0, 1)")
-    if args.folds < 1 or (args.seeds > 1 and args.folds == 1):
-        raise UserError("--folds must be ≥ 1, and --seeds > 1 needs --folds > 1")
+    if args.folds < 1 or ((args.seeds > 1 or args.partner != "none") and args.folds == 1):
+        raise UserError("--folds must be ≥ 1, and --seeds > 1 or a --partner needs --folds > 1")
+    if args.partner != "none" and (args.pretrained or (args.sex_input and not accepts_sex(args.partner))):
+        raise UserError(f"--partner {args.partner} trains new models of another architecture beside --arch "
+                        f"{args.arch}: it cannot start from --pretrained, and every model of the run must read the "
+                        f"sex or none (--sex_input); pass --partner none")
+    if args.partner != "none":
+        recipe_of(partner_args(args))
     if args.pretrained and not args.pretrain_model_path:
         raise UserError("--pretrained needs --pretrain_model_path")
     if args.head == "sigmoid" and not args.age_max > args.age_min:
@@ -467,6 +506,9 @@ def result_options(args: argparse.Namespace, precision: str) -> dict:
     from engine.optim import SCHEDULES
 
     options = {k: v for k, v in vars(args).items() if k not in RUNTIME_OPTIONS}
+    if args.partner == "none":  # what was given only shapes a partner's recipe
+        options.pop("partner")
+        options.pop("recipe_given")
     options["precision"] = precision
     options["cache_dtype"] = resolve_cache_dtype(args.cache_dtype, precision)
     if args.pretrained:

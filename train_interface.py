@@ -259,13 +259,14 @@ def main(argv=None) -> int:
 
 
 def members(args: argparse.Namespace) -> list[str]:
-    """The run's members: the run folder itself, or one folder per fold (and seed, with --seeds)."""
-    return ["."] if args.folds == 1 else [member_name(k, j, args.seeds) for k in range(args.folds)
-                                          for j in range(args.seeds)]
+    """The run's members: the run folder itself, or one folder per fold (and seed, with --seeds; and partner)."""
+    return ["."] if args.folds == 1 else [name for k in range(args.folds) for name in fold_members(args, k)]
 
 
-def member_name(fold: int, seed_index: int, seeds: int) -> str:
-    return f"fold_{fold}" if seeds == 1 else f"fold_{fold}_seed_{seed_index}"
+def fold_members(args: argparse.Namespace, fold: int) -> list[str]:
+    """The models of one fold: fold_<k> (or fold_<k>_seed_<j> for each of --seeds), then fold_<k>_<partner>."""
+    names = [f"fold_{fold}" if args.seeds == 1 else f"fold_{fold}_seed_{j}" for j in range(args.seeds)]
+    return names + ([f"fold_{fold}_{args.partner}"] if args.partner != "none" else [])
 
 
 def start_afresh(args: argparse.Namespace, run: Path) -> None:
@@ -344,26 +345,37 @@ def train(args: argparse.Namespace, run: Path, device: torch.device, precision: 
     manifest = settle_manifest(args, run, identify(args, reader, precision, assignment, f"{args.folds} folds"))
     if is_main():
         write_csv(run / FOLDS, pd.DataFrame({"id": assignment.index, "fold": assignment.to_numpy()}))
-    oof = np.zeros(len(usable))
-    for k in range(args.folds):
-        for j in range(args.seeds):
-            member = member_name(k, j, args.seeds)
-            if k or j:
-                if j:  # another seed of the same fold: another initialisation, batch order and augmentation
-                    seed_everything(args.seed + j)
-                bundle, start = starting_point(args, run / member)
-            held_out = usable[folds == k]
-            description = f"{reader.format} {args.input or 'MAIC ' + args.mode}, fold {k + 1}/{args.folds}" + \
-                (f", seed {args.seed + j}" if args.seeds > 1 else "")
-            trained = train_model(args, run / member, bundle, start, usable[folds != k], held_out, description,
-                                  data, seed=args.seed + j)
-            if is_main():  # the out-of-fold age: the mean over the fold's seeds
-                oof[folds == k] += predict_rows(trained, source, reader.table, held_out,
-                                                opts.held_out_config(args, device, precision)) / args.seeds
-                finish_member(run, manifest, member, best_checkpoint_name(args.checkpoints))
-            barrier()
+    oof = train_folds(args, run, manifest, bundle, start, data, usable, folds)
     if is_main():
         write_oof(args, run, manifest, reader, usable, oof, folds)
+
+
+def train_folds(args: argparse.Namespace, run: Path, manifest: dict, bundle: ModelBundle, start: dict | None,
+                data: "TrainingData", usable: np.ndarray, folds: np.ndarray) -> np.ndarray:
+    """Every fold's models (``bundle``/``start``: the first one's), each recorded in the manifest once trained;
+    returns the out-of-fold ages (on the first process), each the mean over its fold's models."""
+    oof = np.zeros(len(usable))
+    partner = opts.partner_args(args)
+    reader, source = data.reader, data.source
+    for k in range(args.folds):
+        names = fold_members(args, k)
+        for j, member in enumerate(names):
+            member_args = args if j < args.seeds else partner  # the partner: the fold's last model
+            if k or j:
+                if j:  # another model of the same fold: another initialisation, batch order and augmentation
+                    seed_everything(args.seed + j)
+                bundle, start = starting_point(member_args, run / member)
+            held_out = usable[folds == k]
+            description = f"{reader.format} {args.input or 'MAIC ' + args.mode}, fold {k + 1}/{args.folds}" + \
+                (f", seed {args.seed + j}" if len(names) > 1 else "")
+            trained = train_model(member_args, run / member, bundle, start, usable[folds != k], held_out,
+                                  description, data, seed=args.seed + j)
+            if is_main():  # the out-of-fold age: the mean over the fold's models
+                oof[folds == k] += predict_rows(trained, source, reader.table, held_out,
+                                                opts.held_out_config(args, data.device, data.precision)) / len(names)
+                finish_member(run, manifest, member, best_checkpoint_name(member_args.checkpoints))
+            barrier()
+    return oof
 
 
 def complete_run(run: Path, manifest: dict, member: str, args: argparse.Namespace) -> None:
@@ -384,7 +396,7 @@ def write_oof(args: argparse.Namespace, run: Path, manifest: dict, reader: Reade
                                f"learning rate and start again with --overwrite. No oof.csv or cv.json was written")
     ages = pd.to_numeric(reader.table["age"], errors="coerce").to_numpy(float)[usable]
     cv = write_cross_validation(run, reader.table["id"].iloc[usable].tolist(), ages, oof, folds, args.seed,
-                                seeds=args.seeds)
+                                seeds=args.seeds, partner=args.partner)
     manifest["complete"] = True
     write_manifest(run, manifest)
     logger.log(RESULT, f"{args.folds}-fold cross-validation: out-of-fold MAE {cv['pooled']['mae']:.2f} (95% CI "

@@ -8,6 +8,7 @@ ensemble) are reported too, with their compute.
     python bench/accuracy.py --rows modern baseline modern_ema_bn modern_avg_pool --seeds 2 --work bench/results/acc
     python bench/accuracy.py --epochs maic=4 lima=4            # a shorter budget for the seed recipes (say so)
     python bench/accuracy.py --quick                           # smoke test: 2 folds, 1 epoch, tiny widths
+    python bench/accuracy.py --rows modern_1seed baseline --blends modern_1seed+baseline --work bench/results/acc
 
 Per row: the pooled out-of-fold MAE (each record predicted by the fold model that never saw it; with several seeds
 the mean of the per-seed MAEs), the external MAE of the fold ensemble, forward GFLOP per ECG at the model's input
@@ -19,6 +20,11 @@ error averaged over seeds) — a difference counts only when its interval exclud
 Each row and seed is kept in ``--work``/results (with its per-record predictions and a hash of its run's manifest),
 so a run given the same ``--work`` again after an interruption reuses what it has — a stored result only while its
 run is the same experiment (a changed default or option retrains the row). The last line printed is one JSON object.
+
+A blend (``--blends A+B``) is the ensemble of rows trained on the same folds — every model of A and of B, each
+weighted equally, as ``test_interface --weights RUN_A RUN_B`` averages them: its out-of-fold age of a record is
+the members' mean over the models of that record's held-out fold, so its OOF MAE is as honest as a row's. It costs
+no training; it is paired with the reference and with each of its rows.
 """
 from __future__ import annotations
 
@@ -49,15 +55,16 @@ from utils.paths import ROOT
 
 SHARED = ROOT.parent / "shared" / "data"
 DEFAULTS = ["--arch", "ECGEfficientNet", "--recipe", "modern"]
-# the ablations change one thing of a single-model-per-fold modern recipe at its first (500 Hz) rate, so a row keeps
-# its meaning — and its stored results — when the defaults change
-MODERN = [*DEFAULTS, "--seeds", "1", "--preprocessing", "modern"]
+# the ablations change one thing of a single-model-per-fold modern recipe (one ECGEfficientNet per fold at its first,
+# 500-Hz rate), so a row keeps its meaning — and its stored results — when the defaults change
+MODERN = [*DEFAULTS, "--seeds", "1", "--partner", "none", "--preprocessing", "modern"]
 ROWS = {  # name → the train_interface options that select it
     "maic": ["--arch", "ResUDenseNet", "--mode", "adult", "--recipe", "maic"],
     "lima": ["--arch", "ResNet1d", "--recipe", "lima"],
     "modern": DEFAULTS,
     "baseline": ["--arch", "BaselineNet", "--recipe", "baseline"],
     "modern_1seed": MODERN,
+    "modern_2seeds": [*MODERN, "--seeds", "2"],  # the defaults before the partner: two ECGEfficientNets per fold
     # the modern recipe with one candidate difference from the baseline
     "modern_ema_bn": [*MODERN, "--ema_bn", "recompute"],
     "modern_avg_pool": [*MODERN, "--pooling", "avg"],
@@ -89,6 +96,8 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--rows", nargs="+", default=["maic", "lima", "modern", "baseline"], choices=list(ROWS))
     p.add_argument("--reference", default="modern", choices=list(ROWS), help="the row every other is paired with")
     p.add_argument("--seeds", type=int, default=1, help="training seeds per row (the folds stay the same)")
+    p.add_argument("--blends", nargs="*", default=[], metavar="ROW+ROW",
+                   help="ensembles of rows (every model of each, weighted equally), scored like a row")
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--epochs", nargs="*", default=[], metavar="ROW=N", help="epochs per row (default: its own)")
     p.add_argument("--n_boot", type=int, default=2000)
@@ -100,6 +109,11 @@ def parse(argv=None) -> argparse.Namespace:
     args.epochs = dict(item.split("=") for item in args.epochs)
     if args.reference not in args.rows:
         args.rows = [args.reference, *args.rows]
+    args.blends = {blend: blend.split("+") for blend in args.blends}
+    for name, parts in args.blends.items():
+        if len(parts) < 2 or len(set(parts)) < len(parts) or not set(parts) <= set(ROWS):
+            p.error(f"--blends {name}: two or more different rows joined by '+' (rows: {', '.join(ROWS)})")
+        args.rows += [row for row in parts if row not in args.rows]
     if args.quick:
         args.folds = 2
         args.epochs = {name: "1" for name in ROWS}
@@ -141,13 +155,19 @@ def external_ages(run: Path, args, work: Path) -> pd.Series:
     return pd.read_csv(out, dtype={"ids": str}).set_index("ids")["predicted_age"]
 
 
-def cost(checkpoint: Path, args, work: Path) -> dict:
-    """Forward GFLOP per ECG at the model's input length, and inference ECG/s over the external records (batches
-    of 8, the CPU default of test_interface, read from the cache; at least 2 seconds of timing)."""
-    bundle = load_bundle(checkpoint, mode="adult")
-    model = bundle.model.eval()
+def gflop(bundle) -> float:
+    """Forward GFLOP per ECG of one model at its input length."""
     with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model(torch.zeros(1, 12, bundle.preprocessing.length))
+        bundle.model.eval()(torch.zeros(1, 12, bundle.preprocessing.length))
+    return counter.get_total_flops() / 1e9
+
+
+def cost(members: list[Path], args, work: Path) -> dict:
+    """Forward GFLOP per ECG of the first member and of the whole ensemble (the members may differ), and the first
+    member's inference ECG/s over the external records (batches of 8, the CPU default of test_interface, read from
+    the cache; at least 2 seconds of timing)."""
+    bundles = [load_bundle(member, mode="adult") for member in members]
+    bundle, model = bundles[0], bundles[0].model.eval()
     reader = open_reader(args.external)
     source, bad = open_source_local(reader, bundle.preprocessing, CacheConfig(folder=work / "cache", progress=False))
     good = [i for i, rid in enumerate(reader.ids) if rid not in bad]
@@ -156,8 +176,13 @@ def cost(checkpoint: Path, args, work: Path) -> dict:
     started, count = time.perf_counter(), 0
     while time.perf_counter() - started < 2.0:
         count += len(predict(model, bundle.head, loader, torch.device("cpu"), "fp32")["age"])
-    return {"gflop_per_ecg": counter.get_total_flops() / 1e9,
+    return {"gflop_per_ecg": gflop(bundle), "ensemble_gflop_per_ecg": sum(gflop(b) for b in bundles),
             "infer_ecg_per_s": count / (time.perf_counter() - started)}
+
+
+def ensemble_gflop(result: dict) -> float:
+    """GFLOP per ECG of a stored row's whole ensemble (results stored before members could differ: members × one)."""
+    return result.get("ensemble_gflop_per_ecg", result["gflop_per_ecg"] * result["members"])
 
 
 def measure(row: str, seed: int, args, work: Path) -> dict:
@@ -173,15 +198,14 @@ def measure(row: str, seed: int, args, work: Path) -> dict:
     cv = json.loads((run / CV_SUMMARY).read_text())
     oof = pd.read_csv(run / OOF, dtype={"id": str})
     members = run_members(run)
-    epochs = int(pd.read_csv(members[0].parent / HISTORY)["epoch"].max())
+    epochs = [int(pd.read_csv(m.parent / HISTORY)["epoch"].max()) for m in members]  # members may differ
     external = external_ages(run, args, work)
-    result = {"experiment": experiment, "cv_mae": cv["pooled"]["mae"], "train_seconds": seconds, "epochs": epochs,
+    result = {"experiment": experiment, "cv_mae": cv["pooled"]["mae"], "train_seconds": seconds, "epochs": epochs[0],
               "members": len(members),
-              "train_ecg_per_s": cv["pooled"]["n"] * (args.folds - 1) / args.folds * len(members) * epochs
-                                 / seconds,
+              "train_ecg_per_s": cv["pooled"]["n"] * (args.folds - 1) / args.folds * sum(epochs) / seconds,
               "oof": dict(zip(oof["id"], (oof["predicted_age"] - oof["age"]).abs())),
               "oof_age": dict(zip(oof["id"], oof["predicted_age"])), "oof_truth": dict(zip(oof["id"], oof["age"])),
-              "external": external.to_dict(), **cost(members[0], args, work)}
+              "external": external.to_dict(), **cost(members, args, work)}
     write_json(saved, result)  # atomic: an interruption never leaves a truncated file for the next run to read
     print(f"{row} seed {seed}: CV MAE {result['cv_mae']:.2f}, {seconds:.0f} s", file=sys.stderr, flush=True)
     return result
@@ -229,7 +253,7 @@ def seed_ensemble(seeds: list[dict], truth: pd.Series) -> dict:
     external = pd.concat([pd.Series(s["external"]) for s in seeds], axis=1).mean(axis=1)
     return {"cv_mae": float(ensemble_errors(seeds).mean()),
             "external_mae": float((external - truth).abs().dropna().mean()),
-            "gflop_per_ecg": sum(s["gflop_per_ecg"] * s["members"] for s in seeds)}
+            "gflop_per_ecg": sum(ensemble_gflop(s) for s in seeds)}
 
 
 def seed_curve(seeds: list[dict], truth: pd.Series, n_boot: int) -> list[dict]:
@@ -242,15 +266,38 @@ def seed_curve(seeds: list[dict], truth: pd.Series, n_boot: int) -> list[dict]:
             for m in range(1, len(seeds) + 1)]
 
 
-def summarise(runs: dict, truth: pd.Series, args) -> dict:
-    oof, external = absolute_errors(runs, "oof"), absolute_errors(runs, "external", truth)
+def blended_ages(parts: list[list[dict]], key: str) -> pd.Series:
+    """Per record, the mean age over every model of the parts' runs (``key``: oof_age or external; each run's
+    stored age is already the mean of its ``members`` models, so it weighs as many)."""
+    runs = [s for seeds in parts for s in seeds]
+    weights = np.array([s["members"] for s in runs], float)
+    ages = pd.concat([pd.Series(s[key]) for s in runs], axis=1)
+    return (ages * weights).sum(axis=1, min_count=len(runs)) / weights.sum()
+
+
+def blend(parts: dict, truth: pd.Series, oof: pd.DataFrame, external: pd.DataFrame, args) -> dict:
+    """A blend of rows (``parts``: row → its seeds' results) scored like a row, paired with the reference and with
+    each of its rows."""
+    runs = list(parts.values())
+    oof_truth = pd.Series(runs[0][0]["oof_truth"])
+    errors = {"cv": (blended_ages(runs, "oof_age") - oof_truth).abs().dropna(),
+              "external": (blended_ages(runs, "external") - truth).abs().dropna()}
+    tables = {"cv": oof.assign(blend=errors["cv"]), "external": external.assign(blend=errors["external"])}
+    return {"cv_mae": float(errors["cv"].mean()), "external_mae": float(errors["external"].mean()),
+            "rows": list(parts), "members": sum(s["members"] for seeds in runs for s in seeds),
+            "ensemble_gflop_per_ecg": sum(ensemble_gflop(s) for seeds in runs for s in seeds),
+            "vs": {row: {kind: paired(tables[kind], "blend", row, args.n_boot) for kind in tables}
+                   for row in dict.fromkeys([args.reference, *parts])}}
+
+
+def summarise(runs: dict, truth: pd.Series, oof: pd.DataFrame, external: pd.DataFrame, args) -> dict:
     out = {}
     for row, seeds in runs.items():
         entry = {"cv_mae": float(np.mean([s["cv_mae"] for s in seeds])),
                  "cv_mae_sd": float(np.std([s["cv_mae"] for s in seeds], ddof=1)) if len(seeds) > 1 else 0.0,
                  "external_mae": float(external[row].mean()), "seeds": len(seeds), "folds": args.folds,
                  "epochs": seeds[0]["epochs"], "gflop_per_ecg": seeds[0]["gflop_per_ecg"],
-                 "ensemble_gflop_per_ecg": seeds[0]["gflop_per_ecg"] * seeds[0]["members"],
+                 "ensemble_gflop_per_ecg": ensemble_gflop(seeds[0]),
                  "train_seconds": float(np.mean([s["train_seconds"] for s in seeds])),
                  "train_ecg_per_s": float(np.mean([s["train_ecg_per_s"] for s in seeds])),
                  "infer_ecg_per_s": float(np.mean([s["infer_ecg_per_s"] for s in seeds]))}
@@ -271,8 +318,12 @@ def main(argv=None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.work or tmp)
         runs = {row: [measure(row, 1000 + s, args, work) for s in range(args.seeds)] for row in args.rows}
+    oof, external = absolute_errors(runs, "oof"), absolute_errors(runs, "external", truth)
     result = {"machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch "
-                         f"{torch.__version__}", "rows": summarise(runs, truth, args)}
+                         f"{torch.__version__}", "rows": summarise(runs, truth, oof, external, args)}
+    if args.blends:
+        result["blends"] = {name: blend({row: runs[row] for row in parts}, truth, oof, external, args)
+                            for name, parts in args.blends.items()}
     print(json.dumps(result))
     return result
 

@@ -1,7 +1,7 @@
 """Training recipes: one declarative table.
 
 ``Recipe`` lists every setting the trainer reads, each field with its help text and — where it names something —
-the registry its value must come from; ``RECIPES`` holds the three complete recipes. The programs derive everything
+the registry its value must come from; ``RECIPES`` holds the complete recipes. The programs derive everything
 else from it: each field becomes a command-line option (default: the chosen recipe's value; ``--help`` shows every
 recipe's), the resolved values are the typed ``Recipe`` the trainer gets, and they are saved in ``options.json``.
 A new training option is one field here plus the code that uses it.
@@ -11,7 +11,9 @@ A new training option is one field here plus the code that uses it.
 * ``lima``: Lima et al. 2021's train.py defaults (400 Hz mV, weighted MSE, ReduceLROnPlateau, best-only model.pth).
 * ``modern``: this project's: the MAIC 2023 winner's preprocessing, whole records with random crops and
   augmentation, AdamW + cosine with warm-up, EMA weights, the last epoch (no selection on validation data), and in
-  a cross-validated run two seeds per fold (the one change that measured significantly better: bench/README.md).
+  a cross-validated run a BaselineNet trained with the baseline recipe beside each fold's ECGEfficientNet (two
+  architectures per fold beat two seeds of one at the same compute: bench/README.md).
+* ``baseline``: the plain baseline the modern recipe is measured against (BaselineNet).
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import dataclasses
 import math
 
 from dataloader.augment import Augment
+from models import ARCHITECTURES
 from models.heads import HEAD_KINDS
 from models.preprocessing import PRESETS
 
@@ -26,6 +29,7 @@ from .losses import LOSSES, SAMPLE_WEIGHTS
 from .optim import OPTIMIZERS, SCHEDULES
 
 BEST_METRICS = ("valid_mae", "valid_loss", "last")
+PARTNERS = tuple(ARCHITECTURES)
 CHECKPOINT_KINDS = ("every_epoch", "best", "best_only")
 
 
@@ -57,6 +61,10 @@ class Recipe:
     seeds: int = _setting("models per fold of a cross-validated run (--folds K > 1; a single split trains one): "
                           "seeds --seed, --seed + 1, …, members fold_<k>_seed_<j>; the out-of-fold age and the "
                           "ensemble average them", default=1)
+    partner: str = _setting("a second architecture trained beside each fold's models of a cross-validated run "
+                            "(--folds K > 1), with its own recipe except the preprocessing and the recipe options "
+                            "given on the command line: members fold_<k>_<arch>; the out-of-fold age and the "
+                            "ensemble average every model equally", ("none", *PARTNERS), "none")
     warmup_epochs: float = _setting("cosine: linear warm-up epochs", default=0.0)
     decay_epoch: int = _setting("step: epochs between decays", default=20)
     decay_gamma: float = _setting("step: decay factor", default=0.1)
@@ -121,6 +129,7 @@ RECIPES = {
                        aug_noise=0.05, aug_lead_dropout=0.1),
     "modern": Recipe(preprocessing="modern", loss="l1", sample_weights="none", scheduler="cosine", nepoch=40,
                      best_metric="last", checkpoints="best", head="linear", optimizer="adamw", lr_initial=1e-3,
-                     weight_decay=0.01, batch_size=32, seeds=2, ema=0.99, warmup_epochs=2.0, head_bias_init="mean",
-                     crop_seconds=5.0, aug_scale=0.1, aug_noise=0.05, aug_wander=0.1, aug_lead_dropout=0.1),
+                     weight_decay=0.01, batch_size=32, partner="BaselineNet", ema=0.99, warmup_epochs=2.0,
+                     head_bias_init="mean", crop_seconds=5.0, aug_scale=0.1, aug_noise=0.05, aug_wander=0.1,
+                     aug_lead_dropout=0.1),
 }

@@ -101,7 +101,8 @@ def cli(module, argv: list[str], tmp: Path, quiet: bool = True) -> int:
 
 
 TINY_MODERN = ["--arch", "ECGEfficientNet", "--width", "0.25", "--batch_size", "16", "--device", "cpu", "--precision",
-               "fp32", "--seed", "5", "--on_bad", "skip", "--seeds", "1"]  # one model per fold unless a test asks
+               "fp32", "--seed", "5", "--on_bad", "skip", "--seeds", "1", "--partner",
+               "none"]  # one model per fold unless a test asks
 
 
 @pytest.fixture(scope="session")

@@ -112,21 +112,90 @@ def test_seeds_per_fold_train_and_average(ptbxl, tmp_path):
                                (ages["fold_0_seed_0"][fold0] + ages["fold_0_seed_1"][fold0]) / 2, atol=1e-4)
 
 
+def test_a_partner_architecture_trains_beside_each_fold_and_joins_the_ensemble(ptbxl, tmp_path):
+    """--partner BaselineNet: each fold trains an ECGEfficientNet and a BaselineNet (with the baseline recipe but
+    the given epochs and width); the out-of-fold age is the mean of the fold's two models, and the run folder stands
+    for all four models at prediction time."""
+    import json
+
+    import pandas as pd
+    from conftest import TINY_MODERN, cli
+
+    import test_interface
+    from models.checkpoint import load_bundle
+
+    argv = [*TINY_MODERN, "--input", str(ptbxl), "--ptbxl_rate", "100", "--folds", "2", "--nepoch", "1", "--env",
+            "partner", "--partner", "BaselineNet"]
+    assert cli(train_interface, argv, tmp_path) == 0
+    run = tmp_path / "log" / "ECGEfficientNet_partner"
+    manifest = json.loads((run / "run.json").read_text())
+    assert manifest["members"] == ["fold_0", "fold_0_BaselineNet", "fold_1", "fold_1_BaselineNet"]
+    assert manifest["complete"] and json.loads((run / "cv.json").read_text())["partner"] == "BaselineNet"
+    partner = json.loads((run / "fold_0_BaselineNet" / "options.json").read_text())
+    assert (partner["arch"], partner["recipe"], partner["nepoch"], partner["width"]) == \
+        ("BaselineNet", "baseline", 1, 0.25)
+    assert partner["lr_initial"] == RECIPES["baseline"].lr_initial and partner["crop_seconds"] == 8.192
+    main, other = (load_bundle(run / m / "best.pt") for m in ("fold_0", "fold_0_BaselineNet"))
+    assert (main.arch, other.arch) == ("ECGEfficientNet", "BaselineNet") and main.preprocessing == other.preprocessing
+    ages = {}
+    for weights in [*manifest["members"], "."]:
+        out = tmp_path / f"{weights.strip('.') or 'run'}.csv"
+        assert cli(test_interface, ["--input", str(ptbxl), "--ptbxl_rate", "100", "--weights", str(run / weights),
+                                    "--output", str(out), "--on_bad", "skip", "--precision", "fp32"], tmp_path) == 0
+        ages[weights] = pd.read_csv(out, dtype={"ids": str}).set_index("ids")["predicted_age"]
+    oof = pd.read_csv(run / "oof.csv", dtype={"id": str}).set_index("id")
+    for k in (0, 1):
+        held_out = oof.index[oof["fold"] == k]
+        np.testing.assert_allclose(oof.loc[held_out, "predicted_age"],
+                                   (ages[f"fold_{k}"][held_out] + ages[f"fold_{k}_BaselineNet"][held_out]) / 2,
+                                   atol=1e-4)
+    np.testing.assert_allclose(ages["."], sum(ages[m] for m in manifest["members"]) / 4, atol=1e-4)
+
+
 def test_the_recipe_sets_the_models_per_fold_of_a_cross_validated_run():
-    """The modern recipe's seeds per fold apply to K-fold runs; a single split trains one model unless --seeds is
-    given (then it is an error); the seed recipes train one model per fold."""
+    """The modern recipe's models per fold (its seeds and its partner architecture) apply to K-fold runs; a single
+    split trains one model unless --seeds or --partner is given (then it is an error); the seed recipes train one
+    model per fold."""
     from utils.errors import UserError
 
-    modern = RECIPES["modern"].seeds
-    assert modern > 1 and RECIPES["maic"].seeds == RECIPES["lima"].seeds == RECIPES["baseline"].seeds == 1
-    assert options.parse_train(["--recipe", "modern", "--folds", "5"]).seeds == modern
-    assert options.parse_train(["--recipe", "modern"]).seeds == 1
+    modern = RECIPES["modern"]
+    assert (modern.seeds, modern.partner) == (1, "BaselineNet")
+    assert all(RECIPES[name].seeds == 1 and RECIPES[name].partner == "none" for name in ("maic", "lima", "baseline"))
+    cross_validated = options.parse_train(["--recipe", "modern", "--folds", "5"])
+    assert (cross_validated.seeds, cross_validated.partner) == (1, "BaselineNet")
+    single = options.parse_train(["--recipe", "modern"])
+    assert (single.seeds, single.partner) == (1, "none")
     assert options.parse_train(["--recipe", "modern", "--folds", "5", "--seeds", "3"]).seeds == 3
-    assert options.parse_train(["--mode", "child", "--folds", "5"]).seeds == 1
-    with pytest.raises(UserError, match="--seeds > 1 needs --folds > 1"):
-        options.parse_train(["--recipe", "modern", "--seeds", "2"])
+    assert options.parse_train(["--mode", "child", "--folds", "5"]).partner == "none"
+    for extra in (["--seeds", "2"], ["--partner", "BaselineNet"]):
+        with pytest.raises(UserError, match="--seeds > 1 or a --partner needs --folds > 1"):
+            options.parse_train(["--recipe", "modern", *extra])
     with pytest.raises(UserError, match="--seeds 0"):
         options.parse_train(["--recipe", "modern", "--folds", "5", "--seeds", "0"])
+    with pytest.raises(UserError, match="every model of the run must read the sex"):
+        options.parse_train(["--recipe", "modern", "--folds", "5", "--sex_input"])
+
+
+def test_the_partner_has_its_own_recipe_but_what_was_given():
+    """The partner's options: its recipe's, except the recipe options given on the command line and the run's
+    preprocessing; of the model options only those it takes; one model per fold. A run without a partner keeps the
+    manifest options it had before partners existed (so earlier runs stay resumable)."""
+    args = options.parse_train(["--recipe", "modern", "--folds", "5", "--nepoch", "3", "--width", "0.5", "--pooling",
+                                "avg", "--preprocessing", "modern_100hz", "--seeds", "2"])
+    partner = options.partner_args(args)
+    baseline = RECIPES["baseline"]
+    assert (partner.arch, partner.recipe, partner.nepoch, partner.width, partner.pooling) == \
+        ("BaselineNet", "baseline", 3, 0.5, None)
+    assert (partner.lr_initial, partner.scheduler, partner.crop_seconds, partner.weight_decay) == \
+        (baseline.lr_initial, baseline.scheduler, baseline.crop_seconds, baseline.weight_decay)
+    assert (partner.preprocessing, partner.seeds, partner.partner) == ("modern_100hz", 1, "none")
+    assert (args.lr_initial, args.scheduler, args.pooling, args.seeds) == (1e-3, "cosine", "avg", 2)  # unchanged
+    assert options.partner_args(options.parse_train(["--recipe", "modern"])) is None
+    with_partner = options.result_options(args, "fp32")
+    assert with_partner["partner"] == "BaselineNet" and "nepoch" in with_partner["recipe_given"]
+    alone = options.result_options(options.parse_train(["--recipe", "modern", "--folds", "5", "--partner", "none"]),
+                                   "fp32")
+    assert "partner" not in alone and "recipe_given" not in alone
 
 
 def test_an_option_of_another_architecture_is_an_error():

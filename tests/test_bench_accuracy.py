@@ -22,7 +22,8 @@ def load_bench():
 
 def test_accuracy_benchmark_quick(ptbxl, cinc, tmp_path, capsys):
     bench = load_bench()
-    result = bench.main(["--quick", "--work", str(tmp_path), "--ptbxl", str(ptbxl), "--external", str(cinc)])
+    result = bench.main(["--quick", "--work", str(tmp_path), "--ptbxl", str(ptbxl), "--external", str(cinc),
+                         "--blends", "modern+baseline"])
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert last == json.loads(json.dumps(result))
     rows = last["rows"]
@@ -30,8 +31,12 @@ def test_accuracy_benchmark_quick(ptbxl, cinc, tmp_path, capsys):
     for name, entry in rows.items():
         assert entry["external_mae"] > 0 and entry["gflop_per_ecg"] > 0 and entry["infer_ecg_per_s"] > 0, name
         assert entry["folds"] == 2 and entry["seeds"] == 1 and entry["epochs"] == 1 and entry["cv_mae"] > 0
-        per_fold = RECIPES["modern"].seeds if name == "modern" else 1  # the modern recipe's seeds per fold
-        assert entry["ensemble_gflop_per_ecg"] == pytest.approx(2 * per_fold * entry["gflop_per_ecg"])
+        if name != "modern":
+            assert entry["ensemble_gflop_per_ecg"] == pytest.approx(2 * entry["gflop_per_ecg"])
+    # the modern recipe's folds each hold its ECGEfficientNet and a BaselineNet partner (the baseline row's network)
+    assert RECIPES["modern"].partner == "BaselineNet"
+    assert rows["modern"]["ensemble_gflop_per_ecg"] == pytest.approx(
+        2 * (rows["modern"]["gflop_per_ecg"] + rows["baseline"]["gflop_per_ecg"]))
     assert "vs_reference" not in rows["modern"]
     # the paired difference is exactly the difference of the two MAEs over the records both rows predicted
     saved = {row: json.loads(next((tmp_path / "results").glob(f"{row}_s1000_*.json")).read_text())
@@ -42,6 +47,14 @@ def test_accuracy_benchmark_quick(ptbxl, cinc, tmp_path, capsys):
     assert paired["n"] == 349 and abs(paired["diff"] - expected) < 1e-12
     assert paired["ci95"][0] <= paired["diff"] <= paired["ci95"][1]
     assert abs(rows["baseline"]["cv_mae"] - rows["modern"]["cv_mae"] - expected) < 1e-9
+    # the blend: every model of both runs weighted equally (modern's two models per fold against baseline's one)
+    blend = last["blends"]["modern+baseline"]
+    weight = saved["modern"]["members"] // 2
+    assert weight == 2 and saved["baseline"]["members"] == 2
+    ages = {i: (weight * saved["modern"]["oof_age"][i] + saved["baseline"]["oof_age"][i]) / (weight + 1) for i in ids}
+    assert blend["cv_mae"] == pytest.approx(np.mean([abs(ages[i] - saved["modern"]["oof_truth"][i]) for i in ids]))
+    assert blend["members"] == 2 * (weight + 1) and set(blend["vs"]) == {"modern", "baseline"}
+    assert blend["vs"]["baseline"]["cv"]["diff"] == pytest.approx(blend["cv_mae"] - rows["baseline"]["cv_mae"])
 
 
 def test_seed_ensemble_averages_the_seeds_predictions():
@@ -73,6 +86,31 @@ def test_seed_curve_pairs_each_ensemble_with_the_first_seed():
     assert curve[0]["vs_one_seed"]["diff"] == 0.0 and curve[0]["cv_mae"] == (4 + 0 + 3) / 3
     assert curve[1]["cv_mae"] == (0 + 1 + 1.5) / 3 and curve[1]["vs_one_seed"]["diff"] == (2.5 - 7) / 3
     assert [round(c["gflop_per_ecg"], 9) for c in curve] == [0.5, 1.0, 1.5] and curve[2]["external_mae"] == 1.0
+
+
+def test_a_blend_weighs_every_model_equally_and_is_paired_with_its_rows():
+    """Row A (2 models per fold) 3 years too old, row B (1 model per fold) 6 years too young: the blend of their
+    three models per fold is exact; paired with each row over the records all of them have."""
+    import pandas as pd
+
+    bench = load_bench()
+    truth = {"a": 50.0, "b": 70.0, "c": 30.0}
+    a = [{"oof_age": {k: v + 3 for k, v in truth.items()}, "oof_truth": truth, "external": {"x": 43.0, "y": 63.0},
+          "gflop_per_ecg": 0.2, "members": 10}]
+    b = [{"oof_age": {k: v - 6 for k, v in truth.items() if k != "c"}, "oof_truth": truth,
+          "external": {"x": 34.0, "y": 54.0}, "gflop_per_ecg": 0.1, "members": 5}]
+    oof = pd.DataFrame({"A": {k: 3.0 for k in truth}, "B": {"a": 6.0, "b": 6.0}})
+    external = pd.DataFrame({"A": {"x": 3.0, "y": 3.0}, "B": {"x": 6.0, "y": 6.0}})
+    args = bench.parse(["--rows", "modern", "--blends", "modern+baseline", "--n_boot", "100"])
+    assert args.blends == {"modern+baseline": ["modern", "baseline"]} and args.rows == ["modern", "baseline"]
+    args.reference = "A"
+    result = bench.blend({"A": a, "B": b}, pd.Series({"x": 40.0, "y": 60.0}), oof, external, args)
+    assert result["cv_mae"] == 0.0 and result["external_mae"] == 0.0 and result["members"] == 15
+    assert result["ensemble_gflop_per_ecg"] == pytest.approx(2.5)
+    assert result["vs"]["A"]["cv"] == {"diff": -3.0, "ci95": [-3.0, -3.0], "n": 2}  # record c: B never saw it
+    assert result["vs"]["B"]["external"]["diff"] == -6.0 and set(result["vs"]) == {"A", "B"}
+    with pytest.raises(SystemExit):
+        bench.parse(["--blends", "modern+modern"])
 
 
 def test_a_stored_result_belongs_to_one_experiment(tmp_path):
