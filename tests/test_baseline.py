@@ -121,6 +121,7 @@ def test_a_partner_architecture_trains_beside_each_fold_and_joins_the_ensemble(p
     import pandas as pd
     from conftest import TINY_MODERN, cli
 
+    import export_interface
     import test_interface
     from models.checkpoint import load_bundle
 
@@ -150,6 +151,19 @@ def test_a_partner_architecture_trains_beside_each_fold_and_joins_the_ensemble(p
                                    (ages[f"fold_{k}"][held_out] + ages[f"fold_{k}_BaselineNet"][held_out]) / 2,
                                    atol=1e-4)
     np.testing.assert_allclose(ages["."], sum(ages[m] for m in manifest["members"]) / 4, atol=1e-4)
+    # both architectures in one ONNX graph (they share the preprocessing), predicting what PyTorch predicts
+    onnx = tmp_path / "mixed.onnx"
+    assert export_interface.entry(["--weights", str(run), "--output", str(onnx), "--check_input", str(ptbxl),
+                                   "--check_records", "4", "--quiet"]) == 0
+    assert cli(test_interface, ["--input", str(ptbxl), "--ptbxl_rate", "100", "--weights", str(onnx), "--output",
+                                str(tmp_path / "onnx.csv"), "--on_bad", "skip"], tmp_path) == 0
+    np.testing.assert_allclose(pd.read_csv(tmp_path / "onnx.csv", dtype={"ids": str}).set_index("ids")
+                               ["predicted_age"], ages["."], atol=1e-3)
+    # the same experiment resumes (nothing left to train); without the partner it is another one
+    assert cli(train_interface, [*argv, "--resume"], tmp_path) == 0
+    np.testing.assert_allclose(pd.read_csv(run / "oof.csv", dtype={"id": str}).set_index("id")["predicted_age"],
+                               oof["predicted_age"], atol=1e-6)
+    assert cli(train_interface, [*argv, "--partner", "none", "--resume"], tmp_path) == 2
 
 
 def test_the_recipe_sets_the_models_per_fold_of_a_cross_validated_run():

@@ -116,9 +116,9 @@ def test_same_seed_same_checkpoint(maic_adult, tmp_path):
 
 def test_two_process_cross_validation(ptbxl, tmp_path):
     argv = [*TORCHRUN, *TRAIN[1:], "--arch", "ECGEfficientNet", "--width", "0.25", "--input", str(ptbxl),
-            "--ptbxl_rate", "100", "--folds", "2", "--seeds", "1", "--nepoch", "1", "--batch_size", "16", "--device",
-            "cpu", "--on_bad", "skip", "--env", "cv", "--log_dir", str(tmp_path / "log"), "--cache_dir",
-            str(tmp_path / "cache"), "--quiet"]
+            "--ptbxl_rate", "100", "--folds", "2", "--seeds", "1", "--partner", "none", "--nepoch", "1", "--batch_size",
+            "16", "--device", "cpu", "--on_bad", "skip", "--env", "cv", "--log_dir", str(tmp_path / "log"),
+            "--cache_dir", str(tmp_path / "cache"), "--quiet"]
     result = run(argv)
     assert result.returncode == 0, result.stderr[-3000:]
     run_dir = tmp_path / "log" / "ECGEfficientNet_cv"
