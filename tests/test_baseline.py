@@ -84,13 +84,26 @@ def test_ema_statistics_recomputed_for_the_ema_weights():
     torch.testing.assert_close(copied.model[1].running_mean, model[1].running_mean)
 
 
+def predicted_ages(weights, ptbxl, tmp_path, name: str):
+    """test_interface's ages for the 100-Hz PTB-XL records with ``weights`` (a member, a run folder or an ONNX
+    file), by record id."""
+    import pandas as pd
+    from conftest import cli
+
+    import test_interface
+
+    out = tmp_path / f"{name}.csv"
+    assert cli(test_interface, ["--input", str(ptbxl), "--ptbxl_rate", "100", "--weights", str(weights), "--output",
+                                str(out), "--on_bad", "skip", "--precision", "fp32"], tmp_path) == 0
+    return pd.read_csv(out, dtype={"ids": str}).set_index("ids")["predicted_age"]
+
+
 def test_seeds_per_fold_train_and_average(ptbxl, tmp_path):
     import json
 
     import pandas as pd
     from conftest import TINY_MODERN, cli
 
-    import test_interface
 
     argv = [*TINY_MODERN, "--input", str(ptbxl), "--ptbxl_rate", "100", "--folds", "2", "--seeds", "2", "--nepoch",
             "1", "--env", "seeds"]
@@ -100,12 +113,7 @@ def test_seeds_per_fold_train_and_average(ptbxl, tmp_path):
     assert manifest["members"] == ["fold_0_seed_0", "fold_0_seed_1", "fold_1_seed_0", "fold_1_seed_1"]
     assert json.loads((run / "cv.json").read_text())["seeds"] == 2
     oof = pd.read_csv(run / "oof.csv", dtype={"id": str}).set_index("id")
-    ages = {}
-    for member in manifest["members"][:2]:
-        out = tmp_path / f"{member}.csv"
-        assert cli(test_interface, ["--input", str(ptbxl), "--ptbxl_rate", "100", "--weights", str(run / member),
-                                    "--output", str(out), "--on_bad", "skip", "--precision", "fp32"], tmp_path) == 0
-        ages[member] = pd.read_csv(out, dtype={"ids": str}).set_index("ids")["predicted_age"]
+    ages = {member: predicted_ages(run / member, ptbxl, tmp_path, member) for member in manifest["members"][:2]}
     fold0 = oof.index[oof["fold"] == 0]
     assert (ages["fold_0_seed_0"][fold0] - ages["fold_0_seed_1"][fold0]).abs().max() > 1e-3  # two different models
     np.testing.assert_allclose(oof.loc[fold0, "predicted_age"],
@@ -122,7 +130,6 @@ def test_a_partner_architecture_trains_beside_each_fold_and_joins_the_ensemble(p
     from conftest import TINY_MODERN, cli
 
     import export_interface
-    import test_interface
     from models.checkpoint import load_bundle
 
     argv = [*TINY_MODERN, "--input", str(ptbxl), "--ptbxl_rate", "100", "--folds", "2", "--nepoch", "1", "--env",
@@ -138,12 +145,8 @@ def test_a_partner_architecture_trains_beside_each_fold_and_joins_the_ensemble(p
     assert partner["lr_initial"] == RECIPES["baseline"].lr_initial and partner["crop_seconds"] == 8.192
     main, other = (load_bundle(run / m / "best.pt") for m in ("fold_0", "fold_0_BaselineNet"))
     assert (main.arch, other.arch) == ("ECGEfficientNet", "BaselineNet") and main.preprocessing == other.preprocessing
-    ages = {}
-    for weights in [*manifest["members"], "."]:
-        out = tmp_path / f"{weights.strip('.') or 'run'}.csv"
-        assert cli(test_interface, ["--input", str(ptbxl), "--ptbxl_rate", "100", "--weights", str(run / weights),
-                                    "--output", str(out), "--on_bad", "skip", "--precision", "fp32"], tmp_path) == 0
-        ages[weights] = pd.read_csv(out, dtype={"ids": str}).set_index("ids")["predicted_age"]
+    ages = {weights: predicted_ages(run / weights, ptbxl, tmp_path, weights.strip(".") or "run")
+            for weights in [*manifest["members"], "."]}
     oof = pd.read_csv(run / "oof.csv", dtype={"id": str}).set_index("id")
     for k in (0, 1):
         held_out = oof.index[oof["fold"] == k]
@@ -155,10 +158,7 @@ def test_a_partner_architecture_trains_beside_each_fold_and_joins_the_ensemble(p
     onnx = tmp_path / "mixed.onnx"
     assert export_interface.entry(["--weights", str(run), "--output", str(onnx), "--check_input", str(ptbxl),
                                    "--check_records", "4", "--quiet"]) == 0
-    assert cli(test_interface, ["--input", str(ptbxl), "--ptbxl_rate", "100", "--weights", str(onnx), "--output",
-                                str(tmp_path / "onnx.csv"), "--on_bad", "skip"], tmp_path) == 0
-    np.testing.assert_allclose(pd.read_csv(tmp_path / "onnx.csv", dtype={"ids": str}).set_index("ids")
-                               ["predicted_age"], ages["."], atol=1e-3)
+    np.testing.assert_allclose(predicted_ages(onnx, ptbxl, tmp_path, "onnx"), ages["."], atol=1e-3)
     # the same experiment resumes (nothing left to train); without the partner it is another one
     assert cli(train_interface, [*argv, "--resume"], tmp_path) == 0
     np.testing.assert_allclose(pd.read_csv(run / "oof.csv", dtype={"id": str}).set_index("id")["predicted_age"],
