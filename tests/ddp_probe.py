@@ -15,7 +15,7 @@ import torch
 from dataloader.dataset import ECGDataset, train_loader
 from dataloader.sources import SignalCache
 from models import get_model
-from utils.runtime import broadcast_buffers, init_distributed, seed_everything
+from utils.runtime import broadcast_buffers, cleanup_distributed, init_distributed, seed_everything
 
 
 def main(out: Path) -> None:
@@ -36,12 +36,13 @@ def main(out: Path) -> None:
     loss = (model(batch["x"]).squeeze(1) - batch["y"]).abs().mean()
     loss.backward()
     optimizer.step()
-    params = {k: float(v.double().sum()) for k, v in model.module.named_parameters()}
+    params = {k: float(v.detach().double().sum()) for k, v in model.module.named_parameters()}
     broadcast_buffers(model.module)  # as the trainer does before validating and saving
     state = {k: float(v.double().sum()) for k, v in model.module.state_dict().items()}
     (out / f"rank{rank}.json").write_text(json.dumps({"world": world, "seen": seen, "params": params,
                                                       "state": state}))
-    torch.distributed.destroy_process_group()
+    del model, optimizer, loss  # the DDP wrapper holds the process group: release it before the group ends
+    cleanup_distributed()
 
 
 if __name__ == "__main__":

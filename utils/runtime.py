@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import gc
 import os
 import random
 import warnings
@@ -147,5 +148,11 @@ def broadcast_buffers(model: torch.nn.Module, src: int = 0) -> None:
 
 
 def cleanup_distributed() -> None:
+    """End a distributed run cleanly: every rank past its last collective (a barrier, so no rank closes its
+    connections while a peer still reads from them), the objects that hold the process group (DDP wrappers in
+    reference cycles) collected, then the group destroyed while the interpreter is fully alive — a group left to
+    interpreter shutdown can abort the process (SIGABRT) after its work is done."""
     if dist.is_initialized():
+        dist.barrier()
+        gc.collect()
         dist.destroy_process_group()
