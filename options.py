@@ -351,7 +351,7 @@ def _fill_maic_paths(args: argparse.Namespace, paths: dict[str, Path], only_exis
 def resolve_train(args: argparse.Namespace) -> argparse.Namespace:
     """Fill every recipe-dependent default from the recipe table; the result is what a run saves as
     options.json."""
-    from engine.recipes import RECIPES, Recipe
+    from engine.recipes import MODELS_PER_FOLD, RECIPES, Recipe
     from models import architecture_of_recipe, default_recipe
 
     if args.input is None:
@@ -363,10 +363,13 @@ def resolve_train(args: argparse.Namespace) -> argparse.Namespace:
     args.recipe = args.recipe if args.recipe != "auto" else default_recipe(args.arch)
     recipe = RECIPES[args.recipe]
     fields = dataclasses.fields(Recipe)
-    args.recipe_given = sorted(f.name for f in fields if getattr(args, f.name) not in ("auto", None))
+    given = [f.name for f in fields if getattr(args, f.name) not in ("auto", None)]
+    args.recipe_given = sorted(set(given) - set(MODELS_PER_FOLD))  # what a partner keeps (not the run's members)
     if args.folds == 1:  # the recipe's models per fold are for cross-validated runs
         args.seeds = 1 if args.seeds is None else args.seeds
         args.partner = "none" if args.partner in ("auto", None) else args.partner
+    if args.partner == "none" and args.partners is None:  # no partner: none of its models
+        args.partners = 1
     for field in fields:
         if getattr(args, field.name) in ("auto", None):
             setattr(args, field.name, getattr(recipe, field.name))
@@ -402,7 +405,7 @@ def partner_args(args: argparse.Namespace) -> argparse.Namespace | None:
     for field in dataclasses.fields(Recipe):
         if field.name not in keep:
             setattr(partner, field.name, getattr(RECIPES[partner.recipe], field.name))
-    partner.seeds, partner.partner = 1, "none"
+    partner.seeds, partner.partner, partner.partners = 1, "none", 1
     taken = set(architecture(args.partner).options)
     for option in {o for a in ARCHITECTURES.values() for o in a.options} - taken:
         setattr(partner, option, False if option == "sex_input" else None)
@@ -435,8 +438,11 @@ def _check_train(args: argparse.Namespace) -> None:
     recipe_of(args)
     if not 0.0 <= args.valid_ratio < 1.0:
         raise UserError("--valid_ratio must lie in [0, 1)")
-    if args.folds < 1 or ((args.seeds > 1 or args.partner != "none") and args.folds == 1):
-        raise UserError("--folds must be ≥ 1, and --seeds > 1 or a --partner needs --folds > 1")
+    if args.folds < 1 or ((args.seeds > 1 or args.partner != "none" or args.partners > 1) and args.folds == 1):
+        raise UserError("--folds must be ≥ 1, and --seeds > 1 or a --partner needs --folds > 1 (a single split "
+                        "trains one model)")
+    if args.partners > 1 and args.partner == "none":
+        raise UserError(f"--partners {args.partners} needs a --partner architecture (here none)")
     if args.partner != "none" and (args.pretrained or (args.sex_input and not accepts_sex(args.partner))):
         raise UserError(f"--partner {args.partner} trains new models of another architecture beside --arch "
                         f"{args.arch}: it cannot start from --pretrained, and every model of the run must read the "
@@ -509,6 +515,8 @@ def result_options(args: argparse.Namespace, precision: str) -> dict:
     if args.partner == "none":  # what was given only shapes a partner's recipe
         options.pop("partner")
         options.pop("recipe_given")
+    if args.partners == 1:  # one partner model per fold: the manifest of runs from before --partners
+        options.pop("partners")
     options["precision"] = precision
     options["cache_dtype"] = resolve_cache_dtype(args.cache_dtype, precision)
     if args.pretrained:

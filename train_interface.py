@@ -264,9 +264,13 @@ def members(args: argparse.Namespace) -> list[str]:
 
 
 def fold_members(args: argparse.Namespace, fold: int) -> list[str]:
-    """The models of one fold: fold_<k> (or fold_<k>_seed_<j> for each of --seeds), then fold_<k>_<partner>."""
+    """The models of one fold: fold_<k> (or fold_<k>_seed_<j> for each of --seeds), then fold_<k>_<partner> (or
+    fold_<k>_<partner>_<i> for each of --partners)."""
     names = [f"fold_{fold}" if args.seeds == 1 else f"fold_{fold}_seed_{j}" for j in range(args.seeds)]
-    return names + ([f"fold_{fold}_{args.partner}"] if args.partner != "none" else [])
+    if args.partner == "none":
+        return names
+    return names + [f"fold_{fold}_{args.partner}" if args.partners == 1 else f"fold_{fold}_{args.partner}_{i}"
+                    for i in range(args.partners)]
 
 
 def start_afresh(args: argparse.Namespace, run: Path) -> None:
@@ -360,7 +364,7 @@ def train_folds(args: argparse.Namespace, run: Path, manifest: dict, bundle: Mod
     for k in range(args.folds):
         names = fold_members(args, k)
         for j, member in enumerate(names):
-            member_args = args if j < args.seeds else partner  # the partner: the fold's last model
+            member_args = args if j < args.seeds else partner  # the partners: the fold's last models
             if k or j:
                 if j:  # another model of the same fold: another initialisation, batch order and augmentation
                     seed_everything(args.seed + j)
@@ -396,7 +400,7 @@ def write_oof(args: argparse.Namespace, run: Path, manifest: dict, reader: Reade
                                f"learning rate and start again with --overwrite. No oof.csv or cv.json was written")
     ages = pd.to_numeric(reader.table["age"], errors="coerce").to_numpy(float)[usable]
     cv = write_cross_validation(run, reader.table["id"].iloc[usable].tolist(), ages, oof, folds, args.seed,
-                                seeds=args.seeds, partner=args.partner)
+                                seeds=args.seeds, partner=args.partner, partners=args.partners)
     manifest["complete"] = True
     write_manifest(run, manifest)
     logger.log(RESULT, f"{args.folds}-fold cross-validation: out-of-fold MAE {cv['pooled']['mae']:.2f} (95% CI "

@@ -65,6 +65,7 @@ ROWS = {  # name → the train_interface options that select it
     "baseline": ["--arch", "BaselineNet", "--recipe", "baseline"],
     "modern_1seed": MODERN,
     "modern_2seeds": [*MODERN, "--seeds", "2"],  # the defaults before the partner: two ECGEfficientNets per fold
+    "modern_1partner": [*DEFAULTS, "--partners", "1"],  # the defaults before --partners: one BaselineNet per fold
     # the modern recipe with one candidate difference from the baseline
     "modern_ema_bn": [*MODERN, "--ema_bn", "recompute"],
     "modern_avg_pool": [*MODERN, "--pooling", "avg"],

@@ -21,7 +21,8 @@ OOF_COLUMNS = ["id", "age", "predicted_age", "fold"]
 
 
 def write_cross_validation(run: Path, ids: list[str], ages: np.ndarray, predicted: np.ndarray, folds: np.ndarray,
-                           seed: int, n_boot: int = 2000, seeds: int = 1, partner: str = "none") -> dict:
+                           seed: int, n_boot: int = 2000, seeds: int = 1, partner: str = "none",
+                           partners: int = 1) -> dict:
     """Write ``oof.csv`` (id, age, predicted_age, fold) and ``cv.json`` (per-fold and pooled MAE with its
     percentile-bootstrap 95% interval); returns the cv.json content."""
     write_csv(run / OOF, pd.DataFrame({"id": ids, "age": ages, "predicted_age": predicted, "fold": folds},
@@ -31,8 +32,8 @@ def write_cross_validation(run: Path, ids: list[str], ages: np.ndarray, predicte
                 for k in np.unique(folds)]
     pooled = {**metrics.summary(predicted, ages), "mae_ci95": metrics.bootstrap_ci(predicted, ages, n_boot=n_boot,
                                                                                    seed=seed)}
-    cv = {"folds": len(per_fold), "seed": seed, "seeds": seeds, "partner": partner, "per_fold": per_fold,
-          "pooled": pooled,
+    cv = {"folds": len(per_fold), "seed": seed, "seeds": seeds, "partner": partner,
+          "partners": partners if partner != "none" else 0, "per_fold": per_fold, "pooled": pooled,
           "fold_mae_mean": float(np.mean([f["mae"] for f in per_fold])),
           "fold_mae_sd": float(np.std([f["mae"] for f in per_fold], ddof=1)) if len(per_fold) > 1 else 0.0}
     write_json(run / CV_SUMMARY, cv)

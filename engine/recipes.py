@@ -65,6 +65,8 @@ class Recipe:
                             "(--folds K > 1), with its own recipe except the preprocessing and the recipe options "
                             "given on the command line: members fold_<k>_<arch>; the out-of-fold age and the "
                             "ensemble average every model equally", ("none", *PARTNERS), "none")
+    partners: int = _setting("models of --partner per fold, each its own seed: members fold_<k>_<arch> for one, "
+                             "fold_<k>_<arch>_<i> for several", default=1)
     warmup_epochs: float = _setting("cosine: linear warm-up epochs", default=0.0)
     decay_epoch: int = _setting("step: epochs between decays", default=20)
     decay_gamma: float = _setting("step: decay factor", default=0.1)
@@ -98,14 +100,15 @@ class Recipe:
             if choices is not None and getattr(self, field.name) not in choices:
                 raise ValueError(f"--{field.name} must be one of {', '.join(choices)}, got "
                                  f"{getattr(self, field.name)!r}")
-        checks = {"batch_size": self.batch_size >= 1, "seeds": self.seeds >= 1, "nepoch": self.nepoch >= 0,
-                  "ema": 0 <= self.ema < 1, "crop_seconds": self.crop_seconds >= 0, "max_weight": self.max_weight > 0,
-                  "lr_initial": self.lr_initial > 0, "warmup_epochs": self.warmup_epochs >= 0}
+        checks = {"batch_size": self.batch_size >= 1, "seeds": self.seeds >= 1, "partners": self.partners >= 1,
+                  "nepoch": self.nepoch >= 0, "ema": 0 <= self.ema < 1, "crop_seconds": self.crop_seconds >= 0,
+                  "max_weight": self.max_weight > 0, "lr_initial": self.lr_initial > 0,
+                  "warmup_epochs": self.warmup_epochs >= 0}
         wrong = [name for name, ok in checks.items() if not ok]
         if wrong:
             shown = ", ".join(f"--{n} {getattr(self, n)}" for n in wrong)
-            raise ValueError(f"out of range: {shown} (batch_size, seeds and lr_initial must be positive, ema in "
-                             f"[0, 1), the others ≥ 0 and max_weight > 0)")
+            raise ValueError(f"out of range: {shown} (batch_size, seeds, partners and lr_initial must be positive, "
+                             f"ema in [0, 1), the others ≥ 0 and max_weight > 0)")
 
     def augment(self, fs: float) -> Augment | None:
         """The training augmentation of this recipe at the model's rate ``fs`` (None when every one is off): each
@@ -114,6 +117,9 @@ class Recipe:
         settings = Augment(crop_samples=int(round(self.crop_seconds * fs)), fs=fs, **strengths)
         return settings if settings != Augment(fs=fs) else None
 
+
+# the fields that say how many models a fold of a cross-validated run trains (not how one model is trained)
+MODELS_PER_FOLD = ("seeds", "partner", "partners")
 
 _SEED = dict(optimizer="adam", lr_initial=1e-3, weight_decay=0.0, batch_size=32)
 RECIPES = {
@@ -129,7 +135,7 @@ RECIPES = {
                        aug_noise=0.05, aug_lead_dropout=0.1),
     "modern": Recipe(preprocessing="modern", loss="l1", sample_weights="none", scheduler="cosine", nepoch=40,
                      best_metric="last", checkpoints="best", head="linear", optimizer="adamw", lr_initial=1e-3,
-                     weight_decay=0.01, batch_size=32, partner="BaselineNet", ema=0.99, warmup_epochs=2.0,
+                     weight_decay=0.01, batch_size=32, partner="BaselineNet", partners=2, ema=0.99, warmup_epochs=2.0,
                      head_bias_init="mean", crop_seconds=5.0, aug_scale=0.1, aug_noise=0.05, aug_wander=0.1,
                      aug_lead_dropout=0.1),
 }

@@ -106,7 +106,8 @@ MANIFEST_FORMAT = "ecg-age-run/1"
 # what a run writes: removed by --overwrite, and (the trained part) what makes a folder hold an earlier experiment
 TRAINED = ("*.pt", PUBLISHED_WEIGHTS, HISTORY, OOF, CV_SUMMARY, TENSORBOARD)
 WRITTEN = (*TRAINED, MANIFEST, FOLDS, OPTIONS, SPLIT, PUBLISHED_CONFIG, PUBLISHED_ARGS, CURVES)
-FOLD_DIR = re.compile(r"fold_\d+(_seed_\d+)?")
+# a cross-validated run's member folders: fold_<k>, fold_<k>_seed_<j>, fold_<k>_<partner arch>[_<i>]
+FOLD_DIR = re.compile(r"fold_\d+(_seed_\d+|_[A-Za-z][A-Za-z0-9]*(_\d+)?)?")
 
 
 def member_dirs(run: Path) -> list[Path]:

@@ -121,9 +121,9 @@ def test_seeds_per_fold_train_and_average(ptbxl, tmp_path):
 
 
 def test_a_partner_architecture_trains_beside_each_fold_and_joins_the_ensemble(ptbxl, tmp_path):
-    """--partner BaselineNet: each fold trains an ECGEfficientNet and a BaselineNet (with the baseline recipe but
-    the given epochs and width); the out-of-fold age is the mean of the fold's two models, and the run folder stands
-    for all four models at prediction time."""
+    """--partner BaselineNet --partners 2: each fold trains an ECGEfficientNet and two BaselineNets (with the baseline
+    recipe but the given epochs and width, each its own seed); the out-of-fold age is the mean of the fold's three
+    models, and the run folder stands for all six models at prediction time."""
     import json
 
     import pandas as pd
@@ -133,17 +133,19 @@ def test_a_partner_architecture_trains_beside_each_fold_and_joins_the_ensemble(p
     from models.checkpoint import load_bundle
 
     argv = [*TINY_MODERN, "--input", str(ptbxl), "--ptbxl_rate", "100", "--folds", "2", "--nepoch", "1", "--env",
-            "partner", "--partner", "BaselineNet"]
+            "partner", "--partner", "BaselineNet", "--partners", "2"]
     assert cli(train_interface, argv, tmp_path) == 0
     run = tmp_path / "log" / "ECGEfficientNet_partner"
     manifest = json.loads((run / "run.json").read_text())
-    assert manifest["members"] == ["fold_0", "fold_0_BaselineNet", "fold_1", "fold_1_BaselineNet"]
-    assert manifest["complete"] and json.loads((run / "cv.json").read_text())["partner"] == "BaselineNet"
-    partner = json.loads((run / "fold_0_BaselineNet" / "options.json").read_text())
+    fold_models = {k: [f"fold_{k}", f"fold_{k}_BaselineNet_0", f"fold_{k}_BaselineNet_1"] for k in (0, 1)}
+    assert manifest["members"] == [*fold_models[0], *fold_models[1]]
+    cv = json.loads((run / "cv.json").read_text())
+    assert manifest["complete"] and (cv["partner"], cv["partners"]) == ("BaselineNet", 2)
+    partner = json.loads((run / "fold_0_BaselineNet_1" / "options.json").read_text())
     assert (partner["arch"], partner["recipe"], partner["nepoch"], partner["width"]) == \
         ("BaselineNet", "baseline", 1, 0.25)
     assert partner["lr_initial"] == RECIPES["baseline"].lr_initial and partner["crop_seconds"] == 8.192
-    main, other = (load_bundle(run / m / "best.pt") for m in ("fold_0", "fold_0_BaselineNet"))
+    main, other = (load_bundle(run / m / "best.pt") for m in ("fold_0", "fold_0_BaselineNet_0"))
     assert (main.arch, other.arch) == ("ECGEfficientNet", "BaselineNet") and main.preprocessing == other.preprocessing
     ages = {weights: predicted_ages(run / weights, ptbxl, tmp_path, weights.strip(".") or "run")
             for weights in [*manifest["members"], "."]}
@@ -151,9 +153,10 @@ def test_a_partner_architecture_trains_beside_each_fold_and_joins_the_ensemble(p
     for k in (0, 1):
         held_out = oof.index[oof["fold"] == k]
         np.testing.assert_allclose(oof.loc[held_out, "predicted_age"],
-                                   (ages[f"fold_{k}"][held_out] + ages[f"fold_{k}_BaselineNet"][held_out]) / 2,
-                                   atol=1e-4)
-    np.testing.assert_allclose(ages["."], sum(ages[m] for m in manifest["members"]) / 4, atol=1e-4)
+                                   sum(ages[m][held_out] for m in fold_models[k]) / 3, atol=1e-4)
+    # the two partners of a fold are two models (their own seeds), not one trained twice
+    assert (ages["fold_0_BaselineNet_0"] - ages["fold_0_BaselineNet_1"]).abs().max() > 1e-3
+    np.testing.assert_allclose(ages["."], sum(ages[m] for m in manifest["members"]) / 6, atol=1e-4)
     # both architectures in one ONNX graph (they share the preprocessing), predicting what PyTorch predicts
     onnx = tmp_path / "mixed.onnx"
     assert export_interface.entry(["--weights", str(run), "--output", str(onnx), "--check_input", str(ptbxl),
@@ -163,7 +166,8 @@ def test_a_partner_architecture_trains_beside_each_fold_and_joins_the_ensemble(p
     assert cli(train_interface, [*argv, "--resume"], tmp_path) == 0
     np.testing.assert_allclose(pd.read_csv(run / "oof.csv", dtype={"id": str}).set_index("id")["predicted_age"],
                                oof["predicted_age"], atol=1e-6)
-    assert cli(train_interface, [*argv, "--partner", "none", "--resume"], tmp_path) == 2
+    for other in (["--partner", "none"], ["--partners", "1"]):
+        assert cli(train_interface, [*argv, *other, "--resume"], tmp_path) == 2
 
 
 def test_the_recipe_sets_the_models_per_fold_of_a_cross_validated_run():
@@ -173,19 +177,24 @@ def test_the_recipe_sets_the_models_per_fold_of_a_cross_validated_run():
     from utils.errors import UserError
 
     modern = RECIPES["modern"]
-    assert (modern.seeds, modern.partner) == (1, "BaselineNet")
-    assert all(RECIPES[name].seeds == 1 and RECIPES[name].partner == "none" for name in ("maic", "lima", "baseline"))
+    assert (modern.seeds, modern.partner, modern.partners) == (1, "BaselineNet", 2)
+    assert all((RECIPES[name].seeds, RECIPES[name].partner, RECIPES[name].partners) == (1, "none", 1)
+               for name in ("maic", "lima", "baseline"))
     cross_validated = options.parse_train(["--recipe", "modern", "--folds", "5"])
-    assert (cross_validated.seeds, cross_validated.partner) == (1, "BaselineNet")
+    assert (cross_validated.seeds, cross_validated.partner, cross_validated.partners) == (1, "BaselineNet", 2)
     single = options.parse_train(["--recipe", "modern"])
-    assert (single.seeds, single.partner) == (1, "none")
+    assert (single.seeds, single.partner, single.partners) == (1, "none", 1)
+    assert options.parse_train(["--recipe", "modern", "--folds", "5", "--partner", "none"]).partners == 1
     assert options.parse_train(["--recipe", "modern", "--folds", "5", "--seeds", "3"]).seeds == 3
     assert options.parse_train(["--mode", "child", "--folds", "5"]).partner == "none"
-    for extra in (["--seeds", "2"], ["--partner", "BaselineNet"]):
+    for extra in (["--seeds", "2"], ["--partner", "BaselineNet"], ["--partners", "2"]):
         with pytest.raises(UserError, match="--seeds > 1 or a --partner needs --folds > 1"):
             options.parse_train(["--recipe", "modern", *extra])
-    with pytest.raises(UserError, match="--seeds 0"):
-        options.parse_train(["--recipe", "modern", "--folds", "5", "--seeds", "0"])
+    with pytest.raises(UserError, match="--partners 3 needs a --partner architecture"):
+        options.parse_train(["--recipe", "modern", "--folds", "5", "--partner", "none", "--partners", "3"])
+    for wrong in (["--seeds", "0"], ["--partners", "0"]):
+        with pytest.raises(UserError, match=" ".join(wrong)):
+            options.parse_train(["--recipe", "modern", "--folds", "5", *wrong])
     with pytest.raises(UserError, match="every model of the run must read the sex"):
         options.parse_train(["--recipe", "modern", "--folds", "5", "--sex_input"])
 
@@ -202,14 +211,20 @@ def test_the_partner_has_its_own_recipe_but_what_was_given():
         ("BaselineNet", "baseline", 3, 0.5, None)
     assert (partner.lr_initial, partner.scheduler, partner.crop_seconds, partner.weight_decay) == \
         (baseline.lr_initial, baseline.scheduler, baseline.crop_seconds, baseline.weight_decay)
-    assert (partner.preprocessing, partner.seeds, partner.partner) == ("modern_100hz", 1, "none")
+    assert (partner.preprocessing, partner.seeds, partner.partner, partner.partners) == ("modern_100hz", 1, "none", 1)
     assert (args.lr_initial, args.scheduler, args.pooling, args.seeds) == (1e-3, "cosine", "avg", 2)  # unchanged
     assert options.partner_args(options.parse_train(["--recipe", "modern"])) is None
     with_partner = options.result_options(args, "fp32")
-    assert with_partner["partner"] == "BaselineNet" and "nepoch" in with_partner["recipe_given"]
+    assert with_partner["partner"] == "BaselineNet" and with_partner["partners"] == 2
+    # the run's models per fold are not recipe options a partner keeps
+    assert "nepoch" in with_partner["recipe_given"] and "seeds" not in with_partner["recipe_given"]
     alone = options.result_options(options.parse_train(["--recipe", "modern", "--folds", "5", "--partner", "none"]),
                                    "fp32")
-    assert "partner" not in alone and "recipe_given" not in alone
+    assert "partner" not in alone and "recipe_given" not in alone and "partners" not in alone
+    # one partner per fold: the manifest options of a partner run from before --partners existed
+    one = options.result_options(options.parse_train(["--recipe", "modern", "--folds", "5", "--partners", "1"]),
+                                 "fp32")
+    assert one["partner"] == "BaselineNet" and "partners" not in one and one["recipe_given"] == []
 
 
 def test_an_option_of_another_architecture_is_an_error():

@@ -33,10 +33,10 @@ def test_accuracy_benchmark_quick(ptbxl, cinc, tmp_path, capsys):
         assert entry["folds"] == 2 and entry["seeds"] == 1 and entry["epochs"] == 1 and entry["cv_mae"] > 0
         if name != "modern":
             assert entry["ensemble_gflop_per_ecg"] == pytest.approx(2 * entry["gflop_per_ecg"])
-    # the modern recipe's folds each hold its ECGEfficientNet and a BaselineNet partner (the baseline row's network)
-    assert RECIPES["modern"].partner == "BaselineNet"
+    # the modern recipe's folds each hold its ECGEfficientNet and two BaselineNet partners (the baseline row's network)
+    assert (RECIPES["modern"].partner, RECIPES["modern"].partners) == ("BaselineNet", 2)
     assert rows["modern"]["ensemble_gflop_per_ecg"] == pytest.approx(
-        2 * (rows["modern"]["gflop_per_ecg"] + rows["baseline"]["gflop_per_ecg"]))
+        2 * (rows["modern"]["gflop_per_ecg"] + 2 * rows["baseline"]["gflop_per_ecg"]))
     assert "vs_reference" not in rows["modern"]
     # the paired difference is exactly the difference of the two MAEs over the records both rows predicted
     saved = {row: json.loads(next((tmp_path / "results").glob(f"{row}_s1000_*.json")).read_text())
@@ -47,10 +47,10 @@ def test_accuracy_benchmark_quick(ptbxl, cinc, tmp_path, capsys):
     assert paired["n"] == 349 and abs(paired["diff"] - expected) < 1e-12
     assert paired["ci95"][0] <= paired["diff"] <= paired["ci95"][1]
     assert abs(rows["baseline"]["cv_mae"] - rows["modern"]["cv_mae"] - expected) < 1e-9
-    # the blend: every model of both runs weighted equally (modern's two models per fold against baseline's one)
+    # the blend: every model of both runs weighted equally (modern's three models per fold against baseline's one)
     blend = last["blends"]["modern+baseline"]
     weight = saved["modern"]["members"] // 2
-    assert weight == 2 and saved["baseline"]["members"] == 2
+    assert weight == 3 and saved["baseline"]["members"] == 2
     ages = {i: (weight * saved["modern"]["oof_age"][i] + saved["baseline"]["oof_age"][i]) / (weight + 1) for i in ids}
     assert blend["cv_mae"] == pytest.approx(np.mean([abs(ages[i] - saved["modern"]["oof_truth"][i]) for i in ids]))
     assert blend["members"] == 2 * (weight + 1) and set(blend["vs"]) == {"modern", "baseline"}

@@ -150,6 +150,23 @@ def test_fresh_run_into_an_old_cv_folder_needs_overwrite(cv_run, ptbxl, cinc, tm
     assert code == 0 and f"from {run / 'best.pt'}" in err  # the new single model, not the stale folds
 
 
+def test_every_member_folder_is_an_earlier_result_and_is_cleared(tmp_path):
+    """Seed and partner members (fold_<k>_seed_<j>, fold_<k>_<arch>, fold_<k>_<arch>_<i>) hold an earlier
+    experiment's results like fold_<k> does, and --overwrite removes them; folders a run never writes stay."""
+    from engine.runs import clear_run, earlier_results
+
+    members = ["fold_0", "fold_0_seed_1", "fold_1_BaselineNet", "fold_1_BaselineNet_1", "fold_12_ResNet1d_0"]
+    for name in members:
+        (tmp_path / name).mkdir()
+    for name in ("notes", "fold_x", "fold_1_Baseline-Net"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "kept.pt").write_bytes(b"mine")
+    (tmp_path / "fold_1_BaselineNet_1" / "best.pt").write_bytes(b"old")
+    assert earlier_results(tmp_path) == ["fold_1_BaselineNet_1/best.pt"]
+    clear_run(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fold_1_Baseline-Net", "fold_x", "notes"]
+
+
 def test_ensemble_is_exactly_the_manifest_members(cv_run, cinc, tmp_path, capsys):
     tmp, old = cv_run
     run = tmp_path / "run"
