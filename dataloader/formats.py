@@ -8,7 +8,7 @@ from pathlib import Path
 from utils.errors import RecordError
 from utils.io import read_csv
 
-from .clinical import CLINICAL_FORMATS, ClinicalReader, detect_format
+from .clinical import CLINICAL_FORMATS, ClinicalReader, may_be_clinical
 from .records import (
     HDF5Reader,
     ManifestReader,
@@ -44,8 +44,8 @@ def open_reader(path: str | os.PathLike, labels: str | os.PathLike | None = None
         if "ecg_id" in columns and ("filename_hr" in columns or "filename_lr" in columns):
             return PTBXLReader(path, rate=ptbxl_rate)
         return ManifestReader(path, fs=fs, scale=scale)
-    if path.is_file() and detect_format(path):
-        return ClinicalReader(path)
+    if path.is_file() and may_be_clinical(path):
+        return ClinicalReader(path, scale=scale)
     if path.is_dir():
         if (path / "ptbxl_database.csv").exists():
             return PTBXLReader(path, rate=ptbxl_rate)
@@ -59,8 +59,8 @@ def open_reader(path: str | os.PathLike, labels: str | os.PathLike | None = None
             return NpyFolderReader(path, labels=labels, fs=fs or 500.0, scale=scale)
         if any(path.rglob("*.hea")):
             return WFDBFolderReader(path)
-        if any(detect_format(p) for p in path.rglob("*") if p.is_file()):
-            return ClinicalReader(path)
+        if any(may_be_clinical(p) for p in path.rglob("*") if p.is_file()):
+            return ClinicalReader(path, scale=scale)
         raise RecordError(str(path), f"holds no .npy, .hdf5, WFDB (.hea) or clinical ECG files "
                                      f"({', '.join(CLINICAL_FORMATS)}) and no ptbxl_database.csv")
     raise RecordError(str(path), "is not a folder, an HDF5 file, a CSV (manifest or PTB-XL database) or a clinical "
@@ -74,7 +74,7 @@ def _hdf5_files(folder: Path) -> list[Path]:
 def _forced(path: Path, fmt: str, labels, fs, ptbxl_rate, scale, traces_dset, ids_dset) -> Reader:
     """The reader ``--format`` names, whatever the files look like (they must still be of that format)."""
     if fmt in CLINICAL_FORMATS:
-        return ClinicalReader(path, fmt)
+        return ClinicalReader(path, fmt, scale=scale)
     if fmt == "hdf5":
         return HDF5Reader(_hdf5_files(path) if path.is_dir() else [path], labels=labels, fs=fs or 400.0,
                           traces_dset=traces_dset, ids_dset=ids_dset, scale=scale)

@@ -64,8 +64,22 @@ def check_length(samples: int, where: str) -> None:
                                  f"pipeline reads (about 35 minutes at 500 Hz); crop the record first")
 
 
+_STANDARD_LABEL = re.compile(r"(I{1,3}|aV[RLF]|V[1-9]R?|V1[0-2]|[XYZ])", re.I)  # a lead label that is safe to name
+
+
+def safe_label(label) -> str:
+    """A lead label as a message may show it: a standard lead name (after 'ECG'/'Lead' prefixes), else a fixed
+    placeholder — labels are free text in a file and may carry anything."""
+    text = str(label).strip()
+    for prefix in ("ecg lead ", "ecg ", "lead "):
+        if text.lower().startswith(prefix):
+            text = text[len(prefix):].strip()
+    return text if _STANDARD_LABEL.fullmatch(text) else "(a non-standard label)"
+
+
 def standard_leads(signal: np.ndarray, names: Sequence[str], where: str) -> np.ndarray:
-    """Reorder (n_leads, N) rows named ``names`` into the standard 12-lead order; a missing lead is an error."""
+    """Reorder (n_leads, N) rows named ``names`` into the standard 12-lead order; a missing lead is an error (its
+    message names only standard labels: see ``safe_label``)."""
     index = {}
     repeated = []
     for row, name in enumerate(names):
@@ -75,11 +89,11 @@ def standard_leads(signal: np.ndarray, names: Sequence[str], where: str) -> np.n
         elif key in _LEAD_KEYS:
             index[key] = row
     if repeated:
-        raise RecordError(where, f"names lead(s) {', '.join(dict.fromkeys(repeated))} more than once (has "
-                                 f"{', '.join(map(str, names))}); which one is meant is unknown")
+        raise RecordError(where, f"names lead(s) {', '.join(dict.fromkeys(map(safe_label, repeated)))} more than "
+                                 f"once (has {', '.join(map(safe_label, names))}); which one is meant is unknown")
     missing = [lead for lead in LEADS if lead.upper() not in index]
     if missing:
-        raise RecordError(where, f"lacks lead(s) {', '.join(missing)} (has {', '.join(map(str, names))})")
+        raise RecordError(where, f"lacks lead(s) {', '.join(missing)} (has {', '.join(map(safe_label, names))})")
     return signal[[index[lead.upper()] for lead in LEADS]]
 
 

@@ -46,7 +46,15 @@ import pandas as pd
 from tqdm import tqdm
 
 from models.preprocessing import PreprocessSpec, preprocess
-from utils.bounds import AGE_RANGE, MAX_FS, MIN_FS, MIN_SECONDS, age_problem, amplitude_problem
+from utils.bounds import (
+    AGE_RANGE,
+    CLI_SCALE_REMEDY,
+    MAX_FS,
+    MIN_FS,
+    MIN_SECONDS,
+    age_problem,
+    amplitude_problem,
+)
 from utils.errors import BadInputError, CheckpointError, OutputError, RecordError, UserError
 from utils.io import write_json, write_text
 from utils.paths import CACHE_DIR
@@ -61,8 +69,9 @@ CHUNK = 64
 HOST = socket.gethostname()
 
 
-def check_record(record: Record) -> str | None:
-    """Why a raw record cannot be used, or None. Shape problems are raised by the readers already."""
+def check_record(record: Record, remedy: str = CLI_SCALE_REMEDY) -> str | None:
+    """Why a raw record cannot be used, or None (``remedy``: the fix a unit error names). Shape problems are
+    raised by the readers already."""
     signal = record.signal
     if not np.isfinite(signal).all():
         bad = int((~np.isfinite(signal)).sum())
@@ -74,7 +83,7 @@ def check_record(record: Record) -> str | None:
         return f"has a sampling rate of {record.fs} Hz; this pipeline reads {MIN_FS:g}–{MAX_FS:g} Hz"
     if signal.shape[-1] < MIN_SECONDS * record.fs:
         return f"lasts {signal.shape[-1] / record.fs:.2f} s, shorter than the {MIN_SECONDS:g} s minimum"
-    return amplitude_problem(signal)
+    return amplitude_problem(signal, remedy)
 
 
 def prepare(record: Record, spec: PreprocessSpec) -> np.ndarray:
@@ -96,7 +105,8 @@ def load_safely(reader: Reader, index: int) -> Record | RecordError:
     except RecordError as exc:
         return exc
     except Exception as exc:  # noqa: BLE001 - third-party parsers raise anything on corrupt bytes
-        return RecordError(f"record {reader.ids[index]}", f"cannot be read ({type(exc).__name__}: {exc})")
+        # the library's own text may quote the file's fields: only its kind is named
+        return RecordError(f"record {reader.ids[index]}", f"cannot be read (the reader failed: {type(exc).__name__})")
 
 
 def prepare_item(item: Record | RecordError, spec: PreprocessSpec, record_id: str) -> np.ndarray:

@@ -55,8 +55,12 @@ def amplitude_mv(signal: np.ndarray) -> float:
     return float(spans[-3] if len(spans) >= 3 else spans[-1])
 
 
-def amplitude_problem(signal: np.ndarray) -> str | None:
-    """Why a record's amplitudes do not look like millivolts (naming the likely unit and the fix), or None."""
+CLI_SCALE_REMEDY = "give --input_scale {scale}"  # the fix named in a unit error; the Python API names its own
+
+
+def amplitude_problem(signal: np.ndarray, remedy: str = CLI_SCALE_REMEDY) -> str | None:
+    """Why a record's amplitudes do not look like millivolts (naming the likely unit and ``remedy`` with the
+    factor that fixes it), or None."""
     amplitude = amplitude_mv(signal)
     low, high = AMPLITUDE_RANGE_MV
     if amplitude > high:
@@ -66,7 +70,7 @@ def amplitude_problem(signal: np.ndarray) -> str | None:
     else:
         return None
     return (f"has amplitudes of {amplitude:.4g} (robust peak-to-peak of its QRS-bearing leads), outside the "
-            f"{low:g}–{high:g} mV of a 12-lead ECG: they look like {unit}; give --input_scale {scale}")
+            f"{low:g}–{high:g} mV of a 12-lead ECG: they look like {unit}; {remedy.format(scale=scale)}")
 
 
 def age_problem(age: float) -> str | None:
