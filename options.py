@@ -27,6 +27,7 @@ from dataloader.sources import CacheConfig, resolve_cache_dtype
 from engine.explain import DEFAULT_METHOD, METHODS
 from engine.predictor import ENGINES
 from engine.runs import BEST, run_dir
+from utils.bounds import MAX_FOLDS, MAX_TTA
 from utils.calibration import check_level
 from utils.errors import UserError
 from utils.paths import CACHE_DIR, DATA_ROOT_ENV, DATASET_DIR, LOG_DIR, default_data_root
@@ -224,7 +225,8 @@ def add_inference(p: argparse.ArgumentParser) -> None:
     g.add_argument("--engine", default="auto", choices=ENGINES,
                    help="auto: onnxruntime for an .onnx file, PyTorch for checkpoints; onnxruntime: export the "
                         "checkpoints in memory (checked on the first records) and run the export")
-    g.add_argument("--tta", type=int, default=1, help="average over this many windows covering the record")
+    g.add_argument("--tta", type=int, default=1, help="average over this many windows covering the record (at most "
+                                                       f"{MAX_TTA})")
     g.add_argument("--bias_correction", action="store_true", help="apply the checkpoint's age-gap correction")
     g.add_argument("--infer_batch_size", "--batch_size", dest="infer_batch_size", type=int, default=None,
                    help="inference batch (default: 32 on GPUs, 8 on CPUs)")
@@ -438,9 +440,10 @@ def _check_train(args: argparse.Namespace) -> None:
     recipe_of(args)
     if not 0.0 <= args.valid_ratio < 1.0:
         raise UserError("--valid_ratio must lie in [0, 1)")
-    if args.folds < 1 or ((args.seeds > 1 or args.partner != "none" or args.partners > 1) and args.folds == 1):
-        raise UserError("--folds must be ≥ 1, and --seeds > 1 or a --partner needs --folds > 1 (a single split "
-                        "trains one model)")
+    several = args.seeds > 1 or args.partner != "none" or args.partners > 1
+    if not 1 <= args.folds <= MAX_FOLDS or (several and args.folds == 1):
+        raise UserError(f"--folds must be 1–{MAX_FOLDS}, and --seeds > 1 or a --partner needs --folds > 1 (a "
+                        f"single split trains one model)")
     if args.partners > 1 and args.partner == "none":
         raise UserError(f"--partners {args.partners} needs a --partner architecture (here none)")
     if args.partner != "none" and (args.pretrained or (args.sex_input and not accepts_sex(args.partner))):
@@ -463,8 +466,9 @@ def _check_train(args: argparse.Namespace) -> None:
 def resolve_test(args: argparse.Namespace) -> argparse.Namespace:
     """MAIC paths from the data root (those that exist), default weights from the default runs' best
     checkpoints, and checks of the inference options."""
-    if args.tta < 1:
-        raise UserError(f"--tta must be ≥ 1 (the number of windows to average), got {args.tta}")
+    if not 1 <= args.tta <= MAX_TTA:
+        raise UserError(f"--tta must be 1–{MAX_TTA} (the number of windows to average, each one more forward pass), "
+                        f"got {args.tta}")
     if args.infer_batch_size is not None and args.infer_batch_size < 1:
         raise UserError("--infer_batch_size must be ≥ 1")
     if args.explain_figures is not None and args.explain_figures < 0:

@@ -42,6 +42,7 @@ from engine.runs import (
     SPLIT,
     RunLock,
     best_checkpoint_name,
+    clean_temporaries,
     clear_run,
     earlier_results,
     finish_member,
@@ -282,8 +283,14 @@ def start_afresh(args: argparse.Namespace, run: Path) -> None:
         raise UserError(f"{run} holds an earlier experiment ({shown}); pass --overwrite to replace it, --resume to "
                         f"continue it with the same options, or another --env for a new run folder")
     if is_main():
-        clear_run(run)
+        clear_run(run, run_reads(args))
     barrier()
+
+
+def run_reads(args: argparse.Namespace) -> dict:
+    """The paths this run reads, by option: none of them may be deleted when the run folder is cleared."""
+    return {"--pretrain_model_path": args.pretrain_model_path, "--input": args.input, "--labels": args.labels,
+            "--data_root": args.data_root, "--dataset_dir": args.dataset_dir, "--cache_dir": args.cache_dir}
 
 
 def identify(args: argparse.Namespace, reader: Reader, precision: str, assignment: pd.Series, method: str) -> dict:
@@ -314,7 +321,7 @@ def settle_manifest(args: argparse.Namespace, run: Path, manifest: dict) -> dict
     if args.resume:
         logger.info(f"--resume: {run} has no trained results yet; starting from scratch")
         if is_main():
-            clear_run(run)
+            clear_run(run, run_reads(args))
     if is_main():
         write_manifest(run, manifest)
     barrier()
@@ -324,6 +331,9 @@ def settle_manifest(args: argparse.Namespace, run: Path, manifest: dict) -> dict
 def train(args: argparse.Namespace, run: Path, device: torch.device, precision: str, rank: int, world: int) -> None:
     """One experiment in its (locked) folder: records → bad-input policy → one split, or K folds; the run's
     manifest is settled before the first epoch and completed after the last member."""
+    if is_main():
+        for path in clean_temporaries(run):
+            logger.info(f"note: removed {path.relative_to(run)}, left by an interrupted run")
     if not args.resume:
         start_afresh(args, run)
     bundle, start = starting_point(args, run / members(args)[0])

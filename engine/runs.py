@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from models.files import BEST, PUBLISHED_CONFIG, PUBLISHED_WEIGHTS
+from utils.bounds import MAX_FOLDS
 from utils.errors import CheckpointError, OutputError, RecordError, UserError
 from utils.io import regular_file, write_json
 
@@ -108,6 +109,18 @@ TRAINED = ("*.pt", PUBLISHED_WEIGHTS, HISTORY, OOF, CV_SUMMARY, TENSORBOARD)
 WRITTEN = (*TRAINED, MANIFEST, FOLDS, OPTIONS, SPLIT, PUBLISHED_CONFIG, PUBLISHED_ARGS, CURVES)
 # a cross-validated run's member folders: fold_<k>, fold_<k>_seed_<j>, fold_<k>_<partner arch>[_<i>]
 FOLD_DIR = re.compile(r"fold_\d+(_seed_\d+|_[A-Za-z][A-Za-z0-9]*(_\d+)?)?")
+# the exact names of what a run writes in its folder and in each member folder (``*.pt`` of TRAINED are these)
+OWN_FILES = frozenset({LAST, BEST, PUBLISHED_WEIGHTS, OPTIONS, SPLIT, HISTORY, CURVES, PUBLISHED_ARGS,
+                       PUBLISHED_CONFIG, MANIFEST, CV_SUMMARY, OOF, FOLDS, LOCK})
+EPOCH_FILE = re.compile(r"epoch_\d{3,}\.pt")
+TEMPORARY = re.compile(r"\.(?P<name>.+)\.[A-Za-z0-9_]{6,}\.tmp")  # utils.io.atomic_open's temporary files
+
+
+def own_name(name: str) -> bool:
+    """A file name this project writes in a run or member folder (its temporaries included)."""
+    temporary = TEMPORARY.fullmatch(name)
+    name = temporary.group("name") if temporary else name
+    return name in OWN_FILES or bool(EPOCH_FILE.fullmatch(name))
 
 
 def member_dirs(run: Path) -> list[Path]:
@@ -123,13 +136,80 @@ def earlier_results(run: Path) -> list[str]:
     return sorted(found)
 
 
-def clear_run(run: Path) -> None:
-    """Remove every file an earlier run wrote in ``run`` (fold members included); other files are left alone."""
-    for folder in member_dirs(run):
-        shutil.rmtree(folder)
-    for pattern in WRITTEN:
-        for path in run.glob(pattern):
-            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+def _own_entry(path: Path) -> bool:
+    """A file this project writes (never a link or a folder of that name), or its TensorBoard folder."""
+    if path.is_symlink():
+        return False
+    if path.name == TENSORBOARD:
+        return path.is_dir()
+    return path.is_file() and own_name(path.name)
+
+
+def _recorded_members(run: Path) -> set[str] | None:
+    try:
+        manifest = read_manifest(run)
+    except UserError:
+        return None
+    return None if manifest is None else set(manifest["members"]) - {"."}
+
+
+def run_inventory(run: Path) -> tuple[list[Path], list[Path]]:
+    """(what the project wrote in ``run``, what else is there). A member folder is the project's when the run's
+    manifest names it, or — for a run written before manifests — when its name is a member's and it holds only
+    the project's files; anything else (a user's ``fold_0_backup/``, ``my_model_v3.pt``, notes) is not."""
+    recorded = _recorded_members(run)
+    own, other = [], []
+    for entry in sorted(run.iterdir()) if run.is_dir() else []:
+        is_member = entry.is_dir() and not entry.is_symlink() and FOLD_DIR.fullmatch(entry.name) and (
+            entry.name in recorded if recorded is not None else all(map(_own_entry, entry.iterdir())))
+        if is_member:
+            inside = list(entry.iterdir())
+            own.extend(p for p in inside if _own_entry(p))
+            other.extend(p for p in inside if not _own_entry(p))
+            own.append(entry)
+        elif _own_entry(entry):
+            own.append(entry)
+        else:
+            other.append(entry)
+    return own, other
+
+
+def clear_run(run: Path, reads: dict[str, str | Path | None] | None = None) -> None:
+    """Remove every file an earlier run wrote in ``run`` (member folders included) — and nothing else: anything
+    the project did not write there, or a path this run reads (``reads``: option → path, e.g. the
+    --pretrain_model_path checkpoint), makes it refuse (exit 2, listing them) before anything is removed."""
+    own, other = run_inventory(run)
+    own = [p for p in own if p.name != LOCK]  # the lock is held by this process
+    if not [p for p in own if p.is_file() or p.name == TENSORBOARD]:
+        return  # nothing of an earlier run: nothing to remove
+    if other:
+        shown = ", ".join(str(p.relative_to(run)) for p in other[:10]) + (" ..." if len(other) > 10 else "")
+        raise UserError(f"{run} holds files this project did not write ({shown}); they are never deleted. Move them "
+                        f"out of the run folder (or give another --env), then run again")
+    for option, path in (reads or {}).items():
+        target = Path(path).resolve() if path else None
+        hit = target and next((p for p in own if target == p.resolve() or p.resolve() in target.parents), None)
+        if hit:
+            raise UserError(f"{option} {path} lies in {run}, whose earlier results this run would delete; copy it "
+                            f"out of the run folder (or give another --env) first")
+    for path in sorted(own, key=lambda p: len(p.parts), reverse=True):  # files before their member folders
+        if path.is_dir():
+            shutil.rmtree(path) if path.name == TENSORBOARD else path.rmdir()
+        else:
+            path.unlink()
+
+
+def clean_temporaries(run: Path) -> list[Path]:
+    """Remove the temporary files an interrupted run left (``.<own name>.<random>.tmp``) in ``run`` and its
+    member folders; called once the run's lock is held, so no live writer owns them."""
+    removed = []
+    for folder in (run, *member_dirs(run)):
+        for path in folder.glob(".*.tmp"):
+            match = TEMPORARY.fullmatch(path.name)
+            if match and path.is_file() and not path.is_symlink() and own_name(match.group("name")):
+                path.unlink()
+                removed.append(path)
+    return removed
 
 
 def file_sha256(path: Path) -> str:
@@ -160,7 +240,27 @@ def read_manifest(run: Path) -> dict | None:
             not isinstance(manifest.get("members"), list) or not isinstance(manifest.get("finished"), dict):
         raise UserError(f"{path}: not a run manifest of this project ({MANIFEST_FORMAT}); start the run again with "
                         f"--overwrite")
+    problem = manifest_problem(manifest)
+    if problem:
+        raise UserError(f"{path}: {problem}; this is not a manifest this project wrote (start the run again with "
+                        f"--overwrite)")
     return manifest
+
+
+def manifest_problem(manifest: dict) -> str | None:
+    """Why a manifest's members cannot be trusted, or None: members are '.' alone or plain member folder names
+    (never a path: nothing outside the run folder is ever read), each finished one names its checkpoint file."""
+    members = manifest["members"]
+    if not members or not all(isinstance(m, str) for m in members) or len(set(members)) != len(members):
+        return "its members are not a list of distinct names"
+    if members != ["."] and not all(FOLD_DIR.fullmatch(m) for m in members):
+        bad = next(m for m in members if not FOLD_DIR.fullmatch(m))
+        return f"member {bad!r} is not a member folder name (fold_<k>[_seed_<j> | _<architecture>[_<i>]])"
+    for member, entry in manifest["finished"].items():
+        if member not in members or not isinstance(entry, dict) or \
+                entry.get("checkpoint") not in (BEST, PUBLISHED_WEIGHTS) or not isinstance(entry.get("sha256"), str):
+            return f"its finished member {member!r} is not a member with a checkpoint ({BEST} or {PUBLISHED_WEIGHTS})"
+    return None
 
 
 def manifest_differences(old: dict, new: dict) -> list[str]:
@@ -221,6 +321,9 @@ def run_members(path: str | Path) -> list[Path]:
     for member in manifest["members"]:
         entry = manifest["finished"].get(member)
         checkpoint = path / member / entry["checkpoint"] if isinstance(entry, dict) else None
+        if checkpoint is not None and path.resolve() not in checkpoint.resolve().parents:
+            raise CheckpointError(f"{path}: member {member} leads outside the run folder (a link); only checkpoints "
+                                  f"inside it are read")
         if checkpoint is None or not checkpoint.is_file() or file_sha256(checkpoint) != entry.get("sha256"):
             raise CheckpointError(f"{path}: member {member} is missing or has changed since training "
                                   f"({checkpoint or 'never finished'}); this run folder no longer holds the "
@@ -236,11 +339,16 @@ def _legacy_members(path: Path) -> list[Path]:
     if not folds:
         return [path]
     try:
-        count = int(json.loads((path / CV_SUMMARY).read_text())["folds"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        summary = json.loads(regular_file(path / CV_SUMMARY, max_bytes=64 << 20).read_text())
+        count = summary["folds"]
+    except (OSError, ValueError, KeyError, TypeError, RecordError) as exc:
         raise CheckpointError(f"{path}: holds fold folders but no readable {CV_SUMMARY} (an unfinished or damaged "
                               f"cross-validated run); finish it with --resume, or give the fold checkpoints "
                               f"explicitly (--weights {path}/fold_0 ...)") from exc
+    if type(count) is not int or not 2 <= count <= MAX_FOLDS:
+        raise CheckpointError(f"{path}: its {CV_SUMMARY} gives folds = {str(count)[:40]!r}, not a whole number "
+                              f"from 2 to {MAX_FOLDS}; give the fold checkpoints explicitly (--weights "
+                              f"{path}/fold_0 ...)")
     members = [path / f"fold_{k}" for k in range(count)]
     missing = [str(m) for m in members if not m.is_dir()]
     if missing:

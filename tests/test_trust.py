@@ -152,8 +152,10 @@ def test_fresh_run_into_an_old_cv_folder_needs_overwrite(cv_run, ptbxl, cinc, tm
 
 def test_every_member_folder_is_an_earlier_result_and_is_cleared(tmp_path):
     """Seed and partner members (fold_<k>_seed_<j>, fold_<k>_<arch>, fold_<k>_<arch>_<i>) hold an earlier
-    experiment's results like fold_<k> does, and --overwrite removes them; folders a run never writes stay."""
+    experiment's results like fold_<k> does, and --overwrite removes them; folders a run never writes are never
+    removed: while they are there, clearing is refused, naming them (issue 26)."""
     from engine.runs import clear_run, earlier_results
+    from utils.errors import UserError
 
     members = ["fold_0", "fold_0_seed_1", "fold_1_BaselineNet", "fold_1_BaselineNet_1", "fold_12_ResNet1d_0"]
     for name in members:
@@ -163,8 +165,14 @@ def test_every_member_folder_is_an_earlier_result_and_is_cleared(tmp_path):
         (tmp_path / name / "kept.pt").write_bytes(b"mine")
     (tmp_path / "fold_1_BaselineNet_1" / "best.pt").write_bytes(b"old")
     assert earlier_results(tmp_path) == ["fold_1_BaselineNet_1/best.pt"]
+    with pytest.raises(UserError, match="did not write") as refused:
+        clear_run(tmp_path)
+    assert all(name in str(refused.value) for name in ("notes", "fold_x", "fold_1_Baseline-Net"))
+    assert (tmp_path / "fold_1_BaselineNet_1" / "best.pt").exists()  # nothing removed
+    for name in ("notes", "fold_x", "fold_1_Baseline-Net"):
+        shutil.move(tmp_path / name, tmp_path.parent / f"{tmp_path.name}_{name}")
     clear_run(tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["fold_1_Baseline-Net", "fold_x", "notes"]
+    assert not list(tmp_path.iterdir())
 
 
 def test_ensemble_is_exactly_the_manifest_members(cv_run, cinc, tmp_path, capsys):
@@ -192,6 +200,83 @@ def test_ensemble_is_exactly_the_manifest_members(cv_run, cinc, tmp_path, capsys
     shutil.rmtree(run / "fold_1")
     code, err = run_cli(test_interface, argv, tmp_path, capsys)
     assert code == 2 and "member fold_1 is missing" in err
+
+
+def copied_run(cv_run, tmp_path) -> tuple[Path, Path, list[str]]:
+    """A copy of the 2-fold run in its own log folder, and the arguments that trained it."""
+    tmp, old = cv_run
+    run = tmp_path / "log" / old.name
+    shutil.copytree(old, run)
+    return tmp, run, [*CV, "--log_dir", str(tmp_path / "log"), "--cache_dir", str(tmp / "cache")]
+
+
+def test_overwrite_never_deletes_what_the_run_reads_or_what_it_did_not_write(cv_run, ptbxl, tmp_path, capsys):
+    """Issue 26: --overwrite deleted the --pretrain_model_path checkpoint lying in the run folder, a user's
+    fold_0_backup/ and a file called my_model_v3.pt."""
+    tmp, run, argv = copied_run(cv_run, tmp_path)
+    argv = [*argv, "--input", str(ptbxl), "--overwrite"]
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != ".lock"}
+    code, err = run_cli(train_interface, [*argv, "--pretrained", "--pretrain_model_path",
+                                          str(run / "fold_0" / "best.pt")], tmp_path, capsys)
+    assert code == 2 and "--pretrain_model_path" in err and "would delete" in err, err
+    (run / "fold_0_backup").mkdir()
+    (run / "fold_0_backup" / "notes.txt").write_text("mine")
+    (run / "my_model_v3.pt").write_bytes(b"mine")
+    code, err = run_cli(train_interface, argv, tmp_path, capsys)
+    assert code == 2 and "fold_0_backup" in err and "my_model_v3.pt" in err and "did not write" in err, err
+    assert all(p.read_bytes() == content for p, content in before.items())  # nothing of the run removed
+    assert (run / "fold_0_backup" / "notes.txt").exists() and (run / "my_model_v3.pt").exists()
+
+
+def test_temporaries_of_a_killed_run_are_removed_once_the_lock_is_held(cv_run, ptbxl, tmp_path, capsys):
+    tmp, run, argv = copied_run(cv_run, tmp_path)
+    left = [run / ".learning_curves.png.k1_x9q2.tmp", run / "fold_1" / ".best.pt.abc123de.tmp",
+            run / ".run.json.zz99yy88.tmp"]
+    mine = [run / ".mynotes.abcdefgh.tmp", run / "fold_0" / "learning_curves.png.tmp"]
+    for path in [*left, *mine]:
+        path.write_bytes(b"partial")
+    code, err = run_cli(train_interface, [*argv, "--input", str(ptbxl), "--resume", "--seed", "99"], tmp_path,
+                        capsys)
+    assert code == 2 and "--resume refused" in err  # a failed resume still cleans up after the killed run
+    assert not any(p.exists() for p in left) and all(p.exists() for p in mine)
+
+
+@pytest.mark.parametrize("folds", [1_000_000_000, -5, "3", 2.0, None])
+def test_a_run_folder_claiming_absurd_folds_is_refused_at_once(cv_run, cinc, folds, tmp_path, capsys):
+    tmp, run, _ = copied_run(cv_run, tmp_path)
+    (run / "run.json").unlink()  # a folder of an older version: cv.json says how many folds
+    (run / "cv.json").write_text(json.dumps({"folds": folds}))
+    with deadline(60):
+        code, err = run_cli(test_interface, ["--input", str(cinc), "--weights", str(run), "--output",
+                                             str(tmp_path / "p.csv"), "--cache_dir", str(tmp / "cache")],
+                            tmp_path, capsys)
+    assert code == 2 and "cv.json" in err and "folds" in err, err
+
+
+@pytest.mark.parametrize("member", ["../ECGEfficientNet_single", "fold_0/../../x", ["x"], 5, "/etc"])
+def test_a_manifest_member_outside_the_run_folder_is_refused(cv_run, cinc, member, tmp_path, capsys):
+    tmp, run, _ = copied_run(cv_run, tmp_path)
+    outside = tmp_path / "log" / "ECGEfficientNet_single"
+    shutil.copytree(run / "fold_0", outside)
+    manifest = json.loads((run / "run.json").read_text())
+    manifest["members"][0] = member
+    if isinstance(member, str):
+        manifest["finished"][member] = manifest["finished"].pop("fold_0")  # its matching hash
+    (run / "run.json").write_text(json.dumps(manifest))
+    code, err = run_cli(test_interface, ["--input", str(cinc), "--weights", str(run), "--output",
+                                         str(tmp_path / "p.csv"), "--cache_dir", str(tmp / "cache")], tmp_path,
+                        capsys)
+    assert code == 2 and "run.json" in err and not (tmp_path / "p.csv").exists(), err
+
+
+def test_a_member_folder_linked_outside_the_run_is_refused(cv_run, cinc, tmp_path, capsys):
+    tmp, run, _ = copied_run(cv_run, tmp_path)
+    shutil.move(run / "fold_1", tmp_path / "elsewhere")
+    (run / "fold_1").symlink_to(tmp_path / "elsewhere")
+    code, err = run_cli(test_interface, ["--input", str(cinc), "--weights", str(run), "--output",
+                                         str(tmp_path / "p.csv"), "--cache_dir", str(tmp / "cache")], tmp_path,
+                        capsys)
+    assert code == 2 and "outside the run folder" in err, err
 
 
 def test_unfinished_cv_run_is_refused_with_what_to_do(cv_run, cinc, tmp_path, capsys):

@@ -22,6 +22,8 @@ Resources (checked before anything is read or built, so that a small hostile fil
 * ``MAX_ECG_FILE_BYTES`` per clinical ECG file (DICOM, XML, EDF, SCP-ECG), checked before it is opened;
 * ``MAX_CALIBRATION_RECORDS`` held-out (predicted, residual) pairs kept with a model for its intervals (an even
   random subsample beyond that: the conformal quantiles then move by well under 1 % of their value);
+* ``MAX_FOLDS`` folds of a cross-validated run (``--folds`` and a run folder's cv.json), ``MAX_TTA`` windows per
+  record (``--tta``: each is one more forward pass);
 * ``MAX_PARAMETERS`` parameters and ``MAX_BLOCKS`` blocks per network, besides the per-argument bounds of each
   architecture (models/__init__.py).
 """
@@ -43,6 +45,8 @@ MAX_CHECKPOINT_BYTES = 8 << 30
 MAX_INFLATION = 2.0
 MAX_PARAMETERS = 500_000_000  # the seed networks have at most a few million; 500 M parameters are 2 GB of fp32
 MAX_BLOCKS = 64
+MAX_FOLDS = 100  # --folds, and what a run folder's cv.json may claim
+MAX_TTA = 64  # --tta windows per record (ONNX metadata too): each costs one forward pass
 MAX_CALIBRATION_RECORDS = 20_000
 MAX_ECG_FILE_BYTES = 256 << 20  # one clinical ECG file (DICOM, XML, EDF, SCP); a 10-s 12-lead XML is about 1 MB
 
