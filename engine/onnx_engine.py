@@ -28,6 +28,7 @@ from .windows import record_ages, window_means
 
 ONNX_FORMAT = "ecg-age-onnx/1"  # engine/export.py writes it (that module needs torch; this one must not)
 METADATA_KEY = "ecg_age"
+MAX_MEMBERS = 1000  # models in one exported ensemble (a 5-fold run with every option holds 15)
 ONNX_BATCH = 64  # onnxruntime's default batch (on a 2-core CPU it runs 1.9× PyTorch eager there: bench/README.md)
 
 
@@ -92,8 +93,9 @@ class OnnxModel:
         if not isinstance(meta, dict) or meta.get("format") != ONNX_FORMAT:
             raise ValueError(f"expected format {ONNX_FORMAT}, got {str(meta.get('format'))[:50]}")
         members = meta["members"]
-        if not isinstance(members, list) or not members:
-            raise ValueError("no members")
+        if not isinstance(members, list) or not members or len(members) > MAX_MEMBERS or \
+                not all(isinstance(m, dict) and isinstance(m.get("arch"), str) for m in members):
+            raise ValueError(f"members must be a list of 1–{MAX_MEMBERS} objects, each naming its arch")
         width = session.get_outputs()[0].shape[-1]
         if width != len(members):
             raise ValueError(f"the graph gives {width} ages per record but the metadata names {len(members)} models")
@@ -107,7 +109,12 @@ class OnnxModel:
         takes_sex = bool(meta["takes_sex"])
         if inputs != (["x", "sex"] if takes_sex else ["x"]):
             raise ValueError(f"the graph's inputs {inputs} do not match its metadata")
-        return cls(str(path), session, PreprocessSpec.from_dict(meta["preprocessing"]), takes_sex,
+        spec = PreprocessSpec.from_dict(meta["preprocessing"])
+        length = session.get_inputs()[0].shape[-1]
+        if isinstance(length, int) and length != spec.length:
+            raise ValueError(f"the graph takes inputs of {length} samples but the metadata's preprocessing makes "
+                             f"{spec.length}")
+        return cls(str(path), session, spec, takes_sex,
                    [str(m["arch"]) for m in members], corrections, calibrations,
                    _median_age(members[0].get("training")))
 

@@ -25,7 +25,7 @@ from typing import Literal
 import numpy as np
 from scipy import signal as sps
 
-from utils.bounds import MAX_FS, MAX_SAMPLES, MIN_FS
+from utils.bounds import MAX_FS, MAX_INPUT_SECONDS, MAX_SAMPLES, MIN_FS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +48,9 @@ class PreprocessSpec:
         if not isinstance(self.length, numbers.Integral) or isinstance(self.length, bool) or \
                 not 1 <= self.length <= MAX_SAMPLES:
             raise ValueError(f"length must be a whole number of samples in [1, {MAX_SAMPLES}], got {self.length!r}")
+        if self.length > MAX_INPUT_SECONDS * self.fs:
+            raise ValueError(f"length {self.length} at {self.fs:g} Hz is {self.length / self.fs:g} s, more than the "
+                             f"{MAX_INPUT_SECONDS:g} s a model input may last")
         window = number(self.crop) and 0.0 <= self.crop <= 1.0
         named = isinstance(self.crop, str) and self.crop in ("start", "center")
         if not (window or named) or not isinstance(self.pad, str) or self.pad not in ("end", "center"):

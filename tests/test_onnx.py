@@ -164,3 +164,64 @@ def test_the_python_api(modern_cv_run, exported, cinc):
     shares = model.explain(batch[0], fs=500)
     assert list(shares) == ["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"]
     assert sum(shares.values()) == pytest.approx(1.0)
+
+
+def test_the_api_names_every_wrong_argument_and_reads_files(modern_cv_run, exported, cinc, tmp_path):
+    """Issue 26: each of these was a traceback (or a CLI remedy) — now a UserError naming the argument."""
+    from utils.errors import UserError
+
+    from test_clinical import DICOM_UV_PER_COUNT, write_dicom
+
+    _, run = modern_cv_run
+    record = open_reader(cinc).load(0)
+    signal, fs = ecg_age.read(write_dicom(tmp_path / "ecg.dcm", record.signal, record.fs))
+    assert signal.shape == record.signal.shape and fs == 500.0
+    np.testing.assert_allclose(signal, record.signal, atol=DICOM_UV_PER_COUNT / 1000)
+    for model in (ecg_age.load(run), ecg_age.load(exported)):
+        calls = {"interval": lambda: model.predict(signal, fs, interval="abc"),
+                 "at least one ECG": lambda: model.predict(np.zeros((0, 12, 5000)), fs),
+                 "fs must": lambda: model.predict(signal, None),
+                 "sex must": lambda: model.predict(np.stack([signal] * 3), fs, sex=[1, 0]),
+                 "numeric array": lambda: model.predict([["a"]], fs),
+                 "bias_correction": lambda: model.predict(signal, fs, bias_correction="yes"),
+                 "leads must": lambda: model.predict(signal, fs, leads="I II"),
+                 "multiply the signal by 0.001": lambda: model.predict(signal * 1000, fs)}
+        if model.engine == "torch":
+            calls["method must"] = lambda: model.explain(signal, fs, method="bogus")
+        for named, call in calls.items():
+            with pytest.raises(UserError, match=named) as caught:
+                call()
+            assert "--input_scale" not in str(caught.value)
+    for path in (None, 123, ""):
+        with pytest.raises(UserError, match="path must be"):
+            ecg_age.load(path)
+    with pytest.raises(UserError, match="engine must be"):
+        ecg_age.load(run, engine="gpu")
+    with pytest.raises(UserError, match="holds 50 records"):
+        ecg_age.read(cinc)
+
+
+@pytest.mark.parametrize("change", ["members_5", "member_list", "length_1048576", "members_many"])
+def test_onnx_metadata_that_sizes_work_is_bounded(exported, cinc, change, tmp_path, capsys):
+    """Issue 26: ``members: [5]`` was a traceback; ``preprocessing.length = 1048576`` was accepted (GBs of memory,
+    other ages)."""
+    import onnx
+
+    model = onnx.load(str(exported))
+    meta = json.loads(model.metadata_props[0].value)
+    if change == "members_5":
+        meta["members"] = [5] * len(meta["members"])
+    elif change == "member_list":
+        meta["members"][0] = ["x"]
+    elif change == "members_many":
+        meta["members"] = meta["members"] * 1000
+    else:
+        meta["preprocessing"]["length"] = 1_048_576  # 2.9 hours at 100 Hz
+    model.metadata_props[0].value = json.dumps(meta)
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    with pytest.raises(CheckpointError, match="metadata cannot be used"):
+        OnnxModel.load(tmp_path / "m.onnx")
+    out = tmp_path / "p.csv"
+    code = test_interface.entry(["--input", str(cinc), "--weights", str(tmp_path / "m.onnx"), "--on_bad", "skip",
+                                 "--output", str(out), "--quiet"])
+    assert code == 2 and not out.exists() and "Traceback" not in capsys.readouterr().err

@@ -12,7 +12,8 @@ Plausibility (inputs and outputs):
   catches records stored in µV (×1000) or V (×0.001), which would otherwise be read as millivolts.
 * **Bias corrections** (a line gap = intercept + slope·age of the model's mean error) may claim a gap of at most
   ``MAX_BIAS_GAP`` years anywhere in ``AGE_RANGE``; an age they correct to outside ``AGE_RANGE`` is bad output.
-* **Records** are sampled at ``MIN_FS``–``MAX_FS`` Hz and last at least ``MIN_SECONDS``.
+* **Records** are sampled at ``MIN_FS``–``MAX_FS`` Hz and last at least ``MIN_SECONDS``; a model's input (its
+  preprocessing length at its rate, from a checkpoint or an ONNX file) lasts at most ``MAX_INPUT_SECONDS``.
 
 Resources (checked before anything is read or built, so that a small hostile file cannot exhaust memory or time):
 * ``MAX_SAMPLES`` samples per lead of one record (2^20: 35 minutes at 500 Hz); ``MAX_HEADER_BYTES`` of WFDB header;
@@ -36,6 +37,7 @@ AMPLITUDE_RANGE_MV = (0.05, 50.0)
 MAX_BIAS_GAP = 100.0
 MIN_FS, MAX_FS = 50.0, 20_000.0
 MIN_SECONDS = 2.0
+MAX_INPUT_SECONDS = 120.0  # a model input (preprocessing length / fs); the recipes take 8.2-10 s
 
 MAX_SAMPLES = 2 ** 20
 MAX_HEADER_BYTES = 1 << 20
