@@ -123,13 +123,20 @@ def interval_report(args, data: pd.DataFrame, out: Path) -> tuple[dict, Path]:
     return result, plot_interval_by_bin(result["per_bin"], level, out / "interval_by_bin.png")
 
 
-def lead_importance(path: Path, out: Path) -> tuple[dict, Path]:
-    """Mean (and SD) share of each lead over a cohort's lead_importance.csv."""
+def lead_importance(path: Path, out: Path, ids: pd.Series) -> tuple[dict, Path]:
+    """Mean (and SD) share of each lead over a cohort's lead_importance.csv, whose records must be among the
+    predictions reported (``ids``): shares of other records would describe another cohort."""
     frame = read_csv(path, "a lead_importance.csv", dtype={"id": str})
     missing = [c for c in ("id", *LEADS) if c not in frame.columns]
     if missing:
         raise ReportError(f"{path}: lacks column(s) {', '.join(missing)} (test_interface --explain writes id and "
                           f"one column per lead)")
+    foreign = frame.loc[~frame["id"].isin(set(ids)), "id"].tolist()
+    repeated = frame.loc[frame["id"].duplicated(), "id"].tolist()
+    if foreign or repeated:
+        what = f"{len(foreign)} id(s) not among the predictions" if foreign else f"{len(repeated)} repeated id(s)"
+        raise ReportError(f"{path}: {what} ({', '.join((foreign or repeated)[:10])}); give the lead_importance.csv "
+                          f"that test_interface --explain wrote with these predictions")
     shares = frame[list(LEADS)].apply(pd.to_numeric, errors="coerce").to_numpy(float)
     wrong = ~(np.isfinite(shares).all(axis=1) & (shares >= 0).all(axis=1) & (np.abs(shares.sum(axis=1) - 1) < 1e-4))
     if wrong.any() or not len(frame):
@@ -280,7 +287,7 @@ def main(argv=None) -> int:
     elif args.interval is not None:
         raise ReportError(f"--interval {args.interval:g}: {args.predictions} has no lower,upper columns")
     if args.lead_importance:
-        report["lead_importance"], figure = lead_importance(Path(args.lead_importance), out)
+        report["lead_importance"], figure = lead_importance(Path(args.lead_importance), out, data["id"])
         plots.append(figure)
     if args.survival:
         plots.append(survival(args, data, survival_data, report, out, corrected=bool(correction)))

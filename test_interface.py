@@ -155,10 +155,10 @@ def run_records(args: argparse.Namespace, cfg: InferenceConfig) -> Path:
         notes["interval"] = intervals.describe()
         logger.log(RESULT, f"{intervals.level:g} intervals: {len(intervals.half_width)} band(s) of predicted age, "
                            f"half-widths {', '.join(f'{r:.1f}' for r in intervals.half_width)} years")
+    write_csv(output, frame)  # the predictions first: explanations may take hours, and resume
+    write_json(prediction_notes(output), notes)
     if args.explain:
         explain(args, cfg, models.bundles, reader, frame, keep, filled, intervals)
-    write_csv(output, frame)
-    write_json(prediction_notes(output), notes)
     return output
 
 

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import logging
-import os
 import re
-import shutil
+import time
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,7 +33,7 @@ from dataloader.records import LEADS, Reader, Record
 from dataloader.sources import prepare
 from models.preprocessing import input_times
 from utils.errors import OutputError, RecordError, UserError
-from utils.io import check_output_path, write_csv
+from utils.io import check_output_path, regular_file, write_csv, write_json
 from utils.plots import plot_ecg_explanation
 
 if TYPE_CHECKING:  # torch and captum are imported where explanations are made: the option names need neither
@@ -49,6 +49,9 @@ IG_STEPS = 32
 OCCLUSION_SECONDS = 0.5
 DELETION_NOISE_MV = 0.01
 LEAD_IMPORTANCE = "lead_importance.csv"  # columns: id and one per lead (LEADS order)
+INDEX, INDEX_FORMAT = "explanations.json", "ecg-age-explanations/1"  # what an explanation folder wrote, and done
+INDEX_EVERY_SECONDS = 10.0  # the index is rewritten at most this often (an interrupted run loses at most this)
+MAX_INDEX_BYTES = 1 << 30
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,46 +162,115 @@ def figure_name(record_id: str, taken: set[str]) -> str:
     return f"{name}.png"
 
 
+def read_index(folder: Path) -> dict | None:
+    """The explanation folder's own record of what it wrote (None: there is none); a damaged or foreign index is
+    an error, never a licence to delete."""
+    path = folder / INDEX
+    if not path.exists():
+        return None
+    try:
+        index = json.loads(regular_file(path, str(path), max_bytes=MAX_INDEX_BYTES).read_text())
+    except (OSError, ValueError, RecordError) as exc:
+        raise UserError(f"--explain {folder}: its {INDEX} cannot be read ({type(exc).__name__}); give a new or empty "
+                        f"folder") from None
+    files, done = index.get("files") if isinstance(index, dict) else None, \
+        index.get("done") if isinstance(index, dict) else None
+    plain = isinstance(files, list) and all(isinstance(f, str) and f == Path(f).name and not f.startswith(".")
+                                            and f not in ("", "..") for f in files)
+    if index.get("format") != INDEX_FORMAT or not plain or not isinstance(done, dict) or \
+            not all(_shares_ok(v) for v in done.values()):
+        raise UserError(f"--explain {folder}: {INDEX} is not an index this project wrote ({INDEX_FORMAT}); give a "
+                        f"new or empty folder")
+    return index
+
+
+def _shares_ok(shares) -> bool:
+    try:
+        values = np.asarray(shares, dtype=float)
+    except (TypeError, ValueError):
+        return False
+    return values.shape == (len(LEADS),) and bool(np.isfinite(values).all() and (values >= 0).all()) and \
+        abs(values.sum() - 1) < 1e-4
+
+
+def _own(index: dict | None) -> set[str]:
+    return {INDEX, LEAD_IMPORTANCE, *(index["files"] if index else ())}
+
+
 def check_explain_folder(folder: Path, read_files, input_folders) -> None:
-    """Before any work: the folder may not hold or lie in inputs, and, if it exists, it holds nothing but an
-    earlier explanation (which this one replaces whole, so that no figure of another run survives into it)."""
+    """Before any work: the folder may not hold or lie in inputs, and, if it exists, it holds nothing but what an
+    earlier explanation recorded in its index (replaced, or resumed when it is the same job): anything else — a
+    user's file or sub-folder, whatever its name — makes the command refuse, naming it."""
     check_output_path(folder / LEAD_IMPORTANCE, read_files, input_folders, flag="--explain")
     if folder.exists() and not folder.is_dir():
         raise UserError(f"--explain {folder} is a file; give a folder")
-    others = [p.name for p in folder.iterdir() if p.name != LEAD_IMPORTANCE and p.suffix != ".png"] \
-        if folder.is_dir() else []
-    if others or (folder.is_dir() and any(folder.iterdir()) and not (folder / LEAD_IMPORTANCE).exists()):
-        shown = ", ".join(sorted(others)[:5]) or "figures without a lead_importance.csv"
-        raise UserError(f"--explain {folder} holds other files ({shown}); give a new or empty folder, or one "
-                        f"holding only an earlier explanation (it is replaced)")
+    if not folder.is_dir():
+        return
+    own = _own(read_index(folder))
+    others = [p.name for p in folder.iterdir() if not _written_here(p, own)]
+    if others:
+        shown = ", ".join(sorted(others)[:5]) + (" ..." if len(others) > 5 else "")
+        raise UserError(f"--explain {folder} holds files this project did not record writing there ({shown}); they "
+                        f"are never deleted: give a new or empty folder, or one holding only an earlier explanation")
+
+
+def _written_here(path: Path, own: set[str]) -> bool:
+    """A regular file (never a folder or a link) whose name the index records, or a temporary of one."""
+    temporary = re.fullmatch(r"\.(.+)\.[A-Za-z0-9_]{6,}\.tmp", path.name)
+    name = temporary.group(1) if temporary else path.name
+    return name in own and path.is_file() and not path.is_symlink()
+
+
+def _start(folder: Path, job: str, files: list[str]) -> dict:
+    """This job's index: the earlier one when it is the same job (resumed), else a new one — written before any
+    figure, after the earlier job's recorded files (and their temporaries) are removed."""
+    folder.mkdir(parents=True, exist_ok=True)
+    index = read_index(folder)
+    if index is not None and index.get("job") == job:
+        return index
+    own = _own(index)
+    for path in folder.iterdir():
+        if _written_here(path, own):
+            path.unlink()
+    index = {"format": INDEX_FORMAT, "job": job, "files": files, "done": {}, "complete": False}
+    write_json(folder / INDEX, index)
+    return index
 
 
 def write_explanations(bundles: list[ModelBundle], reader: Reader, positions, sexes, titles: list[str],
                        method: str, device: torch.device, folder: Path, figures: int | None,
                        progress: bool = False) -> Path:
-    """Explain the records at ``positions`` into a temporary folder beside ``folder``, then put it in its place:
-    an interrupted or failed run leaves ``folder`` as it was."""
-    folder = Path(folder)
-    staging = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
-    shutil.rmtree(staging, ignore_errors=True)
+    """Explain the records at ``positions`` into ``folder``: its index (``INDEX``) names every file of the job
+    before the first is written and records each explained record, so an interrupted run resumes where it
+    stopped (the same records, titles, method and figures) and a new job removes only what the index names."""
+    folder, chosen = Path(folder), [int(p) for p in positions]
+    ids = [reader.ids[p] for p in chosen]
+    taken: set[str] = set()
+    names = [figure_name(i, taken) if figures is None or k < figures else None for k, i in enumerate(ids)]
+    job = hashlib.sha256(json.dumps([method, figures, ids, titles]).encode()).hexdigest()
     try:
-        staging.mkdir(parents=True)
-        rows, taken = [], set()
-        chosen = list(positions)
-        for k, position in enumerate(tqdm(chosen, desc=f"explain ({method})", unit="ECG", disable=not progress)):
-            record = reader.load(int(position))
-            found = explain_record(bundles, record, float(sexes[k]), method, device)
-            rows.append([reader.ids[int(position)], *found.shares.tolist()])
-            if figures is None or k < figures:
-                plot_ecg_explanation(found.signal, found.fs, LEADS, found.attribution, titles[k],
-                                     staging / figure_name(reader.ids[int(position)], taken), shares=found.shares)
-        write_csv(staging / LEAD_IMPORTANCE, pd.DataFrame(rows, columns=["id", *LEADS]))
-        if folder.exists():
-            shutil.rmtree(folder)
-        staging.rename(folder)
+        index = _start(folder, job, [n for n in names if n])
+        todo = [k for k, i in enumerate(ids) if i not in index["done"]]
+        if len(todo) < len(ids):
+            logger.info(f"--explain {folder}: resuming, {len(ids) - len(todo)} of {len(ids)} ECG(s) already explained")
+        saved, started = time.monotonic(), time.monotonic()
+        for n, k in enumerate(tqdm(todo, desc=f"explain ({method})", unit="ECG", disable=not progress)):
+            found = explain_record(bundles, reader.load(chosen[k]), float(sexes[k]), method, device)
+            if names[k]:
+                plot_ecg_explanation(found.signal, found.fs, LEADS, found.attribution, titles[k], folder / names[k],
+                                     shares=found.shares)
+            index["done"][ids[k]] = found.shares.tolist()
+            if n == 0 and len(todo) > 1:
+                each = time.monotonic() - started
+                logger.info(f"explaining {len(todo)} ECG(s) with {len(bundles)} model(s) ({method}): about "
+                            f"{each * len(todo) / 60:.1f} min at {each:.1f} s per ECG")
+            if time.monotonic() - saved > INDEX_EVERY_SECONDS:
+                write_json(folder / INDEX, index)
+                saved = time.monotonic()
+        write_csv(folder / LEAD_IMPORTANCE, pd.DataFrame([[i, *index["done"][i]] for i in ids],
+                                                         columns=["id", *LEADS]))
+        write_json(folder / INDEX, {**index, "complete": True})
     except OSError as exc:
         raise OutputError(f"--explain {folder}: cannot be written ({exc.strerror or exc})") from exc
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    logger.info(f"explanations of {len(rows)} ECG(s) ({method}) → {folder}")
+    logger.info(f"explanations of {len(ids)} ECG(s) ({method}) → {folder}")
     return folder / LEAD_IMPORTANCE

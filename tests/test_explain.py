@@ -143,3 +143,45 @@ def test_figure_names_are_safe_and_distinct():
     names = [figure_name(i, taken) for i in ("a/b", "a_b", "../x", "ok-1.2")]
     assert names[0] == "a_b.png" and names[1].startswith("a_b_") and names[2] == "_x.png" and names[3] == "ok-1.2.png"
     assert len(set(names)) == 4
+
+
+def test_explanations_delete_only_what_they_recorded_and_resume(modern_cv_run, cinc_four, tmp_path, monkeypatch,
+                                                                 capsys):
+    """Issue 26: a user's sub-folder named like a figure was deleted; an interrupted --explain wrote nothing (not
+    even the finished predictions) and started again from scratch."""
+    import engine.explain as explain_module
+
+    tmp, run = modern_cv_run
+    out, folder = tmp_path / "pred.csv", tmp_path / "expl"
+    argv = ["--input", str(cinc_four), "--weights", str(run), "--explain", str(folder), "--output", str(out),
+            "--cache_dir", str(tmp / "cache"), "--quiet"]
+    real, calls = explain_module.explain_record, []
+
+    def interrupted(*args, **kwargs):
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # the user stops the run after two explanations
+        calls.append(args[1].id)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(explain_module, "explain_record", interrupted)
+    monkeypatch.setattr(explain_module, "INDEX_EVERY_SECONDS", 0.0)
+    with pytest.raises(KeyboardInterrupt):
+        test_interface.entry(argv)
+    assert len(pd.read_csv(out)) == len(CINC_FOUR)  # the predictions were written first
+    assert len(list(folder.glob("*.png"))) == 2 and not (folder / LEAD_IMPORTANCE).exists()
+    done = list(calls)
+    monkeypatch.setattr(explain_module, "explain_record", real)
+    counted = []
+    monkeypatch.setattr(explain_module, "explain_record", lambda *a, **k: counted.append(a[1].id) or real(*a, **k))
+    assert test_interface.entry(argv) == 0
+    assert sorted(counted) == sorted(set(CINC_FOUR) - set(done))  # resumed: only the two left were explained
+    assert sorted(pd.read_csv(folder / LEAD_IMPORTANCE, dtype={"id": str})["id"]) == sorted(CINC_FOUR)
+    # a user's sub-folder named like a figure, and a user's file: refused, listed, kept
+    (folder / "mine.png").mkdir()
+    (folder / "mine.png" / "notes.txt").write_text("mine")
+    code = test_interface.entry([*argv, "--explain_figures", "1"])
+    assert code == 2 and "mine.png" in capsys.readouterr().err
+    assert (folder / "mine.png" / "notes.txt").exists() and len(list(folder.glob("E*.png"))) >= 1
+    shutil.rmtree(folder / "mine.png")
+    assert test_interface.entry([*argv, "--explain_figures", "1"]) == 0  # another job: the recorded files replaced
+    assert len([p for p in folder.iterdir() if p.suffix == ".png"]) == 1

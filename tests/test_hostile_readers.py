@@ -4,7 +4,6 @@ it starts, a multi-group DICOM is read by rule, and a unit advice names a remedy
 from __future__ import annotations
 
 import builtins
-import resource
 import subprocess
 import sys
 from pathlib import Path

@@ -168,29 +168,30 @@ def test_the_python_api(modern_cv_run, exported, cinc):
 
 def test_the_api_names_every_wrong_argument_and_reads_files(modern_cv_run, exported, cinc, tmp_path):
     """Issue 26: each of these was a traceback (or a CLI remedy) — now a UserError naming the argument."""
-    from utils.errors import UserError
-
     from test_clinical import DICOM_UV_PER_COUNT, write_dicom
+
+    from utils.errors import UserError
 
     _, run = modern_cv_run
     record = open_reader(cinc).load(0)
     signal, fs = ecg_age.read(write_dicom(tmp_path / "ecg.dcm", record.signal, record.fs))
     assert signal.shape == record.signal.shape and fs == 500.0
     np.testing.assert_allclose(signal, record.signal, atol=DICOM_UV_PER_COUNT / 1000)
+    calls = [("interval", "predict", (signal, fs), {"interval": "abc"}),
+             ("at least one ECG", "predict", (np.zeros((0, 12, 5000)), fs), {}),
+             ("fs must", "predict", (signal, None), {}),
+             ("sex must", "predict", (np.stack([signal] * 3), fs), {"sex": [1, 0]}),
+             ("numeric array", "predict", ([["a"]], fs), {}),
+             ("bias_correction", "predict", (signal, fs), {"bias_correction": "yes"}),
+             ("leads must", "predict", (signal, fs), {"leads": "I II"}),
+             ("multiply the signal by 0.001", "predict", (signal * 1000, fs), {}),
+             ("method must", "explain", (signal, fs), {"method": "bogus"})]
     for model in (ecg_age.load(run), ecg_age.load(exported)):
-        calls = {"interval": lambda: model.predict(signal, fs, interval="abc"),
-                 "at least one ECG": lambda: model.predict(np.zeros((0, 12, 5000)), fs),
-                 "fs must": lambda: model.predict(signal, None),
-                 "sex must": lambda: model.predict(np.stack([signal] * 3), fs, sex=[1, 0]),
-                 "numeric array": lambda: model.predict([["a"]], fs),
-                 "bias_correction": lambda: model.predict(signal, fs, bias_correction="yes"),
-                 "leads must": lambda: model.predict(signal, fs, leads="I II"),
-                 "multiply the signal by 0.001": lambda: model.predict(signal * 1000, fs)}
-        if model.engine == "torch":
-            calls["method must"] = lambda: model.explain(signal, fs, method="bogus")
-        for named, call in calls.items():
+        for named, method, args, kwargs in calls:
+            if method == "explain" and model.engine != "torch":
+                continue
             with pytest.raises(UserError, match=named) as caught:
-                call()
+                getattr(model, method)(*args, **kwargs)
             assert "--input_scale" not in str(caught.value)
     for path in (None, 123, ""):
         with pytest.raises(UserError, match="path must be"):

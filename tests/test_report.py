@@ -12,6 +12,7 @@ from conftest import SPEC, cli, need
 
 import report_interface
 import test_interface
+from dataloader.records import LEADS
 from utils import metrics
 
 
@@ -114,7 +115,8 @@ def test_report_on_real_records_with_run_and_maic_formats(maic_adult, tmp_path):
 
 @pytest.mark.parametrize("case,message", [
     ("unmatched", "have no label"), ("none_match", "none of the"), ("nan_age", "non-numeric age"),
-    ("no_events", "no deaths"), ("no_columns", "needs columns death and timey")])
+    ("no_events", "no deaths"), ("no_columns", "needs columns death and timey"),
+    ("foreign_shares", "1 id(s) not among the predictions (77)"), ("repeated_shares", "1 repeated id(s) (2)")])
 def test_bad_report_inputs(tmp_path, capsys, case, message):
     pred = pd.DataFrame({"ids": [1, 2, 3, 4], "predicted_age": [50.0, 60, 70, 80]})
     labels = pd.DataFrame({"exam_id": [1, 2, 3, 4], "age": [51.0, 59, 72, 79], "is_male": [True, False] * 2,
@@ -128,12 +130,16 @@ def test_bad_report_inputs(tmp_path, capsys, case, message):
         labels.loc[2, "age"] = "unknown"
     elif case == "no_events":
         labels["death"] = False
-    else:
+    elif case == "no_columns":
         labels = labels.drop(columns=["death", "timey"])
+    shares = pd.DataFrame({"id": ["1", "2", "77" if case == "foreign_shares" else "3",
+                                  "2" if case == "repeated_shares" else "4"], **{lead: [1 / 12] * 4 for lead in LEADS}})
+    shares.to_csv(tmp_path / "lead_importance.csv", index=False)  # lead shares of the predicted records
     pred.to_csv(tmp_path / "p.csv", index=False)
     labels.to_csv(tmp_path / "l.csv", index=False)
     code = report_interface.entry(["--predictions", str(tmp_path / "p.csv"), "--labels", str(tmp_path / "l.csv"),
-                                   "--out", str(tmp_path / "out"), "--survival"])
+                                   "--out", str(tmp_path / "out"), "--survival", "--lead_importance",
+                                   str(tmp_path / "lead_importance.csv")])
     assert code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "out" / "report.json").exists()
 
@@ -202,3 +208,13 @@ def test_tta_averages_windows_covering_the_record(maic_adult, tmp_path):
             expected.append(bundle.head(bundle.model(x)).mean().item())
     np.testing.assert_allclose(runs["tta"], expected, atol=1e-5)
     assert np.abs(runs["tta"] - runs["plain"]).max() > 1e-4
+
+
+@pytest.mark.parametrize("tta", ["100000000", "65", "0"])
+def test_tta_beyond_its_maximum_is_refused_before_any_work(maic_adult, tmp_path, capsys, tta):
+    """Issue 26: --tta 100000000 ran for minutes and grew; each window is one more forward pass."""
+    from utils.bounds import MAX_TTA
+
+    code = test_interface.entry(["--input", str(maic_adult / "ECG_adult_numpy_valid"), "--weights",
+                                 str(tmp_path / "never_read.pt"), "--tta", tta, "--output", str(tmp_path / "p.csv")])
+    assert code == 2 and f"--tta must be 1–{MAX_TTA}" in capsys.readouterr().err
