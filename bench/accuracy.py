@@ -86,6 +86,9 @@ ROWS = {  # name → the train_interface options that select it
 ROWS["modern_100hz_noise"] = [*ROWS["modern_100hz"], "--aug_noise", "0.022"]  # 0.05 / √5: the same in-band power
 ROWS["modern_100hz_next"] = [*ROWS["modern_next"], "--sample_rate", "100", "--seq_length", "1000"]
 ROWS["modern_next_seeds2"] = [*ROWS["modern_next"], "--seeds", "2"]  # a 2 seeds × 5 folds ensemble
+# the precision --precision auto picks on a CPU with bf16 (AVX-512 BF16 / AMX) against the reference fp32 arithmetic
+ROWS["modern_1seed_fp32"] = [*MODERN, "--precision", "fp32"]
+ROWS["modern_1seed_bf16"] = [*MODERN, "--precision", "bf16"]
 QUICK = {"ResUDenseNet": ["--out_ch", "16", "--mid_ch", "8"], "ResNet1d": ["--net_filter_size", "8", "16", "24", "32",
                                                                           "40"],
          "ECGEfficientNet": ["--width", "0.25"], "BaselineNet": ["--width", "0.25"]}

@@ -225,7 +225,24 @@ def get_model(name: str, **overrides) -> nn.Module:
     if parameters > MAX_PARAMETERS:
         raise ValueError(f"{name} with these arguments has {parameters:,} parameters, more than the "
                          f"{MAX_PARAMETERS:,} allowed")
-    return _model_class(name)(**args)
+    model = _model_class(name)(**args)
+    layer = output_layer(name, model)
+    if type(layer) is nn.Linear:
+        layer.__class__ = FP32OutputLinear  # same parameters and state-dict keys; see the class
+    return model
+
+
+class FP32OutputLinear(nn.Linear):
+    """The output layer, computed in fp32 even under bf16 autocast: bf16 holds an age of 32–64 years to 0.25 years
+    and 64–128 to 0.5, so a network's small steps vanish in rounding (a CPU run under --precision auto trained to
+    the constant predictor, issue 26). Outside autocast (fp32 runs, export) it is an ordinary nn.Linear."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.is_autocast_enabled(x.device.type):
+            return super().forward(x)
+        with torch.autocast(x.device.type, enabled=False):
+            return nn.functional.linear(x.float(), self.weight.float(), self.bias.float() if self.bias is not None
+                                        else None)
 
 
 def output_layer(name: str, model: nn.Module) -> nn.Linear:
