@@ -70,6 +70,7 @@ from utils.runtime import (
     default_infer_batch,
     init_distributed,
     is_main,
+    precision_reason,
     resolve_device,
     resolve_precision,
     seed_everything,
@@ -241,6 +242,7 @@ def main(argv=None) -> int:
     rank, world, device = init_distributed(resolve_device(args.device))
     configure_logging(sys.stdout, args.quiet, main_process=rank == 0)
     precision = resolve_precision(args.precision, device)
+    logger.info(precision_reason(args.precision, device, precision))
     configure_backends(device, precision, args.deterministic)
     seed_everything(args.seed)
     if args.batch_size % world:
@@ -416,6 +418,18 @@ def write_oof(args: argparse.Namespace, run: Path, manifest: dict, reader: Reade
     logger.log(RESULT, f"{args.folds}-fold cross-validation: out-of-fold MAE {cv['pooled']['mae']:.2f} (95% CI "
         f"{cv['pooled']['mae_ci95'][0]:.2f}–{cv['pooled']['mae_ci95'][1]:.2f}) on {cv['pooled']['n']} ECGs → "
         f"{run / 'oof.csv'}, {run / 'cv.json'}")
+    constant = np.array([np.median(ages[folds != fold]) for fold in folds])  # each fold's training median
+    warn_if_constant(f"{run}: out-of-fold MAE {cv['pooled']['mae']:.2f}", cv["pooled"]["mae"], ages, constant)
+
+
+def warn_if_constant(what: str, mae: float, ages: np.ndarray, constant: np.ndarray) -> None:
+    """A warning when a model does not beat the constant predictor (the training median for every ECG): such a
+    model has learnt nothing usable, and its number must not be read as a result."""
+    baseline = float(np.mean(np.abs(np.asarray(ages, float) - constant)))
+    if not mae < baseline:
+        logger.warning(f"warning: {what} does not beat the constant predictor (the training median for every ECG: "
+                       f"MAE {baseline:.2f}); the model has learnt nothing usable. Check the learning rate, the "
+                       f"epochs, the labels and the precision (--precision fp32)")
 
 
 def train_model(args: argparse.Namespace, run: Path, bundle: ModelBundle, start: dict | None, train_rows: np.ndarray,
@@ -433,8 +447,6 @@ def train_model(args: argparse.Namespace, run: Path, bundle: ModelBundle, start:
     cfg = opts.train_config(args, device)
     if is_main():
         run.mkdir(parents=True, exist_ok=True)
-        for stale in run.glob(".*.tmp"):  # temporaries of a run killed mid-write (the lock says it is not running)
-            stale.unlink(missing_ok=True)
         save_run_files(args, bundle, run, reader, train_rows, valid_rows)
         logger.info(f"{bundle.arch} ({sum(p.numel() for p in bundle.model.parameters()):,} parameters, "
                     f"{args.recipe} recipe) on {description}: {len(train_rows)} train / {len(valid_rows)} valid "
@@ -445,6 +457,9 @@ def train_model(args: argparse.Namespace, run: Path, bundle: ModelBundle, start:
                    resumed=args.resume and start is not None, world=world)
     if is_main():
         report_run(run, progress, args.best_metric)
+        final = progress.history[-1]["valid_mae"] if progress.history else float("nan")
+        warn_if_constant(f"{run}: validation MAE {final:.2f}", final, ages[valid_rows],
+                         np.full(len(valid_rows), np.median(ages[train_rows])))
     best = run / best_checkpoint_name(args.checkpoints)
     return load_bundle(best, mode=args.mode) if is_main() and args.best_metric != "last" else bundle
 

@@ -661,3 +661,16 @@ def test_checkpoint_fields_of_the_wrong_type_are_clear_errors(cinc, tmp_path, ca
                                              str(tmp_path / "o.csv")], tmp_path, capsys)
         assert code == 2 and str(path) in err, (name, err)
         assert not (tmp_path / "o.csv").exists()
+
+
+def test_a_run_that_does_not_beat_the_constant_predictor_says_so(ptbxl, tmp_path, capsys):
+    """Issue 26: a bf16 CPU run reached the constant predictor's MAE and nothing said so. A model that learns
+    nothing (a learning rate of 1e-9 from an output far from any age) is reported as such, and the precision's
+    reason is named at the start."""
+    argv = [*CV, "--input", str(ptbxl), "--lr_initial", "1e-9", "--head_bias_init", "none", "--output_init",
+            "default", "--log_dir", str(tmp_path / "log"), "--cache_dir", str(tmp_path / "cache")]
+    assert cli(train_interface, argv, tmp_path, quiet=False) == 0
+    said = capsys.readouterr()
+    text = said.out + said.err
+    assert "precision fp32 (--precision fp32)" in text
+    assert text.count("does not beat the constant predictor") == 3, text[-3000:]  # two folds and the OOF

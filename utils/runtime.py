@@ -45,6 +45,17 @@ def resolve_precision(name: str, device: torch.device) -> str:
     return "fp32"
 
 
+def precision_reason(name: str, device: torch.device, precision: str) -> str:
+    """Why a run computes in ``precision``: said at its start, so that a number is never read without it."""
+    if name != "auto":
+        return f"precision {precision} (--precision {name})"
+    where = {"cuda": "this GPU supports bf16" if precision == "bf16" else "this GPU lacks bf16",
+             "cpu": "this CPU has AMX or AVX-512 BF16" if precision == "bf16" else "this CPU has no fast bf16"}
+    because = where.get(device.type, f"{device.type} runs fp32")
+    return (f"precision {precision} (--precision auto: {because}; the output layer and the loss stay fp32; "
+            f"--precision fp32 gives the reference arithmetic)")
+
+
 def autocast(device: torch.device, precision: str):
     if precision == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
