@@ -166,9 +166,10 @@ def aecg_with_long_digits(path: Path, characters: int) -> Path:
 
 
 def peak_rss_mib(code: str) -> float:
-    done = subprocess.run([sys.executable, "-c", code + "\nimport resource; print(resource.getrusage("
-                           "resource.RUSAGE_SELF).ru_maxrss / 1024)"], capture_output=True, text=True, cwd=ROOT,
-                          check=True)
+    """The peak RSS of a fresh process running ``code``: VmHWM (ru_maxrss would carry over this process's peak)."""
+    done = subprocess.run([sys.executable, "-c", code + "\nprint(next(int(line.split()[1]) for line in open("
+                           "'/proc/self/status') if line.startswith('VmHWM:')) / 1024)"], capture_output=True,
+                          text=True, cwd=ROOT, check=True)
     return float(done.stdout.split()[-1])
 
 
