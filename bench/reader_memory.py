@@ -80,6 +80,10 @@ def files(work: Path) -> dict[str, tuple[Path, str]]:
     path = work / "hostile_aecg.xml"
     path.write_text(replace_texts(aecg_xml(small, 500.0).decode(), "<digits>", "</digits>", ones))
     out["aecg (hostile: 12 leads of 6.3 M one-digit samples)"] = (path, "aecg")
+    longest = " ".join(["12345678901"] * (MAX_SAMPLES // 1000 * 1000))  # as many values as allowed, each as long
+    path = work / "hostile_aecg_long_values.xml"
+    path.write_text(replace_texts(aecg_xml(small, 500.0).decode(), "<digits>", "</digits>", longest))
+    out["aecg (hostile: 12 leads of 1.05 M 11-digit samples)"] = (path, "aecg")
     zeros = base64.b64encode(b"\0" * (MAX_TEXT_BYTES["muse"] // 4 * 3 - 16)).decode()
     path = work / "hostile_muse.xml"
     path.write_text(replace_texts(muse_xml(small, 500.0).decode("latin-1"), "<WaveFormData>", "</WaveFormData>",

@@ -21,8 +21,9 @@ Every file is untrusted:
 * it must be a regular file of at most ``MAX_ECG_FILE_BYTES`` (checked before it is opened); a file that cannot be
   read (permissions, an I/O error) is a bad record like any other, never left out of a folder silently;
 * before an XML format is parsed, no run of text between two tags may be longer than the largest legal lead (or, for
-  Philips, the largest legal set of leads) of ``MAX_SAMPLES`` samples written out (``MAX_TEXT_BYTES``; checked on the
-  raw bytes in blocks), so parsing peaks at a small multiple of the largest legal record (bench/README.md);
+  Philips, the largest legal set of leads) of ``MAX_SAMPLES`` samples written out (``MAX_TEXT_BYTES``), nor hold
+  more than ``MAX_SAMPLES`` whitespace-separated values (aECG's decimal digits) — checked on the raw bytes in
+  blocks — so parsing peaks at a small multiple of the largest legal record (bench/README.md);
 * XML is parsed with entity declarations refused (defusedxml), each lead may hold at most ``MAX_SAMPLES`` samples;
 * what a file declares is checked against what it holds: an EDF header's data records × samples per record against
   the file's bytes, an SCP-ECG record's declared size against the file's, and (in the library) MUSE's byte and sample
@@ -67,7 +68,7 @@ CLINICAL_FORMATS = {"dicom": "DICOMWaveformParser", "muse": "GEMuseXMLParser", "
                     "philips": "SierraXMLParser", "scp": "SCPECGParser", "edf": "EDFParser"}
 XML_FORMATS = ("muse", "aecg", "philips")
 _SNIFF_BYTES = 4096
-_SCAN_BYTES = 4 << 20  # the raw-text bound is checked in blocks of this size
+_SCAN_BYTES = 1 << 20  # the raw-text bounds are checked in blocks of this size (a few MiB of working memory)
 # the longest legal run of text between two XML tags: one lead of MAX_SAMPLES samples as decimal digits with a
 # separator (aECG; up to 12 characters a sample), as base64 of up to 4-byte samples with line breaks (MUSE), or
 # all of up to 16 leads of 2-byte samples in one base64 element (Philips)
@@ -155,7 +156,7 @@ def parse_file(path: str, fmt: str) -> _Parsed:
     project's words (the library's messages and warnings are never shown)."""
     size = regular_file(path, max_bytes=MAX_ECG_FILE_BYTES).stat().st_size
     if fmt in XML_FORMATS:
-        check_text_runs(path, MAX_TEXT_BYTES[fmt])
+        check_text_runs(path, MAX_TEXT_BYTES[fmt], MAX_SAMPLES if fmt == "aecg" else None)
     _check_declared(path, fmt, size)
     parser = _parsers()[fmt]
     try:
@@ -177,23 +178,43 @@ def parse_file(path: str, fmt: str) -> _Parsed:
     return _keep(parsed, path, fmt)
 
 
-def check_text_runs(path: str, limit: int) -> None:
-    """No run of bytes between two '<' in the file is longer than ``limit`` (read in blocks, nothing parsed)."""
-    run, longest = 0, 0  # run: bytes since the last '<' seen
+def check_text_runs(path: str, limit: int, token_limit: int | None = None) -> None:
+    """No run between two '<' in the file holds more than ``limit`` bytes, nor (``token_limit``) more than that many
+    whitespace-separated values — read in blocks, nothing parsed: a lead of short values ("1 1 1 ...") would
+    otherwise become millions of strings inside the library before its sample count can be checked."""
+    space, previous_space = np.zeros(256, bool), False  # previous: the last byte of the block before ends a value
+    space[[9, 10, 13, 32, ord(">")]] = True  # a value starts after whitespace or a tag's end
+    carry, longest = [0, 0], [0, 0]  # bytes, values: in the run still open, and the most in any run
+    limits = [limit, token_limit if token_limit is not None else np.inf]
     with open(path, "rb") as handle:
-        while longest <= limit and (block := handle.read(_SCAN_BYTES)):
-            marks = np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == ord("<"))
-            if marks.size == 0:
-                run += len(block)
-                longest = max(longest, run)
-                continue
-            inner = int(np.diff(marks).max()) - 1 if marks.size > 1 else 0
-            longest = max(longest, run + int(marks[0]), inner)
-            run = len(block) - int(marks[-1]) - 1
-            longest = max(longest, run)
-    if longest > limit:
+        while all(m <= lim for m, lim in zip(longest, limits)) and (block := handle.read(_SCAN_BYTES)):
+            data = np.frombuffer(block, dtype=np.uint8)
+            mark = data == ord("<")
+            white = space[data]
+            starts = ~white & ~mark & np.concatenate(([previous_space], white[:-1]))  # values begun
+            previous_space = bool(white[-1])
+            for k, weights in enumerate((~mark, starts if token_limit is not None else None)):
+                if weights is not None:
+                    carry[k], longest[k] = _run_sums(weights, mark, carry[k], longest[k])
+    if longest[0] > limit:
         raise RecordError(path, f"holds a run of more than {limit:,} bytes of text between two XML tags, more than "
                                 f"any lead of at most {MAX_SAMPLES:,} samples needs; it is not parsed")
+    if longest[1] > limits[1]:
+        raise RecordError(path, f"holds more than {token_limit:,} values between two XML tags, more than a lead of "
+                                f"at most {MAX_SAMPLES:,} samples; it is not parsed")
+
+
+def _run_sums(weights: np.ndarray, mark: np.ndarray, carry: int, longest: int) -> tuple[int, int]:
+    """The sums of ``weights`` over the runs between marks of one block: (the open run's sum, the largest so far)."""
+    total = np.cumsum(weights, dtype=np.int32)  # a block is far shorter than 2^31
+    ends = np.flatnonzero(mark)
+    if ends.size == 0:
+        carry += int(total[-1])
+        return carry, max(longest, carry)
+    at = total[ends]
+    inner = int(np.diff(at).max()) if ends.size > 1 else 0
+    open_run = int(total[-1] - at[-1])
+    return open_run, max(longest, carry + int(at[0]), inner, open_run)
 
 
 def _check_warnings(caught, path: str, fmt: str) -> None:

@@ -183,17 +183,26 @@ def test_xml_text_is_bounded_before_parsing_and_memory_stays_small(tmp_path):
             f"    pass"
     baseline = peak_rss_mib("import dataloader.clinical as c; c._parsers()")
     assert peak_rss_mib(parse) - baseline < 64  # refused on the raw bytes: nothing parsed (the file is 14 MiB)
-    # the check is exact at block boundaries: runs split across blocks add up, a run just inside the limit passes
+    # a lead of more one-digit values than MAX_SAMPLES, well inside the byte bound: refused by its value count
+    short = aecg_with_long_digits(tmp_path / "short.xml", 0)
+    document = short.read_text()
+    start = document.index("<digits>") + len("<digits>")
+    short.write_text(document[:start] + "1 " * (MAX_SAMPLES + 1) + document[start:])
+    with pytest.raises(clinical.RecordError, match="values between two XML tags"):
+        clinical.parse_file(str(short), "aecg")
+    # the checks are exact at block boundaries: runs split across blocks add up, a run just inside the limit passes
     path = tmp_path / "runs.xml"
-    path.write_bytes(b"<a>" + b"x" * 10 + b"<b>" + b"y" * 25 + b"</b>")
+    path.write_bytes(b"<a>" + b"x" * 10 + b"<b>" + b"y" * 25 + b"</b><c>1 2  3\n4 5</c>")
     for block in (1, 3, 7, 64):
         clinical._SCAN_BYTES = block
         try:
-            clinical.check_text_runs(str(path), 27)  # 'b>' and 25 'y' between the second and third '<'
-            with pytest.raises(clinical.RecordError):
+            clinical.check_text_runs(str(path), 27, 5)  # 'b>' and 25 'y'; 'c>1 2  3\n4 5': 5 values
+            with pytest.raises(clinical.RecordError, match="bytes"):
                 clinical.check_text_runs(str(path), 26)
+            with pytest.raises(clinical.RecordError, match="values"):
+                clinical.check_text_runs(str(path), 27, 4)
         finally:
-            clinical._SCAN_BYTES = 4 << 20
+            clinical._SCAN_BYTES = 1 << 20
 
 
 def two_group_dicom(path: Path, signal: np.ndarray, first_fs: float, second_fs: float) -> Path:
