@@ -442,8 +442,8 @@ def _check_train(args: argparse.Namespace) -> None:
         raise UserError("--valid_ratio must lie in [0, 1)")
     several = args.seeds > 1 or args.partner != "none" or args.partners > 1
     if not 1 <= args.folds <= MAX_FOLDS or (several and args.folds == 1):
-        raise UserError(f"--folds must be 1–{MAX_FOLDS}, and --seeds > 1 or a --partner needs --folds > 1 (a "
-                        f"single split trains one model)")
+        raise UserError(f"--folds must be ≥ 1 and ≤ {MAX_FOLDS}, and --seeds > 1 or a --partner needs --folds > 1 "
+                        f"(a single split trains one model)")
     if args.partners > 1 and args.partner == "none":
         raise UserError(f"--partners {args.partners} needs a --partner architecture (here none)")
     if args.partner != "none" and (args.pretrained or (args.sex_input and not accepts_sex(args.partner))):
@@ -467,8 +467,8 @@ def resolve_test(args: argparse.Namespace) -> argparse.Namespace:
     """MAIC paths from the data root (those that exist), default weights from the default runs' best
     checkpoints, and checks of the inference options."""
     if not 1 <= args.tta <= MAX_TTA:
-        raise UserError(f"--tta must be 1–{MAX_TTA} (the number of windows to average, each one more forward pass), "
-                        f"got {args.tta}")
+        raise UserError(f"--tta must be ≥ 1 and ≤ {MAX_TTA} (the number of windows to average, each one more "
+                        f"forward pass), got {args.tta}")
     if args.infer_batch_size is not None and args.infer_batch_size < 1:
         raise UserError("--infer_batch_size must be ≥ 1")
     if args.explain_figures is not None and args.explain_figures < 0:

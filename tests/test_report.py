@@ -217,4 +217,4 @@ def test_tta_beyond_its_maximum_is_refused_before_any_work(maic_adult, tmp_path,
 
     code = test_interface.entry(["--input", str(maic_adult / "ECG_adult_numpy_valid"), "--weights",
                                  str(tmp_path / "never_read.pt"), "--tta", tta, "--output", str(tmp_path / "p.csv")])
-    assert code == 2 and f"--tta must be 1–{MAX_TTA}" in capsys.readouterr().err
+    assert code == 2 and f"--tta must be ≥ 1 and ≤ {MAX_TTA}" in capsys.readouterr().err
