@@ -294,15 +294,15 @@ def _dicom_group(parsed, path: str, fs: float, samples: int) -> dict:
     """Which rhythm multiplex group was read. The library reads the first; with several rhythm groups (those of
     at least MIN_SECONDS; median beats are shorter) the rule picks the one with the most channels, then the highest
     rate, then the most samples — the file is read only when that is the first, and refused otherwise."""
-    groups = [g for g in parsed.raw_metadata.get("multiplex_groups") or []
-              if g.get("sampling_frequency") and g.get("samples", 0) >= MIN_SECONDS * g["sampling_frequency"]]
+    every = [(int(g.get("channels") or 0), float(g.get("sampling_frequency") or 0), int(g.get("samples") or 0))
+             for g in parsed.raw_metadata.get("multiplex_groups") or [] if isinstance(g, dict)]
+    groups = [g for g in every if g[1] > 0 and g[2] >= MIN_SECONDS * g[1]]  # (channels, rate, samples)
     if len(groups) < 2:
         return {}
-    key = [(g["channels"], g["sampling_frequency"], g["samples"]) for g in groups]
-    read = next((i for i, g in enumerate(groups) if (g["sampling_frequency"], g["samples"]) == (fs, samples)), None)
-    best = max(range(len(groups)), key=lambda i: key[i])
-    described = "; ".join(f"group {i + 1}: {c} channels at {f:g} Hz, {n} samples" for i, (c, f, n) in enumerate(key))
-    if read != best or key.count(key[best]) > 1:
+    read = next((i for i, (_, rate, count) in enumerate(groups) if (rate, count) == (fs, samples)), None)
+    best = max(range(len(groups)), key=lambda i: groups[i])
+    described = "; ".join(f"group {i + 1}: {c} channels at {f:g} Hz, {n} samples" for i, (c, f, n) in enumerate(groups))
+    if read != best or groups.count(groups[best]) > 1:
         raise RecordError(path, f"holds {len(groups)} rhythm multiplex groups ({described}); the rule (most "
                                 f"channels, then highest rate, then most samples) picks group {best + 1}, which "
                                 f"cannot be read from this file: export that group alone")

@@ -173,8 +173,8 @@ def read_index(folder: Path) -> dict | None:
     except (OSError, ValueError, RecordError) as exc:
         raise UserError(f"--explain {folder}: its {INDEX} cannot be read ({type(exc).__name__}); give a new or empty "
                         f"folder") from None
-    files, done = index.get("files") if isinstance(index, dict) else None, \
-        index.get("done") if isinstance(index, dict) else None
+    index = index if isinstance(index, dict) else {}
+    files, done = index.get("files"), index.get("done")
     plain = isinstance(files, list) and all(isinstance(f, str) and f == Path(f).name and not f.startswith(".")
                                             and f not in ("", "..") for f in files)
     if index.get("format") != INDEX_FORMAT or not plain or not isinstance(done, dict) or \
