@@ -183,6 +183,13 @@ def test_xml_text_is_bounded_before_parsing_and_memory_stays_small(tmp_path):
             f"    pass"
     baseline = peak_rss_mib("import dataloader.clinical as c; c._parsers()")
     assert peak_rss_mib(parse) - baseline < 64  # refused on the raw bytes: nothing parsed (the file is 14 MiB)
+    muse = tmp_path / "big_muse.xml"  # one lead's base64 longer than any lead of MAX_SAMPLES 4-byte samples
+    document = muse_xml(np.full((12, 500), 0.5, np.float32), 500.0)
+    start = document.index(b"<WaveFormData>") + len(b"<WaveFormData>")
+    muse.write_bytes(document[:start] + b"A" * (clinical.MAX_TEXT_BYTES["muse"] + 4) + document[start:])
+    parse = f"import dataloader.clinical as c\ntry:\n    c.parse_file({str(muse)!r}, 'muse')\nexcept c.RecordError " \
+            f"as e:\n    assert 'run of more than' in e.reason, e.reason"
+    assert peak_rss_mib(parse) - baseline < 64
     # a lead of more one-digit values than MAX_SAMPLES, well inside the byte bound: refused by its value count
     short = aecg_with_long_digits(tmp_path / "short.xml", 0)
     document = short.read_text()
