@@ -33,7 +33,7 @@ from dataloader.records import LEADS, Reader, Record
 from dataloader.sources import prepare
 from models.preprocessing import input_times
 from utils.errors import OutputError, RecordError, UserError
-from utils.io import check_output_path, regular_file, write_csv, write_json
+from utils.io import check_output_path, regular_file, temporary_target, write_csv, write_json
 from utils.plots import plot_ecg_explanation
 
 if TYPE_CHECKING:  # torch and captum are imported where explanations are made: the option names need neither
@@ -216,9 +216,7 @@ def check_explain_folder(folder: Path, read_files, input_folders) -> None:
 
 def _written_here(path: Path, own: set[str]) -> bool:
     """A regular file (never a folder or a link) whose name the index records, or a temporary of one."""
-    temporary = re.fullmatch(r"\.(.+)\.[A-Za-z0-9_]{6,}\.tmp", path.name)
-    name = temporary.group(1) if temporary else path.name
-    return name in own and path.is_file() and not path.is_symlink()
+    return (temporary_target(path.name) or path.name) in own and path.is_file() and not path.is_symlink()
 
 
 def _start(folder: Path, job: str, files: list[str]) -> dict:

@@ -24,7 +24,7 @@ from pathlib import Path
 from models.files import BEST, PUBLISHED_CONFIG, PUBLISHED_WEIGHTS
 from utils.bounds import MAX_FOLDS
 from utils.errors import CheckpointError, OutputError, RecordError, UserError
-from utils.io import regular_file, write_json
+from utils.io import regular_file, temporary_target, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -104,22 +104,19 @@ class RunLock:
 
 # ---- the run manifest: a run folder is one experiment ------------------------------------------------------------
 MANIFEST_FORMAT = "ecg-age-run/1"
-# what a run writes: removed by --overwrite, and (the trained part) what makes a folder hold an earlier experiment
+# what makes a folder hold an earlier experiment's trained results
 TRAINED = ("*.pt", PUBLISHED_WEIGHTS, HISTORY, OOF, CV_SUMMARY, TENSORBOARD)
-WRITTEN = (*TRAINED, MANIFEST, FOLDS, OPTIONS, SPLIT, PUBLISHED_CONFIG, PUBLISHED_ARGS, CURVES)
 # a cross-validated run's member folders: fold_<k>, fold_<k>_seed_<j>, fold_<k>_<partner arch>[_<i>]
 FOLD_DIR = re.compile(r"fold_\d+(_seed_\d+|_[A-Za-z][A-Za-z0-9]*(_\d+)?)?")
 # the exact names of what a run writes in its folder and in each member folder (``*.pt`` of TRAINED are these)
 OWN_FILES = frozenset({LAST, BEST, PUBLISHED_WEIGHTS, OPTIONS, SPLIT, HISTORY, CURVES, PUBLISHED_ARGS,
                        PUBLISHED_CONFIG, MANIFEST, CV_SUMMARY, OOF, FOLDS, LOCK})
 EPOCH_FILE = re.compile(r"epoch_\d{3,}\.pt")
-TEMPORARY = re.compile(r"\.(?P<name>.+)\.[A-Za-z0-9_]{6,}\.tmp")  # utils.io.atomic_open's temporary files
 
 
 def own_name(name: str) -> bool:
     """A file name this project writes in a run or member folder (its temporaries included)."""
-    temporary = TEMPORARY.fullmatch(name)
-    name = temporary.group("name") if temporary else name
+    name = temporary_target(name) or name
     return name in OWN_FILES or bool(EPOCH_FILE.fullmatch(name))
 
 
@@ -205,8 +202,8 @@ def clean_temporaries(run: Path) -> list[Path]:
     removed = []
     for folder in (run, *member_dirs(run)):
         for path in folder.glob(".*.tmp"):
-            match = TEMPORARY.fullmatch(path.name)
-            if match and path.is_file() and not path.is_symlink() and own_name(match.group("name")):
+            target = temporary_target(path.name)
+            if target and path.is_file() and not path.is_symlink() and own_name(target):
                 path.unlink()
                 removed.append(path)
     return removed

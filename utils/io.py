@@ -13,6 +13,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import stat
 import tempfile
 from pathlib import Path
@@ -47,6 +48,15 @@ def _explain(path: Path, exc: OSError) -> OutputError:
         reason = exc.strerror or str(exc)
     return OutputError(f"cannot write {path}: {reason}; nothing was written there "
                        f"(free space or choose another output folder)")
+
+
+_TEMPORARY = re.compile(r"\.(?P<name>.+)\.[A-Za-z0-9_]{6,}\.tmp")  # what atomic_open's mkstemp names
+
+
+def temporary_target(name: str) -> str | None:
+    """The file name whose temporary ``name`` is (``.<name>.<random>.tmp``, as atomic_open makes them), or None."""
+    match = _TEMPORARY.fullmatch(name)
+    return match.group("name") if match else None
 
 
 @contextlib.contextmanager
