@@ -24,16 +24,16 @@ from pathlib import Path
 import numpy as np
 
 from dataloader.formats import open_reader
+from dataloader.maic import MODES
 from dataloader.records import LEADS, Record, standard_leads
 from dataloader.sources import check_record, load_safely, prepare
-from engine.predictor import Predictor, load_predictor
+from engine.predictor import ENGINES, Predictor, load_predictor
 from models import UNKNOWN_SEX
 from utils.bounds import MAX_FS, MIN_FS, age_problem
 from utils.calibration import check_level
 from utils.errors import RecordError, UserError
 
 __all__ = ["LEADS", "Model", "load", "read"]
-ENGINES = ("auto", "torch", "onnxruntime")
 SCALE_REMEDY = "multiply the signal by {scale} before passing it (the API takes mV)"  # the API's unit fix
 
 
@@ -160,8 +160,8 @@ def load(path, mode: str | None = None, engine: str = "auto", trust: bool = Fals
     path = _path(path)
     if engine not in ENGINES:
         raise UserError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
-    if mode not in (None, "adult", "child"):
-        raise UserError(f"mode must be None, 'adult' or 'child', got {mode!r}")
+    if mode is not None and mode not in MODES:
+        raise UserError(f"mode must be None or one of {', '.join(MODES)}, got {mode!r}")
     trust = _flag(trust, "trust")
     check = ()
     if engine == "onnxruntime" and path.suffix.lower() != ".onnx":

@@ -418,7 +418,8 @@ def write_oof(args: argparse.Namespace, run: Path, manifest: dict, reader: Reade
     logger.log(RESULT, f"{args.folds}-fold cross-validation: out-of-fold MAE {cv['pooled']['mae']:.2f} (95% CI "
         f"{cv['pooled']['mae_ci95'][0]:.2f}–{cv['pooled']['mae_ci95'][1]:.2f}) on {cv['pooled']['n']} ECGs → "
         f"{run / 'oof.csv'}, {run / 'cv.json'}")
-    constant = np.array([np.median(ages[folds != fold]) for fold in folds])  # each fold's training median
+    medians = {fold: np.median(ages[folds != fold]) for fold in np.unique(folds)}  # each fold's training median
+    constant = np.array([medians[fold] for fold in folds])
     warn_if_constant(f"{run}: out-of-fold MAE {cv['pooled']['mae']:.2f}", cv["pooled"]["mae"], ages, constant)
 
 

@@ -182,24 +182,25 @@ def check_text_runs(path: str, limit: int, token_limit: int | None = None) -> No
     """No run between two '<' in the file holds more than ``limit`` bytes, nor (``token_limit``) more than that many
     whitespace-separated values — read in blocks, nothing parsed: a lead of short values ("1 1 1 ...") would
     otherwise become millions of strings inside the library before its sample count can be checked."""
-    space, previous_space = np.zeros(256, bool), False  # previous: the last byte of the block before ends a value
-    space[[9, 10, 13, 32, ord(">")]] = True  # a value starts after whitespace or a tag's end
-    carry, longest = [0, 0], [0, 0]  # bytes, values: in the run still open, and the most in any run
-    limits = [limit, token_limit if token_limit is not None else np.inf]
+    ends_value = np.zeros(256, bool)  # a value starts after whitespace or a tag's end
+    ends_value[[9, 10, 13, 32, ord(">")]] = True
+    after_end = False  # whether the block before ended on such a byte
+    (run, longest), (values, most) = (0, 0), (0, 0)  # in the run still open, and the most in any run
     with open(path, "rb") as handle:
-        while all(m <= lim for m, lim in zip(longest, limits)) and (block := handle.read(_SCAN_BYTES)):
+        while longest <= limit and (token_limit is None or most <= token_limit) and \
+                (block := handle.read(_SCAN_BYTES)):
             data = np.frombuffer(block, dtype=np.uint8)
             mark = data == ord("<")
-            white = space[data]
-            starts = ~white & ~mark & np.concatenate(([previous_space], white[:-1]))  # values begun
-            previous_space = bool(white[-1])
-            for k, weights in enumerate((~mark, starts if token_limit is not None else None)):
-                if weights is not None:
-                    carry[k], longest[k] = _run_sums(weights, mark, carry[k], longest[k])
-    if longest[0] > limit:
+            run, longest = _run_sums(~mark, mark, run, longest)
+            if token_limit is not None:
+                boundary = ends_value[data]
+                begun = ~boundary & ~mark & np.concatenate(([after_end], boundary[:-1]))
+                after_end = bool(boundary[-1])
+                values, most = _run_sums(begun, mark, values, most)
+    if longest > limit:
         raise RecordError(path, f"holds a run of more than {limit:,} bytes of text between two XML tags, more than "
                                 f"any lead of at most {MAX_SAMPLES:,} samples needs; it is not parsed")
-    if longest[1] > limits[1]:
+    if token_limit is not None and most > token_limit:
         raise RecordError(path, f"holds more than {token_limit:,} values between two XML tags, more than a lead of "
                                 f"at most {MAX_SAMPLES:,} samples; it is not parsed")
 
@@ -218,12 +219,14 @@ def _run_sums(weights: np.ndarray, mark: np.ndarray, carry: int, longest: int) -
 
 
 def _check_warnings(caught, path: str, fmt: str) -> None:
+    """A library warning that means damaged data (a ChecksumWarning, or text matching ``_DAMAGE_WARNINGS``) makes
+    the file a bad record, in the project's words; other warnings (a second waveform ignored, ...) are dropped."""
     for warning in caught:
-        text = str(warning.message)
-        for pattern, reason in _DAMAGE_WARNINGS:
-            if pattern.search(text) or (reason.startswith("fails its checksum") and
-                                        type(warning.message).__name__ == "ChecksumWarning"):
-                raise RecordError(path, f"cannot be read as {fmt}: it {reason}")
+        checksum = type(warning.message).__name__ == "ChecksumWarning"
+        text = "checksum" if checksum else str(warning.message)
+        reason = next((reason for pattern, reason in _DAMAGE_WARNINGS if pattern.search(text)), None)
+        if reason:
+            raise RecordError(path, f"cannot be read as {fmt}: it {reason}")
 
 
 def _check_declared(path: str, fmt: str, size: int) -> None:
