@@ -16,20 +16,17 @@ argument. test_interface.py runs the same models through the same ``engine.predi
 """
 from __future__ import annotations
 
-import math
-import numbers
 import os
 from pathlib import Path
 
 import numpy as np
 
 from dataloader.formats import open_reader
-from dataloader.maic import MODES
 from dataloader.records import LEADS, Record, standard_leads
 from dataloader.sources import check_record, load_safely, prepare
 from engine.predictor import ENGINES, Predictor, load_predictor
-from models import UNKNOWN_SEX
-from utils.bounds import MAX_FS, MIN_FS, age_problem
+from models.schema import MODES, UNKNOWN_SEX
+from utils.bounds import MAX_FS, MIN_FS, age_problem, finite_number
 from utils.calibration import check_level
 from utils.errors import RecordError, UserError
 
@@ -44,8 +41,7 @@ def _path(path, name: str = "path") -> Path:
 
 
 def _rate(fs) -> float:
-    if not isinstance(fs, numbers.Real) or isinstance(fs, bool) or not math.isfinite(fs) or \
-            not MIN_FS <= fs <= MAX_FS:
+    if finite_number(fs) is None or not MIN_FS <= fs <= MAX_FS:
         raise UserError(f"fs must be the sampling rate in Hz, a number in {MIN_FS:g}–{MAX_FS:g}, got {fs!r}")
     return float(fs)
 

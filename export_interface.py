@@ -24,8 +24,8 @@ from dataloader.formats import open_reader
 from engine.export import export_onnx
 from engine.predictor import check_inputs, records_of
 from engine.runs import run_members
-from models import UNKNOWN_SEX
 from models.checkpoint import load_ensemble
+from models.schema import UNKNOWN_SEX
 from utils.cli import RESULT, configure_logging, run_main
 from utils.errors import UserError
 from utils.io import check_output_path

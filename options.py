@@ -18,15 +18,14 @@ import typing
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from dataloader.formats import INPUT_FORMATS
-from dataloader.maic import MODES, label_csv, template_csv, test_folder, train_folder
+from dataloader.maic import label_csv, template_csv, test_folder, train_folder
 from dataloader.records import CACHE_CHECKS, fingerprint_files
 from dataloader.sources import CacheConfig, resolve_cache_dtype
 from engine.explain import DEFAULT_METHOD, METHODS
 from engine.predictor import ENGINES
 from engine.runs import BEST, run_dir
+from models.schema import MAIC_MODES, MODES
 from utils.bounds import MAX_FOLDS, MAX_TTA
 from utils.calibration import check_level
 from utils.errors import UserError
@@ -39,7 +38,6 @@ if TYPE_CHECKING:  # the PyTorch side is imported where it is used: parsing test
     from engine.recipes import Recipe
     from engine.trainer import TrainConfig
 
-MAIC_ARCH = {"adult": "ResDenseNet", "child": "ResUDenseNet"}  # the challenge entry's model of each mode
 Formatter = argparse.ArgumentDefaultsHelpFormatter
 
 
@@ -76,7 +74,7 @@ def add_maic_test(p: argparse.ArgumentParser) -> None:
         g.add_argument(f"--weights_{mode}", nargs="+", default=None,
                        help=f"{mode} checkpoint(s) (.pt, seed .pt, run folder, cross-validated run folder; several "
                             f"are averaged); default: the best checkpoint of the default {mode} run, "
-                            f"<log_dir>/{MAIC_ARCH[mode]}_{mode}/best.pt")
+                            f"<log_dir>/{MAIC_MODES[mode].arch}_{mode}/best.pt")
     g.add_argument("--submission_template", default=None, help="template submission.csv (FILENAME, GENDER, AGE)")
     g.add_argument("--log_dir", default=str(LOG_DIR), help="where the default runs' checkpoints are")
 
@@ -113,7 +111,7 @@ def add_mode(g) -> None:
 
 def add_model(p: argparse.ArgumentParser) -> None:
     from engine.recipes import RECIPES
-    from models import MODELS
+    from models.registry import MODELS
 
     g = p.add_argument_group("model")
     add_mode(g)
@@ -354,14 +352,14 @@ def resolve_train(args: argparse.Namespace) -> argparse.Namespace:
     """Fill every recipe-dependent default from the recipe table; the result is what a run saves as
     options.json."""
     from engine.recipes import MODELS_PER_FOLD, RECIPES, Recipe
-    from models import architecture_of_recipe, default_recipe
+    from models.registry import architecture_of_recipe, default_recipe
 
     if args.input is None:
         root = args.data_root or default_data_root()
         _fill_maic_paths(args, {f"train_for_{args.mode}": train_folder(root, args.mode),
                                 f"train_for_{args.mode}_label": label_csv(root, args.mode)}, only_existing=False)
     args.arch = args.arch or (architecture_of_recipe(args.recipe) if args.recipe != "auto" else None) or \
-        MAIC_ARCH[args.mode]
+        MAIC_MODES[args.mode].arch
     args.recipe = args.recipe if args.recipe != "auto" else default_recipe(args.arch)
     recipe = RECIPES[args.recipe]
     fields = dataclasses.fields(Recipe)
@@ -397,7 +395,7 @@ def partner_args(args: argparse.Namespace) -> argparse.Namespace | None:
     the recipe options given on the command line; for the rest the partner's own recipe; one model per fold; and of
     the model options only those the partner takes."""
     from engine.recipes import RECIPES, Recipe
-    from models import ARCHITECTURES, architecture, default_recipe
+    from models.registry import ARCHITECTURES, architecture, default_recipe
 
     if args.partner == "none":
         return None
@@ -435,7 +433,7 @@ def recipe_of(args: argparse.Namespace) -> Recipe:
 
 
 def _check_train(args: argparse.Namespace) -> None:
-    from models import MODELS, accepts_sex
+    from models.registry import MODELS, accepts_sex
 
     recipe_of(args)
     if not 0.0 <= args.valid_ratio < 1.0:
@@ -590,14 +588,4 @@ def maic_training_paths(args: argparse.Namespace) -> tuple[str, str]:
 
 def default_weights(args: argparse.Namespace, mode: str) -> Path:
     """The best checkpoint of the default run of ``mode`` (what test_interface uses without --weights_<mode>)."""
-    return run_dir(args.log_dir, MAIC_ARCH[mode], mode) / BEST
-
-
-def clip_to_mode(ages, mode: str):
-    """Ages inside the MAIC bounds of ``mode`` (a linear-head model could leave them)."""
-    from models.heads import MODE_HEADS
-
-    head = MODE_HEADS[mode]
-    return np.clip(ages, head.low, head.high)
-
-
+    return run_dir(args.log_dir, MAIC_MODES[mode].arch, mode) / BEST

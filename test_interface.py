@@ -27,14 +27,14 @@ import pandas as pd
 import options as opts
 from dataloader.formats import open_reader
 from dataloader.labels import normalise_sex, sex_codes
-from dataloader.maic import MODES, assign_rows, read_template, template_ids
+from dataloader.maic import assign_rows, read_template, template_ids
 from dataloader.records import NpyFolderReader, Reader
 from dataloader.sources import apply_policy, duplicate_ids, implausible_outputs
 from engine.explain import check_explain_folder, write_explanations
 from engine.predictor import Predictor, is_onnx, load_predictor, records_of
 from engine.runs import run_folders, run_members
-from models import UNKNOWN_SEX
 from models.files import resolve_weights
+from models.schema import MODES, UNKNOWN_SEX, maic_mode
 from utils.bounds import AGE_RANGE, age_problem
 from utils.cli import RESULT, configure_logging, run_main
 from utils.errors import BadInputError, CheckpointError, RecordError, UserError
@@ -222,7 +222,7 @@ def run_submission(args: argparse.Namespace, cfg: InferenceConfig) -> Path:
         models = load_models(getattr(args, f"weights_{mode}"), mode, args, reader)
         mode_ages, keep, _ = predict_for(models, reader, args, cfg, f"the {mode} rows")
         # a plausible age outside the mode's bounds (a linear-head model) is clipped to them, as the seed's sigmoid
-        ages[rows[keep]] = opts.clip_to_mode(mode_ages[keep], mode)
+        ages[rows[keep]] = maic_mode(mode).clip(mode_ages[keep])
     write_csv(output, template.assign(AGE=ages)[np.isfinite(ages)])
     return output
 

@@ -54,10 +54,11 @@ from engine.runs import (
     write_manifest,
 )
 from engine.trainer import fit
-from models import UNKNOWN_SEX, get_model, model_args, options_to_args, output_layer
 from models.checkpoint import ModelBundle, TrainingFacts, check_fits, load_bundle, published_config
 from models.heads import LINEAR_HEAD, AgeHead
 from models.preprocessing import PRESETS
+from models.registry import get_model, model_args, options_to_args, output_layer
+from models.schema import UNKNOWN_SEX
 from utils.cli import RESULT, configure_logging, run_main
 from utils.errors import TrainingDiverged, UserError
 from utils.io import check_spreadsheet_safe, write_csv, write_json

@@ -25,11 +25,12 @@ from scipy import stats
 from dataloader.dataset import sex_codes
 from dataloader.formats import open_reader
 from dataloader.sources import check_record
-from engine.explain import DELETION_NOISE_MV, METHODS, deletion_test
-from engine.inference import InferenceConfig, ensemble_intervals, predict_records
+from engine.explain import DEFAULT_METHOD, DELETION_NOISE_MV, METHODS, deletion_test
+from engine.inference import InferenceConfig, predict_records
+from engine.predictor import TorchPredictor
 from engine.runs import run_members
-from models import UNKNOWN_SEX
 from models.checkpoint import load_ensemble
+from models.schema import UNKNOWN_SEX
 from utils.calibration import interval_coverage
 
 
@@ -43,7 +44,11 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--level", type=float, default=0.9, help="interval level whose coverage is measured")
     p.add_argument("--n_boot", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)
-    return p.parse_args(argv)
+    p.add_argument("--quick", action="store_true", help="a smoke test: 2 records, the default method, 50 resamples")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.records, args.methods, args.n_boot = 2, [DEFAULT_METHOD], 50
+    return args
 
 
 def summary(result: dict, seconds: float, n_boot: int, seed: int) -> dict:
@@ -67,7 +72,7 @@ def intervals(bundles, reader, level: float) -> dict:
     ages = np.asarray(reader.table["age"], dtype=np.float64) if "age" in reader.table.columns else None
     mean = member_ages.mean(axis=0)
     known = np.isfinite(mean) & (np.isfinite(ages) if ages is not None else False)
-    fitted = ensemble_intervals(bundles, level)
+    fitted = TorchPredictor(bundles).intervals(level)
     lower, upper = fitted(mean[known])
     spread = member_ages[:, known].std(axis=0)
     rho = stats.spearmanr(spread, np.abs(mean[known] - ages[known])) if len(bundles) > 1 else None

@@ -54,7 +54,10 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--batch_size", type=int, default=32)
     p.add_argument("--json", action="store_true")
     p.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--quick", action="store_true", help="a smoke test: 500 and 1,000 ECGs")
     args = p.parse_args(argv)
+    if args.quick:
+        args.sizes = [500, 1000]
     if args.one is not None:
         print(json.dumps(one_size(args.one, args.batch_size)))
         return []

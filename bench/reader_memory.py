@@ -64,10 +64,10 @@ def replace_texts(document: str, start_tag: str, end_tag: str, text: str) -> str
     return "".join(parts) + document[position:]
 
 
-def files(work: Path) -> dict[str, tuple[Path, str]]:
-    """name → (file, format)."""
+def files(work: Path, quick: bool = False) -> dict[str, tuple[Path, str]]:
+    """name → (file, format); ``quick``: 10-s legal records only (a smoke test)."""
     work.mkdir(parents=True, exist_ok=True)
-    legal = legal_signal(MAX_SAMPLES // 1000 * 1000)  # whole seconds at 500 Hz (EDF's 1-s data records)
+    legal = legal_signal(5000 if quick else MAX_SAMPLES // 1000 * 1000)  # whole seconds (EDF's 1-s data records)
     small = legal_signal(500)
     out = {"dicom (legal)": (write_dicom(work / "legal.dcm", legal, 500.0), "dicom"),
            "edf (legal)": (write_edf(work / "legal.edf", legal, 500.0), "edf"),
@@ -76,6 +76,8 @@ def files(work: Path) -> dict[str, tuple[Path, str]]:
         path = work / f"legal_{name}.xml"
         path.write_bytes(writer(legal, 500.0))
         out[f"{name} (legal)"] = (path, name)
+    if quick:
+        return out
     ones = ("1 " * (MAX_TEXT_BYTES["aecg"] // 2 - 8)).strip()
     path = work / "hostile_aecg.xml"
     path.write_text(replace_texts(aecg_xml(small, 500.0).decode(), "<digits>", "</digits>", ones))
@@ -95,9 +97,10 @@ def files(work: Path) -> dict[str, tuple[Path, str]]:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--work", default="/tmp/reader_memory", help="folder for the generated files (~0.5 GB)")
+    p.add_argument("--quick", action="store_true", help="a smoke test: 10-s legal records, no hostile files")
     args = p.parse_args(argv)
     rows = []
-    for name, (path, fmt) in files(Path(args.work)).items():
+    for name, (path, fmt) in files(Path(args.work), args.quick).items():
         done = subprocess.run([sys.executable, "-c", MEASURE, str(path), fmt], capture_output=True, text=True,
                               cwd=ROOT, check=True)
         peak, outcome = done.stdout.strip().split(" ", 1)

@@ -70,7 +70,10 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--records", type=int, default=20)
     p.add_argument("--ptbxl", default=str(SHARED))
+    p.add_argument("--quick", action="store_true", help="a smoke test: 2 records")
     args = p.parse_args(argv)
+    if args.quick:
+        args.records = 2
     table = pd.read_csv(Path(args.ptbxl) / "ptbxl_database.csv").head(args.records)
     sources = {f"r{row.ecg_id}": read_wfdb(str(Path(args.ptbxl) / row.filename_hr))[0] for row in table.itertuples()}
     rows = {}

@@ -34,8 +34,8 @@ from dataloader.dataset import ECGDataset, default_workers, eval_loader, train_l
 from dataloader.records import NpyFolderReader, PTBXLReader
 from dataloader.sources import build_cache, resolve_cache_dtype
 from engine.recipes import RECIPES
-from models import ADULT_HEAD, LINEAR_HEAD, MODELS, default_recipe, get_model
 from models.preprocessing import PRESETS, preprocess
+from models.registry import ADULT_HEAD, LINEAR_HEAD, MODELS, default_recipe, get_model
 from utils.paths import ROOT
 from utils.runtime import (
     autocast,
@@ -167,8 +167,9 @@ def onnx_path(model, head, spec, reader, args, tmp: Path, result: dict) -> float
     same inputs and batch; returns onnxruntime's ECG/s (result gets PyTorch's, the ratio and the difference)."""
     from engine.export import export_onnx
     from engine.onnx_engine import OnnxModel
-    from models import UNKNOWN_SEX, model_args
     from models.checkpoint import ModelBundle
+    from models.registry import model_args
+    from models.schema import UNKNOWN_SEX
 
     model = model.cpu().eval()
     bundle = ModelBundle(model, args.arch, model_args(args.arch), spec, head)
@@ -208,7 +209,10 @@ def parse(argv=None) -> argparse.Namespace:
                    help="onnxruntime: inference also by the model's ONNX export (engine/export.py), against PyTorch "
                         "eager fp32 at the same batch (--infer_batch_size); infer_samples_per_s is then onnxruntime's")
     p.add_argument("--infer_batch_size", type=int, default=64, help="the batch of the --engine onnxruntime comparison")
+    p.add_argument("--quick", action="store_true", help="a smoke test: batch 2, one step, no warm-up, 4 ECGs")
     args = p.parse_args(argv)
+    if args.quick:
+        args.batch_size, args.steps, args.warmup, args.infer_records, args.infer_batch_size = 2, 1, 0, 4, 2
     args.n_infer = args.infer_records or 4 * args.batch_size
     return args
 

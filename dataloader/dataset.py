@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from models import UNKNOWN_SEX
+from models.schema import UNKNOWN_SEX
 
 from .labels import sex_codes  # noqa: F401 - the dataset's sex input, defined with the label rules
 

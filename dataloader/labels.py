@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from models import UNKNOWN_SEX
+from models.schema import UNKNOWN_SEX
 from utils.errors import RecordError
 from utils.io import read_csv
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from models.schema import MODES  # noqa: F401 - the modes of the layout's folders
 from utils.errors import BadInputError, RecordError
 from utils.io import read_csv, write_csv, write_json
 
@@ -29,7 +30,6 @@ from .splits import stratified_split
 
 logger = logging.getLogger(__name__)
 
-MODES = ("adult", "child")
 # stratification bins of the seed's 9:1 split: children 1-year bins 0–9, adults 10-year bins 10–130
 AGE_BINS = {"child": list(range(0, 11)), "adult": list(range(10, 140, 10))}
 DATASET_COLUMNS = ["npy_path", "Filename", "Gender", "Age"]

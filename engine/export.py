@@ -25,8 +25,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from models import architecture
 from models.checkpoint import ModelBundle
+from models.registry import architecture
 from utils.errors import OutputError, UserError
 
 from .onnx_engine import METADATA_KEY, ONNX_FORMAT

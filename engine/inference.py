@@ -17,9 +17,9 @@ from tqdm import tqdm
 from dataloader.dataset import ECGDataset, eval_loader, sex_codes
 from dataloader.records import Reader
 from dataloader.sources import CacheConfig
-from models import UNKNOWN_SEX
 from models.checkpoint import ModelBundle
 from models.preprocessing import tta_specs
+from models.schema import UNKNOWN_SEX
 from utils.errors import CheckpointError
 from utils.metrics import apply_bias_correction, stored_correction
 from utils.paths import CACHE_DIR

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
-import numbers
 from pathlib import Path
 
 import numpy as np
@@ -18,11 +16,11 @@ import numpy as np
 from dataloader.records import Reader
 from dataloader.sources import CacheConfig
 from models.preprocessing import PreprocessSpec, tta_specs
-from utils.bounds import AGE_RANGE, MAX_CHECKPOINT_BYTES
-from utils.calibration import Calibration
+from models.schema import Description
+from utils.bounds import MAX_CHECKPOINT_BYTES
 from utils.errors import CheckpointError, RecordError
 from utils.io import regular_file
-from utils.metrics import apply_bias_correction, check_bias_correction, stored_correction
+from utils.metrics import apply_bias_correction, stored_correction
 
 from .windows import record_ages, window_means
 
@@ -43,12 +41,6 @@ class OnnxConfig:
     threads: int = 0  # 0: onnxruntime's choice
 
 
-def _median_age(training) -> float | None:
-    value = training.get("median_age") if isinstance(training, dict) else None
-    plausible = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-    return float(value) if plausible and AGE_RANGE[0] <= value <= AGE_RANGE[1] else None
-
-
 @dataclasses.dataclass
 class OnnxModel:
     """An exported model: the onnxruntime session and what its metadata says."""
@@ -57,10 +49,15 @@ class OnnxModel:
     session: object
     preprocessing: PreprocessSpec
     takes_sex: bool
-    archs: list[str]
-    corrections: list[dict | None]
-    calibrations: list[Calibration | None]
-    median_age: float | None
+    members: list[Description]  # each member's description (models.schema), checked as a checkpoint's is
+
+    @property
+    def median_age(self) -> float | None:
+        return self.members[0].facts.median_age
+
+    @property
+    def archs(self) -> list[str]:
+        return [m.arch for m in self.members]
 
     @classmethod
     def load(cls, path: str | Path, threads: int = 0) -> "OnnxModel":
@@ -93,18 +90,12 @@ class OnnxModel:
         if not isinstance(meta, dict) or meta.get("format") != ONNX_FORMAT:
             raise ValueError(f"expected format {ONNX_FORMAT}, got {str(meta.get('format'))[:50]}")
         members = meta["members"]
-        if not isinstance(members, list) or not members or len(members) > MAX_MEMBERS or \
-                not all(isinstance(m, dict) and isinstance(m.get("arch"), str) for m in members):
+        if not isinstance(members, list) or not members or len(members) > MAX_MEMBERS:
             raise ValueError(f"members must be a list of 1–{MAX_MEMBERS} objects, each naming its arch")
+        members = [Description.from_dict(m) for m in members]
         width = session.get_outputs()[0].shape[-1]
         if width != len(members):
             raise ValueError(f"the graph gives {width} ages per record but the metadata names {len(members)} models")
-        corrections = [m.get("bias_correction") for m in members]
-        for correction in corrections:
-            if correction is not None:
-                check_bias_correction(correction)
-        calibrations = [Calibration.from_dict(m["calibration"]) if m.get("calibration") is not None else None
-                        for m in members]
         inputs = [i.name for i in session.get_inputs()]
         takes_sex = bool(meta["takes_sex"])
         if inputs != (["x", "sex"] if takes_sex else ["x"]):
@@ -114,9 +105,7 @@ class OnnxModel:
         if isinstance(length, int) and length != spec.length:
             raise ValueError(f"the graph takes inputs of {length} samples but the metadata's preprocessing makes "
                              f"{spec.length}")
-        return cls(str(path), session, spec, takes_sex,
-                   [str(m["arch"]) for m in members], corrections, calibrations,
-                   _median_age(members[0].get("training")))
+        return cls(str(path), session, spec, takes_sex, members)
 
     def member_ages(self, x: np.ndarray, sex: np.ndarray | None = None) -> np.ndarray:
         """Every member's age (B, M) for model inputs ``x`` (B, 12, L)."""
@@ -129,8 +118,8 @@ class OnnxModel:
         """The ensemble's age (B,): each member's (bias-corrected if asked) age, averaged."""
         member = self.member_ages(x, sex)
         if bias_correction:
-            member = np.stack([apply_bias_correction(member[:, k], stored_correction(c, f"{self.source} member {k}"))
-                               for k, c in enumerate(self.corrections)], 1)
+            member = np.stack([apply_bias_correction(member[:, k], stored_correction(
+                d.bias_correction, f"{self.source} member {k}")) for k, d in enumerate(self.members)], 1)
         return member.mean(axis=1)
 
 

@@ -21,9 +21,9 @@ import dataclasses
 import math
 
 from dataloader.augment import Augment
-from models import ARCHITECTURES
 from models.heads import HEAD_KINDS
 from models.preprocessing import PRESETS
+from models.registry import ARCHITECTURES
 
 from .losses import LOSSES, SAMPLE_WEIGHTS
 from .optim import OPTIMIZERS, SCHEDULES

@@ -30,78 +30,32 @@ the caller passes ``trust=True`` (``--trust_checkpoint``).
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import logging
-import math
-import numbers
+import os
 import pickle
 import zipfile
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
-from utils.bounds import AGE_RANGE, MAX_CHECKPOINT_BYTES, MAX_INFLATION
+from utils.bounds import MAX_CHECKPOINT_BYTES, MAX_INFLATION
 from utils.calibration import Calibration
 from utils.errors import CheckpointError, RecordError
-from utils.io import regular_file, save_torch
-from utils.metrics import check_bias_correction
+from utils.io import atomic_write, explain_write_error, regular_file
 
-from . import ARCHITECTURES, MODELS, get_model, infer_model_args, input_length, model_args, takes_sex
 from .files import resolve_weights
 from .heads import LINEAR_HEAD, MODE_HEADS, AgeHead
 from .preprocessing import LIMA, MAIC, PreprocessSpec
+from .registry import ARCHITECTURES, MODELS, get_model, infer_model_args, input_length, model_args, takes_sex
+from .schema import MAIC_MODES, Description, TrainingFacts  # noqa: F401 - TrainingFacts: part of the bundle
 
 logger = logging.getLogger(__name__)
 FORMAT = "ecg-age/2"  # 2: training facts under "training"; the command line ("options") is provenance only
 TRUST_HINT = ("if you trust whoever made it, pass --trust_checkpoint to load it with full unpickling (that can run "
               "code); otherwise re-save its state dict with torch.save(model.state_dict(), path)")
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainingFacts:
-    """What a model's training data were, kept with the model for later use (filling bad records with the median
-    training age; the age range it has seen): statistics of the training ages, never read from the command line."""
-
-    n: int | None = None
-    median_age: float | None = None
-    mean_age: float | None = None
-    sd_age: float | None = None
-    min_age: float | None = None
-    max_age: float | None = None
-
-    @classmethod
-    def of(cls, ages) -> "TrainingFacts":
-        ages = np.asarray(ages, dtype=np.float64)
-        if not len(ages):
-            return cls(n=0)
-        return cls(n=len(ages), median_age=float(np.median(ages)), mean_age=float(ages.mean()),
-                   sd_age=float(ages.std()), min_age=float(ages.min()), max_age=float(ages.max()))
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data) -> "TrainingFacts":
-        """Facts from a checkpoint: a value that is not a plausible number is dropped (unknown), never used."""
-        if not isinstance(data, dict):
-            return cls()
-        plausible = lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)  # noqa
-        ages = {k: float(data[k]) for k in ("median_age", "mean_age", "min_age", "max_age")
-                if plausible(data.get(k)) and AGE_RANGE[0] <= data[k] <= AGE_RANGE[1]}
-        n = data.get("n")
-        sd = data.get("sd_age")
-        return cls(n=int(n) if isinstance(n, numbers.Integral) and not isinstance(n, bool) and n >= 0 else None,
-                   sd_age=float(sd) if plausible(sd) and sd >= 0 else None, **ages)
-
-    @classmethod
-    def of_checkpoint(cls, ckpt: dict) -> "TrainingFacts":
-        """Format 2 keeps them under "training"; format 1 kept the median in its command-line options."""
-        if "training" in ckpt:
-            return cls.from_dict(ckpt["training"])
-        legacy = ckpt.get("options")
-        return cls.from_dict({"median_age": legacy.get("train_median_age")} if isinstance(legacy, dict) else None)
 
 
 @dataclasses.dataclass
@@ -119,13 +73,14 @@ class ModelBundle:
     facts: TrainingFacts = TrainingFacts()
     calibration: Calibration | None = None  # held-out residuals for intervals (utils/calibration.py)
 
+    def description(self) -> Description:
+        return Description(self.arch, self.bias_correction, self.calibration, self.facts)
+
     def metadata(self) -> dict:
-        """The checkpoint schema (format 2): everything that says how to build, feed and read the model, and the
-        facts of its training data."""
-        return {"format": FORMAT, "arch": self.arch, "model_args": self.model_args,
-                "preprocessing": self.preprocessing.to_dict(), "head": self.head.to_dict(),
-                "bias_correction": self.bias_correction, "training": self.facts.to_dict(),
-                "calibration": self.calibration.to_dict() if self.calibration is not None else None}
+        """The checkpoint schema (format 2): everything that says how to build, feed and read the model (the
+        architecture's arguments, preprocessing, head) and its description (models.schema), shared with ONNX."""
+        return {"format": FORMAT, "model_args": self.model_args, "preprocessing": self.preprocessing.to_dict(),
+                "head": self.head.to_dict(), **self.description().to_dict()}
 
     @property
     def takes_sex(self) -> bool:
@@ -199,6 +154,18 @@ def torch_load(path: Path, trust: bool = False) -> dict:
                               f"{str(exc)[:300]})") from exc
 
 
+def save_torch(path: str | os.PathLike, obj) -> Path:
+    """torch.save through the atomic writer; PyTorch's own writer reports a full disk as a RuntimeError, which
+    becomes the same OutputError as any other failed write."""
+    try:
+        return atomic_write(path, lambda handle: torch.save(obj, handle), binary=True)
+    except RuntimeError as exc:
+        if "write" not in str(exc).lower():
+            raise
+        full = OSError(errno.ENOSPC, f"PyTorch could not write the checkpoint ({exc})")
+        raise explain_write_error(Path(path), full) from exc
+
+
 def save_checkpoint(path: str | Path, bundle: ModelBundle, **state) -> Path:
     """Atomically save ``bundle``'s weights and metadata plus ``state`` (optimizer, epoch, ...)."""
     payload = {"model": unwrap(bundle.model).state_dict(), **state, **bundle.metadata()}
@@ -264,7 +231,8 @@ def _challenge_entry(state_dict: dict, mode: str | None) -> tuple[str, dict, Pre
     arch, args = infer_model_args(state_dict)
     if arch == "ResNet1d":
         return arch, args, dataclasses.replace(LIMA, length=args["input_dim"][1]), LINEAR_HEAD
-    return arch, args, MAIC, MODE_HEADS[mode or ("adult" if arch == "ResDenseNet" else "child")]
+    mode = mode or next(m.name for m in MAIC_MODES.values() if m.arch == arch)  # the mode this network was for
+    return arch, args, MAIC, MODE_HEADS[mode]
 
 
 def _check_shapes(arch: str, args: dict, state_dict: dict, weights: Path) -> None:
@@ -302,10 +270,7 @@ def load_bundle(path: str | Path, mode: str | None = None, trust: bool = False) 
             arch, args, spec, head = _challenge_entry(state_dict, mode)
         check_fits(arch, args, spec)
         _check_shapes(arch, args, state_dict, weights)
-        correction = ckpt.get("bias_correction")
-        if correction is not None:
-            check_bias_correction(correction)
-        calibration = Calibration.from_dict(ckpt["calibration"]) if ckpt.get("calibration") is not None else None
+        described = Description.from_dict({**ckpt, "arch": arch})
         model = get_model(arch, **args)
     except (KeyError, TypeError, ValueError, IndexError, AssertionError, RecursionError, OverflowError) as exc:
         raise CheckpointError(f"{weights}: its description cannot be used ({type(exc).__name__}: "
@@ -315,8 +280,8 @@ def load_bundle(path: str | Path, mode: str | None = None, trust: bool = False) 
     except RuntimeError as exc:
         raise CheckpointError(f"{weights}: its weights cannot be loaded ({str(exc)[:300]})") from exc
     model.eval()
-    return ModelBundle(model, arch, args, spec, head, str(weights), ckpt, correction,
-                       TrainingFacts.of_checkpoint(ckpt), calibration)
+    return ModelBundle(model, arch, args, spec, head, str(weights), ckpt, described.bias_correction,
+                       described.facts, described.calibration)
 
 
 def check_fits(arch: str, args: dict, spec: PreprocessSpec) -> None:

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
 
 import torch
 
-from utils.bounds import AGE_RANGE
+from utils.bounds import AGE_RANGE, is_real
+
+from .schema import MAIC_MODES
 
 HEAD_KINDS = ("sigmoid", "linear")
 
@@ -25,7 +26,7 @@ class AgeHead:
     def __post_init__(self):
         if not isinstance(self.kind, str) or self.kind not in HEAD_KINDS:
             raise ValueError(f"head kind must be 'sigmoid' or 'linear', got {self.kind!r}")
-        if not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in (self.low, self.high)):
+        if not all(is_real(v) for v in (self.low, self.high)):
             raise ValueError(f"head bounds must be numbers, got {self.low!r}, {self.high!r}")
         object.__setattr__(self, "low", float(self.low))
         object.__setattr__(self, "high", float(self.high))
@@ -56,7 +57,6 @@ class AgeHead:
         return cls(**{k: data[k] for k in ("kind", "low", "high") if k in data})
 
 
-ADULT_HEAD = AgeHead("sigmoid", 19.0, 122.0)
-CHILD_HEAD = AgeHead("sigmoid", 0.0, 9.0)
+MODE_HEADS = {m.name: AgeHead("sigmoid", m.low, m.high) for m in MAIC_MODES.values()}  # bounds: models.schema
+ADULT_HEAD, CHILD_HEAD = MODE_HEADS["adult"], MODE_HEADS["child"]
 LINEAR_HEAD = AgeHead("linear", float("-inf"), float("inf"))
-MODE_HEADS = {"adult": ADULT_HEAD, "child": CHILD_HEAD}  # the MAIC age bounds of each mode, defined here only

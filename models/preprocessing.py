@@ -16,7 +16,6 @@ its content and the network does a fifth of the work (bench/README.md, "Modern v
 from __future__ import annotations
 
 import dataclasses
-import math
 import numbers
 from fractions import Fraction
 from functools import lru_cache
@@ -25,7 +24,7 @@ from typing import Literal
 import numpy as np
 from scipy import signal as sps
 
-from utils.bounds import MAX_FS, MAX_INPUT_SECONDS, MAX_SAMPLES, MIN_FS
+from utils.bounds import MAX_FS, MAX_INPUT_SECONDS, MAX_SAMPLES, MIN_FS, finite_number
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,8 +41,7 @@ class PreprocessSpec:
 
     def __post_init__(self):
         """Every field checked by type and range (a spec comes from an untrusted checkpoint)."""
-        number = lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)  # noqa: E731
-        if not number(self.fs) or not MIN_FS <= self.fs <= MAX_FS:
+        if finite_number(self.fs) is None or not MIN_FS <= self.fs <= MAX_FS:
             raise ValueError(f"fs must be a number of Hz in [{MIN_FS:g}, {MAX_FS:g}], got {self.fs!r}")
         if not isinstance(self.length, numbers.Integral) or isinstance(self.length, bool) or \
                 not 1 <= self.length <= MAX_SAMPLES:
@@ -51,7 +49,7 @@ class PreprocessSpec:
         if self.length > MAX_INPUT_SECONDS * self.fs:
             raise ValueError(f"length {self.length} at {self.fs:g} Hz is {self.length / self.fs:g} s, more than the "
                              f"{MAX_INPUT_SECONDS:g} s a model input may last")
-        window = number(self.crop) and 0.0 <= self.crop <= 1.0
+        window = finite_number(self.crop) is not None and 0.0 <= self.crop <= 1.0
         named = isinstance(self.crop, str) and self.crop in ("start", "center")
         if not (window or named) or not isinstance(self.pad, str) or self.pad not in ("end", "center"):
             raise ValueError(f"crop must be start|center|a position in [0, 1] and pad end|center, "
@@ -66,7 +64,7 @@ class PreprocessSpec:
         object.__setattr__(self, "length", int(self.length))
         if self.bandpass is not None:
             if not isinstance(self.bandpass, (list, tuple)) or len(self.bandpass) != 2 or \
-                    not all(number(f) for f in self.bandpass):
+                    not all(finite_number(f) is not None for f in self.bandpass):
                 raise ValueError(f"bandpass must be two frequencies in Hz or none, got {self.bandpass!r}")
             object.__setattr__(self, "bandpass", tuple(float(f) for f in self.bandpass))
             low, high = self.bandpass

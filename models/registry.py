@@ -1,5 +1,4 @@
-"""Model registry (``from models import get_model``, ...): ``get_model(name, **overrides)`` builds any architecture by
-name.
+"""Model registry: ``get_model(name, **overrides)`` builds any architecture by name.
 
 ``model_args(name, **overrides)`` returns the complete constructor arguments (defaults filled in), which is what
 checkpoints store, after checking every one against the architecture's bounds (``ARG_BOUNDS``: a checkpoint is
@@ -13,16 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import math
 import numbers
 from typing import Callable
 
 import torch
 from torch import nn
 
-from utils.bounds import MAX_BLOCKS, MAX_PARAMETERS, MAX_SAMPLES
+from utils.bounds import MAX_BLOCKS, MAX_PARAMETERS, MAX_SAMPLES, finite_number
 
-from . import UNKNOWN_SEX  # noqa: F401 - part of the registry's names
 from .baseline_net import BaselineNet
 from .ecg_efficientnet import ECGEfficientNet
 from .heads import ADULT_HEAD, CHILD_HEAD, LINEAR_HEAD, AgeHead
@@ -110,7 +107,7 @@ ARCHITECTURES: dict[str, Architecture] = {
 MODELS: dict[str, type[nn.Module]] = {name: a.cls for name, a in ARCHITECTURES.items()}
 ARG_BOUNDS: dict[str, dict[str, tuple]] = {name: a.bounds for name, a in ARCHITECTURES.items()}
 
-__all__ = ["ARCHITECTURES", "MODELS", "ARG_BOUNDS", "UNKNOWN_SEX", "get_model", "model_args", "options_to_args",
+__all__ = ["ARCHITECTURES", "MODELS", "ARG_BOUNDS", "get_model", "model_args", "options_to_args",
            "input_length", "infer_model_args", "output_layer", "takes_sex", "accepts_sex", "default_recipe",
            "architecture_of_recipe", "AgeHead", "ADULT_HEAD", "CHILD_HEAD", "LINEAR_HEAD", "ResDenseNet",
            "ResUDenseNet", "ResNet1d", "ECGEfficientNet", "BaselineNet"]
@@ -190,7 +187,7 @@ def _bounded(name: str, key: str, value, kind: type, low, high):
         ok = isinstance(value, numbers.Integral) and not isinstance(value, bool) or \
             isinstance(value, float) and value.is_integer()
     else:
-        ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+        ok = finite_number(value) is not None
     if not ok or not low <= value <= high:
         raise ValueError(f"{name} argument {key} must be {kind.__name__} in [{low}, {high}], got {value!r}")
     return kind(value)

@@ -14,7 +14,7 @@ import torch
 
 from dataloader.dataset import ECGDataset, train_loader
 from dataloader.sources import SignalCache
-from models import get_model
+from models.registry import get_model
 from utils.runtime import broadcast_buffers, cleanup_distributed, init_distributed, seed_everything
 
 

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 import test_interface
 import train_interface
-from models import get_model
+from models.registry import get_model
 
 TRAIN_BASE = ["--mode", "adult", "--arch", "ResDenseNet", *TINY["ResDenseNet"], "--batch_size", "8", "--nepoch",
               "1", "--device", "cpu", "--precision", "fp32"]

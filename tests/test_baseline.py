@@ -15,7 +15,7 @@ from dataloader import augment as aug
 from engine.optim import make_schedule
 from engine.recipes import RECIPES
 from engine.trainer import EMA, TrainConfig, ema_statistics
-from models import get_model
+from models.registry import get_model
 
 
 def test_baseline_net_is_the_described_network():

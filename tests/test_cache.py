@@ -90,8 +90,8 @@ def test_bf16_predictions_agree_with_fp32_on_real_records(arch, mode, ptbxl, ptb
     adult head (a 103-year sigmoid span) the same weights deviate ~0.4 years: bench/README.md."""
     from conftest import ptbxl_signal
 
-    from models import get_model
     from models.checkpoint import load_bundle
+    from models.registry import get_model
 
     fixture = torch.load(need(SPEC / f"{arch}_small.pt"), weights_only=False)
     model = get_model(arch, **fixture["config"])

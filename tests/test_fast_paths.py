@@ -13,7 +13,7 @@ from conftest import SPEC, TINY, cli, need
 import test_interface
 import train_interface
 from engine.losses import regression_loss
-from models import ADULT_HEAD, get_model
+from models.registry import ADULT_HEAD, get_model
 from utils.runtime import autocast
 
 

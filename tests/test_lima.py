@@ -13,7 +13,7 @@ from conftest import SPEC, TINY, cli, need
 import test_interface
 import train_interface
 from engine.losses import inverse_age_weights
-from models import ResNet1d
+from models.registry import ResNet1d
 
 
 @pytest.fixture(scope="module")

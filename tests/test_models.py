@@ -7,8 +7,8 @@ import pytest
 import torch
 from conftest import SPEC, need
 
-from models import MODELS, get_model, infer_model_args, model_args
 from models.checkpoint import load_bundle
+from models.registry import MODELS, get_model, infer_model_args, model_args
 
 # The architectures ../shared/spec describes (names, shapes, reference fixtures); ECGEfficientNet is ours.
 SEED_ARCHS = ["ResDenseNet", "ResUDenseNet", "ResNet1d"]
@@ -82,7 +82,7 @@ def test_registry_overrides_and_errors():
 
 
 def test_heads_bound_the_age():
-    from models import ADULT_HEAD, CHILD_HEAD
+    from models.registry import ADULT_HEAD, CHILD_HEAD
 
     raw = torch.tensor([-1e4, 0.0, 1e4])
     assert ADULT_HEAD(raw).tolist() == [19.0, 19.0 + 103 / 2, 122.0]

@@ -18,8 +18,8 @@ from dataloader import augment as aug
 from dataloader.splits import kfold_split
 from engine.optim import cosine_with_warmup
 from engine.trainer import EMA
-from models import get_model
 from models.checkpoint import load_bundle
+from models.registry import get_model
 
 
 @pytest.mark.parametrize("samples", [1000, 2500, 5000, 7777])

@@ -151,7 +151,7 @@ def resnet_with_correction(tmp_path_factory):
 
     fixture = torch.load(need(SPEC / "ResNet1d_small.pt"), weights_only=False)
     folder = tmp_path_factory.mktemp("corr")
-    from models import ResNet1d
+    from models.registry import ResNet1d
 
     model = ResNet1d(**fixture["config"])
     model.load_state_dict(fixture["state_dict"])
@@ -182,9 +182,9 @@ def test_stored_bias_correction_and_tta_on_short_records(resnet_with_correction,
 def test_tta_averages_windows_covering_the_record(maic_adult, tmp_path):
     """The seed uses the first 4096 of 5000 samples; --tta 3 averages windows at 0, 452 and 904."""
     from dataloader.records import NpyFolderReader
-    from models import get_model
     from models.checkpoint import load_bundle
     from models.preprocessing import preprocess, tta_specs
+    from models.registry import get_model
 
     fixture = torch.load(need(SPEC / "ResUDenseNet_small.pt"), weights_only=False)
     model = get_model("ResUDenseNet", **fixture["config"])

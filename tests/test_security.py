@@ -21,7 +21,7 @@ from conftest import ROOT, SPEC, TINY, cli, need, write_code15
 import report_interface
 import test_interface
 import train_interface
-from models import get_model
+from models.registry import get_model
 
 
 class Planted:

@@ -11,7 +11,7 @@ from conftest import SPEC, cli, need
 from scipy import signal as sps
 
 import test_interface
-from models import get_model
+from models.registry import get_model
 
 
 @pytest.fixture(scope="module")

@@ -77,7 +77,7 @@ def test_validation_counts_every_record_once(maic_adult, tmp_path):
 
 
 def test_pretrained_seed_checkpoint_continues_from_its_epoch(maic_adult, tmp_path):
-    from models import get_model
+    from models.registry import get_model
 
     model = get_model("ResDenseNet", out_ch=16, mid_ch=8)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)

@@ -30,6 +30,9 @@ Resources (checked before anything is read or built, so that a small hostile fil
 """
 from __future__ import annotations
 
+import math
+import numbers
+
 import numpy as np
 
 AGE_RANGE = (0.0, 125.0)
@@ -51,6 +54,17 @@ MAX_FOLDS = 100  # --folds, and what a run folder's cv.json may claim
 MAX_TTA = 64  # --tta windows per record (ONNX metadata too): each costs one forward pass
 MAX_CALIBRATION_RECORDS = 20_000
 MAX_ECG_FILE_BYTES = 256 << 20  # one clinical ECG file (DICOM, XML, EDF, SCP); a 10-s 12-lead XML is about 1 MB
+
+
+def is_real(value) -> bool:
+    """A real number (a bool is not one), possibly infinite or NaN."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def finite_number(value) -> float | None:
+    """``value`` as a float when it is a finite real number, else None: the one test of a number read from a
+    file or given by a caller (a bool, a string, NaN and infinities are not numbers here)."""
+    return float(value) if is_real(value) and math.isfinite(value) else None
 
 
 def amplitude_mv(signal: np.ndarray) -> float:

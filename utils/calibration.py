@@ -23,7 +23,7 @@ import numbers
 
 import numpy as np
 
-from .bounds import AGE_RANGE, MAX_CALIBRATION_RECORDS
+from .bounds import AGE_RANGE, MAX_CALIBRATION_RECORDS, is_real
 from .errors import CheckpointError, UserError
 from .metrics import apply_bias_correction, bin_edges
 
@@ -46,7 +46,7 @@ def records_needed(level: float) -> int:
 
 
 def check_level(level: float) -> float:
-    if not isinstance(level, numbers.Real) or isinstance(level, bool) or not 0.0 < float(level) < 1.0:
+    if not is_real(level) or not 0.0 < float(level) < 1.0:
         raise ValueError(f"an interval level is a probability strictly between 0 and 1 (e.g. 0.9), got {level!r}")
     return float(level)
 
@@ -178,7 +178,7 @@ class Calibration:
         for key in ("predicted", "residual"):
             values = data[key]
             if not isinstance(values, (list, tuple)) or len(values) > MAX_CALIBRATION_RECORDS or not all(
-                    isinstance(v, numbers.Real) and not isinstance(v, bool) for v in values):
+                    is_real(v) for v in values):
                 raise ValueError(f"calibration {key}: expected at most {MAX_CALIBRATION_RECORDS:,} numbers")
             arrays.append(np.asarray(values, dtype=np.float64))
         predicted, residual = arrays

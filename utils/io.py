@@ -39,7 +39,7 @@ def new_file_mode() -> int:
     return 0o666 & ~mask
 
 
-def _explain(path: Path, exc: OSError) -> OutputError:
+def explain_write_error(path: Path, exc: OSError) -> OutputError:
     if exc.errno == errno.ENOSPC:
         reason = "the disk is full"
     elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
@@ -69,7 +69,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs) -> Iterator[
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         file_mode = path.stat().st_mode & 0o7777 if path.exists() else new_file_mode()
     except OSError as exc:
-        raise _explain(path, exc) from exc
+        raise explain_write_error(path, exc) from exc
     try:
         with os.fdopen(fd, mode, **kwargs) as handle:
             yield handle
@@ -80,7 +80,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs) -> Iterator[
     except OSError as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
-        raise _explain(path, exc) from exc
+        raise explain_write_error(path, exc) from exc
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
@@ -130,20 +130,6 @@ def write_csv(path: str | os.PathLike, frame, index: bool = False, **kwargs) -> 
         if frame[column].dtype == object:
             check_spreadsheet_safe(frame[column], f"value(s) of column {column!r} for {path}")
     return atomic_write(path, lambda handle: frame.to_csv(handle, index=index, lineterminator="\n", **kwargs))
-
-
-def save_torch(path: str | os.PathLike, obj) -> Path:
-    """torch.save through the atomic writer; PyTorch's own writer reports a full disk as a RuntimeError, which
-    becomes the same OutputError as any other failed write."""
-    import torch  # only checkpoints need it: the ONNX path never imports torch
-
-    try:
-        return atomic_write(path, lambda handle: torch.save(obj, handle), binary=True)
-    except RuntimeError as exc:
-        if "write" not in str(exc).lower():
-            raise
-        raise _explain(Path(path), OSError(errno.ENOSPC, f"PyTorch could not write the checkpoint ({exc})")) \
-            from exc
 
 
 def save_figure(path: str | os.PathLike, figure, dpi: int = 120, tight: bool = True) -> Path:

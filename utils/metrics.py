@@ -6,11 +6,10 @@ All functions take plain arrays and return plain Python numbers/dicts, so report
 from __future__ import annotations
 
 import math
-import numbers
 
 import numpy as np
 
-from .bounds import AGE_RANGE, MAX_BIAS_GAP
+from .bounds import AGE_RANGE, MAX_BIAS_GAP, finite_number
 from .errors import CheckpointError
 
 
@@ -103,9 +102,8 @@ def check_bias_correction(correction: dict) -> None:
     noise (with predictions nearly flat in age, 1 + slope < MIN_RESPONSE, the correction multiplies every error by
     more than 1/MIN_RESPONSE), and a line whose gap (predicted − true age) exceeds MAX_BIAS_GAP years anywhere in
     AGE_RANGE. Corrected ages outside AGE_RANGE are bad output like any other implausible age."""
-    if not isinstance(correction, dict) or not all(
-            isinstance(correction.get(k), numbers.Real) and not isinstance(correction.get(k), bool)
-            and math.isfinite(correction[k]) for k in ("intercept", "slope")):
+    if not isinstance(correction, dict) or not all(finite_number(correction.get(k)) is not None
+                                                   for k in ("intercept", "slope")):
         raise ValueError(f"a bias correction is {{'intercept': number, 'slope': number}}, got {correction!r:.200}")
     response = 1.0 + correction["slope"]
     if not response >= MIN_RESPONSE:
