@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 import re
 import typing
 from pathlib import Path
@@ -20,13 +19,13 @@ from typing import TYPE_CHECKING
 
 from dataloader.formats import INPUT_FORMATS
 from dataloader.maic import label_csv, template_csv, test_folder, train_folder
-from dataloader.records import CACHE_CHECKS, fingerprint_files
+from dataloader.records import CACHE_CHECKS
 from dataloader.sources import CacheConfig, resolve_cache_dtype
 from engine.explain import DEFAULT_METHOD, METHODS
 from engine.predictor import ENGINES
 from engine.runs import BEST, run_dir
 from models.schema import MAIC_MODES, MODES
-from utils.bounds import MAX_FOLDS, MAX_TTA
+from utils.bounds import MAX_TTA
 from utils.calibration import check_level
 from utils.errors import UserError
 from utils.paths import CACHE_DIR, DATA_ROOT_ENV, DATASET_DIR, LOG_DIR, default_data_root
@@ -35,8 +34,6 @@ if TYPE_CHECKING:  # the PyTorch side is imported where it is used: parsing test
     import torch
 
     from engine.inference import InferenceConfig
-    from engine.recipes import Recipe
-    from engine.trainer import TrainConfig
 
 Formatter = argparse.ArgumentDefaultsHelpFormatter
 
@@ -111,7 +108,7 @@ def add_mode(g) -> None:
 
 def add_model(p: argparse.ArgumentParser) -> None:
     from engine.recipes import RECIPES
-    from models.registry import MODELS
+    from models.registry import MODELS, model_options
 
     g = p.add_argument_group("model")
     add_mode(g)
@@ -119,20 +116,14 @@ def add_model(p: argparse.ArgumentParser) -> None:
                    help="default: ECGEfficientNet for --recipe modern, else ResDenseNet (adult) / ResUDenseNet (child)")
     g.add_argument("--recipe", default="auto", choices=("auto", *RECIPES),
                    help="training recipe; auto = lima for ResNet1d, modern for ECGEfficientNet, maic otherwise")
-    g.add_argument("--out_ch", type=int, default=None, help="MAIC models' width (default 128 adult / 256 child)")
-    g.add_argument("--mid_ch", type=int, default=None, help="MAIC models' U-block width (default 64)")
-    g.add_argument("--net_filter_size", type=int, nargs="+", default=None, help="ResNet1d filters per block")
-    g.add_argument("--net_seq_lengh", type=int, nargs="+", default=None, help="ResNet1d length per block "
-                                                                              "(published spelling)")
-    g.add_argument("--kernel_size", type=int, default=None, help="ResNet1d kernel size (17)")
-    g.add_argument("--dropout_rate", type=float, default=None, help="ResNet1d dropout (0.8)")
+    for option in model_options():  # each architecture's own options (models/registry.py)
+        if option.flag:
+            g.add_argument(f"--{option.name}", action="store_true", help=option.help)
+        else:
+            g.add_argument(f"--{option.name}", type=option.type, nargs=option.nargs, choices=option.choices,
+                           default=None, help=option.help)
     g.add_argument("--age_min", type=float, default=None, help="lower bound of the sigmoid head (19 / 0)")
     g.add_argument("--age_max", type=float, default=None, help="upper bound of the sigmoid head (122 / 9)")
-    g.add_argument("--width", type=float, default=None, help="ECGEfficientNet channel multiplier (1.0)")
-    g.add_argument("--pooling", default=None, choices=("avgmax", "avg"),
-                   help="ECGEfficientNet: global average + max pooling, or average only (avgmax)")
-    g.add_argument("--sex_input", action="store_true",
-                   help="ECGEfficientNet: give the network the person's sex where the labels carry it (off)")
     g.add_argument("--zscore", default="auto", choices=("auto", "on", "off"),
                    help="z-score each lead (auto: as the preprocessing; off keeps amplitudes in mV)")
     g.add_argument("--sample_rate", type=float, default=None, help="model's sampling rate (500 MAIC, 400 Lima)")
@@ -351,7 +342,9 @@ def _fill_maic_paths(args: argparse.Namespace, paths: dict[str, Path], only_exis
 def resolve_train(args: argparse.Namespace) -> argparse.Namespace:
     """Fill every recipe-dependent default from the recipe table; the result is what a run saves as
     options.json."""
+    from engine.experiment import check_settings
     from engine.recipes import MODELS_PER_FOLD, RECIPES, Recipe
+    from models.build import sigmoid_bounds
     from models.registry import architecture_of_recipe, default_recipe
 
     if args.input is None:
@@ -373,45 +366,12 @@ def resolve_train(args: argparse.Namespace) -> argparse.Namespace:
     for field in fields:
         if getattr(args, field.name) in ("auto", None):
             setattr(args, field.name, getattr(recipe, field.name))
-    _head_bounds(args)
+    if args.head == "sigmoid":  # a sigmoid head's bounds: the mode's unless given
+        args.age_min, args.age_max = sigmoid_bounds(args.mode, args.age_min, args.age_max)
     args.env = args.env or (args.mode if args.input is None else input_name(args.input))
     args.split_seed = args.seed if args.split_seed is None else args.split_seed
-    _check_train(args)
+    check_settings(train_settings(args))
     return args
-
-
-def _head_bounds(args: argparse.Namespace) -> None:
-    """A sigmoid head's age bounds: the mode's unless given."""
-    from models.heads import MODE_HEADS
-
-    if args.head == "sigmoid":
-        head = MODE_HEADS[args.mode]
-        args.age_min = head.low if args.age_min is None else args.age_min
-        args.age_max = head.high if args.age_max is None else args.age_max
-
-
-def partner_args(args: argparse.Namespace) -> argparse.Namespace | None:
-    """The options of the ``--partner`` models (None without one): the run's data, preprocessing, runtime and
-    the recipe options given on the command line; for the rest the partner's own recipe; one model per fold; and of
-    the model options only those the partner takes."""
-    from engine.recipes import RECIPES, Recipe
-    from models.registry import ARCHITECTURES, architecture, default_recipe
-
-    if args.partner == "none":
-        return None
-    partner = argparse.Namespace(**vars(args))
-    partner.arch, partner.recipe = args.partner, default_recipe(args.partner)
-    keep = {"preprocessing", *args.recipe_given}
-    for field in dataclasses.fields(Recipe):
-        if field.name not in keep:
-            setattr(partner, field.name, getattr(RECIPES[partner.recipe], field.name))
-    partner.seeds, partner.partner, partner.partners = 1, "none", 1
-    taken = set(architecture(args.partner).options)
-    for option in {o for a in ARCHITECTURES.values() for o in a.options} - taken:
-        setattr(partner, option, False if option == "sex_input" else None)
-    partner.age_min = partner.age_max = None
-    _head_bounds(partner)
-    return partner
 
 
 def input_name(path: str) -> str:
@@ -420,45 +380,6 @@ def input_name(path: str) -> str:
     name = name.parent.name if name.name == "ptbxl_database.csv" else \
         (name.stem if name.suffix and not name.is_dir() else name.name)
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "input"
-
-
-def recipe_of(args: argparse.Namespace) -> Recipe:
-    """The resolved recipe options as the typed Recipe the trainer reads (their checks raise UserError)."""
-    from engine.recipes import Recipe
-
-    try:
-        return Recipe(**{field.name: getattr(args, field.name) for field in dataclasses.fields(Recipe)})
-    except ValueError as exc:
-        raise UserError(str(exc)) from exc
-
-
-def _check_train(args: argparse.Namespace) -> None:
-    from models.registry import MODELS, accepts_sex
-
-    recipe_of(args)
-    if not 0.0 <= args.valid_ratio < 1.0:
-        raise UserError("--valid_ratio must lie in [0, 1)")
-    several = args.seeds > 1 or args.partner != "none" or args.partners > 1
-    if not 1 <= args.folds <= MAX_FOLDS or (several and args.folds == 1):
-        raise UserError(f"--folds must be ≥ 1 and ≤ {MAX_FOLDS}, and --seeds > 1 or a --partner needs --folds > 1 "
-                        f"(a single split trains one model)")
-    if args.partners > 1 and args.partner == "none":
-        raise UserError(f"--partners {args.partners} needs a --partner architecture (here none)")
-    if args.partner != "none" and (args.pretrained or (args.sex_input and not accepts_sex(args.partner))):
-        raise UserError(f"--partner {args.partner} trains new models of another architecture beside --arch "
-                        f"{args.arch}: it cannot start from --pretrained, and every model of the run must read the "
-                        f"sex or none (--sex_input); pass --partner none")
-    if args.partner != "none":
-        recipe_of(partner_args(args))
-    if args.pretrained and not args.pretrain_model_path:
-        raise UserError("--pretrained needs --pretrain_model_path")
-    if args.head == "sigmoid" and not args.age_max > args.age_min:
-        raise UserError(f"--age_max ({args.age_max}) must be above --age_min ({args.age_min})")
-    if args.sex_input and not accepts_sex(args.arch):
-        raise UserError(f"--sex_input needs a network that takes the person's sex (the {args.arch} takes none; "
-                        f"{', '.join(n for n in MODELS if accepts_sex(n))} does)")
-    if args.resume and args.overwrite:
-        raise UserError("--resume continues a run and --overwrite starts it afresh: give one of them")
 
 
 def resolve_test(args: argparse.Namespace) -> argparse.Namespace:
@@ -483,6 +404,13 @@ def resolve_test(args: argparse.Namespace) -> argparse.Namespace:
     return args
 
 
+def train_settings(args: argparse.Namespace):
+    """The typed settings of a training run (engine.experiment.TrainSettings) from its resolved options."""
+    from engine.experiment import TrainSettings
+
+    return TrainSettings.from_options(vars(args))
+
+
 def parse_train(argv=None) -> argparse.Namespace:
     return resolve_train(train_parser().parse_args(argv))
 
@@ -498,47 +426,6 @@ def cache_config(args: argparse.Namespace, precision: str) -> CacheConfig:
                        check=args.cache_check)
 
 
-# training options that say where things are or how the work is run, not what is learned: a resumed run may change
-# them (the data themselves are identified by content, the pretrained checkpoint by its files)
-RUNTIME_OPTIONS = frozenset({
-    "data_root", "train_for_adult", "train_for_adult_label", "train_for_child", "train_for_child_label", "dataset_dir",
-    "input", "labels", "log_dir", "env", "resume", "overwrite", "quiet", "num_workers", "cache", "cache_dir",
-    "cache_check", "trust_checkpoint", "device", "compile", "deterministic", "infer_batch_size", "on_bad",
-    "pretrain_model_path", "precision"})
-
-
-def result_options(args: argparse.Namespace, precision: str) -> dict:
-    """The resolved training options that change a run's result (what its manifest records): every option but
-    RUNTIME_OPTIONS, with the precision actually used, the pretrained checkpoint's file identity, and the epoch count
-    only where it shapes the schedule of every epoch (cosine, one-cycle) — a step or plateau run may be extended."""
-    from engine.optim import SCHEDULES
-
-    options = {k: v for k, v in vars(args).items() if k not in RUNTIME_OPTIONS}
-    if args.partner == "none":  # what was given only shapes a partner's recipe
-        options.pop("partner")
-        options.pop("recipe_given")
-    if args.partners == 1:  # one partner model per fold: the manifest of runs from before --partners
-        options.pop("partners")
-    options["precision"] = precision
-    options["cache_dtype"] = resolve_cache_dtype(args.cache_dtype, precision)
-    if args.pretrained:
-        options["pretrained"] = fingerprint_files([args.pretrain_model_path], "fast", where=False)
-    if SCHEDULES[args.scheduler].extendable:
-        options.pop("nepoch")
-    return json_safe(options)
-
-
-def json_safe(obj):
-    """As the value would read back from JSON (tuples → lists, infinities → strings)."""
-    if isinstance(obj, dict):
-        return {str(k): json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return str(obj)
-    return obj
-
-
 def inference_config(args: argparse.Namespace, device: torch.device, precision: str, workers: int) -> InferenceConfig:
     from engine.inference import InferenceConfig
     from utils.runtime import default_infer_batch
@@ -547,26 +434,6 @@ def inference_config(args: argparse.Namespace, device: torch.device, precision: 
                            batch_size=args.infer_batch_size or default_infer_batch(device, 32),
                            bias_correction=args.bias_correction, fast_layout=args.precision != "fp32",
                            cache=cache_config(args, precision), progress=not args.quiet)
-
-
-def train_config(args: argparse.Namespace, device: torch.device) -> TrainConfig:
-    """How to train: the recipe, the run-time switches, and the command line as provenance only."""
-    from engine.trainer import TrainConfig
-
-    return TrainConfig(recipe=recipe_of(args), max_steps_per_epoch=args.max_steps_per_epoch,
-                       compile=args.compile == "on" or (args.compile == "auto" and device.type == "cuda"),
-                       sync_bn=args.sync_bn, fast_layout=args.precision != "fp32", progress=not args.quiet,
-                       provenance=json_safe(vars(args)))
-
-
-def held_out_config(args: argparse.Namespace, device: torch.device, precision: str) -> InferenceConfig:
-    """Out-of-fold prediction during training: the training cache, --infer_batch_size, no test-time options."""
-    from engine.inference import InferenceConfig
-    from utils.runtime import default_infer_batch
-
-    return InferenceConfig(device=device, precision=precision, workers=0, fast_layout=args.precision != "fp32",
-                           batch_size=args.infer_batch_size or default_infer_batch(device, 32),
-                           cache=cache_config(args, precision))
 
 
 def onnx_config(args: argparse.Namespace):
@@ -579,11 +446,6 @@ def onnx_config(args: argparse.Namespace):
 
 def workers(args: argparse.Namespace, default: int) -> int:
     return args.num_workers if args.num_workers is not None else default
-
-
-def maic_training_paths(args: argparse.Namespace) -> tuple[str, str]:
-    """(folder of .npy files, label CSV) of ``--mode`` (seed option names train_for_<mode>[_label])."""
-    return getattr(args, f"train_for_{args.mode}"), getattr(args, f"train_for_{args.mode}_label")
 
 
 def default_weights(args: argparse.Namespace, mode: str) -> Path:

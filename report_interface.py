@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import sys
 from pathlib import Path
 
@@ -293,7 +292,7 @@ def main(argv=None) -> int:
         plots.append(survival(args, data, survival_data, report, out, corrected=bool(correction)))
 
     report["plots"] = [p.name for p in plots]
-    write_json(out / "report.json", _finite(report))
+    write_json(out / "report.json", report)
     if args.run:
         tensorboard_figures(Path(args.run), plots)
     low, high = report["mae_ci95"]
@@ -301,17 +300,6 @@ def main(argv=None) -> int:
                        f"RMSE {report['rmse']:.2f}  bias {report['bias']:+.2f}  r {report['pearson_r']:.3f}  → "
                        f"{out}/report.json")
     return 0
-
-
-def _finite(obj):
-    """JSON has no NaN: undefined statistics are written as null."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_finite(v) for v in obj]
-    return obj
 
 
 def entry(argv=None) -> int:

@@ -22,15 +22,14 @@ import numpy as np
 import torch
 from scipy import stats
 
-from dataloader.dataset import sex_codes
 from dataloader.formats import open_reader
+from dataloader.labels import table_sex
 from dataloader.sources import check_record
 from engine.explain import DEFAULT_METHOD, DELETION_NOISE_MV, METHODS, deletion_test
 from engine.inference import InferenceConfig, predict_records
 from engine.predictor import TorchPredictor
 from engine.runs import run_members
 from models.checkpoint import load_ensemble
-from models.schema import UNKNOWN_SEX
 from utils.calibration import interval_coverage
 
 
@@ -89,7 +88,7 @@ def main(argv=None) -> int:
     reader = open_reader(args.input)
     usable = [i for i in range(len(reader)) if check_record(reader.load(i)) is None][:args.records]
     records = [reader.load(i) for i in usable]
-    sex = sex_codes(reader.table["sex"]) if "sex" in reader.table.columns else np.full(len(reader), UNKNOWN_SEX)
+    sex = table_sex(reader.table)
     setting = {"weights": [str(m) for m in members], "input": str(args.input), "records": [r.id for r in records],
                "noise_mv": DELETION_NOISE_MV, "seed": args.seed}
     results = {}

@@ -2,11 +2,13 @@
 clinical exports, from the files' content — or forced with ``--format``."""
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
 from utils.errors import RecordError
 from utils.io import read_csv
+from utils.settings import Settings, runtime
 
 from .clinical import CLINICAL_FORMATS, ClinicalReader, may_be_clinical
 from .records import (
@@ -20,6 +22,27 @@ from .records import (
 )
 
 INPUT_FORMATS = ("auto", "ptbxl", "hdf5", "npy", "wfdb", "manifest", *CLINICAL_FORMATS)
+
+
+@dataclasses.dataclass(frozen=True)
+class InputSettings(Settings):
+    """``--input`` and how to read it (``--format``, ``--fs``, ``--ptbxl_rate``, ``--input_scale``, the HDF5 dataset
+    names) and, for training, ``--labels``. Where the data are is runtime (the data are identified by content)."""
+
+    input: str | None = runtime()
+    labels: str | None = runtime()
+    input_format: str = "auto"
+    fs: float | None = None
+    ptbxl_rate: int = 500
+    input_scale: float = 1.0
+    traces_dset: str = "tracings"
+    ids_dset: str = "exam_id"
+
+    def open(self, labels: bool = False) -> Reader:
+        """The reader of ``input`` (with ``labels`` joined when asked)."""
+        return open_reader(self.input, labels=self.labels if labels else None, fs=self.fs,
+                           ptbxl_rate=self.ptbxl_rate, scale=self.input_scale, traces_dset=self.traces_dset,
+                           ids_dset=self.ids_dset, fmt=self.input_format)
 
 
 def open_reader(path: str | os.PathLike, labels: str | os.PathLike | None = None, fs: float | None = None,

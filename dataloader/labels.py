@@ -28,6 +28,11 @@ def sex_codes(sex) -> np.ndarray:
     """'M'/'F'/None per record → 1.0 / 0.0 / UNKNOWN_SEX (float32)."""
     return np.array([SEX_CODE.get(s, UNKNOWN_SEX) for s in sex], dtype=np.float32)
 
+
+def table_sex(table) -> np.ndarray:
+    """The sex code of every row of a reader's table (UNKNOWN_SEX for all when it has no sex column)."""
+    return sex_codes(table["sex"]) if "sex" in table.columns else np.full(len(table), UNKNOWN_SEX, np.float32)
+
 PTBXL_UNKNOWN_AGE = 300  # PTB-XL stores ages above 89 as 300 for anonymity: the true age is unknown
 _TRUE, _FALSE = ("true", "1", "1.0"), ("false", "0", "0.0")
 

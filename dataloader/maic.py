@@ -11,6 +11,7 @@ Filename, Gender, Age) and rebuilds them whenever they no longer match the data 
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -23,6 +24,7 @@ import pandas as pd
 from models.schema import MODES  # noqa: F401 - the modes of the layout's folders
 from utils.errors import BadInputError, RecordError
 from utils.io import read_csv, write_csv, write_json
+from utils.settings import Settings, runtime
 
 from .labels import clean_id
 from .records import NpyFolderReader, natural_key
@@ -34,6 +36,24 @@ logger = logging.getLogger(__name__)
 AGE_BINS = {"child": list(range(0, 11)), "adult": list(range(10, 140, 10))}
 DATASET_COLUMNS = ["npy_path", "Filename", "Gender", "Age"]
 SPLIT_VERSION = 1  # bump when the split algorithm changes: existing CSVs become stale
+
+
+@dataclasses.dataclass(frozen=True)
+class MaicTrainingData(Settings):
+    """Where the MAIC training data and the seed's dataset CSVs are (the seed's option names): runtime, as the
+    data are identified by content."""
+
+    data_root: str | None = runtime()
+    train_for_adult: str | None = runtime()
+    train_for_adult_label: str | None = runtime()
+    train_for_child: str | None = runtime()
+    train_for_child_label: str | None = runtime()
+    dataset_dir: str | None = runtime()
+
+    def paths(self, mode: str) -> tuple[Path | None, Path | None]:
+        """(folder of .npy files, label CSV) of ``mode``."""
+        folder, labels = getattr(self, f"train_for_{mode}"), getattr(self, f"train_for_{mode}_label")
+        return Path(folder) if folder else None, Path(labels) if labels else None
 
 
 def train_folder(root: str | os.PathLike, mode: str) -> Path:

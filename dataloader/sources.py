@@ -59,6 +59,7 @@ from utils.errors import BadInputError, CheckpointError, OutputError, RecordErro
 from utils.io import write_json, write_text
 from utils.paths import CACHE_DIR
 from utils.ranks import barrier, is_local_main, is_main
+from utils.settings import Settings, runtime
 
 from .labels import unknown_age_reason
 from .records import LEADS, READER_VERSION, Reader, Record
@@ -402,6 +403,22 @@ class CacheConfig:
 
     def quiet(self) -> "CacheConfig":
         return dataclasses.replace(self, progress=False)
+
+
+@dataclass(frozen=True)
+class CacheOptions(Settings):
+    """The cache options as given (``--cache``, ``--cache_dir``, ``--cache_dtype``, ``--cache_check``); the dtype
+    changes what a model learns from (its inputs' rounding), the rest is runtime."""
+
+    cache: str = runtime("on")
+    cache_dir: str = runtime(str(CACHE_DIR))
+    cache_dtype: str = "auto"
+    cache_check: str = runtime("auto")
+
+    def config(self, precision: str, progress: bool = True) -> CacheConfig:
+        return CacheConfig(enabled=self.cache == "on", folder=Path(self.cache_dir),
+                           dtype=resolve_cache_dtype(self.cache_dtype, precision), progress=progress,
+                           check=self.cache_check)
 
 
 def resolve_cache_dtype(choice: str, precision: str) -> str:

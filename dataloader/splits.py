@@ -7,10 +7,13 @@
 """
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 
 from utils.errors import UserError
+from utils.settings import Settings
 
 DECADE_BINS = list(range(0, 140, 10))  # age decades 0–130: the stratification bins of non-MAIC data
 
@@ -80,3 +83,12 @@ def kfold_split(ages, patient_ids, k: int, seed: int) -> np.ndarray:
         block = order[start:start + k]
         fold_of_patient[block] = rng.permutation(k)[:len(block)]
     return fold_of_patient[inverse]
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitSettings(Settings):
+    """``--split``, ``--valid_ratio`` and ``--split_seed`` (resolved: --seed when not given)."""
+
+    split: str = "auto"
+    valid_ratio: float = 0.1
+    split_seed: int | None = None

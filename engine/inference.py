@@ -14,12 +14,12 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from dataloader.dataset import ECGDataset, eval_loader, sex_codes
+from dataloader.dataset import ECGDataset, eval_loader
+from dataloader.labels import table_sex
 from dataloader.records import Reader
 from dataloader.sources import CacheConfig
 from models.checkpoint import ModelBundle
 from models.preprocessing import tta_specs
-from models.schema import UNKNOWN_SEX
 from utils.errors import CheckpointError
 from utils.metrics import apply_bias_correction, stored_correction
 from utils.paths import CACHE_DIR
@@ -88,7 +88,7 @@ def predict_rows(bundle: ModelBundle, source, table, positions: np.ndarray, cfg:
     """Ages of the records at ``positions`` of an open source (whose reader's table is ``table``), in that order:
     the mean over each record's windows, identical windows predicted once. Also training's out-of-fold
     prediction."""
-    sex = sex_codes(table["sex"]) if "sex" in table.columns else np.full(len(table), UNKNOWN_SEX, np.float32)
+    sex = table_sex(table)
     model = place_model(bundle.model, cfg.device, cfg.fast_layout, training=False)
 
     def row_ages(rows: np.ndarray, owners: np.ndarray) -> np.ndarray:

@@ -24,6 +24,7 @@ from dataloader.augment import Augment
 from models.heads import HEAD_KINDS
 from models.preprocessing import PRESETS
 from models.registry import ARCHITECTURES
+from utils.settings import Settings
 
 from .losses import LOSSES, SAMPLE_WEIGHTS
 from .optim import OPTIMIZERS, SCHEDULES
@@ -38,7 +39,7 @@ def _setting(help: str, choices=None, default=dataclasses.MISSING):
 
 
 @dataclasses.dataclass(frozen=True)
-class Recipe:
+class Recipe(Settings):
     """Every setting of a training run's optimisation (its model and data options are separate)."""
 
     preprocessing: str = _setting("preprocessing preset of a new model", tuple(PRESETS))

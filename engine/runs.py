@@ -106,8 +106,42 @@ class RunLock:
 MANIFEST_FORMAT = "ecg-age-run/1"
 # what makes a folder hold an earlier experiment's trained results
 TRAINED = ("*.pt", PUBLISHED_WEIGHTS, HISTORY, OOF, CV_SUMMARY, TENSORBOARD)
-# a cross-validated run's member folders: fold_<k>, fold_<k>_seed_<j>, fold_<k>_<partner arch>[_<i>]
-FOLD_DIR = re.compile(r"fold_\d+(_seed_\d+|_[A-Za-z][A-Za-z0-9]*(_\d+)?)?")
+# a cross-validated run's member folders: fold_<k>, fold_<k>_seed_<j>, fold_<k>_<partner arch>[_<i>] — built by
+# member_name, recognised by this pattern (tests check that every name built is recognised as its parts)
+FOLD_DIR = re.compile(r"fold_(?P<fold>\d+)(_seed_(?P<seed>\d+)|_(?P<partner>[A-Za-z][A-Za-z0-9]*)(_(?P<index>\d+))?)?")
+SINGLE = "."  # the member of a run that trains one model: the run folder itself
+
+
+def member_name(fold: int, seed: int | None = None, partner: str | None = None, index: int | None = None) -> str:
+    """The folder of one model of fold ``fold``: fold_<k>, its ``seed``-th seed model fold_<k>_seed_<j>, or its
+    ``partner`` architecture's model fold_<k>_<arch> (the ``index``-th of several: fold_<k>_<arch>_<i>)."""
+    name = f"fold_{fold}" + (f"_seed_{seed}" if seed is not None else "") + \
+        (f"_{partner}" if partner is not None else "") + (f"_{index}" if index is not None else "")
+    if not FOLD_DIR.fullmatch(name):
+        raise ValueError(f"{name!r} is not a member folder name")
+    return name
+
+
+def member_parts(name: str) -> dict | None:
+    """{fold, seed, partner, index} of a member folder name (None where absent), or None for another name."""
+    found = FOLD_DIR.fullmatch(name)
+    if found is None:
+        return None
+    return {k: (int(v) if v is not None and k != "partner" else v) for k, v in found.groupdict().items()}
+
+
+def fold_members(fold: int, seeds: int, partner: str, partners: int) -> list[str]:
+    """The models of one fold: fold_<k> (or fold_<k>_seed_<j> for each of ``seeds``), then fold_<k>_<partner> (or
+    fold_<k>_<partner>_<i> for each of ``partners``; ``partner`` 'none': no partner)."""
+    names = [member_name(fold, None if seeds == 1 else j) for j in range(seeds)]
+    if partner == "none":
+        return names
+    return names + [member_name(fold, partner=partner, index=None if partners == 1 else i) for i in range(partners)]
+
+
+def run_member_names(folds: int, seeds: int, partner: str, partners: int) -> list[str]:
+    """The members of a run: the run folder itself (one split), or every fold's models."""
+    return [SINGLE] if folds == 1 else [m for k in range(folds) for m in fold_members(k, seeds, partner, partners)]
 # the exact names of what a run writes in its folder and in each member folder (``*.pt`` of TRAINED are these)
 OWN_FILES = frozenset({LAST, BEST, PUBLISHED_WEIGHTS, OPTIONS, SPLIT, HISTORY, CURVES, PUBLISHED_ARGS,
                        PUBLISHED_CONFIG, MANIFEST, CV_SUMMARY, OOF, FOLDS, LOCK})
@@ -147,7 +181,7 @@ def _recorded_members(run: Path) -> set[str] | None:
         manifest = read_manifest(run)
     except UserError:
         return None
-    return None if manifest is None else set(manifest["members"]) - {"."}
+    return None if manifest is None else set(manifest["members"]) - {SINGLE}
 
 
 def run_inventory(run: Path) -> tuple[list[Path], list[Path]]:
@@ -250,7 +284,7 @@ def manifest_problem(manifest: dict) -> str | None:
     members = manifest["members"]
     if not members or not all(isinstance(m, str) for m in members) or len(set(members)) != len(members):
         return "its members are not a list of distinct names"
-    if members != ["."] and not all(FOLD_DIR.fullmatch(m) for m in members):
+    if members != [SINGLE] and not all(FOLD_DIR.fullmatch(m) for m in members):
         bad = next(m for m in members if not FOLD_DIR.fullmatch(m))
         return f"member {bad!r} is not a member folder name (fold_<k>[_seed_<j> | _<architecture>[_<i>]])"
     for member, entry in manifest["finished"].items():
@@ -306,7 +340,7 @@ def run_members(path: str | Path) -> list[Path]:
     manifest = read_manifest(path)
     if manifest is None:
         return _legacy_members(path)
-    if manifest["members"] == ["."]:
+    if manifest["members"] == [SINGLE]:
         return [path]
     if not manifest.get("complete") or not (path / CV_SUMMARY).exists():
         done = [m for m in manifest["members"] if m in manifest["finished"]]
@@ -346,7 +380,7 @@ def _legacy_members(path: Path) -> list[Path]:
         raise CheckpointError(f"{path}: its {CV_SUMMARY} gives folds = {str(count)[:40]!r}, not a whole number "
                               f"from 2 to {MAX_FOLDS}; give the fold checkpoints explicitly (--weights "
                               f"{path}/fold_0 ...)")
-    members = [path / f"fold_{k}" for k in range(count)]
+    members = [path / member_name(k) for k in range(count)]
     missing = [str(m) for m in members if not m.is_dir()]
     if missing:
         raise CheckpointError(f"{path}: its {CV_SUMMARY} names {count} folds but {', '.join(missing)} is missing")

@@ -29,17 +29,37 @@ from .resnet1d import ResNet1d
 
 
 @dataclasses.dataclass(frozen=True)
+class ArchOption:
+    """A training option an architecture takes (``--<name>``), with what argparse needs to offer it: the command
+    line's model options are generated from the architectures' entries, each named once."""
+
+    name: str
+    help: str
+    type: type | None = None
+    nargs: str | None = None
+    choices: tuple | None = None
+    flag: bool = False  # a switch (store_true): default False, not None
+
+    @property
+    def default(self):
+        return False if self.flag else None
+
+
+@dataclasses.dataclass(frozen=True)
 class Architecture:
-    """What the rest of the pipeline may know about a network — nothing outside models/ tests its name.
+    """What the rest of the pipeline may know about a network — nothing outside models/ tests its name, and
+    nothing here either: every rule of an architecture is in its entry.
 
     ``bounds``: (type, lowest, highest) of every constructor argument (12 leads in and one output are what the
-    pipeline feeds and reads; ResNet1d's input_dim and blocks_dim are checked by _check_resnet1d). ``output``: the
-    final linear layer the age head reads. ``sex_input``: the constructor argument that gives the network the
-    person's sex (None: it takes none). ``recipe``: the training recipe it comes with. ``option_args``: how the
-    training options (their seed and published names) become constructor arguments. ``published_layout``: its run
-    folders are also published-style model folders (model.pth + config.json). ``whole_record``: the network is
-    made for whole records of any length (its ONNX export keeps the length dynamic; the fixed-window networks'
-    exports take their window, which also keeps their export fast)."""
+    pipeline feeds and reads). ``check``: the rule for arguments bounds cannot say (ResNet1d's input_dim and
+    blocks_dim), returning them checked. ``input_length``: the one input length (samples) it takes, from its
+    arguments, where it takes only one (None: any length). ``output``: the final linear layer the age head reads.
+    ``sex_input``: the constructor argument that gives the network the person's sex (None: it takes none).
+    ``recipe``: the training recipe it comes with. ``options``: the training options it takes (generated into the
+    command line) and ``option_args``: how their values (a plain dict by option name) become constructor
+    arguments. ``published_layout``: its run folders are also published-style model folders (model.pth +
+    config.json). ``whole_record``: the network is made for whole records of any length (its ONNX export keeps the
+    length dynamic; the fixed-window networks' exports take their window, which also keeps their export fast)."""
 
     cls: type[nn.Module]
     bounds: dict
@@ -48,8 +68,14 @@ class Architecture:
     option_args: Callable[[dict], dict]
     sex_input: str | None = None
     published_layout: bool = False
-    options: tuple[str, ...] = ()  # the training options (by name) ``option_args`` reads
-    whole_record: bool = False  # made for whole records of any length: exported to ONNX with a dynamic length
+    options: tuple[ArchOption, ...] = ()
+    whole_record: bool = False
+    check: Callable[[dict], dict] = lambda args: args
+    input_length: Callable[[dict], int | None] = lambda args: None
+
+    @property
+    def option_names(self) -> tuple[str, ...]:
+        return tuple(o.name for o in self.options)
 
 
 def _maic_options(options: dict) -> dict:
@@ -78,31 +104,60 @@ def _resnet1d_options(options: dict) -> dict:
     return out
 
 
+def _check_resnet1d(args: dict) -> dict:
+    input_dim, blocks_dim = args["input_dim"], args["blocks_dim"]
+    pairs = lambda v: isinstance(v, (list, tuple)) and len(v) == 2  # noqa: E731
+    if not pairs(input_dim) or not isinstance(blocks_dim, (list, tuple)) or not 1 <= len(blocks_dim) <= MAX_BLOCKS \
+            or not all(pairs(b) for b in blocks_dim):
+        raise ValueError(f"ResNet1d needs input_dim [12, length] and 1–{MAX_BLOCKS} blocks_dim pairs [filters, "
+                         f"length]")
+    dims = [_bounded("ResNet1d", "input_dim[0]", input_dim[0], int, 12, 12),
+            _bounded("ResNet1d", "input_dim[1]", input_dim[1], int, 1, MAX_SAMPLES)]
+    blocks = [[_bounded("ResNet1d", f"blocks_dim[{i}][0]", f, int, 1, 4096),
+               _bounded("ResNet1d", f"blocks_dim[{i}][1]", n, int, 1, MAX_SAMPLES)] for i, (f, n) in
+              enumerate(blocks_dim)]
+    return {**args, "input_dim": dims, "blocks_dim": blocks}
+
+
+# the architectures' command-line options (an option two architectures take is one object)
+MAIC_WIDTHS = (ArchOption("out_ch", "MAIC models' width (default 128 adult / 256 child)", int),
+               ArchOption("mid_ch", "MAIC models' U-block width (default 64)", int))
+WIDTH = ArchOption("width", "ECGEfficientNet and BaselineNet channel multiplier (1.0)", float)
+POOLINGS = ("avgmax", "avg")
+RESNET1D_OPTIONS = (ArchOption("net_filter_size", "ResNet1d filters per block", int, "+"),
+                    ArchOption("net_seq_lengh", "ResNet1d length per block (published spelling)", int, "+"),
+                    ArchOption("kernel_size", "ResNet1d kernel size (17)", int),
+                    ArchOption("dropout_rate", "ResNet1d dropout (0.8)", float))
+EFFICIENTNET_OPTIONS = (WIDTH, ArchOption("pooling", "ECGEfficientNet: global average + max pooling, or average "
+                                                     "only (avgmax)", choices=POOLINGS),
+                        ArchOption("sex_input", "ECGEfficientNet: give the network the person's sex where the labels "
+                                                "carry it (off)", flag=True))
+
 ARCHITECTURES: dict[str, Architecture] = {
     "ResDenseNet": Architecture(ResDenseNet, {"nOUT": (int, 1, 1), "in_ch": (int, 1, 1), "out_ch": (int, 1, 1024),
                                               "mid_ch": (int, 1, 1024), "lead": (int, 12, 12),
                                               "heads": (int, 1, 64)}, "fc_1", "maic", _maic_options,
-                                options=("out_ch", "mid_ch")),
+                                options=MAIC_WIDTHS),
     "ResUDenseNet": Architecture(ResUDenseNet, {"nOUT": (int, 1, 1), "in_ch": (int, 12, 12),
                                                 "out_ch": (int, 1, 2048), "mid_ch": (int, 1, 1024),
                                                 "heads": (int, 1, 64)}, "fc_1", "maic", _maic_options,
-                                 options=("out_ch", "mid_ch")),
+                                 options=MAIC_WIDTHS),
     "ResNet1d": Architecture(ResNet1d, {"n_classes": (int, 1, 1), "kernel_size": (int, 1, 255),
                                         "dropout_rate": (float, 0.0, 0.99)}, "lin", "lima", _resnet1d_options,
-                             published_layout=True,
-                             options=("net_filter_size", "net_seq_lengh", "kernel_size", "dropout_rate")),
+                             published_layout=True, options=RESNET1D_OPTIONS, check=_check_resnet1d,
+                             input_length=lambda args: int(args["input_dim"][1])),
     "BaselineNet": Architecture(BaselineNet, {"in_ch": (int, 12, 12), "width": (float, 0.05, 8.0),
                                               "kernel": (int, 1, 63), "dropout": (float, 0.0, 0.99)}, "fc",
-                                "baseline", lambda options: _given(options, "width"), options=("width",),
+                                "baseline", lambda options: _given(options, "width"), options=(WIDTH,),
                                 whole_record=True),
     "ECGEfficientNet": Architecture(ECGEfficientNet, {"in_ch": (int, 12, 12), "width": (float, 0.05, 8.0),
                                                       "depth": (float, 0.05, 8.0), "head_ch": (int, 1, 8192),
                                                       "dropout": (float, 0.0, 0.99),
                                                       "drop_path": (float, 0.0, 0.99),
                                                       "sex_input": (bool, False, True),
-                                                      "pooling": (str, ("avgmax", "avg"), None)}, "fc", "modern",
-                                    _efficientnet_options, sex_input="sex_input",
-                                    options=("width", "pooling", "sex_input"), whole_record=True),
+                                                      "pooling": (str, POOLINGS, None)}, "fc", "modern",
+                                    _efficientnet_options, sex_input="sex_input", options=EFFICIENTNET_OPTIONS,
+                                    whole_record=True),
 }
 MODELS: dict[str, type[nn.Module]] = {name: a.cls for name, a in ARCHITECTURES.items()}
 ARG_BOUNDS: dict[str, dict[str, tuple]] = {name: a.bounds for name, a in ARCHITECTURES.items()}
@@ -117,6 +172,11 @@ def architecture(name: str) -> Architecture:
     if name not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {name!r}; choose one of {', '.join(ARCHITECTURES)}")
     return ARCHITECTURES[name]
+
+
+def model_options() -> list[ArchOption]:
+    """Every architecture's training options, each once, in the registry's order."""
+    return list({o.name: o for a in ARCHITECTURES.values() for o in a.options}.values())
 
 
 def default_recipe(name: str) -> str:
@@ -142,10 +202,10 @@ def takes_sex(name: str, args: dict) -> bool:
 def options_to_args(name: str, options: dict) -> dict:
     """Constructor overrides from training options (a plain dict of option values); an option of another
     architecture that was given is an error (it would be silently ignored)."""
-    known = {option for a in ARCHITECTURES.values() for option in a.options}
-    foreign = sorted(k for k in known - set(architecture(name).options) if options.get(k) not in (None, False))
+    foreign = sorted(o.name for o in model_options() if o.name not in architecture(name).option_names
+                     and options.get(o.name) not in (None, False))
     if foreign:
-        takes = ", ".join("--" + k for k in architecture(name).options) or "none of them"
+        takes = ", ".join("--" + k for k in architecture(name).option_names) or "none of them"
         raise ValueError(f"{', '.join('--' + k for k in foreign)}: option(s) of other architectures; {name} takes "
                          f"{takes}")
     return architecture(name).option_args(options)
@@ -169,9 +229,7 @@ def model_args(name: str, **overrides) -> dict:
     args.update({k: v for k, v in overrides.items()})
     for key, bound in ARG_BOUNDS[name].items():
         args[key] = _bounded(name, key, args[key], *bound)
-    if name == "ResNet1d":
-        args["input_dim"], args["blocks_dim"] = _check_resnet1d(args["input_dim"], args["blocks_dim"])
-    return args
+    return architecture(name).check(args)
 
 
 def _bounded(name: str, key: str, value, kind: type, low, high):
@@ -193,24 +251,10 @@ def _bounded(name: str, key: str, value, kind: type, low, high):
     return kind(value)
 
 
-def _check_resnet1d(input_dim, blocks_dim) -> tuple[list, list]:
-    pairs = lambda v: isinstance(v, (list, tuple)) and len(v) == 2  # noqa: E731
-    if not pairs(input_dim) or not isinstance(blocks_dim, (list, tuple)) or not 1 <= len(blocks_dim) <= MAX_BLOCKS \
-            or not all(pairs(b) for b in blocks_dim):
-        raise ValueError(f"ResNet1d needs input_dim [12, length] and 1–{MAX_BLOCKS} blocks_dim pairs [filters, "
-                         f"length]")
-    dims = [_bounded("ResNet1d", "input_dim[0]", input_dim[0], int, 12, 12),
-            _bounded("ResNet1d", "input_dim[1]", input_dim[1], int, 1, MAX_SAMPLES)]
-    blocks = [[_bounded("ResNet1d", f"blocks_dim[{i}][0]", f, int, 1, 4096),
-               _bounded("ResNet1d", f"blocks_dim[{i}][1]", n, int, 1, MAX_SAMPLES)] for i, (f, n) in
-              enumerate(blocks_dim)]
-    return dims, blocks
-
-
 def input_length(name: str, args: dict) -> int | None:
     """The one input length (samples) an architecture takes, or None where it takes any length (ResNet1d's
     flattening output layer fixes it; the others pool over time)."""
-    return int(args["input_dim"][1]) if name == "ResNet1d" else None
+    return architecture(name).input_length(args)
 
 
 def get_model(name: str, **overrides) -> nn.Module:

@@ -2,6 +2,7 @@
 schedule, zero-initialised output, average-only pooling and BatchNorm statistics recomputed for the EMA weights."""
 from __future__ import annotations
 
+import argparse
 import dataclasses
 
 import numpy as np
@@ -12,10 +13,22 @@ from torch import nn
 import options
 import train_interface
 from dataloader import augment as aug
+from engine.experiment import build_bundle, init_output
 from engine.optim import make_schedule
 from engine.recipes import RECIPES
 from engine.trainer import EMA, TrainConfig, ema_statistics
 from models.registry import get_model
+
+
+def result_options(args, precision):
+    return options.train_settings(args).result_options(precision)
+
+
+def partner_args(args):
+    """The partner's resolved options as a namespace (None without a partner)."""
+    partner = options.train_settings(args).partner()
+    return None if partner is None else argparse.Namespace(**partner.options)
+
 
 
 def test_baseline_net_is_the_described_network():
@@ -32,8 +45,8 @@ def test_baseline_net_is_the_described_network():
 def test_baseline_recipe_starts_at_the_training_mean_for_every_ecg():
     args = options.parse_train(["--arch", "BaselineNet"])
     assert args.recipe == "baseline" and args.scheduler == "onecycle" and args.lr_initial == 3e-3
-    bundle = train_interface.new_bundle(args)
-    train_interface.init_output(bundle, args, 61.5)
+    bundle = build_bundle(options.train_settings(args))
+    init_output(bundle, options.train_settings(args).recipe, 61.5)
     ages = bundle.model.eval()(torch.randn(3, 12, 5000))
     torch.testing.assert_close(ages, torch.full((3,), 61.5))
 
@@ -205,7 +218,7 @@ def test_the_partner_has_its_own_recipe_but_what_was_given():
     manifest options it had before partners existed (so earlier runs stay resumable)."""
     args = options.parse_train(["--recipe", "modern", "--folds", "5", "--nepoch", "3", "--width", "0.5", "--pooling",
                                 "avg", "--preprocessing", "modern_100hz", "--seeds", "2"])
-    partner = options.partner_args(args)
+    partner = partner_args(args)
     baseline = RECIPES["baseline"]
     assert (partner.arch, partner.recipe, partner.nepoch, partner.width, partner.pooling) == \
         ("BaselineNet", "baseline", 3, 0.5, None)
@@ -213,16 +226,16 @@ def test_the_partner_has_its_own_recipe_but_what_was_given():
         (baseline.lr_initial, baseline.scheduler, baseline.crop_seconds, baseline.weight_decay)
     assert (partner.preprocessing, partner.seeds, partner.partner, partner.partners) == ("modern_100hz", 1, "none", 1)
     assert (args.lr_initial, args.scheduler, args.pooling, args.seeds) == (1e-3, "cosine", "avg", 2)  # unchanged
-    assert options.partner_args(options.parse_train(["--recipe", "modern"])) is None
-    with_partner = options.result_options(args, "fp32")
+    assert partner_args(options.parse_train(["--recipe", "modern"])) is None
+    with_partner = result_options(args, "fp32")
     assert with_partner["partner"] == "BaselineNet" and with_partner["partners"] == 2
     # the run's models per fold are not recipe options a partner keeps
     assert "nepoch" in with_partner["recipe_given"] and "seeds" not in with_partner["recipe_given"]
-    alone = options.result_options(options.parse_train(["--recipe", "modern", "--folds", "5", "--partner", "none"]),
+    alone = result_options(options.parse_train(["--recipe", "modern", "--folds", "5", "--partner", "none"]),
                                    "fp32")
     assert "partner" not in alone and "recipe_given" not in alone and "partners" not in alone
     # one partner per fold: the manifest options of a partner run from before --partners existed
-    one = options.result_options(options.parse_train(["--recipe", "modern", "--folds", "5", "--partners", "1"]),
+    one = result_options(options.parse_train(["--recipe", "modern", "--folds", "5", "--partners", "1"]),
                                  "fp32")
     assert one["partner"] == "BaselineNet" and "partners" not in one and one["recipe_given"] == []
 
@@ -231,6 +244,6 @@ def test_an_option_of_another_architecture_is_an_error():
     from utils.errors import UserError
 
     with pytest.raises(UserError, match="--pooling: option.s. of other architectures; BaselineNet takes --width"):
-        train_interface.new_bundle(options.parse_train(["--arch", "BaselineNet", "--pooling", "avg"]))
+        build_bundle(options.train_settings(options.parse_train(["--arch", "BaselineNet", "--pooling", "avg"])))
     with pytest.raises(UserError, match="--out_ch"):
-        train_interface.new_bundle(options.parse_train(["--recipe", "modern", "--out_ch", "16"]))
+        build_bundle(options.train_settings(options.parse_train(["--recipe", "modern", "--out_ch", "16"])))

@@ -13,7 +13,7 @@ import torch
 import options
 import report_interface
 import test_interface
-import train_interface
+from engine.experiment import build_bundle
 from models.checkpoint import load_bundle, save_checkpoint
 from utils.calibration import Calibration, conformal_quantile, interval_coverage, records_needed, significant_gaps
 from utils.errors import CheckpointError
@@ -72,7 +72,7 @@ def test_too_few_records_for_the_level_and_a_bad_level():
                                          ("residual", [1.0]), ("predicted", list(range(20001))),
                                          ("n", 1), ("source", "made-up"), ("predicted", [400.0, 400.0, 400.0])])
 def test_a_stored_calibration_is_checked(tmp_path, field, value):
-    bundle = train_interface.new_bundle(options.parse_train(["--recipe", "modern", "--width", "0.25"]))
+    bundle = build_bundle(options.train_settings(options.parse_train(["--recipe", "modern", "--width", "0.25"])))
     bundle.calibration = Calibration.of([50.0, 60.0, 70.0], [52.0, 57.0, 75.0])
     path = save_checkpoint(tmp_path / "m.pt", bundle)
     assert load_bundle(path).calibration.n == 3
@@ -147,7 +147,7 @@ def _cinc_age(folder, record_id: str) -> float:
 
 
 def test_a_model_without_calibration_exits_2_and_writes_nothing(cinc, tmp_path):
-    bundle = train_interface.new_bundle(options.parse_train(["--recipe", "modern", "--width", "0.25"]))
+    bundle = build_bundle(options.train_settings(options.parse_train(["--recipe", "modern", "--width", "0.25"])))
     path = save_checkpoint(tmp_path / "old.pt", bundle)
     out = tmp_path / "pred.csv"
     argv = ["--input", str(cinc), "--weights", str(path), "--on_bad", "skip", "--output", str(out), "--cache_dir",

@@ -16,6 +16,7 @@ import test_interface
 import train_interface
 from dataloader import augment as aug
 from dataloader.splits import kfold_split
+from engine.experiment import build_bundle, init_head_bias
 from engine.optim import cosine_with_warmup
 from engine.trainer import EMA
 from models.checkpoint import load_bundle
@@ -107,7 +108,7 @@ def test_augment_is_reproducible_and_off_by_default(batch):
     np.testing.assert_array_equal(first, settings(batch, np.random.default_rng(3)))
     np.testing.assert_array_equal(aug.Augment()(batch, np.random.default_rng(3)), batch)
     seed_args = options.parse_train(["--mode", "child"])
-    assert options.recipe_of(seed_args).augment(500.0) is None  # the seed recipes stay exact
+    assert options.train_settings(seed_args).recipe.augment(500.0) is None  # the seed recipes stay exact
 
 
 # ---- schedule, EMA, folds ----------------------------------------------------------------------------------------
@@ -208,8 +209,8 @@ def test_head_bias_init_and_sex_codes_reach_the_network(tmp_path):
     from dataloader.dataset import sex_codes
 
     args = options.parse_train(["--recipe", "modern", "--width", "0.25", "--sex_input"])
-    bundle = train_interface.new_bundle(args)
-    train_interface.init_head_bias(bundle, 47.5)
+    bundle = build_bundle(options.train_settings(args))
+    init_head_bias(bundle, 47.5)
     assert bundle.model.fc.bias.item() == 47.5 and bundle.model.sex_input
     with torch.no_grad():
         bundle.model.fc.weight.zero_()

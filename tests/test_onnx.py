@@ -17,10 +17,10 @@ import ecg_age
 import export_interface
 import options
 import test_interface
-import train_interface
 from dataloader.formats import open_reader
 from dataloader.sources import prepare
 from engine import export
+from engine.experiment import build_bundle
 from engine.onnx_engine import METADATA_KEY, OnnxModel
 from utils.errors import CheckpointError, RecordError
 
@@ -35,7 +35,7 @@ def ptbxl_records(ptbxl):
 
 @pytest.mark.parametrize("arch", sorted(ARCH_OPTIONS))
 def test_every_architecture_exports_and_matches(arch, ptbxl_records, tmp_path):
-    bundle = train_interface.new_bundle(options.parse_train(["--arch", arch, *ARCH_OPTIONS[arch]]))
+    bundle = build_bundle(options.train_settings(options.parse_train(["--arch", arch, *ARCH_OPTIONS[arch]])))
     bundle.model.eval()
     x = np.stack([prepare(r, bundle.preprocessing) for r in ptbxl_records])
     sex = np.array([1.0, 0.0, 0.5], np.float32)
@@ -53,7 +53,7 @@ def test_every_architecture_exports_and_matches(arch, ptbxl_records, tmp_path):
 
 
 def test_a_failed_check_writes_nothing(ptbxl_records, tmp_path, monkeypatch):
-    bundle = train_interface.new_bundle(options.parse_train(["--arch", "BaselineNet"]))
+    bundle = build_bundle(options.train_settings(options.parse_train(["--arch", "BaselineNet"])))
     x = np.stack([prepare(r, bundle.preprocessing) for r in ptbxl_records])
     monkeypatch.setattr(export, "TOLERANCE_YEARS", -1.0)  # no difference can pass
     bundle.model.eval()

@@ -7,11 +7,12 @@ from conftest import TINY, cli, need
 
 import options
 import train_interface
+from engine.experiment import build_bundle
 from models.checkpoint import FORMAT, TrainingFacts, load_bundle, save_checkpoint
 
 
 def tiny_modern():
-    return train_interface.new_bundle(options.parse_train(["--recipe", "modern", "--width", "0.25"]))
+    return build_bundle(options.train_settings(options.parse_train(["--recipe", "modern", "--width", "0.25"])))
 
 
 def test_training_facts_are_the_schema_not_the_command_line(tmp_path):

@@ -127,7 +127,7 @@ def test_recipe_table_drives_the_options_and_rejects_unknown_names():
     for field in dataclasses.fields(Recipe):
         assert f"--{field.name}" in parser._option_string_actions, field.name
     args = options.parse_train(["--recipe", "lima", "--lr_initial", "0.02"])
-    recipe = options.recipe_of(args)
+    recipe = options.train_settings(args).recipe
     assert recipe == dataclasses.replace(RECIPES["lima"], lr_initial=0.02)
     for name, value in (("optimizer", "sgd"), ("scheduler", "linear"), ("loss", "huber")):
         with pytest.raises(ValueError, match=f"--{name} must be one of"):

@@ -3,6 +3,7 @@ file a record reads, outputs never replace inputs, implausible inputs and output
 and hostile inputs end in exit 2 with bounded resources (issue: numbers you can trust)."""
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -28,9 +29,20 @@ import report_interface
 import test_interface
 import train_interface
 from dataloader.records import read_wfdb
+from engine.experiment import build_bundle
 from models.checkpoint import TrainingFacts, save_checkpoint
 
 CV = [*TINY_MODERN, "--ptbxl_rate", "100", "--folds", "2", "--nepoch", "1", "--env", "cv"]
+
+def result_options(args, precision):
+    return options.train_settings(args).result_options(precision)
+
+
+def partner_args(args):
+    """The partner's resolved options as a namespace (None without a partner)."""
+    partner = options.train_settings(args).partner()
+    return None if partner is None else argparse.Namespace(**partner.options)
+
 
 
 @contextlib.contextmanager
@@ -129,7 +141,7 @@ def test_one_cycle_and_cosine_runs_cannot_be_extended(ptbxl):
     schedule's is not (a run may be extended by --resume)."""
     for scheduler, counts in (("cosine", True), ("onecycle", True), ("step", False)):
         args = options.parse_train([*CV, "--input", str(ptbxl), "--scheduler", scheduler])
-        assert ("nepoch" in options.result_options(args, "fp32")) is counts, scheduler
+        assert ("nepoch" in result_options(args, "fp32")) is counts, scheduler
 
 
 def test_fresh_run_into_an_old_cv_folder_needs_overwrite(cv_run, ptbxl, cinc, tmp_path, capsys):
@@ -497,7 +509,7 @@ def test_microvolt_npy_is_refused_until_scaled(cinc, lima_weights, tmp_path, cap
 def checkpoint_with(tmp_path: Path, name: str, bias: float = 50.0, correction=None) -> Path:
     """A tiny modern checkpoint whose untrained output is ``bias`` years for every ECG."""
     args = options.parse_train(["--recipe", "modern", "--width", "0.25"])
-    bundle = train_interface.new_bundle(args)
+    bundle = build_bundle(options.train_settings(args))
     with torch.no_grad():
         bundle.model.fc.weight.zero_()
         bundle.model.fc.bias.fill_(bias)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import math
 import os
 import re
 import stat
@@ -19,6 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import IO, Callable, Iterator
 
+import numpy as np
 import pandas as pd
 
 from .errors import OutputError, RecordError, UserError
@@ -98,8 +100,25 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write(path, lambda handle: handle.write(text))
 
 
+def json_ready(obj):
+    """``obj`` as it reads back from JSON, by one rule for every file the project writes: tuples become lists,
+    keys strings, an undefined number (NaN) null, an infinite one the string "inf" / "-inf" (a setting such as an
+    uncapped weight keeps its meaning), numpy scalars plain numbers."""
+    if isinstance(obj, dict):
+        return {str(k): json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_ready(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None if math.isnan(obj) else str(obj)
+    return obj
+
+
 def write_json(path: str | os.PathLike, obj) -> Path:
-    return write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+    """Atomically, as :func:`json_ready` makes it (always valid JSON); other objects (paths) as text."""
+    return write_text(path, json.dumps(json_ready(obj), indent=2, sort_keys=False, default=str, allow_nan=False)
+                      + "\n")
 
 
 def formula_like(values) -> list[str]:
