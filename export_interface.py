@@ -11,7 +11,6 @@ written (exit 2).
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 from pathlib import Path
@@ -34,16 +33,18 @@ logger = logging.getLogger("export")
 SIMULATED = 4  # check records when no --check_input is given: the demo generator's ECGs (ages 30, 50, 70, 90)
 
 
-def check_set(args: argparse.Namespace, spec) -> tuple[np.ndarray, np.ndarray, str]:
-    """(model inputs, sex codes, what they are) to check the export on."""
-    if args.check_input is None:
+def check_set(check_input: str | None, input_format: str, check_records: int,
+              spec) -> tuple[np.ndarray, np.ndarray, str]:
+    """(model inputs, sex codes, what they are) to check the export on: ``check_records`` usable records of
+    ``check_input``, or simulated ECGs."""
+    if check_input is None:
         x = check_inputs(simulated_records(SIMULATED), spec, SIMULATED)
         what = f"{len(x)} simulated ECGs (give --check_input for real ones)"
     else:
-        x = check_inputs(records_of(open_reader(args.check_input, fmt=args.input_format)), spec, args.check_records)
+        x = check_inputs(records_of(open_reader(check_input, fmt=input_format)), spec, check_records)
         if not len(x):
-            raise UserError(f"--check_input {args.check_input}: no usable record to check the export on")
-        what = f"{len(x)} record(s) of {args.check_input}"
+            raise UserError(f"--check_input {check_input}: no usable record to check the export on")
+        what = f"{len(x)} record(s) of {check_input}"
     return x, np.full(len(x), UNKNOWN_SEX, np.float32), what
 
 
@@ -54,7 +55,7 @@ def main(argv=None) -> int:
     members = [m for w in args.weights for m in run_members(w)]
     check_output_path(output, [*args.weights, *members], [args.check_input] if args.check_input else [])
     bundles = load_ensemble(members, mode=args.mode, trust=args.trust_checkpoint)
-    x, sex, what = check_set(args, bundles[0].preprocessing)
+    x, sex, what = check_set(args.check_input, args.input_format, args.check_records, bundles[0].preprocessing)
     logger.info(f"exporting {len(bundles)} model(s) ({', '.join(sorted({b.arch for b in bundles}))}); checking on "
                 f"{what}")
     result = export_onnx(bundles, output, x, sex)

@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING
 from dataloader.formats import INPUT_FORMATS
 from dataloader.maic import label_csv, template_csv, test_folder, train_folder
 from dataloader.records import CACHE_CHECKS
-from dataloader.sources import CacheConfig, resolve_cache_dtype
 from engine.explain import DEFAULT_METHOD, METHODS
 from engine.predictor import ENGINES
 from engine.runs import BEST, run_dir
@@ -31,9 +30,8 @@ from utils.errors import UserError
 from utils.paths import CACHE_DIR, DATA_ROOT_ENV, DATASET_DIR, LOG_DIR, default_data_root
 
 if TYPE_CHECKING:  # the PyTorch side is imported where it is used: parsing test options needs no torch (ONNX path)
-    import torch
 
-    from engine.inference import InferenceConfig
+    pass
 
 Formatter = argparse.ArgumentDefaultsHelpFormatter
 
@@ -400,7 +398,7 @@ def resolve_test(args: argparse.Namespace) -> argparse.Namespace:
         _fill_maic_paths(args, {f"test_for_{m}": test_folder(root, m) for m in MODES}, only_existing=True)
         _fill_maic_paths(args, {"submission_template": template_csv(root)}, only_existing=True)
         args.data_root = str(root)
-        _fill_maic_paths(args, {f"weights_{m}": default_weights(args, m) for m in MODES}, only_existing=True)
+        _fill_maic_paths(args, {f"weights_{m}": default_weights(args.log_dir, m) for m in MODES}, only_existing=True)
     return args
 
 
@@ -419,35 +417,7 @@ def parse_test(argv=None) -> argparse.Namespace:
     return resolve_test(test_parser().parse_args(argv))
 
 
-# ---- typed settings for the layers below -------------------------------------------------------------------------
-def cache_config(args: argparse.Namespace, precision: str) -> CacheConfig:
-    return CacheConfig(enabled=args.cache == "on", folder=Path(args.cache_dir),
-                       dtype=resolve_cache_dtype(args.cache_dtype, precision), progress=not args.quiet,
-                       check=args.cache_check)
-
-
-def inference_config(args: argparse.Namespace, device: torch.device, precision: str, workers: int) -> InferenceConfig:
-    from engine.inference import InferenceConfig
-    from utils.runtime import default_infer_batch
-
-    return InferenceConfig(device=device, precision=precision, workers=workers, tta=args.tta,
-                           batch_size=args.infer_batch_size or default_infer_batch(device, 32),
-                           bias_correction=args.bias_correction, fast_layout=args.precision != "fp32",
-                           cache=cache_config(args, precision), progress=not args.quiet)
-
-
-def onnx_config(args: argparse.Namespace):
-    """How test_interface runs an ONNX file (no torch): batch, windows, bias correction, cache."""
-    from engine.onnx_engine import ONNX_BATCH, OnnxConfig
-
-    return OnnxConfig(batch_size=args.infer_batch_size or ONNX_BATCH, tta=args.tta,
-                      bias_correction=args.bias_correction, cache=cache_config(args, "fp32"))
-
-
-def workers(args: argparse.Namespace, default: int) -> int:
-    return args.num_workers if args.num_workers is not None else default
-
-
-def default_weights(args: argparse.Namespace, mode: str) -> Path:
+# ---- defaults ----------------------------------------------------------------------------------------------------
+def default_weights(log_dir: str, mode: str) -> Path:
     """The best checkpoint of the default run of ``mode`` (what test_interface uses without --weights_<mode>)."""
-    return run_dir(args.log_dir, MAIC_MODES[mode].arch, mode) / BEST
+    return run_dir(log_dir, MAIC_MODES[mode].arch, mode) / BEST

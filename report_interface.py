@@ -13,6 +13,7 @@ ptbxl_database.csv, or any CSV with ``--id_col`` / ``--age_col``.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import sys
@@ -27,7 +28,7 @@ import options as opts
 from dataloader.formats import open_reader
 from dataloader.labels import clean_id, male, read_any_labels, unique_labels
 from dataloader.records import LEADS
-from engine.runs import CURVES, HISTORY
+from engine.runs import CURVES, HISTORY, TENSORBOARD
 from models.checkpoint import load_bundle
 from utils import metrics
 from utils.bounds import AGE_RANGE, age_problem
@@ -45,14 +46,40 @@ from utils.plots import (
     plot_learning_curves,
     plot_scatter,
 )
+from utils.settings import Settings, runtime
 from utils.survival import cox_by_gap, kaplan_meier
+from utils.tables import INTERVAL_COLUMNS, LOWER, PREDICTION_COLUMNS, UPPER
 
 logger = logging.getLogger("report")
-PREDICTION_FORMATS = (("ids", "predicted_age"), ("FILENAME", "AGE"), ("exam_id", "nn_predicted_age"))
+PREDICTION_FORMATS = (PREDICTION_COLUMNS, ("FILENAME", "AGE"), ("exam_id", "nn_predicted_age"))
 
 
 class ReportError(UserError):
     pass
+
+
+@dataclasses.dataclass(frozen=True)
+class ReportSettings(Settings):
+    """report_interface's options, typed (their help: options.add_report)."""
+
+    predictions: str
+    labels: str
+    out: str
+    id_col: str | None = None
+    age_col: str | None = None
+    survival: bool = False
+    gap_threshold: float = 8.0
+    gap_groups: str = "threshold"
+    interval: float | None = None
+    lead_importance: str | None = None
+    bins: str = "auto"
+    run: str | None = None
+    history: str | None = None
+    weights: str | None = None
+    n_boot: int = 2000
+    seed: int = 0
+    quiet: bool = runtime(False)
+    trust_checkpoint: bool = runtime(False)
 
 
 def read_predictions(path: Path) -> pd.DataFrame:
@@ -76,13 +103,13 @@ def read_predictions(path: Path) -> pd.DataFrame:
 
 def with_interval(out: pd.DataFrame, frame: pd.DataFrame, path: Path) -> pd.DataFrame:
     """The predictions' lower,upper columns (both or neither), each lower ≤ predicted ≤ upper."""
-    present = [c for c in ("lower", "upper") if c in frame.columns]
+    present = [c for c in INTERVAL_COLUMNS if c in frame.columns]
     if not present:
         return out
     if len(present) == 1:
         raise ReportError(f"{path}: has {present[0]} but not {({'lower', 'upper'} - set(present)).pop()}; an "
                           f"interval needs both columns")
-    lower, upper = (pd.to_numeric(frame[c], errors="coerce").to_numpy(float) for c in ("lower", "upper"))
+    lower, upper = (pd.to_numeric(frame[c], errors="coerce").to_numpy(float) for c in INTERVAL_COLUMNS)
     wrong = ~(np.isfinite(lower) & np.isfinite(upper) & (lower <= out["predicted"].to_numpy() + 1e-9) &
               (out["predicted"].to_numpy() <= upper + 1e-9))
     if wrong.any():
@@ -91,7 +118,7 @@ def with_interval(out: pd.DataFrame, frame: pd.DataFrame, path: Path) -> pd.Data
     return out.assign(lower=lower, upper=upper)
 
 
-def interval_level(args, path: Path) -> float:
+def interval_level(settings: ReportSettings, path: Path) -> float:
     """The level of the predictions' intervals: --interval, or the notes test_interface wrote beside them."""
     notes, stored = prediction_notes(path), None
     if notes.exists():
@@ -100,19 +127,19 @@ def interval_level(args, path: Path) -> float:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ReportError(f"{notes}: cannot read the intervals' level from it ({exc}); pass --interval LEVEL") \
                 from exc
-    if args.interval is not None and stored is not None and abs(args.interval - stored) > 1e-12:
-        raise ReportError(f"--interval {args.interval:g}, but {notes} says the intervals are at level {stored:g}")
-    level = args.interval if args.interval is not None else stored
+    if settings.interval is not None and stored is not None and abs(settings.interval - stored) > 1e-12:
+        raise ReportError(f"--interval {settings.interval:g}, but {notes} says the intervals are at level {stored:g}")
+    level = settings.interval if settings.interval is not None else stored
     if level is None:
         raise ReportError(f"{path} has lower,upper but no {notes.name} beside it says their level; pass "
                           f"--interval LEVEL")
     return float(level)
 
 
-def interval_report(args, data: pd.DataFrame, out: Path) -> tuple[dict, Path]:
+def interval_report(settings: ReportSettings, data: pd.DataFrame, out: Path) -> tuple[dict, Path]:
     """report.json["interval"]: level, coverage, mean width, per decade, and how many gaps are significant."""
-    level = interval_level(args, Path(args.predictions))
-    lower, upper, true = data["lower"].to_numpy(), data["upper"].to_numpy(), data["age"].to_numpy(float)
+    level = interval_level(settings, Path(settings.predictions))
+    lower, upper, true = data[LOWER].to_numpy(), data[UPPER].to_numpy(), data["age"].to_numpy(float)
     groups = significant_gaps(lower, upper, true)
     result = {"level": level, **interval_coverage(lower, upper, true),
               "significant_gap": {"older": int((groups == "older").sum()),
@@ -188,12 +215,12 @@ def error_report(pred, true, unit: str, n_boot: int, seed: int) -> dict:
     return report
 
 
-def stored_correction(args) -> tuple[dict | None, str | None]:
-    source = args.weights or (Path(args.run) if args.run else None)
+def stored_correction(settings: ReportSettings) -> tuple[dict | None, str | None]:
+    source = settings.weights or (Path(settings.run) if settings.run else None)
     if source is None:
         return None, None
     try:
-        bundle = load_bundle(source, trust=args.trust_checkpoint)
+        bundle = load_bundle(source, trust=settings.trust_checkpoint)
     except CheckpointError as exc:  # a run without a loadable checkpoint simply has no correction to report
         logger.warning(f"note: no bias correction read from {source} ({exc})")
         return None, None
@@ -207,7 +234,7 @@ def stored_correction(args) -> tuple[dict | None, str | None]:
 
 
 def tensorboard_figures(run: Path, pngs: list[Path]) -> None:
-    writer = SummaryWriter(str(run / "logs"))
+    writer = SummaryWriter(str(run / TENSORBOARD))
     for png in pngs:
         image = mpimg.imread(png)[..., :3]
         writer.add_image(f"report/{png.stem}", image, dataformats="HWC")
@@ -218,88 +245,93 @@ REPORT_FILES = ("report.json", "predicted_vs_true.png", "bland_altman.png", "err
                 "kaplan_meier.png", "interval_by_bin.png", "lead_importance.png")
 
 
-def check_outputs(args, out: Path) -> None:
+def check_outputs(settings: ReportSettings, out: Path) -> None:
     """No file the report writes may replace one it reads (the labels saved as report.json in --out, say)."""
-    inputs = [args.predictions, args.labels, args.history, args.weights, args.lead_importance,
-              *([Path(args.run) / HISTORY] if args.run else [])]
+    inputs = [settings.predictions, settings.labels, settings.history, settings.weights, settings.lead_importance,
+              *([Path(settings.run) / HISTORY] if settings.run else [])]
     for name in REPORT_FILES:
         check_output_path(out / name, [p for p in inputs if p], flag="--out")
 
 
-def survival(args, data, survival_data, report: dict, out: Path, corrected: bool) -> Path:
+def survival(settings: ReportSettings, data, survival_data, report: dict, out: Path, corrected: bool) -> Path:
     """Lima et al.'s analysis by age-gap group into ``report`` (and on bias-corrected ages when a correction is
     used); returns the Kaplan–Meier plot."""
     missing = [c for c in ("death", "timey") if c not in data.columns]
     if missing:
-        raise ReportError(f"--survival needs columns death and timey in {args.labels} (missing: "
+        raise ReportError(f"--survival needs columns death and timey in {settings.labels} (missing: "
                           f"{', '.join(missing)})")
     incomplete = data.loc[data[["death", "timey"]].isna().any(axis=1), "id"].tolist()
     if incomplete:
-        raise ReportError(f"{len(incomplete)} record(s) lack death/timey in {args.labels}: "
+        raise ReportError(f"{len(incomplete)} record(s) lack death/timey in {settings.labels}: "
                           f"{', '.join(incomplete[:20])}")
-    if args.gap_groups == "interval":
-        if "lower" not in data.columns:
-            raise ReportError(f"--gap_groups interval needs predictions with lower,upper ({args.predictions} has "
+    if settings.gap_groups == "interval":
+        if LOWER not in data.columns:
+            raise ReportError(f"--gap_groups interval needs predictions with lower,upper ({settings.predictions} has "
                               f"none: predict with test_interface --interval LEVEL)")
-        groups = significant_gaps(data["lower"], data["upper"], data["age"])
-        report["survival"] = cox_by_gap(data, args.gap_threshold, groups)
-        return plot_kaplan_meier(kaplan_meier(data, args.gap_threshold, groups), out / "kaplan_meier.png",
-                                 args.gap_threshold, "a significant gap (age outside the interval)")
-    report["survival"] = cox_by_gap(data, args.gap_threshold)
+        groups = significant_gaps(data[LOWER], data[UPPER], data["age"])
+        report["survival"] = cox_by_gap(data, settings.gap_threshold, groups)
+        return plot_kaplan_meier(kaplan_meier(data, settings.gap_threshold, groups), out / "kaplan_meier.png",
+                                 settings.gap_threshold, "a significant gap (age outside the interval)")
+    report["survival"] = cox_by_gap(data, settings.gap_threshold)
     if corrected:
-        report["survival_bias_corrected"] = cox_by_gap(survival_data, args.gap_threshold)
-    return plot_kaplan_meier(kaplan_meier(survival_data, args.gap_threshold), out / "kaplan_meier.png",
-                             args.gap_threshold)
+        report["survival_bias_corrected"] = cox_by_gap(survival_data, settings.gap_threshold)
+    return plot_kaplan_meier(kaplan_meier(survival_data, settings.gap_threshold), out / "kaplan_meier.png",
+                             settings.gap_threshold)
 
 
 def main(argv=None) -> int:
-    args = opts.report_parser().parse_args(argv)
-    configure_logging(sys.stdout, args.quiet)
-    out = Path(args.out)
-    check_outputs(args, out)
-    data = join(read_predictions(Path(args.predictions)), read_labels(Path(args.labels), args.id_col, args.age_col),
-                args.predictions, args.labels)
+    settings = ReportSettings.from_options(vars(opts.report_parser().parse_args(argv)))
+    configure_logging(sys.stdout, settings.quiet)
+    write_report(settings)
+    return 0
+
+
+def write_report(settings: ReportSettings) -> None:
+    """The report of ``settings.predictions`` against ``settings.labels`` in ``settings.out``."""
+    out = Path(settings.out)
+    check_outputs(settings, out)
+    labels = read_labels(Path(settings.labels), settings.id_col, settings.age_col)
+    data = join(read_predictions(Path(settings.predictions)), labels, settings.predictions, settings.labels)
     pred, true = data["predicted"].to_numpy(float), data["age"].to_numpy(float)
-    unit = args.bins if args.bins != "auto" else ("months" if true.max() < 10 else "years")
-    report = {**error_report(pred, true, unit, args.n_boot, args.seed),
-              "bootstrap": {"n_boot": args.n_boot, "seed": args.seed, "level": 0.95},
-              "inputs": {"predictions": str(args.predictions), "labels": str(args.labels)}}
+    unit = settings.bins if settings.bins != "auto" else ("months" if true.max() < 10 else "years")
+    report = {**error_report(pred, true, unit, settings.n_boot, settings.seed),
+              "bootstrap": {"n_boot": settings.n_boot, "seed": settings.seed, "level": 0.95},
+              "inputs": {"predictions": str(settings.predictions), "labels": str(settings.labels)}}
 
     survival_data = data
-    correction, source = stored_correction(args)
+    correction, source = stored_correction(settings)
     if correction:
         corrected = metrics.apply_bias_correction(pred, correction)
         report["bias_correction"] = {**correction, "source": source,
-                                     "corrected": error_report(corrected, true, unit, args.n_boot, args.seed)}
+                                     "corrected": error_report(corrected, true, unit, settings.n_boot, settings.seed)}
         survival_data = data.assign(predicted=corrected)
 
     plots = [plot_scatter(pred, true, out / "predicted_vs_true.png"),
              plot_bland_altman(pred, true, out / "bland_altman.png"),
              plot_error_by_bin(report["per_bin"], out / "error_by_bin.png", unit)]
-    history = Path(args.history) if args.history else (Path(args.run) / HISTORY if args.run else None)
+    history = Path(settings.history) if settings.history else (Path(settings.run) / HISTORY if settings.run else None)
     if history is not None and history.exists():
         plots.append(plot_learning_curves(read_csv(history, "a history.csv"), out / CURVES))
 
-    if "lower" in data.columns:
-        report["interval"], figure = interval_report(args, data, out)
+    if LOWER in data.columns:
+        report["interval"], figure = interval_report(settings, data, out)
         plots.append(figure)
-    elif args.interval is not None:
-        raise ReportError(f"--interval {args.interval:g}: {args.predictions} has no lower,upper columns")
-    if args.lead_importance:
-        report["lead_importance"], figure = lead_importance(Path(args.lead_importance), out, data["id"])
+    elif settings.interval is not None:
+        raise ReportError(f"--interval {settings.interval:g}: {settings.predictions} has no lower,upper columns")
+    if settings.lead_importance:
+        report["lead_importance"], figure = lead_importance(Path(settings.lead_importance), out, data["id"])
         plots.append(figure)
-    if args.survival:
-        plots.append(survival(args, data, survival_data, report, out, corrected=bool(correction)))
+    if settings.survival:
+        plots.append(survival(settings, data, survival_data, report, out, corrected=bool(correction)))
 
     report["plots"] = [p.name for p in plots]
     write_json(out / "report.json", report)
-    if args.run:
-        tensorboard_figures(Path(args.run), plots)
+    if settings.run:
+        tensorboard_figures(Path(settings.run), plots)
     low, high = report["mae_ci95"]
     logger.log(RESULT, f"n {report['n']}  MAE {report['mae']:.2f} (95% CI {low:.2f}–{high:.2f})  "
                        f"RMSE {report['rmse']:.2f}  bias {report['bias']:+.2f}  r {report['pearson_r']:.3f}  → "
                        f"{out}/report.json")
-    return 0
 
 
 def entry(argv=None) -> int:

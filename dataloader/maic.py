@@ -56,6 +56,26 @@ class MaicTrainingData(Settings):
         return Path(folder) if folder else None, Path(labels) if labels else None
 
 
+@dataclasses.dataclass(frozen=True)
+class MaicSubmission(Settings):
+    """The MAIC test folders, the template to fill and each mode's weights (the seed's option names; resolved from
+    the data root and the default runs)."""
+
+    data_root: str | None = runtime()
+    test_for_adult: str | None = runtime()
+    test_for_child: str | None = runtime()
+    weights_adult: list | None = runtime()
+    weights_child: list | None = runtime()
+    submission_template: str | None = runtime()
+
+    def folder(self, mode: str) -> Path | None:
+        folder = getattr(self, f"test_for_{mode}")
+        return Path(folder) if folder else None
+
+    def weights(self, mode: str) -> list | None:
+        return getattr(self, f"weights_{mode}")
+
+
 def train_folder(root: str | os.PathLike, mode: str) -> Path:
     return Path(root) / f"ECG_{mode}_numpy_train"
 

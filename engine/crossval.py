@@ -14,10 +14,9 @@ import pandas as pd
 
 from utils import metrics
 from utils.io import write_csv, write_json
+from utils.tables import OOF_COLUMNS
 
 from .runs import CV_SUMMARY, OOF
-
-OOF_COLUMNS = ["id", "age", "predicted_age", "fold"]
 
 
 def write_cross_validation(run: Path, ids: list[str], ages: np.ndarray, predicted: np.ndarray, folds: np.ndarray,
@@ -25,7 +24,7 @@ def write_cross_validation(run: Path, ids: list[str], ages: np.ndarray, predicte
                            partners: int = 1) -> dict:
     """Write ``oof.csv`` (id, age, predicted_age, fold) and ``cv.json`` (per-fold and pooled MAE with its
     percentile-bootstrap 95% interval); returns the cv.json content."""
-    write_csv(run / OOF, pd.DataFrame({"id": ids, "age": ages, "predicted_age": predicted, "fold": folds},
+    write_csv(run / OOF, pd.DataFrame(dict(zip(OOF_COLUMNS, (ids, ages, predicted, folds))),
                                             columns=OOF_COLUMNS))
     per_fold = [{"fold": int(k), "n": int((folds == k).sum()),
                  "mae": float(np.mean(np.abs(predicted[folds == k] - ages[folds == k])))}

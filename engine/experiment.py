@@ -56,6 +56,7 @@ from utils.plots import plot_learning_curves
 from utils.ranks import barrier, is_main
 from utils.runtime import default_infer_batch, seed_everything
 from utils.settings import RuntimeSettings, Settings, runtime
+from utils.tables import RUN_ID
 
 from .crossval import write_cross_validation
 from .inference import InferenceConfig, predict_rows
@@ -329,7 +330,7 @@ class Experiment:
         assignment = pd.Series(folds, index=records.ids.iloc[records.usable])
         manifest = self.settle_manifest(self.identify(records.reader, assignment, f"{settings.run.folds} folds"))
         if is_main():
-            write_csv(run / FOLDS, pd.DataFrame({"id": assignment.index, "fold": assignment.to_numpy()}))
+            write_csv(run / FOLDS, pd.DataFrame({RUN_ID: assignment.index, "fold": assignment.to_numpy()}))
         oof = self.fit_folds(manifest, bundle, start, records, folds)
         if is_main():
             self.write_oof(manifest, records, oof, folds)
@@ -602,7 +603,7 @@ def save_run_files(settings: TrainSettings, bundle: ModelBundle, folder: Path, i
     published folder layout — its config.json and args.json."""
     options = json_ready(settings.options)
     write_json(folder / OPTIONS, options)
-    write_csv(folder / SPLIT, pd.DataFrame({"id": pd.concat([ids.iloc[train], ids.iloc[valid]]),
+    write_csv(folder / SPLIT, pd.DataFrame({RUN_ID: pd.concat([ids.iloc[train], ids.iloc[valid]]),
                                             "split": ["train"] * len(train) + ["valid"] * len(valid)}))
     config = published_config(bundle)
     if config is not None:

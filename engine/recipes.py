@@ -3,7 +3,8 @@
 ``Recipe`` lists every setting the trainer reads, each field with its help text and — where it names something —
 the registry its value must come from; ``RECIPES`` holds the complete recipes. The programs derive everything
 else from it: each field becomes a command-line option (default: the chosen recipe's value; ``--help`` shows every
-recipe's), the resolved values are the typed ``Recipe`` the trainer gets, and they are saved in ``options.json``.
+recipe's), the resolved values are the typed ``Recipe`` of engine.experiment.TrainSettings (a settings group: every
+field changes the result), and they are saved in ``options.json``.
 A new training option is one field here plus the code that uses it.
 
 * ``maic``: the MAIC ECG AI Challenge 2023 entry (Adam 1e-3, L1, StepLR, a checkpoint per epoch, best validation
@@ -11,8 +12,9 @@ A new training option is one field here plus the code that uses it.
 * ``lima``: Lima et al. 2021's train.py defaults (400 Hz mV, weighted MSE, ReduceLROnPlateau, best-only model.pth).
 * ``modern``: this project's: the MAIC 2023 winner's preprocessing, whole records with random crops and
   augmentation, AdamW + cosine with warm-up, EMA weights, the last epoch (no selection on validation data), and in
-  a cross-validated run a BaselineNet trained with the baseline recipe beside each fold's ECGEfficientNet (two
-  architectures per fold beat two seeds of one at the same compute: bench/README.md).
+  a cross-validated run two BaselineNets (``partners=2``, each its own seed) trained with the baseline recipe
+  beside each fold's ECGEfficientNet — three models per fold (two architectures per fold beat two seeds of one at
+  the same compute: bench/README.md).
 * ``baseline``: the plain baseline the modern recipe is measured against (BaselineNet).
 """
 from __future__ import annotations

@@ -50,7 +50,7 @@ from .inference import forward, predict
 from .losses import per_sample_loss, regression_loss
 from .optim import Schedule, make_optimizer, make_schedule
 from .recipes import Recipe
-from .runs import HISTORY, LAST, best_checkpoint_name, epoch_checkpoint_name
+from .runs import HISTORY, LAST, TENSORBOARD, best_checkpoint_name, epoch_checkpoint_name
 
 logger = logging.getLogger(__name__)
 
@@ -289,7 +289,7 @@ def fit(bundle: ModelBundle, train_loader, valid_loader, cfg: TrainConfig, run: 
     evaluated = ema.model if ema else model
     eval_net = torch.compile(evaluated) if cfg.compile else evaluated
     bundle.model = evaluated
-    writer = SummaryWriter(str(run / "logs"), purge_step=progress.epoch + 1 if progress.epoch else None) \
+    writer = SummaryWriter(str(run / TENSORBOARD), purge_step=progress.epoch + 1 if progress.epoch else None) \
         if is_main() else None
     for epoch in range(progress.epoch + 1, cfg.recipe.nepoch + 1):
         started, lr = time.time(), optimizer.param_groups[0]["lr"]

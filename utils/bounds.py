@@ -26,7 +26,7 @@ Resources (checked before anything is read or built, so that a small hostile fil
 * ``MAX_FOLDS`` folds of a cross-validated run (``--folds`` and a run folder's cv.json), ``MAX_TTA`` windows per
   record (``--tta``: each is one more forward pass);
 * ``MAX_PARAMETERS`` parameters and ``MAX_BLOCKS`` blocks per network, besides the per-argument bounds of each
-  architecture (models/__init__.py).
+  architecture (models/registry.py).
 """
 from __future__ import annotations
 
