@@ -27,8 +27,8 @@ from dataloader.labels import table_sex
 from dataloader.sources import check_record
 from engine.explain import DEFAULT_METHOD, DELETION_NOISE_MV, METHODS, deletion_test
 from engine.inference import InferenceConfig, predict_records
-from engine.predictor import TorchPredictor
 from engine.runs import run_members
+from engine.torch_predictor import TorchPredictor
 from models.checkpoint import load_ensemble
 from utils.calibration import interval_coverage
 

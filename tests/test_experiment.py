@@ -101,7 +101,7 @@ def run_quick(bench: str, *argv: str) -> dict:
 
 def test_quick_memory_and_reader_benchmarks_run(tmp_path, ptbxl):
     sizes = run_quick("memory.py", "--json")["sizes"]
-    assert [s["n"] for s in sizes] == [500, 1000] and all(s["rows_read"] == s["n"] for s in sizes)
+    assert [s["n"] for s in sizes] == [500, 1000] and all(s["n"] - 32 < s["rows_read"] <= s["n"] for s in sizes)  # whole batches
     rows = run_quick("reader_memory.py", "--work", str(tmp_path / "rm"))["rows"]
     assert len(rows) == 6 and all(r["outcome"] == "read" for r in rows)
     readers = run_quick("readers.py", "--ptbxl", str(ptbxl))
@@ -111,7 +111,7 @@ def test_quick_memory_and_reader_benchmarks_run(tmp_path, ptbxl):
 def test_quick_throughput_and_explanation_benchmarks_run(tmp_path, modern_cv_run, cinc):
     speed = run_quick("throughput.py", "--arch", "BaselineNet")
     assert speed["train_samples_per_s"] > 0 and speed["infer_samples_per_s"] > 0
-    result = run_quick("explain.py", "--weights", str(modern_cv_run), "--input", str(cinc), "--work",
+    result = run_quick("explain.py", "--weights", str(modern_cv_run[1]), "--input", str(cinc), "--work",
                        str(tmp_path / "explain"))
     (method, summary), = result["methods"].items()
     assert summary["records"] == 2 and 0.0 <= result["intervals"]["coverage"] <= 1.0
