@@ -219,7 +219,7 @@ def add_inference(p: argparse.ArgumentParser) -> None:
                    help="inference batch (default: 32 on GPUs, 8 on CPUs)")
 
 
-def interval_level(text: str) -> float:
+def level_argument(text: str) -> float:
     try:
         return check_level(float(text))
     except ValueError:
@@ -229,7 +229,7 @@ def interval_level(text: str) -> float:
 
 def add_trust_outputs(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("intervals and explanations (--input)")
-    g.add_argument("--interval", type=interval_level, default=None, metavar="LEVEL",
+    g.add_argument("--interval", type=level_argument, default=None, metavar="LEVEL",
                    help="add columns lower,upper: a calibrated interval holding the age with probability LEVEL "
                         "(e.g. 0.9), from the model's held-out residuals (split conformal)")
     g.add_argument("--explain", default=None, metavar="DIR",
@@ -261,7 +261,7 @@ def add_report(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gap_groups", default="threshold", choices=("threshold", "interval"),
                    help="--survival groups: the paper's ±--gap_threshold years, or a significant gap (the age "
                         "outside the prediction's interval: needs predictions with lower,upper)")
-    p.add_argument("--interval", type=interval_level, default=None, metavar="LEVEL",
+    p.add_argument("--interval", type=level_argument, default=None, metavar="LEVEL",
                    help="level of the predictions' lower,upper (default: read from the predictions' .json beside "
                         "them, written by test_interface)")
     p.add_argument("--lead_importance", default=None, metavar="CSV",

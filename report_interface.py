@@ -118,7 +118,7 @@ def with_interval(out: pd.DataFrame, frame: pd.DataFrame, path: Path) -> pd.Data
     return out.assign(lower=lower, upper=upper)
 
 
-def interval_level(settings: ReportSettings, path: Path) -> float:
+def predictions_level(settings: ReportSettings, path: Path) -> float:
     """The level of the predictions' intervals: --interval, or the notes test_interface wrote beside them."""
     notes, stored = prediction_notes(path), None
     if notes.exists():
@@ -138,7 +138,7 @@ def interval_level(settings: ReportSettings, path: Path) -> float:
 
 def interval_report(settings: ReportSettings, data: pd.DataFrame, out: Path) -> tuple[dict, Path]:
     """report.json["interval"]: level, coverage, mean width, per decade, and how many gaps are significant."""
-    level = interval_level(settings, Path(settings.predictions))
+    level = predictions_level(settings, Path(settings.predictions))
     lower, upper, true = data[LOWER].to_numpy(), data[UPPER].to_numpy(), data["age"].to_numpy(float)
     groups = significant_gaps(lower, upper, true)
     result = {"level": level, **interval_coverage(lower, upper, true),
@@ -215,7 +215,7 @@ def error_report(pred, true, unit: str, n_boot: int, seed: int) -> dict:
     return report
 
 
-def stored_correction(settings: ReportSettings) -> tuple[dict | None, str | None]:
+def checkpoint_correction(settings: ReportSettings) -> tuple[dict | None, str | None]:
     source = settings.weights or (Path(settings.run) if settings.run else None)
     if source is None:
         return None, None
@@ -299,7 +299,7 @@ def write_report(settings: ReportSettings) -> None:
               "inputs": {"predictions": str(settings.predictions), "labels": str(settings.labels)}}
 
     survival_data = data
-    correction, source = stored_correction(settings)
+    correction, source = checkpoint_correction(settings)
     if correction:
         corrected = metrics.apply_bias_correction(pred, correction)
         report["bias_correction"] = {**correction, "source": source,

@@ -51,6 +51,7 @@ from utils.bounds import MAX_FOLDS
 from utils.cli import RESULT
 from utils.errors import TrainingDiverged, UserError
 from utils.io import check_spreadsheet_safe, json_ready, write_csv, write_json
+from utils.metrics import ensemble_mean
 from utils.paths import DATA_ROOT_ENV
 from utils.plots import plot_learning_curves
 from utils.ranks import barrier, is_main
@@ -472,7 +473,7 @@ class Experiment:
         partner = settings.partner()
         seeds, seed = settings.recipe.seeds, settings.run.seed
         for k in range(settings.run.folds):
-            names = settings.fold_members(k)
+            names, fold_ages = settings.fold_members(k), []
             for j, member in enumerate(names):
                 member_settings = settings if j < seeds else partner  # the partners: the fold's last models
                 if k or j:
@@ -485,12 +486,14 @@ class Experiment:
                     (f", seed {seed + j}" if len(names) > 1 else "")
                 trained = self.fit_member(member_settings, self.folder / member, bundle, start, records,
                                           usable[folds != k], held_out, description, seed=seed + j)
-                if is_main():  # the out-of-fold age: the mean over the fold's models
-                    oof[folds == k] += predict_rows(trained, records.source, records.reader.table, held_out,
-                                                    self.held_out_cfg) / len(names)
+                if is_main():
+                    fold_ages.append(predict_rows(trained, records.source, records.reader.table, held_out,
+                                                  self.held_out_cfg))
                     finish_member(self.folder, manifest, member,
                                   best_checkpoint_name(member_settings.recipe.checkpoints))
                 barrier()
+            if is_main():  # the out-of-fold age: the ensemble's, over the fold's models
+                oof[folds == k] = ensemble_mean(fold_ages)
         return oof
 
     def fit_member(self, settings: TrainSettings, folder: Path, bundle: ModelBundle, start: dict | None,

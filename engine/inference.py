@@ -21,7 +21,7 @@ from dataloader.sources import CacheConfig
 from models.checkpoint import ModelBundle
 from models.preprocessing import tta_specs
 from utils.errors import CheckpointError
-from utils.metrics import apply_bias_correction, stored_correction
+from utils.metrics import apply_bias_correction, ensemble_mean, stored_correction
 from utils.paths import CACHE_DIR
 from utils.runtime import autocast, place_model
 
@@ -111,7 +111,7 @@ def predict_ensemble(bundles: list[ModelBundle], reader: Reader, cfg: InferenceC
         member_ages, member_bad = predict_records(bundle, reader, cfg)
         ages.append(member_ages)
         bad.update(member_bad)
-    return np.mean(ages, axis=0), bad
+    return ensemble_mean(ages), bad
 
 
 @torch.no_grad()
@@ -130,4 +130,4 @@ def predict_inputs(bundles: list[ModelBundle], x: np.ndarray, sex: np.ndarray, b
         if bias_correction:
             member = apply_bias_correction(member, stored_correction(bundle.bias_correction, bundle.source))
         ages.append(member)
-    return np.mean(ages, axis=0)
+    return ensemble_mean(ages)

@@ -20,7 +20,7 @@ from models.schema import Description
 from utils.bounds import MAX_CHECKPOINT_BYTES
 from utils.errors import CheckpointError, RecordError
 from utils.io import regular_file
-from utils.metrics import apply_bias_correction, stored_correction
+from utils.metrics import apply_bias_correction, ensemble_mean, stored_correction
 
 from .windows import record_ages, window_means
 
@@ -120,7 +120,7 @@ class OnnxModel:
         if bias_correction:
             member = np.stack([apply_bias_correction(member[:, k], stored_correction(
                 d.bias_correction, f"{self.source} member {k}")) for k, d in enumerate(self.members)], 1)
-        return member.mean(axis=1)
+        return ensemble_mean(member, axis=1)
 
 
 def predict_records_onnx(model: OnnxModel, reader: Reader, cfg: OnnxConfig, sex: np.ndarray) -> tuple[np.ndarray, dict]:

@@ -262,7 +262,7 @@ def log_epoch(writer: SummaryWriter, row: dict, improved: bool) -> None:
                 f"{'  (best)' if improved else ''}")
 
 
-def prepare(bundle: ModelBundle, cfg: TrainConfig, device: torch.device, world: int, steps: int,
+def start_training(bundle: ModelBundle, cfg: TrainConfig, device: torch.device, world: int, steps: int,
             start: dict | None, resumed: bool):
     """(model on the device, EMA or None, optimizer, schedule, progress restored from ``start``)."""
     model = place_model(bundle.model, device, cfg.fast_layout, training=True)
@@ -284,7 +284,7 @@ def fit(bundle: ModelBundle, train_loader, valid_loader, cfg: TrainConfig, run: 
     the weights to use (the EMA ones when on) in ``bundle.model``. Each checkpoint carries the age-gap bias
     correction fitted on its own epoch's validation predictions."""
     steps = min(len(train_loader), cfg.max_steps_per_epoch or len(train_loader))
-    model, ema, optimizer, schedule, progress = prepare(bundle, cfg, device, world, steps, start, resumed)
+    model, ema, optimizer, schedule, progress = start_training(bundle, cfg, device, world, steps, start, resumed)
     net = wrap(model, device, world, cfg.compile)
     evaluated = ema.model if ema else model
     eval_net = torch.compile(evaluated) if cfg.compile else evaluated

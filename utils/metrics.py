@@ -97,6 +97,12 @@ def bias_correction_from_sums(sums) -> dict:
 MIN_RESPONSE = 0.2  # predictions must rise at least 0.2 years per year of age for the line to be inverted
 
 
+def ensemble_mean(member_ages, axis: int = 0) -> np.ndarray:
+    """An ensemble's age: the equal-weight mean of its members' ages (each bias-corrected first where asked) —
+    one rule for PyTorch, onnxruntime, the out-of-fold ages and every interval calibrated on them."""
+    return np.mean(np.asarray(member_ages, dtype=np.float64), axis=axis)
+
+
 def check_bias_correction(correction: dict) -> None:
     """Refuse a correction that is not a line of two finite numbers, a line whose inversion would mostly amplify
     noise (with predictions nearly flat in age, 1 + slope < MIN_RESPONSE, the correction multiplies every error by
