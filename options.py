@@ -162,6 +162,10 @@ def add_training(p: argparse.ArgumentParser) -> None:
     g.add_argument("--pretrained", action="store_true", help="start from --pretrain_model_path (weights, optimizer "
                                                              "and epoch when present)")
     g.add_argument("--pretrain_model_path", default=None)
+    g.add_argument("--teacher", nargs="+", default=None, metavar="RUN",
+                   help="distil: train one network (ECGEfficientNet, modern recipe, unless --arch/--recipe say "
+                        "otherwise) towards the age these models give (anything --weights takes; a K-fold run with "
+                        "--folds K: fold k's student learns from fold k's teachers only, on the same folds)")
     g.add_argument("--resume", action="store_true",
                    help="continue this run from its last complete epoch; refused (naming each difference) unless "
                         "every option that changes the result, the data and the split are the run's own")
@@ -316,7 +320,14 @@ def export_parser() -> argparse.ArgumentParser:
                    help="records (any readable format) the export is checked on (default: simulated ECGs)")
     p.add_argument("--check_records", type=int, default=16, help="how many usable records of --check_input")
     p.add_argument("--format", dest="input_format", default="auto", choices=INPUT_FORMATS,
-                   help="format of --check_input (auto: found from its content)")
+                   help="format of --check_input and --calibration_input (auto: found from their content)")
+    p.add_argument("--quantize", default="none", choices=("none", "int8"),
+                   help="int8: write a statically quantized (QDQ) graph for CPUs with VNNI or AMX, checked against "
+                        "the fp32 export on the check records (mean |Δ age| ≤ 0.1 y, max ≤ 0.5 y)")
+    p.add_argument("--calibration_input", default=None,
+                   help="records whose activations set the int8 ranges (default: the records the first model was "
+                        "trained on, from its options.json)")
+    p.add_argument("--calibration_records", type=int, default=64, help="how many usable calibration records")
     add_mode(p)
     add_trust(p)
     p.add_argument("--quiet", action="store_true", help="results, warnings and errors only")
@@ -349,6 +360,10 @@ def resolve_train(args: argparse.Namespace) -> argparse.Namespace:
         root = args.data_root or default_data_root()
         _fill_maic_paths(args, {f"train_for_{args.mode}": train_folder(root, args.mode),
                                 f"train_for_{args.mode}_label": label_csv(root, args.mode)}, only_existing=False)
+    if args.teacher and args.arch is None and args.recipe == "auto":  # a distilled network: modern by default
+        args.recipe = "modern"
+    if args.teacher and args.partner in ("auto", None):  # one network per fold
+        args.partner = "none"
     args.arch = args.arch or (architecture_of_recipe(args.recipe) if args.recipe != "auto" else None) or \
         MAIC_MODES[args.mode].arch
     args.recipe = args.recipe if args.recipe != "auto" else default_recipe(args.arch)

@@ -17,6 +17,7 @@ training loop, peak resident memory, the cache build time and, on CUDA, model FL
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import resource
@@ -163,35 +164,54 @@ def default_path(head, reader, spec, ages, args, device, precision, tmp: Path, r
 
 
 def onnx_path(model, head, spec, reader, args, tmp: Path, result: dict) -> float:
-    """The model exported (checked on the first batch) and run by onnxruntime, against PyTorch eager fp32 on the
-    same inputs and batch; returns onnxruntime's ECG/s (result gets PyTorch's, the ratio and the difference)."""
+    """Every engine on the same inputs and batch, interleaved (the second round is kept): PyTorch's default path
+    (what --precision auto picks here, fast layout), PyTorch fp32 eager, onnxruntime fp32 and onnxruntime int8
+    (static QDQ, calibrated on the same inputs); returns onnxruntime fp32's ECG/s (result gets every engine's, the
+    ratios to PyTorch fp32 and each engine's largest difference from it, with the CPU's flags)."""
     from engine.export import export_onnx
     from engine.onnx_engine import OnnxModel
+    from engine.quantize import quantize_int8
     from models.checkpoint import ModelBundle
     from models.registry import model_args
     from models.schema import UNKNOWN_SEX
+    from utils.machine import cpu_flags
+    from utils.runtime import autocast, place_model, resolve_precision
 
     model = model.cpu().eval()
     bundle = ModelBundle(model, args.arch, model_args(args.arch), spec, head)
     x = np.stack([preprocess(r.signal, r.fs, spec) for r in map(reader.load, range(args.n_infer))])
     sex = np.full(len(x), UNKNOWN_SEX, np.float32)
     export_onnx([bundle], tmp / "model.onnx", x[:args.infer_batch_size], sex[:args.infer_batch_size])
-    onnx = OnnxModel.load(tmp / "model.onnx")
+    int8 = quantize_int8(tmp / "model.onnx", tmp / "model.int8.onnx", (x, sex), (x, sex),
+                         limits=(float("inf"), float("inf")))  # measured here, not enforced
+    sessions = {"onnxruntime": OnnxModel.load(tmp / "model.onnx"), "onnxruntime_int8": OnnxModel.load(
+        tmp / "model.int8.onnx")}
+    default = resolve_precision(args.precision, torch.device("cpu"))
+    fast = place_model(copy.deepcopy(model), torch.device("cpu"), fast_layout=True, training=False)
     batches = [x[i:i + args.infer_batch_size] for i in range(0, len(x), args.infer_batch_size)]
+
+    def run(engine: str, batch: np.ndarray) -> np.ndarray:
+        if engine in sessions:
+            return sessions[engine].member_ages(batch, sex[:len(batch)])[:, 0]
+        with torch.no_grad(), autocast(torch.device("cpu"), default if engine == "torch_default" else "fp32"):
+            net = fast if engine == "torch_default" else model
+            return head(net(torch.from_numpy(batch))).double().numpy()
+
     timed = {}
-    for engine in ("torch", "onnxruntime", "torch", "onnxruntime"):  # interleaved; the second round is kept
-        started, outputs = time.perf_counter(), []
-        for batch in batches:
-            if engine == "torch":
-                with torch.no_grad():
-                    outputs.append(head(model(torch.from_numpy(batch))).double().numpy())
-            else:
-                outputs.append(onnx.member_ages(batch, sex[:len(batch)])[:, 0])
-        timed[engine] = (len(x) / (time.perf_counter() - started), np.concatenate(outputs))
-    result.update({"engine": "onnxruntime", "onnx_batch_size": args.infer_batch_size,
-                   "torch_eager_infer_samples_per_s": timed["torch"][0],
-                   "onnxruntime_vs_torch": timed["onnxruntime"][0] / timed["torch"][0],
-                   "onnx_max_difference_years": float(np.max(np.abs(timed["torch"][1] - timed["onnxruntime"][1])))})
+    for engine in [*("torch_fp32", "torch_default", "onnxruntime", "onnxruntime_int8")] * 2:
+        started = time.perf_counter()
+        outputs = np.concatenate([run(engine, batch) for batch in batches])
+        timed[engine] = (len(x) / (time.perf_counter() - started), outputs)
+    reference = timed["torch_fp32"]
+    result.update({"engine": "onnxruntime", "onnx_batch_size": args.infer_batch_size, "cpu_flags": cpu_flags(),
+                   "torch_default_precision": default, "int8_mean_difference_years": int8["mean_difference_years"],
+                   "torch_eager_infer_samples_per_s": reference[0],
+                   **{f"{e}_infer_samples_per_s": t[0] for e, t in timed.items()},
+                   **{f"{e}_vs_torch_fp32": t[0] / reference[0] for e, t in timed.items() if e != "torch_fp32"},
+                   **{f"{e}_max_difference_years": float(np.max(np.abs(t[1] - reference[1])))
+                      for e, t in timed.items() if e != "torch_fp32"},
+                   "onnxruntime_vs_torch": timed["onnxruntime"][0] / reference[0],
+                   "onnx_max_difference_years": float(np.max(np.abs(timed["onnxruntime"][1] - reference[1])))})
     return timed["onnxruntime"][0]
 
 
@@ -206,8 +226,9 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"), help="the default path's")
     p.add_argument("--json", action="store_true", help="print only the JSON line")
     p.add_argument("--engine", default="torch", choices=("torch", "onnxruntime"),
-                   help="onnxruntime: inference also by the model's ONNX export (engine/export.py), against PyTorch "
-                        "eager fp32 at the same batch (--infer_batch_size); infer_samples_per_s is then onnxruntime's")
+                   help="onnxruntime: inference also by the model's ONNX export (engine/export.py) in fp32 and int8 "
+                        "(engine/quantize.py), against PyTorch's default path and fp32 eager at the same batch "
+                        "(--infer_batch_size), with the CPU's flags; infer_samples_per_s is then onnxruntime fp32's")
     p.add_argument("--infer_batch_size", type=int, default=64, help="the batch of the --engine onnxruntime comparison")
     p.add_argument("--quick", action="store_true", help="a smoke test: batch 2, one step, no warm-up, 4 ECGs")
     args = p.parse_args(argv)

@@ -27,6 +27,7 @@ storage the first to finish wins) while the others wait, then every process open
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import errno
 import hashlib
@@ -39,7 +40,7 @@ import shutil
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
+from typing import Iterator, Union
 
 import numpy as np
 import pandas as pd
@@ -209,6 +210,96 @@ class OnTheFly:
         return np.stack([prepare(self.reader.load(int(r) // width), self.specs[int(r) % width]) for r in rows])
 
 
+def prepare_windows(item: Record | RecordError, specs: list[PreprocessSpec], record_id: str) -> list[np.ndarray]:
+    """The model inputs of a loaded record under each of ``specs``, the record checked once; every failure is
+    raised as a RecordError naming the record."""
+    if isinstance(item, RecordError):
+        raise item
+    reason = check_record(item)
+    if reason:
+        raise RecordError(f"record {record_id}", reason)
+    inputs = []
+    for spec in specs:
+        try:
+            x = preprocess(item.signal, item.fs, spec)
+        except Exception as exc:  # noqa: BLE001 - e.g. a record too short for the band-pass filter
+            raise RecordError(f"record {record_id}", f"cannot be preprocessed ({type(exc).__name__}: {exc})") \
+                from exc
+        if not np.isfinite(x).all():
+            raise RecordError(f"record {record_id}", "gives non-finite values after preprocessing")
+        inputs.append(x)
+    return inputs
+
+
+@dataclass
+class Chunk:
+    """Records ``start``..``stop``-1 read, checked and preprocessed once, in memory — a source like the cache:
+    ``windows[i]`` are the rows of record start+i's windows (one per spec; identical windows share a row),
+    ``inputs`` the rows; ``bad``: (position, reason) of the records that cannot be used."""
+
+    start: int
+    stop: int
+    windows: np.ndarray
+    inputs: list
+    bad: list
+
+    def rows(self, positions) -> np.ndarray:
+        return self.windows[np.asarray(positions, dtype=np.int64) - self.start]
+
+    def read(self, rows: np.ndarray) -> np.ndarray:
+        return np.stack([self.inputs[int(r)] for r in rows]).astype(np.float32, copy=False)
+
+    def view(self, columns: list[int]) -> "Chunk":
+        """The same rows under the specs at ``columns`` (one member's windows of a union of specs)."""
+        return dataclasses.replace(self, windows=self.windows[:, columns])
+
+
+def _prepare_chunk(job) -> Chunk:
+    reader, specs, start, stop = job
+    windows, inputs, bad = np.zeros((stop - start, len(specs)), np.int64), [], []
+    for offset, item in enumerate(load_block_safely(reader, start, stop)):
+        try:
+            xs = prepare_windows(item, specs, reader.ids[start + offset])
+        except RecordError as exc:
+            bad.append((start + offset, str(exc)))
+            continue
+        for w, x in enumerate(xs):
+            same = next((v for v in range(w) if xs[v].shape == x.shape and np.array_equal(xs[v], x)), None)
+            if same is None:
+                windows[offset, w] = len(inputs)
+                inputs.append(x)
+            else:
+                windows[offset, w] = windows[offset, same]
+    return Chunk(start, stop, windows, inputs, bad)
+
+
+def stream_chunks(reader: Reader, specs: list[PreprocessSpec], workers: int = 0,
+                  chunk: int = CHUNK) -> Iterator[Chunk]:
+    """Every record of ``reader`` read, checked and preprocessed under ``specs`` exactly once, ``chunk`` records at
+    a time and in order; with ``workers`` > 0 in worker processes that stay at most 2 × workers chunks ahead of the
+    consumer (so reading and preprocessing overlap the model, and memory stays bounded whatever the input's
+    size)."""
+    jobs = [(reader, specs, start, min(start + chunk, len(reader))) for start in range(0, len(reader), chunk)]
+    if workers <= 0 or len(jobs) < 2:
+        yield from map(_prepare_chunk, jobs)
+        return
+    with mp.get_context("fork").Pool(workers) as pool:
+        pending = collections.deque()
+        for job in jobs:
+            pending.append(pool.apply_async(_prepare_chunk, (job,)))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().get()
+        while pending:
+            yield pending.popleft().get()
+
+
+def default_stream_workers() -> int:
+    """Worker processes that read and preprocess beside the model when nothing is cached: one core is left to
+    the model (on two cores: one worker)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(0, min(4, cpus - 1))
+
+
 def _build_chunk(job) -> tuple[list[tuple[int, str, bool]], np.ndarray]:
     """Preprocess records start..stop-1 into their rows; returns (bad records (index, reason, transient), the
     windows' rows). Identical windows of a record (a record no longer than one window) share a row."""
@@ -219,7 +310,7 @@ def _build_chunk(job) -> tuple[list[tuple[int, str, bool]], np.ndarray]:
     for offset, item in enumerate(load_block_safely(reader, start, stop)):
         index = start + offset
         try:
-            inputs = [prepare_item(item, spec, ids[index]) for spec in specs]
+            inputs = prepare_windows(item, specs, ids[index])
         except RecordError as exc:
             bad.append((index, str(exc), bool(getattr(exc, "transient", False))))
             continue

@@ -17,6 +17,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import time
 from pathlib import Path
 
 import numpy as np
@@ -45,12 +46,13 @@ from dataloader.splits import (
     stratified_split,
 )
 from models.build import ModelSettings, new_bundle, sigmoid_bounds
-from models.checkpoint import ModelBundle, TrainingFacts, load_bundle, published_config
+from models.checkpoint import ModelBundle, TrainingFacts, load_bundle, load_ensemble, published_config
+from models.files import resolve_weights
 from models.registry import MODELS, accepts_sex, architecture, default_recipe, model_options, output_layer
 from utils.bounds import MAX_FOLDS
 from utils.cli import RESULT
 from utils.errors import TrainingDiverged, UserError
-from utils.io import check_spreadsheet_safe, json_ready, write_csv, write_json
+from utils.io import check_spreadsheet_safe, json_ready, read_csv, write_csv, write_json
 from utils.metrics import ensemble_mean
 from utils.paths import DATA_ROOT_ENV
 from utils.plots import plot_learning_curves
@@ -60,7 +62,7 @@ from utils.settings import RuntimeSettings, Settings, runtime
 from utils.tables import RUN_ID
 
 from .crossval import write_cross_validation
-from .inference import InferenceConfig, predict_rows
+from .inference import InferenceConfig, predict_ensemble, predict_rows
 from .losses import inverse_age_weights
 from .optim import SCHEDULES
 from .recipes import RECIPES, Recipe
@@ -84,10 +86,12 @@ from .runs import (
     fold_members,
     latest_checkpoint,
     manifest_differences,
+    member_parts,
     new_manifest,
     read_manifest,
     run_dir,
     run_member_names,
+    run_members,
     write_manifest,
 )
 from .trainer import TrainConfig, fit
@@ -106,6 +110,7 @@ class RunSettings(Settings):
     max_steps_per_epoch: int = 0
     pretrained: bool = False
     recipe_given: tuple = ()  # the recipe options given on the command line (what a partner keeps)
+    teacher: list | None = None  # models whose age the network learns (distillation); identified by content
     env: str | None = runtime()
     log_dir: str | None = runtime()
     pretrain_model_path: str | None = runtime()
@@ -192,6 +197,11 @@ class TrainSettings:
         options["cache_dtype"] = resolve_cache_dtype(self.cache.cache_dtype, precision)
         if self.run.pretrained:
             options["pretrained"] = fingerprint_files([self.run.pretrain_model_path], "fast", where=False)
+        if self.run.teacher:
+            options["teacher"] = fingerprint_files(teacher_files(self.run.teacher), "fast", where=False)
+        else:  # the manifest of runs from before distillation
+            options.pop("teacher", None)
+            options.pop("teacher_weight", None)
         if SCHEDULES[self.recipe.scheduler].extendable:
             options.pop("nepoch")
         return json_ready(options)
@@ -205,6 +215,11 @@ class TrainSettings:
     @property
     def folder(self) -> Path:
         return run_dir(self.run.log_dir, self.model.arch, self.run.env)
+
+
+def teacher_files(teachers: list) -> list[Path]:
+    """The checkpoint files of every teacher model (their identity goes into the manifest)."""
+    return [resolve_weights(Path(m))[0] for t in teachers for m in run_members(t)]
 
 
 def check_settings(settings: "TrainSettings") -> None:
@@ -233,6 +248,8 @@ def check_settings(settings: "TrainSettings") -> None:
                         f"{', '.join(n for n in MODELS if accepts_sex(n))} does)")
     if run.resume and run.overwrite:
         raise UserError("--resume continues a run and --overwrite starts it afresh: give one of them")
+    if run.teacher and (recipe.partner != "none" or recipe.seeds > 1):
+        raise UserError("--teacher distils the teacher into one network per fold: pass --partner none and --seeds 1")
 
 
 def build_bundle(settings: TrainSettings) -> ModelBundle:
@@ -318,8 +335,10 @@ class Experiment:
             train_rows, valid_rows, description = self.split(records)
             assignment = pd.Series(["train"] * len(train_rows) + ["valid"] * len(valid_rows),
                                    index=pd.concat([records.ids.iloc[train_rows], records.ids.iloc[valid_rows]]))
+            targets = self.teacher_targets(records)
             manifest = self.settle_manifest(self.identify(records.reader, assignment, description))
-            self.fit_member(settings, run, bundle, start, records, train_rows, valid_rows, description)
+            self.fit_member(settings, run, bundle, start, records, train_rows, valid_rows, description,
+                            targets=None if targets is None else targets[None])
             if is_main():
                 finish_member(run, manifest, SINGLE, best_checkpoint_name(settings.recipe.checkpoints))
                 manifest["complete"] = True
@@ -329,10 +348,11 @@ class Experiment:
         folds = kfold_split(table["age"], table["patient_id"] if "patient_id" in table.columns else None,
                             settings.run.folds, settings.split.split_seed)
         assignment = pd.Series(folds, index=records.ids.iloc[records.usable])
+        targets = self.teacher_targets(records, assignment)
         manifest = self.settle_manifest(self.identify(records.reader, assignment, f"{settings.run.folds} folds"))
         if is_main():
             write_csv(run / FOLDS, pd.DataFrame({RUN_ID: assignment.index, "fold": assignment.to_numpy()}))
-        oof = self.fit_folds(manifest, bundle, start, records, folds)
+        oof = self.fit_folds(manifest, bundle, start, records, folds, targets)
         if is_main():
             self.write_oof(manifest, records, oof, folds)
 
@@ -465,7 +485,7 @@ class Experiment:
         return bundle, bundle.checkpoint
 
     def fit_folds(self, manifest: dict, bundle: ModelBundle, start: dict | None, records: Records,
-                  folds: np.ndarray) -> np.ndarray:
+                  folds: np.ndarray, targets: dict | None = None) -> np.ndarray:
         """Every fold's models (``bundle``/``start``: the first one's), each recorded in the manifest once trained;
         returns the out-of-fold ages (on the first process), each the mean over its fold's models."""
         settings, usable = self.settings, records.usable
@@ -485,7 +505,8 @@ class Experiment:
                 description = f"{records.reader.format} {what}, fold {k + 1}/{settings.run.folds}" + \
                     (f", seed {seed + j}" if len(names) > 1 else "")
                 trained = self.fit_member(member_settings, self.folder / member, bundle, start, records,
-                                          usable[folds != k], held_out, description, seed=seed + j)
+                                          usable[folds != k], held_out, description, seed=seed + j,
+                                          targets=None if targets is None else targets[k])
                 if is_main():
                     fold_ages.append(predict_rows(trained, records.source, records.reader.table, held_out,
                                                   self.held_out_cfg))
@@ -498,9 +519,9 @@ class Experiment:
 
     def fit_member(self, settings: TrainSettings, folder: Path, bundle: ModelBundle, start: dict | None,
                    records: Records, train_rows: np.ndarray, valid_rows: np.ndarray, description: str,
-                   seed: int | None = None) -> ModelBundle:
-        """Train one model on ``train_rows`` validated on ``valid_rows`` into ``folder``; returns its best
-        checkpoint."""
+                   seed: int | None = None, targets: np.ndarray | None = None) -> ModelBundle:
+        """Train one model on ``train_rows`` (towards ``targets`` where given — distillation — else the true ages)
+        validated on ``valid_rows`` (always the true ages) into ``folder``; returns its best checkpoint."""
         if len(train_rows) == 0 or len(valid_rows) == 0:
             raise UserError(f"{description} leaves {len(train_rows)} training and {len(valid_rows)} validation "
                             f"records; both need at least one")
@@ -516,7 +537,7 @@ class Experiment:
                         f"{len(valid_rows)} valid ECGs; device {place.device}, {place.precision}, {place.world} "
                         f"process(es) → {folder}")
         loaders = self.loaders(settings, records, train_rows, valid_rows, bundle.preprocessing.fs,
-                               settings.run.seed if seed is None else seed)
+                               settings.run.seed if seed is None else seed, targets)
         progress = fit(bundle, *loaders, self.train_config(settings), folder, place.device, place.precision,
                        start=start, resumed=settings.run.resume and start is not None, world=place.world)
         if is_main():
@@ -537,7 +558,7 @@ class Experiment:
                            provenance=json_ready(settings.options))
 
     def loaders(self, settings: TrainSettings, records: Records, train: np.ndarray, valid: np.ndarray, fs: float,
-                seed: int):
+                seed: int, targets: np.ndarray | None = None):
         """(training loader: shuffled by ``seed``, sharded, augmented; validation loader: every record once
         across ranks)."""
         recipe, place, table = settings.recipe, self.place, records.reader.table
@@ -550,11 +571,58 @@ class Experiment:
         pin = place.device.type == "cuda"
         batch = settings.runtime.infer_batch_size or default_infer_batch(place.device,
                                                                           recipe.batch_size // place.world)
-        train_set = ECGDataset(records.source, train, ages[train], weights["train"], sex[train],
-                               recipe.augment(fs), seed)
+        train_set = ECGDataset(records.source, train, (ages if targets is None else targets)[train], weights["train"],
+                               sex[train], recipe.augment(fs), seed)
         valid_set = ECGDataset(records.source, valid, ages[valid], weights["valid"], sex[valid])
         return (train_loader(train_set, recipe.batch_size, seed, workers, place.rank, place.world, pin),
                 eval_loader(valid_set, batch, workers, place.rank, place.world, pin))
+
+    # ---- distillation ------------------------------------------------------------------------------------------------
+    def teacher_targets(self, records: Records, assignment: pd.Series | None = None) -> dict | None:
+        """--teacher: each record's training target, ``teacher_weight`` × the teacher ensemble's age + the rest ×
+        its true age (the true age where the teacher has none), keyed by fold (None: one split). A K-fold teacher on
+        this run's folds gives fold k's student fold k's teachers only; any other teacher serves every fold (and
+        the out-of-fold MAE is then only honest if the teacher never saw these records)."""
+        settings = self.settings
+        if not settings.run.teacher:
+            return None
+        members = [Path(m) for t in settings.run.teacher for m in run_members(t)]
+        groups = {None: members}
+        if assignment is not None:
+            groups = self.teacher_folds(members, assignment)
+        ages, weight = records.ages.astype(np.float64), settings.recipe.teacher_weight
+        out, started = {}, time.perf_counter()
+        for key, group in groups.items():
+            teachers = load_ensemble(group, mode=settings.model.mode, trust=settings.runtime.trust_checkpoint)
+            taught, _ = predict_ensemble(teachers, records.reader, self.held_out_cfg)
+            known = np.isfinite(taught)
+            out[key] = np.where(known, weight * taught + (1 - weight) * ages, ages).astype(np.float32)
+        logger.info(f"distilling from {len(members)} teacher model(s) ({', '.join(map(str, settings.run.teacher))}): "
+                    f"their ages for {len(records.reader)} records in {time.perf_counter() - started:.0f} s; target "
+                    f"= {weight:g} × teacher + {1 - weight:g} × true age")
+        return out if assignment is None else {k: out.get(k, out.get(None)) for k in range(settings.run.folds)}
+
+    def teacher_folds(self, members: list[Path], assignment: pd.Series) -> dict:
+        """Fold k → the teacher members of fold k, when the teacher is a K-fold run on exactly this run's folds;
+        otherwise every member for every fold (with a warning)."""
+        parts = [member_parts(m.parent.name) for m in members]
+        folds = {p["fold"] for p in parts if p is not None}
+        runs = {m.parent.parent for m in members}
+        if None in parts or folds != set(range(self.settings.run.folds)) or len(runs) != 1:
+            logger.warning(f"warning: the teacher is not one {self.settings.run.folds}-fold run: every fold's "
+                           f"student learns from all {len(members)} teacher models; the out-of-fold MAE is honest "
+                           f"only if the teacher never saw these records")
+            return {None: members}
+        run = runs.pop()
+        theirs = read_csv(run / FOLDS, f"the teacher's {FOLDS}", dtype={RUN_ID: str}) \
+            if (run / FOLDS).exists() else None
+        same = theirs is not None and dict(zip(theirs[RUN_ID], theirs["fold"].astype(int))) == \
+            dict(zip(assignment.index.astype(str), assignment.astype(int)))
+        if not same:
+            raise UserError(f"--teacher {run}: its folds are not this run's ({run / FOLDS} differs): fold k's student "
+                            f"must learn only from the teacher models that never saw fold k. Train the student on "
+                            f"the teacher's records with its --folds and --split_seed")
+        return {k: [m for m, p in zip(members, parts) if p["fold"] == k] for k in sorted(folds)}
 
     # ---- the out-of-fold results ----------------------------------------------------------------------------------
     def write_oof(self, manifest: dict, records: Records, oof: np.ndarray, folds: np.ndarray) -> None:

@@ -25,7 +25,7 @@ from utils.metrics import apply_bias_correction, ensemble_mean, stored_correctio
 from utils.paths import CACHE_DIR
 from utils.runtime import autocast, place_model
 
-from .windows import record_ages, window_means
+from .windows import ensemble_record_ages, window_means
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,15 +73,16 @@ def predict_records(bundle: ModelBundle, reader: Reader, cfg: InferenceConfig) -
     """Ages for every record of ``reader`` (NaN for bad ones) and {id: reason} of the bad records. With
     ``cfg.tta`` N the age is the mean over N windows covering the record (one cache holds them all; identical
     windows are predicted once); with ``cfg.bias_correction`` the model's stored correction is applied."""
-    correction = stored_correction(bundle.bias_correction, bundle.source) if cfg.bias_correction else None
-    ages, bad = record_ages(reader, tta_specs(bundle.preprocessing, cfg.tta), cfg.cache,
-                            lambda source, good: predict_rows(bundle, source, reader.table, good, cfg))
-    if correction is not None:
-        try:
-            ages = apply_bias_correction(ages, correction)
-        except ValueError as exc:
-            raise CheckpointError(f"{bundle.source}: {exc}") from exc
-    return ages, bad
+    return predict_ensemble([bundle], reader, cfg)
+
+
+def _corrected(bundle: ModelBundle, ages: np.ndarray, cfg: InferenceConfig) -> np.ndarray:
+    if not cfg.bias_correction:
+        return ages
+    try:
+        return apply_bias_correction(ages, stored_correction(bundle.bias_correction, bundle.source))
+    except ValueError as exc:
+        raise CheckpointError(f"{bundle.source}: {exc}") from exc
 
 
 def predict_rows(bundle: ModelBundle, source, table, positions: np.ndarray, cfg: InferenceConfig) -> np.ndarray:
@@ -105,13 +106,17 @@ def predict_rows(bundle: ModelBundle, source, table, positions: np.ndarray, cfg:
 
 def predict_ensemble(bundles: list[ModelBundle], reader: Reader, cfg: InferenceConfig) -> tuple[np.ndarray, dict]:
     """The mean age over ``bundles`` (each with its own preprocessing and, if asked, bias correction) and the union
-    of their bad records; a single bundle is exactly :func:`predict_records`."""
-    ages, bad = [], {}
-    for bundle in bundles:
-        member_ages, member_bad = predict_records(bundle, reader, cfg)
-        ages.append(member_ages)
-        bad.update(member_bad)
-    return ensemble_mean(ages), bad
+    of their bad records, every record read and preprocessed once for all of them (engine/windows.py); with the
+    cache off the loader workers become the pass's preprocessing processes and the models read from memory."""
+    for bundle in bundles:  # a broken correction is refused before any work
+        if cfg.bias_correction:
+            stored_correction(bundle.bias_correction, bundle.source)
+    streamed = not cfg.cache.enabled
+    member_cfg = dataclasses.replace(cfg, workers=0) if streamed else cfg
+    members = [(tta_specs(b.preprocessing, cfg.tta),
+                lambda source, good, b=b: predict_rows(b, source, reader.table, good, member_cfg)) for b in bundles]
+    ages, bad = ensemble_record_ages(reader, members, cfg.cache, workers=cfg.workers if streamed else 0)
+    return ensemble_mean([_corrected(b, a, cfg) for b, a in zip(bundles, ages)]), bad
 
 
 @torch.no_grad()

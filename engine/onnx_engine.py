@@ -39,6 +39,7 @@ class OnnxConfig:
     bias_correction: bool = False
     cache: CacheConfig = CacheConfig()
     threads: int = 0  # 0: onnxruntime's choice
+    workers: int = 0  # processes reading and preprocessing beside the model when nothing is cached
 
 
 @dataclasses.dataclass
@@ -134,4 +135,4 @@ def predict_records_onnx(model: OnnxModel, reader: Reader, cfg: OnnxConfig, sex:
 
         return window_means(source, good, row_ages)
 
-    return record_ages(reader, tta_specs(model.preprocessing, cfg.tta), cfg.cache, predict)
+    return record_ages(reader, tta_specs(model.preprocessing, cfg.tta), cfg.cache, predict, cfg.workers)

@@ -18,7 +18,13 @@ from dataloader.formats import InputSettings
 from dataloader.labels import table_sex
 from dataloader.maic import MaicSubmission
 from dataloader.records import Reader
-from dataloader.sources import CacheOptions, apply_policy, duplicate_ids, implausible_outputs
+from dataloader.sources import (
+    CacheOptions,
+    apply_policy,
+    default_stream_workers,
+    duplicate_ids,
+    implausible_outputs,
+)
 from models.files import resolve_weights
 from utils.bounds import AGE_RANGE, age_problem
 from utils.errors import BadInputError, CheckpointError
@@ -79,9 +85,11 @@ class PredictJob:
 
     def onnx_config(self) -> OnnxConfig:
         """How onnxruntime runs the models: its own batch, the windows, the bias correction, the cache."""
+        streamed = self.cache.cache != "on"
         return OnnxConfig(batch_size=self.runtime.infer_batch_size or ONNX_BATCH, tta=self.prediction.tta,
                           bias_correction=self.prediction.bias_correction,
-                          cache=self.cache.config("fp32", progress=not self.runtime.quiet))
+                          cache=self.cache.config("fp32", progress=not self.runtime.quiet),
+                          workers=self.runtime.workers(default_stream_workers() if streamed else 0))
 
 
 @dataclasses.dataclass

@@ -96,6 +96,8 @@ class Recipe(Settings):
     aug_lead_dropout: float = _setting("probability of zeroing each lead", default=0.0)
     aug_coarse_dropout: float = _setting("probability of zeroing one 10% segment of a record across all leads",
                                          default=0.0)
+    teacher_weight: float = _setting("distillation (--teacher): a training record's target is w × the teacher "
+                                     "ensemble's age + (1 − w) × its true age", default=0.7)
 
     def __post_init__(self):
         for field in dataclasses.fields(self):
@@ -106,12 +108,12 @@ class Recipe(Settings):
         checks = {"batch_size": self.batch_size >= 1, "seeds": self.seeds >= 1, "partners": self.partners >= 1,
                   "nepoch": self.nepoch >= 0, "ema": 0 <= self.ema < 1, "crop_seconds": self.crop_seconds >= 0,
                   "max_weight": self.max_weight > 0, "lr_initial": self.lr_initial > 0,
-                  "warmup_epochs": self.warmup_epochs >= 0}
+                  "warmup_epochs": self.warmup_epochs >= 0, "teacher_weight": 0 <= self.teacher_weight <= 1}
         wrong = [name for name, ok in checks.items() if not ok]
         if wrong:
             shown = ", ".join(f"--{n} {getattr(self, n)}" for n in wrong)
             raise ValueError(f"out of range: {shown} (batch_size, seeds, partners and lr_initial must be positive, "
-                             f"ema in [0, 1), the others ≥ 0 and max_weight > 0)")
+                             f"ema in [0, 1), teacher_weight in [0, 1], the others ≥ 0 and max_weight > 0)")
 
     def augment(self, fs: float) -> Augment | None:
         """The training augmentation of this recipe at the model's rate ``fs`` (None when every one is off): each

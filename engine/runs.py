@@ -385,3 +385,22 @@ def _legacy_members(path: Path) -> list[Path]:
     if missing:
         raise CheckpointError(f"{path}: its {CV_SUMMARY} names {count} folds but {', '.join(missing)} is missing")
     return members
+
+
+# what a member's options.json may say about the records it was trained on (read back for int8 calibration)
+TRAINING_INPUT = {"input": str, "input_format": str, "ptbxl_rate": int, "fs": (int, float), "input_scale": (int, float),
+                  "traces_dset": str, "ids_dset": str}
+
+
+def training_input(member: str | Path) -> dict | None:
+    """The ``--input`` options a trained member (a checkpoint or its folder) was trained with, from its
+    options.json — only those fields, only of the right types — or None (no such file, MAIC data, or unreadable)."""
+    folder = Path(member) if Path(member).is_dir() else Path(member).parent
+    try:
+        options = json.loads(regular_file(folder / OPTIONS, max_bytes=1 << 20).read_text())
+    except (OSError, ValueError, RecordError, RecursionError):
+        return None
+    if not isinstance(options, dict) or not isinstance(options.get("input"), str):
+        return None
+    return {k: options[k] for k, kind in TRAINING_INPUT.items()
+            if isinstance(options.get(k), kind) and not isinstance(options.get(k), bool)}

@@ -116,3 +116,10 @@ def test_quick_throughput_and_explanation_benchmarks_run(tmp_path, modern_cv_run
                        str(tmp_path / "explain"))
     (method, summary), = result["methods"].items()
     assert summary["records"] == 2 and 0.0 <= result["intervals"]["coverage"] <= 1.0
+
+
+def test_quick_pipeline_benchmark_runs(tmp_path, ptbxl):
+    result = run_quick("pipeline.py", "--work", str(tmp_path), "--ptbxl", str(ptbxl))
+    (row,) = result["sizes"]
+    assert row["n"] == row["rows"] == 128 and row["end_to_end_ecg_per_s"] > 0 and row["model_ecg_per_s"] > 0
+    assert 0 < row["ratio"] and row["peak_rss_mb"] > 0 and result["cpu_flags"] is not None

@@ -226,3 +226,42 @@ def test_onnx_metadata_that_sizes_work_is_bounded(exported, cinc, change, tmp_pa
     code = test_interface.entry(["--input", str(cinc), "--weights", str(tmp_path / "m.onnx"), "--on_bad", "skip",
                                  "--output", str(out), "--quiet"])
     assert code == 2 and not out.exists() and "Traceback" not in capsys.readouterr().err
+
+
+def test_int8_export_is_checked_against_fp32_and_used_like_it(exported, modern_cv_run, cinc, tmp_path):
+    """--quantize int8 calibrates on the training records (the run's options.json) by default, keeps the metadata
+    (marked int8), stays within the stated tolerance of the fp32 export, and predicts through test_interface."""
+    import onnx
+
+    _, run = modern_cv_run
+    out = tmp_path / "model.int8.onnx"
+    assert export_interface.entry(["--weights", str(run), "--output", str(out), "--check_input", str(cinc),
+                                   "--check_records", "8", "--quantize", "int8", "--calibration_records", "16",
+                                   "--quiet"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.int8.onnx"]  # the fp32 staging file is gone
+    graph = onnx.load(str(out))
+    meta = json.loads(next(p.value for p in graph.metadata_props if p.key == METADATA_KEY))
+    assert meta["quantized"] == "int8" and meta["calibration_records"] == 16 and len(meta["members"]) == 2
+    assert any(node.op_type == "QuantizeLinear" for node in graph.graph.node)
+    reader = open_reader(cinc)
+    fp32, int8 = OnnxModel.load(exported), OnnxModel.load(out)
+    x = np.stack([prepare(reader.load(i), fp32.preprocessing) for i in range(12)])
+    difference = np.abs(int8.ages(x) - fp32.ages(x))
+    assert difference.mean() <= 0.1 and difference.max() <= 0.5
+    assert test_interface.entry(["--input", str(cinc), "--weights", str(out), "--on_bad", "skip", "--output",
+                                 str(tmp_path / "int8.csv"), "--cache", "off", "--quiet"]) == 0
+    assert len(pd.read_csv(tmp_path / "int8.csv")) == 48
+
+
+def test_an_int8_model_outside_its_tolerance_writes_nothing(exported, cinc, tmp_path, monkeypatch):
+    from engine import quantize
+    from utils.errors import UserError
+
+    monkeypatch.setattr(quantize, "INT8_MAX_YEARS", 0.0)
+    reader = open_reader(cinc)
+    model = OnnxModel.load(exported)
+    x = np.stack([prepare(reader.load(i), model.preprocessing) for i in range(6)])
+    sex = np.full(len(x), 0.5, np.float32)
+    with pytest.raises(UserError, match="too far from the fp32 export"):
+        quantize.quantize_int8(exported, tmp_path / "model.int8.onnx", (x, sex), (x, sex))
+    assert list(tmp_path.iterdir()) == []

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from .machine import fast_bf16
 from .ranks import barrier, is_local_main, is_main  # noqa: F401 - part of the runtime's interface
 
 
@@ -28,11 +29,7 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 def cpu_has_fast_bf16() -> bool:
     """AMX or AVX512-BF16: where oneDNN runs bf16 convolutions several times faster than fp32."""
-    try:
-        flags = open("/proc/cpuinfo").read()
-    except OSError:
-        return False
-    return " amx_bf16" in flags or " avx512_bf16" in flags
+    return fast_bf16()
 
 
 def resolve_precision(name: str, device: torch.device) -> str:

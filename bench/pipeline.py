@@ -1,0 +1,158 @@
+"""End-to-end prediction against the model alone: how much of the model's speed the whole pipeline keeps.
+
+    OMP_NUM_THREADS=2 python bench/pipeline.py --sizes 2000 20000 --work bench/results/pipeline
+    python bench/pipeline.py --quick --work /tmp/pipeline                 # a smoke run: 128 ECGs
+
+For each size N an HDF5 file in the CODE-15% layout (real PTB-XL signals, resampled to 400 Hz, 4096 samples, tiled
+to N tracings) is made once under --work. The model is an ONNX export of ``--weights`` (default: a new
+ECGEfficientNet of the modern recipe — the speed, not the ages, is measured). End to end is
+``test_interface.py --input FILE --weights model.onnx --cache off`` in a fresh process (reading, checks,
+preprocessing, the model, the output; ``--num_workers`` processes prepare records beside the model), timed from
+start to exit; the model alone is onnxruntime on already preprocessed inputs, same batch, same threads. Reported
+per size: ECG/s of both, their ratio, and the pipeline's peak resident memory. The CPU and its flags are stated.
+The last line printed is one JSON object; results are kept under --work (a rerun reuses the files).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+
+from utils.machine import cpu_flags, cpu_name
+from utils.paths import ROOT
+
+SHARED = ROOT.parent / "shared" / "data" / "ptbxl"
+
+
+def tracings(ptbxl: Path, count: int) -> np.ndarray:
+    """(count, 4096, 12) float32 mV at 400 Hz: the first PTB-XL records, resampled, tiled."""
+    from scipy.signal import resample_poly
+    from wfdb import rdsamp
+
+    table = pd.read_csv(ptbxl / "ptbxl_database.csv").head(64)
+    base = []
+    for row in table.itertuples():
+        signal, _ = rdsamp(str(ptbxl / row.filename_hr))
+        x = resample_poly(np.nan_to_num(signal), 4, 5, axis=0)[:4096]
+        base.append(np.pad(x, ((0, 4096 - len(x)), (0, 0))).astype(np.float32))
+    return np.stack([base[i % len(base)] for i in range(count)])
+
+
+def hdf5(work: Path, count: int, ptbxl: Path) -> Path:
+    path = work / f"code15_{count}.hdf5"
+    if not path.exists():
+        staging = path.with_suffix(".tmp")
+        with h5py.File(staging, "w") as handle:
+            handle["tracings"] = tracings(ptbxl, count)
+            handle["exam_id"] = np.arange(1, count + 1)
+        staging.replace(path)
+    return path
+
+
+def model(work: Path, weights: list[str] | None) -> Path:
+    path = work / "model.onnx"
+    if not path.exists():
+        argv = ["--weights", *weights] if weights else None
+        if argv is None:  # a new modern-recipe network, saved as a checkpoint first
+            import options
+            from engine.experiment import build_bundle
+            from models.checkpoint import save_checkpoint
+
+            bundle = build_bundle(options.train_settings(options.parse_train(["--recipe", "modern"])))
+            argv = ["--weights", str(save_checkpoint(work / "model.pt", bundle))]
+        done = subprocess.run([sys.executable, str(ROOT / "export_interface.py"), *argv, "--output", str(path),
+                               "--quiet"], capture_output=True, text=True, cwd=ROOT)
+        if done.returncode:
+            raise SystemExit(done.stderr)
+    return path
+
+
+def end_to_end(path: Path, onnx: Path, work: Path, workers: int) -> dict:
+    output = work / f"{path.stem}.csv"
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", MEASURE, str(ROOT / "test_interface.py"), "--input", str(path),
+                           "--weights", str(onnx), "--cache", "off", "--output", str(output), "--num_workers",
+                           str(workers), "--quiet"], capture_output=True, text=True, cwd=ROOT)
+    seconds = time.perf_counter() - started
+    if done.returncode:
+        raise SystemExit(done.stderr[-3000:])
+    rows = sum(1 for _ in open(output)) - 1
+    return {"seconds": seconds, "ecg_per_s": rows / seconds, "peak_rss_mb": float(done.stdout.split()[-1]),
+            "rows": rows}
+
+
+# runs a program in this process and prints the peak resident memory of the process tree's largest member (MB)
+MEASURE = """
+import resource, runpy, sys
+sys.argv = sys.argv[1:]
+try:
+    runpy.run_path(sys.argv[0], run_name="__main__")
+except SystemExit as exc:
+    if exc.code:
+        raise
+own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+print(max(own, workers) / 1024)
+"""
+
+
+def model_only(onnx: Path, path: Path, count: int, batch: int) -> dict:
+    """onnxruntime alone on preprocessed inputs (the first ``count`` records, prepared outside the timing)."""
+    from dataloader.formats import open_reader
+    from dataloader.sources import prepare
+    from engine.onnx_engine import OnnxModel
+
+    session = OnnxModel.load(onnx)
+    reader = open_reader(path)
+    x = np.stack([prepare(reader.load(i), session.preprocessing) for i in range(min(count, 512))])
+    x = np.concatenate([x] * (-(-count // len(x))))[:count]
+    session.ages(x[:batch])  # warm-up
+    started = time.perf_counter()
+    for i in range(0, count, batch):
+        session.ages(x[i:i + batch])
+    return {"ecg_per_s": count / (time.perf_counter() - started)}
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", type=int, nargs="+", default=[2000, 20000])
+    p.add_argument("--weights", nargs="+", default=None, help="the model (default: a new ECGEfficientNet)")
+    p.add_argument("--workers", type=int, default=None, help="--num_workers of the pipeline (default: its own)")
+    p.add_argument("--batch", type=int, default=64, help="onnxruntime's batch (test_interface's default)")
+    p.add_argument("--ptbxl", default=str(SHARED))
+    p.add_argument("--work", default="bench/results/pipeline")
+    p.add_argument("--quick", action="store_true", help="a smoke run: 128 ECGs")
+    args = p.parse_args(argv)
+    sizes = [128] if args.quick else args.sizes
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    onnx = model(work, args.weights)
+    from dataloader.sources import default_stream_workers
+
+    workers = default_stream_workers() if args.workers is None else args.workers
+    rows = []
+    for count in sizes:
+        path = hdf5(work, count, Path(args.ptbxl))
+        whole = end_to_end(path, onnx, work, workers)
+        alone = model_only(onnx, path, count, args.batch)
+        rows.append({"n": count, "end_to_end_ecg_per_s": whole["ecg_per_s"], "model_ecg_per_s": alone["ecg_per_s"],
+                     "ratio": whole["ecg_per_s"] / alone["ecg_per_s"], "peak_rss_mb": whole["peak_rss_mb"],
+                     "rows": whole["rows"]})
+        print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    result = {"cpu": cpu_name(), "cpu_flags": cpu_flags(), "threads": os.environ.get("OMP_NUM_THREADS", "default"),
+              "workers": workers, "batch": args.batch, "sizes": rows}
+    (work / "pipeline.json").write_text(json.dumps(result, indent=1))
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()

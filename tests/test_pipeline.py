@@ -1,0 +1,82 @@
+"""One pass: every record is read, checked and preprocessed once per prediction run — for every model of an
+ensemble together and on both engines — whatever --cache says, with the same ages (counted, not timed)."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import export_interface
+import test_interface
+from dataloader import sources
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    """Counts preprocess() calls per record signal and loads per reader position (in this process)."""
+    calls = {"preprocess": 0, "load": 0}
+    preprocess, load_block = sources.preprocess, sources.load_block_safely
+
+    def counting_preprocess(*args, **kwargs):
+        calls["preprocess"] += 1
+        return preprocess(*args, **kwargs)
+
+    def counting_load(reader, start, stop):
+        calls["load"] += stop - start
+        return load_block(reader, start, stop)
+
+    monkeypatch.setattr(sources, "preprocess", counting_preprocess)
+    monkeypatch.setattr(sources, "load_block_safely", counting_load)
+    return calls
+
+
+def predict(cinc, weights, out, *extra):
+    assert test_interface.entry(["--input", str(cinc), "--weights", *weights, "--on_bad", "skip", "--output",
+                                 str(out), "--num_workers", "0", "--quiet", *extra]) == 0
+    return pd.read_csv(out, dtype={"ids": str})
+
+
+@pytest.mark.parametrize("tta", ["1", "3"])
+def test_an_ensemble_reads_and_preprocesses_each_record_once(modern_cv_run, cinc, tmp_path, counted, tta):
+    tmp, run = modern_cv_run
+    records = 50  # the shared CinC folder: 48 usable records and 2 bad ones
+    streamed = predict(cinc, [str(run)], tmp_path / "off.csv", "--cache", "off", "--tta", tta)
+    assert counted["load"] == records and counted["preprocess"] == 48 * int(tta)  # two models, one pass
+    cached = predict(cinc, [str(run)], tmp_path / "on.csv", "--cache", "on", "--tta", tta, "--cache_dir",
+                     str(tmp_path / "cache"))
+    assert counted["load"] == 2 * records  # the cache: built once for both models, one more pass
+    assert streamed["ids"].tolist() == cached["ids"].tolist() and len(streamed) == 48
+    np.testing.assert_allclose(streamed["predicted_age"], cached["predicted_age"], atol=1e-4)
+
+
+def test_the_onnx_engine_reads_each_record_once(modern_cv_run, cinc, tmp_path, counted):
+    _, run = modern_cv_run
+    model = tmp_path / "model.onnx"
+    assert export_interface.entry(["--weights", str(run), "--output", str(model), "--quiet"]) == 0
+    before = dict(counted)
+    ages = predict(cinc, [str(model)], tmp_path / "onnx.csv", "--cache", "off")
+    assert counted["load"] - before["load"] == 50 and counted["preprocess"] - before["preprocess"] == 48
+    torch_ages = predict(cinc, [str(run)], tmp_path / "torch.csv", "--cache", "off")
+    np.testing.assert_allclose(ages["predicted_age"], torch_ages["predicted_age"], atol=1e-3)
+
+
+def test_worker_processes_give_the_same_ages_in_the_same_order(modern_cv_run, cinc, tmp_path):
+    _, run = modern_cv_run
+    alone = predict(cinc, [str(run)], tmp_path / "alone.csv", "--cache", "off")
+    assert test_interface.entry(["--input", str(cinc), "--weights", str(run), "--on_bad", "skip", "--output",
+                                 str(tmp_path / "workers.csv"), "--num_workers", "2", "--cache", "off",
+                                 "--quiet"]) == 0
+    workers = pd.read_csv(tmp_path / "workers.csv", dtype={"ids": str})
+    assert workers["ids"].tolist() == alone["ids"].tolist()
+    np.testing.assert_allclose(workers["predicted_age"], alone["predicted_age"], atol=1e-6)
+
+
+def test_a_stream_of_chunks_stays_bounded_and_in_order(cinc):
+    from dataloader.formats import open_reader
+    from models.preprocessing import PRESETS
+
+    reader = open_reader(cinc)
+    chunks = list(sources.stream_chunks(reader, [PRESETS["modern"]], workers=2, chunk=8))
+    assert [c.start for c in chunks] == list(range(0, len(reader), 8)) and chunks[-1].stop == len(reader)
+    bad = {reader.ids[i] for c in chunks for i, _ in c.bad}
+    assert len(bad) == 2 and all(len(c.inputs) == c.stop - c.start - len(c.bad) for c in chunks)

@@ -1,0 +1,43 @@
+"""What this machine's CPU can do, without torch: the instruction-set flags that decide whether bf16 and int8 run
+fast (stated beside every figure the project measures)."""
+from __future__ import annotations
+
+import platform
+
+# the flags that matter here: AVX2 (the baseline), AVX-512, VNNI (int8 dot products), BF16 and AMX (matrix tiles)
+FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+
+
+def _cpuinfo() -> str:
+    try:
+        with open("/proc/cpuinfo") as handle:
+            return handle.read()
+    except OSError:
+        return ""
+
+
+def cpu_flags() -> list[str]:
+    """Those of ``FLAGS`` the CPU has (empty where /proc/cpuinfo cannot be read)."""
+    found = set()
+    for line in _cpuinfo().splitlines():
+        if line.startswith("flags"):
+            found.update(line.split(":", 1)[1].split())
+            break
+    return [flag for flag in FLAGS if flag in found]
+
+
+def cpu_name() -> str:
+    for line in _cpuinfo().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def fast_int8() -> bool:
+    """VNNI or AMX: where int8 convolutions run several times faster than fp32."""
+    return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & set(cpu_flags()))
+
+
+def fast_bf16() -> bool:
+    """AMX or AVX512-BF16: where oneDNN runs bf16 convolutions several times faster than fp32."""
+    return bool({"amx_bf16", "avx512_bf16"} & set(cpu_flags()))
