@@ -256,7 +256,8 @@ def add_report(p: argparse.ArgumentParser) -> None:
     p.add_argument("--predictions", required=True, help="ids,predicted_age or FILENAME,AGE")
     p.add_argument("--labels", required=True, help="exams.csv, MAIC labels, PTB-XL database, any CSV, or a "
                                                    "records folder whose headers carry ages (CinC WFDB)")
-    p.add_argument("--out", required=True, help="folder for report.json and the PNG plots")
+    p.add_argument("--out", required=True, help="folder for report.html (the page to open), report.json and the "
+                                                "PNG plots")
     p.add_argument("--id_col", default=None, help="id column of --labels (auto for known formats)")
     p.add_argument("--age_col", default=None, help="age column of --labels (auto for known formats)")
     p.add_argument("--survival", action="store_true", help="Cox and Kaplan–Meier by age-gap group (needs death, "
@@ -268,6 +269,9 @@ def add_report(p: argparse.ArgumentParser) -> None:
     p.add_argument("--interval", type=level_argument, default=None, metavar="LEVEL",
                    help="level of the predictions' lower,upper (default: read from the predictions' .json beside "
                         "them, written by test_interface)")
+    p.add_argument("--explanations", default=None, metavar="DIR",
+                   help="the folder test_interface --explain wrote: report.html gets one card per explained ECG "
+                        "(its age, interval, gap, lead shares and 12-lead figure)")
     p.add_argument("--lead_importance", default=None, metavar="CSV",
                    help="lead_importance.csv of test_interface --explain: mean share per lead over the cohort")
     p.add_argument("--bins", default="auto", choices=("auto", "years", "months"),

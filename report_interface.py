@@ -28,13 +28,15 @@ import options as opts
 from dataloader.formats import open_reader
 from dataloader.labels import clean_id, male, read_any_labels, unique_labels
 from dataloader.records import LEADS
+from engine.explain import read_explanations
+from engine.report_page import write_page
 from engine.runs import CURVES, HISTORY, TENSORBOARD
 from models.checkpoint import load_bundle
 from utils import metrics
 from utils.bounds import AGE_RANGE, age_problem
 from utils.calibration import interval_coverage, significant_gaps
 from utils.cli import RESULT, configure_logging, run_main
-from utils.errors import CheckpointError, UserError
+from utils.errors import CheckpointError, RecordError, UserError
 from utils.io import check_output_path, read_csv, regular_file, write_json
 from utils.paths import prediction_notes
 from utils.plots import (
@@ -72,6 +74,7 @@ class ReportSettings(Settings):
     gap_groups: str = "threshold"
     interval: float | None = None
     lead_importance: str | None = None
+    explanations: str | None = None
     bins: str = "auto"
     run: str | None = None
     history: str | None = None
@@ -116,6 +119,17 @@ def with_interval(out: pd.DataFrame, frame: pd.DataFrame, path: Path) -> pd.Data
         raise ReportError(f"{path}: {int(wrong.sum())} interval(s) are missing, not numbers or do not hold their "
                           f"predicted age (lower ≤ predicted_age ≤ upper): {', '.join(out['id'][wrong].head(20))}")
     return out.assign(lower=lower, upper=upper)
+
+
+def read_notes(path: Path) -> dict:
+    """The notes test_interface wrote beside the predictions ({} where there are none or they cannot be read)."""
+    notes = prediction_notes(path)
+    try:
+        found = json.loads(regular_file(notes, str(notes), max_bytes=16 << 20).read_text()) if notes.exists() else {}
+    except (OSError, ValueError, RecursionError, RecordError):
+        logger.warning(f"note: {notes} cannot be read; the report says nothing about the model")
+        return {}
+    return found if isinstance(found, dict) else {}
 
 
 def predictions_level(settings: ReportSettings, path: Path) -> float:
@@ -241,7 +255,7 @@ def tensorboard_figures(run: Path, pngs: list[Path]) -> None:
     writer.close()
 
 
-REPORT_FILES = ("report.json", "predicted_vs_true.png", "bland_altman.png", "error_by_bin.png", CURVES,
+REPORT_FILES = ("report.json", "report.html", "predicted_vs_true.png", "bland_altman.png", "error_by_bin.png", CURVES,
                 "kaplan_meier.png", "interval_by_bin.png", "lead_importance.png")
 
 
@@ -326,12 +340,15 @@ def write_report(settings: ReportSettings) -> None:
 
     report["plots"] = [p.name for p in plots]
     write_json(out / "report.json", report)
+    explained = read_explanations(Path(settings.explanations)) if settings.explanations else {}
+    page = write_page(out, report, data, read_notes(Path(settings.predictions)), explained,
+                      f"{Path(settings.predictions).name} against {Path(settings.labels).name}")
     if settings.run:
         tensorboard_figures(Path(settings.run), plots)
     low, high = report["mae_ci95"]
     logger.log(RESULT, f"n {report['n']}  MAE {report['mae']:.2f} (95% CI {low:.2f}–{high:.2f})  "
                        f"RMSE {report['rmse']:.2f}  bias {report['bias']:+.2f}  r {report['pearson_r']:.3f}  → "
-                       f"{out}/report.json")
+                       f"{out}/report.json, {page}")
 
 
 def entry(argv=None) -> int:

@@ -35,6 +35,7 @@ from models.schema import MODES, maic_mode
 from utils.cli import RESULT, configure_logging, run_main
 from utils.errors import RecordError, UserError
 from utils.io import write_csv, write_json
+from utils.machine import project_version
 from utils.paths import DATA_ROOT_ENV, PREDICTIONS, SUBMISSION, prediction_notes
 
 logger = logging.getLogger("test")
@@ -75,6 +76,8 @@ def run_records(job: PredictJob, cfg) -> Path:
     result = predict(models, reader, engine_config(job, models, cfg), p.on_bad, "the predictions")
     frame = prediction_table(reader, result, intervals)
     notes = {"weights": [str(w) for w in weights], "models": [m[0] for m in models.members()],
+             "architectures": models.archs, "training_records": models.training_records,
+             "preprocessing": models.preprocessing.to_dict(), "version": project_version(),
              "engine": models.engine, "tta": p.tta, "bias_correction": p.bias_correction,
              "filled": [reader.ids[i] for i in result.filled]}
     if intervals is not None:

@@ -89,6 +89,10 @@ ROWS["modern_next_seeds2"] = [*ROWS["modern_next"], "--seeds", "2"]  # a 2 seeds
 # the precision --precision auto picks on a CPU with bf16 (AVX-512 BF16 / AMX) against the reference fp32 arithmetic
 ROWS["modern_1seed_fp32"] = [*MODERN, "--precision", "fp32"]
 ROWS["modern_1seed_bf16"] = [*MODERN, "--precision", "bf16"]
+# distillation: one ECGEfficientNet per fold taught by the default ensemble (the "modern" row's first seed, on the
+# same folds: fold k's student learns from fold k's 3 teachers only); its twin without a teacher is modern_1seed
+TEACHER = "{teacher}"  # the modern row's run folder, filled in by train()
+ROWS["distilled"] = [*MODERN, "--teacher", TEACHER]
 QUICK = {"ResUDenseNet": ["--out_ch", "16", "--mid_ch", "8"], "ResNet1d": ["--net_filter_size", "8", "16", "24", "32",
                                                                           "40"],
          "ECGEfficientNet": ["--width", "0.25"], "BaselineNet": ["--width", "0.25"]}
@@ -104,6 +108,8 @@ def parse(argv=None) -> argparse.Namespace:
                    help="ensembles of rows (every model of each, weighted equally), scored like a row")
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--epochs", nargs="*", default=[], metavar="ROW=N", help="epochs per row (default: its own)")
+    p.add_argument("--row_seeds", nargs="*", default=[], metavar="ROW=N",
+                   help="seeds of a row other than --seeds (e.g. modern=1: one teacher for two students' seeds)")
     p.add_argument("--n_boot", type=int, default=2000)
     p.add_argument("--ptbxl", default=str(SHARED / "ptbxl"))
     p.add_argument("--external", default=str(SHARED / "cinc2021"))
@@ -111,6 +117,9 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="2 folds, 1 epoch, tiny widths (a smoke test)")
     args = p.parse_args(argv)
     args.epochs = dict(item.split("=") for item in args.epochs)
+    args.row_seeds = {row: int(n) for row, n in (item.split("=") for item in args.row_seeds)}
+    if "distilled" in args.rows and "modern" not in args.rows:
+        args.rows = ["modern", *args.rows]  # the teacher is trained (or reused) first
     if args.reference not in args.rows:
         args.rows = [args.reference, *args.rows]
     args.blends = {blend: blend.split("+") for blend in args.blends}
@@ -126,7 +135,8 @@ def parse(argv=None) -> argparse.Namespace:
 
 def train(row: str, seed: int, args, work: Path) -> tuple[Path, float]:
     """K-fold training of ``row`` with ``seed`` on the shared folds; (run folder, seconds)."""
-    options = ROWS[row]
+    teacher = work / "log" / f"ECGEfficientNet_modern_s{1000}"
+    options = [str(teacher) if o == TEACHER else o for o in ROWS[row]]
     argv = [*options, "--input", args.ptbxl, "--folds", str(args.folds), "--seed", str(seed), "--split_seed",
             str(SPLIT_SEED), "--env", f"{row}_s{seed}", "--log_dir", str(work / "log"), "--cache_dir",
             str(work / "cache"), "--on_bad", "skip", "--device", "cpu", "--quiet"]
@@ -321,7 +331,8 @@ def main(argv=None) -> dict:
     truth = open_reader(args.external).table.set_index("id")["age"]
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.work or tmp)
-        runs = {row: [measure(row, 1000 + s, args, work) for s in range(args.seeds)] for row in args.rows}
+        runs = {row: [measure(row, 1000 + s, args, work) for s in range(args.row_seeds.get(row, args.seeds))]
+                for row in args.rows}
     oof, external = absolute_errors(runs, "oof"), absolute_errors(runs, "external", truth)
     result = {"machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch "
                          f"{torch.__version__}", "rows": summarise(runs, truth, oof, external, args)}

@@ -184,6 +184,21 @@ def read_index(folder: Path) -> dict | None:
     return index
 
 
+def read_explanations(folder: Path) -> dict[str, tuple[np.ndarray, Path | None]]:
+    """What an explanation folder holds, by record id: (each lead's share, its 12-lead figure or None), in the
+    order the records were explained; the figures are matched by the naming rule that wrote them."""
+    index = read_index(Path(folder))
+    if index is None:
+        raise UserError(f"--explanations {folder}: no {INDEX} there (the folder test_interface --explain writes)")
+    taken: set[str] = set()
+    files, out = set(index["files"]), {}
+    for k, (record_id, shares) in enumerate(index["done"].items()):
+        name = figure_name(record_id, taken) if k < len(index["files"]) else None
+        figure = Path(folder) / name if name in files and (Path(folder) / name).is_file() else None
+        out[record_id] = (np.asarray(shares, dtype=float), figure)
+    return out
+
+
 def _shares_ok(shares) -> bool:
     try:
         values = np.asarray(shares, dtype=float)

@@ -18,7 +18,6 @@ import json
 import logging
 import os
 import warnings
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +27,7 @@ from torch import nn
 from models.checkpoint import ModelBundle
 from models.registry import architecture
 from utils.errors import OutputError, UserError
+from utils.machine import project_version
 
 from .onnx_engine import METADATA_KEY, ONNX_FORMAT
 
@@ -51,13 +51,6 @@ def quiet_exporter():
     finally:
         for log, level in zip(loggers, levels):
             log.setLevel(level)
-
-
-def project_version() -> str:
-    try:
-        return metadata.version("ecg-age")
-    except metadata.PackageNotFoundError:
-        return "unknown"
 
 
 class Members(nn.Module):

@@ -34,8 +34,8 @@ def is_onnx(path) -> bool:
 
 class Predictor:
     """Models on one engine. ``bundles``: the PyTorch models (what explanations need; none for an ONNX file);
-    each implementation gives ``engine``, ``source``, ``preprocessing``, ``median_age``, ``archs``, ``members``,
-    ``predict_records`` and ``predict_inputs``."""
+    each implementation gives ``engine``, ``source``, ``preprocessing``, ``median_age``, ``archs``,
+    ``training_records`` (each member's), ``members``, ``predict_records`` and ``predict_inputs``."""
 
     engine: str
     bundles: list
@@ -77,6 +77,7 @@ class OnnxPredictor(Predictor):
     preprocessing = property(lambda self: self.model.preprocessing)
     median_age = property(lambda self: self.model.median_age)
     archs = property(lambda self: self.model.archs)
+    training_records = property(lambda self: [m.facts.n for m in self.model.members])
 
     def members(self) -> list[tuple]:
         return [(f"{self.source} member {k}", m.calibration, m.bias_correction)

@@ -35,6 +35,7 @@ class TorchPredictor(Predictor):
     preprocessing = property(lambda self: self.bundles[0].preprocessing)
     median_age = property(lambda self: self.bundles[0].facts.median_age)
     archs = property(lambda self: [b.arch for b in self.bundles])
+    training_records = property(lambda self: [b.facts.n for b in self.bundles])
 
     def members(self) -> list[tuple]:
         return [(b.source, b.calibration, b.bias_correction) for b in self.bundles]

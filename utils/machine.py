@@ -3,6 +3,7 @@ fast (stated beside every figure the project measures)."""
 from __future__ import annotations
 
 import platform
+from importlib import metadata
 
 # the flags that matter here: AVX2 (the baseline), AVX-512, VNNI (int8 dot products), BF16 and AMX (matrix tiles)
 FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
@@ -41,3 +42,11 @@ def fast_int8() -> bool:
 def fast_bf16() -> bool:
     """AMX or AVX512-BF16: where oneDNN runs bf16 convolutions several times faster than fp32."""
     return bool({"amx_bf16", "avx512_bf16"} & set(cpu_flags()))
+
+
+def project_version() -> str:
+    """This project's version (pyproject.toml, as installed), or 'unknown'."""
+    try:
+        return metadata.version("ecg-age")
+    except metadata.PackageNotFoundError:
+        return "unknown"

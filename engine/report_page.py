@@ -1,0 +1,211 @@
+"""``OUT/report.html``: the evaluation as one page a clinician opens — self-contained (figures as data URIs, styles
+and a small sorting/filtering script inline, a Content-Security-Policy that lets nothing be fetched), readable on a
+screen and printed (A4, one page per ECG card).
+
+Jinja2 renders engine/templates/report.html with autoescaping on: every text — record ids, paths, notes — is
+escaped, so an id like ``<script>`` is shown, never run. The page names records by their id only. No torch here.
+"""
+from __future__ import annotations
+
+import base64
+import datetime
+import math
+from pathlib import Path
+
+import jinja2
+import numpy as np
+import pandas as pd
+
+from dataloader.records import LEADS
+from utils.calibration import significant_gaps
+from utils.io import write_text
+from utils.machine import project_version
+from utils.tables import LOWER, UPPER
+
+TEMPLATES = Path(__file__).parent / "templates"
+PAGE = "report.html"
+SMALL_COHORT = 100  # fewer ECGs than this: the page says the MAE's interval is wide
+CAPTIONS = {
+    "predicted_vs_true": "Predicted against recorded age; the diagonal is a perfect prediction.",
+    "bland_altman": "Bland–Altman: the gap (predicted − recorded) against the mean of the two, with the mean gap and "
+                    "its 95 % limits of agreement.",
+    "error_by_bin": "Mean absolute error per age group: where the model is more and less accurate.",
+    "interval_by_bin": "How often the interval holds the recorded age, per age group, against the level promised.",
+    "learning_curves": "Training and validation error per epoch of the run.",
+    "kaplan_meier": "Survival by ECG-age gap group (Kaplan–Meier).",
+    "lead_importance": "Each lead's mean share of the explanations over the cohort.",
+}
+FLAG_TEXT = {"older": "The recorded age lies below the interval: the ECG looks older than the person, beyond what "
+                      "the model's error explains.",
+             "younger": "The recorded age lies above the interval: the ECG looks younger than the person, beyond "
+                        "what the model's error explains.",
+             "within": ""}
+
+
+def data_uri(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
+
+
+def _number(value, digits: int = 1) -> str:
+    return "" if value is None or not math.isfinite(float(value)) else f"{float(value):.{digits}f}"
+
+
+def metric_rows(report: dict) -> list[dict]:
+    """The cohort's numbers, each with what it means in plain words."""
+    low, high = report["mae_ci95"]
+    rows = [{"name": "ECGs", "value": str(report["n"]), "meaning": "records with both a prediction and an age"},
+            {"name": "Mean absolute error", "value": f"{report['mae']:.2f} y ({low:.2f}–{high:.2f})",
+             "meaning": "on average the predicted age is this many years from the recorded age (95 % interval "
+                        "in brackets: the range this average would likely take on another cohort like this one)"},
+            {"name": "Root mean square error", "value": f"{report['rmse']:.2f} y",
+             "meaning": "like the mean error, but large misses count more"},
+            {"name": "Mean gap (bias)", "value": f"{report['bias']:+.2f} y",
+             "meaning": "positive: the model predicts older than recorded on average; negative: younger"},
+            {"name": "Correlation (Pearson r)", "value": _number(report.get("pearson_r"), 3),
+             "meaning": "1 means predicted and recorded ages rise together perfectly; 0 means not at all"}]
+    slope = report.get("gap_age_slope")
+    if isinstance(slope, (int, float)) and math.isfinite(slope):
+        rows.append({"name": "Gap change per year of age", "value": f"{slope:+.3f}",
+                     "meaning": "negative: the young are predicted older and the old younger (regression to the "
+                                "mean), so a person's gap partly reflects their age"})
+    corrected = report.get("bias_correction", {}).get("corrected")
+    if corrected:
+        rows.append({"name": "MAE after bias correction", "value": f"{corrected['mae']:.2f} y",
+                     "meaning": "the same, with the model's stored age-gap correction applied"})
+    interval = report.get("interval")
+    if interval:
+        rows += [{"name": f"Interval coverage (level {interval['level']:g})", "value": f"{interval['coverage']:.0%}",
+                  "meaning": f"share of ECGs whose recorded age lies inside its interval; promised: "
+                             f"{interval['level']:.0%}"},
+                 {"name": "Mean interval width", "value": f"{interval['mean_width']:.1f} y",
+                  "meaning": "how wide the intervals are on average: narrower is more informative"},
+                 {"name": "Significant gaps", "value": f"{interval['significant_gap']['fraction']:.0%}",
+                  "meaning": f"{interval['significant_gap']['older']} ECG(s) look older and "
+                             f"{interval['significant_gap']['younger']} younger than the person beyond the "
+                             f"model's error (the recorded age outside the interval)"}]
+    return rows
+
+
+def caveats(report: dict, notes: dict) -> list[str]:
+    out = []
+    if report["n"] < SMALL_COHORT:
+        out.append(f"Only {report['n']} ECGs: the error's 95 % interval is wide; a difference between models on "
+                   f"this cohort may be chance.")
+    trained = [n for n in notes.get("training_records") or [] if isinstance(n, int)]
+    if trained:
+        span = f"{min(trained)}" if min(trained) == max(trained) else f"{min(trained)}–{max(trained)}"
+        out.append(f"Each model was trained on {span} ECGs" + (": a small training set, so expect larger errors "
+                                                                "than published models" if max(trained) < 10000
+                                                                else "") + ".")
+    interval = notes.get("interval")
+    if isinstance(interval, dict):
+        held_out = sum(band.get("n", 0) for band in interval.get("bands", []) if isinstance(band, dict))
+        out.append(f"Intervals at level {interval.get('level')}, calibrated on {held_out} held-out residuals "
+                   f"(split conformal, by band of predicted age): they hold the recorded age about that often on "
+                   f"records like the calibration records, not for every person.")
+    if notes.get("filled"):
+        out.append(f"{len(notes['filled'])} record(s) could not be read or gave an implausible age; they carry the "
+                   f"training median age, which is no prediction.")
+    if notes.get("bias_correction"):
+        out.append("The ages are bias-corrected (the model's stored age-gap correction).")
+    out.append("The gap is the predicted minus the recorded age; the recorded age is that of the labels file.")
+    return out
+
+
+def model_rows(notes: dict) -> list[dict]:
+    """What made the predictions, from the notes test_interface wrote beside them."""
+    if not notes:
+        return [{"name": "Model", "value": "not recorded (no notes file beside the predictions)"}]
+    archs = notes.get("architectures") or []
+    rows = [{"name": "Models", "value": f"{len(notes.get('models') or [])} ({', '.join(sorted(set(archs)))})"
+             if archs else str(len(notes.get("models") or []))},
+            {"name": "Weights", "value": ", ".join(map(str, notes.get("weights") or []))},
+            {"name": "Engine", "value": f"{notes.get('engine')}, {notes.get('tta')} window(s) per ECG"}]
+    spec = notes.get("preprocessing")
+    if isinstance(spec, dict):
+        band = spec.get("bandpass")
+        rows.append({"name": "Preprocessing", "value": f"{spec.get('fs')} Hz, {spec.get('length')} samples"
+                                                       + (f", band-pass {band[0]}–{band[1]} Hz" if band else "")
+                                                       + (", each lead z-scored" if spec.get("zscore") else "")})
+    if notes.get("version"):
+        rows.append({"name": "Project version", "value": str(notes["version"])})
+    return rows
+
+
+def hazard_rows(report: dict) -> list[dict]:
+    survival = report.get("survival")
+    if not isinstance(survival, dict):
+        return []
+    rows = []
+    for key, label in (("older", "ECG older than the person"), ("younger", "ECG younger than the person"),
+                       ("per_year_gap", "per year of gap")):
+        h = survival.get(key)
+        if isinstance(h, dict) and h.get("hr") is not None:
+            rows.append({"group": label, "hr": _number(h.get("hr"), 2),
+                         "ci": f"{_number(h.get('ci_low'), 2)}–{_number(h.get('ci_high'), 2)}",
+                         "p": _number(h.get("p"), 3), "n": (survival.get("groups") or {}).get(key, "")})
+    return rows
+
+
+def lead_bars(shares: np.ndarray) -> list[dict]:
+    top = float(shares.max()) or 1.0
+    return [{"lead": lead, "x": 10 + 59 * k, "height": round(45 * float(s) / top, 1), "percent": f"{s:.0%}"}
+            for k, (lead, s) in enumerate(zip(LEADS, shares))]
+
+
+def record_rows(data: pd.DataFrame, level: float | None, explained: dict) -> tuple[list[dict], list[dict],
+                                                                                 list[dict], bool]:
+    """(table columns, table rows, cards, whether a gap flag exists): every prediction in the table; a card for
+    each explained record (with its figure and lead shares)."""
+    has_interval = LOWER in data.columns
+    flags = significant_gaps(data[LOWER], data[UPPER], data["age"]) if has_interval else \
+        np.full(len(data), "none")
+    columns = [{"name": "Record", "num": False}, {"name": "Predicted age", "num": True}]
+    if has_interval:
+        columns += [{"name": "Interval from", "num": True}, {"name": "to", "num": True}]
+    columns += [{"name": "Age on record", "num": True}, {"name": "Gap", "num": True}]
+    if has_interval:
+        columns.append({"name": "Significant gap", "num": False})
+    rows, cards = [], []
+    for k, line in enumerate(data.itertuples(index=False)):
+        rid, predicted, age = str(line.id), float(line.predicted), float(line.age)
+        gap, kind = predicted - age, str(flags[k]) if has_interval else "none"
+        anchor = f"ecg-{len(cards) + 1}" if rid in explained else None
+        cells = [(rid, rid), (f"{predicted:.1f}", predicted)]
+        if has_interval:
+            cells += [(f"{line.lower:.1f}", line.lower), (f"{line.upper:.1f}", line.upper)]
+        cells += [(f"{age:g}", age), (f"{gap:+.1f}", gap)]
+        if has_interval:
+            cells.append(({"older": "older", "younger": "younger"}.get(kind, "—"), kind))
+        rows.append({"cells": [{"text": t, "sort": v} for t, v in cells], "card": anchor,
+                     "flag_kind": "none" if kind == "within" else kind})
+        if anchor:
+            shares, figure = explained[rid]
+            cards.append({"anchor": anchor, "id": rid, "predicted": f"{predicted:.1f} y", "true_age": f"{age:g} y",
+                          "gap": f"{gap:+.1f} y", "level": f"{level:.0%}" if level else "",
+                          "interval": f"{line.lower:.1f}–{line.upper:.1f} y" if has_interval else "",
+                          "flag": {"older": "looks older", "younger": "looks younger",
+                                   "within": "within the interval"}.get(kind, ""),
+                          "flag_kind": "none" if kind in ("within", "none") else kind,
+                          "flag_text": FLAG_TEXT.get(kind, ""), "shares": lead_bars(shares),
+                          "figure": data_uri(figure) if figure is not None else None})
+    return columns, rows, cards, has_interval
+
+
+def write_page(out: Path, report: dict, data: pd.DataFrame, notes: dict, explained: dict, title: str) -> Path:
+    """Render OUT/report.html from the report, the joined predictions and labels, the predictions' notes and the
+    explanations (id → (shares, figure)); returns its path."""
+    level = (report.get("interval") or {}).get("level")
+    columns, rows, cards, has_flag = record_rows(data, level, explained)
+    figures = [{"uri": data_uri(out / name), "caption": CAPTIONS.get(Path(name).stem, Path(name).stem)}
+               for name in report.get("plots", [])]
+    environment = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
+                                     undefined=jinja2.StrictUndefined)
+    survival = report.get("survival") if isinstance(report.get("survival"), dict) else {}
+    page = environment.get_template(PAGE).render(
+        title=title, n=report["n"], version=project_version(),
+        written=datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), metrics=metric_rows(report),
+        caveats=caveats(report, notes), figures=figures, hazards=hazard_rows(report),
+        adjusted=bool(survival.get("adjusted_for")), model=model_rows(notes), columns=columns, rows=rows, cards=cards,
+        has_flag=has_flag)
+    return write_text(out / PAGE, page)
