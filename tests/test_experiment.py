@@ -123,3 +123,11 @@ def test_quick_pipeline_benchmark_runs(tmp_path, ptbxl):
     (row,) = result["sizes"]
     assert row["n"] == row["rows"] == 128 and row["end_to_end_ecg_per_s"] > 0 and row["model_ecg_per_s"] > 0
     assert 0 < row["ratio"] and row["peak_rss_mb"] > 0 and result["cpu_flags"] is not None
+
+
+def test_quick_figure_comparison_runs(tmp_path, cinc):
+    result = run_quick("figures.py", "--work", str(tmp_path), "--input", str(cinc))
+    assert result["records"] == 2
+    for library in ("ours", "ecg_plot"):  # both draw the clinical scale: 25 mm/s, 10 mm/mV
+        assert abs(result[library]["mm_per_s"] - 25) < 1e-6 and abs(result[library]["mm_per_mv"] - 10) < 1e-6
+    assert result["ours"]["embedded_kb"] < result["ours"]["png_kb"]
