@@ -58,6 +58,8 @@ def hdf5(work: Path, count: int, ptbxl: Path) -> Path:
 
 
 def model(work: Path, weights: list[str] | None) -> Path:
+    if weights and len(weights) == 1 and weights[0].endswith(".onnx"):  # an export (fp32 or int8) as it is
+        return Path(weights[0])
     path = work / "model.onnx"
     if not path.exists():
         argv = ["--weights", *weights] if weights else None
@@ -124,7 +126,9 @@ def model_only(onnx: Path, path: Path, count: int, batch: int) -> dict:
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", type=int, nargs="+", default=[2000, 20000])
-    p.add_argument("--weights", nargs="+", default=None, help="the model (default: a new ECGEfficientNet)")
+    p.add_argument("--weights", nargs="+", default=None,
+                   help="the model: checkpoints or runs (exported here), or one .onnx file (default: a new "
+                        "ECGEfficientNet)")
     p.add_argument("--workers", type=int, default=None, help="--num_workers of the pipeline (default: its own)")
     p.add_argument("--batch", type=int, default=64, help="onnxruntime's batch (test_interface's default)")
     p.add_argument("--ptbxl", default=str(SHARED))

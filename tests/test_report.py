@@ -97,6 +97,9 @@ def test_survival_recovers_known_hazard_ratios(tmp_path):
         data = (out / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
     assert "kaplan_meier.png" in report["plots"]
+    page = (out / "report.html").read_text()  # the page shows the hazard ratios as report.json has them
+    assert "Survival by ECG-age gap" in page and "adjusted for age and sex" in page
+    assert f"<td class=\"num\">{survival['older']['hr']:.2f}</td>" in page
 
 
 def test_report_on_real_records_with_run_and_maic_formats(maic_adult, tmp_path):
