@@ -26,7 +26,8 @@ from torch import nn
 
 from models.checkpoint import ModelBundle
 from models.registry import architecture
-from utils.errors import OutputError, UserError
+from utils.errors import UserError
+from utils.io import staged
 from utils.machine import project_version
 
 from .onnx_engine import METADATA_KEY, ONNX_FORMAT
@@ -104,8 +105,7 @@ def export_onnx(bundles: list[ModelBundle], path: str | os.PathLike, x: np.ndarr
         shapes["x"][2] = torch.export.Dim("length", min=64, max=1 << 20)
     if module.takes_sex:
         shapes["sex"] = {0: batch}
-    staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with staged(path) as staging:
         with quiet_exporter(), torch.no_grad():
             torch.onnx.export(module, inputs, str(staging), dynamo=True, optimize=True, opset_version=OPSET,
                               input_names=["x", "sex"][:len(inputs)], output_names=["ages"], dynamic_shapes=shapes,
@@ -124,9 +124,4 @@ def export_onnx(bundles: list[ModelBundle], path: str | os.PathLike, x: np.ndarr
             raise UserError(f"the export does not reproduce the models: onnxruntime's ages differ from PyTorch's by "
                             f"up to {difference:.3g} years on {len(x)} record(s) (allowed {TOLERANCE_YEARS:g}); "
                             f"nothing was written to {path}")
-        staging.replace(path)
-    except OSError as exc:
-        raise OutputError(f"{path}: cannot be written ({exc.strerror or exc})") from exc
-    finally:
-        staging.unlink(missing_ok=True)
     return {"records": int(len(x)), "max_difference_years": difference, "bytes": path.stat().st_size}

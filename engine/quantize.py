@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from utils.errors import OutputError, UserError
+from utils.errors import UserError
+from utils.io import staged
 
 from .onnx_engine import METADATA_KEY, OnnxModel
 
@@ -52,8 +53,7 @@ def quantize_int8(fp32: str | os.PathLike, path: str | os.PathLike, calibration:
     if not len(calibration[0]):
         raise UserError("--quantize int8 needs calibration records: none of them could be used")
     path = Path(path)
-    staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with staged(path) as staging:
         quantize_static(str(fp32), str(staging), _Batches(*_feed(reference, *calibration)),
                         quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
                         weight_type=QuantType.QInt8, per_channel=True, calibrate_method=CalibrationMethod.MinMax)
@@ -73,11 +73,6 @@ def quantize_int8(fp32: str | os.PathLike, path: str | os.PathLike, calibration:
                             f"|Δ age| {mean:.3g} y (allowed {limits[0]:g}), max {worst:.3g} y (allowed "
                             f"{limits[1]:g}); nothing was written to {path}. Calibrate on more or other records "
                             f"(--calibration_input), or keep the fp32 export")
-        staging.replace(path)
-    except OSError as exc:
-        raise OutputError(f"{path}: cannot be written ({exc.strerror or exc})") from exc
-    finally:
-        staging.unlink(missing_ok=True)
     return {"records": int(len(check[0])), "mean_difference_years": mean, "max_difference_years": worst,
             "bytes": path.stat().st_size}
 

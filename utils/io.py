@@ -96,6 +96,20 @@ def atomic_write(path: str | os.PathLike, writer: Callable[[IO], None], binary: 
     return Path(path)
 
 
+@contextlib.contextmanager
+def staged(path: Path) -> Iterator[Path]:
+    """A temporary name beside ``path`` to build a file under (by a library that writes by name); it replaces
+    ``path`` only when the block succeeds, and nothing of it is left otherwise."""
+    staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        yield staging
+        staging.replace(path)
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot be written ({exc.strerror or exc})") from exc
+    finally:
+        staging.unlink(missing_ok=True)
+
+
 def write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write(path, lambda handle: handle.write(text))
 
