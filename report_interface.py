@@ -342,7 +342,7 @@ def write_report(settings: ReportSettings) -> None:
     write_json(out / "report.json", report)
     explained = read_explanations(Path(settings.explanations)) if settings.explanations else {}
     page = write_page(out, report, data, read_notes(Path(settings.predictions)), explained,
-                      f"{Path(settings.predictions).name} against {Path(settings.labels).name}")
+                      "predicted ages against the ages on record")  # no file names: they may name a person
     if settings.run:
         tensorboard_figures(Path(settings.run), plots)
     low, high = report["mae_ci95"]

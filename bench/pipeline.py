@@ -87,11 +87,14 @@ def end_to_end(path: Path, onnx: Path, work: Path, workers: int) -> dict:
     if done.returncode:
         raise SystemExit(done.stderr[-3000:])
     rows = sum(1 for _ in open(output)) - 1
-    return {"seconds": seconds, "ecg_per_s": rows / seconds, "peak_rss_mb": float(done.stdout.split()[-1]),
+    own, worker = (float(v) for v in done.stdout.split()[-2:])
+    return {"seconds": seconds, "ecg_per_s": rows / seconds, "peak_rss_mb": own, "worker_peak_rss_mb": worker,
             "rows": rows}
 
 
-# runs a program in this process and prints the peak resident memory of the process tree's largest member (MB)
+# runs a program in this process and prints its peak resident memory and its largest worker's (MB). The process's
+# own peak is VmHWM, which exec resets (ru_maxrss would carry over the peak of whatever started it, here a process
+# that held the generated tracings); the workers are forked from it, so their ru_maxrss is their own.
 MEASURE = """
 import resource, runpy, sys
 sys.argv = sys.argv[1:]
@@ -100,9 +103,9 @@ try:
 except SystemExit as exc:
     if exc.code:
         raise
-own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+own = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
 workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-print(max(own, workers) / 1024)
+print(own / 1024, workers / 1024)
 """
 
 
@@ -149,7 +152,7 @@ def main(argv=None) -> dict:
         alone = model_only(onnx, path, count, args.batch)
         rows.append({"n": count, "end_to_end_ecg_per_s": whole["ecg_per_s"], "model_ecg_per_s": alone["ecg_per_s"],
                      "ratio": whole["ecg_per_s"] / alone["ecg_per_s"], "peak_rss_mb": whole["peak_rss_mb"],
-                     "rows": whole["rows"]})
+                     "worker_peak_rss_mb": whole["worker_peak_rss_mb"], "rows": whole["rows"]})
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     result = {"cpu": cpu_name(), "cpu_flags": cpu_flags(), "threads": os.environ.get("OMP_NUM_THREADS", "default"),
               "workers": workers, "batch": args.batch, "sizes": rows}
