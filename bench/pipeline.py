@@ -65,10 +65,12 @@ def model(work: Path, weights: list[str] | None) -> Path:
         argv = ["--weights", *weights] if weights else None
         if argv is None:  # a new modern-recipe network, saved as a checkpoint first
             import options
-            from engine.experiment import build_bundle
+            from engine.experiment import build_bundle, init_output
             from models.checkpoint import save_checkpoint
 
-            bundle = build_bundle(options.train_settings(options.parse_train(["--recipe", "modern"])))
+            settings = options.train_settings(options.parse_train(["--recipe", "modern"]))
+            bundle = build_bundle(settings)
+            init_output(bundle, settings.recipe, 50.0)  # the recipe's start: every age 50, plausible
             argv = ["--weights", str(save_checkpoint(work / "model.pt", bundle))]
         done = subprocess.run([sys.executable, str(ROOT / "export_interface.py"), *argv, "--output", str(path),
                                "--quiet"], capture_output=True, text=True, cwd=ROOT)
