@@ -111,19 +111,6 @@ def load_safely(reader: Reader, index: int) -> Record | RecordError:
         return RecordError(f"record {reader.ids[index]}", f"cannot be read (the reader failed: {type(exc).__name__})")
 
 
-def prepare_item(item: Record | RecordError, spec: PreprocessSpec, record_id: str) -> np.ndarray:
-    """The model input of a loaded record (or the RecordError of one that could not be loaded); every failure is
-    raised as a RecordError naming the record."""
-    if isinstance(item, RecordError):
-        raise item
-    try:
-        return prepare(item, spec)
-    except RecordError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - e.g. a record too short for the band-pass filter
-        raise RecordError(f"record {record_id}", f"cannot be preprocessed ({type(exc).__name__}: {exc})") from exc
-
-
 def load_block_safely(reader: Reader, start: int, stop: int) -> list[Record | RecordError]:
     """Records start..stop-1 (one read where the format allows), each a Record or its RecordError."""
     try:
@@ -548,9 +535,7 @@ def scan_bad(reader: Reader, specs: list[PreprocessSpec]) -> dict[str, str]:
     ids = reader.ids
     for i in range(len(reader)):
         try:
-            item = load_safely(reader, i)
-            for spec in specs:
-                prepare_item(item, spec, ids[i])
+            prepare_windows(load_safely(reader, i), specs, ids[i])
         except RecordError as exc:
             bad[ids[i]] = str(exc)
     return bad

@@ -54,17 +54,17 @@ def ensemble_record_ages(reader: Reader, members: list[tuple[list[PreprocessSpec
 
 def _from_caches(reader: Reader, members: list, cache: CacheConfig) -> tuple[list[np.ndarray], dict]:
     sources, bad = {}, duplicate_ids(reader.table)
-    for specs, _ in members:
-        key = json.dumps([s.to_dict() for s in specs], sort_keys=True)
-        if key not in sources:
+    keys = [json.dumps([s.to_dict() for s in specs], sort_keys=True) for specs, _ in members]
+    for key, (specs, _) in zip(keys, members):
+        if key not in sources:  # one cache per distinct preprocessing
             sources[key], found = open_source(reader, specs, cache)
             bad.update(found)
     good = np.array([i for i, rid in enumerate(reader.ids) if rid not in bad], dtype=np.int64)
     ages = []
-    for specs, predict in members:
+    for key, (_, predict) in zip(keys, members):
         member = np.full(len(reader), np.nan)
         if len(good):
-            member[good] = predict(sources[json.dumps([s.to_dict() for s in specs], sort_keys=True)], good)
+            member[good] = predict(sources[key], good)
         ages.append(member)
     return ages, bad
 
