@@ -92,7 +92,8 @@ ROWS["modern_1seed_bf16"] = [*MODERN, "--precision", "bf16"]
 # distillation: one ECGEfficientNet per fold taught by the default ensemble (the "modern" row's first seed, on the
 # same folds: fold k's student learns from fold k's 3 teachers only); its twin without a teacher is modern_1seed
 TEACHER = "{teacher}"  # the modern row's run folder, filled in by train()
-ROWS["distilled"] = [*MODERN, "--teacher", TEACHER]
+ROWS["distilled"] = [*MODERN, "--teacher", TEACHER]  # consistent teaching: 8 stored views per record (the default)
+ROWS["distilled_record"] = [*ROWS["distilled"], "--teacher_views", "0"]  # one teacher age per record, fresh crops
 QUICK = {"ResUDenseNet": ["--out_ch", "16", "--mid_ch", "8"], "ResNet1d": ["--net_filter_size", "8", "16", "24", "32",
                                                                           "40"],
          "ECGEfficientNet": ["--width", "0.25"], "BaselineNet": ["--width", "0.25"]}
@@ -118,7 +119,7 @@ def parse(argv=None) -> argparse.Namespace:
     args = p.parse_args(argv)
     args.epochs = dict(item.split("=") for item in args.epochs)
     args.row_seeds = {row: int(n) for row, n in (item.split("=") for item in args.row_seeds)}
-    if "distilled" in args.rows and "modern" not in args.rows:
+    if any(row.startswith("distilled") for row in args.rows) and "modern" not in args.rows:
         args.rows = ["modern", *args.rows]  # the teacher is trained (or reused) first
     if args.reference not in args.rows:
         args.rows = [args.reference, *args.rows]
@@ -219,7 +220,8 @@ def measure(row: str, seed: int, args, work: Path) -> dict:
               "train_ecg_per_s": cv["pooled"]["n"] * (args.folds - 1) / args.folds * sum(epochs) / seconds,
               "oof": dict(zip(oof["id"], (oof["predicted_age"] - oof["age"]).abs())),
               "oof_age": dict(zip(oof["id"], oof["predicted_age"])), "oof_truth": dict(zip(oof["id"], oof["age"])),
-              "external": external.to_dict(), **cost(members, args, work)}
+              "external": external.to_dict(), **cost(members, args, work),
+              "teacher_seconds": json.loads((run / MANIFEST).read_text()).get("teacher_seconds")}
     write_json(saved, result)  # atomic: an interruption never leaves a truncated file for the next run to read
     print(f"{row} seed {seed}: CV MAE {result['cv_mae']:.2f}, {seconds:.0f} s", file=sys.stderr, flush=True)
     return result
@@ -315,6 +317,9 @@ def summarise(runs: dict, truth: pd.Series, oof: pd.DataFrame, external: pd.Data
                  "train_seconds": float(np.mean([s["train_seconds"] for s in seeds])),
                  "train_ecg_per_s": float(np.mean([s["train_ecg_per_s"] for s in seeds])),
                  "infer_ecg_per_s": float(np.mean([s["infer_ecg_per_s"] for s in seeds]))}
+        taught = [s["teacher_seconds"] for s in seeds if s.get("teacher_seconds") is not None]
+        if taught:  # distillation: the teacher's pass over the training records, on top of the training
+            entry["teacher_seconds"] = float(np.mean(taught))
         if len(seeds) > 1 and all("oof_age" in s for s in seeds):
             entry["seed_ensemble"] = seed_ensemble(seeds, truth)
             entry["seed_curve"] = seed_curve(seeds, truth, args.n_boot)

@@ -3,6 +3,8 @@
 Each augmentation is one function of (batch, rng, strength) that draws its random numbers in a fixed, documented
 order, so a test can recompute it independently; ``Augment`` applies the enabled ones in the order listed here.
 They run in the DataLoader (CPU workers), after the cache, on z-scored inputs (strengths are in z units).
+A *stored view* (distillation) is one record's augmentation drawn from a generator seeded by (seed, record, view):
+only those three numbers are kept, and the same array comes back wherever and however often it is drawn.
 """
 from __future__ import annotations
 
@@ -89,3 +91,10 @@ class Augment:
         if self.coarse_dropout:
             x = coarse_dropout(x, rng, self.coarse_dropout)
         return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def stored_views(augment: Augment, x: np.ndarray, seed: int, positions: np.ndarray, views: np.ndarray) -> np.ndarray:
+    """View ``views[i]`` of the record at ``positions[i]`` for each input ``x[i]`` (B, 12, T): ``augment`` applied to
+    that record alone with ``np.random.default_rng([seed, positions[i], views[i]])``."""
+    return np.stack([augment(row[None], np.random.default_rng([seed, int(p), int(v)]))[0]
+                     for row, p, v in zip(x, positions, views)])

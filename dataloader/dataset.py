@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from models.schema import UNKNOWN_SEX
 
+from .augment import Augment, stored_views
 from .labels import sex_codes  # noqa: F401 - the dataset's sex input, defined with the label rules
 
 
@@ -48,6 +49,34 @@ class ECGDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         return self.__getitems__([index])
+
+
+class ViewDataset(ECGDataset):
+    """Rows on ``views`` stored augmented views per record (distillation's consistent teaching): view v of the record
+    at position p is :func:`~dataloader.augment.stored_views` with ``view_seed``, and ``targets`` (n, views) holds
+    each view's target. Each batch draws one view per row from a generator seeded like ECGDataset's augmentation (by
+    ``seed`` and the batch's rows, so epochs differ and a resumed run repeats them); ``fixed`` (n,) pins row i to
+    view ``fixed[i]`` instead (the teacher's pass over every view)."""
+
+    def __init__(self, source, rows, views: int, augment: Augment, view_seed: int, targets=None, weights=None,
+                 sex=None, seed: int = 0, fixed=None):
+        n = len(rows)
+        targets = np.zeros((n, views), np.float32) if targets is None else np.asarray(targets, np.float32)
+        if views < 1 or targets.shape != (n, views):
+            raise ValueError(f"targets must be (rows, views) = ({n}, {views}), got {targets.shape}")
+        super().__init__(source, rows, np.zeros(n, np.float32), weights, sex, augment, seed)
+        self.views, self.view_seed, self.view_targets = views, view_seed, targets
+        self.fixed = None if fixed is None else np.asarray(fixed, dtype=np.int64)
+
+    def __getitems__(self, indices) -> dict:
+        indices = np.asarray(indices, dtype=np.int64)
+        positions = self.positions[indices]
+        chosen = self.fixed[indices] if self.fixed is not None else \
+            np.random.default_rng([self.seed, *indices.tolist()]).integers(0, self.views, len(indices))
+        x = stored_views(self.augment, self.source.read(positions), self.view_seed, positions, chosen)
+        return {"x": torch.from_numpy(x), "y": torch.from_numpy(self.view_targets[indices, chosen]),
+                "w": torch.from_numpy(self.weights[indices]), "sex": torch.from_numpy(self.sex[indices]),
+                "index": torch.from_numpy(indices)}
 
 
 def _pass_through(batch):

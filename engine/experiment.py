@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from dataloader.dataset import ECGDataset, default_workers, eval_loader, train_loader
+from dataloader.dataset import ECGDataset, ViewDataset, default_workers, eval_loader, train_loader
 from dataloader.formats import InputSettings
 from dataloader.labels import table_sex
 from dataloader.maic import MaicTrainingData, dataset_csv_paths, maic_dataset_csvs, read_dataset_csv
@@ -62,7 +62,7 @@ from utils.settings import RuntimeSettings, Settings, runtime
 from utils.tables import RUN_ID
 
 from .crossval import write_cross_validation
-from .inference import InferenceConfig, predict_ensemble, predict_rows
+from .inference import InferenceConfig, predict_ensemble, predict_rows, predict_views
 from .losses import inverse_age_weights
 from .optim import SCHEDULES
 from .recipes import RECIPES, Recipe
@@ -199,9 +199,12 @@ class TrainSettings:
             options["pretrained"] = fingerprint_files([self.run.pretrain_model_path], "fast", where=False)
         if self.run.teacher:
             options["teacher"] = fingerprint_files(teacher_files(self.run.teacher), "fast", where=False)
+            if not self.recipe.teacher_views:  # per-record teaching: the manifest of runs from before the views
+                options.pop("teacher_views", None)
         else:  # the manifest of runs from before distillation
             options.pop("teacher", None)
             options.pop("teacher_weight", None)
+            options.pop("teacher_views", None)
         if SCHEDULES[self.recipe.scheduler].extendable:
             options.pop("nepoch")
         return json_ready(options)
@@ -295,6 +298,7 @@ class Experiment:
     def __init__(self, settings: TrainSettings, place: Place):
         self.settings, self.place = settings, place
         self.folder = settings.folder
+        self.teacher_seconds: float | None = None  # what distillation's teacher pass took (set by teacher_targets)
         self.held_out_cfg = InferenceConfig(device=place.device, precision=place.precision, workers=0,
                                             fast_layout=settings.runtime.fast_layout,
                                             batch_size=settings.runtime.infer_batch_size or
@@ -335,7 +339,7 @@ class Experiment:
             train_rows, valid_rows, description = self.split(records)
             assignment = pd.Series(["train"] * len(train_rows) + ["valid"] * len(valid_rows),
                                    index=pd.concat([records.ids.iloc[train_rows], records.ids.iloc[valid_rows]]))
-            targets = self.teacher_targets(records)
+            targets = self.teacher_targets(records, bundle.preprocessing)
             manifest = self.settle_manifest(self.identify(records.reader, assignment, description))
             self.fit_member(settings, run, bundle, start, records, train_rows, valid_rows, description,
                             targets=None if targets is None else targets[None])
@@ -348,7 +352,7 @@ class Experiment:
         folds = kfold_split(table["age"], table["patient_id"] if "patient_id" in table.columns else None,
                             settings.run.folds, settings.split.split_seed)
         assignment = pd.Series(folds, index=records.ids.iloc[records.usable])
-        targets = self.teacher_targets(records, assignment)
+        targets = self.teacher_targets(records, bundle.preprocessing, assignment)
         manifest = self.settle_manifest(self.identify(records.reader, assignment, f"{settings.run.folds} folds"))
         if is_main():
             write_csv(run / FOLDS, pd.DataFrame({RUN_ID: assignment.index, "fold": assignment.to_numpy()}))
@@ -376,10 +380,13 @@ class Experiment:
                                          sort_keys=True, default=str).encode())
         data.update(reader.fingerprint("auto", where=False).encode())  # another machine or mount: the same data
         split = hashlib.sha256("\n".join(f"{i}\t{a}" for i, a in assignment.items()).encode()).hexdigest()
-        return new_manifest(self.settings.result_options(self.place.precision),
-                            {"records": len(reader), "sha256": data.hexdigest()},
-                            {"method": method, "folds": self.settings.run.folds, "records": len(assignment),
-                             "sha256": split}, self.settings.members)
+        manifest = new_manifest(self.settings.result_options(self.place.precision),
+                                {"records": len(reader), "sha256": data.hexdigest()},
+                                {"method": method, "folds": self.settings.run.folds, "records": len(assignment),
+                                 "sha256": split}, self.settings.members)
+        if self.teacher_seconds is not None:  # what the teacher's ages cost (a figure, not the experiment's identity)
+            manifest["teacher_seconds"] = self.teacher_seconds
+        return manifest
 
     def settle_manifest(self, manifest: dict) -> dict:
         """The manifest to train under: with --resume the run's own, after checking that nothing that changes the
@@ -571,18 +578,24 @@ class Experiment:
         pin = place.device.type == "cuda"
         batch = settings.runtime.infer_batch_size or default_infer_batch(place.device,
                                                                           recipe.batch_size // place.world)
-        train_set = ECGDataset(records.source, train, (ages if targets is None else targets)[train], weights["train"],
-                               sex[train], recipe.augment(fs), seed)
+        if targets is not None and targets.ndim == 2:  # the teacher's stored views (distillation)
+            train_set = ViewDataset(records.source, train, targets.shape[1], recipe.augment(fs), settings.run.seed,
+                                    targets[train], weights["train"], sex[train], seed)
+        else:
+            train_set = ECGDataset(records.source, train, (ages if targets is None else targets)[train],
+                                   weights["train"], sex[train], recipe.augment(fs), seed)
         valid_set = ECGDataset(records.source, valid, ages[valid], weights["valid"], sex[valid])
         return (train_loader(train_set, recipe.batch_size, seed, workers, place.rank, place.world, pin),
                 eval_loader(valid_set, batch, workers, place.rank, place.world, pin))
 
     # ---- distillation ------------------------------------------------------------------------------------------------
-    def teacher_targets(self, records: Records, assignment: pd.Series | None = None) -> dict | None:
+    def teacher_targets(self, records: Records, spec, assignment: pd.Series | None = None) -> dict | None:
         """--teacher: each record's training target, ``teacher_weight`` × the teacher ensemble's age + the rest ×
-        its true age (the true age where the teacher has none), keyed by fold (None: one split). A K-fold teacher on
-        this run's folds gives fold k's student fold k's teachers only; any other teacher serves every fold (and
-        the out-of-fold MAE is then only honest if the teacher never saw these records)."""
+        its true age (the true age where the teacher has none), keyed by fold (None: one split): (records,
+        teacher_views) — the teacher's age of each stored augmented view the student will train on — or (records,)
+        with --teacher_views 0. A K-fold teacher on this run's folds gives fold k's student fold k's teachers only
+        (on fold k's training records); any other teacher serves every fold (and the out-of-fold MAE is then only
+        honest if the teacher never saw these records)."""
         settings = self.settings
         if not settings.run.teacher:
             return None
@@ -592,15 +605,42 @@ class Experiment:
             groups = self.teacher_folds(members, assignment)
         ages, weight = records.ages.astype(np.float64), settings.recipe.teacher_weight
         out, started = {}, time.perf_counter()
+        fold = None if assignment is None else \
+            assignment.reindex(records.ids.iloc[records.usable]).to_numpy(dtype=float)
         for key, group in groups.items():
             teachers = load_ensemble(group, mode=settings.model.mode, trust=settings.runtime.trust_checkpoint)
-            taught, _ = predict_ensemble(teachers, records.reader, self.held_out_cfg)
-            known = np.isfinite(taught)
-            out[key] = np.where(known, weight * taught + (1 - weight) * ages, ages).astype(np.float32)
+            rows = records.usable if key is None else records.usable[np.isfinite(fold) & (fold != key)]
+            taught = self.teacher_ages(teachers, records, rows, spec)
+            truth = ages if taught.ndim == 1 else ages[:, None]
+            out[key] = np.where(np.isfinite(taught), weight * taught + (1 - weight) * truth, truth).astype(np.float32)
+        views = out[next(iter(out))].shape[1] if out[next(iter(out))].ndim == 2 else 0
+        self.teacher_seconds = round(time.perf_counter() - started, 1)
         logger.info(f"distilling from {len(members)} teacher model(s) ({', '.join(map(str, settings.run.teacher))}): "
-                    f"their ages for {len(records.reader)} records in {time.perf_counter() - started:.0f} s; target "
-                    f"= {weight:g} × teacher + {1 - weight:g} × true age")
+                    f"their ages for " + (f"{views} stored views of each training record" if views else
+                                          f"{len(records.reader)} records") +
+                    f" in {self.teacher_seconds:.0f} s; target = {weight:g} × teacher + {1 - weight:g} × "
+                    f"true age")
         return out if assignment is None else {k: out.get(k, out.get(None)) for k in range(settings.run.folds)}
+
+    def teacher_ages(self, teachers: list, records: Records, rows: np.ndarray, spec) -> np.ndarray:
+        """The teacher ensemble's ages: (records, views) on the stored views of ``rows`` (NaN elsewhere) for the
+        members that read the student's preprocessing ``spec`` — a member of another preprocessing cannot see the
+        student's view and gives its whole-record age to every view —, or (records,) per record when the recipe
+        stores no views (--teacher_views 0, or no augmentation)."""
+        recipe, n = self.settings.recipe, len(records.reader)
+        augment = recipe.augment(spec.fs)
+        viewing = [t for t in teachers if t.preprocessing == spec] if recipe.teacher_views and augment else []
+        others = [t for t in teachers if t not in viewing]
+        whole = predict_ensemble(others, records.reader, self.held_out_cfg)[0] if others else np.zeros(n)
+        if not viewing:
+            return whole
+        seen = np.full((n, recipe.teacher_views), np.nan)
+        seen[rows] = predict_views(viewing, records.source, rows, table_sex(records.reader.table), augment,
+                                   recipe.teacher_views, self.settings.run.seed, self.held_out_cfg)
+        if others:
+            logger.warning(f"warning: {len(others)} of the {len(teachers)} teacher models read another preprocessing "
+                           f"than the student; they give each record's whole-record age to all its views")
+        return (len(viewing) * seen + len(others) * whole[:, None]) / len(teachers)
 
     def teacher_folds(self, members: list[Path], assignment: pd.Series) -> dict:
         """Fold k → the teacher members of fold k, when the teacher is a K-fold run on exactly this run's folds;

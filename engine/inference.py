@@ -14,7 +14,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from dataloader.dataset import ECGDataset, eval_loader
+from dataloader.augment import Augment
+from dataloader.dataset import ECGDataset, ViewDataset, eval_loader
 from dataloader.labels import table_sex
 from dataloader.records import Reader
 from dataloader.sources import CacheConfig
@@ -117,6 +118,24 @@ def predict_ensemble(bundles: list[ModelBundle], reader: Reader, cfg: InferenceC
                 lambda source, good, b=b: predict_rows(b, source, reader.table, good, member_cfg)) for b in bundles]
     ages, bad = ensemble_record_ages(reader, members, cfg.cache, workers=cfg.workers if streamed else 0)
     return ensemble_mean([_corrected(b, a, cfg) for b, a in zip(bundles, ages)]), bad
+
+
+def predict_views(bundles: list[ModelBundle], source, positions: np.ndarray, sex: np.ndarray, augment: Augment,
+                  views: int, view_seed: int, cfg: InferenceConfig) -> np.ndarray:
+    """The mean age of ``bundles`` (which read ``source``'s preprocessing) for each stored view of the records at
+    ``positions``: (len(positions), views), view v of position p as ViewDataset draws it for training."""
+    rows = np.repeat(np.asarray(positions, dtype=np.int64), views)
+    dataset = ViewDataset(source, rows, views, augment, view_seed, sex=sex[rows],
+                          fixed=np.tile(np.arange(views), len(positions)))
+    ages = []
+    for bundle in bundles:
+        model = place_model(bundle.model, cfg.device, cfg.fast_layout, training=False)
+        result = predict(model, bundle.head, eval_loader(dataset, cfg.batch_size, cfg.workers), cfg.device,
+                         cfg.precision, cfg.progress, desc=f"{bundle.arch} on {len(rows)} views", sex=bundle.takes_sex)
+        member = np.empty(len(rows))
+        member[result["index"]] = result["age"]
+        ages.append(member)
+    return ensemble_mean(ages).reshape(len(positions), views)
 
 
 @torch.no_grad()

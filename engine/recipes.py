@@ -98,6 +98,10 @@ class Recipe(Settings):
                                          default=0.0)
     teacher_weight: float = _setting("distillation (--teacher): a training record's target is w × the teacher "
                                      "ensemble's age + (1 − w) × its true age", default=0.7)
+    teacher_views: int = _setting("distillation: the teacher scores K stored augmented views of every training "
+                                  "record and each epoch the student trains on one of them towards that view's "
+                                  "age (consistent teaching; only a view's seed is stored); 0 = one teacher age per "
+                                  "record (its whole-record windows) for every fresh augmentation", default=8)
 
     def __post_init__(self):
         for field in dataclasses.fields(self):
@@ -108,7 +112,8 @@ class Recipe(Settings):
         checks = {"batch_size": self.batch_size >= 1, "seeds": self.seeds >= 1, "partners": self.partners >= 1,
                   "nepoch": self.nepoch >= 0, "ema": 0 <= self.ema < 1, "crop_seconds": self.crop_seconds >= 0,
                   "max_weight": self.max_weight > 0, "lr_initial": self.lr_initial > 0,
-                  "warmup_epochs": self.warmup_epochs >= 0, "teacher_weight": 0 <= self.teacher_weight <= 1}
+                  "warmup_epochs": self.warmup_epochs >= 0, "teacher_weight": 0 <= self.teacher_weight <= 1,
+                  "teacher_views": self.teacher_views >= 0}
         wrong = [name for name, ok in checks.items() if not ok]
         if wrong:
             shown = ", ".join(f"--{n} {getattr(self, n)}" for n in wrong)

@@ -1,5 +1,6 @@
 """Distillation (--teacher): one network per fold learns the teacher ensemble's age (fold k from fold k's teachers
-only, on the teacher's own folds), validated and calibrated on the true ages; a teacher on other folds is refused."""
+only, on the teacher's own folds) — on stored augmented views the teacher scored (consistent teaching) or per
+record —, validated and calibrated on the true ages; a teacher on other folds is refused."""
 from __future__ import annotations
 
 import json
@@ -7,11 +8,15 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from conftest import TINY_MODERN
 
 import options
 import train_interface
+from dataloader.augment import Augment, stored_views
+from dataloader.dataset import ViewDataset
 from dataloader.formats import open_reader
+from dataloader.sources import open_source
 from engine.experiment import Experiment, Place, Records
 from engine.inference import InferenceConfig, predict_ensemble
 from engine.runs import run_members
@@ -38,29 +43,81 @@ def test_the_student_is_one_network_per_fold_on_the_teachers_folds(student, mode
     manifest = json.loads((run / "run.json").read_text())
     assert manifest["members"] == ["fold_0", "fold_1"] and manifest["complete"]
     assert isinstance(manifest["options"]["teacher"], str) and manifest["options"]["teacher_weight"] == 0.7
+    assert manifest["options"]["teacher_views"] == 8
     ours, theirs = (pd.read_csv(r / "oof.csv", dtype={"id": str}) for r in (run, teacher))
     assert ours["id"].tolist() == theirs["id"].tolist() and (ours["fold"] == theirs["fold"]).all()
     assert (ours["age"] == theirs["age"]).all()  # paired record by record with the teacher's out-of-fold ages
     assert json.loads((run / "fold_0" / "options.json").read_text())["teacher"] == [str(teacher)]
 
 
+def teacher_setup(ptbxl, teacher, tmp, *extra):
+    settings = options.train_settings(options.parse_train(student_argv(ptbxl, teacher, tmp, *extra)))
+    experiment = Experiment(settings, Place(torch.device("cpu"), "fp32"))
+    folds = pd.read_csv(teacher / "folds.csv", dtype={"id": str})
+    return experiment, pd.Series(folds["fold"].to_numpy(), index=folds["id"])
+
+
 def test_fold_k_learns_only_from_fold_k_teachers(student, modern_cv_run, ptbxl):
-    """The targets: 0.7 × the fold's own teacher + 0.3 × the true age, for every record."""
+    """--teacher_views 0: the targets are 0.7 × the fold's own teacher's record age + 0.3 × the true age."""
     _, teacher = modern_cv_run
     tmp, _ = student
-    settings = options.train_settings(options.parse_train(student_argv(ptbxl, teacher, tmp)))
-    experiment = Experiment(settings, Place(__import__("torch").device("cpu"), "fp32"))
+    experiment, assignment = teacher_setup(ptbxl, teacher, tmp, "--teacher_views", "0")
     reader = open_reader(ptbxl, ptbxl_rate=100)
     records = Records(reader, None, np.arange(len(reader)))
-    folds = pd.read_csv(teacher / "folds.csv", dtype={"id": str})
-    targets = experiment.teacher_targets(records, pd.Series(folds["fold"].to_numpy(), index=folds["id"]))
+    spec = load_ensemble(run_members(teacher)[:1])[0].preprocessing
+    targets = experiment.teacher_targets(records, spec, assignment)
     ages = pd.to_numeric(reader.table["age"], errors="coerce").to_numpy(float)
     cfg = InferenceConfig(cache=experiment.held_out_cfg.cache)
     for k, member in enumerate(run_members(teacher)):
         taught, _ = predict_ensemble(load_ensemble([member]), reader, cfg)
         known = np.isfinite(taught)
+        assert targets[k].shape == (len(reader),)
         np.testing.assert_allclose(targets[k][known], (0.7 * taught + 0.3 * ages)[known], rtol=1e-5)
     assert not np.allclose(targets[0], targets[1], equal_nan=True)
+
+
+def test_each_stored_view_carries_its_own_teacher_age(student, modern_cv_run, ptbxl):
+    """Default (8 views): fold k's target for view v of a training record is 0.7 × fold k's teacher on exactly that
+    augmented view (recomputed here from the view's seed) + 0.3 × the true age; held-out records keep the truth."""
+    _, teacher = modern_cv_run
+    tmp, _ = student
+    experiment, assignment = teacher_setup(ptbxl, teacher, tmp)
+    reader = open_reader(ptbxl, ptbxl_rate=100)
+    bundle = load_ensemble([run_members(teacher)[0]])[0]
+    source, bad = open_source(reader, bundle.preprocessing, experiment.held_out_cfg.cache)
+    usable = np.array([i for i, rid in enumerate(reader.ids) if rid not in bad and rid in assignment.index])
+    records = Records(reader, source, usable)
+    targets = experiment.teacher_targets(records, bundle.preprocessing, assignment)
+    ages = records.ages.astype(float)
+    folds = assignment.reindex(reader.ids).to_numpy()
+    augment = experiment.settings.recipe.augment(bundle.preprocessing.fs)
+    rows = usable[folds[usable] != 0][:5]
+    x = stored_views(augment, np.repeat(source.read(rows), 8, axis=0), 5, np.repeat(rows, 8), np.tile(np.arange(8), 5))
+    model = bundle.model.eval()
+    with torch.no_grad():
+        taught = bundle.head(model(torch.from_numpy(x))).double().numpy().reshape(5, 8)
+    assert targets[0].shape == (len(reader), 8)
+    np.testing.assert_allclose(targets[0][rows], 0.7 * taught + 0.3 * ages[rows, None], atol=1e-3)
+    assert np.ptp(targets[0][rows], axis=1).min() > 0  # the views differ, and so do their ages
+    held_out = usable[folds[usable] == 0]
+    np.testing.assert_array_equal(targets[0][held_out], np.repeat(ages[held_out, None], 8, axis=1))
+
+
+def test_a_view_dataset_draws_the_stored_views():
+    """Training draws one of the K stored views per row — the very array the teacher scored — with its target."""
+    x = np.random.default_rng(0).standard_normal((10, 12, 500)).astype(np.float32)
+    augment = Augment(crop_samples=250, scale=0.1, noise=0.05, lead_dropout=0.1)
+    source = type("Memory", (), {"read": lambda self, rows: x[rows]})()
+    dataset = ViewDataset(source, np.arange(10), 4, augment, 7, targets=np.arange(40).reshape(10, 4), seed=3)
+    drawn = [dataset.__getitems__([2, 5, 7]), dataset.__getitems__([5, 2, 7])]
+    for batch in drawn:
+        positions = batch["index"].numpy()
+        views = batch["y"].numpy().astype(int) - 4 * positions
+        assert ((0 <= views) & (views < 4)).all()
+        np.testing.assert_array_equal(batch["x"].numpy(), stored_views(augment, x[positions], 7, positions, views))
+    assert drawn[0]["x"].shape == (3, 12, 250)
+    with pytest.raises(ValueError, match="rows, views"):
+        ViewDataset(source, np.arange(10), 3, augment, 7, targets=np.zeros((10, 4)))
 
 
 def test_a_teacher_on_other_folds_is_refused(ptbxl, modern_cv_run, tmp_path, capsys):
