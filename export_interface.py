@@ -78,7 +78,8 @@ def quantized(fp32: Path, output: Path, calibration: tuple, check: tuple, what: 
     logger.info(f"quantizing to int8 (QDQ), ranges calibrated on {calibrated_on}; CPU {cpu_name()} "
                 f"({', '.join(cpu_flags()) or 'flags unknown'})")
     result = quantize_int8(fp32, output, tuple(inputs), check)
-    logger.log(RESULT, f"wrote {output} (int8, {result['bytes'] / 1e6:.1f} MB): ages differ from the fp32 export by "
+    logger.log(RESULT, f"wrote {output} (int8: {result['scope']}, {result['bytes'] / 1e6:.1f} MB): ages differ from "
+                       f"the fp32 export by "
                        f"{result['mean_difference_years']:.3g} y on average, at most "
                        f"{result['max_difference_years']:.3g} y, on {what}" +
                ("" if fast_int8() else "; this CPU has no VNNI or AMX: int8 may run no faster than fp32 here"))

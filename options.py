@@ -45,6 +45,16 @@ def _bool(text: str) -> bool:
 
 
 # ---- argument groups -------------------------------------------------------------------------------------------
+def _threads(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"a number of threads is a whole number ≥ 1, got {text!r}")
+    return value
+
+
 def add_data_root(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data_root", default=None,
                    help=f"folder holding the MAIC layout (ECG_<mode>_numpy_train/, ECG_<mode>_age_train.csv, "
@@ -184,6 +194,10 @@ def add_runtime(p: argparse.ArgumentParser) -> None:
                    help="auto = bf16 autocast where the hardware runs it fast (CUDA, AMX/AVX512-BF16 CPUs) for "
                         "training, fp32 numerics for inference; fp32 = the exact reference path")
     g.add_argument("--num_workers", type=int, default=None, help="DataLoader workers (auto)")
+    g.add_argument("--threads", type=_threads, default=None,
+                   help="CPU threads the model runs on: onnxruntime's intra-op threads, PyTorch's "
+                        "torch.set_num_threads (default: the library's own choice, every core); preprocessing "
+                        "workers (--num_workers) come on top")
     g.add_argument("--cache", default="on", choices=("on", "off"),
                    help="preprocess once into an on-disk cache (off = preprocess in the loader)")
     g.add_argument("--cache_dir", default=str(CACHE_DIR))

@@ -44,7 +44,7 @@ logger = logging.getLogger("test")
 def load_models(job: PredictJob, weights: list[str], mode: str, reader: Reader) -> Predictor:
     """Every model ``weights`` stands for (a run folder: exactly the members its manifest names) on --engine."""
     return load_predictor(weights, mode=mode, trust=job.runtime.trust_checkpoint, engine=job.prediction.engine,
-                          check=records_of(reader))
+                          check=records_of(reader), threads=job.runtime.threads or 0)
 
 
 def engine_config(job: PredictJob, models: Predictor, cfg):
@@ -148,7 +148,7 @@ def torch_config(job: PredictJob):
     runtime = job.runtime
     device = resolve_device(runtime.device)
     precision = "fp32" if runtime.precision == "auto" else resolve_precision(runtime.precision, device)
-    configure_backends(device, precision, runtime.deterministic)
+    configure_backends(device, precision, runtime.deterministic, runtime.threads)
     return InferenceConfig(device=device, precision=precision,
                            workers=runtime.workers(default_workers(device, job.cache.cache == "on")),
                            tta=job.prediction.tta,

@@ -41,7 +41,7 @@ def place(settings: TrainSettings) -> Place:
     configure_logging(sys.stdout, runtime.quiet, main_process=rank == 0)
     precision = resolve_precision(runtime.precision, device)
     logger.info(precision_reason(runtime.precision, device, precision))
-    configure_backends(device, precision, runtime.deterministic)
+    configure_backends(device, precision, runtime.deterministic, runtime.threads)
     seed_everything(settings.run.seed)
     if settings.recipe.batch_size % world:
         raise UserError(f"--batch_size {settings.recipe.batch_size} (global) must divide among {world} processes")

@@ -94,6 +94,8 @@ ROWS["modern_1seed_bf16"] = [*MODERN, "--precision", "bf16"]
 TEACHER = "{teacher}"  # the modern row's run folder, filled in by train()
 ROWS["distilled"] = [*MODERN, "--teacher", TEACHER]  # consistent teaching: 8 stored views per record (the default)
 ROWS["distilled_record"] = [*ROWS["distilled"], "--teacher_views", "0"]  # one teacher age per record, fresh crops
+# the plain BaselineNet (its own recipe) as the student; its twin without a teacher is the baseline row
+ROWS["distilled_baseline"] = [*ROWS["baseline"], "--teacher", TEACHER]
 QUICK = {"ResUDenseNet": ["--out_ch", "16", "--mid_ch", "8"], "ResNet1d": ["--net_filter_size", "8", "16", "24", "32",
                                                                           "40"],
          "ECGEfficientNet": ["--width", "0.25"], "BaselineNet": ["--width", "0.25"]}

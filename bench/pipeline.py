@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -79,12 +78,13 @@ def model(work: Path, weights: list[str] | None) -> Path:
     return path
 
 
-def end_to_end(path: Path, onnx: Path, work: Path, workers: int) -> dict:
+def end_to_end(path: Path, onnx: Path, work: Path, workers: int, threads: int | None) -> dict:
     output = work / f"{path.stem}.csv"
     started = time.perf_counter()
     done = subprocess.run([sys.executable, "-c", MEASURE, str(ROOT / "test_interface.py"), "--input", str(path),
                            "--weights", str(onnx), "--cache", "off", "--output", str(output), "--num_workers",
-                           str(workers), "--quiet"], capture_output=True, text=True, cwd=ROOT)
+                           str(workers), "--quiet", *(["--threads", str(threads)] if threads else [])],
+                          capture_output=True, text=True, cwd=ROOT)
     seconds = time.perf_counter() - started
     if done.returncode:
         raise SystemExit(done.stderr[-3000:])
@@ -111,13 +111,14 @@ print(own / 1024, workers / 1024)
 """
 
 
-def model_only(onnx: Path, path: Path, count: int, batch: int) -> dict:
-    """onnxruntime alone on preprocessed inputs (the first ``count`` records, prepared outside the timing)."""
+def model_only(onnx: Path, path: Path, count: int, batch: int, threads: int | None) -> dict:
+    """onnxruntime alone (``threads``, as the pipeline's model) on preprocessed inputs (the first ``count``
+    records, prepared outside the timing)."""
     from dataloader.formats import open_reader
     from dataloader.sources import prepare
     from engine.onnx_engine import OnnxModel
 
-    session = OnnxModel.load(onnx)
+    session = OnnxModel.load(onnx, threads or 0)
     reader = open_reader(path)
     x = np.stack([prepare(reader.load(i), session.preprocessing) for i in range(min(count, 512))])
     x = np.concatenate([x] * (-(-count // len(x))))[:count]
@@ -135,6 +136,9 @@ def main(argv=None) -> dict:
                    help="the model: checkpoints or runs (exported here), or one .onnx file (default: a new "
                         "ECGEfficientNet)")
     p.add_argument("--workers", type=int, default=None, help="--num_workers of the pipeline (default: its own)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="the model's threads, end to end (test_interface --threads) and alone (default: "
+                        "onnxruntime's own choice, every core)")
     p.add_argument("--batch", type=int, default=64, help="onnxruntime's batch (test_interface's default)")
     p.add_argument("--ptbxl", default=str(SHARED))
     p.add_argument("--work", default="bench/results/pipeline")
@@ -150,13 +154,13 @@ def main(argv=None) -> dict:
     rows = []
     for count in sizes:
         path = hdf5(work, count, Path(args.ptbxl))
-        whole = end_to_end(path, onnx, work, workers)
-        alone = model_only(onnx, path, count, args.batch)
+        whole = end_to_end(path, onnx, work, workers, args.threads)
+        alone = model_only(onnx, path, count, args.batch, args.threads)
         rows.append({"n": count, "end_to_end_ecg_per_s": whole["ecg_per_s"], "model_ecg_per_s": alone["ecg_per_s"],
                      "ratio": whole["ecg_per_s"] / alone["ecg_per_s"], "peak_rss_mb": whole["peak_rss_mb"],
                      "worker_peak_rss_mb": whole["worker_peak_rss_mb"], "rows": whole["rows"]})
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-    result = {"cpu": cpu_name(), "cpu_flags": cpu_flags(), "threads": os.environ.get("OMP_NUM_THREADS", "default"),
+    result = {"cpu": cpu_name(), "cpu_flags": cpu_flags(), "threads": args.threads or "onnxruntime's default",
               "workers": workers, "batch": args.batch, "sizes": rows}
     (work / "pipeline.json").write_text(json.dumps(result, indent=1))
     print(json.dumps(result))

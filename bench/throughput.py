@@ -166,11 +166,12 @@ def default_path(head, reader, spec, ages, args, device, precision, tmp: Path, r
 def onnx_path(model, head, spec, reader, args, tmp: Path, result: dict) -> float:
     """Every engine on the same inputs and batch, interleaved (the second round is kept): PyTorch's default path
     (what --precision auto picks here, fast layout), PyTorch fp32 eager, onnxruntime fp32 and onnxruntime int8
-    (static QDQ, calibrated on the same inputs); returns onnxruntime fp32's ECG/s (result gets every engine's, the
+    (static QDQ, calibrated on the same inputs) of the whole network and of its convolutions only (the scope a
+    trained network may need, engine/quantize.SCOPES); returns onnxruntime fp32's ECG/s (result gets every engine's, the
     ratios to PyTorch fp32 and each engine's largest difference from it, with the CPU's flags)."""
     from engine.export import export_onnx
     from engine.onnx_engine import OnnxModel
-    from engine.quantize import quantize_int8
+    from engine.quantize import SCOPES, quantize_int8
     from models.checkpoint import ModelBundle
     from models.registry import model_args
     from models.schema import UNKNOWN_SEX
@@ -182,10 +183,11 @@ def onnx_path(model, head, spec, reader, args, tmp: Path, result: dict) -> float
     x = np.stack([preprocess(r.signal, r.fs, spec) for r in map(reader.load, range(args.n_infer))])
     sex = np.full(len(x), UNKNOWN_SEX, np.float32)
     export_onnx([bundle], tmp / "model.onnx", x[:args.infer_batch_size], sex[:args.infer_batch_size])
-    int8 = quantize_int8(tmp / "model.onnx", tmp / "model.int8.onnx", (x, sex), (x, sex),
-                         limits=(float("inf"), float("inf")))  # measured here, not enforced
-    sessions = {"onnxruntime": OnnxModel.load(tmp / "model.onnx"), "onnxruntime_int8": OnnxModel.load(
-        tmp / "model.int8.onnx")}
+    int8 = {name: quantize_int8(tmp / "model.onnx", tmp / f"{name}.onnx", (x, sex), (x, sex),
+                                limits=(float("inf"), float("inf")), scopes=(scope,))  # measured, not enforced
+            for name, scope in (("onnxruntime_int8", SCOPES[0]), ("onnxruntime_int8_conv", SCOPES[1]))}
+    sessions = {"onnxruntime": OnnxModel.load(tmp / "model.onnx"),
+                **{name: OnnxModel.load(tmp / f"{name}.onnx") for name in int8}}
     default = resolve_precision(args.precision, torch.device("cpu"))
     fast = place_model(copy.deepcopy(model), torch.device("cpu"), fast_layout=True, training=False)
     batches = [x[i:i + args.infer_batch_size] for i in range(0, len(x), args.infer_batch_size)]
@@ -198,13 +200,15 @@ def onnx_path(model, head, spec, reader, args, tmp: Path, result: dict) -> float
             return head(net(torch.from_numpy(batch))).double().numpy()
 
     timed = {}
-    for engine in [*("torch_fp32", "torch_default", "onnxruntime", "onnxruntime_int8")] * 2:
+    for engine in [*("torch_fp32", "torch_default", *sessions)] * 2:
         started = time.perf_counter()
         outputs = np.concatenate([run(engine, batch) for batch in batches])
         timed[engine] = (len(x) / (time.perf_counter() - started), outputs)
     reference = timed["torch_fp32"]
     result.update({"engine": "onnxruntime", "onnx_batch_size": args.infer_batch_size, "cpu_flags": cpu_flags(),
-                   "torch_default_precision": default, "int8_mean_difference_years": int8["mean_difference_years"],
+                   "torch_default_precision": default,
+                   "int8_mean_difference_years": int8["onnxruntime_int8"]["mean_difference_years"],
+                   "int8_conv_mean_difference_years": int8["onnxruntime_int8_conv"]["mean_difference_years"],
                    "torch_eager_infer_samples_per_s": reference[0],
                    **{f"{e}_infer_samples_per_s": t[0] for e, t in timed.items()},
                    **{f"{e}_vs_torch_fp32": t[0] / reference[0] for e, t in timed.items() if e != "torch_fp32"},

@@ -22,6 +22,7 @@ from dataloader.sources import prepare
 from engine import export
 from engine.experiment import build_bundle
 from engine.onnx_engine import METADATA_KEY, OnnxModel
+from engine.quantize import SCOPES
 from utils.errors import CheckpointError, RecordError
 
 ARCH_OPTIONS = {"ECGEfficientNet": ["--width", "0.25"], "BaselineNet": [], **TINY}
@@ -242,6 +243,7 @@ def test_int8_export_is_checked_against_fp32_and_used_like_it(exported, modern_c
     graph = onnx.load(str(out))
     meta = json.loads(next(p.value for p in graph.metadata_props if p.key == METADATA_KEY))
     assert meta["quantized"] == "int8" and meta["calibration_records"] == 16 and len(meta["members"]) == 2
+    assert meta["int8_scope"] in {scope.name for scope in SCOPES}
     assert any(node.op_type == "QuantizeLinear" for node in graph.graph.node)
     reader = open_reader(cinc)
     fp32, int8 = OnnxModel.load(exported), OnnxModel.load(out)
@@ -262,6 +264,39 @@ def test_an_int8_model_outside_its_tolerance_writes_nothing(exported, cinc, tmp_
     model = OnnxModel.load(exported)
     x = np.stack([prepare(reader.load(i), model.preprocessing) for i in range(6)])
     sex = np.full(len(x), 0.5, np.float32)
-    with pytest.raises(UserError, match="too far from the fp32 export"):
+    with pytest.raises(UserError, match="too far from the fp32 export") as refused:
         quantize.quantize_int8(exported, tmp_path / "model.int8.onnx", (x, sex), (x, sex))
+    assert all(f"{scope.name}: mean" in str(refused.value) for scope in SCOPES)  # every scope tried, each reported
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_careful_int8_scope_keeps_the_stem_gates_and_activations_in_fp32(exported, cinc, tmp_path):
+    """Convolutions over time in int8; the stem, the squeeze-excitation gates' convolutions on pooled features, the
+    activations and the head stay fp32 — found from the graph's shapes, not from names."""
+    import onnx
+
+    from engine.quantize import fp32_edges, quantize_int8
+
+    graph = onnx.load(str(exported))
+    kept = set(fp32_edges(graph))
+    producer = {out: n.op_type for n in graph.graph.node for out in n.output}
+    stems = [n.name for n in graph.graph.node if n.op_type == "Conv" and n.input[0] == "x"]
+    squeezes = [n.name for n in graph.graph.node if n.op_type == "Conv" and producer.get(n.input[0]) == "ReduceMean"]
+    assert len(stems) == 2 and squeezes and set(stems + squeezes) <= kept  # each gate: a squeeze and an excitation conv
+    assert len(kept) == len(stems) + 2 * len(squeezes)
+    reader = open_reader(cinc)
+    model = OnnxModel.load(exported)
+    x = np.stack([prepare(reader.load(i), model.preprocessing) for i in range(6)])
+    sex = np.full(len(x), 0.5, np.float32)
+    result = quantize_int8(exported, tmp_path / "conv.onnx", (x, sex), (x, sex), limits=(np.inf, np.inf),
+                           scopes=(SCOPES[1],))
+    assert result["scope"] == "convolutions" and result["tried"][0][0] == "convolutions"
+    quantized = onnx.load(str(tmp_path / "conv.onnx")).graph.node
+    produced_by = {out: n for n in quantized for out in n.output}
+    for node in quantized:
+        if node.op_type == "Conv":  # int8 exactly where the rule says: its input comes through a DequantizeLinear
+            dequantized = produced_by.get(node.input[0]) is not None and \
+                produced_by[node.input[0]].op_type == "DequantizeLinear"
+            assert dequantized == (node.name not in kept), node.name
+        if node.op_type in ("Sigmoid", "Gemm"):
+            assert produced_by[node.input[0]].op_type != "DequantizeLinear"

@@ -75,9 +75,11 @@ def default_infer_batch(device: torch.device, batch_size: int) -> int:
     return 4 * batch_size if device.type == "cuda" else min(8, batch_size)
 
 
-def configure_backends(device: torch.device, precision: str, deterministic: bool) -> None:
+def configure_backends(device: torch.device, precision: str, deterministic: bool, threads: int | None = None) -> None:
     """fp32 stays exact (no TF32) so that fp32 runs reproduce reference outputs; bf16 runs enable TF32 for the
-    few ops left in fp32."""
+    few ops left in fp32. ``threads``: PyTorch's CPU threads (None: its own choice)."""
+    if threads:
+        torch.set_num_threads(threads)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = precision == "bf16"
         torch.backends.cudnn.allow_tf32 = precision == "bf16"

@@ -48,6 +48,7 @@ class RuntimeSettings(Settings):
     compile: str = runtime("auto")
     trust_checkpoint: bool = runtime(False)
     infer_batch_size: int | None = runtime()
+    threads: int | None = runtime()  # the model's CPU threads (None: the library's own choice, every core)
     sync_bn: bool = False
 
     def workers(self, default: int) -> int:

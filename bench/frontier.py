@@ -1,0 +1,222 @@
+"""The accuracy–compute frontier, side by side in one run: what each deployable choice costs and what it scores.
+
+    OMP_NUM_THREADS=2 python bench/frontier.py --teacher W/log/ECGEfficientNet_modern_s1000 \\
+        --distilled W/log/ECGEfficientNet_distilled_s100[01] --alone W/log/ECGEfficientNet_modern_1seed_s100[01] \\
+        --work bench/results/frontier                       # W: a bench/accuracy.py --work folder
+    python bench/frontier.py --quick --teacher RUN --distilled RUN --alone RUN --work /tmp/frontier   # a smoke run
+
+The runs are K-fold runs on the same folds (bench/accuracy.py trains them: rows ``modern``, ``distilled``,
+``modern_1seed``). Out of fold, each record is predicted by the models of the fold that never saw it, so the
+points are:
+
+* **one fold's three** — the teacher run's out-of-fold ages (a fold's ECGEfficientNet + 2 BaselineNets);
+* **the 15-network ensemble** — every fold's models together; it has no out-of-fold ages (every record is in
+  some fold's training set), so only its external MAE (the CinC 2021 records) and its costs are reported;
+* **one network** — ``--alone`` (ECGEfficientNet, no teacher) and ``--distilled`` (the same network taught by the
+  teacher; fold k by fold k's three), each over its seeds;
+* **the distilled network in int8** — each fold's student exported and quantized by ``export_interface.py
+  --quantize int8`` (calibrated on its own training records, checked on the external records — refused when outside
+  the tolerance, and then reported so), its held-out fold predicted by onnxruntime; paired with the same students'
+  fp32 exports.
+
+Accuracy: each point's pooled OOF MAE (seeds: each record's absolute error averaged over them) and its **paired**
+difference from the teacher's and from the network alone with a 95% bootstrap interval over records. Cost: GFLOP
+per ECG, training seconds (the members' epochs; the distilled point adds the teacher's pass over the stored views,
+and needs the teacher trained), and onnxruntime ECG/s with ``--threads`` for the model alone and end to end
+(``test_interface.py --cache off`` on ``--size`` CODE-15%-layout ECGs; bench/pipeline.py). The CPU and its flags
+are stated. The last line printed is one JSON object; exports and predictions are kept under --work.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from accuracy import gflop, paired, training_seconds
+from pipeline import end_to_end, hdf5, model_only
+
+import export_interface
+from dataloader.formats import InputSettings, open_reader
+from dataloader.sources import prepare
+from engine.onnx_engine import METADATA_KEY, OnnxModel
+from engine.runs import FOLDS, MANIFEST, OOF, member_parts, run_members, training_input
+from models.checkpoint import load_bundle
+from utils.errors import RecordError
+from utils.io import write_json
+from utils.machine import cpu_flags, cpu_name
+from utils.paths import ROOT
+
+SHARED = ROOT.parent / "shared" / "data"
+N_BOOT = 2000
+
+
+def oof_ages(run: Path) -> pd.DataFrame:
+    """The run's out-of-fold ages: id → age, predicted_age, fold."""
+    return pd.read_csv(run / OOF, dtype={"id": str}).set_index("id")
+
+
+def seed_errors(ages: list[pd.Series], truth: pd.Series) -> pd.Series:
+    """Per record, the absolute error averaged over seeds."""
+    return pd.concat([(a - truth).abs() for a in ages], axis=1).mean(axis=1)
+
+
+def fold_members(run: Path) -> dict[int, list[Path]]:
+    folds = {}
+    for member in run_members(run):
+        folds.setdefault(member_parts(member.parent.name)["fold"], []).append(member)
+    return folds
+
+
+def export(members: list[Path], out: Path, args, int8: bool = False) -> Path | None:
+    """``members`` as one ONNX file (checked on the external records); int8: quantized and checked, or None when
+    every scope is refused (the refusal is printed)."""
+    if not out.exists():
+        argv = ["--weights", *map(str, members), "--output", str(out), "--check_input", args.external,
+                "--check_records", str(args.check_records), "--quiet"]
+        if int8:
+            argv += ["--quantize", "int8", "--calibration_records", str(args.calibration_records)]
+        if export_interface.entry(argv) != 0:
+            if int8:
+                return None
+            raise SystemExit(f"exporting {members} failed")
+    return out
+
+
+def onnx_oof(run: Path, args, work: Path, int8: bool) -> tuple[pd.Series, list[dict]]:
+    """Each fold's model exported (int8: quantized) and run by onnxruntime on its own held-out records: the
+    out-of-fold ages (NaN for a fold whose int8 was refused) and, per fold, the int8 scope kept."""
+    folds = pd.read_csv(run / FOLDS, dtype={"id": str}).set_index("id")["fold"]
+    members = fold_members(run)
+    reader = InputSettings.from_options(training_input(members[0][0])).open()
+    position = {rid: i for i, rid in enumerate(reader.ids)}
+    ages, notes = pd.Series(np.nan, index=folds.index), []
+    for k, models in sorted(members.items()):
+        path = export(models, work / f"{run.name}_fold{k}{'.int8' if int8 else ''}.onnx", args, int8)
+        if path is None:
+            notes.append({"fold": k, "scope": "refused"})
+            continue
+        model = OnnxModel.load(path, args.threads or 0)
+        meta = json.loads(model.session.get_modelmeta().custom_metadata_map[METADATA_KEY])
+        notes.append({"fold": k, "scope": meta.get("int8_scope", "fp32")})
+        ids = folds.index[folds == k]
+        x = []
+        for rid in ids:
+            try:
+                x.append(prepare(reader.load(position[rid]), model.preprocessing))
+            except RecordError as exc:
+                raise SystemExit(f"{rid}: {exc}") from exc
+        ages[ids] = model.ages(np.stack(x))
+    return ages, notes
+
+
+def external_mae(onnx: Path, args) -> float:
+    reader = open_reader(args.external)
+    model = OnnxModel.load(onnx, args.threads or 0)
+    truth = pd.to_numeric(reader.table["age"], errors="coerce").to_numpy(float)
+    x, keep = [], []
+    for i in range(len(reader)):
+        try:
+            x.append(prepare(reader.load(i), model.preprocessing))
+            keep.append(i)
+        except RecordError:
+            continue
+    return float(np.nanmean(np.abs(model.ages(np.stack(x)) - truth[keep])))
+
+
+def speed(onnx: Path, args, work: Path) -> dict:
+    """onnxruntime ECG/s of ``onnx``: the model alone and end to end on ``--size`` ECGs, and their ratio."""
+    data = hdf5(work, args.size, Path(args.ptbxl))
+    whole = end_to_end(data, onnx, work, args.workers, args.threads)
+    alone = model_only(onnx, data, args.size, 64, args.threads)
+    return {"model_ecg_per_s": alone["ecg_per_s"], "end_to_end_ecg_per_s": whole["ecg_per_s"],
+            "ratio": whole["ecg_per_s"] / alone["ecg_per_s"]}
+
+
+def teacher_pass(run: Path) -> float:
+    return float(json.loads((run / MANIFEST).read_text()).get("teacher_seconds") or 0.0)
+
+
+def points(args, work: Path) -> dict:
+    teacher = Path(args.teacher)
+    distilled, alone = [Path(r) for r in args.distilled], [Path(r) for r in args.alone]
+    reference = oof_ages(teacher)
+    truth = reference["age"]
+    fold0 = fold_members(teacher)[0]
+    k = len(fold_members(teacher))
+    student = fold_members(distilled[0])[0]
+    exports = {"ensemble_15": export(run_members(teacher), work / "teacher_all.onnx", args),
+               "fold_three": export(fold0, work / "teacher_fold0.onnx", args),
+               "one_network": export(student, work / "student_fold0.onnx", args),
+               "one_network_int8": export(student, work / "student_fold0.int8.onnx", args, int8=True)}
+    fp32 = [onnx_oof(r, args, work, int8=False) for r in distilled]
+    int8 = [onnx_oof(r, args, work, int8=True) for r in distilled]
+    errors = pd.DataFrame({
+        "fold_three": (reference["predicted_age"] - truth).abs(),
+        "one_network": seed_errors([oof_ages(r)["predicted_age"] for r in alone], truth),
+        "distilled": seed_errors([oof_ages(r)["predicted_age"] for r in distilled], truth),
+        "distilled_onnx_fp32": seed_errors([a for a, _ in fp32], truth),
+        "distilled_int8": seed_errors([a for a, _ in int8], truth)})
+    gflops = {"member": gflop(load_bundle(student[0], mode="adult")),
+              "teacher": [gflop(load_bundle(m, mode="adult")) for m in run_members(teacher)]}
+    taught = np.mean([training_seconds(r) + teacher_pass(r) for r in distilled]) / k  # + the teacher's training
+    costs = {"ensemble_15": (sum(gflops["teacher"]), training_seconds(teacher)),
+             "fold_three": (sum(gflops["teacher"]) / k, training_seconds(teacher) / k),
+             "one_network": (gflops["member"], np.mean([training_seconds(r) for r in alone]) / k),
+             "distilled": (gflops["member"], taught), "distilled_int8": (gflops["member"], taught)}
+    speeds = {name: speed(path, args, work) for name, path in exports.items() if path is not None}
+    speeds["distilled"], speeds["distilled_onnx_fp32"] = speeds["one_network"], speeds["one_network"]
+    if "one_network_int8" in speeds:
+        speeds["distilled_int8"] = speeds.pop("one_network_int8")
+    out = {}
+    for name in ["ensemble_15", *errors.columns]:
+        gf, train = costs.get(name, costs.get("distilled"))
+        entry = {"gflop_per_ecg": gf, "train_seconds_per_model": train, **speeds.get(name, {})}
+        if name in errors:
+            entry["oof_mae"] = float(errors[name].mean())
+            entry["records"] = int(errors[name].notna().sum())
+            if name != "fold_three":
+                entry["vs_teacher"] = paired(errors, name, "fold_three", N_BOOT)
+            if name.startswith("distilled"):
+                entry["vs_alone"] = paired(errors, name, "one_network", N_BOOT)
+        out[name] = entry
+    out["ensemble_15"]["external_mae"] = external_mae(exports["ensemble_15"], args)
+    out["distilled_int8"]["vs_fp32"] = paired(errors, "distilled_int8", "distilled_onnx_fp32", N_BOOT)
+    out["distilled_int8"]["scopes"] = [n for _, notes in int8 for n in notes]
+    out["teacher_train_seconds"] = training_seconds(teacher)
+    return out
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--teacher", required=True, help="the K-fold teacher run (the modern defaults)")
+    p.add_argument("--distilled", nargs="+", required=True, help="the distilled runs (seeds), on the same folds")
+    p.add_argument("--alone", nargs="+", required=True, help="the same network without a teacher (seeds)")
+    p.add_argument("--external", default=str(SHARED / "cinc2021"))
+    p.add_argument("--ptbxl", default=str(SHARED / "ptbxl"))
+    p.add_argument("--size", type=int, default=2000, help="ECGs of the end-to-end measurement")
+    p.add_argument("--threads", type=int, default=None, help="onnxruntime's threads (default: its own choice)")
+    p.add_argument("--workers", type=int, default=1, help="preprocessing workers end to end")
+    p.add_argument("--check_records", type=int, default=100)
+    p.add_argument("--calibration_records", type=int, default=64)
+    p.add_argument("--work", default="bench/results/frontier")
+    p.add_argument("--quick", action="store_true", help="a smoke run: 128 ECGs end to end, 16 calibration records")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.size, args.calibration_records, args.check_records = 128, 16, 8
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    result = {"cpu": cpu_name(), "cpu_flags": cpu_flags(), "threads": args.threads or "onnxruntime's default",
+              "workers": args.workers, "points": points(args, work)}
+    write_json(work / "frontier.json", result)
+    for name, entry in result["points"].items():
+        if isinstance(entry, dict):
+            print(f"{name}: {json.dumps(entry)}", file=sys.stderr)
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()
