@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,11 +103,12 @@ def _quantize(fp32, staging: Path, feeds: tuple, scope: Scope, records: int) -> 
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile}[scope.ranges]
-    quantize_static(str(fp32), str(staging), _Batches(*feeds), quant_format=QuantFormat.QDQ,
-                    op_types_to_quantize=list(scope.op_types) if scope.op_types else None,
-                    nodes_to_exclude=fp32_edges(onnx.load(str(fp32))) if scope.keep_fp32_edges else None,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
-                    calibrate_method=method, extra_options={"CalibPercentile": 99.99})
+    with _library_warnings_off():
+        quantize_static(str(fp32), str(staging), _Batches(*feeds), quant_format=QuantFormat.QDQ,
+                        op_types_to_quantize=list(scope.op_types) if scope.op_types else None,
+                        nodes_to_exclude=fp32_edges(onnx.load(str(fp32))) if scope.keep_fp32_edges else None,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
+                        calibrate_method=method, extra_options={"CalibPercentile": 99.99})
     model = onnx.load(str(staging))
     meta = json.loads(next(p.value for p in model.metadata_props if p.key == METADATA_KEY))
     del model.metadata_props[:]
@@ -114,6 +116,19 @@ def _quantize(fp32, staging: Path, feeds: tuple, scope: Scope, records: int) -> 
     entry.key, entry.value = METADATA_KEY, json.dumps({**meta, "quantized": "int8", "int8_scope": scope.name,
                                                         "calibration_records": int(records)})
     onnx.save(model, str(staging))
+
+
+@contextmanager
+def _library_warnings_off():
+    """onnxruntime's quantizer writes its own advice through the root logger (logging.warning): none of a
+    library's free text reaches our console. The project's loggers are not the root logger and are unaffected."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
 def fp32_edges(model) -> list[str]:

@@ -131,3 +131,17 @@ def test_quick_figure_comparison_runs(tmp_path, cinc):
     for library in ("ours", "ecg_plot"):  # both draw the clinical scale: 25 mm/s, 10 mm/mV
         assert abs(result[library]["mm_per_s"] - 25) < 1e-6 and abs(result[library]["mm_per_mv"] - 10) < 1e-6
     assert result["ours"]["embedded_kb"] < result["ours"]["png_kb"]
+
+
+def test_quick_frontier_benchmark_runs(tmp_path, modern_cv_run, cinc, ptbxl):
+    """The frontier's mechanics on a tiny 2-fold run in every role: out-of-fold points paired with the teacher,
+    each fold's int8 export predicting its own held-out records, the costs and the one network's speeds."""
+    _, run = modern_cv_run
+    result = run_quick("frontier.py", "--teacher", str(run), "--distilled", str(run), "--alone", str(run),
+                       "--external", str(cinc), "--ptbxl", str(ptbxl), "--work", str(tmp_path))
+    points = result["points"]
+    assert points["distilled"]["oof_mae"] == points["one_network"]["oof_mae"]  # the same run: the same errors
+    assert points["distilled"]["vs_alone"]["diff"] == 0 and points["distilled_onnx_fp32"]["records"] > 300
+    assert abs(points["distilled_onnx_fp32"]["oof_mae"] - points["distilled"]["oof_mae"]) < 0.01  # fp32 export
+    assert len(points["distilled_int8"]["scopes"]) == 2 and points["one_network"]["model_ecg_per_s"] > 0
+    assert points["ensemble_15"]["external_mae"] > 0 and points["fold_three"]["gflop_per_ecg"] > 0

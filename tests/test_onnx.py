@@ -293,10 +293,15 @@ def test_the_careful_int8_scope_keeps_the_stem_gates_and_activations_in_fp32(exp
     assert result["scope"] == "convolutions" and result["tried"][0][0] == "convolutions"
     quantized = onnx.load(str(tmp_path / "conv.onnx")).graph.node
     produced_by = {out: n for n in quantized for out in n.output}
+    consumers = {}
+    for n in quantized:
+        for name in n.input:
+            consumers.setdefault(name, []).append(n.op_type)
     for node in quantized:
         if node.op_type == "Conv":  # int8 exactly where the rule says: its input comes through a DequantizeLinear
-            dequantized = produced_by.get(node.input[0]) is not None and \
-                produced_by[node.input[0]].op_type == "DequantizeLinear"
-            assert dequantized == (node.name not in kept), node.name
-        if node.op_type in ("Sigmoid", "Gemm"):
-            assert produced_by[node.input[0]].op_type != "DequantizeLinear"
+            source = produced_by.get(node.input[0])
+            assert (source is not None and source.op_type == "DequantizeLinear") == (node.name not in kept), node.name
+        if node.op_type == "Sigmoid":  # the activations run in fp32: nothing quantizes what they give
+            assert "QuantizeLinear" not in consumers.get(node.output[0], [])
+        if node.op_type == "Gemm":  # the head's weights stay fp32
+            assert node.input[1] not in produced_by or produced_by[node.input[1]].op_type != "DequantizeLinear"
