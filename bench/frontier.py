@@ -139,57 +139,63 @@ def teacher_pass(run: Path) -> float:
     return float(json.loads((run / MANIFEST).read_text()).get("teacher_seconds") or 0.0)
 
 
+def networks(args) -> dict[str, list[Path]]:
+    """The single-network points: name → their runs (seeds)."""
+    out = {"one_network": args.alone, "distilled": args.distilled}
+    if args.baseline:
+        out["baseline_network"] = args.baseline
+    return {name: [Path(r) for r in runs] for name, runs in out.items()}
+
+
 def points(args, work: Path) -> dict:
     teacher = Path(args.teacher)
-    distilled, alone = [Path(r) for r in args.distilled], [Path(r) for r in args.alone]
     reference = oof_ages(teacher)
     truth = reference["age"]
-    fold0 = fold_members(teacher)[0]
     k = len(fold_members(teacher))
-    student = fold_members(distilled[0])[0]
+    singles = networks(args)
+    teacher_gflop = [gflop(load_bundle(m, mode="adult")) for m in run_members(teacher)]
     exports = {"ensemble_15": export(run_members(teacher), work / "teacher_all.onnx", args),
-               "fold_three": export(fold0, work / "teacher_fold0.onnx", args),
-               "one_network": export(student, work / "student_fold0.onnx", args),
-               "one_network_int8": export(student, work / "student_fold0.int8.onnx", args, int8=True)}
-    fp32 = [onnx_oof(r, args, work, int8=False) for r in distilled]
-    int8 = [onnx_oof(r, args, work, int8=True) for r in distilled]
-    errors = pd.DataFrame({
-        "fold_three": (reference["predicted_age"] - truth).abs(),
-        "one_network": seed_errors([oof_ages(r)["predicted_age"] for r in alone], truth),
-        "distilled": seed_errors([oof_ages(r)["predicted_age"] for r in distilled], truth),
-        "distilled_onnx_fp32": seed_errors([a for a, _ in fp32], truth),
-        "distilled_int8": seed_errors([a for a, _ in int8], truth)})
-    gflops = {"member": gflop(load_bundle(student[0], mode="adult")),
-              "teacher": [gflop(load_bundle(m, mode="adult")) for m in run_members(teacher)]}
-    taught = np.mean([training_seconds(r) + teacher_pass(r) for r in distilled]) / k  # + the teacher's training
-    costs = {"ensemble_15": (sum(gflops["teacher"]), training_seconds(teacher)),
-             "fold_three": (sum(gflops["teacher"]) / k, training_seconds(teacher) / k),
-             "one_network": (gflops["member"], np.mean([training_seconds(r) for r in alone]) / k),
-             "distilled": (gflops["member"], taught), "distilled_int8": (gflops["member"], taught)}
-    timed = ("one_network", "one_network_int8") if args.quick else tuple(exports)
+               "fold_three": export(fold_members(teacher)[0], work / "teacher_fold0.onnx", args)}
+    errors = {"fold_three": (reference["predicted_age"] - truth).abs()}
+    costs = {"ensemble_15": (sum(teacher_gflop), training_seconds(teacher)),
+             "fold_three": (sum(teacher_gflop) / k, training_seconds(teacher) / k)}
+    scopes = {}
+    for name, runs in singles.items():
+        first = fold_members(runs[0])[0]
+        errors[name] = seed_errors([oof_ages(r)["predicted_age"] for r in runs], truth)
+        costs[name] = (gflop(load_bundle(first[0], mode="adult")),  # + the teacher's pass (and training), if any
+                       np.mean([training_seconds(r) + teacher_pass(r) for r in runs]) / k)
+        exports[name] = export(first, work / f"{name}_fold0.onnx", args)
+        if name == "one_network":  # the untaught twin: its fp32 and int8 are the distilled network's
+            continue
+        exports[f"{name}_int8"] = export(first, work / f"{name}_fold0.int8.onnx", args, int8=True)
+        for kind, int8 in (("onnx_fp32", False), ("int8", True)):
+            found = [onnx_oof(r, args, work, int8) for r in runs]
+            errors[f"{name}_{kind}"] = seed_errors([a for a, _ in found], truth)
+            costs[f"{name}_{kind}"] = costs[name]
+            if int8:
+                scopes[f"{name}_{kind}"] = [n for _, notes in found for n in notes]
+    timed = ("one_network", "distilled_int8") if args.quick else tuple(exports)
     speeds = {name: speed(path, args, work) for name, path in exports.items() if path is not None and name in timed}
-    speeds["distilled"] = speeds["distilled_onnx_fp32"] = speeds["one_network"]  # the same network's speed
-    if "one_network_int8" in speeds:
-        speeds["distilled_int8"] = speeds.pop("one_network_int8")
+    errors = pd.DataFrame(errors)
     out = {}
     for name in ["ensemble_15", *errors.columns]:
-        gf, train = costs.get(name, costs.get("distilled"))
-        entry = {"gflop_per_ecg": gf, "train_seconds_per_model": train, **speeds.get(name, {})}
+        gf, train = costs[name]
+        entry = {"gflop_per_ecg": gf, "train_seconds_per_model": train,
+                 **speeds.get(name, speeds.get(name.removesuffix("_onnx_fp32"), {}))}  # an export: its network's
         if name in errors:
             entry["oof_mae"] = float(errors[name].mean())
             entry["records"] = int(errors[name].notna().sum())
-            if not entry["records"]:  # every fold's int8 refused: nothing to pair
-                out[name] = entry
-                continue
-            if name != "fold_three":
+            if entry["records"] and name != "fold_three":
                 entry["vs_teacher"] = paired(errors, name, "fold_three", N_BOOT)
-            if name.startswith("distilled"):
-                entry["vs_alone"] = paired(errors, name, "one_network", N_BOOT)
+                if name.startswith("distilled"):
+                    entry["vs_alone"] = paired(errors, name, "one_network", N_BOOT)
+                if name.endswith("_int8"):
+                    entry["vs_fp32"] = paired(errors, name, name.replace("_int8", "_onnx_fp32"), N_BOOT)
+            if name in scopes:
+                entry["scopes"] = scopes[name]  # per fold and seed: the int8 scope kept, or "refused"
         out[name] = entry
     out["ensemble_15"]["external_mae"] = external_mae(exports["ensemble_15"], args)
-    if out["distilled_int8"]["records"]:
-        out["distilled_int8"]["vs_fp32"] = paired(errors, "distilled_int8", "distilled_onnx_fp32", N_BOOT)
-    out["distilled_int8"]["scopes"] = [n for _, notes in int8 for n in notes]
     out["teacher_train_seconds"] = training_seconds(teacher)
     return out
 
@@ -199,6 +205,9 @@ def main(argv=None) -> dict:
     p.add_argument("--teacher", required=True, help="the K-fold teacher run (the modern defaults)")
     p.add_argument("--distilled", nargs="+", required=True, help="the distilled runs (seeds), on the same folds")
     p.add_argument("--alone", nargs="+", required=True, help="the same network without a teacher (seeds)")
+    p.add_argument("--baseline", nargs="*", default=[],
+                   help="another single network's runs (seeds) on the same folds, e.g. bench/accuracy.py's baseline "
+                        "row (BaselineNet): one more point, with its int8")
     p.add_argument("--external", default=str(SHARED / "cinc2021"))
     p.add_argument("--ptbxl", default=str(SHARED / "ptbxl"))
     p.add_argument("--size", type=int, default=2000, help="ECGs of the end-to-end measurement")

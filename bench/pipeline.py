@@ -25,7 +25,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from utils.machine import cpu_flags, cpu_name
+from utils.machine import cpu_flags, cpu_name, model_threads
 from utils.paths import ROOT
 
 SHARED = ROOT.parent / "shared" / "data" / "ptbxl"
@@ -138,7 +138,7 @@ def main(argv=None) -> dict:
     p.add_argument("--workers", type=int, default=None, help="--num_workers of the pipeline (default: its own)")
     p.add_argument("--threads", type=int, default=None,
                    help="the model's threads, end to end (test_interface --threads) and alone (default: "
-                        "onnxruntime's own choice, every core)")
+                        "test_interface's: the cores the preprocessing workers leave)")
     p.add_argument("--batch", type=int, default=64, help="onnxruntime's batch (test_interface's default)")
     p.add_argument("--ptbxl", default=str(SHARED))
     p.add_argument("--work", default="bench/results/pipeline")
@@ -151,16 +151,17 @@ def main(argv=None) -> dict:
     from dataloader.sources import default_stream_workers
 
     workers = default_stream_workers() if args.workers is None else args.workers
+    threads = model_threads(args.threads, workers)  # test_interface's own default, given to both explicitly
     rows = []
     for count in sizes:
         path = hdf5(work, count, Path(args.ptbxl))
-        whole = end_to_end(path, onnx, work, workers, args.threads)
-        alone = model_only(onnx, path, count, args.batch, args.threads)
+        whole = end_to_end(path, onnx, work, workers, threads)
+        alone = model_only(onnx, path, count, args.batch, threads)
         rows.append({"n": count, "end_to_end_ecg_per_s": whole["ecg_per_s"], "model_ecg_per_s": alone["ecg_per_s"],
                      "ratio": whole["ecg_per_s"] / alone["ecg_per_s"], "peak_rss_mb": whole["peak_rss_mb"],
                      "worker_peak_rss_mb": whole["worker_peak_rss_mb"], "rows": whole["rows"]})
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-    result = {"cpu": cpu_name(), "cpu_flags": cpu_flags(), "threads": args.threads or "onnxruntime's default",
+    result = {"cpu": cpu_name(), "cpu_flags": cpu_flags(), "threads": threads or "onnxruntime's default",
               "workers": workers, "batch": args.batch, "sizes": rows}
     (work / "pipeline.json").write_text(json.dumps(result, indent=1))
     print(json.dumps(result))

@@ -5,13 +5,12 @@ sorted fancy-index, which is far cheaper than per-item reads and keeps the loade
 """
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from models.schema import UNKNOWN_SEX
+from utils.machine import usable_cores
 
 from .augment import Augment, stored_views
 from .labels import sex_codes  # noqa: F401 - the dataset's sex input, defined with the label rules
@@ -86,7 +85,7 @@ def _pass_through(batch):
 def default_workers(device: torch.device, cached: bool, world_size: int = 1) -> int:
     """Cached batches are a memcpy: on CPU a worker would only steal cores from the model. On CUDA, or when
     preprocessing runs in the loader, a few workers hide the loading behind the step."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cpus = usable_cores()
     if device.type == "cpu":
         return 0 if cached else max(0, min(2, cpus - 1))
     return max(1, min(4 if cached else 8, cpus // max(1, world_size) - 1))

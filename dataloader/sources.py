@@ -58,6 +58,7 @@ from utils.bounds import (
 )
 from utils.errors import BadInputError, CheckpointError, OutputError, RecordError, UserError
 from utils.io import write_json, write_text
+from utils.machine import usable_cores
 from utils.paths import CACHE_DIR
 from utils.ranks import barrier, is_local_main, is_main
 from utils.settings import Settings, runtime
@@ -283,7 +284,7 @@ def stream_chunks(reader: Reader, specs: list[PreprocessSpec], workers: int = 0,
 def default_stream_workers() -> int:
     """Worker processes that read and preprocess beside the model when nothing is cached: one core is left to
     the model (on two cores: one worker)."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cpus = usable_cores()
     return max(0, min(4, cpus - 1))
 
 

@@ -29,6 +29,7 @@ from models.files import resolve_weights
 from utils.bounds import AGE_RANGE, age_problem
 from utils.errors import BadInputError, CheckpointError
 from utils.io import check_output_path, check_spreadsheet_safe
+from utils.machine import model_threads
 from utils.settings import RuntimeSettings, Settings, runtime
 from utils.tables import AGE, ID, LOWER, UPPER
 
@@ -86,10 +87,11 @@ class PredictJob:
     def onnx_config(self) -> OnnxConfig:
         """How onnxruntime runs the models: its own batch, the windows, the bias correction, the cache."""
         streamed = self.cache.cache != "on"
+        workers = self.runtime.workers(default_stream_workers() if streamed else 0)
         return OnnxConfig(batch_size=self.runtime.infer_batch_size or ONNX_BATCH, tta=self.prediction.tta,
                           bias_correction=self.prediction.bias_correction,
-                          cache=self.cache.config("fp32", progress=not self.runtime.quiet),
-                          workers=self.runtime.workers(default_stream_workers() if streamed else 0))
+                          cache=self.cache.config("fp32", progress=not self.runtime.quiet), workers=workers,
+                          threads=model_threads(self.runtime.threads, workers))
 
 
 @dataclasses.dataclass

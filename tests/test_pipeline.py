@@ -49,15 +49,24 @@ def test_an_ensemble_reads_and_preprocesses_each_record_once(modern_cv_run, cinc
     np.testing.assert_allclose(streamed["predicted_age"], cached["predicted_age"], atol=1e-4)
 
 
-def test_the_onnx_engine_reads_each_record_once(modern_cv_run, cinc, tmp_path, counted):
+def test_the_onnx_engine_reads_each_record_once(modern_cv_run, cinc, tmp_path, counted, monkeypatch):
+    from engine.onnx_engine import OnnxModel
+    from utils.machine import usable_cores
+
     _, run = modern_cv_run
     model = tmp_path / "model.onnx"
     assert export_interface.entry(["--weights", str(run), "--output", str(model), "--quiet"]) == 0
+    threads, load = [], OnnxModel.load
+    monkeypatch.setattr(OnnxModel, "load", lambda path, threads_=0: threads.append(threads_) or load(path, threads_))
     before = dict(counted)
     ages = predict(cinc, [str(model)], tmp_path / "onnx.csv", "--cache", "off")
     assert counted["load"] - before["load"] == 50 and counted["preprocess"] - before["preprocess"] == 48
     torch_ages = predict(cinc, [str(run)], tmp_path / "torch.csv", "--cache", "off")
     np.testing.assert_allclose(ages["predicted_age"], torch_ages["predicted_age"], atol=1e-3)
+    # the model's threads: onnxruntime's own choice alone; beside a preprocessing worker, the cores it leaves
+    predict(cinc, [str(model)], tmp_path / "worker.csv", "--cache", "off", "--num_workers", "1")
+    predict(cinc, [str(model)], tmp_path / "three.csv", "--cache", "off", "--num_workers", "1", "--threads", "3")
+    assert threads == [0, max(1, usable_cores() - 1), 3]
 
 
 def test_worker_processes_give_the_same_ages_in_the_same_order(modern_cv_run, cinc, tmp_path):

@@ -2,6 +2,7 @@
 fast (stated beside every figure the project measures)."""
 from __future__ import annotations
 
+import os
 import platform
 from importlib import metadata
 
@@ -15,6 +16,20 @@ def _cpuinfo() -> str:
             return handle.read()
     except OSError:
         return ""
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity where the OS says, else every core)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def model_threads(threads: int | None, workers: int) -> int:
+    """The model's CPU threads: ``threads`` when given; with ``workers`` preprocessing processes beside it, the
+    cores they leave (at least one), so that the two do not compete for the same cores (a spinning onnxruntime
+    thread pool starves the workers); otherwise 0, the library's own choice (every core)."""
+    if threads:
+        return threads
+    return max(1, usable_cores() - workers) if workers else 0
 
 
 def cpu_flags() -> list[str]:
