@@ -629,8 +629,9 @@ class Experiment:
         stores no views (--teacher_views 0, or no augmentation)."""
         recipe, n = self.settings.recipe, len(records.reader)
         augment = recipe.augment(spec.fs)
-        viewing = [t for t in teachers if t.preprocessing == spec] if recipe.teacher_views and augment else []
-        others = [t for t in teachers if t not in viewing]
+        sees = [bool(recipe.teacher_views and augment) and t.preprocessing == spec for t in teachers]
+        viewing = [t for t, s in zip(teachers, sees) if s]
+        others = [t for t, s in zip(teachers, sees) if not s]
         whole = predict_ensemble(others, records.reader, self.held_out_cfg)[0] if others else np.zeros(n)
         if not viewing:
             return whole

@@ -103,6 +103,28 @@ def test_each_stored_view_carries_its_own_teacher_age(student, modern_cv_run, pt
     np.testing.assert_array_equal(targets[0][held_out], np.repeat(ages[held_out, None], 8, axis=1))
 
 
+def test_a_teacher_of_another_preprocessing_gives_its_record_age_to_every_view(student, modern_cv_run, ptbxl):
+    """Mixed teachers: the members that read the student's preprocessing score the views, another member's
+    whole-record age stands for all of a record's views, and the ensemble's age is their equal-weight mean."""
+    import dataclasses
+
+    _, teacher = modern_cv_run
+    tmp, _ = student
+    experiment, _ = teacher_setup(ptbxl, teacher, tmp)
+    reader = open_reader(ptbxl, ptbxl_rate=100)
+    same, other = load_ensemble(run_members(teacher))
+    spec = same.preprocessing
+    other.preprocessing = dataclasses.replace(spec, fs=250.0, length=2500)  # pooled: any length runs
+    source, bad = open_source(reader, spec, experiment.held_out_cfg.cache)
+    usable = np.array([i for i, rid in enumerate(reader.ids) if rid not in bad])
+    rows = usable[:6]
+    mixed = experiment.teacher_ages([same, other], Records(reader, source, usable), rows, spec)
+    views = experiment.teacher_ages([same], Records(reader, source, usable), rows, spec)
+    whole, _ = predict_ensemble([other], reader, experiment.held_out_cfg)
+    assert mixed.shape == views.shape == (len(reader), 8)
+    np.testing.assert_allclose(mixed[rows], (views[rows] + whole[rows, None]) / 2, rtol=1e-6)
+
+
 def test_a_view_dataset_draws_the_stored_views():
     """Training draws one of the K stored views per row — the very array the teacher scored — with its target."""
     x = np.random.default_rng(0).standard_normal((10, 12, 500)).astype(np.float32)
