@@ -22,9 +22,12 @@ points are:
 Accuracy: each point's pooled OOF MAE (seeds: each record's absolute error averaged over them) and its **paired**
 difference from the teacher's and from the network alone with a 95% bootstrap interval over records. Cost: GFLOP
 per ECG, training seconds (the members' epochs; the distilled point adds the teacher's pass over the stored views,
-and needs the teacher trained), and onnxruntime ECG/s with ``--threads`` for the model alone and end to end
-(``test_interface.py --cache off`` on ``--size`` CODE-15%-layout ECGs; bench/pipeline.py). The CPU and its flags
-are stated. The last line printed is one JSON object; exports and predictions are kept under --work.
+and needs the teacher trained), and onnxruntime ECG/s: the model alone on preprocessed inputs at ``--threads``
+(default: onnxruntime's own, every core — the model's best), and end to end as a user runs it
+(``test_interface.py --cache off`` on ``--size`` CODE-15%-layout ECGs with ``--workers`` preprocessing processes
+and, unless ``--threads`` is given, test_interface's default: the model on the cores the workers leave;
+bench/pipeline.py compares the two at equal threads). The CPU and its flags are stated. The last line printed is
+one JSON object; exports and predictions are kept under --work.
 """
 from __future__ import annotations
 
@@ -211,7 +214,9 @@ def main(argv=None) -> dict:
     p.add_argument("--external", default=str(SHARED / "cinc2021"))
     p.add_argument("--ptbxl", default=str(SHARED / "ptbxl"))
     p.add_argument("--size", type=int, default=2000, help="ECGs of the end-to-end measurement")
-    p.add_argument("--threads", type=int, default=None, help="onnxruntime's threads (default: its own choice)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="onnxruntime's threads, alone and end to end (default: its own choice alone, "
+                        "test_interface's end to end)")
     p.add_argument("--workers", type=int, default=1, help="preprocessing workers end to end")
     p.add_argument("--check_records", type=int, default=100)
     p.add_argument("--calibration_records", type=int, default=64)
