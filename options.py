@@ -196,8 +196,8 @@ def add_runtime(p: argparse.ArgumentParser) -> None:
     g.add_argument("--num_workers", type=int, default=None, help="DataLoader workers (auto)")
     g.add_argument("--threads", type=_threads, default=None,
                    help="CPU threads the model runs on: onnxruntime's intra-op threads, PyTorch's "
-                        "torch.set_num_threads (default: the library's own choice, every core); preprocessing "
-                        "workers (--num_workers) come on top")
+                        "torch.set_num_threads (default: onnxruntime takes the cores the preprocessing workers "
+                        "leave, PyTorch its own choice)")
     g.add_argument("--cache", default="on", choices=("on", "off"),
                    help="preprocess once into an on-disk cache (off = preprocess in the loader)")
     g.add_argument("--cache_dir", default=str(CACHE_DIR))

@@ -35,7 +35,7 @@ from models.schema import MODES, maic_mode
 from utils.cli import RESULT, configure_logging, run_main
 from utils.errors import RecordError, UserError
 from utils.io import write_csv, write_json
-from utils.machine import model_threads, project_version
+from utils.machine import project_version
 from utils.paths import DATA_ROOT_ENV, PREDICTIONS, SUBMISSION, prediction_notes
 
 logger = logging.getLogger("test")
@@ -148,9 +148,9 @@ def torch_config(job: PredictJob):
     runtime = job.runtime
     device = resolve_device(runtime.device)
     precision = "fp32" if runtime.precision == "auto" else resolve_precision(runtime.precision, device)
-    workers = runtime.workers(default_workers(device, job.cache.cache == "on"))
-    configure_backends(device, precision, runtime.deterministic, model_threads(runtime.threads, workers))
-    return InferenceConfig(device=device, precision=precision, workers=workers,
+    configure_backends(device, precision, runtime.deterministic, runtime.threads)  # process-wide: only when asked
+    return InferenceConfig(device=device, precision=precision,
+                           workers=runtime.workers(default_workers(device, job.cache.cache == "on")),
                            tta=job.prediction.tta,
                            batch_size=runtime.infer_batch_size or default_infer_batch(device, 32),
                            bias_correction=job.prediction.bias_correction, fast_layout=runtime.fast_layout,

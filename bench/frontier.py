@@ -180,7 +180,15 @@ def points(args, work: Path) -> dict:
                 scopes[f"{name}_{kind}"] = [n for _, notes in found for n in notes]
     timed = ("one_network", "distilled_int8") if args.quick else tuple(exports)
     speeds = {name: speed(path, args, work) for name, path in exports.items() if path is not None and name in timed}
-    errors = pd.DataFrame(errors)
+    out = summary(pd.DataFrame(errors), costs, speeds, scopes)
+    out["ensemble_15"]["external_mae"] = external_mae(exports["ensemble_15"], args)
+    out["teacher_train_seconds"] = training_seconds(teacher)
+    return out
+
+
+def summary(errors: pd.DataFrame, costs: dict, speeds: dict, scopes: dict) -> dict:
+    """Per point: its costs and speeds, and — where it has out-of-fold ages — its MAE paired with the teacher,
+    the distilled ones with the untaught network, an int8 one with its fp32 export."""
     out = {}
     for name in ["ensemble_15", *errors.columns]:
         gf, train = costs[name]
@@ -198,8 +206,6 @@ def points(args, work: Path) -> dict:
             if name in scopes:
                 entry["scopes"] = scopes[name]  # per fold and seed: the int8 scope kept, or "refused"
         out[name] = entry
-    out["ensemble_15"]["external_mae"] = external_mae(exports["ensemble_15"], args)
-    out["teacher_train_seconds"] = training_seconds(teacher)
     return out
 
 

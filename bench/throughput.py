@@ -163,15 +163,22 @@ def default_path(head, reader, spec, ages, args, device, precision, tmp: Path, r
     return train, time_inference(infer_model, head, (b["x"] for b in infer_loader), device, precision)
 
 
+def quantized_scopes(tmp: Path, x: np.ndarray, sex: np.ndarray) -> dict:
+    """tmp/model.onnx in int8, the whole network and its convolutions only (engine/quantize.SCOPES), calibrated on
+    ``x``: {engine name: quantize_int8's result}, each written to tmp/<engine name>.onnx (measured, not enforced)."""
+    from engine.quantize import SCOPES, quantize_int8
+
+    return {name: quantize_int8(tmp / "model.onnx", tmp / f"{name}.onnx", (x, sex), (x, sex),
+                                limits=(float("inf"), float("inf")), scopes=(scope,))
+            for name, scope in (("onnxruntime_int8", SCOPES[0]), ("onnxruntime_int8_conv", SCOPES[1]))}
+
+
 def onnx_path(model, head, spec, reader, args, tmp: Path, result: dict) -> float:
     """Every engine on the same inputs and batch, interleaved (the second round is kept): PyTorch's default path
-    (what --precision auto picks here, fast layout), PyTorch fp32 eager, onnxruntime fp32 and onnxruntime int8
-    (static QDQ, calibrated on the same inputs) of the whole network and of its convolutions only (the scope a
-    trained network may need, engine/quantize.SCOPES); returns onnxruntime fp32's ECG/s (result gets every engine's, the
-    ratios to PyTorch fp32 and each engine's largest difference from it, with the CPU's flags)."""
+    (what --precision auto picks here, fast layout), PyTorch fp32 eager, onnxruntime fp32 and int8 (quantized_scopes);
+    returns onnxruntime fp32's ECG/s (result: every engine's, ratios to PyTorch fp32, largest differences, flags)."""
     from engine.export import export_onnx
     from engine.onnx_engine import OnnxModel
-    from engine.quantize import SCOPES, quantize_int8
     from models.checkpoint import ModelBundle
     from models.registry import model_args
     from models.schema import UNKNOWN_SEX
@@ -183,9 +190,7 @@ def onnx_path(model, head, spec, reader, args, tmp: Path, result: dict) -> float
     x = np.stack([preprocess(r.signal, r.fs, spec) for r in map(reader.load, range(args.n_infer))])
     sex = np.full(len(x), UNKNOWN_SEX, np.float32)
     export_onnx([bundle], tmp / "model.onnx", x[:args.infer_batch_size], sex[:args.infer_batch_size])
-    int8 = {name: quantize_int8(tmp / "model.onnx", tmp / f"{name}.onnx", (x, sex), (x, sex),
-                                limits=(float("inf"), float("inf")), scopes=(scope,))  # measured, not enforced
-            for name, scope in (("onnxruntime_int8", SCOPES[0]), ("onnxruntime_int8_conv", SCOPES[1]))}
+    int8 = quantized_scopes(tmp, x, sex)
     sessions = {"onnxruntime": OnnxModel.load(tmp / "model.onnx"),
                 **{name: OnnxModel.load(tmp / f"{name}.onnx") for name in int8}}
     default = resolve_precision(args.precision, torch.device("cpu"))

@@ -24,9 +24,10 @@ def usable_cores() -> int:
 
 
 def model_threads(threads: int | None, workers: int) -> int:
-    """The model's CPU threads: ``threads`` when given; with ``workers`` preprocessing processes beside it, the
-    cores they leave (at least one), so that the two do not compete for the same cores (a spinning onnxruntime
-    thread pool starves the workers); otherwise 0, the library's own choice (every core)."""
+    """onnxruntime's threads for a model: ``threads`` when given; with ``workers`` preprocessing processes beside
+    it, the cores they leave (at least one), so that the two do not compete for the same cores (a spinning
+    onnxruntime thread pool starves the workers); otherwise 0, the library's own choice (every core). PyTorch's
+    thread count is process-wide and is changed only by an explicit --threads."""
     if threads:
         return threads
     return max(1, usable_cores() - workers) if workers else 0
