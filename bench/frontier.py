@@ -32,6 +32,7 @@ one JSON object; exports and predictions are kept under --work.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -45,9 +46,10 @@ import export_interface
 from dataloader.formats import InputSettings, open_reader
 from dataloader.sources import prepare
 from engine.onnx_engine import METADATA_KEY, OnnxModel
+from engine.quantize import quantize_int8
 from engine.runs import FOLDS, MANIFEST, OOF, member_parts, run_members, training_input
 from models.checkpoint import load_bundle
-from utils.errors import RecordError
+from utils.errors import RecordError, UserError
 from utils.io import write_json
 from utils.machine import cpu_flags, cpu_name
 from utils.paths import ROOT
@@ -73,18 +75,38 @@ def fold_members(run: Path) -> dict[int, list[Path]]:
     return folds
 
 
-def export(members: list[Path], out: Path, args, int8: bool = False) -> Path | None:
-    """``members`` as one ONNX file (checked on the external records); int8: quantized and checked, or None when
-    every scope is refused (the refusal is printed)."""
+def export_name(members: list[Path]) -> str:
+    """<run>_fold<k> for one fold's models, <run>_all for a whole run's, else a hash of the paths."""
+    runs = {m.parent.parent for m in members}
+    folds = {member_parts(m.parent.name)["fold"] for m in members}
+    if len(runs) == 1 and len(folds) == 1:
+        return f"{runs.pop().name}_fold{folds.pop()}"
+    if len(runs) == 1 and sorted(members) == sorted(run_members(next(iter(runs)))):
+        return f"{runs.pop().name}_all"
+    return hashlib.sha256("\n".join(sorted(map(str, members))).encode()).hexdigest()[:16]
+
+
+def export(members: list[Path], work: Path, args, int8: bool = False) -> Path | None:
+    """``members`` as one ONNX file (checked on the external records; one file per set of members, reused);
+    int8: that file quantized and checked as ``export_interface.py --quantize int8`` does (calibrated on the
+    first member's training records), or None when every scope is refused (the refusal is printed)."""
+    name = export_name(members)
+    fp32, out = work / f"{name}.onnx", work / f"{name}.int8.onnx"
+    if not fp32.exists() and export_interface.entry(["--weights", *map(str, members), "--output", str(fp32),
+                                                     "--check_input", args.external, "--check_records",
+                                                     str(args.check_records), "--quiet"]) != 0:
+        raise SystemExit(f"exporting {members} failed")
+    if not int8:
+        return fp32
     if not out.exists():
-        argv = ["--weights", *map(str, members), "--output", str(out), "--check_input", args.external,
-                "--check_records", str(args.check_records), "--quiet"]
-        if int8:
-            argv += ["--quantize", "int8", "--calibration_records", str(args.calibration_records)]
-        if export_interface.entry(argv) != 0:
-            if int8:
-                return None
-            raise SystemExit(f"exporting {members} failed")
+        spec = OnnxModel.load(fp32).preprocessing
+        calibration = export_interface.calibration_set(None, "auto", args.calibration_records, members, spec)
+        check = export_interface.check_set(args.external, "auto", args.check_records, spec)
+        try:
+            quantize_int8(fp32, out, calibration[:2], check[:2])
+        except UserError as exc:
+            print(f"int8 of {[str(m) for m in members]}: {exc}", file=sys.stderr)
+            return None
     return out
 
 
@@ -97,7 +119,7 @@ def onnx_oof(run: Path, args, work: Path, int8: bool) -> tuple[pd.Series, list[d
     position = {rid: i for i, rid in enumerate(reader.ids)}
     ages, notes = pd.Series(np.nan, index=folds.index), []
     for k, models in sorted(members.items()):
-        path = export(models, work / f"{run.name}_fold{k}{'.int8' if int8 else ''}.onnx", args, int8)
+        path = export(models, work, args, int8)
         if path is None:
             notes.append({"fold": k, "scope": "refused"})
             continue
@@ -157,8 +179,8 @@ def points(args, work: Path) -> dict:
     k = len(fold_members(teacher))
     singles = networks(args)
     teacher_gflop = [gflop(load_bundle(m, mode="adult")) for m in run_members(teacher)]
-    exports = {"ensemble_15": export(run_members(teacher), work / "teacher_all.onnx", args),
-               "fold_three": export(fold_members(teacher)[0], work / "teacher_fold0.onnx", args)}
+    exports = {"ensemble_15": export(run_members(teacher), work, args),
+               "fold_three": export(fold_members(teacher)[0], work, args)}
     errors = {"fold_three": (reference["predicted_age"] - truth).abs()}
     costs = {"ensemble_15": (sum(teacher_gflop), training_seconds(teacher)),
              "fold_three": (sum(teacher_gflop) / k, training_seconds(teacher) / k)}
@@ -168,17 +190,17 @@ def points(args, work: Path) -> dict:
         errors[name] = seed_errors([oof_ages(r)["predicted_age"] for r in runs], truth)
         costs[name] = (gflop(load_bundle(first[0], mode="adult")),  # + the teacher's pass (and training), if any
                        np.mean([training_seconds(r) + teacher_pass(r) for r in runs]) / k)
-        exports[name] = export(first, work / f"{name}_fold0.onnx", args)
+        exports[name] = export(first, work, args)
         if name == "one_network":  # the untaught twin: its fp32 and int8 are the distilled network's
             continue
-        exports[f"{name}_int8"] = export(first, work / f"{name}_fold0.int8.onnx", args, int8=True)
+        exports[f"{name}_int8"] = export(first, work, args, int8=True)
         for kind, int8 in (("onnx_fp32", False), ("int8", True)):
             found = [onnx_oof(r, args, work, int8) for r in runs]
             errors[f"{name}_{kind}"] = seed_errors([a for a, _ in found], truth)
             costs[f"{name}_{kind}"] = costs[name]
             if int8:
                 scopes[f"{name}_{kind}"] = [n for _, notes in found for n in notes]
-    timed = ("one_network", "distilled_int8") if args.quick else tuple(exports)
+    timed = ("one_network",) if args.quick else tuple(exports)
     speeds = {name: speed(path, args, work) for name, path in exports.items() if path is not None and name in timed}
     out = summary(pd.DataFrame(errors), costs, speeds, scopes)
     out["ensemble_15"]["external_mae"] = external_mae(exports["ensemble_15"], args)
@@ -228,10 +250,10 @@ def main(argv=None) -> dict:
     p.add_argument("--calibration_records", type=int, default=64)
     p.add_argument("--work", default="bench/results/frontier")
     p.add_argument("--quick", action="store_true",
-                   help="a smoke run: 64 ECGs end to end, the one network's speeds only, 16 calibration records")
+                   help="a smoke run: 64 ECGs end to end, the one network's speeds only, 8 calibration records")
     args = p.parse_args(argv)
     if args.quick:
-        args.size, args.calibration_records, args.check_records = 64, 16, 8
+        args.size, args.calibration_records, args.check_records = 64, 8, 4
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     result = {"cpu": cpu_name(), "cpu_flags": cpu_flags(), "threads": args.threads or "onnxruntime's default",
