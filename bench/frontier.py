@@ -47,7 +47,7 @@ from dataloader.formats import InputSettings, open_reader
 from dataloader.sources import prepare
 from engine.onnx_engine import METADATA_KEY, OnnxModel
 from engine.quantize import quantize_int8
-from engine.runs import FOLDS, MANIFEST, OOF, member_parts, run_members, training_input
+from engine.runs import FOLDS, MANIFEST, OOF, members_by_fold, run_members, training_input
 from models.checkpoint import load_bundle
 from utils.errors import RecordError, UserError
 from utils.io import write_json
@@ -68,18 +68,16 @@ def seed_errors(ages: list[pd.Series], truth: pd.Series) -> pd.Series:
     return pd.concat([(a - truth).abs() for a in ages], axis=1).mean(axis=1)
 
 
-def fold_members(run: Path) -> dict[int, list[Path]]:
-    folds = {}
-    for member in run_members(run):
-        folds.setdefault(member_parts(member.parent.name)["fold"], []).append(member)
-    return folds
+def run_folds(run: Path) -> dict[int, list[Path]]:
+    """A K-fold run's trained members by fold."""
+    return members_by_fold(run_members(run))
 
 
 def export_name(members: list[Path]) -> str:
     """<run>_fold<k> for one fold's models, <run>_all for a whole run's, else a hash of the paths."""
     runs = {m.parent.parent for m in members}
-    folds = {member_parts(m.parent.name)["fold"] for m in members}
-    if len(runs) == 1 and len(folds) == 1:
+    folds = set(members_by_fold(members))
+    if len(runs) == 1 and len(folds) == 1 and None not in folds:
         return f"{runs.pop().name}_fold{folds.pop()}"
     if len(runs) == 1 and sorted(members) == sorted(run_members(next(iter(runs)))):
         return f"{runs.pop().name}_all"
@@ -114,7 +112,7 @@ def onnx_oof(run: Path, args, work: Path, int8: bool) -> tuple[pd.Series, list[d
     """Each fold's model exported (int8: quantized) and run by onnxruntime on its own held-out records: the
     out-of-fold ages (NaN for a fold whose int8 was refused) and, per fold, the int8 scope kept."""
     folds = pd.read_csv(run / FOLDS, dtype={"id": str}).set_index("id")["fold"]
-    members = fold_members(run)
+    members = run_folds(run)
     reader = InputSettings.from_options(training_input(members[0][0])).open()
     position = {rid: i for i, rid in enumerate(reader.ids)}
     ages, notes = pd.Series(np.nan, index=folds.index), []
@@ -176,17 +174,17 @@ def points(args, work: Path) -> dict:
     teacher = Path(args.teacher)
     reference = oof_ages(teacher)
     truth = reference["age"]
-    k = len(fold_members(teacher))
+    k = len(run_folds(teacher))
     singles = networks(args)
     teacher_gflop = [gflop(load_bundle(m, mode="adult")) for m in run_members(teacher)]
     exports = {"ensemble_15": export(run_members(teacher), work, args),
-               "fold_three": export(fold_members(teacher)[0], work, args)}
+               "fold_three": export(run_folds(teacher)[0], work, args)}
     errors = {"fold_three": (reference["predicted_age"] - truth).abs()}
     costs = {"ensemble_15": (sum(teacher_gflop), training_seconds(teacher)),
              "fold_three": (sum(teacher_gflop) / k, training_seconds(teacher) / k)}
     scopes = {}
     for name, runs in singles.items():
-        first = fold_members(runs[0])[0]
+        first = run_folds(runs[0])[0]
         errors[name] = seed_errors([oof_ages(r)["predicted_age"] for r in runs], truth)
         costs[name] = (gflop(load_bundle(first[0], mode="adult")),  # + the teacher's pass (and training), if any
                        np.mean([training_seconds(r) + teacher_pass(r) for r in runs]) / k)

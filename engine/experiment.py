@@ -86,7 +86,7 @@ from .runs import (
     fold_members,
     latest_checkpoint,
     manifest_differences,
-    member_parts,
+    members_by_fold,
     new_manifest,
     read_manifest,
     run_dir,
@@ -646,10 +646,9 @@ class Experiment:
     def teacher_folds(self, members: list[Path], assignment: pd.Series) -> dict:
         """Fold k → the teacher members of fold k, when the teacher is a K-fold run on exactly this run's folds;
         otherwise every member for every fold (with a warning)."""
-        parts = [member_parts(m.parent.name) for m in members]
-        folds = {p["fold"] for p in parts if p is not None}
+        groups = members_by_fold(members)
         runs = {m.parent.parent for m in members}
-        if None in parts or folds != set(range(self.settings.run.folds)) or len(runs) != 1:
+        if set(groups) != set(range(self.settings.run.folds)) or len(runs) != 1:
             logger.warning(f"warning: the teacher is not one {self.settings.run.folds}-fold run: every fold's "
                            f"student learns from all {len(members)} teacher models; the out-of-fold MAE is honest "
                            f"only if the teacher never saw these records")
@@ -663,7 +662,7 @@ class Experiment:
             raise UserError(f"--teacher {run}: its folds are not this run's ({run / FOLDS} differs): fold k's student "
                             f"must learn only from the teacher models that never saw fold k. Train the student on "
                             f"the teacher's records with its --folds and --split_seed")
-        return {k: [m for m, p in zip(members, parts) if p["fold"] == k] for k in sorted(folds)}
+        return groups
 
     # ---- the out-of-fold results ----------------------------------------------------------------------------------
     def write_oof(self, manifest: dict, records: Records, oof: np.ndarray, folds: np.ndarray) -> None:

@@ -77,9 +77,11 @@ def quantize_int8(fp32: str | os.PathLike, path: str | os.PathLike, calibration:
     path, tried = Path(path), []
     x, sex = check
     expected = reference.ages(x, sex)
+    feeds = _feed(reference, *calibration)
+    kept = _kept_fp32(fp32) if any(scope.keep_fp32_edges for scope in scopes) else []
     with staged(path) as staging:
         for scope in scopes:
-            _quantize(fp32, staging, _feed(reference, *calibration), scope, len(calibration[0]))
+            _quantize(fp32, staging, feeds, scope, kept if scope.keep_fp32_edges else None, len(calibration[0]))
             differences = np.abs(OnnxModel.load(staging).ages(x, sex) - expected)
             tried.append((scope.name, float(differences.mean()), float(differences.max())))
             if tried[-1][1] <= limits[0] and tried[-1][2] <= limits[1]:
@@ -97,8 +99,15 @@ def quantize_int8(fp32: str | os.PathLike, path: str | os.PathLike, calibration:
             "bytes": path.stat().st_size, "tried": tried}
 
 
-def _quantize(fp32, staging: Path, feeds: tuple, scope: Scope, records: int) -> None:
-    """One static QDQ quantization of ``fp32`` under ``scope`` into ``staging``, its metadata marked."""
+def _kept_fp32(fp32) -> list[str]:
+    import onnx
+
+    return fp32_edges(onnx.load(str(fp32)))
+
+
+def _quantize(fp32, staging: Path, feeds: tuple, scope: Scope, excluded: list[str] | None, records: int) -> None:
+    """One static QDQ quantization of ``fp32`` under ``scope`` (the nodes ``excluded`` left in fp32) into
+    ``staging``, its metadata marked."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
@@ -106,7 +115,7 @@ def _quantize(fp32, staging: Path, feeds: tuple, scope: Scope, records: int) -> 
     with _library_warnings_off():
         quantize_static(str(fp32), str(staging), _Batches(*feeds), quant_format=QuantFormat.QDQ,
                         op_types_to_quantize=list(scope.op_types) if scope.op_types else None,
-                        nodes_to_exclude=fp32_edges(onnx.load(str(fp32))) if scope.keep_fp32_edges else None,
+                        nodes_to_exclude=excluded,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
                         calibrate_method=method, extra_options={"CalibPercentile": 99.99})
     model = onnx.load(str(staging))

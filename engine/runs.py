@@ -130,6 +130,16 @@ def member_parts(name: str) -> dict | None:
     return {k: (int(v) if v is not None and k != "partner" else v) for k, v in found.groupdict().items()}
 
 
+def members_by_fold(members: list[Path]) -> dict[int | None, list[Path]]:
+    """Trained members (checkpoint paths, as run_members gives them) grouped by the fold their folder names, in
+    fold order (None: members that are not a fold's)."""
+    groups: dict[int | None, list[Path]] = {}
+    for member in members:
+        parts = member_parts(Path(member).parent.name)
+        groups.setdefault(None if parts is None else parts["fold"], []).append(member)
+    return dict(sorted(groups.items(), key=lambda item: -1 if item[0] is None else item[0]))
+
+
 def fold_members(fold: int, seeds: int, partner: str, partners: int) -> list[str]:
     """The models of one fold: fold_<k> (or fold_<k>_seed_<j> for each of ``seeds``), then fold_<k>_<partner> (or
     fold_<k>_<partner>_<i> for each of ``partners``; ``partner`` 'none': no partner)."""
