@@ -24,7 +24,8 @@ import numpy as np
 from dataloader.formats import open_reader
 from dataloader.records import LEADS, Record, standard_leads
 from dataloader.sources import check_record, load_safely, prepare
-from engine.predictor import ENGINES, Predictor, load_predictor
+from engine.predict.load import load_predictor
+from engine.predict.predictor import ENGINES, Predictor
 from models.schema import MODES, UNKNOWN_SEX
 from utils.bounds import MAX_FS, MIN_FS, age_problem, finite_number
 from utils.calibration import check_level
@@ -127,7 +128,7 @@ class Model:
                             f"ONNX export")
         import torch
 
-        from engine.explain import DEFAULT_METHOD, METHODS, explain_record
+        from engine.predict.explain import DEFAULT_METHOD, METHODS, explain_record
         from utils.plots import plot_ecg_explanation
 
         if method is not None and method not in METHODS:

@@ -26,9 +26,9 @@ import numpy as np
 import options as opts
 from dataloader.demo import simulated_records
 from dataloader.formats import InputSettings, open_reader
-from engine.export import export_onnx
-from engine.predictor import check_inputs, records_of
-from engine.quantize import quantize_int8
+from engine.deploy.export import export_onnx
+from engine.deploy.quantize import quantize_int8
+from engine.predict.predictor import check_inputs, records_of
 from engine.runs import run_members, training_input
 from models.checkpoint import load_ensemble
 from models.schema import UNKNOWN_SEX

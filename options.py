@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING
 from dataloader.formats import INPUT_FORMATS
 from dataloader.maic import label_csv, template_csv, test_folder, train_folder
 from dataloader.records import CACHE_CHECKS
-from engine.explain import DEFAULT_METHOD, METHODS
-from engine.predictor import ENGINES
+from engine.predict.explain import DEFAULT_METHOD, METHODS
+from engine.predict.predictor import ENGINES
 from engine.runs import BEST, run_dir
 from models.schema import MAIC_MODES, MODES
 from utils.bounds import MAX_TTA
@@ -115,7 +115,7 @@ def add_mode(g) -> None:
 
 
 def add_model(p: argparse.ArgumentParser) -> None:
-    from engine.recipes import RECIPES
+    from engine.train.recipes import RECIPES
     from models.registry import MODELS, model_options
 
     g = p.add_argument_group("model")
@@ -141,7 +141,7 @@ def add_model(p: argparse.ArgumentParser) -> None:
 def add_recipe(p: argparse.ArgumentParser) -> None:
     """One option per field of engine.recipes.Recipe: default None = the chosen recipe's value ('auto' says the
     same for the options that had it); --help lists every recipe's."""
-    from engine.recipes import RECIPES, Recipe
+    from engine.train.recipes import RECIPES, Recipe
 
     g = p.add_argument_group("recipe (every option defaults to the chosen --recipe's value)")
     types = typing.get_type_hints(Recipe)
@@ -369,8 +369,8 @@ def _fill_maic_paths(args: argparse.Namespace, paths: dict[str, Path], only_exis
 def resolve_train(args: argparse.Namespace) -> argparse.Namespace:
     """Fill every recipe-dependent default from the recipe table; the result is what a run saves as
     options.json."""
-    from engine.experiment import check_settings
-    from engine.recipes import MODELS_PER_FOLD, RECIPES, Recipe
+    from engine.train.experiment import check_settings
+    from engine.train.recipes import MODELS_PER_FOLD, RECIPES, Recipe
     from models.build import sigmoid_bounds
     from models.registry import architecture_of_recipe, default_recipe
 
@@ -437,7 +437,7 @@ def resolve_test(args: argparse.Namespace) -> argparse.Namespace:
 
 def train_settings(args: argparse.Namespace):
     """The typed settings of a training run (engine.experiment.TrainSettings) from its resolved options."""
-    from engine.experiment import TrainSettings
+    from engine.train.experiment import TrainSettings
 
     return TrainSettings.from_options(vars(args))
 

@@ -28,8 +28,8 @@ import options as opts
 from dataloader.formats import open_reader
 from dataloader.labels import clean_id, male, read_any_labels, unique_labels
 from dataloader.records import LEADS
-from engine.explain import read_explanations
-from engine.report_page import write_page
+from engine.predict.explain import read_explanations
+from engine.report.page import write_page
 from engine.runs import CURVES, HISTORY, TENSORBOARD
 from models.checkpoint import load_bundle
 from utils import metrics

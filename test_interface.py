@@ -27,9 +27,10 @@ import options as opts
 from dataloader.labels import normalise_sex, table_sex
 from dataloader.maic import assign_rows, read_template, template_ids
 from dataloader.records import NpyFolderReader, Reader
-from engine.explain import check_explain_folder, write_explanations
-from engine.prediction import PredictJob, check_outputs, explanation_titles, predict, prediction_table
-from engine.predictor import Predictor, is_onnx, load_predictor, records_of
+from engine.predict.explain import check_explain_folder, write_explanations
+from engine.predict.job import PredictJob, check_outputs, explanation_titles, predict, prediction_table
+from engine.predict.load import load_predictor
+from engine.predict.predictor import Predictor, is_onnx, records_of
 from engine.runs import run_folders
 from models.schema import MODES, maic_mode
 from utils.cli import RESULT, configure_logging, run_main
@@ -142,7 +143,7 @@ def torch_config(job: PredictJob):
     """PyTorch's configuration: inference defaults to fp32 numerics (the reference code's outputs); --precision
     bf16 is opt-in, and --precision fp32 additionally keeps the reference memory layout."""
     from dataloader.dataset import default_workers
-    from engine.inference import InferenceConfig
+    from engine.predict.inference import InferenceConfig
     from utils.runtime import configure_backends, default_infer_batch, resolve_device, resolve_precision
 
     runtime = job.runtime

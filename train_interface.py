@@ -18,7 +18,7 @@ import logging
 import sys
 
 import options as opts
-from engine.experiment import Experiment, Place, TrainSettings
+from engine.train.experiment import Experiment, Place, TrainSettings
 from utils.cli import configure_logging, run_main
 from utils.errors import UserError
 from utils.runtime import (

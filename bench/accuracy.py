@@ -47,7 +47,7 @@ import train_interface
 from dataloader.dataset import ECGDataset, eval_loader
 from dataloader.formats import open_reader
 from dataloader.sources import CacheConfig, open_source_local
-from engine.inference import predict
+from engine.predict.inference import predict
 from engine.runs import CV_SUMMARY, HISTORY, MANIFEST, OOF, run_members
 from models.checkpoint import load_bundle
 from utils.io import write_json

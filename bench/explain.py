@@ -25,10 +25,10 @@ from scipy import stats
 from dataloader.formats import open_reader
 from dataloader.labels import table_sex
 from dataloader.sources import check_record
-from engine.explain import DEFAULT_METHOD, DELETION_NOISE_MV, METHODS, deletion_test
-from engine.inference import InferenceConfig, predict_records
+from engine.predict.explain import DEFAULT_METHOD, DELETION_NOISE_MV, METHODS, deletion_test
+from engine.predict.inference import InferenceConfig, predict_records
+from engine.predict.torch_predictor import TorchPredictor
 from engine.runs import run_members
-from engine.torch_predictor import TorchPredictor
 from models.checkpoint import load_ensemble
 from utils.calibration import interval_coverage
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from dataloader.formats import open_reader
 from dataloader.records import LEADS
-from engine.report_page import ecg_uri
+from engine.report.page import ecg_uri
 from utils.machine import cpu_name
 from utils.paths import ROOT
 from utils.plots import ECG_DPI, MM_PER_MV, MM_PER_S, ecg_figure, save_figure

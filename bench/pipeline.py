@@ -64,7 +64,7 @@ def model(work: Path, weights: list[str] | None) -> Path:
         argv = ["--weights", *weights] if weights else None
         if argv is None:  # a new modern-recipe network, saved as a checkpoint first
             import options
-            from engine.experiment import build_bundle, init_output
+            from engine.train.experiment import build_bundle, init_output
             from models.checkpoint import save_checkpoint
 
             settings = options.train_settings(options.parse_train(["--recipe", "modern"]))
@@ -116,7 +116,7 @@ def model_only(onnx: Path, path: Path, count: int, batch: int, threads: int | No
     records, prepared outside the timing)."""
     from dataloader.formats import open_reader
     from dataloader.sources import prepare
-    from engine.onnx_engine import OnnxModel
+    from engine.deploy.onnx_model import OnnxModel
 
     session = OnnxModel.load(onnx, threads or 0)
     reader = open_reader(path)

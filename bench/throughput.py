@@ -34,7 +34,7 @@ from dataloader.augment import Augment
 from dataloader.dataset import ECGDataset, default_workers, eval_loader, train_loader
 from dataloader.records import NpyFolderReader, PTBXLReader
 from dataloader.sources import build_cache, resolve_cache_dtype
-from engine.recipes import RECIPES
+from engine.train.recipes import RECIPES
 from models.preprocessing import PRESETS, preprocess
 from models.registry import ADULT_HEAD, LINEAR_HEAD, MODELS, default_recipe, get_model
 from utils.paths import ROOT
@@ -166,7 +166,7 @@ def default_path(head, reader, spec, ages, args, device, precision, tmp: Path, r
 def quantized_scopes(tmp: Path, x: np.ndarray, sex: np.ndarray) -> dict:
     """tmp/model.onnx in int8, the whole network and its convolutions only (engine/quantize.SCOPES), calibrated on
     ``x``: {engine name: quantize_int8's result}, each written to tmp/<engine name>.onnx (measured, not enforced)."""
-    from engine.quantize import SCOPES, quantize_int8
+    from engine.deploy.quantize import SCOPES, quantize_int8
 
     return {name: quantize_int8(tmp / "model.onnx", tmp / f"{name}.onnx", (x, sex), (x, sex),
                                 limits=(float("inf"), float("inf")), scopes=(scope,))
@@ -177,8 +177,8 @@ def onnx_path(model, head, spec, reader, args, tmp: Path, result: dict) -> float
     """Every engine on the same inputs and batch, interleaved (the second round is kept): PyTorch's default path
     (what --precision auto picks here, fast layout), PyTorch fp32 eager, onnxruntime fp32 and int8 (quantized_scopes);
     returns onnxruntime fp32's ECG/s (result: every engine's, ratios to PyTorch fp32, largest differences, flags)."""
-    from engine.export import export_onnx
-    from engine.onnx_engine import OnnxModel
+    from engine.deploy.export import export_onnx
+    from engine.deploy.onnx_model import OnnxModel
     from models.checkpoint import ModelBundle
     from models.registry import model_args
     from models.schema import UNKNOWN_SEX

@@ -13,10 +13,10 @@ from torch import nn
 import options
 import train_interface
 from dataloader import augment as aug
-from engine.experiment import build_bundle, init_output
-from engine.optim import make_schedule
-from engine.recipes import RECIPES
-from engine.trainer import EMA, TrainConfig, ema_statistics
+from engine.train.experiment import build_bundle, init_output
+from engine.train.optim import make_schedule
+from engine.train.recipes import RECIPES
+from engine.train.trainer import EMA, TrainConfig, ema_statistics
 from models.registry import get_model
 
 

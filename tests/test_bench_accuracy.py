@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import ROOT
 
-from engine.recipes import RECIPES
+from engine.train.recipes import RECIPES
 
 
 def load_bench():

@@ -17,9 +17,9 @@ from dataloader.augment import Augment, stored_views
 from dataloader.dataset import ViewDataset
 from dataloader.formats import open_reader
 from dataloader.sources import open_source
-from engine.experiment import Experiment, Place, Records
-from engine.inference import InferenceConfig, predict_ensemble
+from engine.predict.inference import InferenceConfig, predict_ensemble
 from engine.runs import run_members
+from engine.train.experiment import Experiment, Place, Records
 from models.checkpoint import load_ensemble
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 import options
-from engine.experiment import GROUPS, TrainSettings, runtime_options
 from engine.runs import SINGLE, fold_members, member_name, member_parts, run_member_names
+from engine.train.experiment import GROUPS, TrainSettings, runtime_options
 from models.registry import ARCHITECTURES
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -15,7 +15,7 @@ import report_interface
 import test_interface
 from dataloader.formats import open_reader
 from dataloader.records import LEADS
-from engine.explain import DEFAULT_METHOD, LEAD_IMPORTANCE, METHODS, deletion_test, explain_record, figure_name
+from engine.predict.explain import DEFAULT_METHOD, LEAD_IMPORTANCE, METHODS, deletion_test, explain_record, figure_name
 from models.checkpoint import load_bundle
 from models.preprocessing import LIMA, MAIC, MODERN, input_times, preprocess
 from utils.plots import ECG_DPI, ECG_LAYOUT, ecg_figure
@@ -149,7 +149,7 @@ def test_explanations_delete_only_what_they_recorded_and_resume(modern_cv_run, c
                                                                  capsys):
     """Issue 26: a user's sub-folder named like a figure was deleted; an interrupted --explain wrote nothing (not
     even the finished predictions) and started again from scratch."""
-    import engine.explain as explain_module
+    import engine.predict.explain as explain_module
 
     tmp, run = modern_cv_run
     out, folder = tmp_path / "pred.csv", tmp_path / "expl"

@@ -12,7 +12,7 @@ from conftest import SPEC, TINY, cli, need
 
 import test_interface
 import train_interface
-from engine.losses import regression_loss
+from engine.train.losses import regression_loss
 from models.registry import ADULT_HEAD, get_model
 from utils.runtime import autocast
 

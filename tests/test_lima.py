@@ -12,7 +12,7 @@ from conftest import SPEC, TINY, cli, need
 
 import test_interface
 import train_interface
-from engine.losses import inverse_age_weights
+from engine.train.losses import inverse_age_weights
 from models.registry import ResNet1d
 
 
@@ -156,8 +156,8 @@ def test_inverse_age_weights_by_hand():
 def test_plateau_schedule_stops_below_min_lr():
     import dataclasses
 
-    from engine.optim import make_schedule
-    from engine.recipes import RECIPES
+    from engine.train.optim import make_schedule
+    from engine.train.recipes import RECIPES
 
     model = torch.nn.Linear(1, 1)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)

@@ -16,9 +16,9 @@ import test_interface
 import train_interface
 from dataloader import augment as aug
 from dataloader.splits import kfold_split
-from engine.experiment import build_bundle, init_head_bias
-from engine.optim import cosine_with_warmup
-from engine.trainer import EMA
+from engine.train.experiment import build_bundle, init_head_bias
+from engine.train.optim import cosine_with_warmup
+from engine.train.trainer import EMA
 from models.checkpoint import load_bundle
 from models.registry import get_model
 
@@ -33,7 +33,7 @@ def test_any_length_from_two_seconds(samples):
 def test_cost_per_ten_second_ecg_and_ensemble_budget():
     """The default model on a 10-s ECG at its recipe's rate ≤ 0.5 GFLOP; the default 5-fold run's whole ensemble
     (every seed and the partners of every fold) ≤ 3 GFLOP."""
-    from engine.recipes import RECIPES
+    from engine.train.recipes import RECIPES
     from models.preprocessing import PRESETS
 
     recipe = RECIPES["modern"]

@@ -20,9 +20,9 @@ import test_interface
 from dataloader.formats import open_reader
 from dataloader.sources import prepare
 from engine import export
-from engine.experiment import build_bundle
-from engine.onnx_engine import METADATA_KEY, OnnxModel
-from engine.quantize import SCOPES
+from engine.deploy.onnx_model import METADATA_KEY, OnnxModel
+from engine.deploy.quantize import SCOPES
+from engine.train.experiment import build_bundle
 from utils.errors import CheckpointError, RecordError
 
 ARCH_OPTIONS = {"ECGEfficientNet": ["--width", "0.25"], "BaselineNet": [], **TINY}
@@ -275,7 +275,7 @@ def test_the_careful_int8_scope_keeps_the_stem_gates_and_activations_in_fp32(exp
     activations and the head stay fp32 — found from the graph's shapes, not from names."""
     import onnx
 
-    from engine.quantize import fp32_edges, quantize_int8
+    from engine.deploy.quantize import fp32_edges, quantize_int8
 
     graph = onnx.load(str(exported))
     kept = set(fp32_edges(graph))

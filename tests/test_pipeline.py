@@ -50,7 +50,7 @@ def test_an_ensemble_reads_and_preprocesses_each_record_once(modern_cv_run, cinc
 
 
 def test_the_onnx_engine_reads_each_record_once(modern_cv_run, cinc, tmp_path, counted, monkeypatch):
-    from engine.onnx_engine import OnnxModel
+    from engine.deploy.onnx_model import OnnxModel
     from utils.machine import usable_cores
 
     _, run = modern_cv_run

@@ -121,7 +121,7 @@ def test_architecture_names_are_tested_only_in_models():
 def test_recipe_table_drives_the_options_and_rejects_unknown_names():
     import dataclasses
 
-    from engine.recipes import RECIPES, Recipe
+    from engine.train.recipes import RECIPES, Recipe
 
     parser = options.train_parser()
     for field in dataclasses.fields(Recipe):

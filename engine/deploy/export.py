@@ -30,7 +30,7 @@ from utils.errors import UserError
 from utils.io import staged
 from utils.machine import project_version
 
-from .onnx_engine import METADATA_KEY, ONNX_FORMAT
+from .onnx_model import METADATA_KEY, ONNX_FORMAT
 
 logger = logging.getLogger(__name__)
 

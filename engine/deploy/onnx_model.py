@@ -1,9 +1,8 @@
-"""Running an exported ONNX file with onnxruntime: numpy, scipy, onnxruntime and the readers — no torch.
+"""An exported model file run by onnxruntime — numpy and onnxruntime only, no torch.
 
-``OnnxModel.load`` reads a file written by engine/export.py and checks its metadata like a checkpoint's description
-(the preprocessing spec, heads, bias corrections and calibrations); ``predict_records_onnx`` is
-engine.inference.predict_records' counterpart: the same source (cache or on the fly), the same windows (``--tta``),
-each member's bias correction before averaging, the same bad records.
+``OnnxModel.load`` reads a file written by engine/deploy/export.py and checks its metadata like a checkpoint's
+description (the preprocessing spec, heads, bias corrections and calibrations); ``ages`` runs model inputs through
+it. Running it over records (windows, cache, bad records) is engine/predict/onnx_engine.py's.
 """
 from __future__ import annotations
 
@@ -13,33 +12,16 @@ from pathlib import Path
 
 import numpy as np
 
-from dataloader.records import Reader
-from dataloader.sources import CacheConfig
-from models.preprocessing import PreprocessSpec, tta_specs
+from models.preprocessing import PreprocessSpec
 from models.schema import Description
 from utils.bounds import MAX_CHECKPOINT_BYTES
 from utils.errors import CheckpointError, RecordError
 from utils.io import regular_file
 from utils.metrics import apply_bias_correction, ensemble_mean, stored_correction
 
-from .windows import record_ages, window_means
-
-ONNX_FORMAT = "ecg-age-onnx/1"  # engine/export.py writes it (that module needs torch; this one must not)
+ONNX_FORMAT = "ecg-age-onnx/1"  # engine/deploy/export.py writes it (that module needs torch; this one must not)
 METADATA_KEY = "ecg_age"
 MAX_MEMBERS = 1000  # models in one exported ensemble (a 5-fold run with every option holds 15)
-ONNX_BATCH = 64  # onnxruntime's default batch (on a 2-core CPU it runs 1.9× PyTorch eager there: bench/README.md)
-
-
-@dataclasses.dataclass(frozen=True)
-class OnnxConfig:
-    """How to run an ONNX model over records (test_interface's options for this engine)."""
-
-    batch_size: int = ONNX_BATCH
-    tta: int = 1
-    bias_correction: bool = False
-    cache: CacheConfig = CacheConfig()
-    threads: int = 0  # 0: onnxruntime's choice
-    workers: int = 0  # processes reading and preprocessing beside the model when nothing is cached
 
 
 @dataclasses.dataclass
@@ -122,17 +104,3 @@ class OnnxModel:
             member = np.stack([apply_bias_correction(member[:, k], stored_correction(
                 d.bias_correction, f"{self.source} member {k}")) for k, d in enumerate(self.members)], 1)
         return ensemble_mean(member, axis=1)
-
-
-def predict_records_onnx(model: OnnxModel, reader: Reader, cfg: OnnxConfig, sex: np.ndarray) -> tuple[np.ndarray, dict]:
-    """Ages for every record of ``reader`` (NaN for bad ones) and {id: reason} of the bad records; with ``cfg.tta``
-    N the age is the mean over N windows (identical windows predicted once)."""
-    def predict(source, good: np.ndarray) -> np.ndarray:
-        def row_ages(rows: np.ndarray, owners: np.ndarray) -> np.ndarray:
-            return np.concatenate([model.ages(source.read(rows[i:i + cfg.batch_size]),
-                                              sex[owners[i:i + cfg.batch_size]], cfg.bias_correction)
-                                   for i in range(0, len(rows), cfg.batch_size)])
-
-        return window_means(source, good, row_ages)
-
-    return record_ages(reader, tta_specs(model.preprocessing, cfg.tta), cfg.cache, predict, cfg.workers)

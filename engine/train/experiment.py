@@ -45,28 +45,8 @@ from dataloader.splits import (
     strat_fold_split,
     stratified_split,
 )
-from models.build import ModelSettings, new_bundle, sigmoid_bounds
-from models.checkpoint import ModelBundle, TrainingFacts, load_bundle, load_ensemble, published_config
-from models.files import resolve_weights
-from models.registry import MODELS, accepts_sex, architecture, default_recipe, model_options, output_layer
-from utils.bounds import MAX_FOLDS
-from utils.cli import RESULT
-from utils.errors import TrainingDiverged, UserError
-from utils.io import check_spreadsheet_safe, json_ready, read_csv, write_csv, write_json
-from utils.metrics import ensemble_mean
-from utils.paths import DATA_ROOT_ENV
-from utils.plots import plot_learning_curves
-from utils.ranks import barrier, is_main
-from utils.runtime import default_infer_batch, seed_everything
-from utils.settings import RuntimeSettings, Settings, runtime
-from utils.tables import RUN_ID
-
-from .crossval import write_cross_validation
-from .inference import InferenceConfig, predict_ensemble, predict_rows, predict_views
-from .losses import inverse_age_weights
-from .optim import SCHEDULES
-from .recipes import RECIPES, Recipe
-from .runs import (
+from engine.predict.inference import InferenceConfig, predict_ensemble, predict_rows, predict_views
+from engine.runs import (
     CURVES,
     CV_SUMMARY,
     FOLDS,
@@ -94,6 +74,26 @@ from .runs import (
     run_members,
     write_manifest,
 )
+from models.build import ModelSettings, new_bundle, sigmoid_bounds
+from models.checkpoint import ModelBundle, TrainingFacts, load_bundle, load_ensemble, published_config
+from models.files import resolve_weights
+from models.registry import MODELS, accepts_sex, architecture, default_recipe, model_options, output_layer
+from utils.bounds import MAX_FOLDS
+from utils.cli import RESULT
+from utils.errors import TrainingDiverged, UserError
+from utils.io import check_spreadsheet_safe, json_ready, read_csv, write_csv, write_json
+from utils.metrics import ensemble_mean
+from utils.paths import DATA_ROOT_ENV
+from utils.plots import plot_learning_curves
+from utils.ranks import barrier, is_main
+from utils.runtime import default_infer_batch, seed_everything
+from utils.settings import RuntimeSettings, Settings, runtime
+from utils.tables import RUN_ID
+
+from .crossval import write_cross_validation
+from .losses import inverse_age_weights
+from .optim import SCHEDULES
+from .recipes import RECIPES, Recipe
 from .trainer import TrainConfig, fit
 
 logger = logging.getLogger("train")

@@ -25,6 +25,7 @@ from dataloader.sources import (
     duplicate_ids,
     implausible_outputs,
 )
+from engine.runs import run_members
 from models.files import resolve_weights
 from utils.bounds import AGE_RANGE, age_problem
 from utils.errors import BadInputError, CheckpointError
@@ -35,7 +36,6 @@ from utils.tables import AGE, ID, LOWER, UPPER
 
 from .onnx_engine import ONNX_BATCH, OnnxConfig
 from .predictor import Predictor
-from .runs import run_members
 
 logger = logging.getLogger("test")
 

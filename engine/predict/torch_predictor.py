@@ -9,13 +9,13 @@ from typing import Iterable
 import numpy as np
 
 from dataloader.records import Reader, Record
+from engine.deploy.export import export_onnx
+from engine.deploy.onnx_model import OnnxModel
 from models.checkpoint import load_ensemble
 from models.schema import UNKNOWN_SEX
 from utils.errors import CheckpointError, UserError
 
-from .export import export_onnx
 from .inference import predict_ensemble, predict_inputs
-from .onnx_engine import OnnxModel
 from .predictor import EXPORT_CHECK_RECORDS, OnnxPredictor, Predictor, check_inputs
 
 

@@ -27,7 +27,7 @@ import numpy as np
 from utils.errors import UserError
 from utils.io import staged
 
-from .onnx_engine import METADATA_KEY, OnnxModel
+from .onnx_model import METADATA_KEY, OnnxModel
 
 logger = logging.getLogger(__name__)
 

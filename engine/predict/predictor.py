@@ -5,8 +5,9 @@ and the Python API (ecg_age.py) use only this interface.
 
 ``--engine auto`` runs an ``.onnx`` file with onnxruntime and checkpoints with PyTorch; ``--engine onnxruntime``
 exports checkpoints in memory first (engine/export.py, checked on the first records to predict) and runs the
-export. ``load_predictor`` is the one place the PyTorch side is imported on demand: a process given only an ONNX
-file never imports torch (an import-linter contract keeps the torch-free modules so).
+export. The factory, ``engine.predict.load.load_predictor``, is the one place the PyTorch side is imported on
+demand: a process given only an ONNX file never imports torch (an import-linter contract keeps the torch-free
+modules so).
 """
 from __future__ import annotations
 
@@ -17,12 +18,11 @@ import numpy as np
 
 from dataloader.records import Reader, Record
 from dataloader.sources import check_record, load_safely, prepare
+from engine.deploy.onnx_model import OnnxModel
 from models.preprocessing import PreprocessSpec
 from utils.calibration import Intervals, ensemble_intervals
-from utils.errors import UserError
 
-from .onnx_engine import OnnxModel, predict_records_onnx
-from .runs import run_members
+from .onnx_engine import predict_records_onnx
 
 ENGINES = ("auto", "torch", "onnxruntime")
 EXPORT_CHECK_RECORDS = 4  # records of the input an in-memory export is checked on
@@ -98,24 +98,6 @@ def records_of(reader: Reader) -> Iterable[Record]:
         item = load_safely(reader, i)
         if isinstance(item, Record):
             yield item
-
-
-def load_predictor(weights: list, mode: str | None = None, trust: bool = False, engine: str = "auto",
-                   check: Iterable[Record] = (), threads: int = 0) -> Predictor:
-    """The models ``weights`` stands for on ``engine`` (a run folder: exactly the members its manifest names);
-    ``check``: records an in-memory export (--engine onnxruntime) is checked on."""
-    onnx_files = [w for w in weights if is_onnx(w)]
-    if onnx_files:
-        if len(weights) > 1:
-            raise UserError(f"an ONNX file is one model already (an ensemble is exported as one graph): give "
-                            f"{onnx_files[0]} alone, or export the ensemble again with all its members")
-        if engine == "torch":
-            raise UserError(f"--engine torch cannot run {onnx_files[0]}: an ONNX file runs on onnxruntime")
-        return OnnxPredictor(OnnxModel.load(onnx_files[0], threads))
-    from .torch_predictor import TorchPredictor  # checkpoints: the PyTorch side, imported only here
-
-    predictor = TorchPredictor.load([m for w in weights for m in run_members(w)], mode=mode, trust=trust)
-    return predictor if engine != "onnxruntime" else predictor.exported(check, threads)
 
 
 def check_inputs(records: Iterable[Record], spec: PreprocessSpec, limit: int) -> np.ndarray:

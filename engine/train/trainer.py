@@ -29,6 +29,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
+from engine.predict.inference import forward, predict
+from engine.runs import HISTORY, LAST, TENSORBOARD, best_checkpoint_name, epoch_checkpoint_name
 from models.checkpoint import ModelBundle, save_checkpoint, unwrap
 from utils.calibration import Calibration
 from utils.cli import RESULT
@@ -46,11 +48,9 @@ from utils.runtime import (
     set_rng_state,
 )
 
-from .inference import forward, predict
 from .losses import per_sample_loss, regression_loss
 from .optim import Schedule, make_optimizer, make_schedule
 from .recipes import Recipe
-from .runs import HISTORY, LAST, TENSORBOARD, best_checkpoint_name, epoch_checkpoint_name
 
 logger = logging.getLogger(__name__)
 

@@ -12,11 +12,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from engine.runs import CV_SUMMARY, OOF
 from utils import metrics
 from utils.io import write_csv, write_json
 from utils.tables import OOF_COLUMNS
-
-from .runs import CV_SUMMARY, OOF
 
 
 def write_cross_validation(run: Path, ids: list[str], ages: np.ndarray, predicted: np.ndarray, folds: np.ndarray,
