@@ -12,7 +12,7 @@ Leads are expected in the standard order I, II, III, aVR, aVL, aVF, V1–V6; giv
 order differs (the missing limb leads III, aVR, aVL, aVF are derived from I and II, as for files). A signal that
 is not a usable ECG (NaN, a flat lead, the wrong unit, too short) raises ``utils.errors.RecordError`` naming it;
 an age outside 0–125 years is an error too, never a number. Every wrong argument raises ``UserError`` naming the
-argument. test_interface.py runs the same models through the same ``engine.predictor.Predictor``.
+argument. test_interface.py runs the same models through the same ``engine.predict.predictor.Predictor``.
 """
 from __future__ import annotations
 
@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
+from dataloader.checks import check_record, load_safely, prepare
 from dataloader.formats import open_reader
 from dataloader.records import LEADS, Record, standard_leads
-from dataloader.sources import check_record, load_safely, prepare
 from engine.predict.load import load_predictor
 from engine.predict.predictor import ENGINES, Predictor
 from models.schema import MODES, UNKNOWN_SEX
@@ -128,7 +128,8 @@ class Model:
                             f"ONNX export")
         import torch
 
-        from engine.predict.explain import DEFAULT_METHOD, METHODS, explain_record
+        from engine.predict.explain import explain_record
+        from engine.predict.explanations import DEFAULT_METHOD, METHODS
         from utils.plots import plot_ecg_explanation
 
         if method is not None and method not in METHODS:

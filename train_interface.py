@@ -9,8 +9,8 @@ Outputs in log/<arch>_<env>/: options.json, epoch_NNN.pt (MAIC) / model.pth + co
 best.pt, last.pt (resume point), history.csv, learning_curves.png, logs/ (TensorBoard), split.csv; with --folds K
 the members fold_<k>/, folds.csv, oof.csv and cv.json; run.json (the manifest) always.
 
-The program: options → typed settings (engine.experiment.TrainSettings) → where it runs → one
-``Experiment(...).run()`` → exit code. The run itself, top to bottom, is engine/experiment.py.
+The program: options → typed settings (engine.train.settings.TrainSettings) → where it runs → one
+``Experiment(...).run()`` → exit code. The run itself, top to bottom, is engine/train/experiment.py.
 """
 from __future__ import annotations
 
@@ -18,7 +18,9 @@ import logging
 import sys
 
 import options as opts
-from engine.train.experiment import Experiment, Place, TrainSettings
+from engine.train.experiment import Experiment
+from engine.train.members import Place
+from engine.train.settings import TrainSettings
 from utils.cli import configure_logging, run_main
 from utils.errors import UserError
 from utils.runtime import (

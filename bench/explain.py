@@ -22,10 +22,11 @@ import numpy as np
 import torch
 from scipy import stats
 
+from dataloader.checks import check_record
 from dataloader.formats import open_reader
 from dataloader.labels import table_sex
-from dataloader.sources import check_record
-from engine.predict.explain import DEFAULT_METHOD, DELETION_NOISE_MV, METHODS, deletion_test
+from engine.predict.explain import DELETION_NOISE_MV, deletion_test
+from engine.predict.explanations import DEFAULT_METHOD, METHODS
 from engine.predict.inference import InferenceConfig, predict_records
 from engine.predict.torch_predictor import TorchPredictor
 from engine.runs import run_members

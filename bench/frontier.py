@@ -43,8 +43,8 @@ from accuracy import gflop, paired, training_seconds
 from pipeline import end_to_end, hdf5, model_only
 
 import export_interface
+from dataloader.checks import prepare
 from dataloader.formats import InputSettings, open_reader
-from dataloader.sources import prepare
 from engine.deploy.onnx_model import METADATA_KEY, OnnxModel
 from engine.deploy.quantize import quantize_int8
 from engine.runs import FOLDS, MANIFEST, OOF, members_by_fold, run_members, training_input

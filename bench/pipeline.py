@@ -64,7 +64,7 @@ def model(work: Path, weights: list[str] | None) -> Path:
         argv = ["--weights", *weights] if weights else None
         if argv is None:  # a new modern-recipe network, saved as a checkpoint first
             import options
-            from engine.train.experiment import build_bundle, init_output
+            from engine.train.members import build_bundle, init_output
             from models.checkpoint import save_checkpoint
 
             settings = options.train_settings(options.parse_train(["--recipe", "modern"]))
@@ -114,8 +114,8 @@ print(own / 1024, workers / 1024)
 def model_only(onnx: Path, path: Path, count: int, batch: int, threads: int | None) -> dict:
     """onnxruntime alone (``threads``, as the pipeline's model) on preprocessed inputs (the first ``count``
     records, prepared outside the timing)."""
+    from dataloader.checks import prepare
     from dataloader.formats import open_reader
-    from dataloader.sources import prepare
     from engine.deploy.onnx_model import OnnxModel
 
     session = OnnxModel.load(onnx, threads or 0)
@@ -148,7 +148,7 @@ def main(argv=None) -> dict:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     onnx = model(work, args.weights)
-    from dataloader.sources import default_stream_workers
+    from dataloader.stream import default_stream_workers
 
     workers = default_stream_workers() if args.workers is None else args.workers
     threads = model_threads(args.threads, workers)  # test_interface's own default, given to both explicitly

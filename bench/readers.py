@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from dataloader.clinical import detect_format, parse_file, to_signal
-from dataloader.records import read_wfdb
+from dataloader.wfdb_records import read_wfdb
 from utils.paths import ROOT
 
 sys.path.insert(0, str(ROOT / "tests"))

@@ -32,8 +32,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from dataloader.augment import Augment
 from dataloader.dataset import ECGDataset, default_workers, eval_loader, train_loader
-from dataloader.records import NpyFolderReader, PTBXLReader
+from dataloader.records import NpyFolderReader
 from dataloader.sources import build_cache, resolve_cache_dtype
+from dataloader.wfdb_records import PTBXLReader
 from engine.train.recipes import RECIPES
 from models.preprocessing import PRESETS, preprocess
 from models.registry import ADULT_HEAD, LINEAR_HEAD, MODELS, default_recipe, get_model
@@ -235,8 +236,9 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"), help="the default path's")
     p.add_argument("--json", action="store_true", help="print only the JSON line")
     p.add_argument("--engine", default="torch", choices=("torch", "onnxruntime"),
-                   help="onnxruntime: inference also by the model's ONNX export (engine/export.py) in fp32 and int8 "
-                        "(engine/quantize.py), against PyTorch's default path and fp32 eager at the same batch "
+                   help="onnxruntime: inference also by the model's ONNX export (engine/deploy/export.py) in fp32 and "
+                        "int8 "
+                        "(engine/deploy/quantize.py), against PyTorch's default path and fp32 eager at the same batch "
                         "(--infer_batch_size), with the CPU's flags; infer_samples_per_s is then onnxruntime fp32's")
     p.add_argument("--infer_batch_size", type=int, default=64, help="the batch of the --engine onnxruntime comparison")
     p.add_argument("--quick", action="store_true", help="a smoke test: batch 2, one step, no warm-up, 4 ECGs")

@@ -8,18 +8,13 @@ from pathlib import Path
 
 from utils.errors import RecordError
 from utils.io import read_csv
-from utils.settings import Settings, runtime
+from utils.settings import Settings, option, runtime
 
 from .clinical import CLINICAL_FORMATS, ClinicalReader, may_be_clinical
-from .records import (
-    HDF5Reader,
-    ManifestReader,
-    NpyFolderReader,
-    PTBXLReader,
-    Reader,
-    WFDBFolderReader,
-    natural_key,
-)
+from .hdf5 import HDF5Reader
+from .manifest import ManifestReader
+from .records import NpyFolderReader, Reader, natural_key
+from .wfdb_records import PTBXLReader, WFDBFolderReader
 
 INPUT_FORMATS = ("auto", "ptbxl", "hdf5", "npy", "wfdb", "manifest", *CLINICAL_FORMATS)
 
@@ -29,14 +24,21 @@ class InputSettings(Settings):
     """``--input`` and how to read it (``--format``, ``--fs``, ``--ptbxl_rate``, ``--input_scale``, the HDF5 dataset
     names) and, for training, ``--labels``. Where the data are is runtime (the data are identified by content)."""
 
-    input: str | None = runtime()
-    labels: str | None = runtime()
-    input_format: str = "auto"
-    fs: float | None = None
-    ptbxl_rate: int = 500
-    input_scale: float = 1.0
-    traces_dset: str = "tracings"
-    ids_dset: str = "exam_id"
+    TITLE = ("any format (HDF5, WFDB, PTB-XL, .npy folder, manifest CSV, DICOM, GE MUSE XML, HL7 aECG, Philips XML, "
+             "SCP-ECG, EDF)")
+
+    input: str | None = runtime(None, "the records: an HDF5 file or folder, a WFDB folder, a PTB-XL root or database "
+                                      "CSV, an .npy folder, a manifest CSV, or clinical ECG files (one, or a folder "
+                                      "of any mix)")
+    labels: str | None = runtime(None, "label CSV for --input (CODE-15% exams.csv or MAIC labels)")
+    input_format: str = option("auto", "the format of --input (default: found from the path and the files' "
+                                       "content)", flag="--format", choices=INPUT_FORMATS)
+    fs: float | None = option(None, "sampling rate of --input records whose format does not store it (.npy); "
+                                    "default 500 (MAIC)")
+    ptbxl_rate: int = option(500, "PTB-XL records to read", choices=(100, 500))
+    input_scale: float = option(1.0, "multiply .npy/HDF5 amplitudes by this to get mV")
+    traces_dset: str = option("tracings", "HDF5 dataset holding the tracings")
+    ids_dset: str = option("exam_id", "HDF5 dataset holding the ids ('' = row numbers)")
 
     def open(self, labels: bool = False) -> Reader:
         """The reader of ``input`` (with ``labels`` joined when asked)."""

@@ -21,9 +21,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from models.schema import MODES  # noqa: F401 - the modes of the layout's folders
+from models.schema import MAIC_MODES, MODES  # noqa: F401 - the modes of the layout's folders
 from utils.errors import BadInputError, RecordError
 from utils.io import read_csv, write_csv, write_json
+from utils.paths import DATA_ROOT_ENV, DATASET_DIR
 from utils.settings import Settings, runtime
 
 from .labels import clean_id
@@ -39,16 +40,27 @@ SPLIT_VERSION = 1  # bump when the split algorithm changes: existing CSVs become
 
 
 @dataclasses.dataclass(frozen=True)
-class MaicTrainingData(Settings):
+class MaicRoot(Settings):
+    """The folder of the MAIC layout (``--data_root``), which sets every MAIC path not given."""
+
+    data_root: str | None = runtime(None, f"folder holding the MAIC layout (ECG_<mode>_numpy_train/, "
+                                          f"ECG_<mode>_age_train.csv, ECG_<mode>_numpy_valid/, submission.csv); "
+                                          f"default ${DATA_ROOT_ENV} or data/maic2023; sets every MAIC path below "
+                                          f"that is not given")
+
+
+@dataclasses.dataclass(frozen=True)
+class MaicTrainingData(MaicRoot):
     """Where the MAIC training data and the seed's dataset CSVs are (the seed's option names): runtime, as the
     data are identified by content."""
 
-    data_root: str | None = runtime()
-    train_for_adult: str | None = runtime()
-    train_for_adult_label: str | None = runtime()
-    train_for_child: str | None = runtime()
-    train_for_child_label: str | None = runtime()
-    dataset_dir: str | None = runtime()
+    TITLE = "MAIC training data (seed option names)"
+
+    train_for_adult: str | None = runtime(None, "folder of adult training .npy files")
+    train_for_adult_label: str | None = runtime(None, "adult label CSV (FILENAME, GENDER, AGE)")
+    train_for_child: str | None = runtime(None, "folder of child training .npy files")
+    train_for_child_label: str | None = runtime(None, "child label CSV (FILENAME, GENDER, AGE)")
+    dataset_dir: str = runtime(str(DATASET_DIR), "where train/valid dataset CSVs live")
 
     def paths(self, mode: str) -> tuple[Path | None, Path | None]:
         """(folder of .npy files, label CSV) of ``mode``."""
@@ -56,17 +68,23 @@ class MaicTrainingData(Settings):
         return Path(folder) if folder else None, Path(labels) if labels else None
 
 
+def _weights_help(mode: str) -> str:
+    return (f"{mode} checkpoint(s) (.pt, seed .pt, run folder, cross-validated run folder; several are averaged); "
+            f"default: the best checkpoint of the default {mode} run, <log_dir>/{MAIC_MODES[mode].arch}_{mode}/best.pt")
+
+
 @dataclasses.dataclass(frozen=True)
-class MaicSubmission(Settings):
+class MaicSubmission(MaicRoot):
     """The MAIC test folders, the template to fill and each mode's weights (the seed's option names; resolved from
     the data root and the default runs)."""
 
-    data_root: str | None = runtime()
-    test_for_adult: str | None = runtime()
-    test_for_child: str | None = runtime()
-    weights_adult: list | None = runtime()
-    weights_child: list | None = runtime()
-    submission_template: str | None = runtime()
+    TITLE = "MAIC submission (seed option names)"
+
+    test_for_adult: str | None = runtime(None, "folder of adult test .npy files")
+    test_for_child: str | None = runtime(None, "folder of child test .npy files")
+    weights_adult: list | None = runtime(None, _weights_help("adult"), nargs="+")
+    weights_child: list | None = runtime(None, _weights_help("child"), nargs="+")
+    submission_template: str | None = runtime(None, "template submission.csv (FILENAME, GENDER, AGE)")
 
     def folder(self, mode: str) -> Path | None:
         folder = getattr(self, f"test_for_{mode}")

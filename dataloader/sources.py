@@ -1,10 +1,6 @@
-"""The one data-source module: from a reader to model-ready rows — the preprocessing cache (or on-the-fly
-preprocessing), opening it under torch.distributed, what makes a record or label bad, and the one bad-input
-policy.
-
-Policy (``--on_bad``): ``error`` (default) stops before anything is written and lists every bad record with its
-reason (the interfaces exit with code 2); ``skip`` leaves the bad records out and says how many; ``fill`` (only
-for predictions) writes the training median age for them.
+"""The data source: from a reader to model-ready rows — the preprocessing cache (or on-the-fly preprocessing) and
+opening it under torch.distributed. What makes a record bad, and the policy, are dataloader/checks.py's; streaming
+without a cache is dataloader/stream.py's.
 
 The cache: preprocess once, then every epoch reads contiguous memory.
 
@@ -27,7 +23,6 @@ storage the first to finish wins) while the others wait, then every process open
 """
 from __future__ import annotations
 
-import collections
 import dataclasses
 import errno
 import hashlib
@@ -40,84 +35,26 @@ import shutil
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Union
+from typing import Union
 
 import numpy as np
-import pandas as pd
 from tqdm import tqdm
 
-from models.preprocessing import PreprocessSpec, preprocess
-from utils.bounds import (
-    AGE_RANGE,
-    CLI_SCALE_REMEDY,
-    MAX_FS,
-    MIN_FS,
-    MIN_SECONDS,
-    age_problem,
-    amplitude_problem,
-)
-from utils.errors import BadInputError, CheckpointError, OutputError, RecordError, UserError
+from models.preprocessing import PreprocessSpec
+from utils.errors import OutputError, RecordError, UserError
 from utils.io import write_json, write_text
-from utils.machine import usable_cores
 from utils.paths import CACHE_DIR
 from utils.ranks import barrier, is_local_main, is_main
-from utils.settings import Settings, runtime
+from utils.settings import Settings, option, runtime
 
-from .labels import unknown_age_reason
-from .records import LEADS, READER_VERSION, Reader, Record
+from .checks import load_block_safely, prepare, prepare_windows, scan_bad
+from .records import CACHE_CHECKS, LEADS, READER_VERSION, Reader
+from .stream import CHUNK
 
 logger = logging.getLogger(__name__)
 CACHE_VERSION = 3
-CHUNK = 64
+
 HOST = socket.gethostname()
-
-
-def check_record(record: Record, remedy: str = CLI_SCALE_REMEDY) -> str | None:
-    """Why a raw record cannot be used, or None (``remedy``: the fix a unit error names). Shape problems are
-    raised by the readers already."""
-    signal = record.signal
-    if not np.isfinite(signal).all():
-        bad = int((~np.isfinite(signal)).sum())
-        return f"has {bad} NaN/Inf sample(s)"
-    flat = [i for i in range(signal.shape[0]) if not np.any(signal[i])]
-    if flat:
-        return f"has flat (all-zero) lead(s) {', '.join(LEADS[i] for i in flat)}"
-    if record.fs is None or not MIN_FS <= record.fs <= MAX_FS:
-        return f"has a sampling rate of {record.fs} Hz; this pipeline reads {MIN_FS:g}–{MAX_FS:g} Hz"
-    if signal.shape[-1] < MIN_SECONDS * record.fs:
-        return f"lasts {signal.shape[-1] / record.fs:.2f} s, shorter than the {MIN_SECONDS:g} s minimum"
-    return amplitude_problem(signal, remedy)
-
-
-def prepare(record: Record, spec: PreprocessSpec) -> np.ndarray:
-    """Check a record and preprocess it; raises RecordError naming the record."""
-    reason = check_record(record)
-    if reason:
-        raise RecordError(f"record {record.id}", reason)
-    out = preprocess(record.signal, record.fs, spec)
-    if not np.isfinite(out).all():
-        raise RecordError(f"record {record.id}", "gives non-finite values after preprocessing")
-    return out
-
-
-def load_safely(reader: Reader, index: int) -> Record | RecordError:
-    """One record, or the RecordError saying why it cannot be read. Whatever a corrupt file makes a parser raise
-    becomes a bad record naming it, so one odd file never stops the other records."""
-    try:
-        return reader.load(index)
-    except RecordError as exc:
-        return exc
-    except Exception as exc:  # noqa: BLE001 - third-party parsers raise anything on corrupt bytes
-        # the library's own text may quote the file's fields: only its kind is named
-        return RecordError(f"record {reader.ids[index]}", f"cannot be read (the reader failed: {type(exc).__name__})")
-
-
-def load_block_safely(reader: Reader, start: int, stop: int) -> list[Record | RecordError]:
-    """Records start..stop-1 (one read where the format allows), each a Record or its RecordError."""
-    try:
-        return list(reader.load_block(start, stop))
-    except Exception:  # noqa: BLE001 - fall back to one record at a time to find the bad ones
-        return [load_safely(reader, i) for i in range(start, stop)]
 
 
 def cache_key(reader: Reader, specs: list[PreprocessSpec], dtype: str, check: str = "auto") -> str:
@@ -196,96 +133,6 @@ class OnTheFly:
     def read(self, rows: np.ndarray) -> np.ndarray:
         width = len(self.specs)
         return np.stack([prepare(self.reader.load(int(r) // width), self.specs[int(r) % width]) for r in rows])
-
-
-def prepare_windows(item: Record | RecordError, specs: list[PreprocessSpec], record_id: str) -> list[np.ndarray]:
-    """The model inputs of a loaded record under each of ``specs``, the record checked once; every failure is
-    raised as a RecordError naming the record."""
-    if isinstance(item, RecordError):
-        raise item
-    reason = check_record(item)
-    if reason:
-        raise RecordError(f"record {record_id}", reason)
-    inputs = []
-    for spec in specs:
-        try:
-            x = preprocess(item.signal, item.fs, spec)
-        except Exception as exc:  # noqa: BLE001 - e.g. a record too short for the band-pass filter
-            raise RecordError(f"record {record_id}", f"cannot be preprocessed ({type(exc).__name__}: {exc})") \
-                from exc
-        if not np.isfinite(x).all():
-            raise RecordError(f"record {record_id}", "gives non-finite values after preprocessing")
-        inputs.append(x)
-    return inputs
-
-
-@dataclass
-class Chunk:
-    """Records ``start``..``stop``-1 read, checked and preprocessed once, in memory — a source like the cache:
-    ``windows[i]`` are the rows of record start+i's windows (one per spec; identical windows share a row),
-    ``inputs`` the rows; ``bad``: (position, reason) of the records that cannot be used."""
-
-    start: int
-    stop: int
-    windows: np.ndarray
-    inputs: list
-    bad: list
-
-    def rows(self, positions) -> np.ndarray:
-        return self.windows[np.asarray(positions, dtype=np.int64) - self.start]
-
-    def read(self, rows: np.ndarray) -> np.ndarray:
-        return np.stack([self.inputs[int(r)] for r in rows]).astype(np.float32, copy=False)
-
-    def view(self, columns: list[int]) -> "Chunk":
-        """The same rows under the specs at ``columns`` (one member's windows of a union of specs)."""
-        return dataclasses.replace(self, windows=self.windows[:, columns])
-
-
-def _prepare_chunk(job) -> Chunk:
-    reader, specs, start, stop = job
-    windows, inputs, bad = np.zeros((stop - start, len(specs)), np.int64), [], []
-    for offset, item in enumerate(load_block_safely(reader, start, stop)):
-        try:
-            xs = prepare_windows(item, specs, reader.ids[start + offset])
-        except RecordError as exc:
-            bad.append((start + offset, str(exc)))
-            continue
-        for w, x in enumerate(xs):
-            same = next((v for v in range(w) if xs[v].shape == x.shape and np.array_equal(xs[v], x)), None)
-            if same is None:
-                windows[offset, w] = len(inputs)
-                inputs.append(x)
-            else:
-                windows[offset, w] = windows[offset, same]
-    return Chunk(start, stop, windows, inputs, bad)
-
-
-def stream_chunks(reader: Reader, specs: list[PreprocessSpec], workers: int = 0,
-                  chunk: int = CHUNK) -> Iterator[Chunk]:
-    """Every record of ``reader`` read, checked and preprocessed under ``specs`` exactly once, ``chunk`` records at
-    a time and in order; with ``workers`` > 0 in worker processes that stay at most 2 × workers chunks ahead of the
-    consumer (so reading and preprocessing overlap the model, and memory stays bounded whatever the input's
-    size)."""
-    jobs = [(reader, specs, start, min(start + chunk, len(reader))) for start in range(0, len(reader), chunk)]
-    if workers <= 0 or len(jobs) < 2:
-        yield from map(_prepare_chunk, jobs)
-        return
-    with mp.get_context("fork").Pool(workers) as pool:
-        pending = collections.deque()
-        for job in jobs:
-            pending.append(pool.apply_async(_prepare_chunk, (job,)))
-            if len(pending) >= 2 * workers:
-                yield pending.popleft().get()
-        while pending:
-            yield pending.popleft().get()
-
-
-def default_stream_workers() -> int:
-    """Worker processes that read and preprocess beside the model when nothing is cached: one core is left to
-    the model (on two cores: one worker)."""
-    cpus = usable_cores()
-    return max(0, min(4, cpus - 1))
 
 
 def _build_chunk(job) -> tuple[list[tuple[int, str, bool]], np.ndarray]:
@@ -489,10 +336,17 @@ class CacheOptions(Settings):
     """The cache options as given (``--cache``, ``--cache_dir``, ``--cache_dtype``, ``--cache_check``); the dtype
     changes what a model learns from (its inputs' rounding), the rest is runtime."""
 
-    cache: str = runtime("on")
-    cache_dir: str = runtime(str(CACHE_DIR))
-    cache_dtype: str = "auto"
-    cache_check: str = runtime("auto")
+    TITLE = "cache"
+
+    cache: str = runtime("on", "preprocess once into an on-disk cache (off = preprocess in the loader)",
+                         choices=("on", "off"))
+    cache_dir: str = runtime(str(CACHE_DIR), "where the cache lives")
+    cache_dtype: str = option("auto", "auto = float32 for fp32 runs (bit-exact), float16 for bf16 runs",
+                              choices=("auto", "float32", "float16"))
+    cache_check: str = runtime("auto", "how the cache recognises changed files: fast = name, size, time, inode and "
+                                       "the first and last 4 KiB of each; full = a hash of every byte (also catches "
+                                       "an edit in the middle that keeps size and time); auto = full when the files "
+                                       "total at most 1 GiB", choices=CACHE_CHECKS)
 
     def config(self, precision: str, progress: bool = True) -> CacheConfig:
         return CacheConfig(enabled=self.cache == "on", folder=Path(self.cache_dir),
@@ -530,65 +384,11 @@ def open_source_local(reader: Reader, specs: PreprocessSpec | list[PreprocessSpe
     return source, dict(source.bad)
 
 
-def scan_bad(reader: Reader, specs: list[PreprocessSpec]) -> dict[str, str]:
-    """Read and preprocess every record once to find the bad ones (the no-cache path)."""
-    bad = {}
-    ids = reader.ids
-    for i in range(len(reader)):
-        try:
-            prepare_windows(load_safely(reader, i), specs, ids[i])
-        except RecordError as exc:
-            bad[ids[i]] = str(exc)
-    return bad
 
 
-def duplicate_ids(table: pd.DataFrame) -> dict[str, str]:
-    """Ids listed more than once, and a missing (empty) id, which cannot name a record in any output."""
-    dup = table["id"][table["id"].duplicated(keep=False)]
-    bad = {i: f"id {i} appears {int((dup == i).sum())} times" for i in dup.unique()}
-    if (table["id"] == "").any():
-        bad[""] = f"{int((table['id'] == '').sum())} record(s) have no id"
-    return bad
 
 
-def label_problems(table: pd.DataFrame) -> dict[str, str]:
-    """Records whose age label is missing, non-numeric, PTB-XL's unknown 300, or outside the plausible ages
-    (``age_raw``, where a reader keeps it, says which)."""
-    out = {}
-    ages = pd.to_numeric(table["age"], errors="coerce") if "age" in table.columns else \
-        pd.Series(np.nan, index=table.index)
-    raw_labels = table["age_raw"] if "age_raw" in table.columns else None
-    for i, (rid, age) in enumerate(zip(table["id"], ages)):
-        if pd.isna(age):
-            out[rid] = unknown_age_reason(None if raw_labels is None else raw_labels.iloc[i])
-        elif age_problem(age):
-            out[rid] = f"has an invalid age {age:g} (plausible ages: {AGE_RANGE[0]:g}–{AGE_RANGE[1]:g} years)"
-    return out
 
 
-def implausible_outputs(ages: np.ndarray, ids: list[str], bad: dict, source: str) -> dict[str, str]:
-    """Records whose predicted age is not a plausible age (bad output, under the --on_bad policy like bad input).
-    When no record gets a finite age at all, the model is what is broken: a CheckpointError."""
-    readable = [i for i, rid in enumerate(ids) if rid not in bad]
-    if readable and not np.isfinite(ages[readable]).any():
-        raise CheckpointError(f"{source}: gives no finite age for any of the {len(readable)} readable record(s); "
-                              f"the checkpoint is broken (diverged training or damaged weights), not the records")
-    return {ids[i]: f"the model's output {age_problem(ages[i])} (bad output: not written)" for i in readable
-            if age_problem(ages[i])}
 
 
-def apply_policy(bad: dict[str, str], ids: list[str], on_bad: str, what: str, hint: str = "") -> np.ndarray:
-    """Positions of ``ids`` to keep. Raises BadInputError under 'error' when any id is bad."""
-    flagged = [i for i, rid in enumerate(ids) if rid in bad]
-    if not flagged:
-        return np.arange(len(ids))
-    problems = list(dict.fromkeys(  # one line per bad id, in input order
-        bad[ids[i]] if bad[ids[i]].startswith(("record ", ids[i])) else f"{ids[i]}: {bad[ids[i]]}" for i in flagged))
-    if on_bad == "error":
-        raise BadInputError(problems, hint or f"Fix or remove them, or pass --on_bad skip to {what} without them.")
-    logger.warning(f"{len(flagged)} bad record(s) left out of {what} (--on_bad {on_bad}):\n  "
-                   + "\n  ".join(problems[:50])
-                   + (f"\n  ... and {len(problems) - 50} more" if len(problems) > 50 else ""))
-    keep = np.ones(len(ids), bool)
-    keep[flagged] = False
-    return np.flatnonzero(keep)

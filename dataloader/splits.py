@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from utils.errors import UserError
-from utils.settings import Settings
+from utils.settings import Settings, option
 
 DECADE_BINS = list(range(0, 140, 10))  # age decades 0–130: the stratification bins of non-MAIC data
 
@@ -89,6 +89,12 @@ def kfold_split(ages, patient_ids, k: int, seed: int) -> np.ndarray:
 class SplitSettings(Settings):
     """``--split``, ``--valid_ratio`` and ``--split_seed`` (resolved: --seed when not given)."""
 
-    split: str = "auto"
-    valid_ratio: float = 0.1
-    split_seed: int | None = None
+    TITLE = "split"
+
+    split: str = option("auto", "train/valid split: stratified by age bin (MAIC), by patient (no patient in two "
+                                "splits), or PTB-XL strat_fold (1–8 train, 9 valid, 10 test); auto = patient when "
+                                "ids exist", choices=("auto", "stratified", "patient", "strat_fold"))
+    valid_ratio: float = option(0.1, "share of records (or patients) for validation")
+    split_seed: int | None = option(None, "random seed of the train/valid split or the folds (default: --seed); "
+                                          "runs that differ only in --seed but share it are compared on identical "
+                                          "folds")

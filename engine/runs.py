@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from models.files import BEST, PUBLISHED_CONFIG, PUBLISHED_WEIGHTS
+from models.schema import MAIC_MODES
 from utils.bounds import MAX_FOLDS
 from utils.errors import CheckpointError, OutputError, RecordError, UserError
 from utils.io import regular_file, temporary_target, write_json
@@ -37,6 +38,19 @@ CV_SUMMARY, OOF, FOLDS = "cv.json", "oof.csv", "folds.csv"
 
 def run_dir(log_dir: str | Path, arch: str, env: str) -> Path:
     return Path(log_dir) / f"{arch}_{env}"
+
+
+def default_weights(log_dir: str | Path, mode: str) -> Path:
+    """The best checkpoint of the default run of MAIC ``mode`` (what the submission uses without --weights_<mode>)."""
+    return run_dir(log_dir, MAIC_MODES[mode].arch, mode) / BEST
+
+
+def input_name(path: str) -> str:
+    """A run name from ``--input``: its folder or file name (without suffix), e.g. ptbxl for /data/ptbxl."""
+    name = Path(path).resolve()
+    name = name.parent.name if name.name == "ptbxl_database.csv" else \
+        (name.stem if name.suffix and not name.is_dir() else name.name)
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "input"
 
 
 def best_checkpoint_name(checkpoints: str) -> str:
@@ -215,10 +229,11 @@ def run_inventory(run: Path) -> tuple[list[Path], list[Path]]:
     return own, other
 
 
-def clear_run(run: Path, reads: dict[str, str | Path | None] | None = None) -> None:
+def clear_run(run: Path, reads: list[tuple[str, str | Path | None, bool]] = ()) -> None:
     """Remove every file an earlier run wrote in ``run`` (member folders included) — and nothing else: anything
-    the project did not write there, or a path this run reads (``reads``: option → path, e.g. the
-    --pretrain_model_path checkpoint), makes it refuse (exit 2, listing them) before anything is removed."""
+    the project did not write there, or a path this run reads (``reads``: (option, path, whether everything under
+    the path is read, as a model folder's files are), e.g. the --pretrain_model_path checkpoint or a --teacher run,
+    makes it refuse (exit 2) before anything is removed."""
     own, other = run_inventory(run)
     own = [p for p in own if p.name != LOCK]  # the lock is held by this process
     if not [p for p in own if p.is_file() or p.name == TENSORBOARD]:
@@ -227,9 +242,10 @@ def clear_run(run: Path, reads: dict[str, str | Path | None] | None = None) -> N
         shown = ", ".join(str(p.relative_to(run)) for p in other[:10]) + (" ..." if len(other) > 10 else "")
         raise UserError(f"{run} holds files this project did not write ({shown}); they are never deleted. Move them "
                         f"out of the run folder (or give another --env), then run again")
-    for option, path in (reads or {}).items():
+    for option, path, whole in reads:
         target = Path(path).resolve() if path else None
-        hit = target and next((p for p in own if target == p.resolve() or p.resolve() in target.parents), None)
+        hit = target and next((p for p in own if target == p.resolve() or p.resolve() in target.parents or
+                               (whole and target in p.resolve().parents)), None)
         if hit:
             raise UserError(f"{option} {path} lies in {run}, whose earlier results this run would delete; copy it "
                             f"out of the run folder (or give another --env) first")
@@ -304,11 +320,13 @@ def manifest_problem(manifest: dict) -> str | None:
     return None
 
 
-def manifest_differences(old: dict, new: dict) -> list[str]:
-    """One line per difference that changes the result: options (by name, both values), data, split, members."""
+def manifest_differences(old: dict, new: dict, absent: dict) -> list[str]:
+    """One line per difference that changes the result: options (by name, both values), data, split, members. An
+    option a manifest lacks (one written before the option existed) has the value ``absent`` says such runs used —
+    its declared default unless its declaration says otherwise — so adding an option keeps older runs resumable."""
     lines = []
     for key in sorted(set(old["options"]) | set(new["options"])):
-        before, after = old["options"].get(key, "(not set)"), new["options"].get(key, "(not set)")
+        before, after = (side["options"].get(key, absent.get(key, "(not set)")) for side in (old, new))
         if before != after:
             lines.append(f"--{key}: {before!r} in the run, {after!r} now")
     for part, what in (("data", "the records (their files or ids)"), ("split", "the split of records into "

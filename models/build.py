@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 
-from utils.settings import Settings
+from utils.settings import Settings, option
 
 from .checkpoint import ModelBundle, check_fits
 from .heads import LINEAR_HEAD, AgeHead
 from .preprocessing import PRESETS
-from .registry import get_model, model_args, model_options, options_to_args
-from .schema import maic_mode
+from .registry import MODELS, get_model, model_args, model_options, options_to_args
+from .schema import maic_mode, mode_option
 
 
 def sigmoid_bounds(mode: str, age_min: float | None, age_max: float | None) -> tuple[float, float]:
@@ -25,18 +25,39 @@ class ModelSettings(Settings):
     ``--seq_length`` and the options of the architectures (``arch_options``, by name, as the registry defines
     them)."""
 
-    mode: str = "adult"
-    arch: str | None = None
-    age_min: float | None = None
-    age_max: float | None = None
-    zscore: str = "auto"
-    sample_rate: float | None = None
-    seq_length: int | None = None
-    arch_options: dict = dataclasses.field(default_factory=dict)
+    TITLE = "model"
+
+    mode: str = mode_option()
+    arch: str | None = option(None, "default: ECGEfficientNet for --recipe modern, else ResDenseNet (adult) / "
+                                    "ResUDenseNet (child)", choices=tuple(MODELS))
+    age_min: float | None = option(None, "lower bound of the sigmoid head (19 / 0)")
+    age_max: float | None = option(None, "upper bound of the sigmoid head (122 / 9)")
+    zscore: str = option("auto", "z-score each lead (auto: as the preprocessing; off keeps amplitudes in mV)",
+                         choices=("auto", "on", "off"))
+    sample_rate: float | None = option(None, "model's sampling rate (500 MAIC, 400 Lima)")
+    seq_length: int | None = option(None, "model's input length in samples (4096)")
+    arch_options: dict = dataclasses.field(default_factory=dict)  # each architecture's own options (the registry's)
 
     @classmethod
     def option_names(cls) -> frozenset[str]:
         return (super().option_names() - {"arch_options"}) | {o.name for o in model_options()}
+
+    @classmethod
+    def absent_values(cls) -> dict:
+        return {**{k: v for k, v in super().absent_values().items() if k != "arch_options"},
+                **{o.name: o.default for o in model_options()}}
+
+    @classmethod
+    def add_options(cls, parser, title=None, only=None, skip=(), aliases=None) -> None:
+        """The group's own options, then every architecture's (declared in its registry entry)."""
+        super().add_options(parser, title, only, skip, aliases)
+        group = next(g for g in parser._action_groups if g.title == (title or cls.TITLE))
+        for o in model_options():
+            if o.flag:
+                group.add_argument(f"--{o.name}", action="store_true", help=o.help)
+            else:
+                group.add_argument(f"--{o.name}", type=o.type, nargs=o.nargs, choices=o.choices, default=None,
+                                   help=o.help)
 
     @classmethod
     def from_options(cls, options: dict) -> "ModelSettings":

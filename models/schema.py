@@ -2,7 +2,7 @@
 checked by one set of rules, and the MAIC modes and the unknown-sex code every layer shares.
 
 This module, ``models.preprocessing`` and ``models.files`` are the models layer's torch-free side: the ONNX path
-(engine/onnx_engine.py) reads them and nothing else of ``models`` (an import-linter contract in pyproject.toml
+(engine/predict/onnx_engine.py) reads them and nothing else of ``models`` (an import-linter contract in pyproject.toml
 keeps it so). ``models.checkpoint`` (PyTorch) reads the same description from a checkpoint.
 """
 from __future__ import annotations
@@ -15,6 +15,7 @@ import numpy as np
 from utils.bounds import AGE_RANGE, finite_number
 from utils.calibration import Calibration
 from utils.metrics import check_bias_correction
+from utils.settings import option
 
 UNKNOWN_SEX = 0.5  # the sex input of a person whose sex is unknown (1 male, 0 female): the one representation
 
@@ -36,6 +37,12 @@ class MaicMode:
 MAIC_MODES = {"adult": MaicMode("adult", "ResDenseNet", 19.0, 122.0),
               "child": MaicMode("child", "ResUDenseNet", 0.0, 9.0)}
 MODES = tuple(MAIC_MODES)
+
+
+def mode_option():
+    """``--mode``, the one declaration every program that reads it shares (a settings field)."""
+    return option("adult", "MAIC mode: its data, default architecture and age bounds (seed checkpoints' head)",
+                  choices=MODES)
 
 
 def maic_mode(name: str) -> MaicMode:

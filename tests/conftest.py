@@ -41,7 +41,7 @@ def ptbxl_table(ptbxl) -> pd.DataFrame:
 
 
 def ptbxl_signal(ptbxl: Path, filename: str) -> np.ndarray:
-    from dataloader.records import read_wfdb
+    from dataloader.wfdb_records import read_wfdb
 
     signal, _ = read_wfdb(str(ptbxl / filename))
     return signal

@@ -13,9 +13,11 @@ from torch import nn
 import options
 import train_interface
 from dataloader import augment as aug
-from engine.train.experiment import build_bundle, init_output
+from engine.runs import manifest_differences
+from engine.train.members import build_bundle, init_output
 from engine.train.optim import make_schedule
 from engine.train.recipes import RECIPES
+from engine.train.settings import absent_values
 from engine.train.trainer import EMA, TrainConfig, ema_statistics
 from models.registry import get_model
 
@@ -233,11 +235,18 @@ def test_the_partner_has_its_own_recipe_but_what_was_given():
     assert "nepoch" in with_partner["recipe_given"] and "seeds" not in with_partner["recipe_given"]
     alone = result_options(options.parse_train(["--recipe", "modern", "--folds", "5", "--partner", "none"]),
                                    "fp32")
-    assert "partner" not in alone and "recipe_given" not in alone and "partners" not in alone
+    # a manifest from before partners existed (no partner, recipe_given or partners) is the same experiment
+    before = {k: v for k, v in alone.items() if k not in ("partner", "recipe_given", "partners")}
+    assert manifest_differences({"options": before, "members": []}, {"options": alone, "members": []},
+                                absent_values()) == []
+    assert (alone["partner"], alone["recipe_given"], alone["partners"]) == ("none", [], 1)
     # one partner per fold: the manifest options of a partner run from before --partners existed
     one = result_options(options.parse_train(["--recipe", "modern", "--folds", "5", "--partners", "1"]),
                                  "fp32")
-    assert one["partner"] == "BaselineNet" and "partners" not in one and one["recipe_given"] == []
+    assert one["partner"] == "BaselineNet" and one["recipe_given"] == []
+    before = {k: v for k, v in one.items() if k != "partners"}
+    assert manifest_differences({"options": before, "members": []}, {"options": one, "members": []},
+                                absent_values()) == []
 
 
 def test_an_option_of_another_architecture_is_an_error():

@@ -19,7 +19,8 @@ from dataloader.formats import open_reader
 from dataloader.sources import open_source
 from engine.predict.inference import InferenceConfig, predict_ensemble
 from engine.runs import run_members
-from engine.train.experiment import Experiment, Place, Records
+from engine.train.data import Records
+from engine.train.distill import teacher_ages, teacher_targets
 from models.checkpoint import load_ensemble
 
 
@@ -51,23 +52,25 @@ def test_the_student_is_one_network_per_fold_on_the_teachers_folds(student, mode
 
 
 def teacher_setup(ptbxl, teacher, tmp, *extra):
+    """(the student's settings, the teacher's folds, the held-out inference configuration a run uses)."""
     settings = options.train_settings(options.parse_train(student_argv(ptbxl, teacher, tmp, *extra)))
-    experiment = Experiment(settings, Place(torch.device("cpu"), "fp32"))
+    cfg = InferenceConfig(device=torch.device("cpu"), precision="fp32", workers=0,
+                          cache=settings.cache.config("fp32", progress=False))
     folds = pd.read_csv(teacher / "folds.csv", dtype={"id": str})
-    return experiment, pd.Series(folds["fold"].to_numpy(), index=folds["id"])
+    return settings, pd.Series(folds["fold"].to_numpy(), index=folds["id"]), cfg
 
 
 def test_fold_k_learns_only_from_fold_k_teachers(student, modern_cv_run, ptbxl):
     """--teacher_views 0: the targets are 0.7 × the fold's own teacher's record age + 0.3 × the true age."""
     _, teacher = modern_cv_run
     tmp, _ = student
-    experiment, assignment = teacher_setup(ptbxl, teacher, tmp, "--teacher_views", "0")
+    settings, assignment, held_out = teacher_setup(ptbxl, teacher, tmp, "--teacher_views", "0")
     reader = open_reader(ptbxl, ptbxl_rate=100)
     records = Records(reader, None, np.arange(len(reader)))
     spec = load_ensemble(run_members(teacher)[:1])[0].preprocessing
-    targets = experiment.teacher_targets(records, spec, assignment)
+    targets, _ = teacher_targets(settings, records, spec, held_out, assignment)
     ages = pd.to_numeric(reader.table["age"], errors="coerce").to_numpy(float)
-    cfg = InferenceConfig(cache=experiment.held_out_cfg.cache)
+    cfg = InferenceConfig(cache=held_out.cache)
     for k, member in enumerate(run_members(teacher)):
         taught, _ = predict_ensemble(load_ensemble([member]), reader, cfg)
         known = np.isfinite(taught)
@@ -81,16 +84,16 @@ def test_each_stored_view_carries_its_own_teacher_age(student, modern_cv_run, pt
     augmented view (recomputed here from the view's seed) + 0.3 × the true age; held-out records keep the truth."""
     _, teacher = modern_cv_run
     tmp, _ = student
-    experiment, assignment = teacher_setup(ptbxl, teacher, tmp)
+    settings, assignment, held_out = teacher_setup(ptbxl, teacher, tmp)
     reader = open_reader(ptbxl, ptbxl_rate=100)
     bundle = load_ensemble([run_members(teacher)[0]])[0]
-    source, bad = open_source(reader, bundle.preprocessing, experiment.held_out_cfg.cache)
+    source, bad = open_source(reader, bundle.preprocessing, held_out.cache)
     usable = np.array([i for i, rid in enumerate(reader.ids) if rid not in bad and rid in assignment.index])
     records = Records(reader, source, usable)
-    targets = experiment.teacher_targets(records, bundle.preprocessing, assignment)
+    targets, _ = teacher_targets(settings, records, bundle.preprocessing, held_out, assignment)
     ages = records.ages.astype(float)
     folds = assignment.reindex(reader.ids).to_numpy()
-    augment = experiment.settings.recipe.augment(bundle.preprocessing.fs)
+    augment = settings.recipe.augment(bundle.preprocessing.fs)
     rows = usable[folds[usable] != 0][:5]
     x = stored_views(augment, np.repeat(source.read(rows), 8, axis=0), 5, np.repeat(rows, 8), np.tile(np.arange(8), 5))
     model = bundle.model.eval()
@@ -110,17 +113,17 @@ def test_a_teacher_of_another_preprocessing_gives_its_record_age_to_every_view(s
 
     _, teacher = modern_cv_run
     tmp, _ = student
-    experiment, _ = teacher_setup(ptbxl, teacher, tmp)
+    settings, _, held_out = teacher_setup(ptbxl, teacher, tmp)
     reader = open_reader(ptbxl, ptbxl_rate=100)
     same, other = load_ensemble(run_members(teacher))
     spec = same.preprocessing
     other.preprocessing = dataclasses.replace(spec, fs=250.0, length=2500)  # pooled: any length runs
-    source, bad = open_source(reader, spec, experiment.held_out_cfg.cache)
+    source, bad = open_source(reader, spec, held_out.cache)
     usable = np.array([i for i, rid in enumerate(reader.ids) if rid not in bad])
     rows = usable[:6]
-    mixed = experiment.teacher_ages([same, other], Records(reader, source, usable), rows, spec)
-    views = experiment.teacher_ages([same], Records(reader, source, usable), rows, spec)
-    whole, _ = predict_ensemble([other], reader, experiment.held_out_cfg)
+    mixed = teacher_ages(settings, [same, other], Records(reader, source, usable), rows, spec, held_out)
+    views = teacher_ages(settings, [same], Records(reader, source, usable), rows, spec, held_out)
+    whole, _ = predict_ensemble([other], reader, held_out)
     assert mixed.shape == views.shape == (len(reader), 8)
     np.testing.assert_allclose(mixed[rows], (views[rows] + whole[rows, None]) / 2, rtol=1e-6)
 

@@ -15,7 +15,8 @@ import report_interface
 import test_interface
 from dataloader.formats import open_reader
 from dataloader.records import LEADS
-from engine.predict.explain import DEFAULT_METHOD, LEAD_IMPORTANCE, METHODS, deletion_test, explain_record, figure_name
+from engine.predict.explain import deletion_test, explain_record
+from engine.predict.explanations import DEFAULT_METHOD, LEAD_IMPORTANCE, METHODS, figure_name
 from models.checkpoint import load_bundle
 from models.preprocessing import LIMA, MAIC, MODERN, input_times, preprocess
 from utils.plots import ECG_DPI, ECG_LAYOUT, ecg_figure

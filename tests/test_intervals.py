@@ -13,7 +13,7 @@ import torch
 import options
 import report_interface
 import test_interface
-from engine.train.experiment import build_bundle
+from engine.train.members import build_bundle
 from models.checkpoint import load_bundle, save_checkpoint
 from utils.calibration import Calibration, conformal_quantile, interval_coverage, records_needed, significant_gaps
 from utils.errors import CheckpointError

@@ -16,7 +16,7 @@ import test_interface
 import train_interface
 from dataloader import augment as aug
 from dataloader.splits import kfold_split
-from engine.train.experiment import build_bundle, init_head_bias
+from engine.train.members import build_bundle, init_head_bias
 from engine.train.optim import cosine_with_warmup
 from engine.train.trainer import EMA
 from models.checkpoint import load_bundle

@@ -17,15 +17,16 @@ import ecg_age
 import export_interface
 import options
 import test_interface
+from dataloader.checks import prepare
 from dataloader.formats import open_reader
-from dataloader.sources import prepare
-from engine import export
+from engine.deploy import export
 from engine.deploy.onnx_model import METADATA_KEY, OnnxModel
 from engine.deploy.quantize import SCOPES
-from engine.train.experiment import build_bundle
+from engine.train.members import build_bundle
+from models.registry import MODELS
 from utils.errors import CheckpointError, RecordError
 
-ARCH_OPTIONS = {"ECGEfficientNet": ["--width", "0.25"], "BaselineNet": [], **TINY}
+ARCH_OPTIONS = {"ECGEfficientNet": ["--width", "0.25"], **TINY}  # tiny widths; any other: its defaults
 
 
 @pytest.fixture(scope="module")
@@ -34,9 +35,9 @@ def ptbxl_records(ptbxl):
     return [reader.load(i) for i in range(3)]
 
 
-@pytest.mark.parametrize("arch", sorted(ARCH_OPTIONS))
+@pytest.mark.parametrize("arch", sorted(MODELS))
 def test_every_architecture_exports_and_matches(arch, ptbxl_records, tmp_path):
-    bundle = build_bundle(options.train_settings(options.parse_train(["--arch", arch, *ARCH_OPTIONS[arch]])))
+    bundle = build_bundle(options.train_settings(options.parse_train(["--arch", arch, *ARCH_OPTIONS.get(arch, [])])))
     bundle.model.eval()
     x = np.stack([prepare(r, bundle.preprocessing) for r in ptbxl_records])
     sex = np.array([1.0, 0.0, 0.5], np.float32)
@@ -256,7 +257,7 @@ def test_int8_export_is_checked_against_fp32_and_used_like_it(exported, modern_c
 
 
 def test_an_int8_model_outside_its_tolerance_writes_nothing(exported, cinc, tmp_path, monkeypatch):
-    from engine import quantize
+    from engine.deploy import quantize
     from utils.errors import UserError
 
     monkeypatch.setattr(quantize, "INT8_MAX_YEARS", 0.0)

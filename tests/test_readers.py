@@ -7,15 +7,10 @@ import pandas as pd
 import pytest
 
 from dataloader.formats import open_reader
-from dataloader.records import (
-    LEADS,
-    HDF5Reader,
-    ManifestReader,
-    NpyFolderReader,
-    PTBXLReader,
-    RecordError,
-    WFDBFolderReader,
-)
+from dataloader.hdf5 import HDF5Reader
+from dataloader.manifest import ManifestReader
+from dataloader.records import LEADS, NpyFolderReader, RecordError
+from dataloader.wfdb_records import PTBXLReader, WFDBFolderReader
 
 
 def test_ptbxl_root_and_database_csv_at_both_rates(ptbxl, ptbxl_table):

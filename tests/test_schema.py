@@ -7,7 +7,7 @@ from conftest import TINY, cli, need
 
 import options
 import train_interface
-from engine.train.experiment import build_bundle
+from engine.train.members import build_bundle
 from models.checkpoint import FORMAT, TrainingFacts, load_bundle, save_checkpoint
 
 

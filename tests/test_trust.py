@@ -28,8 +28,8 @@ import options
 import report_interface
 import test_interface
 import train_interface
-from dataloader.records import read_wfdb
-from engine.train.experiment import build_bundle
+from dataloader.wfdb_records import read_wfdb
+from engine.train.members import build_bundle
 from models.checkpoint import TrainingFacts, save_checkpoint
 
 CV = [*TINY_MODERN, "--ptbxl_rate", "100", "--folds", "2", "--nepoch", "1", "--env", "cv"]

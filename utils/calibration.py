@@ -17,6 +17,7 @@ Intervals are clipped to the plausible ages (utils/bounds.py). Numbers only: no 
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import math
 import numbers
@@ -49,6 +50,15 @@ def check_level(level: float) -> float:
     if not is_real(level) or not 0.0 < float(level) < 1.0:
         raise ValueError(f"an interval level is a probability strictly between 0 and 1 (e.g. 0.9), got {level!r}")
     return float(level)
+
+
+def level_option(text: str) -> float:
+    """An interval level given on the command line (the parse function of --interval)."""
+    try:
+        return check_level(float(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"an interval level is a probability strictly between 0 and 1 (e.g. 0.9), "
+                                         f"got {text!r}") from None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -18,7 +18,7 @@ import typing
 from typing import Any, Callable
 
 _RUNTIME = "runtime"
-_OPTION = "option"
+OPTION = "option"  # the metadata key of a declared field
 _DEFAULT = object()  # "absent" not given: a manifest without the option implies its default
 
 
@@ -41,7 +41,7 @@ def option(default=dataclasses.MISSING, help: str = "", *, runtime: bool = False
     """A settings field offered as a command-line option (see ``Option`` for ``how``): ``runtime`` when it does not
     change a run's result; a field without a default is required on the command line unless its group resolves
     it (``Recipe``)."""
-    metadata = {_OPTION: Option(help, **how), _RUNTIME: runtime}
+    metadata = {OPTION: Option(help, **how), _RUNTIME: runtime}
     return dataclasses.field(default=default, metadata=metadata)
 
 
@@ -104,7 +104,7 @@ class Settings:
     @classmethod
     def declared(cls) -> list[dataclasses.Field]:
         """The fields offered as options, in declaration order."""
-        return [f for f in dataclasses.fields(cls) if _OPTION in f.metadata]
+        return [f for f in dataclasses.fields(cls) if OPTION in f.metadata]
 
     @classmethod
     def parser_default(cls, field: dataclasses.Field):
@@ -113,18 +113,20 @@ class Settings:
 
     @classmethod
     def absent_values(cls) -> dict:
-        """Result-changing option → the value a manifest without it implies (its ``absent``, else its default)."""
+        """Result-changing field → the value a manifest without it implies (its declared ``absent``, else its
+        default; fields without a default are always recorded)."""
         out = {}
-        for f in cls.declared():
-            absent = f.metadata[_OPTION].absent
-            if not f.metadata[_RUNTIME] and (absent is not _DEFAULT or f.default is not dataclasses.MISSING):
-                out[f.name] = f.default if absent is _DEFAULT else absent
+        for f in dataclasses.fields(cls):
+            absent = f.metadata[OPTION].absent if OPTION in f.metadata else _DEFAULT
+            if f.metadata.get(_RUNTIME) or (absent is _DEFAULT and f.default is dataclasses.MISSING):
+                continue
+            out[f.name] = f.default if absent is _DEFAULT else absent
         return out
 
     @classmethod
     def argument(cls, field: dataclasses.Field) -> tuple[list[str], dict]:
         """(flags, argparse keywords) of one declared field."""
-        how: Option = field.metadata[_OPTION]
+        how: Option = field.metadata[OPTION]
         kind = _plain_type(typing.get_type_hints(cls)[field.name])
         default = cls.parser_default(field)
         keywords = dict(dest=field.name, help=how.help.replace("%", "%%"), default=default)

@@ -19,7 +19,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import re
 import time
 import warnings
 from pathlib import Path
@@ -29,12 +28,14 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from dataloader.checks import prepare
 from dataloader.records import LEADS, Reader, Record
-from dataloader.sources import prepare
 from models.preprocessing import input_times
-from utils.errors import OutputError, RecordError, UserError
-from utils.io import check_output_path, regular_file, temporary_target, write_csv, write_json
+from utils.errors import OutputError, RecordError
+from utils.io import write_csv, write_json
 from utils.plots import plot_ecg_explanation
+
+from .explanations import INDEX, INDEX_EVERY_SECONDS, LEAD_IMPORTANCE, METHODS, _start, figure_name
 
 if TYPE_CHECKING:  # torch and captum are imported where explanations are made: the option names need neither
     import torch
@@ -43,15 +44,9 @@ if TYPE_CHECKING:  # torch and captum are imported where explanations are made: 
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("integrated_gradients", "occlusion")
-DEFAULT_METHOD = "occlusion"
 IG_STEPS = 32
 OCCLUSION_SECONDS = 0.5
 DELETION_NOISE_MV = 0.01
-LEAD_IMPORTANCE = "lead_importance.csv"  # columns: id and one per lead (LEADS order)
-INDEX, INDEX_FORMAT = "explanations.json", "ecg-age-explanations/1"  # what an explanation folder wrote, and done
-INDEX_EVERY_SECONDS = 10.0  # the index is rewritten at most this often (an interrupted run loses at most this)
-MAX_INDEX_BYTES = 1 << 30
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,105 +144,6 @@ def deletion_test(bundles: list[ModelBundle], records: list[Record], sexes, meth
             out[key].append(abs(changed - base))
             out[f"{key}_lead"].append(LEADS[lead])
     return {k: np.asarray(v) if k in ("most", "least") else v for k, v in out.items()}
-
-
-# ---- DIR/lead_importance.csv and DIR/<id>.png --------------------------------------------------------------------
-def figure_name(record_id: str, taken: set[str]) -> str:
-    """``<id>.png`` with every character but letters, digits, '.', '_' and '-' made '_' (an id may be a path);
-    an id that would collide with another's name gets its hash appended."""
-    name = re.sub(r"[^A-Za-z0-9._-]", "_", record_id).lstrip(".") or "_"
-    if name in taken:
-        name = f"{name}_{hashlib.sha256(record_id.encode()).hexdigest()[:8]}"
-    taken.add(name)
-    return f"{name}.png"
-
-
-def read_index(folder: Path) -> dict | None:
-    """The explanation folder's own record of what it wrote (None: there is none); a damaged or foreign index is
-    an error, never a licence to delete."""
-    path = folder / INDEX
-    if not path.exists():
-        return None
-    try:
-        index = json.loads(regular_file(path, str(path), max_bytes=MAX_INDEX_BYTES).read_text())
-    except (OSError, ValueError, RecordError) as exc:
-        raise UserError(f"--explain {folder}: its {INDEX} cannot be read ({type(exc).__name__}); give a new or empty "
-                        f"folder") from None
-    index = index if isinstance(index, dict) else {}
-    files, done = index.get("files"), index.get("done")
-    plain = isinstance(files, list) and all(isinstance(f, str) and f == Path(f).name and not f.startswith(".")
-                                            and f not in ("", "..") for f in files)
-    if index.get("format") != INDEX_FORMAT or not plain or not isinstance(done, dict) or \
-            not all(_shares_ok(v) for v in done.values()):
-        raise UserError(f"--explain {folder}: {INDEX} is not an index this project wrote ({INDEX_FORMAT}); give a "
-                        f"new or empty folder")
-    return index
-
-
-def read_explanations(folder: Path) -> dict[str, tuple[np.ndarray, Path | None]]:
-    """What an explanation folder holds, by record id: (each lead's share, its 12-lead figure or None), in the
-    order the records were explained; the figures are matched by the naming rule that wrote them."""
-    index = read_index(Path(folder))
-    if index is None:
-        raise UserError(f"--explanations {folder}: no {INDEX} there (the folder test_interface --explain writes)")
-    taken: set[str] = set()
-    files, out = set(index["files"]), {}
-    for k, (record_id, shares) in enumerate(index["done"].items()):
-        name = figure_name(record_id, taken) if k < len(index["files"]) else None
-        figure = Path(folder) / name if name in files and (Path(folder) / name).is_file() else None
-        out[record_id] = (np.asarray(shares, dtype=float), figure)
-    return out
-
-
-def _shares_ok(shares) -> bool:
-    try:
-        values = np.asarray(shares, dtype=float)
-    except (TypeError, ValueError):
-        return False
-    return values.shape == (len(LEADS),) and bool(np.isfinite(values).all() and (values >= 0).all()) and \
-        abs(values.sum() - 1) < 1e-4
-
-
-def _own(index: dict | None) -> set[str]:
-    return {INDEX, LEAD_IMPORTANCE, *(index["files"] if index else ())}
-
-
-def check_explain_folder(folder: Path, read_files, input_folders) -> None:
-    """Before any work: the folder may not hold or lie in inputs, and, if it exists, it holds nothing but what an
-    earlier explanation recorded in its index (replaced, or resumed when it is the same job): anything else — a
-    user's file or sub-folder, whatever its name — makes the command refuse, naming it."""
-    check_output_path(folder / LEAD_IMPORTANCE, read_files, input_folders, flag="--explain")
-    if folder.exists() and not folder.is_dir():
-        raise UserError(f"--explain {folder} is a file; give a folder")
-    if not folder.is_dir():
-        return
-    own = _own(read_index(folder))
-    others = [p.name for p in folder.iterdir() if not _written_here(p, own)]
-    if others:
-        shown = ", ".join(sorted(others)[:5]) + (" ..." if len(others) > 5 else "")
-        raise UserError(f"--explain {folder} holds files this project did not record writing there ({shown}); they "
-                        f"are never deleted: give a new or empty folder, or one holding only an earlier explanation")
-
-
-def _written_here(path: Path, own: set[str]) -> bool:
-    """A regular file (never a folder or a link) whose name the index records, or a temporary of one."""
-    return (temporary_target(path.name) or path.name) in own and path.is_file() and not path.is_symlink()
-
-
-def _start(folder: Path, job: str, files: list[str]) -> dict:
-    """This job's index: the earlier one when it is the same job (resumed), else a new one — written before any
-    figure, after the earlier job's recorded files (and their temporaries) are removed."""
-    folder.mkdir(parents=True, exist_ok=True)
-    index = read_index(folder)
-    if index is not None and index.get("job") == job:
-        return index
-    own = _own(index)
-    for path in folder.iterdir():
-        if _written_here(path, own):
-            path.unlink()
-    index = {"format": INDEX_FORMAT, "job": job, "files": files, "done": {}, "complete": False}
-    write_json(folder / INDEX, index)
-    return index
 
 
 def write_explanations(bundles: list[ModelBundle], reader: Reader, positions, sexes, titles: list[str],

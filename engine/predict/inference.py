@@ -107,7 +107,7 @@ def predict_rows(bundle: ModelBundle, source, table, positions: np.ndarray, cfg:
 
 def predict_ensemble(bundles: list[ModelBundle], reader: Reader, cfg: InferenceConfig) -> tuple[np.ndarray, dict]:
     """The mean age over ``bundles`` (each with its own preprocessing and, if asked, bias correction) and the union
-    of their bad records, every record read and preprocessed once for all of them (engine/windows.py); with the
+    of their bad records, every record read and preprocessed once for all of them (engine/predict/windows.py); with the
     cache off the loader workers become the pass's preprocessing processes and the models read from memory."""
     for bundle in bundles:  # a broken correction is refused before any work
         if cfg.bias_correction:

@@ -1,46 +1,30 @@
 """A prediction job: records + models → the table of ages the user gets, all or nothing.
 
-``PredictionSettings`` are test_interface's inference options, typed; ``predict_table`` runs the models over a
-reader, applies the ``--on_bad`` policy to bad input and implausible output, and returns the rows to write in the
-one prediction-table schema (``utils.tables``); ``check_outputs`` refuses, before any work, an output that would
-replace something the job reads. The engine is the predictor's (engine/predictor.py): this module imports no torch.
+``PredictionSettings`` are test_interface's inference options, declared and typed; ``PredictJob`` is everything the
+program reads, resolved (``PredictJob.resolve``: the MAIC paths and default weights) and checked. The rules of
+what is written are engine/predict/policy.py's; the engine is the predictor's: this module imports no torch.
 """
 from __future__ import annotations
 
 import dataclasses
-import logging
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-
 from dataloader.formats import InputSettings
-from dataloader.labels import table_sex
-from dataloader.maic import MaicSubmission
-from dataloader.records import Reader
-from dataloader.sources import (
-    CacheOptions,
-    apply_policy,
-    default_stream_workers,
-    duplicate_ids,
-    implausible_outputs,
-)
-from engine.runs import run_members
-from models.files import resolve_weights
-from utils.bounds import AGE_RANGE, age_problem
-from utils.errors import BadInputError, CheckpointError
-from utils.io import check_output_path, check_spreadsheet_safe
+from dataloader.maic import MaicSubmission, template_csv, test_folder
+from dataloader.sources import CacheOptions
+from dataloader.stream import default_stream_workers
+from engine.runs import default_weights
+from models.schema import MODES, mode_option
+from utils.bounds import MAX_TTA
+from utils.calibration import level_option
+from utils.errors import UserError
 from utils.machine import model_threads
-from utils.settings import RuntimeSettings, Settings, runtime
-from utils.tables import AGE, ID, LOWER, UPPER
+from utils.paths import LOG_DIR, default_data_root
+from utils.settings import RuntimeSettings, Settings, option, runtime
 
+from .explanations import DEFAULT_METHOD, METHODS
 from .onnx_engine import ONNX_BATCH, OnnxConfig
-from .predictor import Predictor
-
-logger = logging.getLogger("test")
-
-HINT = ("Fix or remove them, or pass --on_bad skip (leave them out) or --on_bad fill (write the training median) "
-        "to continue.")
+from .predictor import ENGINES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,18 +32,37 @@ class PredictionSettings(Settings):
     """How to predict: the models (``--weights``, ``--mode``, ``--engine``), test-time options, the bad-record
     policy, intervals and explanations, and where the output goes."""
 
-    mode: str = "adult"
-    weights: list | None = runtime()
-    output: str | None = runtime()
-    engine: str = "auto"
-    tta: int = 1
-    bias_correction: bool = False
-    on_bad: str = "error"
-    interval: float | None = None
-    explain: str | None = runtime()
-    explain_method: str | None = None
-    explain_figures: int | None = None
-    log_dir: str | None = runtime()
+    TITLE = "prediction, intervals, explanations and bad input"
+
+    mode: str = mode_option()
+    weights: list | None = runtime(None, "checkpoint(s) or run/model folder(s) for --input; a cross-validated run "
+                                         "folder stands for its fold models, and all given models are averaged (an "
+                                         "ensemble)", nargs="+")
+    output: str | None = runtime(None, "output CSV (default score/submission.csv, or predicted_age.csv for --input)")
+    engine: str = option("auto", "auto: onnxruntime for an .onnx file, PyTorch for checkpoints; onnxruntime: export "
+                                 "the checkpoints in memory (checked on the first records) and run the export",
+                         choices=ENGINES)
+    tta: int = option(1, f"average over this many windows covering the record (at most {MAX_TTA})")
+    bias_correction: bool = option(False, "apply the checkpoint's age-gap correction")
+    on_bad: str = option("error", "bad records: stop and list them (exit 2), skip them, or fill in the training "
+                                  "median age", choices=("error", "skip", "fill"))
+    interval: float | None = option(None, "add columns lower,upper: a calibrated interval holding the age with "
+                                          "probability LEVEL (e.g. 0.9), from the model's held-out residuals (split "
+                                          "conformal)", type=level_option, metavar="LEVEL")
+    explain: str | None = runtime(None, "write DIR/lead_importance.csv (each lead's share of the attribution) and "
+                                        "DIR/<id>.png (the 12-lead ECG shaded by attribution)", metavar="DIR")
+    explain_method: str = option(DEFAULT_METHOD, "attribution method (captum); the default is the one the deletion "
+                                                 "test measured more faithful (bench/README.md)", choices=METHODS)
+    explain_figures: int | None = option(None, "draw the figure of the first N explained records only (default: "
+                                               "every one)", metavar="N")
+    log_dir: str = runtime(str(LOG_DIR), "where the default runs' checkpoints are (MAIC submission)")
+
+    def __post_init__(self):
+        if not 1 <= self.tta <= MAX_TTA:
+            raise UserError(f"--tta must be ≥ 1 and ≤ {MAX_TTA} (the number of windows to average, each one more "
+                            f"forward pass), got {self.tta}")
+        if self.explain_figures is not None and self.explain_figures < 0:
+            raise UserError("--explain_figures must be ≥ 0")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,6 +82,29 @@ class PredictJob:
                    PredictionSettings.from_options(options), RuntimeSettings.from_options(options),
                    CacheOptions.from_options(options))
 
+    @staticmethod
+    def resolve(given: dict) -> dict:
+        """The parsed options checked, with the MAIC paths from the data root (those that exist) and the default
+        weights from the default runs' best checkpoints (a MAIC submission)."""
+        options = dict(given)
+        PredictionSettings.from_options(options)  # its own checks first
+        if options["infer_batch_size"] is not None and options["infer_batch_size"] < 1:
+            raise UserError("--infer_batch_size must be ≥ 1")
+        if options["input"] is None and (options["interval"] is not None or options["explain"] is not None):
+            raise UserError("--interval and --explain need --input: the MAIC submission keeps its template columns "
+                            "(predict the same folder with --input DIR --weights ... for intervals and explanations)")
+        if options["input"] is None:
+            root = Path(options["data_root"] or default_data_root())
+            found = {**{f"test_for_{m}": test_folder(root, m) for m in MODES},
+                     "submission_template": template_csv(root)}
+            options.update({k: str(v) for k, v in found.items() if options[k] is None and v.exists()})
+            options["data_root"] = str(root)
+            for mode in MODES:
+                weights = default_weights(options["log_dir"], mode)
+                if options[f"weights_{mode}"] is None and weights.exists():
+                    options[f"weights_{mode}"] = [str(weights)]
+        return options
+
     def weights(self) -> list:
         """Every model the job reads (--weights and each mode's)."""
         p, m = self.prediction, self.maic
@@ -94,99 +120,3 @@ class PredictJob:
                           threads=model_threads(self.runtime.threads, workers))
 
 
-@dataclasses.dataclass
-class Prediction:
-    """The ages of a reader's records and which rows are written: ``keep`` (positions written, in order) and
-    ``filled`` (those of them given the training median under --on_bad fill)."""
-
-    ages: np.ndarray
-    keep: np.ndarray
-    filled: np.ndarray
-
-
-def median_fill(stored: float | None, fallback: np.ndarray) -> float:
-    """The training median age stored with the model (or, for foreign checkpoints, the median plausible
-    prediction)."""
-    if stored is not None:
-        return stored
-    plausible = fallback[[age_problem(a) is None for a in fallback]] if len(fallback) else fallback
-    return float(np.median(plausible)) if len(plausible) else float("nan")
-
-
-def apply_output_policy(ages: np.ndarray, ids: list[str], bad: dict, on_bad: str, models: Predictor,
-                        what: str) -> tuple[np.ndarray, np.ndarray]:
-    """Apply the bad-record policy to bad input and implausible output; returns (positions to write, those of
-    them filled with the training median under 'fill' — ages filled in place). An id listed twice can never be
-    written (it would name two rows)."""
-    bad = {**bad, **implausible_outputs(ages, ids, bad, models.source)}
-    repeated = duplicate_ids(pd.DataFrame({"id": ids}))
-    if on_bad == "fill" and repeated:
-        raise BadInputError([f"{rid}: {reason}" for rid, reason in repeated.items()],
-                            "--on_bad fill cannot fill them: each id is written once. Rename the records, or use "
-                            "--on_bad skip to leave them out.")
-    keep = apply_policy(bad, ids, "skip" if on_bad == "fill" else on_bad, what, hint=HINT)
-    filled = np.zeros(0, dtype=np.int64)
-    if on_bad == "fill" and len(keep) < len(ids):
-        fill = median_fill(models.median_age, ages[keep])
-        if not np.isfinite(fill):
-            raise BadInputError([f"{ids[i]}: {bad[ids[i]]}" for i in range(len(ids)) if ids[i] in bad],
-                                "--on_bad fill needs the training median age, which this model does not store, "
-                                "nor is any other record's age plausible; use --on_bad skip.")
-        filled = np.setdiff1d(np.arange(len(ids)), keep)
-        ages[filled] = fill
-        logger.warning(f"--on_bad fill: wrote the training median {fill:.2f} for {len(filled)} bad record(s)")
-        keep = np.arange(len(ids))
-    return keep, filled
-
-
-def predict(models: Predictor, reader: Reader, cfg, on_bad: str, what: str) -> Prediction:
-    """Every record of ``reader`` through ``models`` (averaged) on their engine's ``cfg``, with the policy."""
-    logger.info(f"{what}: {models.describe()}, {len(reader)} {reader.format} record(s)" +
-                (f"; device {cfg.device}, {cfg.precision}" if models.engine == "torch" else ""))
-    ages, bad = models.predict_records(reader, cfg, table_sex(reader.table))
-    return Prediction(ages, *apply_output_policy(ages, reader.ids, bad, on_bad, models, what))
-
-
-def prediction_table(reader: Reader, result: Prediction, intervals=None) -> pd.DataFrame:
-    """The rows to write (``ids``, ``predicted_age``, and ``lower``, ``upper`` with intervals: a filled-in median
-    is no prediction, so its interval is every plausible age)."""
-    keep = result.keep
-    frame = pd.DataFrame({ID: [reader.ids[i] for i in keep], AGE: result.ages[keep]})
-    if intervals is not None:
-        lower, upper = intervals(result.ages[keep])
-        unknown = np.isin(keep, result.filled)
-        frame[LOWER], frame[UPPER] = np.where(unknown, AGE_RANGE[0], lower), np.where(unknown, AGE_RANGE[1], upper)
-    return frame
-
-
-def explanation_titles(reader: Reader, frame: pd.DataFrame, result: Prediction, intervals) -> tuple[np.ndarray,
-                                                                                                      list[str]]:
-    """(positions to explain: every written record but the filled ones, the title of each: its age, interval
-    and the age on record)."""
-    chosen = np.flatnonzero(~np.isin(result.keep, result.filled))
-    known = pd.to_numeric(reader.table["age"], errors="coerce").to_numpy(float) if "age" in reader.table.columns \
-        else np.full(len(reader), np.nan)
-    titles = []
-    for row in chosen:
-        position, line = result.keep[row], frame.iloc[row]
-        title = f"{line[ID]}: predicted age {line[AGE]:.1f} y"
-        if intervals is not None:
-            title += f" ({intervals.level:.0%} interval {line[LOWER]:.1f}–{line[UPPER]:.1f} y)"
-        if np.isfinite(known[position]):
-            title += f"; age on record {known[position]:g} y"
-        titles.append(title)
-    return result.keep[chosen], titles
-
-
-def check_outputs(outputs: list[Path], ids, read_files: list, input_folders: list, weights: list) -> None:
-    """Before any work: the ids can be written safely, and every output is a regular file that replaces nothing
-    this job reads (records, labels, template, weights) and lies in no input folder."""
-    check_spreadsheet_safe(ids, "record id(s)")
-    weight_files = []
-    for path in (m for w in weights for m in run_members(w)):
-        try:
-            weight_files.extend(f for f in resolve_weights(Path(path)) if f is not None)
-        except CheckpointError:
-            weight_files.append(path)  # missing: load_bundle says so
-    for output in outputs:
-        check_output_path(output, [*read_files, *weights, *weight_files], input_folders)

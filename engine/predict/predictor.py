@@ -1,10 +1,10 @@
 """What ``--weights`` stands for, on the engine that runs it — one small interface, two implementations:
-``OnnxPredictor`` (an exported ONNX file run by onnxruntime; this module and engine/onnx_engine.py import no torch)
-and ``engine.torch_predictor.TorchPredictor`` (PyTorch checkpoints: one model or an ensemble). test_interface.py
-and the Python API (ecg_age.py) use only this interface.
+``OnnxPredictor`` (an exported ONNX file run by onnxruntime; this module and engine/predict/onnx_engine.py import no
+torch) and ``engine.predict.torch_predictor.TorchPredictor`` (PyTorch checkpoints: one model or an ensemble).
+test_interface.py and the Python API (ecg_age.py) use only this interface.
 
 ``--engine auto`` runs an ``.onnx`` file with onnxruntime and checkpoints with PyTorch; ``--engine onnxruntime``
-exports checkpoints in memory first (engine/export.py, checked on the first records to predict) and runs the
+exports checkpoints in memory first (engine/deploy/export.py, checked on the first records to predict) and runs the
 export. The factory, ``engine.predict.load.load_predictor``, is the one place the PyTorch side is imported on
 demand: a process given only an ONNX file never imports torch (an import-linter contract keeps the torch-free
 modules so).
@@ -12,14 +12,11 @@ modules so).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 
-from dataloader.records import Reader, Record
-from dataloader.sources import check_record, load_safely, prepare
+from dataloader.records import Reader
 from engine.deploy.onnx_model import OnnxModel
-from models.preprocessing import PreprocessSpec
 from utils.calibration import Intervals, ensemble_intervals
 
 from .onnx_engine import predict_records_onnx
@@ -90,23 +87,3 @@ class OnnxPredictor(Predictor):
                        batch_size: int = 64) -> np.ndarray:
         return np.concatenate([self.model.ages(x[i:i + batch_size], sex[i:i + batch_size], bias_correction)
                                for i in range(0, len(x), batch_size)])
-
-
-def records_of(reader: Reader) -> Iterable[Record]:
-    """The records of ``reader`` that can be read, in order (to check an in-memory export on)."""
-    for i in range(len(reader)):
-        item = load_safely(reader, i)
-        if isinstance(item, Record):
-            yield item
-
-
-def check_inputs(records: Iterable[Record], spec: PreprocessSpec, limit: int) -> np.ndarray:
-    """The model inputs (N, 12, L) of the first ``limit`` usable ``records`` (N may be 0): what an export is
-    checked on."""
-    inputs = []
-    for record in records:
-        if len(inputs) == limit:
-            break
-        if check_record(record) is None:
-            inputs.append(prepare(record, spec))
-    return np.stack(inputs) if inputs else np.zeros((0, 12, spec.length), np.float32)

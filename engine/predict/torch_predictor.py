@@ -1,4 +1,4 @@
-"""PyTorch checkpoints behind the predictor interface (engine/predictor.py): one model or an ensemble, averaged,
+"""PyTorch checkpoints behind the predictor interface (engine/predict/predictor.py): one model or an ensemble, averaged,
 and their in-memory ONNX export for ``--engine onnxruntime``."""
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Iterable
 
 import numpy as np
 
+from dataloader.checks import model_inputs
 from dataloader.records import Reader, Record
 from engine.deploy.export import export_onnx
 from engine.deploy.onnx_model import OnnxModel
@@ -16,7 +17,7 @@ from models.schema import UNKNOWN_SEX
 from utils.errors import CheckpointError, UserError
 
 from .inference import predict_ensemble, predict_inputs
-from .predictor import EXPORT_CHECK_RECORDS, OnnxPredictor, Predictor, check_inputs
+from .predictor import EXPORT_CHECK_RECORDS, OnnxPredictor, Predictor
 
 
 class TorchPredictor(Predictor):
@@ -50,7 +51,7 @@ class TorchPredictor(Predictor):
     def exported(self, records: Iterable[Record], threads: int = 0) -> OnnxPredictor:
         """These models exported to a temporary ONNX file (checked on the first usable of ``records``) and loaded
         into onnxruntime; the bundles stay with it (explanations)."""
-        x = check_inputs(records, self.preprocessing, EXPORT_CHECK_RECORDS)
+        x = model_inputs(records, self.preprocessing, EXPORT_CHECK_RECORDS)
         if not len(x):
             raise UserError("--engine onnxruntime: no usable record to check the export on")
         with tempfile.TemporaryDirectory(prefix="ecg-age-onnx-") as folder:

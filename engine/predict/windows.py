@@ -1,10 +1,10 @@
-"""Records → one age each per model, whatever runs the models (PyTorch in engine/inference.py, onnxruntime in
-engine/onnx_engine.py): the data source under every window (``--tta``), the bad records, each distinct window
+"""Records → one age each per model, whatever runs the models (PyTorch in engine/predict/inference.py, onnxruntime in
+engine/predict/onnx_engine.py): the data source under every window (``--tta``), the bad records, each distinct window
 predicted once and each record's age the mean of its windows. No torch here.
 
 Each record is read, checked and preprocessed once per run, for every model of an ensemble together: from the
 cache (built once per distinct preprocessing), or — with the cache off — in one streamed pass
-(dataloader.sources.stream_chunks: chunks of records prepared in worker processes while the models run on the
+(dataloader.stream.stream_chunks: chunks of records prepared in worker processes while the models run on the
 previous ones). The ages are written only after the whole pass (all or nothing stays the caller's rule).
 """
 from __future__ import annotations
@@ -15,8 +15,10 @@ from typing import Callable
 import numpy as np
 from tqdm import tqdm
 
+from dataloader.checks import duplicate_ids
 from dataloader.records import Reader
-from dataloader.sources import CHUNK, CacheConfig, duplicate_ids, open_source, stream_chunks
+from dataloader.sources import CacheConfig, open_source
+from dataloader.stream import CHUNK, stream_chunks
 from models.preprocessing import PreprocessSpec
 
 Predict = Callable[[object, np.ndarray], np.ndarray]  # (source, positions) → the ages of those records

@@ -19,6 +19,7 @@ import pandas as pd
 from PIL import Image
 
 from dataloader.records import LEADS
+from engine.predict.notes import PredictionNotes
 from utils.calibration import significant_gaps
 from utils.io import write_text
 from utils.machine import project_version
@@ -99,49 +100,50 @@ def metric_rows(report: dict) -> list[dict]:
     return rows
 
 
-def caveats(report: dict, notes: dict) -> list[str]:
+def caveats(report: dict, notes: PredictionNotes | None) -> list[str]:
     out = []
+    notes = notes or PredictionNotes()
     if report["n"] < SMALL_COHORT:
         out.append(f"Only {report['n']} ECGs: the error's 95 % interval is wide; a difference between models on "
                    f"this cohort may be chance.")
-    trained = [n for n in notes.get("training_records") or [] if isinstance(n, int)]
+    trained = [n for n in notes.training_records or () if n is not None]
     if trained:
         span = f"{min(trained)}" if min(trained) == max(trained) else f"{min(trained)}–{max(trained)}"
         out.append(f"Each model was trained on {span} ECGs" + (": a small training set, so expect larger errors "
                                                                 "than published models" if max(trained) < 10000
                                                                 else "") + ".")
-    interval = notes.get("interval")
-    if isinstance(interval, dict):
-        held_out = sum(band.get("n", 0) for band in interval.get("bands", []) if isinstance(band, dict))
-        out.append(f"Intervals at level {interval.get('level')}, calibrated on {held_out} held-out residuals "
+    interval = notes.interval
+    if interval is not None:
+        held_out = sum(band["n"] for band in interval["bands"])
+        out.append(f"Intervals at level {interval['level']:g}, calibrated on {held_out} held-out residuals "
                    f"(split conformal, by band of predicted age): they hold the recorded age about that often on "
                    f"records like the calibration records, not for every person.")
-    if notes.get("filled"):
-        out.append(f"{len(notes['filled'])} record(s) could not be read or gave an implausible age; they carry the "
+    if notes.filled:
+        out.append(f"{len(notes.filled)} record(s) could not be read or gave an implausible age; they carry the "
                    f"training median age, which is no prediction.")
-    if notes.get("bias_correction"):
+    if notes.bias_correction:
         out.append("The ages are bias-corrected (the model's stored age-gap correction).")
     out.append("The gap is the predicted minus the recorded age; the recorded age is that of the labels file.")
     return out
 
 
-def model_rows(notes: dict) -> list[dict]:
-    """What made the predictions, from the notes test_interface wrote beside them."""
-    if not notes:
-        return [{"name": "Model", "value": "not recorded (no notes file beside the predictions)"}]
-    archs = notes.get("architectures") or []
-    rows = [{"name": "Models", "value": f"{len(notes.get('models') or [])} ({', '.join(sorted(set(archs)))})"
-             if archs else str(len(notes.get("models") or []))},
-            {"name": "Weights", "value": ", ".join(map(str, notes.get("weights") or []))},
-            {"name": "Engine", "value": f"{notes.get('engine')}, {notes.get('tta')} window(s) per ECG"}]
-    spec = notes.get("preprocessing")
-    if isinstance(spec, dict):
+def model_rows(notes: PredictionNotes | None) -> list[dict]:
+    """What made the predictions, from the notes test_interface wrote beside them (unknown fields say so)."""
+    if notes is None:
+        return [{"name": "Model", "value": "not recorded (no readable notes file beside the predictions)"}]
+    archs = notes.architectures or ()
+    count = "unknown" if notes.models is None else str(len(notes.models))
+    rows = [{"name": "Models", "value": f"{count} ({', '.join(sorted(set(archs)))})" if archs else count},
+            {"name": "Weights", "value": ", ".join(notes.weights) if notes.weights is not None else "unknown"},
+            {"name": "Engine", "value": f"{notes.engine or 'unknown'}, {notes.tta or 'unknown'} window(s) per ECG"}]
+    spec = notes.preprocessing
+    if spec is not None:
         band = spec.get("bandpass")
         rows.append({"name": "Preprocessing", "value": f"{spec.get('fs')} Hz, {spec.get('length')} samples"
                                                        + (f", band-pass {band[0]}–{band[1]} Hz" if band else "")
                                                        + (", each lead z-scored" if spec.get("zscore") else "")})
-    if notes.get("version"):
-        rows.append({"name": "Project version", "value": str(notes["version"])})
+    if notes.version:
+        rows.append({"name": "Project version", "value": notes.version})
     return rows
 
 
@@ -205,7 +207,8 @@ def record_rows(data: pd.DataFrame, level: float | None, explained: dict) -> tup
     return columns, rows, cards, has_interval
 
 
-def write_page(out: Path, report: dict, data: pd.DataFrame, notes: dict, explained: dict, title: str) -> Path:
+def write_page(out: Path, report: dict, data: pd.DataFrame, notes: PredictionNotes | None, explained: dict,
+               title: str) -> Path:
     """Render OUT/report.html from the report, the joined predictions and labels, the predictions' notes and the
     explanations (id → (shares, figure)); returns its path."""
     level = (report.get("interval") or {}).get("level")

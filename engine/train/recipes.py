@@ -3,7 +3,7 @@
 ``Recipe`` lists every setting the trainer reads, each field with its help text and — where it names something —
 the registry its value must come from; ``RECIPES`` holds the complete recipes. The programs derive everything
 else from it: each field becomes a command-line option (default: the chosen recipe's value; ``--help`` shows every
-recipe's), the resolved values are the typed ``Recipe`` of engine.experiment.TrainSettings (a settings group: every
+recipe's), the resolved values are the typed ``Recipe`` of engine.train.settings.TrainSettings (a settings group: every
 field changes the result), and they are saved in ``options.json``.
 A new training option is one field here plus the code that uses it.
 
@@ -26,7 +26,7 @@ from dataloader.augment import Augment
 from models.heads import HEAD_KINDS
 from models.preprocessing import PRESETS
 from models.registry import ARCHITECTURES
-from utils.settings import Settings
+from utils.settings import OPTION, Settings, option
 
 from .losses import LOSSES, SAMPLE_WEIGHTS
 from .optim import OPTIMIZERS, SCHEDULES
@@ -36,13 +36,16 @@ PARTNERS = tuple(ARCHITECTURES)
 CHECKPOINT_KINDS = ("every_epoch", "best", "best_only")
 
 
-def _setting(help: str, choices=None, default=dataclasses.MISSING):
-    return dataclasses.field(default=default, metadata={"help": help, "choices": choices})
+def _setting(help: str, choices=None, default=dataclasses.MISSING, **how):
+    """A recipe field: an option whose command-line default is the chosen recipe's value."""
+    return option(default, help, choices=choices, **how)
 
 
 @dataclasses.dataclass(frozen=True)
 class Recipe(Settings):
     """Every setting of a training run's optimisation (its model and data options are separate)."""
+
+    TITLE = "recipe (every option defaults to the chosen --recipe's value)"
 
     preprocessing: str = _setting("preprocessing preset of a new model", tuple(PRESETS))
     loss: str = _setting("loss on the age", tuple(LOSSES))
@@ -101,11 +104,12 @@ class Recipe(Settings):
     teacher_views: int = _setting("distillation: the teacher scores K stored augmented views of every training "
                                   "record and each epoch the student trains on one of them towards that view's "
                                   "age (consistent teaching; only a view's seed is stored); 0 = one teacher age per "
-                                  "record (its whole-record windows) for every fresh augmentation", default=8)
+                                  "record (its whole-record windows) for every fresh augmentation", default=8,
+                                  absent=0)  # runs from before the views were taught per record
 
     def __post_init__(self):
-        for field in dataclasses.fields(self):
-            choices = field.metadata["choices"]
+        for field in self.declared():
+            choices = field.metadata[OPTION].choices
             if choices is not None and getattr(self, field.name) not in choices:
                 raise ValueError(f"--{field.name} must be one of {', '.join(choices)}, got "
                                  f"{getattr(self, field.name)!r}")
@@ -119,6 +123,21 @@ class Recipe(Settings):
             shown = ", ".join(f"--{n} {getattr(self, n)}" for n in wrong)
             raise ValueError(f"out of range: {shown} (batch_size, seeds, partners and lr_initial must be positive, "
                              f"ema in [0, 1), teacher_weight in [0, 1], the others ≥ 0 and max_weight > 0)")
+
+    @classmethod
+    def parser_default(cls, field: dataclasses.Field):
+        """None: the chosen recipe's value (resolved from the recipe table)."""
+        return None
+
+    @classmethod
+    def argument(cls, field: dataclasses.Field) -> tuple[list[str], dict]:
+        """As declared, with 'auto' among the choices and every recipe's value in the help."""
+        flags, keywords = super().argument(field)
+        values = ", ".join(f"{name} {getattr(recipe, field.name)}" for name, recipe in RECIPES.items())
+        keywords["help"] = f"{keywords['help']} ({values})"
+        if keywords.get("choices") is not None:
+            keywords["choices"] = ("auto", *keywords["choices"])
+        return flags, keywords
 
     def augment(self, fs: float) -> Augment | None:
         """The training augmentation of this recipe at the model's rate ``fs`` (None when every one is off): each

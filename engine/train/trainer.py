@@ -3,7 +3,7 @@
     fit:  restore → for each epoch: train_one_epoch → evaluate (every validation ECG exactly once, across all
           processes) → step the scheduler → save checkpoints (rank 0, atomic) → history.csv and TensorBoard
 
-Recipes (engine/recipes.py) differ only in settings: optimizer and schedule (engine/optim.py registries; a
+Recipes (engine/train/recipes.py) differ only in settings: optimizer and schedule (engine/train/optim.py registries; a
 schedule is stepped after every step and after every epoch, and says when to stop), loss, an exponential moving
 average (EMA) of the weights — when on, the EMA weights are
 what is validated and saved as ``model`` (the raw ones travel as ``raw_model`` for resuming) — and which epoch is

@@ -1,0 +1,75 @@
+"""Every benchmark runs: --help and --quick (a smoke run on tiny inputs, its JSON checked). The figures themselves
+come from full runs (bench/README.md), never from tests."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT
+
+BENCHES = sorted(p.name for p in (ROOT / "bench").glob("*.py"))
+
+
+@pytest.mark.parametrize("bench", BENCHES)
+def test_every_benchmark_has_help_and_a_quick_mode(bench):
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / bench), "--help"], capture_output=True, text=True,
+                          cwd=ROOT, timeout=300)
+    assert done.returncode == 0 and "--quick" in done.stdout, done.stderr[-2000:]
+
+
+def run_quick(bench: str, *argv: str) -> dict:
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / bench), "--quick", *argv], capture_output=True,
+                          text=True, cwd=ROOT, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "2"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_quick_memory_and_reader_benchmarks_run(tmp_path, ptbxl):
+    sizes = run_quick("memory.py", "--json")["sizes"]
+    assert [s["n"] for s in sizes] == [500, 1000]
+    assert all(s["n"] - 32 < s["rows_read"] <= s["n"] for s in sizes)  # every whole batch of 32 read once
+    rows = run_quick("reader_memory.py", "--work", str(tmp_path / "rm"))["rows"]
+    assert len(rows) == 6 and all(r["outcome"] == "read" for r in rows)
+    readers = run_quick("readers.py", "--ptbxl", str(ptbxl))
+    assert readers["records"] == 2 and all(r["max_error_mv"] < 0.05 for r in readers["rows"].values())
+
+
+def test_quick_throughput_and_explanation_benchmarks_run(tmp_path, modern_cv_run, cinc):
+    speed = run_quick("throughput.py", "--arch", "BaselineNet")
+    assert speed["train_samples_per_s"] > 0 and speed["infer_samples_per_s"] > 0
+    result = run_quick("explain.py", "--weights", str(modern_cv_run[1]), "--input", str(cinc), "--work",
+                       str(tmp_path / "explain"))
+    (method, summary), = result["methods"].items()
+    assert summary["records"] == 2 and 0.0 <= result["intervals"]["coverage"] <= 1.0
+
+
+def test_quick_pipeline_benchmark_runs(tmp_path, ptbxl):
+    result = run_quick("pipeline.py", "--work", str(tmp_path), "--ptbxl", str(ptbxl))
+    (row,) = result["sizes"]
+    assert row["n"] == row["rows"] == 128 and row["end_to_end_ecg_per_s"] > 0 and row["model_ecg_per_s"] > 0
+    assert 0 < row["ratio"] and row["peak_rss_mb"] > 0 and result["cpu_flags"] is not None
+
+
+def test_quick_figure_comparison_runs(tmp_path, cinc):
+    result = run_quick("figures.py", "--work", str(tmp_path), "--input", str(cinc))
+    assert result["records"] == 2
+    for library in ("ours", "ecg_plot"):  # both draw the clinical scale: 25 mm/s, 10 mm/mV
+        assert abs(result[library]["mm_per_s"] - 25) < 1e-6 and abs(result[library]["mm_per_mv"] - 10) < 1e-6
+    assert result["ours"]["embedded_kb"] < result["ours"]["png_kb"]
+
+
+def test_quick_frontier_benchmark_runs(tmp_path, modern_cv_run, cinc, ptbxl):
+    """The frontier's mechanics on a tiny 2-fold run in every role: out-of-fold points paired with the teacher,
+    each fold's int8 export predicting its own held-out records, the costs and the one network's speeds."""
+    _, run = modern_cv_run
+    result = run_quick("frontier.py", "--teacher", str(run), "--distilled", str(run), "--alone", str(run),
+                       "--external", str(cinc), "--ptbxl", str(ptbxl), "--work", str(tmp_path))
+    points = result["points"]
+    assert points["distilled"]["oof_mae"] == points["one_network"]["oof_mae"]  # the same run: the same errors
+    assert points["distilled"]["vs_alone"]["diff"] == 0 and points["distilled_onnx_fp32"]["records"] > 300
+    assert abs(points["distilled_onnx_fp32"]["oof_mae"] - points["distilled"]["oof_mae"]) < 0.01  # fp32 export
+    assert len(points["distilled_int8"]["scopes"]) == 2 and points["one_network"]["model_ecg_per_s"] > 0
+    assert points["ensemble_15"]["external_mae"] > 0 and points["fold_three"]["gflop_per_ecg"] > 0
