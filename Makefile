@@ -28,7 +28,8 @@ demo: venv
 	$(PY) train_interface.py --mode=child --arch=ResUDenseNet $(DEMO_TRAIN) $(DEMO_RECIPE) --out_ch 32 --mid_ch 16
 	$(PY) test_interface.py --data_root $(DEMO) --weights_adult log/ResDenseNet_demo/best.pt \
 		--weights_child log/ResUDenseNet_demo/best.pt --quiet
-	$(PY) report_interface.py --predictions score/submission.csv --labels $(DEMO)/answer.csv --out score/demo_report
+	$(PY) report_interface.py --predictions score/submission.csv --labels $(DEMO)/answer.csv --out score/demo_report \
+		--cohort "SYNTHETIC demo ECGs (simulated; no real person)" --group_col MODE
 	$(PY) -m dataloader.demo --score score/submission.csv
 	@echo "demo done: score/submission.csv and score/demo_report/ (SYNTHETIC data; see README)"
 

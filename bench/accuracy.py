@@ -96,6 +96,8 @@ ROWS["distilled"] = [*MODERN, "--teacher", TEACHER]  # consistent teaching: 8 st
 ROWS["distilled_record"] = [*ROWS["distilled"], "--teacher_views", "0"]  # one teacher age per record, fresh crops
 # the plain BaselineNet (its own recipe) as the student; its twin without a teacher is the baseline row
 ROWS["distilled_baseline"] = [*ROWS["baseline"], "--teacher", TEACHER]
+# the shipped model's candidates (issue 36): the plain BaselineNet at 500 Hz (the baseline row) and at 100 Hz
+ROWS["baseline_100hz"] = [*ROWS["baseline"], "--preprocessing", "modern_100hz"]
 QUICK = {"ResUDenseNet": ["--out_ch", "16", "--mid_ch", "8"], "ResNet1d": ["--net_filter_size", "8", "16", "24", "32",
                                                                           "40"],
          "ECGEfficientNet": ["--width", "0.25"], "BaselineNet": ["--width", "0.25"]}

@@ -45,6 +45,7 @@ from pipeline import end_to_end, hdf5, model_only
 import export_interface
 from dataloader.checks import prepare
 from dataloader.formats import InputSettings, open_reader
+from engine.deploy.job import calibration_set, check_set
 from engine.deploy.onnx_model import METADATA_KEY, OnnxModel
 from engine.deploy.quantize import quantize_int8
 from engine.runs import FOLDS, MANIFEST, OOF, members_by_fold, run_members, training_input
@@ -98,8 +99,8 @@ def export(members: list[Path], work: Path, args, int8: bool = False) -> Path | 
         return fp32
     if not out.exists():
         spec = OnnxModel.load(fp32).preprocessing
-        calibration = export_interface.calibration_set(None, "auto", args.calibration_records, members, spec)
-        check = export_interface.check_set(args.external, "auto", args.check_records, spec)
+        calibration = calibration_set(None, "auto", args.calibration_records, members, spec)
+        check = check_set(args.external, "auto", args.check_records, spec)
         try:
             quantize_int8(fp32, out, calibration[:2], check[:2])
         except UserError as exc:

@@ -141,7 +141,8 @@ def implausible_outputs(ages: np.ndarray, ids: list[str], bad: dict, source: str
 
 
 def apply_policy(bad: dict[str, str], ids: list[str], on_bad: str, what: str, hint: str = "") -> np.ndarray:
-    """Positions of ``ids`` to keep. Raises BadInputError under 'error' when any id is bad."""
+    """Positions of ``ids`` that are not bad (under 'fill' the caller fills the others). Raises BadInputError under
+    'error' when any id is bad, and under 'skip' when every one is: there is nothing to give."""
     flagged = [i for i, rid in enumerate(ids) if rid in bad]
     if not flagged:
         return np.arange(len(ids))
@@ -149,7 +150,11 @@ def apply_policy(bad: dict[str, str], ids: list[str], on_bad: str, what: str, hi
         bad[ids[i]] if bad[ids[i]].startswith(("record ", ids[i])) else f"{ids[i]}: {bad[ids[i]]}" for i in flagged))
     if on_bad == "error":
         raise BadInputError(problems, hint or f"Fix or remove them, or pass --on_bad skip to {what} without them.")
-    logger.warning(f"{len(flagged)} bad record(s) left out of {what} (--on_bad {on_bad}):\n  "
+    if len(flagged) == len(ids) and on_bad == "skip":
+        raise BadInputError(problems, f"Every record is bad (--on_bad {on_bad}): nothing was written. Check the "
+                                      f"format, the sampling rate and the amplitude unit of the input.")
+    done = "given the training median age in" if on_bad == "fill" else "left out of"
+    logger.warning(f"{len(flagged)} bad record(s) {done} {what} (--on_bad {on_bad}):\n  "
                    + "\n  ".join(problems[:50])
                    + (f"\n  ... and {len(problems) - 50} more" if len(problems) > 50 else ""))
     keep = np.ones(len(ids), bool)

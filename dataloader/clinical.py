@@ -257,6 +257,9 @@ def _check_edf_size(path: str, size: int) -> None:
         head = handle.read(256)
         signals = _edf_number(head[252:256], path, "number of signals")
         records = _edf_number(head[236:244], path, "number of data records")
+        if size < 256 * (signals + 1):
+            raise RecordError(path, f"holds {size:,} bytes, less than the {256 * (signals + 1):,}-byte header its "
+                                    f"{signals} signal(s) need: it is truncated (a header with no data records?)")
         handle.seek(256 + signals * 216)  # label 16, transducer 80, dimension 8, 4 × 8 ranges, prefiltering 80
         counts = handle.read(signals * 8)
     per_record = sum(_edf_number(counts[i * 8:(i + 1) * 8], path, "samples per data record")

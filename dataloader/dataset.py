@@ -60,8 +60,8 @@ class ViewDataset(ECGDataset):
     def __init__(self, source, rows, views: int, augment: Augment, view_seed: int, targets=None, weights=None,
                  sex=None, seed: int = 0, fixed=None):
         n = len(rows)
-        targets = np.zeros((n, views), np.float32) if targets is None else np.asarray(targets, np.float32)
-        if views < 1 or targets.shape != (n, views):
+        targets = None if targets is None else np.asarray(targets, np.float32)  # None: no targets (memory ∝ rows)
+        if views < 1 or (targets is not None and targets.shape != (n, views)):
             raise ValueError(f"targets must be (rows, views) = ({n}, {views}), got {targets.shape}")
         super().__init__(source, rows, np.zeros(n, np.float32), weights, sex, augment, seed)
         self.views, self.view_seed, self.view_targets = views, view_seed, targets
@@ -73,7 +73,8 @@ class ViewDataset(ECGDataset):
         chosen = self.fixed[indices] if self.fixed is not None else \
             np.random.default_rng([self.seed, *indices.tolist()]).integers(0, self.views, len(indices))
         x = stored_views(self.augment, self.source.read(positions), self.view_seed, positions, chosen)
-        return {"x": torch.from_numpy(x), "y": torch.from_numpy(self.view_targets[indices, chosen]),
+        y = np.zeros(len(indices), np.float32) if self.view_targets is None else self.view_targets[indices, chosen]
+        return {"x": torch.from_numpy(x), "y": torch.from_numpy(y),
                 "w": torch.from_numpy(self.weights[indices]), "sex": torch.from_numpy(self.sex[indices]),
                 "index": torch.from_numpy(indices)}
 

@@ -30,7 +30,7 @@ from utils.paths import DEMO_ROOT
 from .labels import read_maic_labels
 from .records import Record
 
-VERSION = 1
+VERSION = 2  # bumped when the files written change (answer.csv has MODE)
 FS, SECONDS = 500, 10
 
 
@@ -110,7 +110,7 @@ def generate(out: str | os.PathLike, adult_train: int = 64, child_train: int = 6
             folder = out / (f"ECG_{mode}_numpy_train" if i < n_train else f"ECG_{mode}_numpy_valid")
             jobs.append((folder / f"{name}.npy", float(age), int(rng.integers(2**31)), i % 2 == 0))
             row = {"FILENAME": name, "GENDER": sexes[i], "AGE": age}
-            (labels if i < n_train else answers).append(row)
+            (labels if i < n_train else answers).append(row if i < n_train else {**row, "MODE": mode})
             if i >= n_train:
                 template.append({**row, "AGE": np.nan})
         write_csv(out / f"ECG_{mode}_age_train.csv", pd.DataFrame(labels))
@@ -124,7 +124,8 @@ def generate(out: str | os.PathLike, adult_train: int = 64, child_train: int = 6
     write_csv(out / "submission.csv", pd.DataFrame(template))
     write_csv(out / "answer.csv", pd.DataFrame(answers))
     write_text(out / "README.txt", "SYNTHETIC demo data — simulated with neurokit2 ECGSYN (dataloader/demo.py); "
-                                   "no real patient. MAIC 2023 layout. answer.csv holds the test ages.\n")
+                                   "no real patient. MAIC 2023 layout. answer.csv holds the test ages (and each "
+                                   "ECG's MODE).\n")
     write_json(manifest, params)
     print(f"wrote synthetic demo set to {out}")
     return out

@@ -177,18 +177,34 @@ def parse_header_comments(comments: Sequence[str]) -> dict:
     return meta
 
 
-def read_any_labels(path: str | os.PathLike, id_col: str | None = None, age_col: str | None = None) -> pd.DataFrame:
+def read_any_labels(path: str | os.PathLike, id_col: str | None = None, age_col: str | None = None,
+                    keep: str | None = None) -> pd.DataFrame:
     """A label CSV of any known format (CODE-15% exams.csv, MAIC labels, PTB-XL database), or any CSV with
-    ``id_col`` and ``age_col`` (plus optional sex/death/timey columns)."""
+    ``id_col`` and ``age_col`` (plus optional sex/death/timey columns); ``keep``: one more column kept as it is."""
     path = Path(path)
     columns = set(read_csv(path, "a label CSV", nrows=0).columns)
-    if id_col is None and age_col is None:
-        if {"exam_id", "age"} <= columns:
-            return read_code_exams(path)
-        if {"FILENAME", "AGE"} <= columns:
-            return read_maic_labels(path)
-        if {"ecg_id", "age"} <= columns:
-            return ptbxl_labels(read_ptbxl_database(path))
+    table = _known_labels(path, columns) if id_col is None and age_col is None else None
+    if table is None:
+        table = _named_labels(path, columns, id_col, age_col)
+    if keep is not None and keep in columns and keep not in table.columns:  # joined by id, as the labels were read
+        key = next(c for c in (id_col, "exam_id", "FILENAME", "ecg_id") if c in columns)
+        extra = read_csv(path, "a label CSV", dtype=str, usecols=[key, keep])
+        extra = pd.DataFrame({"id": extra[key].map(clean_id), keep: extra[keep]}).drop_duplicates("id")
+        table = table.merge(extra, on="id", how="left")
+    return table
+
+
+def _known_labels(path: Path, columns: set) -> pd.DataFrame | None:
+    if {"exam_id", "age"} <= columns:
+        return read_code_exams(path)
+    if {"FILENAME", "AGE"} <= columns:
+        return read_maic_labels(path)
+    if {"ecg_id", "age"} <= columns:
+        return ptbxl_labels(read_ptbxl_database(path))
+    return None
+
+
+def _named_labels(path: Path, columns: set, id_col: str | None, age_col: str | None) -> pd.DataFrame:
     if id_col is None or age_col is None:
         raise RecordError(str(path), f"is not a known label format (exams.csv, MAIC labels, PTB-XL database); give "
                                      f"--id_col and --age_col (columns: {', '.join(sorted(columns))})")

@@ -158,9 +158,11 @@ def natural_key(text: str):
 
 
 class Reader:
-    """Base class. Subclasses set ``self.table`` (DataFrame with an ``id`` column) and implement ``_load``."""
+    """Base class. Subclasses set ``self.table`` (DataFrame with an ``id`` column) and implement ``_load``;
+    ``labelled_root``: where the ages of records that carry none are (a PTB-XL root above its records folder)."""
 
     format = "records"
+    labelled_root: Path | None = None
     table: pd.DataFrame
 
     def __len__(self) -> int:
@@ -215,17 +217,22 @@ class Reader:
 # MAIC .npy folders
 # --------------------------------------------------------------------------------------------------------------
 class NpyFolderReader(Reader):
-    """A folder of one-ECG ``.npy`` files (MAIC layout), optionally joined with a MAIC label CSV."""
+    """A folder of one-ECG ``.npy`` files (MAIC layout), or one such file, optionally joined with a MAIC label
+    CSV."""
 
     format = "npy"
 
     def __init__(self, folder: str | os.PathLike, labels: str | os.PathLike | None = None, fs: float = 500.0,
                  scale: float = 1.0):
         self.folder = Path(folder)
-        if not self.folder.is_dir():
-            raise RecordError(str(self.folder), "is not a folder")
+        one = self.folder.suffix == ".npy" and self.folder.is_file()
+        if one:
+            self.folder = self.folder.parent
+        elif not self.folder.is_dir():
+            raise RecordError(str(self.folder), "is not a folder or an .npy file")
         self.fs, self.scale = float(fs), float(scale)
-        names = sorted((p.name for p in self.folder.iterdir() if p.suffix == ".npy"), key=natural_key)
+        names = [Path(folder).name] if one else \
+            sorted((p.name for p in self.folder.iterdir() if p.suffix == ".npy"), key=natural_key)
         table = pd.DataFrame({"id": [n[:-4] for n in names], "path": [str(self.folder / n) for n in names]})
         self.orphan_labels: list[str] = []
         if labels is not None:

@@ -42,7 +42,7 @@ from tqdm import tqdm
 
 from models.preprocessing import PreprocessSpec
 from utils.errors import OutputError, RecordError, UserError
-from utils.io import write_json, write_text
+from utils.io import process_alive, write_json, write_text
 from utils.paths import CACHE_DIR
 from utils.ranks import barrier, is_local_main, is_main
 from utils.settings import Settings, option, runtime
@@ -211,18 +211,8 @@ def _remove_abandoned(cache_dir: Path) -> None:
     """Temporary folders of builds on this host whose process is gone (killed midway)."""
     for tmp in cache_dir.glob(f".*.{re.escape(HOST)}.*.tmp"):
         pid = tmp.name.rsplit(".", 2)[-2]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not process_alive(int(pid)):
             shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def build_cache(reader: Reader, specs: PreprocessSpec | list[PreprocessSpec], cache_dir: str | os.PathLike,

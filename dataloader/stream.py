@@ -5,13 +5,15 @@ from __future__ import annotations
 import collections
 import dataclasses
 import multiprocessing as mp
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
 
 from models.preprocessing import PreprocessSpec
-from utils.errors import RecordError
+from utils.errors import RecordError, UserError
 from utils.machine import usable_cores
 
 from .checks import load_block_safely, prepare_windows
@@ -72,14 +74,28 @@ def stream_chunks(reader: Reader, specs: list[PreprocessSpec], workers: int = 0,
     if workers <= 0 or len(jobs) < 2:
         yield from map(_prepare_chunk, jobs)
         return
-    with mp.get_context("fork").Pool(workers) as pool:
+    # a pool that notices a worker's death (a kill, the kernel's out-of-memory killer): the job fails at once
+    # instead of waiting forever for a result no process will send
+    pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"))
+    try:
         pending = collections.deque()
         for job in jobs:
-            pending.append(pool.apply_async(_prepare_chunk, (job,)))
+            pending.append(pool.submit(_prepare_chunk, job))
             if len(pending) >= 2 * workers:
-                yield pending.popleft().get()
+                yield _result(pending.popleft(), reader)
         while pending:
-            yield pending.popleft().get()
+            yield _result(pending.popleft(), reader)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _result(future, reader: Reader) -> Chunk:
+    try:
+        return future.result()
+    except BrokenProcessPool:
+        raise UserError(f"{reader.location}: a worker process reading and preprocessing the records died (killed, "
+                        f"perhaps by the system for lack of memory); nothing was written. Run again with fewer "
+                        f"--num_workers (0: none) or with --cache on") from None
 
 
 def default_stream_workers() -> int:

@@ -113,16 +113,31 @@ def wfdb_files(bases) -> list[str]:
     return files
 
 
+WFDB_SUFFIXES = (".hea", ".dat", ".mat")  # one record's files: its header and its signal file
+
+
+def wfdb_header_of(path: Path) -> Path | None:
+    """The header of the single WFDB record ``path`` names (its .hea, .dat or .mat file), or None."""
+    header = path.with_suffix(".hea")
+    return header if path.suffix.lower() in WFDB_SUFFIXES and header.is_file() else None
+
+
 class WFDBFolderReader(Reader):
-    """Every ``.hea`` record under a folder (recursively); CinC ``# Age:``/``# Sex:`` comments become labels.
-    A header that cannot be read makes its record bad (the bad-input policy decides), not the whole folder. The
-    segments of a multi-segment record are part of that record, not records of their own."""
+    """Every ``.hea`` record under a folder (recursively), or the one record a ``.hea``/``.dat``/``.mat`` file names;
+    CinC ``# Age:``/``# Sex:`` comments become labels. A header that cannot be read makes its record bad (the
+    bad-input policy decides), not the whole folder. The segments of a multi-segment record are part of that record,
+    not records of their own."""
 
     format = "wfdb"
 
     def __init__(self, folder: str | os.PathLike):
         self.folder = Path(folder)
-        headers = sorted(self.folder.rglob("*.hea"), key=lambda p: natural_key(str(p)))
+        one = wfdb_header_of(self.folder) if self.folder.is_file() else None
+        if self.folder.is_file() and one is None:
+            raise RecordError(str(self.folder), "is not a WFDB record (a .hea file, or the .dat/.mat file beside one)")
+        if one is not None:
+            self.folder = one.parent
+        headers = [one] if one is not None else sorted(self.folder.rglob("*.hea"), key=lambda p: natural_key(str(p)))
         rows, segments = [], set()
         for header in headers:
             base = str(header.with_suffix(""))

@@ -9,22 +9,17 @@ results needs ``--overwrite``, which removes them first; prediction from a cross
 members the manifest names."""
 from __future__ import annotations
 
-import errno
-import fcntl
 import hashlib
 import json
 import logging
-import os
 import re
 import shutil
-import socket
-import time
 from pathlib import Path
 
 from models.files import BEST, PUBLISHED_CONFIG, PUBLISHED_WEIGHTS
 from models.schema import MAIC_MODES
 from utils.bounds import MAX_FOLDS
-from utils.errors import CheckpointError, OutputError, RecordError, UserError
+from utils.errors import CheckpointError, RecordError, UserError
 from utils.io import regular_file, temporary_target, write_json
 
 logger = logging.getLogger(__name__)
@@ -68,52 +63,6 @@ def latest_checkpoint(run: Path) -> Path | None:
         return run / LAST
     epochs = sorted(run.glob("epoch_*.pt"), key=lambda p: int(re.findall(r"\d+", p.stem)[-1]))
     return epochs[-1] if epochs else None
-
-
-class RunLock:
-    """Exclusive use of a run folder for the life of this process: ``<run>/.lock`` holds an advisory lock
-    (flock) and its owner's host, pid and start time. The kernel releases the lock when the owner exits, however it
-    ends, so a lock left by a killed run is taken over (and said so); a live owner makes a second run stop with a
-    clear error instead of interleaving checkpoints. The lock file is the one file not written atomically: it
-    must stay the same file while locked."""
-
-    def __init__(self, run: Path):
-        self.path = run / LOCK
-        try:
-            run.mkdir(parents=True, exist_ok=True)
-            self.handle = open(self.path, "a+")
-        except OSError as exc:
-            raise OutputError(f"cannot create the run folder {run} ({exc.strerror or exc}); choose another "
-                              f"--log_dir") from exc
-        self.handle.seek(0)
-        previous = self.handle.read().strip()
-        try:
-            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self.handle.close()
-            raise UserError(f"{run} is in use by another training run ({previous or 'owner unknown'}); wait for it "
-                            f"to finish or give this run another --env") from None
-        if previous:
-            logger.warning(f"note: {run} was last locked by {previous}, which is no longer running; taking it over")
-        try:
-            self.handle.seek(0)
-            self.handle.truncate()
-            self.handle.write(f"pid {os.getpid()} on {socket.gethostname()} since "
-                              f"{time.strftime('%Y-%m-%d %H:%M:%S')}")
-            self.handle.flush()
-        except OSError as exc:
-            self.handle.close()
-            reason = "the disk is full" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
-            raise OutputError(f"cannot write the run lock {self.path}: {reason}; free space or choose another "
-                              f"--log_dir") from exc
-
-    def release(self) -> None:
-        try:
-            self.handle.seek(0)
-            self.handle.truncate()
-        except OSError:
-            pass
-        self.handle.close()  # closing drops the flock
 
 
 # ---- the run manifest: a run folder is one experiment ------------------------------------------------------------

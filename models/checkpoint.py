@@ -140,18 +140,21 @@ def torch_load(path: Path, trust: bool = False) -> dict:
     """A checkpoint's content, read as data only (``weights_only=True``) unless ``trust``; its size is checked
     first (:func:`check_checkpoint_size`)."""
     check_checkpoint_size(path)
+    with open(path, "rb") as handle:
+        magic = handle.read(4)
+    if not (magic.startswith(b"PK\x03\x04") or magic[:1] == b"\x80"):  # PyTorch's zip archive, or a legacy pickle
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint (neither a zip archive nor a pickle); give a .pt "
+                              f"checkpoint, a run folder, or a published model folder")
     try:
         if trust:
             logger.warning(f"--trust_checkpoint: loading {path} with full unpickling (it may run code)")
         return torch.load(path, map_location="cpu", weights_only=not trust)
-    except pickle.UnpicklingError as exc:
-        held = str(exc).split("\n")[0][:300]
+    except pickle.UnpicklingError as exc:  # the library's text may quote the file's content: never shown
         raise CheckpointError(f"{path}: holds Python objects beyond tensors, numbers, strings, lists and dicts, and "
-                              f"was not loaded ({held}); {TRUST_HINT}") from exc
+                              f"was not loaded; {TRUST_HINT}") from exc
     except (OSError, RuntimeError, EOFError, ValueError, TypeError, AttributeError, ImportError, MemoryError,
             RecursionError, KeyError, IndexError, zipfile.BadZipFile) as exc:
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: "
-                              f"{str(exc)[:300]})") from exc
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__})") from exc
 
 
 def save_torch(path: str | os.PathLike, obj) -> Path:

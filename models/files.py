@@ -7,6 +7,8 @@ from pathlib import Path
 from utils.errors import CheckpointError
 
 BEST, PUBLISHED_WEIGHTS, PUBLISHED_CONFIG = "best.pt", "model.pth", "config.json"
+SHIPPED = Path(__file__).parent / "shipped"  # the models that ship with the project (ONNX files, each with its card)
+SHIPPED_MODEL = SHIPPED / "ecg_age_ptbxl.onnx"  # what `ecg-age predict` uses without --weights (MODEL_CARD.md)
 
 
 def resolve_weights(path: Path) -> tuple[Path, Path | None]:

@@ -123,3 +123,64 @@ class Description:
         return {"arch": self.arch, "bias_correction": self.bias_correction,
                 "calibration": self.calibration.to_dict() if self.calibration is not None else None,
                 "training": self.facts.to_dict()}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelCard:
+    """What a model tells the people who use it (a shipped model carries it in its ONNX metadata, ``card``): its
+    name, what it was trained on, how accurate it was on records it never saw (out of fold; external), how well its
+    intervals held, what it is for, when it was made and the command that rebuilds it. Every field optional and
+    checked when read (the file may be foreign): texts are short, numbers finite."""
+
+    name: str | None = None
+    trained_on: str | None = None
+    records: int | None = None
+    oof_mae: float | None = None
+    oof_mae_ci95: tuple | None = None
+    external: str | None = None
+    external_mae: float | None = None
+    interval_level: float | None = None
+    interval_coverage: float | None = None
+    intended_use: str | None = None
+    date: str | None = None
+    command: str | None = None
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
+                if v is not None}
+
+    @classmethod
+    def from_dict(cls, data) -> "ModelCard":
+        """Raises ValueError naming the first field that is not what a card holds."""
+        if not isinstance(data, dict):
+            raise ValueError("a model card is an object")
+        values = {}
+        for field in dataclasses.fields(cls):
+            value = data.get(field.name)
+            if value is None:
+                continue
+            values[field.name] = _card_value(field.name, value)
+        return cls(**values)
+
+
+_CARD_TEXT = 2000  # characters of one text field of a card
+
+
+def _card_value(name: str, value):
+    if name == "records":
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 0:
+            raise ValueError(f"card field {name} must be a whole number ≥ 0")
+        return int(value)
+    if name == "oof_mae_ci95":
+        bounds = [finite_number(v) for v in value] if isinstance(value, (list, tuple)) and len(value) == 2 else None
+        if bounds is None or None in bounds:
+            raise ValueError(f"card field {name} must be two numbers")
+        return tuple(bounds)
+    if name in ("oof_mae", "external_mae", "interval_level", "interval_coverage"):
+        number = finite_number(value)
+        if number is None or number < 0:
+            raise ValueError(f"card field {name} must be a number ≥ 0")
+        return number
+    if not isinstance(value, str) or len(value) > _CARD_TEXT:
+        raise ValueError(f"card field {name} must be a text of at most {_CARD_TEXT} characters")
+    return value

@@ -8,14 +8,14 @@ import pytest
 
 import export_interface
 import test_interface
-from dataloader import sources
+from dataloader import checks, sources, stream
 
 
 @pytest.fixture
 def counted(monkeypatch):
     """Counts preprocess() calls per record signal and loads per reader position (in this process)."""
     calls = {"preprocess": 0, "load": 0}
-    preprocess, load_block = sources.preprocess, sources.load_block_safely
+    preprocess, load_block = checks.preprocess, checks.load_block_safely
 
     def counting_preprocess(*args, **kwargs):
         calls["preprocess"] += 1
@@ -25,8 +25,9 @@ def counted(monkeypatch):
         calls["load"] += stop - start
         return load_block(reader, start, stop)
 
-    monkeypatch.setattr(sources, "preprocess", counting_preprocess)
-    monkeypatch.setattr(sources, "load_block_safely", counting_load)
+    monkeypatch.setattr(checks, "preprocess", counting_preprocess)  # every check and preprocessing goes through it
+    for module in (sources, stream):  # the cache's build and the stream read blocks
+        monkeypatch.setattr(module, "load_block_safely", counting_load)
     return calls
 
 
@@ -65,8 +66,9 @@ def test_the_onnx_engine_reads_each_record_once(modern_cv_run, cinc, tmp_path, c
     np.testing.assert_allclose(ages["predicted_age"], torch_ages["predicted_age"], atol=1e-3)
     # the model's threads: onnxruntime's own choice alone; beside a preprocessing worker, the cores it leaves
     predict(cinc, [str(model)], tmp_path / "worker.csv", "--cache", "off", "--num_workers", "1")
-    predict(cinc, [str(model)], tmp_path / "three.csv", "--cache", "off", "--num_workers", "1", "--threads", "3")
-    assert threads == [0, max(1, usable_cores() - 1), 3]
+    predict(cinc, [str(model)], tmp_path / "all.csv", "--cache", "off", "--num_workers", "1", "--threads",
+            str(usable_cores()))
+    assert threads == [0, max(1, usable_cores() - 1), usable_cores()]
 
 
 def test_worker_processes_give_the_same_ages_in_the_same_order(modern_cv_run, cinc, tmp_path):
@@ -85,7 +87,7 @@ def test_a_stream_of_chunks_stays_bounded_and_in_order(cinc):
     from models.preprocessing import PRESETS
 
     reader = open_reader(cinc)
-    chunks = list(sources.stream_chunks(reader, [PRESETS["modern"]], workers=2, chunk=8))
+    chunks = list(stream.stream_chunks(reader, [PRESETS["modern"]], workers=2, chunk=8))
     assert [c.start for c in chunks] == list(range(0, len(reader), 8)) and chunks[-1].stop == len(reader)
     bad = {reader.ids[i] for c in chunks for i, _ in c.bad}
     assert len(bad) == 2 and all(len(c.inputs) == c.stop - c.start - len(c.bad) for c in chunks)

@@ -117,7 +117,7 @@ def test_report_on_real_records_with_run_and_maic_formats(maic_adult, tmp_path):
 
 
 @pytest.mark.parametrize("case,message", [
-    ("unmatched", "have no label"), ("none_match", "none of the"), ("nan_age", "non-numeric age"),
+    ("none_match", "none of the"), ("implausible_age", "outside the plausible 0–125 years"),
     ("no_events", "no deaths"), ("no_columns", "needs columns death and timey"),
     ("foreign_shares", "1 id(s) not among the predictions (77)"), ("repeated_shares", "1 repeated id(s) (2)")])
 def test_bad_report_inputs(tmp_path, capsys, case, message):
@@ -128,9 +128,8 @@ def test_bad_report_inputs(tmp_path, capsys, case, message):
         pred.loc[3, "ids"] = 99
     elif case == "none_match":
         pred["ids"] = [91, 92, 93, 94]
-    elif case == "nan_age":
-        labels["age"] = labels["age"].astype(object)
-        labels.loc[2, "age"] = "unknown"
+    elif case == "implausible_age":
+        labels.loc[2, "age"] = 150.0
     elif case == "no_events":
         labels["death"] = False
     elif case == "no_columns":
@@ -145,6 +144,26 @@ def test_bad_report_inputs(tmp_path, capsys, case, message):
                                    str(tmp_path / "lead_importance.csv")])
     assert code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "out" / "report.json").exists()
+
+
+def test_records_without_an_age_are_predicted_but_not_evaluated(tmp_path):
+    """Issue 36: a prediction whose record has no label row, or a missing or non-numeric age, is shown with its age
+    and no gap; the metrics are those of the records with an age, and the page says how many have none."""
+    pred = pd.DataFrame({"ids": [1, 2, 3, 4, 5], "predicted_age": [50.0, 60, 70, 80, 40]})
+    labels = pd.DataFrame({"exam_id": [1, 2, 3, 5], "age": ["51", "59", "unknown", "45"]})
+    pred.to_csv(tmp_path / "p.csv", index=False)
+    labels.to_csv(tmp_path / "l.csv", index=False)
+    assert report_interface.entry(["--predictions", str(tmp_path / "p.csv"), "--labels", str(tmp_path / "l.csv"),
+                                   "--out", str(tmp_path / "out"), "--n_boot", "50"]) == 0
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert (report["n"], report["n_predictions"], report["without_age"]) == (3, 5, ["3", "4"])
+    assert report["mae"] == pytest.approx((1 + 1 + 5) / 3)
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert "2 of the 5 ECGs have no age on record" in page and page.count("<tr data-flag") == 5
+    assert report_interface.entry(["--predictions", str(tmp_path / "p.csv"), "--out", str(tmp_path / "none")]) == 0
+    report = json.loads((tmp_path / "none" / "report.json").read_text())
+    assert report["n"] == 0 and "mae" not in report and report["plots"] == []
+    assert "predicted ages (no ages on record)" in (tmp_path / "none" / "report.html").read_text()
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,8 @@ PROGRAMS = ("train_interface", "test_interface", "report_interface", "export_int
 
 
 def top_level_imports(module: str) -> set[str]:
-    tree = ast.parse((ROOT / f"{module}.py").read_text())
+    path = ROOT / module / "__init__.py" if (ROOT / module).is_dir() else ROOT / f"{module}.py"
+    tree = ast.parse(path.read_text())
     names = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):

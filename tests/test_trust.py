@@ -527,7 +527,7 @@ def test_implausible_ages_are_never_written(cinc, tmp_path, capsys):
     code, err = run_cli(test_interface, argv, tmp_path, capsys)
     assert code == 2 and "-12.00 years lies outside the plausible 0–125" in err and not out.exists()
     code, err = run_cli(test_interface, [*argv, "--on_bad", "skip"], tmp_path, capsys)
-    assert code == 0 and len(pd.read_csv(out)) == 0
+    assert code == 2 and "Every record is bad (--on_bad skip): nothing was written" in err and not out.exists()
     code, err = run_cli(test_interface, [*argv, "--on_bad", "fill"], tmp_path, capsys)
     assert code == 0 and pd.read_csv(out)["predicted_age"].tolist() == [55.0, 55.0]
     shifted = checkpoint_with(tmp_path, "shifted.pt", correction={"intercept": -1e6, "slope": 0.0})
@@ -547,7 +547,13 @@ def test_label_rules_apply_to_every_format(cinc, code15, lima_weights, tmp_path,
     pd.DataFrame({"ids": ["E07500", "E07501"], "predicted_age": [50.0, 60.0]}).to_csv(pred, index=False)
     code = report_interface.entry(["--predictions", str(pred), "--labels", str(folder), "--out", str(tmp_path / "r")])
     err = capsys.readouterr().err
-    assert code == 2 and "E07500" in err and "E07501" in err
+    assert code == 2 and "E07501" in err and "outside the plausible" in err  # 150: an implausible age
+    only_300 = tmp_path / "only_300"  # PTB-XL's code for an unknown age over 89: no age on record
+    shutil.copytree(folder, only_300, ignore=shutil.ignore_patterns("E07501.*"))
+    code = report_interface.entry(["--predictions", str(pred), "--labels", str(only_300), "--out",
+                                   str(tmp_path / "r")])
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert code == 0 and report["without_age"] == ["E07500", "E07501"] and report["n"] == 0
     code, err = run_cli(train_interface, ["--input", str(folder), "--arch", "ECGEfficientNet", "--width", "0.25",
                                           "--device", "cpu", "--nepoch", "1"], tmp_path, capsys)
     assert "E07500: has age 300: PTB-XL's code for over 89 years" in err

@@ -52,6 +52,13 @@ MAX_PARAMETERS = 500_000_000  # the seed networks have at most a few million; 50
 MAX_BLOCKS = 64
 MAX_FOLDS = 100  # --folds, and what a run folder's cv.json may claim
 MAX_TTA = 64  # --tta windows per record (ONNX metadata too): each costs one forward pass
+MIN_SCALE, MAX_SCALE = 1e-6, 1e6  # --input_scale: mV per stored unit (nV … kV: anything else is a mistake)
+MAX_TEACHER_VIEWS = 64  # --teacher_views: each is one teacher forward pass per training record, stored as one age
+MAX_FIGURE_PIXELS = 25_000_000  # an explanation figure embedded in a report (the project's are about 4 million)
+MAX_FIGURE_BYTES = 32 << 20
+MAX_PAGE_ROWS = 5_000  # rows of report.html's table (the predictions CSV and report.json keep every record)
+MAX_PAGE_CARDS = 200  # explained ECGs given a card on report.html
+MAX_CHECK_RECORDS = 10_000  # --check_records and --calibration_records of an export (held in memory: ~1 MB each)
 MAX_CALIBRATION_RECORDS = 20_000
 MAX_ECG_FILE_BYTES = 256 << 20  # one clinical ECG file (DICOM, XML, EDF, SCP); a 10-s 12-lead XML is about 1 MB
 

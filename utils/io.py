@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import json
 import math
 import os
 import re
+import shutil
 import stat
 import tempfile
 from pathlib import Path
@@ -96,18 +98,58 @@ def atomic_write(path: str | os.PathLike, writer: Callable[[IO], None], binary: 
     return Path(path)
 
 
+_BESIDE = r"\.{name}(?:\.(?P<part>[a-z0-9]+))?\.(?P<pid>\d+)\.tmp"  # what beside() names: .<name>[.<part>].<pid>.tmp
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale(path: Path) -> list[Path]:
+    """What a killed process left beside ``path`` while writing it (``beside``'s temporaries, files or folders, of
+    a process that no longer runs) — the project's own names only; returns what was removed."""
+    pattern, removed = re.compile(_BESIDE.format(name=re.escape(path.name))), []
+    for item in path.parent.glob(f".{glob.escape(path.name)}.*.tmp") if path.parent.is_dir() else ():
+        match = pattern.fullmatch(item.name)
+        if match and not process_alive(int(match.group("pid"))) and not item.is_symlink():
+            shutil.rmtree(item) if item.is_dir() else item.unlink()
+            removed.append(item)
+    return removed
+
+
+@contextlib.contextmanager
+def beside(path: Path, part: str = "", folder: bool = False) -> Iterator[Path]:
+    """A temporary file (or, with ``folder``, an empty folder) named after ``path`` beside it, removed when the block
+    ends however it ends; what a killed process leaves is removed by the next ``remove_stale(path)``."""
+    name = f".{path.name}{'.' + part if part else ''}.{os.getpid()}.tmp"
+    temporary = path.with_name(name)
+    try:
+        if folder:
+            temporary.mkdir()
+        yield temporary
+    finally:
+        if folder and temporary.is_dir() and not temporary.is_symlink():
+            shutil.rmtree(temporary, ignore_errors=True)
+        elif not folder:
+            temporary.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def staged(path: Path) -> Iterator[Path]:
     """A temporary name beside ``path`` to build a file under (by a library that writes by name); it replaces
     ``path`` only when the block succeeds, and nothing of it is left otherwise."""
-    staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        yield staging
-        staging.replace(path)
-    except OSError as exc:
-        raise OutputError(f"{path}: cannot be written ({exc.strerror or exc})") from exc
-    finally:
-        staging.unlink(missing_ok=True)
+    with beside(path) as staging:
+        try:
+            yield staging
+            staging.replace(path)
+        except OSError as exc:
+            raise OutputError(f"{path}: cannot be written ({exc.strerror or exc})") from exc
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
@@ -149,7 +191,12 @@ def formula_like(values) -> list[str]:
 
 
 def check_spreadsheet_safe(values, what: str) -> None:
-    """Refuse ids that would become spreadsheet formulas in an output CSV (they are never altered)."""
+    """Refuse ids that would become spreadsheet formulas in an output CSV, or hold a NUL character (which ends the
+    text in most readers): they are never altered."""
+    nul = [v for v in values if isinstance(v, str) and "\x00" in v]
+    if nul:
+        raise UserError(f"{len(nul)} {what} hold a NUL character ({', '.join(repr(v) for v in nul[:10])}); most "
+                        f"programs would cut them short there, so they are not written to a CSV. Rename them.")
     bad = formula_like(values)
     if bad:
         shown = ", ".join(repr(v) for v in bad[:10]) + (" ..." if len(bad) > 10 else "")
@@ -205,10 +252,24 @@ def read_csv(path: str | os.PathLike, what: str = "a CSV", **kwargs) -> pd.DataF
             regular_file(path, str(path), max_bytes=MAX_CSV_BYTES)
         except RecordError as exc:
             raise RecordError(str(path), f"cannot be read as {what}: it {exc.reason}") from exc
+        if _holds_nul(path):  # pandas would cut a field short at it, silently
+            raise RecordError(str(path), f"cannot be read as {what}: it holds NUL bytes (a binary or damaged file)")
     try:
         return pd.read_csv(path, **kwargs)
+    except FileNotFoundError as exc:
+        raise RecordError(str(path), f"cannot be read as {what} (FileNotFoundError: it does not exist)") from exc
     except (OSError, ValueError, UnicodeDecodeError) as exc:  # ParserError and EmptyDataError are ValueErrors
-        raise RecordError(str(path), f"cannot be read as {what} ({type(exc).__name__}: {exc})") from exc
+        # pandas' own text may quote the file's fields: only its kind is named
+        raise RecordError(str(path), f"cannot be read as {what} ({type(exc).__name__}: malformed, empty or not "
+                                     f"text)") from exc
+
+
+def _holds_nul(path) -> bool:
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            if b"\x00" in block:
+                return True
+    return False
 
 
 def check_output_path(output: str | os.PathLike, read_files=(), input_folders=(), flag: str = "--output") -> None:

@@ -17,6 +17,8 @@ import types
 import typing
 from typing import Any, Callable
 
+from .machine import usable_cores
+
 _RUNTIME = "runtime"
 OPTION = "option"  # the metadata key of a declared field
 _DEFAULT = object()  # "absent" not given: a manifest without the option implies its default
@@ -67,9 +69,23 @@ def whole_number(low: int, high: int, what: str) -> Callable[[str], int]:
         except ValueError:
             value = None
         if value is None or not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"{what} is a whole number from {low} to {high}, got {text!r}")
+            raise argparse.ArgumentTypeError(f"a whole number from {low} to {high} ({what}), got {text!r}")
         return value
     parse.__name__ = "whole number"
+    return parse
+
+
+def number_between(low: float, high: float, what: str) -> Callable[[str], float]:
+    """The parse function of a real-number option bounded where it is parsed (``low``–``high``, finite)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = None
+        if value is None or not low <= value <= high:  # NaN compares false: refused too
+            raise argparse.ArgumentTypeError(f"a number from {low:g} to {high:g} ({what}), got {text!r}")
+        return value
+    parse.__name__ = "number"
     return parse
 
 
@@ -164,10 +180,11 @@ class RuntimeSettings(Settings):
                                      "CPUs) for training, fp32 numerics for inference; fp32 = the exact reference "
                                      "path", choices=("auto", "fp32", "bf16"))
     num_workers: int | None = runtime(None, "DataLoader workers (auto)")
-    threads: int | None = runtime(None, "CPU threads the model runs on: onnxruntime's intra-op threads, PyTorch's "
-                                        "torch.set_num_threads (default: onnxruntime takes the cores the "
-                                        "preprocessing workers leave, PyTorch its own choice)",
-                                  type=whole_number(1, 1 << 16, "a number of threads"))
+    threads: int | None = runtime(None, "CPU threads the model runs on, at most the cores this process may use: "
+                                        "onnxruntime's intra-op threads, PyTorch's torch.set_num_threads (default: "
+                                        "onnxruntime takes the cores the preprocessing workers leave, PyTorch its "
+                                        "own choice)",
+                                  type=whole_number(1, usable_cores(), "the cores this process may use"))
     deterministic: bool = runtime(True, "deterministic algorithms (CPU always)", type=truthy)
     quiet: bool = runtime(False, "no progress bars or notes: results (epoch metrics, files written), warnings and "
                                  "errors only")

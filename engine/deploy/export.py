@@ -26,6 +26,7 @@ from torch import nn
 
 from models.checkpoint import ModelBundle
 from models.registry import architecture
+from models.schema import ModelCard
 from utils.errors import UserError
 from utils.io import staged
 from utils.machine import project_version
@@ -77,7 +78,7 @@ def check_exportable(bundles: list[ModelBundle]) -> None:
                         f"person's sex); one ONNX graph takes one input, so export such models separately")
 
 
-def export_metadata(bundles: list[ModelBundle]) -> dict:
+def export_metadata(bundles: list[ModelBundle], card: ModelCard | None = None) -> dict:
     members = []
     for bundle in bundles:
         schema = bundle.metadata()
@@ -85,13 +86,14 @@ def export_metadata(bundles: list[ModelBundle]) -> dict:
                                                "training")} | {"source": Path(bundle.source).name})
     return {"format": ONNX_FORMAT, "version": project_version(), "preprocessing": bundles[0].preprocessing.to_dict(),
             "takes_sex": bundles[0].takes_sex, "inputs": ["x", "sex"] if bundles[0].takes_sex else ["x"],
-            "output": "ages", "members": members}
+            "output": "ages", "members": members, **({"card": card.to_dict()} if card is not None else {})}
 
 
-def export_onnx(bundles: list[ModelBundle], path: str | os.PathLike, x: np.ndarray, sex: np.ndarray) -> dict:
-    """Export ``bundles`` to ``path`` and check it on the model inputs ``x`` (N, 12, L) with sex codes ``sex``
-    (N,); returns {'records', 'max_difference_years', 'bytes'}. Nothing is left at ``path`` unless the check
-    passes."""
+def export_onnx(bundles: list[ModelBundle], path: str | os.PathLike, x: np.ndarray, sex: np.ndarray,
+                card: ModelCard | None = None) -> dict:
+    """Export ``bundles`` (and their ``card``) to ``path`` and check it on the model inputs ``x`` (N, 12, L) with
+    sex codes ``sex`` (N,); returns {'records', 'max_difference_years', 'bytes'}. Nothing is left at ``path``
+    unless the check passes."""
     import onnx
     import onnxruntime
 
@@ -112,7 +114,7 @@ def export_onnx(bundles: list[ModelBundle], path: str | os.PathLike, x: np.ndarr
                               external_data=False, verbose=False)
         model = onnx.load(str(staging))
         entry = model.metadata_props.add()
-        entry.key, entry.value = METADATA_KEY, json.dumps(export_metadata(bundles))
+        entry.key, entry.value = METADATA_KEY, json.dumps(export_metadata(bundles, card))
         onnx.save(model, str(staging))
         session = onnxruntime.InferenceSession(str(staging), providers=["CPUExecutionProvider"])
         feed = {"x": x} | ({"sex": sex} if module.takes_sex else {})

@@ -2,8 +2,9 @@
 is written (``export``). Its settings are engine/deploy/settings.py's."""
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
@@ -13,10 +14,10 @@ from dataloader.demo import simulated_records
 from dataloader.formats import InputSettings, open_reader
 from engine.runs import run_members, training_input
 from models.checkpoint import load_ensemble
-from models.schema import UNKNOWN_SEX
+from models.schema import UNKNOWN_SEX, ModelCard
 from utils.cli import RESULT
-from utils.errors import UserError
-from utils.io import check_output_path
+from utils.errors import RecordError, UserError
+from utils.io import beside, check_output_path, regular_file, remove_stale
 from utils.machine import cpu_flags, cpu_name, fast_int8
 
 from .export import export_onnx
@@ -71,12 +72,23 @@ def quantized(fp32: Path, output: Path, calibration: tuple, check: tuple, what: 
                ("" if fast_int8() else "; this CPU has no VNNI or AMX: int8 may run no faster than fp32 here"))
 
 
+def read_card(path: Path) -> ModelCard:
+    """--card: a model card (JSON), checked field by field."""
+    try:
+        return ModelCard.from_dict(json.loads(regular_file(path, str(path), max_bytes=1 << 20).read_text()))
+    except (OSError, ValueError, RecordError) as exc:
+        reason = exc.reason if isinstance(exc, RecordError) else (str(exc) if isinstance(exc, ValueError) and
+                                                                   "card field" in str(exc) else type(exc).__name__)
+        raise UserError(f"--card {path}: not a model card ({reason})") from None
+
+
 def export(settings: ExportSettings, trust: bool = False) -> None:
     """The models of ``settings.weights`` as one checked ONNX file at ``settings.output`` (int8 with --quantize)."""
     s = settings
     output = Path(s.output)
     members = [m for w in s.weights for m in run_members(w)]
     check_output_path(output, [*s.weights, *members], [f for f in (s.check_input, s.calibration_input) if f])
+    card = read_card(Path(s.card)) if s.card else None
     bundles = load_ensemble(members, mode=s.mode, trust=trust)
     spec = bundles[0].preprocessing
     x, sex, what = check_set(s.check_input, s.input_format, s.check_records, spec)
@@ -84,14 +96,13 @@ def export(settings: ExportSettings, trust: bool = False) -> None:
         if s.quantize == "int8" else None
     logger.info(f"exporting {len(bundles)} model(s) ({', '.join(sorted({b.arch for b in bundles}))}); checking on "
                 f"{what}")
-    fp32 = output if s.quantize == "none" else output.with_name(f".{output.name}.fp32.{os.getpid()}.tmp")
-    try:
-        result = export_onnx(bundles, fp32, x, sex)
+    for path in remove_stale(output):  # what an export killed midway left beside this output
+        logger.info(f"note: removed {path.name}, left by an interrupted export")
+    with contextlib.ExitStack() as stack:
+        fp32 = output if s.quantize == "none" else stack.enter_context(beside(output, "fp32"))
+        result = export_onnx(bundles, fp32, x, sex, card)
         logger.log(RESULT, f"{'wrote ' + str(output) if fp32 == output else 'exported'} "
                            f"({result['bytes'] / 1e6:.1f} MB, {len(bundles)} model(s)); onnxruntime equals PyTorch "
                            f"within {result['max_difference_years']:.2g} years on {what}")
         if calibration is not None:
             quantized(fp32, output, calibration, (x, sex), what)
-    finally:
-        if fp32 != output:
-            fp32.unlink(missing_ok=True)

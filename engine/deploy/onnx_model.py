@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from models.preprocessing import PreprocessSpec
-from models.schema import Description
+from models.schema import Description, ModelCard
 from utils.bounds import MAX_CHECKPOINT_BYTES
 from utils.errors import CheckpointError, RecordError
 from utils.io import regular_file
@@ -33,6 +33,7 @@ class OnnxModel:
     preprocessing: PreprocessSpec
     takes_sex: bool
     members: list[Description]  # each member's description (models.schema), checked as a checkpoint's is
+    card: dict | None = None  # the model's card (models.schema.ModelCard), where it carries one
 
     @property
     def median_age(self) -> float | None:
@@ -88,7 +89,8 @@ class OnnxModel:
         if isinstance(length, int) and length != spec.length:
             raise ValueError(f"the graph takes inputs of {length} samples but the metadata's preprocessing makes "
                              f"{spec.length}")
-        return cls(str(path), session, spec, takes_sex, members)
+        card = ModelCard.from_dict(meta["card"]).to_dict() if meta.get("card") is not None else None
+        return cls(str(path), session, spec, takes_sex, members, card)
 
     def member_ages(self, x: np.ndarray, sex: np.ndarray | None = None) -> np.ndarray:
         """Every member's age (B, M) for model inputs ``x`` (B, 12, L)."""

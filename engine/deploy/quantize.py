@@ -15,9 +15,12 @@ clipped). No torch here.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import os
+import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from utils.errors import UserError
-from utils.io import staged
+from utils.io import beside, staged
 
 from .onnx_model import METADATA_KEY, OnnxModel
 
@@ -79,7 +82,7 @@ def quantize_int8(fp32: str | os.PathLike, path: str | os.PathLike, calibration:
     expected = reference.ages(x, sex)
     feeds = _feed(reference, *calibration)
     kept = _kept_fp32(fp32) if any(scope.keep_fp32_edges for scope in scopes) else []
-    with staged(path) as staging:
+    with staged(path) as staging, beside(path, "quant", folder=True) as scratch, _temporary_files_in(scratch):
         for scope in scopes:
             _quantize(fp32, staging, feeds, scope, kept if scope.keep_fp32_edges else None, len(calibration[0]))
             differences = np.abs(OnnxModel.load(staging).ages(x, sex) - expected)
@@ -128,14 +131,28 @@ def _quantize(fp32, staging: Path, feeds: tuple, scope: Scope, excluded: list[st
 
 
 @contextmanager
+def _temporary_files_in(folder: Path):
+    """The quantizer's own temporary folders (ort.quant.*) made in ``folder``, ours, so that an export killed
+    midway leaves them where the next export of the same file removes them (never in the system's temp dir)."""
+    before = tempfile.tempdir
+    tempfile.tempdir = str(folder)
+    try:
+        yield
+    finally:
+        tempfile.tempdir = before
+
+
+@contextmanager
 def _library_warnings_off():
-    """onnxruntime's quantizer writes its own advice through the root logger (logging.warning): none of a
-    library's free text reaches our console. The project's loggers are not the root logger and are unaffected."""
+    """onnxruntime's quantizer writes its own advice through the root logger (logging.warning) and its progress with
+    print(): none of a library's free text reaches our console. The project's loggers are not the root logger and
+    are unaffected."""
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)
     try:
-        yield
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
     finally:
         root.setLevel(level)
 

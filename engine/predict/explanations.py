@@ -22,6 +22,8 @@ INDEX_EVERY_SECONDS = 10.0  # the index is rewritten at most this often (an inte
 LEAD_IMPORTANCE = "lead_importance.csv"  # columns: id and one per lead (LEADS order)
 INDEX, INDEX_FORMAT = "explanations.json", "ecg-age-explanations/1"  # what an explanation folder wrote, and done
 MAX_INDEX_BYTES = 1 << 30
+_REMEDY = {"--explain": "give a new or empty folder",
+           "--explanations": "give the folder test_interface --explain wrote with these predictions"}
 
 
 def figure_name(record_id: str, taken: set[str]) -> str:
@@ -34,32 +36,32 @@ def figure_name(record_id: str, taken: set[str]) -> str:
     return f"{name}.png"
 
 
-def read_index(folder: Path) -> dict | None:
+def read_index(folder: Path, flag: str = "--explain") -> dict | None:
     """The explanation folder's own record of what it wrote (None: there is none); a damaged or foreign index is
-    an error, never a licence to delete."""
+    an error (naming ``flag``, the option that gave the folder), never a licence to delete."""
     path = folder / INDEX
     if not path.exists():
         return None
     try:
         index = json.loads(regular_file(path, str(path), max_bytes=MAX_INDEX_BYTES).read_text())
     except (OSError, ValueError, RecordError) as exc:
-        raise UserError(f"--explain {folder}: its {INDEX} cannot be read ({type(exc).__name__}); give a new or empty "
-                        f"folder") from None
+        raise UserError(f"{flag} {folder}: its {INDEX} cannot be read ({type(exc).__name__}); "
+                        f"{_REMEDY[flag]}") from None
     index = index if isinstance(index, dict) else {}
     files, done = index.get("files"), index.get("done")
     plain = isinstance(files, list) and all(isinstance(f, str) and f == Path(f).name and not f.startswith(".")
                                             and f not in ("", "..") for f in files)
     if index.get("format") != INDEX_FORMAT or not plain or not isinstance(done, dict) or \
             not all(_shares_ok(v) for v in done.values()):
-        raise UserError(f"--explain {folder}: {INDEX} is not an index this project wrote ({INDEX_FORMAT}); give a "
-                        f"new or empty folder")
+        raise UserError(f"{flag} {folder}: {INDEX} is not an index this project wrote ({INDEX_FORMAT}); "
+                        f"{_REMEDY[flag]}")
     return index
 
 
 def read_explanations(folder: Path) -> dict[str, tuple[np.ndarray, Path | None]]:
     """What an explanation folder holds, by record id: (each lead's share, its 12-lead figure or None), in the
     order the records were explained; the figures are matched by the naming rule that wrote them."""
-    index = read_index(Path(folder))
+    index = read_index(Path(folder), "--explanations")
     if index is None:
         raise UserError(f"--explanations {folder}: no {INDEX} there (the folder test_interface --explain writes)")
     taken: set[str] = set()
@@ -106,7 +108,7 @@ def _written_here(path: Path, own: set[str]) -> bool:
     return (temporary_target(path.name) or path.name) in own and path.is_file() and not path.is_symlink()
 
 
-def _start(folder: Path, job: str, files: list[str]) -> dict:
+def _start(folder: Path, job: str, files: list[str], made_by: dict | None = None) -> dict:
     """This job's index: the earlier one when it is the same job (resumed), else a new one — written before any
     figure, after the earlier job's recorded files (and their temporaries) are removed."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -117,7 +119,8 @@ def _start(folder: Path, job: str, files: list[str]) -> dict:
     for path in folder.iterdir():
         if _written_here(path, own):
             path.unlink()
-    index = {"format": INDEX_FORMAT, "job": job, "files": files, "done": {}, "complete": False}
+    index = {"format": INDEX_FORMAT, "job": job, "files": files, "done": {}, "complete": False,
+             **({"made_by": made_by} if made_by else {})}
     write_json(folder / INDEX, index)
     return index
 

@@ -55,6 +55,8 @@ class PredictionSettings(Settings):
                                                  "test measured more faithful (bench/README.md)", choices=METHODS)
     explain_figures: int | None = option(None, "draw the figure of the first N explained records only (default: "
                                                "every one)", metavar="N")
+    explain_records: int | None = option(None, "explain the first N written records only (default: every one; "
+                                               "each costs forward or backward passes)", metavar="N")
     log_dir: str = runtime(str(LOG_DIR), "where the default runs' checkpoints are (MAIC submission)")
 
     def __post_init__(self):
@@ -63,6 +65,8 @@ class PredictionSettings(Settings):
                             f"forward pass), got {self.tta}")
         if self.explain_figures is not None and self.explain_figures < 0:
             raise UserError("--explain_figures must be ≥ 0")
+        if self.explain_records is not None and self.explain_records < 0:
+            raise UserError("--explain_records must be ≥ 0")
 
 
 @dataclasses.dataclass(frozen=True)

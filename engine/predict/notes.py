@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from models.preprocessing import PreprocessSpec
+from models.schema import ModelCard
 from utils.bounds import MAX_TTA
 from utils.calibration import check_level
 from utils.errors import RecordError
@@ -74,6 +75,17 @@ def _number(value, low: float = -math.inf) -> float | None:
     return float(value)
 
 
+def _reasons(value) -> dict:
+    if not isinstance(value, dict) or len(value) > MAX_LISTED or \
+            not all(isinstance(v, str) and len(v) <= 2000 for v in value.values()):
+        raise ValueError("an object of texts")
+    return value
+
+
+def _card(value) -> dict:
+    return ModelCard.from_dict(value).to_dict()
+
+
 def _interval(value) -> dict:
     """level in (0, 1) and bands of (predicted_lo, predicted_hi, n ≥ 0, half_width ≥ 0)."""
     if not isinstance(value, dict) or not isinstance(value.get("bands"), list):
@@ -105,7 +117,10 @@ class PredictionNotes:
     tta: int | None = None
     bias_correction: bool | None = None
     filled: tuple | None = None  # ids given the training median (--on_bad fill)
+    left_out: dict | None = None  # id → why it is not in the table (--on_bad skip)
     interval: dict | None = None  # level, method, bands (utils.calibration.Intervals.describe)
+    card: dict | None = None  # the model's card (models.schema.ModelCard), where the model carries one
+    date: str | None = None  # when the predictions were made (ISO date)
 
     def to_dict(self) -> dict:
         """The JSON object written beside the predictions (unknown fields left out)."""
@@ -154,4 +169,4 @@ class PredictionNotes:
 CHECKS: dict[str, Callable[[Any], Any]] = {
     "weights": _texts, "models": _texts, "architectures": _texts, "training_records": _counts,
     "preprocessing": _preprocessing, "version": _text, "engine": _text, "tta": _windows, "bias_correction": _flag,
-    "filled": _texts, "interval": _interval}
+    "filled": _texts, "left_out": _reasons, "interval": _interval, "card": _card, "date": _text}

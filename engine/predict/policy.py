@@ -39,6 +39,7 @@ class Prediction:
     ages: np.ndarray
     keep: np.ndarray
     filled: np.ndarray
+    reasons: dict = dataclasses.field(default_factory=dict)  # id → why a record is bad (input or output)
 
 
 def median_fill(stored: float | None, fallback: np.ndarray) -> float:
@@ -55,13 +56,13 @@ def apply_output_policy(ages: np.ndarray, ids: list[str], bad: dict, on_bad: str
     """Apply the bad-record policy to bad input and implausible output; returns (positions to write, those of
     them filled with the training median under 'fill' — ages filled in place). An id listed twice can never be
     written (it would name two rows)."""
-    bad = {**bad, **implausible_outputs(ages, ids, bad, models.source)}
+    bad = {**bad, **implausible_outputs(ages, ids, bad, models.source)}  # idempotent: predict() added them already
     repeated = duplicate_ids(pd.DataFrame({"id": ids}))
     if on_bad == "fill" and repeated:
         raise BadInputError([f"{rid}: {reason}" for rid, reason in repeated.items()],
                             "--on_bad fill cannot fill them: each id is written once. Rename the records, or use "
                             "--on_bad skip to leave them out.")
-    keep = apply_policy(bad, ids, "skip" if on_bad == "fill" else on_bad, what, hint=HINT)
+    keep = apply_policy(bad, ids, on_bad, what, hint=HINT)
     filled = np.zeros(0, dtype=np.int64)
     if on_bad == "fill" and len(keep) < len(ids):
         fill = median_fill(models.median_age, ages[keep])
@@ -81,7 +82,8 @@ def predict(models: Predictor, reader: Reader, cfg, on_bad: str, what: str) -> P
     logger.info(f"{what}: {models.describe()}, {len(reader)} {reader.format} record(s)" +
                 (f"; device {cfg.device}, {cfg.precision}" if models.engine == "torch" else ""))
     ages, bad = models.predict_records(reader, cfg, table_sex(reader.table))
-    return Prediction(ages, *apply_output_policy(ages, reader.ids, bad, on_bad, models, what))
+    bad = {**bad, **implausible_outputs(ages, reader.ids, bad, models.source)}
+    return Prediction(ages, *apply_output_policy(ages, reader.ids, bad, on_bad, models, what), reasons=bad)
 
 
 def prediction_table(reader: Reader, result: Prediction, intervals=None) -> pd.DataFrame:
@@ -96,11 +98,11 @@ def prediction_table(reader: Reader, result: Prediction, intervals=None) -> pd.D
     return frame
 
 
-def explanation_titles(reader: Reader, frame: pd.DataFrame, result: Prediction, intervals) -> tuple[np.ndarray,
-                                                                                                      list[str]]:
-    """(positions to explain: every written record but the filled ones, the title of each: its age, interval
-    and the age on record)."""
-    chosen = np.flatnonzero(~np.isin(result.keep, result.filled))
+def explanation_titles(reader: Reader, frame: pd.DataFrame, result: Prediction, intervals,
+                       limit: int | None = None) -> tuple[np.ndarray, list[str]]:
+    """(positions to explain: every written record but the filled ones, the first ``limit`` of them if given, the
+    title of each: its age, interval and the age on record)."""
+    chosen = np.flatnonzero(~np.isin(result.keep, result.filled))[:limit]
     known = pd.to_numeric(reader.table["age"], errors="coerce").to_numpy(float) if "age" in reader.table.columns \
         else np.full(len(reader), np.nan)
     titles = []

@@ -36,6 +36,7 @@ class Predictor:
 
     engine: str
     bundles: list
+    card: dict | None = None  # the model's card (models.schema.ModelCard), where it carries one
 
     def describe(self) -> str:
         archs = self.archs
@@ -60,6 +61,10 @@ class Predictor:
         """The ensemble's ages (B,) for model inputs ``x`` (B, 12, L) (already preprocessed)."""
         raise NotImplementedError
 
+    def member_ages(self, x: np.ndarray, sex: np.ndarray) -> np.ndarray:
+        """Every member's age (B, M) for model inputs ``x`` (B, 12, L) of the predictor's preprocessing."""
+        raise NotImplementedError
+
 
 class OnnxPredictor(Predictor):
     """An ONNX file on onnxruntime; ``bundles``: the checkpoints it was exported from in memory (--engine
@@ -75,6 +80,7 @@ class OnnxPredictor(Predictor):
     median_age = property(lambda self: self.model.median_age)
     archs = property(lambda self: self.model.archs)
     training_records = property(lambda self: [m.facts.n for m in self.model.members])
+    card = property(lambda self: self.model.card)
 
     def members(self) -> list[tuple]:
         return [(f"{self.source} member {k}", m.calibration, m.bias_correction)
@@ -87,3 +93,6 @@ class OnnxPredictor(Predictor):
                        batch_size: int = 64) -> np.ndarray:
         return np.concatenate([self.model.ages(x[i:i + batch_size], sex[i:i + batch_size], bias_correction)
                                for i in range(0, len(x), batch_size)])
+
+    def member_ages(self, x: np.ndarray, sex: np.ndarray) -> np.ndarray:
+        return self.model.member_ages(x, sex)

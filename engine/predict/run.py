@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+import datetime
 import logging
 from pathlib import Path
 
@@ -17,7 +18,8 @@ from dataloader.checks import readable_records
 from dataloader.labels import normalise_sex, table_sex
 from dataloader.maic import assign_rows, read_template, template_ids
 from dataloader.records import NpyFolderReader, Reader
-from engine.runs import default_weights, run_folders
+from engine.runs import default_weights
+from models.files import SHIPPED_MODEL
 from models.schema import MODES, maic_mode
 from utils.cli import RESULT
 from utils.errors import RecordError, UserError
@@ -25,7 +27,7 @@ from utils.io import write_csv
 from utils.machine import project_version
 from utils.paths import DATA_ROOT_ENV, PREDICTIONS, SUBMISSION, prediction_notes
 
-from .explain import write_explanations
+from .explain import explainer, write_explanations
 from .explanations import check_explain_folder
 from .job import PredictJob
 from .load import load_predictor
@@ -47,14 +49,15 @@ def engine_config(job: PredictJob, models: Predictor, cfg):
 
 
 # ---- any format → ids,predicted_age ------------------------------------------------------------------------------
-def run_records(job: PredictJob, cfg) -> Path:
+def run_records(job: PredictJob, cfg) -> tuple[Path, Reader]:
+    """The predictions of ``--input`` (with their notes, and explanations with --explain); returns (the table, the
+    reader of the records)."""
     p = job.prediction
     weights = p.weights or job.maic.weights(p.mode)
     if weights is None:
-        found = run_folders(p.log_dir)
-        raise UserError("--input needs --weights: a checkpoint, a run folder or a published model folder" + (
-            f"; the run folders in {p.log_dir} are: {', '.join(map(str, found))}" if found else
-            f" (there are no run folders in {p.log_dir})"))
+        raise UserError(f"--input needs --weights: a checkpoint, a run folder, a published model folder or an ONNX "
+                        f"file — e.g. the model that ships with the project, --weights {SHIPPED_MODEL} (what "
+                        f"`ecg-age predict` uses by default; its card: MODEL_CARD.md)")
     reader = job.data.open()
     if len(reader) == 0:
         raise UserError(f"{job.data.input} holds no records")
@@ -64,28 +67,38 @@ def run_records(job: PredictJob, cfg) -> Path:
     if p.explain:
         check_explain_folder(Path(p.explain), [job.data.input, *reader.files(), output], [job.data.input])
     models = load_models(job, weights, p.mode, reader)
-    if p.explain and not models.bundles:
-        raise UserError(f"--explain needs the PyTorch checkpoints (the attributions are captum's); {models.source} "
-                        f"is an ONNX export")
+    explain = explainer(models, p.explain_method, getattr(cfg, "device", None)) if p.explain else None
     intervals = models.intervals(p.interval, p.bias_correction) if p.interval else None
     result = predict(models, reader, engine_config(job, models, cfg), p.on_bad, "the predictions")
     frame = prediction_table(reader, result, intervals)
-    notes = PredictionNotes(weights=tuple(map(str, weights)), models=tuple(m[0] for m in models.members()),
-                            architectures=tuple(models.archs), training_records=tuple(models.training_records),
-                            preprocessing=models.preprocessing.to_dict(), version=project_version(),
-                            engine=models.engine, tta=p.tta, bias_correction=p.bias_correction,
-                            filled=tuple(reader.ids[i] for i in result.filled),
-                            interval=None if intervals is None else intervals.describe())
+    notes = notes_of(job, weights, models, reader, result, intervals)
     if intervals is not None:
         logger.log(RESULT, f"{intervals.level:g} intervals: {len(intervals.half_width)} band(s) of predicted age, "
                            f"half-widths {', '.join(f'{r:.1f}' for r in intervals.half_width)} years")
     write_csv(output, frame)  # the predictions first: explanations may take hours, and resume
     notes.write(output)
-    if p.explain:
-        positions, titles = explanation_titles(reader, frame, result, intervals)
-        write_explanations(models.bundles, reader, positions, table_sex(reader.table)[positions], titles,
-                           p.explain_method, cfg.device, Path(p.explain), p.explain_figures, progress=cfg.progress)
-    return output
+    if explain is not None:
+        positions, titles = explanation_titles(reader, frame, result, intervals, p.explain_records)
+        made_by = {"models": list(notes.models), "ages": {reader.ids[i]: float(result.ages[i]) for i in positions}}
+        write_explanations(explain, reader, positions, table_sex(reader.table)[positions], titles, p.explain_method,
+                           Path(p.explain), p.explain_figures, progress=not job.runtime.quiet, made_by=made_by)
+    return output, reader
+
+
+def notes_of(job: PredictJob, weights: list, models: Predictor, reader: Reader, result, intervals) -> PredictionNotes:
+    """How the table was made: the models (and their card), the preprocessing, the options, the records filled in
+    or left out (with the reason)."""
+    p = job.prediction
+    written = set(result.keep.tolist())
+    return PredictionNotes(weights=tuple(map(str, weights)), models=tuple(m[0] for m in models.members()),
+                           architectures=tuple(models.archs), training_records=tuple(models.training_records),
+                           preprocessing=models.preprocessing.to_dict(), version=project_version(),
+                           engine=models.engine, tta=p.tta, bias_correction=p.bias_correction,
+                           filled=tuple(reader.ids[i] for i in result.filled),
+                           left_out={reader.ids[i]: result.reasons.get(reader.ids[i], "bad record")
+                                     for i in range(len(reader)) if i not in written},
+                           interval=None if intervals is None else intervals.describe(),
+                           card=models.card, date=datetime.date.today().isoformat())
 
 
 # ---- MAIC submission -------------------------------------------------------------------------------------------
@@ -133,6 +146,12 @@ def run_submission(job: PredictJob, cfg) -> Path:
     return output
 
 
+def engine_configuration(job: PredictJob):
+    """onnxruntime's configuration for ONNX files alone (PyTorch is then never imported), else PyTorch's."""
+    onnx_only = job.prediction.engine != "torch" and job.weights() and all(is_onnx(w) for w in job.weights())
+    return job.onnx_config() if onnx_only else torch_config(job)
+
+
 def torch_config(job: PredictJob):
     """PyTorch's configuration: inference defaults to fp32 numerics (the reference code's outputs); --precision
     bf16 is opt-in, and --precision fp32 additionally keeps the reference memory layout."""
@@ -154,8 +173,7 @@ def torch_config(job: PredictJob):
 
 def run(job: PredictJob) -> Path:
     """The job's predictions written; returns the table's path."""
-    onnx_only = job.prediction.engine != "torch" and job.weights() and all(is_onnx(w) for w in job.weights())
-    cfg = job.onnx_config() if onnx_only else torch_config(job)  # an ONNX file alone: PyTorch is never imported
-    output = run_records(job, cfg) if job.data.input else run_submission(job, cfg)
+    cfg = engine_configuration(job)
+    output = run_records(job, cfg)[0] if job.data.input else run_submission(job, cfg)
     logger.log(RESULT, f"wrote {output}")
     return output

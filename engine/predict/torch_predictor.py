@@ -48,6 +48,9 @@ class TorchPredictor(Predictor):
                        batch_size: int = 64) -> np.ndarray:
         return predict_inputs(self.bundles, x, sex, bias_correction, batch_size)
 
+    def member_ages(self, x: np.ndarray, sex: np.ndarray) -> np.ndarray:
+        return np.stack([predict_inputs([b], x, sex) for b in self.bundles], axis=1)
+
     def exported(self, records: Iterable[Record], threads: int = 0) -> OnnxPredictor:
         """These models exported to a temporary ONNX file (checked on the first usable of ``records``) and loaded
         into onnxruntime; the bundles stay with it (explanations)."""

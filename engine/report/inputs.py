@@ -102,36 +102,46 @@ def lead_importance(path: Path, out: Path, ids: pd.Series) -> tuple[dict, Path]:
     return result, plot_lead_importance(mean, len(frame), out / "lead_importance.png")
 
 
-def read_labels(path: Path, id_col: str | None, age_col: str | None) -> pd.DataFrame:
-    """id, age, male, death, timey from a label CSV, or from records that carry their labels (WFDB headers,
-    PTB-XL database, HDF5 + exams.csv)."""
-    records = path.is_dir() or path.suffix.lower() in (".hdf5", ".h5")
-    table = open_reader(path).table if records else read_any_labels(path, id_col, age_col)
-    if "age" not in table.columns:
-        raise ReportError(f"{path}: its records carry no ages")
-    out = pd.DataFrame({"id": table["id"].astype(str), "age": pd.to_numeric(table["age"], errors="coerce")})
+def read_labels(path: Path, id_col: str | None, age_col: str | None, group_col: str | None = None) -> pd.DataFrame:
+    """id, age, male, death, timey (and ``group_col`` as group) from a label CSV, or from records that carry their
+    labels (WFDB headers, PTB-XL database, HDF5 + exams.csv, clinical files). Records without an age keep none."""
+    records = path.is_dir() or path.suffix.lower() != ".csv"
+    table = open_reader(path).table if records else read_any_labels(path, id_col, age_col, keep=group_col)
+    return label_table(table, path, group_col)
+
+
+def label_table(table: pd.DataFrame, where, group_col: str | None = None) -> pd.DataFrame:
+    """The labels a report reads from a reader's (or a label file's) table: one row per id."""
+    ages = pd.to_numeric(table["age"], errors="coerce") if "age" in table.columns else np.nan
+    out = pd.DataFrame({"id": table["id"].astype(str), "age": ages})
     if "sex" in table.columns:
         out["male"] = male(table["sex"])
     for col in ("death", "timey"):
         if col in table.columns:
             out[col] = pd.to_numeric(table[col], errors="coerce")
-    return unique_labels(out, path)
+    if group_col is not None:
+        if group_col not in table.columns:
+            raise ReportError(f"--group_col {group_col}: {where} has no such column (has "
+                              f"{', '.join(map(str, table.columns))})")
+        out["group"] = table[group_col].astype(str)
+    return unique_labels(out, where)
 
 
-def join(pred: pd.DataFrame, labels: pd.DataFrame, pred_path, label_path) -> pd.DataFrame:
+def join(pred: pd.DataFrame, labels: pd.DataFrame | None, pred_path, label_path) -> tuple[pd.DataFrame, list[str]]:
+    """The predictions with their ages on record (NaN where a record has none: no label row, or a missing age)
+    and the ids without one. An implausible recorded age is an error; so is no prediction id among the labels
+    (a wrong id column, not missing ages)."""
+    if labels is None:
+        return pred.assign(age=np.nan), pred["id"].tolist()
     merged = pred.merge(labels, on="id", how="left", indicator=True)
-    unmatched = merged.loc[merged["_merge"] == "left_only", "id"].tolist()
-    if len(unmatched) == len(merged):
+    unmatched = merged["_merge"] == "left_only"
+    if unmatched.all() and len(labels):
         raise ReportError(f"none of the {len(pred)} prediction ids of {pred_path} is in {label_path} "
                           f"(first ids: {', '.join(pred['id'].head(3))} vs {', '.join(labels['id'].head(3))}); "
                           f"check --id_col")
-    if unmatched:
-        raise ReportError(f"{len(unmatched)} prediction id(s) have no label in {label_path}: "
-                          f"{', '.join(unmatched[:20])}")
-    bad_age = merged.loc[[age_problem(a) is not None for a in merged["age"]], "id"].tolist()
+    ages = merged["age"]
+    bad_age = merged.loc[ages.notna().to_numpy() & np.array([age_problem(a) is not None for a in ages]), "id"].tolist()
     if bad_age:
-        raise ReportError(f"{len(bad_age)} record(s) have a missing or non-numeric age, or one outside the plausible "
-                          f"{AGE_RANGE[0]:g}–{AGE_RANGE[1]:g} years, in {label_path}: {', '.join(bad_age[:20])}")
-    return merged.drop(columns="_merge")
-
-
+        raise ReportError(f"{len(bad_age)} record(s) have an age outside the plausible {AGE_RANGE[0]:g}–"
+                          f"{AGE_RANGE[1]:g} years in {label_path}: {', '.join(bad_age[:20])}")
+    return merged.drop(columns="_merge"), merged.loc[ages.isna(), "id"].tolist()

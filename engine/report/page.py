@@ -11,6 +11,8 @@ import base64
 import datetime
 import io
 import math
+import unicodedata
+import warnings
 from pathlib import Path
 
 import jinja2
@@ -20,6 +22,7 @@ from PIL import Image
 
 from dataloader.records import LEADS
 from engine.predict.notes import PredictionNotes
+from utils.bounds import MAX_FIGURE_PIXELS, MAX_PAGE_CARDS, MAX_PAGE_ROWS
 from utils.calibration import significant_gaps
 from utils.io import write_text
 from utils.machine import project_version
@@ -52,8 +55,11 @@ def data_uri(path: Path) -> str:
 
 def ecg_uri(path: Path) -> str:
     """A 12-lead figure as embedded: its colours reduced to a 256-colour palette (line art and a shading scale
-    lose nothing visible; the page is 4× smaller: bench/figures.py)."""
-    with Image.open(path) as image:
+    lose nothing visible; the page is 4× smaller: bench/figures.py). Its size was checked from its header
+    (engine/report/explained.py); PIL's own bound is set to the same, as an error."""
+    Image.MAX_IMAGE_PIXELS = MAX_FIGURE_PIXELS
+    with warnings.catch_warnings(), Image.open(path) as image:
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
         buffer = io.BytesIO()
         image.convert("RGB").quantize(colors=PALETTE, method=Image.Quantize.MEDIANCUT).save(buffer, "PNG",
                                                                                               optimize=True)
@@ -65,9 +71,16 @@ def _number(value, digits: int = 1) -> str:
 
 
 def metric_rows(report: dict) -> list[dict]:
-    """The cohort's numbers, each with what it means in plain words."""
+    """The cohort's numbers, each with what it means in plain words (none but the counts without ages)."""
+    counted = [{"name": "ECGs predicted", "value": str(report.get("n_predictions", report["n"])),
+                "meaning": "every ECG in the predictions"},
+               {"name": "ECGs with an age on record", "value": str(report["n"]),
+                "meaning": "the accuracy figures below are theirs" if "mae" in report else
+                "too few for accuracy figures: the page shows the predicted ages (and intervals) only"}]
+    if "mae" not in report:
+        return counted
     low, high = report["mae_ci95"]
-    rows = [{"name": "ECGs", "value": str(report["n"]), "meaning": "records with both a prediction and an age"},
+    rows = [*counted,
             {"name": "Mean absolute error", "value": f"{report['mae']:.2f} y ({low:.2f}–{high:.2f})",
              "meaning": "on average the predicted age is this many years from the recorded age (95 % interval "
                         "in brackets: the range this average would likely take on another cohort like this one)"},
@@ -86,8 +99,13 @@ def metric_rows(report: dict) -> list[dict]:
     if corrected:
         rows.append({"name": "MAE after bias correction", "value": f"{corrected['mae']:.2f} y",
                      "meaning": "the same, with the model's stored age-gap correction applied"})
+    for group, found in (report.get("groups") or {}).items():
+        rows.append({"name": f"Mean absolute error, {group}", "value": f"{found['mae']:.2f} y "
+                     f"({found['mae_ci95'][0]:.2f}–{found['mae_ci95'][1]:.2f})",
+                     "meaning": f"the {found['n']} ECGs of group {group} alone "
+                                f"(r {_number(found.get('pearson_r'), 3)})"})
     interval = report.get("interval")
-    if interval:
+    if interval and "coverage" in interval:
         rows += [{"name": f"Interval coverage (level {interval['level']:g})", "value": f"{interval['coverage']:.0%}",
                   "meaning": f"share of ECGs whose recorded age lies inside its interval; promised: "
                              f"{interval['level']:.0%}"},
@@ -103,9 +121,12 @@ def metric_rows(report: dict) -> list[dict]:
 def caveats(report: dict, notes: PredictionNotes | None) -> list[str]:
     out = []
     notes = notes or PredictionNotes()
-    if report["n"] < SMALL_COHORT:
+    if "mae" in report and report["n"] < SMALL_COHORT:
         out.append(f"Only {report['n']} ECGs: the error's 95 % interval is wide; a difference between models on "
                    f"this cohort may be chance.")
+    if report.get("n_without_age"):
+        out.append(f"{report['n_without_age']} of the {report['n_predictions']} ECGs have no age on record: they "
+                   f"have a predicted age (and interval) but no gap, and are not in the accuracy figures.")
     trained = [n for n in notes.training_records or () if n is not None]
     if trained:
         span = f"{min(trained)}" if min(trained) == max(trained) else f"{min(trained)}–{max(trained)}"
@@ -123,28 +144,50 @@ def caveats(report: dict, notes: PredictionNotes | None) -> list[str]:
                    f"training median age, which is no prediction.")
     if notes.bias_correction:
         out.append("The ages are bias-corrected (the model's stored age-gap correction).")
-    out.append("The gap is the predicted minus the recorded age; the recorded age is that of the labels file.")
+    if report["n"]:
+        out.append("The gap is the predicted minus the recorded age; the recorded age is that of the labels file.")
     return out
 
 
 def model_rows(notes: PredictionNotes | None) -> list[dict]:
-    """What made the predictions, from the notes test_interface wrote beside them (unknown fields say so)."""
+    """What made the predictions, from the notes test_interface wrote beside them (unknown fields say so): the
+    models, what they were trained on and how accurate they were on records they never saw (their card, where they
+    carry one), the engine, the preprocessing, the version and the date — never a path (it may name a person)."""
     if notes is None:
-        return [{"name": "Model", "value": "not recorded (no readable notes file beside the predictions)"}]
-    archs = notes.architectures or ()
+        return [{"name": "Model",
+                 "value": "not recorded (no notes file beside the predictions, or an unreadable one)"}]
+    card, archs = notes.card or {}, notes.architectures or ()
     count = "unknown" if notes.models is None else str(len(notes.models))
-    rows = [{"name": "Models", "value": f"{count} ({', '.join(sorted(set(archs)))})" if archs else count},
-            {"name": "Weights", "value": ", ".join(notes.weights) if notes.weights is not None else "unknown"},
-            {"name": "Engine", "value": f"{notes.engine or 'unknown'}, {notes.tta or 'unknown'} window(s) per ECG"}]
+    rows = [{"name": "Model", "value": card["name"]}] if card.get("name") else []
+    rows.append({"name": "Networks", "value": f"{count} ({', '.join(sorted(set(archs)))})" if archs else count})
+    trained = [n for n in notes.training_records or () if n is not None]
+    rows.append({"name": "Trained on", "value": card.get("trained_on") or
+                 (f"{max(trained):,} ECGs per network (not described further)" if trained else "unknown")})
+    if card.get("oof_mae") is not None:
+        ci = card.get("oof_mae_ci95")
+        rows.append({"name": "Error on ECGs it never saw", "value": f"{card['oof_mae']:.2f} y out of fold"
+                     + (f" ({ci[0]:.2f}–{ci[1]:.2f})" if ci else "")
+                     + (f"; {card['external_mae']:.2f} y on {card.get('external', 'external records')}"
+                        if card.get("external_mae") is not None else "")})
+    if card.get("intended_use"):
+        rows.append({"name": "Intended use", "value": card["intended_use"]})
+    rows.append({"name": "Engine", "value": f"{notes.engine or 'unknown'}, {notes.tta or 'unknown'} window(s) per ECG"})
     spec = notes.preprocessing
     if spec is not None:
         band = spec.get("bandpass")
         rows.append({"name": "Preprocessing", "value": f"{spec.get('fs')} Hz, {spec.get('length')} samples"
                                                        + (f", band-pass {band[0]}–{band[1]} Hz" if band else "")
                                                        + (", each lead z-scored" if spec.get("zscore") else "")})
-    if notes.version:
-        rows.append({"name": "Project version", "value": notes.version})
+    rows.append({"name": "Made", "value": f"ecg-age {notes.version or '(version unknown)'}"
+                                          + (f" on {notes.date}" if notes.date else "")
+                                          + (f"; model of {card['date']}" if card.get("date") else "")})
     return rows
+
+
+def left_out_rows(notes: PredictionNotes | None) -> list[dict]:
+    """Every record the predictions left out (--on_bad skip) with the reason, the first MAX_PAGE_ROWS of them."""
+    left = (notes.left_out or {}) if notes is not None else {}
+    return [{"id": shown_id(rid), "reason": shown_id(reason)} for rid, reason in list(left.items())[:MAX_PAGE_ROWS]]
 
 
 def hazard_rows(report: dict) -> list[dict]:
@@ -168,10 +211,17 @@ def lead_bars(shares: np.ndarray) -> list[dict]:
             for k, (lead, s) in enumerate(zip(LEADS, shares))]
 
 
+def shown_id(record_id) -> str:
+    """An id as the page shows it: control and invisible formatting characters (NUL, right-to-left overrides, …)
+    written as visible escapes, so no id can hide or reorder what is around it."""
+    return "".join(f"\\u{ord(c):04x}" if unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co", "Cn") else c
+                   for c in str(record_id))
+
+
 def record_rows(data: pd.DataFrame, level: float | None, explained: dict) -> tuple[list[dict], list[dict],
                                                                                  list[dict], bool]:
-    """(table columns, table rows, cards, whether a gap flag exists): every prediction in the table; a card for
-    each explained record (with its figure and lead shares)."""
+    """(table columns, table rows, cards, whether a gap flag exists): the first ``MAX_PAGE_ROWS`` predictions in the
+    table (gap empty where there is no age); a card for each of the first ``MAX_PAGE_CARDS`` explained records."""
     has_interval = LOWER in data.columns
     flags = significant_gaps(data[LOWER], data[UPPER], data["age"]) if has_interval else \
         np.full(len(data), "none")
@@ -182,22 +232,19 @@ def record_rows(data: pd.DataFrame, level: float | None, explained: dict) -> tup
     if has_interval:
         columns.append({"name": "Significant gap", "num": False})
     rows, cards = [], []
+    carded = set(list(explained)[:MAX_PAGE_CARDS])
     for k, line in enumerate(data.itertuples(index=False)):
         rid, predicted, age = str(line.id), float(line.predicted), float(line.age)
-        gap, kind = predicted - age, str(flags[k]) if has_interval else "none"
-        anchor = f"ecg-{len(cards) + 1}" if rid in explained else None
-        cells = [(rid, rid), (f"{predicted:.1f}", predicted)]
-        if has_interval:
-            cells += [(f"{line.lower:.1f}", line.lower), (f"{line.upper:.1f}", line.upper)]
-        cells += [(f"{age:g}", age), (f"{gap:+.1f}", gap)]
-        if has_interval:
-            cells.append(({"older": "older", "younger": "younger"}.get(kind, "—"), kind))
-        rows.append({"cells": [{"text": t, "sort": v} for t, v in cells], "card": anchor,
-                     "flag_kind": "none" if kind == "within" else kind})
+        aged = math.isfinite(age)
+        gap, kind = predicted - age, str(flags[k]) if has_interval and aged else "none"
+        anchor = f"ecg-{len(cards) + 1}" if rid in carded else None
+        if k < MAX_PAGE_ROWS:
+            rows.append(table_row(line, shown_id(rid), predicted, age, gap, kind, has_interval, anchor))
         if anchor:
             shares, figure = explained[rid]
-            cards.append({"anchor": anchor, "id": rid, "predicted": f"{predicted:.1f} y", "true_age": f"{age:g} y",
-                          "gap": f"{gap:+.1f} y", "level": f"{level:.0%}" if level else "",
+            cards.append({"anchor": anchor, "id": shown_id(rid), "predicted": f"{predicted:.1f} y",
+                          "true_age": f"{age:g} y" if aged else "", "gap": f"{gap:+.1f} y" if aged else "",
+                          "level": f"{level:.0%}" if level else "",
                           "interval": f"{line.lower:.1f}–{line.upper:.1f} y" if has_interval else "",
                           "flag": {"older": "looks older", "younger": "looks younger",
                                    "within": "within the interval"}.get(kind, ""),
@@ -207,21 +254,40 @@ def record_rows(data: pd.DataFrame, level: float | None, explained: dict) -> tup
     return columns, rows, cards, has_interval
 
 
+def table_row(line, shown: str, predicted: float, age: float, gap: float, kind: str, has_interval: bool,
+              anchor: str | None) -> dict:
+    aged = math.isfinite(age)
+    cells = [(shown, shown), (f"{predicted:.1f}", predicted)]
+    if has_interval:
+        cells += [(f"{line.lower:.1f}", line.lower), (f"{line.upper:.1f}", line.upper)]
+    cells += [(f"{age:g}" if aged else "—", age if aged else ""), (f"{gap:+.1f}" if aged else "", gap if aged else "")]
+    if has_interval:
+        cells.append(({"older": "older", "younger": "younger"}.get(kind, "—"), kind))
+    return {"cells": [{"text": t, "sort": v} for t, v in cells], "card": anchor,
+            "flag_kind": "none" if kind == "within" else kind}
+
+
 def write_page(out: Path, report: dict, data: pd.DataFrame, notes: PredictionNotes | None, explained: dict,
                title: str) -> Path:
     """Render OUT/report.html from the report, the joined predictions and labels, the predictions' notes and the
-    explanations (id → (shares, figure)); returns its path."""
+    explanations (id → (shares, figure)); returns its path. The page stays bounded whatever the cohort's size: a
+    table of at most ``MAX_PAGE_ROWS`` rows and ``MAX_PAGE_CARDS`` cards, each cap said on the page."""
     level = (report.get("interval") or {}).get("level")
     columns, rows, cards, has_flag = record_rows(data, level, explained)
+    capped = [f"The table shows the first {len(rows):,} of the {len(data):,} ECGs; every prediction is in the "
+              f"predictions file." for _ in range(len(data) > len(rows))]
+    capped += [f"Cards are shown for the first {len(cards):,} of the {len(explained):,} explained ECGs."
+               for _ in range(len(explained) > len(cards))]
     figures = [{"uri": data_uri(out / name), "caption": CAPTIONS.get(Path(name).stem, Path(name).stem)}
                for name in report.get("plots", [])]
     environment = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
                                      undefined=jinja2.StrictUndefined)
     survival = report.get("survival") if isinstance(report.get("survival"), dict) else {}
     page = environment.get_template(PAGE).render(
-        title=title, n=report["n"], version=project_version(),
+        title=title, n=report.get("n_predictions", report["n"]), version=project_version(),
         written=datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), metrics=metric_rows(report),
-        caveats=caveats(report, notes), figures=figures, hazards=hazard_rows(report),
+        caveats=caveats(report, notes) + capped, figures=figures, hazards=hazard_rows(report),
         adjusted=bool(survival.get("adjusted_for")), model=model_rows(notes), columns=columns, rows=rows, cards=cards,
+        left_out=left_out_rows(notes), left_out_count=len((notes.left_out or {}) if notes is not None else {}),
         has_flag=has_flag)
     return write_text(out / PAGE, page)

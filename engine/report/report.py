@@ -9,20 +9,23 @@ ptbxl_database.csv, or any CSV with ``--id_col`` / ``--age_col``.
 """
 from __future__ import annotations
 
+import json
 import logging
+import os
+import shutil
 from pathlib import Path
 
 import matplotlib.image as mpimg
+import numpy as np
 import pandas as pd
 
-from engine.predict.explanations import read_explanations
 from engine.predict.notes import PredictionNotes
 from engine.runs import CURVES, HISTORY, TENSORBOARD
 from utils import metrics
 from utils.calibration import interval_coverage, significant_gaps
 from utils.cli import RESULT
 from utils.errors import CheckpointError
-from utils.io import check_output_path, read_csv, write_json
+from utils.io import beside, check_output_path, read_csv, write_json
 from utils.plots import (
     plot_bland_altman,
     plot_error_by_bin,
@@ -34,11 +37,15 @@ from utils.plots import (
 from utils.survival import cox_by_gap, kaplan_meier
 from utils.tables import LOWER, UPPER
 
+from .explained import matched_explanations
 from .inputs import ReportError, join, lead_importance, predictions_level, read_labels, read_predictions
-from .page import write_page
+from .page import PAGE, write_page
 from .settings import ReportSettings
 
 logger = logging.getLogger("report")
+PLOTS = ("predicted_vs_true.png", "bland_altman.png", "error_by_bin.png", CURVES, "kaplan_meier.png",
+         "interval_by_bin.png", "lead_importance.png")  # every plot a report may write
+MAX_LISTED = 10_000  # ids listed in report.json (records without an age)
 
 
 def interval_report(settings: ReportSettings, data: pd.DataFrame, out: Path,
@@ -94,18 +101,6 @@ def tensorboard_figures(run: Path, pngs: list[Path]) -> None:
     writer.close()
 
 
-REPORT_FILES = ("report.json", "report.html", "predicted_vs_true.png", "bland_altman.png", "error_by_bin.png", CURVES,
-                "kaplan_meier.png", "interval_by_bin.png", "lead_importance.png")
-
-
-def check_outputs(settings: ReportSettings, out: Path) -> None:
-    """No file the report writes may replace one it reads (the labels saved as report.json in --out, say)."""
-    inputs = [settings.predictions, settings.labels, settings.history, settings.weights, settings.lead_importance,
-              *([Path(settings.run) / HISTORY] if settings.run else [])]
-    for name in REPORT_FILES:
-        check_output_path(out / name, [p for p in inputs if p], flag="--out")
-
-
 def survival(settings: ReportSettings, data, survival_data, report: dict, out: Path, corrected: bool) -> Path:
     """Lima et al.'s analysis by age-gap group into ``report`` (and on bias-corrected ages when a correction is
     used); returns the Kaplan–Meier plot."""
@@ -132,55 +127,145 @@ def survival(settings: ReportSettings, data, survival_data, report: dict, out: P
                              settings.gap_threshold)
 
 
-def write_report(settings: ReportSettings, trust: bool = False) -> None:
-    """The report of ``settings.predictions`` against ``settings.labels`` in ``settings.out``."""
+OWN = ("report.json", PAGE)  # with the plots report.json lists: the files a report writes in --out
+
+
+def check_outputs(settings: ReportSettings, out: Path) -> None:
+    """--out is a folder (or not there yet), and no file the report writes may replace one it reads (the labels
+    saved as report.json in --out, say)."""
+    if out.exists() and not out.is_dir():
+        raise ReportError(f"--out {out} is a file; give a folder for the report (it is made if it is not there)")
+    inputs = [settings.predictions, settings.labels, settings.history, settings.weights, settings.lead_importance,
+              *([Path(settings.run) / HISTORY] if settings.run else [])]
+    for name in (*OWN, *PLOTS):
+        check_output_path(out / name, [p for p in inputs if p], flag="--out")
+
+
+def write_report(settings: ReportSettings, trust: bool = False, labels: pd.DataFrame | None = None) -> Path:
+    """The report of ``settings.predictions`` (against the ages on record: ``settings.labels``, or ``labels``, the
+    table of records that carry their ages) in ``settings.out``: everything is read and checked first, then
+    written in a staging folder and moved into place — all of it, or nothing. Returns the page."""
     out = Path(settings.out)
     check_outputs(settings, out)
-    labels = read_labels(Path(settings.labels), settings.id_col, settings.age_col)
-    data = join(read_predictions(Path(settings.predictions)), labels, settings.predictions, settings.labels)
+    predictions = read_predictions(Path(settings.predictions))
     notes = PredictionNotes.read(Path(settings.predictions))
-    pred, true = data["predicted"].to_numpy(float), data["age"].to_numpy(float)
-    unit = settings.bins if settings.bins != "auto" else ("months" if true.max() < 10 else "years")
-    report = {**error_report(pred, true, unit, settings.n_boot, settings.seed),
-              "bootstrap": {"n_boot": settings.n_boot, "seed": settings.seed, "level": 0.95},
-              "inputs": {"predictions": str(settings.predictions), "labels": str(settings.labels)}}
+    if labels is None and settings.labels:
+        labels = read_labels(Path(settings.labels), settings.id_col, settings.age_col, settings.group_col)
+    data, without_age = join(predictions, labels, settings.predictions, settings.labels)
+    explained = matched_explanations(Path(settings.explanations), data, notes) if settings.explanations else {}
+    made = out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        with beside(out / "report.json", "stage", folder=True) as stage:
+            report = build_report(settings, trust, data, without_age, notes, explained, stage)
+            publish(stage, out, [*report["plots"], "report.json", PAGE])
+    except BaseException:
+        if not made:
+            shutil.rmtree(out, ignore_errors=True)  # a folder this report made: nothing of a failed report stays
+        raise
+    if settings.run:
+        tensorboard_figures(Path(settings.run), [out / name for name in report["plots"]])
+    summary = f"n {report['n']} with an age of {len(data)}"
+    if report["n"] >= MIN_EVALUATED:
+        low, high = report["mae_ci95"]
+        summary += (f"  MAE {report['mae']:.2f} (95% CI {low:.2f}–{high:.2f})  RMSE {report['rmse']:.2f}  bias "
+                    f"{report['bias']:+.2f}  r {report['pearson_r']:.3f}")
+    logger.log(RESULT, f"{summary}  → {out / 'report.json'}, {out / PAGE}")
+    return out / PAGE
 
-    survival_data = data
+
+def build_report(settings: ReportSettings, trust: bool, data: pd.DataFrame, without_age: list, notes, explained,
+                 stage: Path) -> dict:
+    """report.json, the plots and the page written in ``stage``; returns report.json's content."""
+    aged = data[data["age"].notna()].reset_index(drop=True)
+    report = cohort_report(settings, aged, len(data), without_age)
+    plots, correction = [], None
+    if report["n"] >= MIN_EVALUATED:
+        correction, plots = evaluated(settings, trust, aged, report, notes, stage)
+    elif LOWER in data.columns:
+        report["interval"] = {"level": predictions_level(settings, Path(settings.predictions), notes)}
+    elif settings.interval is not None:
+        raise ReportError(f"--interval {settings.interval:g}: {settings.predictions} has no lower,upper columns")
+    history = Path(settings.history) if settings.history else (Path(settings.run) / HISTORY if settings.run else None)
+    if history is not None and history.exists():
+        plots.append(plot_learning_curves(read_csv(history, "a history.csv"), stage / CURVES))
+    if settings.lead_importance:
+        report["lead_importance"], figure = lead_importance(Path(settings.lead_importance), stage, data["id"])
+        plots.append(figure)
+    if settings.survival:
+        plots.append(survival(settings, aged, aged.assign(predicted=correction) if correction is not None else aged,
+                              report, stage, corrected=correction is not None))
+    report["plots"] = [p.name for p in plots]
+    write_json(stage / "report.json", report)
+    write_page(stage, report, data, notes, explained, page_title(settings, report))
+    return report
+
+
+MIN_EVALUATED = 2  # ECGs with a recorded age below which there are no accuracy figures
+
+
+def cohort_report(settings: ReportSettings, aged: pd.DataFrame, total: int, without_age: list) -> dict:
+    """report.json's head: how many predictions, how many have an age (the metrics are theirs), and the metrics."""
+    report = {"n": len(aged), "n_predictions": total, "n_without_age": len(without_age),
+              "without_age": without_age[:MAX_LISTED],
+              "bootstrap": {"n_boot": settings.n_boot, "seed": settings.seed, "level": 0.95},
+              "inputs": {"predictions": str(settings.predictions), "labels": settings.labels}}
+    if len(aged) >= MIN_EVALUATED:
+        pred, true = aged["predicted"].to_numpy(float), aged["age"].to_numpy(float)
+        unit = settings.bins if settings.bins != "auto" else ("months" if true.max() < 10 else "years")
+        report = {**error_report(pred, true, unit, settings.n_boot, settings.seed), **report}
+        if "group" in aged.columns:
+            report["groups"] = {str(g): error_report(rows["predicted"].to_numpy(float), rows["age"].to_numpy(float),
+                                                     unit, settings.n_boot, settings.seed)
+                                for g, rows in aged.groupby("group", sort=True) if len(rows) >= MIN_EVALUATED}
+    return report
+
+
+def evaluated(settings: ReportSettings, trust: bool, aged: pd.DataFrame, report: dict, notes,
+              stage: Path) -> tuple[np.ndarray | None, list[Path]]:
+    """The figures and metrics that need recorded ages: the bias correction, the accuracy plots, the intervals'
+    coverage; returns (the bias-corrected ages or None, the plots)."""
+    pred, true, unit = aged["predicted"].to_numpy(float), aged["age"].to_numpy(float), report["bin_unit"]
+    corrected = None
     correction, source = checkpoint_correction(settings, trust)
     if correction:
         corrected = metrics.apply_bias_correction(pred, correction)
         report["bias_correction"] = {**correction, "source": source,
                                      "corrected": error_report(corrected, true, unit, settings.n_boot, settings.seed)}
-        survival_data = data.assign(predicted=corrected)
-
-    plots = [plot_scatter(pred, true, out / "predicted_vs_true.png"),
-             plot_bland_altman(pred, true, out / "bland_altman.png"),
-             plot_error_by_bin(report["per_bin"], out / "error_by_bin.png", unit)]
-    history = Path(settings.history) if settings.history else (Path(settings.run) / HISTORY if settings.run else None)
-    if history is not None and history.exists():
-        plots.append(plot_learning_curves(read_csv(history, "a history.csv"), out / CURVES))
-
-    if LOWER in data.columns:
-        report["interval"], figure = interval_report(settings, data, out, notes)
+    plots = [plot_scatter(pred, true, stage / "predicted_vs_true.png"),
+             plot_bland_altman(pred, true, stage / "bland_altman.png"),
+             plot_error_by_bin(report["per_bin"], stage / "error_by_bin.png", unit)]
+    if LOWER in aged.columns:
+        report["interval"], figure = interval_report(settings, aged, stage, notes)
         plots.append(figure)
     elif settings.interval is not None:
         raise ReportError(f"--interval {settings.interval:g}: {settings.predictions} has no lower,upper columns")
-    if settings.lead_importance:
-        report["lead_importance"], figure = lead_importance(Path(settings.lead_importance), out, data["id"])
-        plots.append(figure)
-    if settings.survival:
-        plots.append(survival(settings, data, survival_data, report, out, corrected=bool(correction)))
-
-    report["plots"] = [p.name for p in plots]
-    write_json(out / "report.json", report)
-    explained = read_explanations(Path(settings.explanations)) if settings.explanations else {}
-    page = write_page(out, report, data, notes, explained,
-                      "predicted ages against the ages on record")  # no file names: they may name a person
-    if settings.run:
-        tensorboard_figures(Path(settings.run), plots)
-    low, high = report["mae_ci95"]
-    logger.log(RESULT, f"n {report['n']}  MAE {report['mae']:.2f} (95% CI {low:.2f}–{high:.2f})  "
-                       f"RMSE {report['rmse']:.2f}  bias {report['bias']:+.2f}  r {report['pearson_r']:.3f}  → "
-                       f"{out}/report.json, {page}")
+    return corrected, plots
 
 
+def page_title(settings: ReportSettings, report: dict) -> str:
+    """No file names (they may name a person): what the ECGs are, and what the page compares."""
+    what = settings.cohort or "the ECGs given"
+    if report["n"] == 0:
+        return f"{what}: predicted ages (no ages on record)"
+    return f"{what}: predicted ages against the ages on record"
+
+
+def publish(stage: Path, out: Path, names: list[str]) -> None:
+    """The staged files moved into ``out`` (each an atomic rename, the page last) and the files of an earlier report
+    there that this one does not write — those its report.json listed as its own — removed."""
+    earlier = earlier_plots(out)
+    for name in names:
+        os.replace(stage / name, out / name)
+    for name in set(earlier) - set(names):
+        (out / name).unlink(missing_ok=True)
+
+
+def earlier_plots(out: Path) -> list[str]:
+    """The plots an earlier report in ``out`` recorded writing (plain names of this project's plots only)."""
+    try:
+        listed = json.loads((out / "report.json").read_text()).get("plots", []) if (out / "report.json").is_file() \
+            else []
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [name for name in listed if isinstance(name, str) and name in PLOTS]

@@ -12,9 +12,10 @@ class ReportSettings(Settings):
     """report_interface's options, declared and typed."""
 
     predictions: str = option(help="ids,predicted_age or FILENAME,AGE", required=True)
-    labels: str = option(help="exams.csv, MAIC labels, PTB-XL database, any CSV, or a records folder whose headers "
-                              "carry ages (CinC WFDB)", required=True)
     out: str = option(help="folder for report.html (the page to open), report.json and the PNG plots", required=True)
+    labels: str | None = option(None, "the ages on record: exams.csv, MAIC labels, PTB-XL database, any CSV, or "
+                                      "records that carry their ages (CinC WFDB, DICOM, …); without it, or for records "
+                                      "without an age, the page shows the predicted ages and intervals and no gap")
     id_col: str | None = option(None, "id column of --labels (auto for known formats)")
     age_col: str | None = option(None, "age column of --labels (auto for known formats)")
     survival: bool = option(False, "Cox and Kaplan–Meier by age-gap group (needs death, timey)")
@@ -36,5 +37,9 @@ class ReportSettings(Settings):
                                    "its TensorBoard log")
     history: str | None = option(None, "history.csv for learning curves (default: the run's)")
     weights: str | None = option(None, "checkpoint whose stored bias correction to report")
+    cohort: str | None = option(None, "what the ECGs are, in words, for the page's title (e.g. 'SYNTHETIC demo "
+                                      "ECGs')", metavar="TEXT")
+    group_col: str | None = option(None, "a column of --labels to report the metrics by as well (e.g. the MAIC "
+                                         "mode: adults and children apart)", metavar="COLUMN")
     n_boot: int = option(2000, "bootstrap resamples for the MAE interval")
     seed: int = option(0, "random seed of the bootstrap")

@@ -68,6 +68,11 @@ def training_records(settings: TrainSettings, spec: PreprocessSpec, cache: Cache
     labels, duplicate ids, and label rows whose ECG file is missing (all listed at once)."""
     reader = training_reader(settings)
     check_spreadsheet_safe(reader.ids, "record id(s)")
+    ages = pd.to_numeric(reader.table["age"], errors="coerce") if "age" in reader.table.columns else None
+    if reader.labelled_root is not None and (ages is None or ages.isna().all()):
+        root = reader.labelled_root
+        raise UserError(f"{settings.data.input}: PTB-XL records without their ages — the ages (and the folds) are in "
+                        f"{root / 'ptbxl_database.csv'}: give --input {root}")
     source, bad_signals = open_source(reader, spec, cache)
     bad = {**duplicate_ids(reader.table), **label_problems(reader.table), **bad_signals}
     orphans = list(getattr(reader, "orphan_labels", []))

@@ -19,6 +19,7 @@ from utils.errors import UserError
 from .recipes import MODELS_PER_FOLD, RECIPES, Recipe
 
 NO_PARTNER = "none"
+TEACHER_VIEWS = 8  # a distilled network's stored views per record unless --teacher_views says otherwise
 
 
 def compose_before_recipe(options: dict) -> dict:
@@ -28,6 +29,8 @@ def compose_before_recipe(options: dict) -> dict:
         options["recipe"] = "modern"
     if options["teacher"] and options["partner"] in ("auto", None):
         options["partner"] = NO_PARTNER
+    if options["teacher"] and options["teacher_views"] is None:
+        options["teacher_views"] = TEACHER_VIEWS
     return options
 
 

@@ -15,8 +15,9 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
+from engine.lock import RunLock
 from engine.predict.inference import InferenceConfig
-from engine.runs import FOLDS, SINGLE, RunLock, best_checkpoint_name, finish_member, write_manifest
+from engine.runs import FOLDS, SINGLE, best_checkpoint_name, finish_member, write_manifest
 from utils.io import write_csv
 from utils.ranks import is_main
 from utils.runtime import default_infer_batch
@@ -26,6 +27,7 @@ from .data import fold_split, single_split, training_records
 from .distill import teacher_targets
 from .folder import identify, remove_temporaries, settle_manifest, start_afresh
 from .members import Place, build_bundle, fit_folds, fit_member, starting_point
+from .plan import plan_of
 from .results import write_oof
 from .settings import TrainSettings
 
@@ -65,13 +67,16 @@ class Experiment:
                                    fast_layout=settings.runtime.fast_layout, cache=cache,
                                    batch_size=settings.runtime.infer_batch_size or
                                    default_infer_batch(place.device, 32))
+        plan = plan_of(settings, len(records.usable))
+        if is_main():
+            plan.announce()
         if settings.run.folds == 1:
             split = single_split(settings, records)
             targets, seconds = teacher_targets(settings, records, bundle.preprocessing, held_out)
             manifest = settle_manifest(settings, identify(settings, place.precision, records.reader,
                                                           split.assignment, split.description, seconds))
             fit_member(settings, place, settings.folder, (bundle, start), records, (split.train, split.valid),
-                       split.description, targets=None if targets is None else targets[None])
+                       split.description, targets=None if targets is None else targets[None], plan=plan)
             if is_main():
                 finish_member(settings.folder, manifest, SINGLE, best_checkpoint_name(settings.recipe.checkpoints))
                 manifest["complete"] = True
@@ -83,6 +88,6 @@ class Experiment:
                                                       f"{settings.run.folds} folds", seconds))
         if is_main():
             write_csv(settings.folder / FOLDS, pd.DataFrame({RUN_ID: assignment.index, "fold": assignment.to_numpy()}))
-        oof = fit_folds(settings, place, held_out, manifest, (bundle, start), records, folds, targets)
+        oof = fit_folds(settings, place, held_out, manifest, (bundle, start), records, folds, targets, plan)
         if is_main():
             write_oof(settings, manifest, records, oof, folds)

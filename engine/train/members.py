@@ -38,6 +38,7 @@ from utils.tables import RUN_ID
 
 from .data import Records
 from .losses import inverse_age_weights
+from .plan import Plan
 from .recipes import Recipe
 from .results import warn_if_constant
 from .settings import TrainSettings
@@ -82,7 +83,7 @@ def starting_point(settings: TrainSettings, member: Path) -> tuple[ModelBundle, 
 
 
 def fit_folds(settings: TrainSettings, place: Place, cfg: InferenceConfig, manifest: dict, first: tuple,
-              records: Records, folds: np.ndarray, targets: dict | None) -> np.ndarray:
+              records: Records, folds: np.ndarray, targets: dict | None, plan: Plan | None = None) -> np.ndarray:
     """Every fold's models (``first``: the first one's (bundle, start)), each recorded in the manifest once
     trained; returns the out-of-fold ages (on the first process), each the mean over its fold's models."""
     usable, oof, folder = records.usable, np.zeros(len(records.usable)), settings.folder
@@ -99,9 +100,11 @@ def fit_folds(settings: TrainSettings, place: Place, cfg: InferenceConfig, manif
             what = settings.data.input or "MAIC " + settings.model.mode
             description = f"{records.reader.format} {what}, fold {k + 1}/{settings.run.folds}" + \
                 (f", seed {seed + j}" if len(names) > 1 else "")
+            if plan is not None:
+                plan.starting(member)
             trained = fit_member(member_settings, place, folder / member, (bundle, start), records,
                                  (usable[folds != k], held_out), description, seed=seed + j,
-                                 targets=None if targets is None else targets[k])
+                                 targets=None if targets is None else targets[k], plan=plan)
             if is_main():
                 fold_ages.append(predict_rows(trained, records.source, records.reader.table, held_out, cfg))
                 finish_member(folder, manifest, member, best_checkpoint_name(member_settings.recipe.checkpoints))
@@ -113,7 +116,7 @@ def fit_folds(settings: TrainSettings, place: Place, cfg: InferenceConfig, manif
 
 def fit_member(settings: TrainSettings, place: Place, folder: Path, start_from: tuple, records: Records,
                rows: tuple[np.ndarray, np.ndarray], description: str, seed: int | None = None,
-               targets: np.ndarray | None = None) -> ModelBundle:
+               targets: np.ndarray | None = None, plan: Plan | None = None) -> ModelBundle:
     """Train one model (``start_from``: (bundle, checkpoint content or None)) on the training ``rows`` (towards
     ``targets`` where given — distillation — else the true ages) validated on the validation ``rows`` (always the
     true ages) into ``folder``; returns its best checkpoint."""
@@ -133,7 +136,7 @@ def fit_member(settings: TrainSettings, place: Place, folder: Path, start_from: 
                     f"valid ECGs; device {place.device}, {place.precision}, {place.world} process(es) → {folder}")
     loaders = member_loaders(settings, place, records, rows, bundle.preprocessing.fs,
                              settings.run.seed if seed is None else seed, targets)
-    progress = fit(bundle, *loaders, train_config(settings, place), folder, place.device, place.precision,
+    progress = fit(bundle, *loaders, train_config(settings, place, plan), folder, place.device, place.precision,
                    start=start, resumed=settings.run.resume and start is not None, world=place.world)
     if is_main():
         report_member(folder, progress, recipe.best_metric)
@@ -144,13 +147,14 @@ def fit_member(settings: TrainSettings, place: Place, folder: Path, start_from: 
     return load_bundle(best, mode=settings.model.mode) if is_main() and recipe.best_metric != "last" else bundle
 
 
-def train_config(settings: TrainSettings, place: Place) -> TrainConfig:
-    """How to train: the recipe, the run-time switches, and the command line as provenance only."""
+def train_config(settings: TrainSettings, place: Place, plan: Plan | None = None) -> TrainConfig:
+    """How to train: the recipe, the run-time switches, the plan told of every epoch, and the command line as
+    provenance only."""
     runtime = settings.runtime
     return TrainConfig(recipe=settings.recipe, max_steps_per_epoch=settings.run.max_steps_per_epoch,
                        compile=runtime.compile == "on" or (runtime.compile == "auto" and place.device.type == "cuda"),
                        sync_bn=runtime.sync_bn, fast_layout=runtime.fast_layout, progress=not runtime.quiet,
-                       provenance=json_ready(settings.options))
+                       provenance=json_ready(settings.options), on_epoch=plan.epoch_done if plan else None)
 
 
 def member_loaders(settings: TrainSettings, place: Place, records: Records, rows: tuple[np.ndarray, np.ndarray],

@@ -26,6 +26,7 @@ from dataloader.augment import Augment
 from models.heads import HEAD_KINDS
 from models.preprocessing import PRESETS
 from models.registry import ARCHITECTURES
+from utils.bounds import MAX_TEACHER_VIEWS
 from utils.settings import OPTION, Settings, option
 
 from .losses import LOSSES, SAMPLE_WEIGHTS
@@ -104,8 +105,8 @@ class Recipe(Settings):
     teacher_views: int = _setting("distillation: the teacher scores K stored augmented views of every training "
                                   "record and each epoch the student trains on one of them towards that view's "
                                   "age (consistent teaching; only a view's seed is stored); 0 = one teacher age per "
-                                  "record (its whole-record windows) for every fresh augmentation", default=8,
-                                  absent=0)  # runs from before the views were taught per record
+                                  "record (its whole-record windows) for every fresh augmentation (default with "
+                                  "--teacher: 8; without, none)", default=0)
 
     def __post_init__(self):
         for field in self.declared():
@@ -117,12 +118,13 @@ class Recipe(Settings):
                   "nepoch": self.nepoch >= 0, "ema": 0 <= self.ema < 1, "crop_seconds": self.crop_seconds >= 0,
                   "max_weight": self.max_weight > 0, "lr_initial": self.lr_initial > 0,
                   "warmup_epochs": self.warmup_epochs >= 0, "teacher_weight": 0 <= self.teacher_weight <= 1,
-                  "teacher_views": self.teacher_views >= 0}
+                  "teacher_views": 0 <= self.teacher_views <= MAX_TEACHER_VIEWS}
         wrong = [name for name, ok in checks.items() if not ok]
         if wrong:
             shown = ", ".join(f"--{n} {getattr(self, n)}" for n in wrong)
             raise ValueError(f"out of range: {shown} (batch_size, seeds, partners and lr_initial must be positive, "
-                             f"ema in [0, 1), teacher_weight in [0, 1], the others ≥ 0 and max_weight > 0)")
+                             f"ema in [0, 1), teacher_weight in [0, 1], teacher_views at most {MAX_TEACHER_VIEWS}, the "
+                             f"others ≥ 0 and max_weight > 0)")
 
     @classmethod
     def parser_default(cls, field: dataclasses.Field):
@@ -167,4 +169,10 @@ RECIPES = {
                      weight_decay=0.01, batch_size=32, partner="BaselineNet", partners=2, ema=0.99, warmup_epochs=2.0,
                      head_bias_init="mean", crop_seconds=5.0, aug_scale=0.1, aug_noise=0.05, aug_wander=0.1,
                      aug_lead_dropout=0.1),
+}
+
+# shortcuts for common choices (--preset): recipe options set unless given on the command line; measured beside the
+# defaults in bench/README.md ("Presets")
+TRAINING_PRESETS = {
+    "quick": {"partner": "none", "seeds": 1, "nepoch": 20},  # one network per fold, half the modern epochs
 }

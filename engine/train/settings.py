@@ -27,7 +27,7 @@ from utils.settings import RuntimeSettings, Settings, option, runtime
 
 from . import ensemble
 from .optim import SCHEDULES
-from .recipes import RECIPES, Recipe
+from .recipes import RECIPES, TRAINING_PRESETS, Recipe
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +49,9 @@ class RunSettings(Settings):
                                         "--arch/--recipe say otherwise) towards the age these models give (anything "
                                         "--weights takes; a K-fold run with --folds K: fold k's student learns from "
                                         "fold k's teachers only, on the same folds)", nargs="+", metavar="RUN")
+    preset: str = runtime("none", "shortcut for common choices, each option unless given: quick = one network per "
+                                  "fold (--partner none --seeds 1) and --nepoch 20 (its accuracy and time beside the "
+                                  "default's: bench/README.md)", choices=("none", *TRAINING_PRESETS))
     recipe_given: tuple = ()  # the recipe options given on the command line (what a partner keeps): resolved
     env: str | None = runtime(None, "run name: outputs go to <log_dir>/<arch>_<env>/ (default: the MAIC mode, or the "
                                     "name of --input)")
@@ -169,6 +172,8 @@ def resolve(given: dict) -> dict:
         for key, path in {f"train_for_{mode}": train_folder(root, mode),
                           f"train_for_{mode}_label": label_csv(root, mode)}.items():
             options[key] = options[key] if options[key] is not None else str(path)
+    for name, value in TRAINING_PRESETS.get(options["preset"], {}).items():
+        options[name] = value if options[name] in ("auto", None) else options[name]
     options = ensemble.compose_before_recipe(options)
     options["arch"] = options["arch"] or (architecture_of_recipe(options["recipe"]) if options["recipe"] != "auto"
                                           else None) or MAIC_MODES[options["mode"]].arch
@@ -212,3 +217,8 @@ def check_settings(settings: TrainSettings) -> None:
                         f"{', '.join(n for n in MODELS if accepts_sex(n))} does)")
     if run.resume and run.overwrite:
         raise UserError("--resume continues a run and --overwrite starts it afresh: give one of them")
+    exported = [t for t in run.teacher or () if str(t).lower().endswith(".onnx")]
+    if exported:
+        raise UserError(f"--teacher {exported[0]}: an ONNX export; the teacher is run by PyTorch on augmented views "
+                        f"during training, so it takes checkpoints or run folders (anything --weights takes but an "
+                        f".onnx file): give the checkpoints or the run folder it was exported from")

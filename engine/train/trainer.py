@@ -19,6 +19,7 @@ import logging
 import math
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -68,6 +69,7 @@ class TrainConfig:
     fast_layout: bool = False  # channels-last where it pays off (everything but --precision fp32)
     progress: bool = True
     provenance: dict = dataclasses.field(default_factory=dict)  # the command line, saved for people to read
+    on_epoch: Callable[[int, float], None] | None = None  # (epoch, its seconds) after every epoch
 
 
 @dataclasses.dataclass
@@ -310,6 +312,8 @@ def fit(bundle: ModelBundle, train_loader, valid_loader, cfg: TrainConfig, run: 
             ema_state = {"raw_model": model.state_dict(), "ema_updates": ema.updates} if ema else {}
             save_epoch(run, bundle, optimizer, schedule, progress, cfg, improved, ema_state)
             log_epoch(writer, row, improved and cfg.recipe.best_metric != "last")  # "last": no selection
+            if cfg.on_epoch is not None:
+                cfg.on_epoch(epoch, row["seconds"])
         if schedule.finished():
             logger.info(f"the learning rate fell below {cfg.recipe.min_lr:g}: stopping after epoch {epoch}")
             break

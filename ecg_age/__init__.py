@@ -17,6 +17,7 @@ argument. test_interface.py runs the same models through the same ``engine.predi
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -75,9 +76,14 @@ class Model:
 
     def _inputs(self, signals, fs: float, leads, sex) -> tuple[np.ndarray, np.ndarray, bool]:
         fs = _rate(fs)
+        kind = np.asarray(signals).dtype if isinstance(signals, np.ndarray) else None
+        if kind is not None and kind.kind not in "iuf":  # bool, complex, text, objects: not amplitudes
+            raise UserError(f"signals must hold real numbers (amplitudes in mV), got an array of {kind}")
         try:
-            array = np.asarray(signals, dtype=np.float32)
-        except (TypeError, ValueError):
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")  # numpy's ComplexWarning: a complex value is never an amplitude
+                array = np.asarray(signals, dtype=np.float32)
+        except (TypeError, ValueError, Warning):
             raise UserError("signals must be a numeric array: one (leads, samples) ECG or a batch (B, leads, "
                             "samples)") from None
         single = array.ndim == 2
@@ -190,6 +196,8 @@ def read(path, fs: float | None = None, scale: float = 1.0, fmt: str = "auto") -
     :meth:`Model.predict`. ``fs`` and ``scale`` (mV per unit) are for formats that do not state them (.npy, HDF5);
     a record that cannot be read raises ``RecordError`` naming it."""
     path = _path(path)
+    if finite_number(scale) is None:
+        raise UserError(f"scale must be a number (mV per stored unit), got {scale!r}")
     reader = open_reader(path, fs=None if fs is None else _rate(fs), scale=scale, fmt=fmt)
     if len(reader) != 1:
         raise UserError(f"{path} holds {len(reader)} records; ecg_age.read takes one (give one file, or use "

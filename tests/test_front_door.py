@@ -1,0 +1,184 @@
+"""Issue 36: a newcomer's path — `ecg-age predict` from a folder of ECGs (with ages, or without) to ages, intervals,
+explanations and a page, torch-free with an ONNX model; the shipped model; no silent assumptions about rates,
+formats or where the ages are; a training run that says its plan."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import ROOT, TINY_MODERN, cli
+
+import export_interface
+import train_interface
+from ecg_age.cli import main as ecg_age_main
+from models.files import SHIPPED_MODEL
+
+RECORDS = ["E07500", "E07501", "E07502", "E07503", "E07504", "E07505"]
+
+
+@pytest.fixture(scope="module")
+def onnx_model(modern_cv_run, cinc, tmp_path_factory) -> Path:
+    """The shared 2-fold run exported to one ONNX file."""
+    _, run = modern_cv_run
+    path = tmp_path_factory.mktemp("front") / "model.onnx"
+    assert export_interface.entry(["--weights", str(run), "--output", str(path), "--check_input", str(cinc),
+                                   "--check_records", "4", "--quiet"]) == 0
+    return path
+
+
+@pytest.fixture(scope="module")
+def records(cinc, tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("front") / "ecgs"
+    folder.mkdir()
+    for name in RECORDS:
+        for path in cinc.glob(f"{name}.*"):
+            shutil.copy(path, folder / path.name)
+    return folder
+
+
+NO_TORCH = ("import importlib.abc, sys\n"
+            "class NoTorch(importlib.abc.MetaPathFinder):\n"
+            "    def find_spec(self, name, path, target=None):\n"
+            "        if name.split('.')[0] in ('torch', 'captum'):\n"
+            "            raise ImportError(name + ' is not installed here')\n"
+            "sys.meta_path.insert(0, NoTorch())\n")
+
+
+def test_predict_writes_ages_intervals_explanations_and_a_page_without_torch(onnx_model, records, tmp_path):
+    """The whole front door on an ONNX file in a process where torch and captum cannot be imported: the table with
+    intervals, the explanations (occlusion by the model's own forward passes) and the page comparing with the ages
+    the WFDB headers carry."""
+    out = tmp_path / "out"
+    code = NO_TORCH + (
+        "from ecg_age.cli import main\n"
+        f"code = main(['predict', {str(records)!r}, '--out', {str(out)!r}, '--weights', {str(onnx_model)!r},"
+        " '--explain_records', '2', '--cache', 'off', '--quiet'])\n"
+        "assert code == 0, code\n"
+        "assert not [n for n in sys.modules if n.split('.')[0] in ('torch', 'captum')]\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    table = pd.read_csv(out / "predicted_age.csv", dtype={"ids": str})
+    assert table["ids"].tolist() == RECORDS and (table["lower"] <= table["predicted_age"]).all()
+    report = json.loads((out / "report.json").read_text())
+    assert report["n"] == len(RECORDS) and report["interval"]["level"] == 0.9 and "mae" in report
+    explained = json.loads((out / "explanations" / "explanations.json").read_text())
+    assert list(explained["done"]) == RECORDS[:2] and explained["made_by"]["ages"]
+    page = (out / "report.html").read_text()
+    assert page.count('<article class="card"') == 2 and "predicted ages against the ages on record" in page
+
+
+def test_predict_on_ecgs_without_ages_and_the_shipped_model_by_default(records, tmp_path, capsys):
+    """.npy files carry no age: the page shows ages and intervals without a gap. Without --weights the shipped
+    model predicts, and says so."""
+    folder = tmp_path / "npy"
+    folder.mkdir()
+    from dataloader.formats import open_reader
+
+    reader = open_reader(records)
+    for i in range(3):
+        np.save(folder / f"{reader.ids[i]}.npy", reader.load(i).signal)
+    out = tmp_path / "out"
+    code = ecg_age_main(["predict", str(folder), "--out", str(out), "--fs", "500", "--explain_records", "0",
+                         "--cache", "off"])
+    err = capsys.readouterr().err
+    assert code == 0 and "using the model that ships with the project" in err
+    report = json.loads((out / "report.json").read_text())
+    assert (report["n"], report["n_predictions"]) == (0, 3) and "mae" not in report
+    html = (out / "report.html").read_text()
+    assert "no ages on record" in html and "Error on ECGs it never saw" in html  # the shipped model's card
+    assert json.loads((out / "predicted_age.csv.json").read_text())["card"]["trained_on"].startswith("PTB-XL")
+
+
+def test_the_shipped_model_is_torch_free_and_gives_its_recorded_ages(cinc, tmp_path):
+    """models/shipped/: the ONNX file loads without torch and predicts the CinC records as recorded when it was
+    built (within 1e-4 years)."""
+    recorded = pd.read_csv(SHIPPED_MODEL.with_suffix(".cinc2021.csv"), dtype={"ids": str})
+    out = tmp_path / "p.csv"
+    code = NO_TORCH + (
+        "import test_interface\n"
+        f"assert test_interface.entry(['--input', {str(cinc)!r}, '--weights', {str(SHIPPED_MODEL)!r}, '--output',"
+        f" {str(out)!r}, '--on_bad', 'skip', '--cache', 'off', '--quiet']) == 0\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    now = pd.read_csv(out, dtype={"ids": str})
+    assert now["ids"].tolist() == recorded["ids"].tolist()
+    np.testing.assert_allclose(now["predicted_age"], recorded["predicted_age"], atol=1e-4, rtol=0)
+
+
+def test_occlusion_by_forward_passes_equals_captums(modern_cv_run, onnx_model, cinc):
+    """The forward-pass occlusion the ONNX path explains with is captum's Occlusion (the PyTorch path's): the same
+    lead shares from the same checkpoints, and from their ONNX export within its export tolerance."""
+    import torch
+
+    from dataloader.formats import open_reader
+    from engine.deploy.onnx_model import OnnxModel
+    from engine.predict.explain import explain_by_occlusion, explain_record
+    from engine.predict.predictor import OnnxPredictor
+    from engine.predict.torch_predictor import TorchPredictor
+    from engine.runs import run_members
+
+    _, run = modern_cv_run
+    torch_models = TorchPredictor.load(run_members(run))
+    record = open_reader(cinc).load(3)
+    captum = explain_record(torch_models.bundles, record, 0.5, "occlusion", torch.device("cpu"))
+    ours = explain_by_occlusion(torch_models, record, 0.5)
+    np.testing.assert_allclose(ours.shares, captum.shares, atol=1e-6)
+    np.testing.assert_allclose(ours.attribution, captum.attribution, atol=1e-5 * captum.attribution.max())
+    exported = explain_by_occlusion(OnnxPredictor(OnnxModel.load(onnx_model)), record, 0.5)
+    np.testing.assert_allclose(exported.shares, captum.shares, atol=2e-3)
+
+
+def test_no_silent_assumptions(cinc, ptbxl, records, onnx_model, tmp_path, capsys):
+    """A default rate is announced; --fs where the format states its rate is an error; a folder of two formats is
+    refused, never read in part; a PTB-XL records folder points to the root with the ages."""
+    from dataloader.formats import open_reader
+    from utils.errors import UserError
+
+    folder = tmp_path / "npy"
+    folder.mkdir()
+    np.save(folder / "a.npy", open_reader(records).load(0).signal)
+    import logging
+
+    from utils.cli import configure_logging
+
+    configure_logging(sys.stderr)
+    open_reader(folder)
+    assert "read at 500 Hz (the MAIC rate) — give --fs if yours differ" in capsys.readouterr().err
+    with pytest.raises(UserError, match="state their own sampling rate"):
+        open_reader(records, fs=250)
+    for path in cinc.glob("E07500.*"):
+        shutil.copy(path, folder / path.name)
+    with pytest.raises(UserError, match=r"holds records of several formats \(1 npy, 1 wfdb file\(s\)\)"):
+        open_reader(folder)
+    logging.getLogger().handlers.clear()
+    code = cli(train_interface, [*TINY_MODERN, "--input", str(ptbxl / "records100"), "--folds", "5"], tmp_path,
+               quiet=False)
+    assert code == 2 and f"give --input {ptbxl.resolve()}" in capsys.readouterr().err
+
+
+def test_training_says_its_plan_and_the_quick_preset(ptbxl, tmp_path, capsys):
+    import options
+
+    quick = options.parse_train(["--recipe", "modern", "--folds", "5", "--preset", "quick"])
+    assert (quick.partner, quick.seeds, quick.nepoch) == ("none", 1, 20)
+    assert options.parse_train(["--recipe", "modern", "--folds", "5", "--preset", "quick", "--nepoch", "7"]).nepoch == 7
+    argv = [*TINY_MODERN, "--input", str(ptbxl), "--ptbxl_rate", "100", "--folds", "2", "--nepoch", "1",
+            "--max_steps_per_epoch", "2", "--env", "plan"]
+    assert cli(train_interface, argv, tmp_path, quiet=True) == 0
+    out = capsys.readouterr().out
+    assert "plan: 2 network(s) — 2 × ECGEfficientNet (1 epochs) — on" in out
+    assert "network 2/2: fold_1 (ECGEfficientNet, 1 epochs)" in out and "the whole run (2 epochs) should take" in out
+
+
+def test_the_command_dispatches_to_every_program(capsys):
+    for command in ("train", "report", "export", "predict"):
+        done = subprocess.run([sys.executable, "-m", "ecg_age", command, "--help"], cwd=ROOT, capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 0 and "usage:" in done.stdout, (command, done.stderr[-500:])
+    assert ecg_age_main([]) == 2 and "ecg-age {predict,train,report,export}" in capsys.readouterr().err
