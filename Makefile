@@ -11,7 +11,22 @@ DEMO_TRAIN = --data_root $(DEMO) --env demo --quiet --overwrite
 # training-mean age (off in the exact seed recipe)
 DEMO_RECIPE := --nepoch 12 --decay_epoch 8 --batch_size 8 --head_bias_init mean
 
-.PHONY: demo test lint venv clean
+# the shipped model (MODEL_CARD.md): a 5-fold BaselineNet run (baseline recipe, 500 Hz) on the shared PTB-XL records —
+# its five fold networks exported as one checked ONNX file, measured on the external CinC records, card and price
+# written
+SHARED ?= ../shared/data
+SHIP_SEEDS := 1000
+SHIP_LOG ?= log
+SHIP_ENV ?= shipped
+SHIP_RUNS = $(foreach s,$(SHIP_SEEDS),$(SHIP_LOG)/BaselineNet_$(SHIP_ENV)_s$(s))
+SHIP_TRAIN = --arch BaselineNet --recipe baseline --input $(SHARED)/ptbxl --folds 5 \
+	--split_seed 1234 --on_bad skip --device cpu --log_dir $(SHIP_LOG) --quiet
+SHIPPED := models/shipped/ecg_age_ptbxl.onnx
+SHIP_CARD = --name "ecg-age PTB-XL: five BaselineNets (one per fold), 500 Hz" \
+	--trained_on "PTB-XL (Wagner et al., Sci Data 2020; CC-BY 4.0): the 349 records with an age of records 1-500, \
+folds 1-8; adults aged 17-91" --external "PhysioNet/CinC Challenge 2021 records" --command "make model"
+
+.PHONY: demo test lint venv clean model
 
 $(VENV)/installed: requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +47,22 @@ demo: venv
 		--cohort "SYNTHETIC demo ECGs (simulated; no real person)" --group_col MODE
 	$(PY) -m dataloader.demo --score score/submission.csv
 	@echo "demo done: score/submission.csv and score/demo_report/ (SYNTHETIC data; see README)"
+
+model: venv
+	for s in $(SHIP_SEEDS); do \
+		$(PY) train_interface.py $(SHIP_TRAIN) --seed $$s --env $(SHIP_ENV)_s$$s --resume || \
+		$(PY) train_interface.py $(SHIP_TRAIN) --seed $$s --env $(SHIP_ENV)_s$$s --overwrite || exit 1; done
+	$(PY) export_interface.py --weights $(SHIP_RUNS) --output $(SHIP_LOG)/shipped.onnx \
+		--check_input $(SHARED)/cinc2021 --quiet
+	$(PY) test_interface.py --input $(SHARED)/cinc2021 --weights $(SHIP_LOG)/shipped.onnx --interval 0.9 \
+		--on_bad skip --cache off --output $(SHIP_LOG)/shipped_cinc2021.csv --quiet
+	$(PY) -m engine.deploy.card --runs $(SHIP_RUNS) --predictions $(SHIP_LOG)/shipped_cinc2021.csv \
+		--records $(SHARED)/cinc2021 $(SHIP_CARD) --out $(SHIP_LOG)/shipped_card.json --markdown MODEL_CARD.md
+	$(PY) export_interface.py --weights $(SHIP_RUNS) --output $(SHIPPED) --check_input $(SHARED)/cinc2021 \
+		--card $(SHIP_LOG)/shipped_card.json --quiet
+	$(PY) test_interface.py --input $(SHARED)/cinc2021 --weights $(SHIPPED) --on_bad skip --cache off \
+		--output $(SHIPPED:.onnx=.cinc2021.csv) --quiet
+	$(PY) bench/shipped.py
 
 lint: venv
 	$(PY) -m ruff check .

@@ -9,7 +9,9 @@ and a page.
 ``predict`` uses the model that ships with the project (models/shipped/, an ONNX file: no PyTorch needed) unless
 ``--weights`` names another, and says so in one line. It writes DIR/predicted_age.csv (+ its notes), an explanation
 of the first ``--explain_records`` ECGs (8 by default) and DIR/report.html; where INPUT carries ages (the PTB-XL
-database, WFDB ``# Age:``, DICOM PatientAge, a manifest's ``age`` column, …) the page compares with them.
+database, WFDB ``# Age:``, DICOM PatientAge, a manifest's ``age`` column, …) the page compares with them. A record
+that cannot be used is left out and named on the page with the reason (``--on_bad error`` stops instead), and
+nothing is cached (one pass; ``--cache on`` for repeated runs).
 """
 from __future__ import annotations
 
@@ -50,6 +52,10 @@ def prediction_argv(given: argparse.Namespace, rest: list[str]) -> list[str]:
         argv += ["--interval", "0.9"]
     if "--explain_records" not in rest:
         argv += ["--explain_records", str(EXPLAINED)]
+    if "--cache" not in rest:  # one pass over the records: nothing to gain from a cache (--cache on for repeats)
+        argv += ["--cache", "off"]
+    if "--on_bad" not in rest:  # a folder's odd file is left out and named on the page (--on_bad error stops)
+        argv += ["--on_bad", "skip"]
     if "--weights" not in rest:
         if not SHIPPED_MODEL.is_file():
             raise UserError(f"the shipped model {SHIPPED_MODEL} is not there (`make model` rebuilds it); give "

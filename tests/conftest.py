@@ -150,3 +150,21 @@ def code15(tmp_path_factory, ptbxl, ptbxl_table) -> Path:
                   "trace_file": ["exams_part0.hdf5"] * 25 + ["exams_part1.hdf5"] * 15}).to_csv(
         folder / "exams.csv", index=False)
     return folder
+
+
+def explained_records(folder: Path, cinc: Path, names: list[str], run: Path, cache: Path) -> Path:
+    """The CinC records ``names`` copied into ``folder``/records, predicted by ``run`` with 90 % intervals into
+    ``folder``/pred.csv and explained into ``folder``/explain (test_interface --explain); returns the records."""
+    import shutil
+
+    import test_interface
+
+    records = folder / "records"
+    records.mkdir(parents=True)
+    for name in names:
+        for path in cinc.glob(f"{name}.*"):
+            shutil.copy(path, records / path.name)
+    assert test_interface.entry(["--input", str(records), "--weights", str(run), "--interval", "0.9", "--explain",
+                                 str(folder / "explain"), "--output", str(folder / "pred.csv"), "--cache_dir",
+                                 str(cache), "--quiet"]) == 0
+    return records

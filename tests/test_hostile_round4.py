@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import TINY_MODERN, cli
+from conftest import TINY_MODERN, cli, explained_records
 
 import ecg_age
 import export_interface
@@ -43,15 +43,7 @@ def explained(modern_cv_run, cinc, tmp_path_factory):
     """Two CinC records predicted (with intervals) and explained by the shared run: (folder, records, run)."""
     tmp, cv = modern_cv_run
     folder = tmp_path_factory.mktemp("round4")
-    records = folder / "records"
-    records.mkdir()
-    for name in RECORDS:
-        for path in cinc.glob(f"{name}.*"):
-            shutil.copy(path, records / path.name)
-    assert test_interface.entry(["--input", str(records), "--weights", str(cv), "--interval", "0.9", "--explain",
-                                 str(folder / "explain"), "--output", str(folder / "pred.csv"), "--cache_dir",
-                                 str(tmp / "cache"), "--quiet"]) == 0
-    return folder, records, cv
+    return folder, explained_records(folder, cinc, RECORDS, cv, tmp / "cache"), cv
 
 
 def report_argv(folder: Path, out: Path, *extra: str) -> list[str]:

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import explained_records
 
 import report_interface
-import test_interface
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 NO_BROWSER = "Chromium is not installed here (apt-get install chromium; .ci/run installs it): the page is not " \
@@ -40,14 +40,7 @@ def explained_report(modern_cv_run, cinc, tmp_path_factory):
     """Predictions with intervals and explanations of four CinC records, and the report of them."""
     tmp, run = modern_cv_run
     folder = tmp_path_factory.mktemp("page")
-    records = folder / "records"
-    records.mkdir()
-    for name in RECORDS:
-        for path in cinc.glob(f"{name}.*"):
-            shutil.copy(path, records / path.name)
-    assert test_interface.entry(["--input", str(records), "--weights", str(run), "--interval", "0.9", "--explain",
-                                 str(folder / "explain"), "--output", str(folder / "pred.csv"), "--cache_dir",
-                                 str(tmp / "cache"), "--quiet"]) == 0
+    records = explained_records(folder, cinc, RECORDS, run, tmp / "cache")
     assert report_interface.entry(["--predictions", str(folder / "pred.csv"), "--labels", str(records),
                                    "--explanations", str(folder / "explain"), "--out", str(folder / "report"),
                                    "--quiet"]) == 0

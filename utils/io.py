@@ -304,3 +304,15 @@ def _identity(path) -> tuple[int, int] | None:
     except OSError:
         return None
     return info.st_dev, info.st_ino
+
+
+def write_block(path: Path, name: str, text: str, by: str) -> None:
+    """Replace the block ``name`` of a document (between ``<!-- name: written by BY -->`` and ``<!-- /name: written
+    by BY -->``) with ``text``: figures a script measures are written by that script, never copied by hand."""
+    start = f"<!-- {name}: written by {by} -->"
+    end = start.replace("<!-- ", "<!-- /")
+    content = Path(path).read_text()
+    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
+    if not pattern.search(content):
+        raise UserError(f"{path} has no block {start} … {end}")
+    write_text(path, pattern.sub(lambda _: f"{start}\n{text}\n{end}", content))

@@ -10,12 +10,16 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# where the project writes by default: its checkout, or — installed as a package (site-packages is no place for
+# caches and runs) — the user's cache folder
+HOME = ROOT if (ROOT / "pyproject.toml").is_file() else \
+    Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ecg-age"
 DATA_ROOT_ENV = "ECG_AGE_DATA_ROOT"
-DEMO_ROOT = ROOT / "dataset" / "SYNTHETIC_demo_maic"
-DATASET_DIR = ROOT / "dataset"
-LOG_DIR = ROOT / "log"
-CACHE_DIR = ROOT / "cache"
-SUBMISSION = ROOT / "score" / "submission.csv"
+DEMO_ROOT = HOME / "dataset" / "SYNTHETIC_demo_maic"
+DATASET_DIR = HOME / "dataset"
+LOG_DIR = HOME / "log"
+CACHE_DIR = HOME / "cache"
+SUBMISSION = HOME / "score" / "submission.csv"
 PREDICTIONS = Path("predicted_age.csv")  # relative to the working directory, as the published evaluate.py
 
 

@@ -61,32 +61,28 @@ def truthy(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
 
 
-def whole_number(low: int, high: int, what: str) -> Callable[[str], int]:
-    """The parse function of a whole-number option bounded where it is parsed (``low``–``high``)."""
-    def parse(text: str) -> int:
+def bounded(kind: type, low, high, what: str) -> Callable[[str], Any]:
+    """The parse function of a number option (``kind`` int or float) bounded where it is parsed (``low``–``high``;
+    NaN is refused too)."""
+    def parse(text: str):
         try:
-            value = int(text)
+            value = kind(text)
         except ValueError:
             value = None
         if value is None or not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"a whole number from {low} to {high} ({what}), got {text!r}")
+            raise argparse.ArgumentTypeError(f"a {'whole ' if kind is int else ''}number from {low:g} to {high:g} "
+                                             f"({what}), got {text!r}")
         return value
-    parse.__name__ = "whole number"
+    parse.__name__ = "whole number" if kind is int else "number"
     return parse
+
+
+def whole_number(low: int, high: int, what: str) -> Callable[[str], int]:
+    return bounded(int, low, high, what)
 
 
 def number_between(low: float, high: float, what: str) -> Callable[[str], float]:
-    """The parse function of a real-number option bounded where it is parsed (``low``–``high``, finite)."""
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            value = None
-        if value is None or not low <= value <= high:  # NaN compares false: refused too
-            raise argparse.ArgumentTypeError(f"a number from {low:g} to {high:g} ({what}), got {text!r}")
-        return value
-    parse.__name__ = "number"
-    return parse
+    return bounded(float, low, high, what)
 
 
 def _plain_type(annotation) -> type | None:

@@ -1,0 +1,116 @@
+"""The shipped model's price, measured and written where people read it: ``ecg-age predict`` from a cold start on
+150 real ECGs (ages, intervals, 8 explained ECGs and the page), the end-to-end ECG/s on one core
+(``test_interface.py --threads 1 --num_workers 0 --cache off``), the network alone on one core, and its GFLOP per
+ECG — with the CPU and its flags. The figures replace the marked blocks of MODEL_CARD.md and README.md (so they
+are never copied by hand), and the last line printed is one JSON object.
+
+    python bench/shipped.py                      # models/shipped/ecg_age_ptbxl.onnx on 150 PTB-XL records
+    python bench/shipped.py --quick --model M --work W --no_write    # smoke test: 20 records, nothing rewritten
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+from pipeline import end_to_end, model_only
+
+from models.files import SHIPPED_MODEL
+from utils.io import write_block
+from utils.machine import cpu_flags, cpu_name
+from utils.paths import ROOT
+
+SHARED = ROOT.parent / "shared" / "data"
+BY = "bench/shipped.py"
+
+
+def manifest(ptbxl: Path, count: int, work: Path) -> Path:
+    """A manifest CSV of the first ``count`` PTB-XL records at 500 Hz with their ages (a user's folder of ECGs)."""
+    table = pd.read_csv(ptbxl / "ptbxl_database.csv").head(count)
+    path = work / f"ptbxl_{count}.csv"
+    pd.DataFrame({"path": [str(ptbxl / f"{name}.hea") for name in table["filename_hr"]],
+                  "id": table["ecg_id"].astype(str), "age": table["age"]}).to_csv(path, index=False)
+    return path
+
+
+def cold_predict(model: Path, records: Path, work: Path) -> float:
+    """Seconds of `ecg-age predict` in a new process, as a user runs it (startup, reading, ages, explanations of
+    the first 8, the page)."""
+    out = work / "page"
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "ecg_age", "predict", str(records), "--out", str(out), "--weights",
+                           str(model), "--cache", "off", "--quiet"], capture_output=True, text=True, cwd=ROOT)
+    seconds = time.perf_counter() - started
+    if done.returncode or not (out / "report.html").exists():
+        raise SystemExit(done.stderr[-3000:])
+    return seconds
+
+
+def gflop(model: Path) -> float:
+    """Forward GFLOP per ECG of the exported graph: its convolutions' and matrix products' multiply-adds × 2 at the
+    model's input length (onnx's shape inference)."""
+    import onnx
+    from onnx import numpy_helper, shape_inference
+
+    graph = shape_inference.infer_shapes(onnx.load(str(model))).graph
+    shapes = {v.name: [d.dim_value or 1 for d in v.type.tensor_type.shape.dim]
+              for v in [*graph.value_info, *graph.input, *graph.output]}
+    weights = {w.name: numpy_helper.to_array(w).shape for w in graph.initializer}
+    total = 0.0
+    for node in graph.node:
+        if node.op_type == "Conv" and node.input[1] in weights and node.output[0] in shapes:
+            kernel = weights[node.input[1]]  # (out, in / groups, k)
+            total += 2 * float(pd.Series(shapes[node.output[0]]).prod()) * kernel[1] * kernel[2]
+        elif node.op_type in ("Gemm", "MatMul") and node.input[1] in weights and node.output[0] in shapes:
+            total += 2 * float(pd.Series(shapes[node.output[0]]).prod()) * weights[node.input[1]][0]
+    return total / 1e9
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default=str(SHIPPED_MODEL))
+    p.add_argument("--records", type=int, default=150)
+    p.add_argument("--ptbxl", default=str(SHARED / "ptbxl"))
+    p.add_argument("--work", default=str(ROOT / "bench" / "results" / "shipped"))
+    p.add_argument("--no_write", action="store_true", help="print the figures only (MODEL_CARD.md, README.md kept)")
+    p.add_argument("--quick", action="store_true", help="20 records (a smoke test)")
+    args = p.parse_args(argv)
+    count = 20 if args.quick else args.records
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    model, records = Path(args.model), manifest(Path(args.ptbxl), count, work)
+    result = {"model": model.name, "records": count, "cpu": cpu_name(), "cpu_flags": cpu_flags(),
+              "cold_predict_seconds": cold_predict(model, records, work),
+              "end_to_end_one_core": end_to_end(records, model, work, workers=0, threads=1),
+              "model_only_one_core": model_only(model, records, count if args.quick else 512, 64, 1),
+              "gflop_per_ecg": gflop(model)}
+    machine = f"{result['cpu']} ({', '.join(result['cpu_flags']) or 'AVX2 only'})"
+    if not args.no_write:
+        write_block(ROOT / "README.md", "quick-start-time",
+                    f"On a 2-core {machine}, `ecg-age predict` took {result['cold_predict_seconds']:.0f} s for "
+                    f"{count} PTB-XL ECGs from a cold start, the page and 8 explained ECGs included (`python "
+                    f"bench/shipped.py`).", BY)
+        write_block(ROOT / "MODEL_CARD.md", "speed", speed_table(result, machine), BY)
+    print(json.dumps(result))
+    return result
+
+
+def speed_table(result: dict, machine: str) -> str:
+    e2e, alone = result["end_to_end_one_core"], result["model_only_one_core"]
+    return "\n".join([
+        f"Measured by `python bench/shipped.py` on a {machine}, fp32, onnxruntime:", "",
+        "| what | figure |", "|---|---|",
+        f"| forward GFLOP per ECG (all members) | {result['gflop_per_ecg']:.3f} |",
+        f"| the network alone, one core (batches of 64, preprocessed inputs) | {alone['ecg_per_s']:.0f} ECG/s |",
+        f"| end to end, one core (read, check, preprocess, predict, write; `--threads 1 --num_workers 0 --cache off`) "
+        f"| {e2e['ecg_per_s']:.0f} ECG/s ({e2e['rows']} ECGs in {e2e['seconds']:.1f} s, process start included) |",
+        f"| `ecg-age predict` on {result['records']} ECGs from a cold start (ages, intervals, 8 explained, the page) | "
+        f"{result['cold_predict_seconds']:.0f} s |"])
+
+
+if __name__ == "__main__":
+    main()
