@@ -120,7 +120,7 @@ def model_only(onnx: Path, path: Path, count: int, batch: int, threads: int | No
 
     session = OnnxModel.load(onnx, threads or 0)
     reader = open_reader(path)
-    x = np.stack([prepare(reader.load(i), session.preprocessing) for i in range(min(count, 512))])
+    x = np.stack([prepare(reader.load(i), session.preprocessing) for i in range(min(count, 512, len(reader)))])
     x = np.concatenate([x] * (-(-count // len(x))))[:count]
     session.ages(x[:batch])  # warm-up
     started = time.perf_counter()

@@ -73,3 +73,16 @@ def test_quick_frontier_benchmark_runs(tmp_path, modern_cv_run, cinc, ptbxl):
     assert abs(points["distilled_onnx_fp32"]["oof_mae"] - points["distilled"]["oof_mae"]) < 0.01  # fp32 export
     assert len(points["distilled_int8"]["scopes"]) == 2 and points["one_network"]["model_ecg_per_s"] > 0
     assert points["ensemble_15"]["external_mae"] > 0 and points["fold_three"]["gflop_per_ecg"] > 0
+
+
+def test_quick_shipped_model_benchmark_runs(tmp_path, modern_cv_run, cinc, ptbxl):
+    """The shipped model's price on any ONNX file: the cold `ecg-age predict`, both one-core rates and the GFLOP."""
+    _, run = modern_cv_run
+    model = tmp_path / "m.onnx"
+    done = subprocess.run([sys.executable, str(ROOT / "export_interface.py"), "--weights", str(run), "--output",
+                           str(model), "--quiet"], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = run_quick("shipped.py", "--model", str(model), "--work", str(tmp_path / "w"), "--ptbxl", str(ptbxl),
+                       "--no_write")
+    assert result["records"] == 20 and result["cold_predict_seconds"] > 0 and result["gflop_per_ecg"] > 0
+    assert result["end_to_end_one_core"]["rows"] == 20 and result["model_only_one_core"]["ecg_per_s"] > 0

@@ -1,0 +1,34 @@
+"""The predictor factory: what ``--weights`` stands for, loaded on the engine that runs it.
+
+It sits apart from the interface (engine/predict/predictor.py) so that the interface and the torch-free
+``OnnxPredictor`` never import the PyTorch side: this module imports engine/predict/torch_predictor.py only when
+checkpoints are given (the one door to PyTorch on the prediction path; an import-linter contract keeps it so).
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+from dataloader.records import Record
+from engine.deploy.onnx_model import OnnxModel
+from engine.runs import run_members
+from utils.errors import UserError
+
+from .predictor import OnnxPredictor, Predictor, is_onnx
+
+
+def load_predictor(weights: list, mode: str | None = None, trust: bool = False, engine: str = "auto",
+                   check: Iterable[Record] = (), threads: int = 0) -> Predictor:
+    """The models ``weights`` stands for on ``engine`` (a run folder: exactly the members its manifest names);
+    ``check``: records an in-memory export (--engine onnxruntime) is checked on."""
+    onnx_files = [w for w in weights if is_onnx(w)]
+    if onnx_files:
+        if len(weights) > 1:
+            raise UserError(f"an ONNX file is one model already (an ensemble is exported as one graph): give "
+                            f"{onnx_files[0]} alone, or export the ensemble again with all its members")
+        if engine == "torch":
+            raise UserError(f"--engine torch cannot run {onnx_files[0]}: an ONNX file runs on onnxruntime")
+        return OnnxPredictor(OnnxModel.load(onnx_files[0], threads))
+    from .torch_predictor import TorchPredictor  # checkpoints: the PyTorch side, imported only here
+
+    predictor = TorchPredictor.load([m for w in weights for m in run_members(w)], mode=mode, trust=trust)
+    return predictor if engine != "onnxruntime" else predictor.exported(check, threads)

@@ -1,0 +1,46 @@
+"""Running an exported ONNX file with onnxruntime: numpy, scipy, onnxruntime and the readers — no torch.
+
+``predict_records_onnx`` runs an exported model (engine.deploy.onnx_model.OnnxModel) over records, as
+engine.predict.inference.predict_records' counterpart: the same source (cache or on the fly), the same
+windows (``--tta``), each member's bias correction before averaging, the same bad records.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from dataloader.records import Reader
+from dataloader.sources import CacheConfig
+from engine.deploy.onnx_model import OnnxModel
+from models.preprocessing import tta_specs
+
+from .windows import record_ages, window_means
+
+ONNX_BATCH = 64  # onnxruntime's default batch (on a 2-core CPU it runs 1.9× PyTorch eager there: bench/README.md)
+
+
+@dataclasses.dataclass(frozen=True)
+class OnnxConfig:
+    """How to run an ONNX model over records (test_interface's options for this engine)."""
+
+    batch_size: int = ONNX_BATCH
+    tta: int = 1
+    bias_correction: bool = False
+    cache: CacheConfig = CacheConfig()
+    threads: int = 0  # 0: onnxruntime's choice
+    workers: int = 0  # processes reading and preprocessing beside the model when nothing is cached
+
+
+def predict_records_onnx(model: OnnxModel, reader: Reader, cfg: OnnxConfig, sex: np.ndarray) -> tuple[np.ndarray, dict]:
+    """Ages for every record of ``reader`` (NaN for bad ones) and {id: reason} of the bad records; with ``cfg.tta``
+    N the age is the mean over N windows (identical windows predicted once)."""
+    def predict(source, good: np.ndarray) -> np.ndarray:
+        def row_ages(rows: np.ndarray, owners: np.ndarray) -> np.ndarray:
+            return np.concatenate([model.ages(source.read(rows[i:i + cfg.batch_size]),
+                                              sex[owners[i:i + cfg.batch_size]], cfg.bias_correction)
+                                   for i in range(0, len(rows), cfg.batch_size)])
+
+        return window_means(source, good, row_ages)
+
+    return record_ages(reader, tta_specs(model.preprocessing, cfg.tta), cfg.cache, predict, cfg.workers)

@@ -1,0 +1,66 @@
+"""PyTorch checkpoints behind the predictor interface (engine/predict/predictor.py): one model or an ensemble, averaged,
+and their in-memory ONNX export for ``--engine onnxruntime``."""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from dataloader.checks import model_inputs
+from dataloader.records import Reader, Record
+from engine.deploy.export import export_onnx
+from engine.deploy.onnx_model import OnnxModel
+from models.checkpoint import load_ensemble
+from models.schema import UNKNOWN_SEX
+from utils.errors import CheckpointError, UserError
+
+from .inference import predict_ensemble, predict_inputs
+from .predictor import EXPORT_CHECK_RECORDS, OnnxPredictor, Predictor
+
+
+class TorchPredictor(Predictor):
+    """Checkpoints run by PyTorch (an ensemble's ages averaged)."""
+
+    engine = "torch"
+
+    def __init__(self, bundles: list):
+        self.bundles = bundles
+
+    @classmethod
+    def load(cls, paths: list, mode: str | None = None, trust: bool = False) -> "TorchPredictor":
+        return cls(load_ensemble(paths, mode=mode, trust=trust))
+
+    source = property(lambda self: self.bundles[0].source)
+    preprocessing = property(lambda self: self.bundles[0].preprocessing)
+    median_age = property(lambda self: self.bundles[0].facts.median_age)
+    archs = property(lambda self: [b.arch for b in self.bundles])
+    training_records = property(lambda self: [b.facts.n for b in self.bundles])
+
+    def members(self) -> list[tuple]:
+        return [(b.source, b.calibration, b.bias_correction) for b in self.bundles]
+
+    def predict_records(self, reader: Reader, cfg, sex: np.ndarray) -> tuple[np.ndarray, dict]:
+        return predict_ensemble(self.bundles, reader, cfg)
+
+    def predict_inputs(self, x: np.ndarray, sex: np.ndarray, bias_correction: bool = False,
+                       batch_size: int = 64) -> np.ndarray:
+        return predict_inputs(self.bundles, x, sex, bias_correction, batch_size)
+
+    def member_ages(self, x: np.ndarray, sex: np.ndarray) -> np.ndarray:
+        return np.stack([predict_inputs([b], x, sex) for b in self.bundles], axis=1)
+
+    def exported(self, records: Iterable[Record], threads: int = 0) -> OnnxPredictor:
+        """These models exported to a temporary ONNX file (checked on the first usable of ``records``) and loaded
+        into onnxruntime; the bundles stay with it (explanations)."""
+        x = model_inputs(records, self.preprocessing, EXPORT_CHECK_RECORDS)
+        if not len(x):
+            raise UserError("--engine onnxruntime: no usable record to check the export on")
+        with tempfile.TemporaryDirectory(prefix="ecg-age-onnx-") as folder:
+            path = Path(folder) / "model.onnx"
+            export_onnx(self.bundles, path, x, np.full(len(x), UNKNOWN_SEX, np.float32))
+            try:
+                return OnnxPredictor(OnnxModel.load(path, threads), self.bundles)
+            except CheckpointError as exc:
+                raise UserError(f"--engine onnxruntime: the in-memory export cannot be run ({exc})") from exc

@@ -1,0 +1,82 @@
+"""Records → one age each per model, whatever runs the models (PyTorch in engine/predict/inference.py, onnxruntime in
+engine/predict/onnx_engine.py): the data source under every window (``--tta``), the bad records, each distinct window
+predicted once and each record's age the mean of its windows. No torch here.
+
+Each record is read, checked and preprocessed once per run, for every model of an ensemble together: from the
+cache (built once per distinct preprocessing), or — with the cache off — in one streamed pass
+(dataloader.stream.stream_chunks: chunks of records prepared in worker processes while the models run on the
+previous ones). The ages are written only after the whole pass (all or nothing stays the caller's rule).
+"""
+from __future__ import annotations
+
+import json
+from typing import Callable
+
+import numpy as np
+from tqdm import tqdm
+
+from dataloader.checks import duplicate_ids
+from dataloader.records import Reader
+from dataloader.sources import CacheConfig, open_source
+from dataloader.stream import CHUNK, stream_chunks
+from models.preprocessing import PreprocessSpec
+
+Predict = Callable[[object, np.ndarray], np.ndarray]  # (source, positions) → the ages of those records
+
+
+def record_ages(reader: Reader, specs: list[PreprocessSpec], cache: CacheConfig, predict: Predict,
+                workers: int = 0) -> tuple[np.ndarray, dict]:
+    """Ages for every record of ``reader`` (NaN for bad ones) and {id: reason} of the bad records; ``predict(source,
+    positions)`` gives the ages of the good records' positions (see :func:`window_means`)."""
+    (ages,), bad = ensemble_record_ages(reader, [(specs, predict)], cache, workers)
+    return ages, bad
+
+
+def ensemble_record_ages(reader: Reader, members: list[tuple[list[PreprocessSpec], Predict]], cache: CacheConfig,
+                         workers: int = 0) -> tuple[list[np.ndarray], dict]:
+    """Every member's ages for every record (NaN for bad ones; a record bad for one member is bad for all) and
+    {id: reason} of the bad records; a member is (its windows' specs, its ``predict``). With ``cache.enabled`` each
+    distinct list of specs is one cache; otherwise one streamed pass with ``workers`` processes preparing chunks."""
+    if cache.enabled:
+        return _from_caches(reader, members, cache)
+    union = list({json.dumps(s.to_dict(), sort_keys=True): s for specs, _ in members for s in specs}.values())
+    columns = [[union.index(s) for s in specs] for specs, _ in members]
+    bad = duplicate_ids(reader.table)
+    ages = [np.full(len(reader), np.nan) for _ in members]
+    chunks = stream_chunks(reader, union, workers)
+    for chunk in tqdm(chunks, total=-(-len(reader) // CHUNK), unit="chunk", leave=False,
+                      disable=not cache.progress, desc=f"{len(reader)} records"):
+        bad.update({reader.ids[i]: reason for i, reason in chunk.bad})
+        good = np.array([i for i in range(chunk.start, chunk.stop) if reader.ids[i] not in bad], dtype=np.int64)
+        if len(good):
+            for k, (_, predict) in enumerate(members):
+                ages[k][good] = predict(chunk.view(columns[k]), good)
+    return ages, bad
+
+
+def _from_caches(reader: Reader, members: list, cache: CacheConfig) -> tuple[list[np.ndarray], dict]:
+    sources, bad = {}, duplicate_ids(reader.table)
+    keys = [json.dumps([s.to_dict() for s in specs], sort_keys=True) for specs, _ in members]
+    for key, (specs, _) in zip(keys, members):
+        if key not in sources:  # one cache per distinct preprocessing
+            sources[key], found = open_source(reader, specs, cache)
+            bad.update(found)
+    good = np.array([i for i, rid in enumerate(reader.ids) if rid not in bad], dtype=np.int64)
+    ages = []
+    for key, (_, predict) in zip(keys, members):
+        member = np.full(len(reader), np.nan)
+        if len(good):
+            member[good] = predict(sources[key], good)
+        ages.append(member)
+    return ages, bad
+
+
+def window_means(source, positions: np.ndarray,
+                 row_ages: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> np.ndarray:
+    """The ages of the records at ``positions`` of an open source, in that order: the mean over each record's
+    windows, where ``row_ages(rows, owners)`` gives the ages of distinct source rows (``owners``: the record
+    position each row belongs to)."""
+    windows = source.rows(positions)  # (records, W) rows of the source
+    unique, first, inverse = np.unique(windows, return_index=True, return_inverse=True)
+    owners = np.repeat(positions, windows.shape[1])[first]
+    return row_ages(unique, owners)[inverse.reshape(windows.shape)].mean(axis=1)

@@ -1,0 +1,61 @@
+"""What a training run will do, said before it starts and estimated after its first epoch: how many networks of
+which architectures for how many epochs, then the whole run's time, then each network as it starts (at the RESULT
+level: ``--quiet`` keeps them)."""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import time
+
+from engine.runs import SINGLE
+from utils.cli import RESULT
+
+logger = logging.getLogger("train")
+
+
+@dataclasses.dataclass
+class Plan:
+    """The run's networks in training order: (member name, architecture, epochs)."""
+
+    networks: list
+    records: int
+    started: float = dataclasses.field(default_factory=time.monotonic)
+    estimated: bool = False
+
+    def announce(self) -> None:
+        kinds = collections.Counter((arch, epochs) for _, arch, epochs in self.networks)
+        shown = ", ".join(f"{n} × {arch} ({epochs} epochs)" for (arch, epochs), n in kinds.items())
+        logger.log(RESULT, f"plan: {len(self.networks)} network(s) — {shown} — on {self.records} ECGs")
+
+    def starting(self, member: str) -> None:
+        if len(self.networks) > 1:
+            index = next(i for i, (name, _, _) in enumerate(self.networks) if name == member)
+            _, arch, epochs = self.networks[index]
+            logger.log(RESULT, f"network {index + 1}/{len(self.networks)}: {member} ({arch}, {epochs} epochs)")
+
+    def epoch_done(self, epoch: int, seconds: float) -> None:
+        """After the run's first epoch: the whole run's time, if every epoch costs what this one did."""
+        if self.estimated:
+            return
+        self.estimated = True
+        total = sum(epochs for _, _, epochs in self.networks)
+        logger.log(RESULT, f"the first epoch took {seconds:.1f} s: the whole run ({total} epochs) should take about "
+                           f"{_duration(seconds * total)} if every epoch costs as much")
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds >= 120 else f"{seconds:.0f} s"
+
+
+def plan_of(settings, records: int) -> Plan:
+    """The networks ``settings`` (engine.train.settings.TrainSettings) train: per fold its seeds, then its
+    partners (their own recipe's epochs); one network for a single split."""
+    if settings.run.folds == 1:
+        return Plan([(SINGLE, settings.model.arch, settings.recipe.nepoch)], records)
+    partner, seeds, networks = settings.partner(), settings.recipe.seeds, []
+    for fold in range(settings.run.folds):
+        for j, member in enumerate(settings.fold_members(fold)):
+            own = settings if j < seeds else partner
+            networks.append((member, own.model.arch, own.recipe.nepoch))
+    return Plan(networks, records)

@@ -1,0 +1,145 @@
+"""Error metrics of predicted vs chronological age, per-bin errors, bootstrap intervals and the age-gap bias
+correction (regression to the mean).
+
+All functions take plain arrays and return plain Python numbers/dicts, so report.json is exactly what they compute.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .bounds import AGE_RANGE, MAX_BIAS_GAP, finite_number
+from .errors import CheckpointError
+
+
+def _check(pred, true) -> tuple[np.ndarray, np.ndarray]:
+    pred, true = np.asarray(pred, dtype=np.float64), np.asarray(true, dtype=np.float64)
+    if pred.shape != true.shape or pred.ndim != 1:
+        raise ValueError(f"predictions {pred.shape} and ages {true.shape} must be 1-D of the same length")
+    if len(pred) == 0:
+        raise ValueError("no predictions to evaluate")
+    if not (np.isfinite(pred).all() and np.isfinite(true).all()):
+        raise ValueError("predictions and ages must be finite")
+    return pred, true
+
+
+def summary(pred, true) -> dict:
+    """n, mae, rmse, bias (mean of predicted − true), r2 (1 − SS_res/SS_tot), pearson_r."""
+    pred, true = _check(pred, true)
+    error = pred - true
+    ss_res = float(np.sum(error ** 2))
+    ss_tot = float(np.sum((true - true.mean()) ** 2))
+    pearson = float(np.corrcoef(pred, true)[0, 1]) if len(pred) > 1 and pred.std() > 0 and true.std() > 0 \
+        else math.nan
+    return {"n": int(len(pred)), "mae": float(np.mean(np.abs(error))), "rmse": float(np.sqrt(np.mean(error ** 2))),
+            "bias": float(np.mean(error)), "r2": 1.0 - ss_res / ss_tot if ss_tot > 0 else math.nan,
+            "pearson_r": pearson}
+
+
+def bin_edges(true, unit: str) -> np.ndarray:
+    """Decades for adults (…, 20, 30, …); 12-month bins, in months, for children."""
+    true = np.asarray(true, dtype=np.float64)
+    if unit == "months":
+        months = true * 12
+        return np.arange(12 * math.floor(months.min() / 12), 12 * (math.floor(months.max() / 12) + 1) + 1, 12)
+    return np.arange(10 * math.floor(true.min() / 10), 10 * (math.floor(true.max() / 10) + 1) + 1, 10)
+
+
+def per_bin(pred, true, unit: str = "years") -> list[dict]:
+    """[{lo, hi, n, mae, bias}] for every non-empty bin, lo ≤ age < hi (edges in ``unit``; errors in years)."""
+    pred, true = _check(pred, true)
+    scaled = true * 12 if unit == "months" else true
+    edges = bin_edges(true, unit)
+    rows = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        inside = (scaled >= lo) & (scaled < hi)
+        if inside.any():
+            error = pred[inside] - true[inside]
+            rows.append({"lo": float(lo), "hi": float(hi), "n": int(inside.sum()),
+                         "mae": float(np.mean(np.abs(error))), "bias": float(np.mean(error))})
+    return rows
+
+
+def bootstrap_ci(pred, true, stat=lambda e: np.mean(np.abs(e)), n_boot: int = 2000, seed: int = 0,
+                 level: float = 0.95) -> list[float]:
+    """Percentile bootstrap interval of a statistic of the errors (default: MAE)."""
+    pred, true = _check(pred, true)
+    error = pred - true
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(error), size=(n_boot, len(error)))
+    values = np.array([stat(error[d]) for d in draws])
+    tail = (1 - level) / 2 * 100
+    return [float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))]
+
+
+def gap_line_sums(pred, true) -> list[float]:
+    """[n, Σage, Σgap, Σage², Σage·gap]: what the gap-on-age line needs, summable across processes."""
+    pred, true = np.asarray(pred, dtype=np.float64), np.asarray(true, dtype=np.float64)
+    gap = pred - true
+    return [float(len(true)), float(true.sum()), float(gap.sum()), float((true * true).sum()),
+            float((true * gap).sum())]
+
+
+def bias_correction_from_sums(sums) -> dict:
+    """Least-squares line of the age gap on chronological age, gap = intercept + slope·age, from
+    :func:`gap_line_sums` (the regression to the mean: young people are predicted older, old people younger)."""
+    n, s_age, s_gap, s_age2, s_age_gap = (float(v) for v in sums)
+    spread = n * s_age2 - s_age * s_age
+    if n < 3 or not spread > 1e-9 * max(1.0, n * s_age2):
+        raise ValueError("the bias correction needs at least 3 validation records with different ages")
+    slope = (n * s_age_gap - s_age * s_gap) / spread
+    correction = {"intercept": (s_gap - slope * s_age) / n, "slope": slope, "n": int(n), "fitted_on": "validation"}
+    check_bias_correction(correction)
+    return correction
+
+
+MIN_RESPONSE = 0.2  # predictions must rise at least 0.2 years per year of age for the line to be inverted
+
+
+def ensemble_mean(member_ages, axis: int = 0) -> np.ndarray:
+    """An ensemble's age: the equal-weight mean of its members' ages (each bias-corrected first where asked) —
+    one rule for PyTorch, onnxruntime, the out-of-fold ages and every interval calibrated on them."""
+    return np.mean(np.asarray(member_ages, dtype=np.float64), axis=axis)
+
+
+def check_bias_correction(correction: dict) -> None:
+    """Refuse a correction that is not a line of two finite numbers, a line whose inversion would mostly amplify
+    noise (with predictions nearly flat in age, 1 + slope < MIN_RESPONSE, the correction multiplies every error by
+    more than 1/MIN_RESPONSE), and a line whose gap (predicted − true age) exceeds MAX_BIAS_GAP years anywhere in
+    AGE_RANGE. Corrected ages outside AGE_RANGE are bad output like any other implausible age."""
+    if not isinstance(correction, dict) or not all(finite_number(correction.get(k)) is not None
+                                                   for k in ("intercept", "slope")):
+        raise ValueError(f"a bias correction is {{'intercept': number, 'slope': number}}, got {correction!r:.200}")
+    response = 1.0 + correction["slope"]
+    if not response >= MIN_RESPONSE:
+        effect = (f"inverting the line would amplify errors {1 / response:.0f}-fold" if response > 0 else
+                  "the line cannot be inverted")
+        raise ValueError(f"the predictions barely follow age (they rise {response:.2f} years per year; gap slope "
+                         f"{correction['slope']:.3f}): {effect}, so no bias correction is used")
+    gap = max(abs(correction["intercept"] + correction["slope"] * age) for age in AGE_RANGE)
+    if gap > MAX_BIAS_GAP:
+        raise ValueError(f"the correction (intercept {correction['intercept']:.4g}, slope {correction['slope']:.4g}) "
+                         f"claims the model errs by up to {gap:.4g} years at some age in {AGE_RANGE[0]:g}–"
+                         f"{AGE_RANGE[1]:g}, more than the {MAX_BIAS_GAP:g} allowed; it is not used")
+
+
+def stored_correction(correction: dict | None, source: str) -> dict:
+    """A model's stored bias correction, or the CheckpointError (exit 2) that says it has none."""
+    if not correction:
+        raise CheckpointError(f"{source}: has no stored bias correction (it is fitted on the validation split during "
+                              f"training); run without --bias_correction")
+    return correction
+
+
+def apply_bias_correction(pred, correction: dict) -> np.ndarray:
+    """Invert the fitted line: E[pred | age] = intercept + (1 + slope)·age, so the corrected age is
+    (pred − intercept) / (1 + slope). Needs no chronological age, so it also serves submissions."""
+    check_bias_correction(correction)
+    return (np.asarray(pred, dtype=np.float64) - correction["intercept"]) / (1.0 + correction["slope"])
+
+
+def gap_age_slope(pred, true) -> float:
+    """Slope of the gap on age (0 when the gap carries no regression to the mean)."""
+    pred, true = _check(pred, true)
+    return float(np.polyfit(true, pred - true, 1)[0]) if len(pred) > 1 and true.std() > 0 else math.nan
