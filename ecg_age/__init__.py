@@ -128,18 +128,15 @@ class Model:
     def explain(self, signal, fs: float, leads=None, sex=None, method: str | None = None,
                 png: str | Path | None = None, title: str | None = None) -> dict:
         """Each lead's share of the attribution of one (12, N) ECG's age ({lead: share}, summing to 1); with
-        ``png`` also the clinical 12-lead figure shaded by attribution. Needs the PyTorch models (captum)."""
-        if not self.predictor.bundles:
-            raise UserError(f"explanations need the PyTorch checkpoints (captum); {self.predictor.source} is an "
-                            f"ONNX export")
-        import torch
-
-        from engine.predict.explain import explain_record
+        ``png`` also the clinical 12-lead figure shaded by attribution. Occlusion runs on any engine (an ONNX file:
+        by its own forward passes); integrated gradients needs the PyTorch models."""
+        from engine.predict.explain import explainer
         from engine.predict.explanations import DEFAULT_METHOD, METHODS
         from utils.plots import plot_ecg_explanation
 
         if method is not None and method not in METHODS:
             raise UserError(f"method must be one of {', '.join(METHODS)} (or None: {DEFAULT_METHOD}), got {method!r}")
+        explain = explainer(self.predictor, method or DEFAULT_METHOD, "cpu")
         if png is not None:
             png = _path(png, "png")
 
@@ -148,8 +145,7 @@ class Model:
             raise UserError("explain takes one ECG (12, N) at a time")
         array = np.asarray(signal, dtype=np.float32)
         array = standard_leads(array, list(leads), "signal 0") if leads is not None else array
-        found = explain_record(self.predictor.bundles, Record("signal 0", array, float(fs), {}), float(codes[0]),
-                               method or DEFAULT_METHOD, torch.device("cpu"))
+        found = explain(Record("signal 0", array, float(fs), {}), float(codes[0]))
         if png is not None:
             age = self.predict(array, fs, sex=sex)
             plot_ecg_explanation(found.signal, found.fs, LEADS, found.attribution,

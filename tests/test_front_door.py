@@ -132,6 +132,10 @@ def test_occlusion_by_forward_passes_equals_captums(modern_cv_run, onnx_model, c
     np.testing.assert_allclose(ours.attribution, captum.attribution, atol=1e-5 * captum.attribution.max())
     exported = explain_by_occlusion(OnnxPredictor(OnnxModel.load(onnx_model)), record, 0.5)
     np.testing.assert_allclose(exported.shares, captum.shares, atol=2e-3)
+    import ecg_age  # the API explains an ONNX file the same way
+
+    shares = ecg_age.load(onnx_model).explain(record.signal, record.fs, sex=None)
+    np.testing.assert_allclose(list(shares.values()), exported.shares, atol=1e-6)
 
 
 def test_no_silent_assumptions(cinc, ptbxl, records, onnx_model, tmp_path, capsys):
