@@ -86,3 +86,13 @@ def test_quick_shipped_model_benchmark_runs(tmp_path, modern_cv_run, cinc, ptbxl
                        "--no_write")
     assert result["records"] == 20 and result["cold_predict_seconds"] > 0 and result["gflop_per_ecg"] > 0
     assert result["end_to_end_one_core"]["rows"] == 20 and result["model_only_one_core"]["ecg_per_s"] > 0
+
+
+def test_quick_gpu_check_runs_on_the_cpu(tmp_path, ptbxl):
+    """The GPU check's mechanics on the CPU: an architecture's throughput, one recipe's epoch, prediction end to
+    end — so it runs when a GPU is lent."""
+    result = run_quick("gpu_check.py", "--device", "cpu", "--work", str(tmp_path), "--ptbxl", str(ptbxl),
+                       "--no_write")
+    (arch,) = result["architectures"].values()
+    assert arch["train_samples_per_s"] > 0 and result["training"]["modern"]["train_ecg_per_s"] > 0
+    assert result["prediction"]["ecgs"] == 128 and result["prediction"]["ecg_per_s"] > 0
