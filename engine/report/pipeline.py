@@ -4,6 +4,7 @@ explanations) into one folder, then the report of it — against the ages the re
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -30,13 +31,20 @@ def predict_with_page(job: PredictJob, out: str | Path, cohort: str | None = Non
     if job.prediction.weights == [str(SHIPPED_MODEL)]:
         logger.info(f"note: no --weights given: using the model that ships with the project, {SHIPPED_MODEL.name} "
                     f"(adults' resting 12-lead ECGs; its card: MODEL_CARD.md)")
+    made = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    table, reader = run_records(job, engine_configuration(job))
-    ages = recorded_ages(reader.table, job.data.input) if "age" in reader.table.columns else None
-    explained = Path(job.prediction.explain) if job.prediction.explain else None
-    settings = ReportSettings(predictions=str(table), out=str(out), cohort=cohort, interval=job.prediction.interval,
-                              explanations=str(explained) if explained is not None and explained.is_dir() else None)
-    return write_report(settings, labels=ages)
+    try:
+        table, reader = run_records(job, engine_configuration(job))
+        ages = recorded_ages(reader.table, job.data.input) if "age" in reader.table.columns else None
+        explained = Path(job.prediction.explain) if job.prediction.explain else None
+        settings = ReportSettings(predictions=str(table), out=str(out), cohort=cohort,
+                                  interval=job.prediction.interval,
+                                  explanations=str(explained) if explained is not None and explained.is_dir() else None)
+        return write_report(settings, labels=ages)
+    except BaseException:
+        if made:  # a folder this command made holds only what it wrote: nothing of a failed run stays
+            shutil.rmtree(out, ignore_errors=True)
+        raise
 
 
 def recorded_ages(table: pd.DataFrame, where) -> pd.DataFrame:
