@@ -54,12 +54,16 @@ def cold_predict(model: Path, records: Path, work: Path, explained: int) -> floa
 
 
 def gflop(model: Path) -> float:
-    """Forward GFLOP per ECG of the exported graph: its convolutions' and matrix products' multiply-adds × 2 at the
-    model's input length (onnx's shape inference)."""
+    """Forward GFLOP per ECG of the exported graph: its convolutions' and matrix products' multiply-adds × 2 for one
+    ECG of the model's input length (onnx's shape inference on the graph with those sizes set)."""
     import onnx
     from onnx import numpy_helper, shape_inference
 
-    graph = shape_inference.infer_shapes(onnx.load(str(model))).graph
+    graph = onnx.load(str(model))
+    length = json.loads({p.key: p.value for p in graph.metadata_props}["ecg_age"])["preprocessing"]["length"]
+    for dim, size in zip(graph.graph.input[0].type.tensor_type.shape.dim, (1, 12, length)):
+        dim.dim_value = size  # the graph takes any batch and length: one ECG of the model's length is counted
+    graph = shape_inference.infer_shapes(graph).graph
     shapes = {v.name: [d.dim_value or 1 for d in v.type.tensor_type.shape.dim]
               for v in [*graph.value_info, *graph.input, *graph.output]}
     weights = {w.name: numpy_helper.to_array(w).shape for w in graph.initializer}
