@@ -50,7 +50,8 @@ from dataloader.sources import CacheConfig, open_source_local
 from engine.predict.inference import predict
 from engine.runs import CV_SUMMARY, HISTORY, MANIFEST, OOF, run_members
 from models.checkpoint import load_bundle
-from utils.io import write_json
+from utils.io import write_block, write_json
+from utils.machine import cpu_name
 from utils.paths import ROOT
 
 SHARED = ROOT.parent / "shared" / "data"
@@ -122,7 +123,12 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--external", default=str(SHARED / "cinc2021"))
     p.add_argument("--work", default=None, help="folder for runs, caches and results (default: a temporary one)")
     p.add_argument("--quick", action="store_true", help="2 folds, 1 epoch, tiny widths (a smoke test)")
+    p.add_argument("--write", default=None, metavar="FILE:BLOCK",
+                   help="also write the rows' table into the marked block BLOCK of FILE (a document's figures are "
+                        "written by the script that measured them)")
     args = p.parse_args(argv)
+    if args.write and ":" not in args.write:
+        p.error("--write FILE:BLOCK (e.g. docs/recipes.md:presets)")
     args.epochs = dict(item.split("=") for item in args.epochs)
     args.row_seeds = {row: int(n) for row, n in (item.split("=") for item in args.row_seeds)}
     if any(row.startswith("distilled") for row in args.rows) and "modern" not in args.rows:
@@ -346,12 +352,43 @@ def main(argv=None) -> dict:
                 for row in args.rows}
     oof, external = absolute_errors(runs, "oof"), absolute_errors(runs, "external", truth)
     result = {"machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch "
-                         f"{torch.__version__}", "rows": summarise(runs, truth, oof, external, args)}
+                         f"{torch.__version__}", "rows": summarise(runs, truth, oof, external, args),
+              "per_seed": {row: {"cv_mae": [s["cv_mae"] for s in seeds],
+                                 "external_mae": [float((pd.Series(s["external"]) - truth).abs().dropna().mean())
+                                                  for s in seeds]} for row, seeds in runs.items()}}
     if args.blends:
         result["blends"] = {name: blend({row: runs[row] for row in parts}, truth, oof, external, args)
                             for name, parts in args.blends.items()}
+    if args.write:
+        path, block = args.write.rsplit(":", 1)
+        command = " ".join(["python bench/accuracy.py", *(sys.argv[1:] if argv is None else argv)])
+        write_block(Path(path), block, rows_table(result, command), "bench/accuracy.py")
     print(json.dumps(result))
     return result
+
+
+def rows_table(result: dict, command: str) -> str:
+    """The rows as a markdown table (mean over seeds, each seed's figure in brackets; Δ against the reference with
+    its paired 95 % interval), under the machine and the command that measured them."""
+    def seeds(row: str, key: str) -> str:
+        each = result["per_seed"][row][key]
+        return f"{np.mean(each):.2f}" + (f" [{', '.join(f'{v:.2f}' for v in each)}]" if len(each) > 1 else "")
+
+    def delta(entry: dict, kind: str) -> str:
+        if "vs_reference" not in entry:
+            return "—"
+        d = entry["vs_reference"][kind]
+        return f"{d['diff']:+.2f} [{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}]"
+
+    lines = [f"Measured by `{command}` ({result['machine']}; {cpu_name()}); Δ is the row minus the reference "
+             "(negative = better), paired over records:", "",
+             "| row | seeds | OOF MAE: mean [per seed] | Δ OOF [95 % CI] | external MAE: mean [per seed] | Δ external "
+             "[95 % CI] | GFLOP / ECG (ensemble) | training s per seed |", "|---|---|---|---|---|---|---|---|"]
+    for row, entry in result["rows"].items():
+        lines.append(f"| {row} | {entry['seeds']} | {seeds(row, 'cv_mae')} | {delta(entry, 'cv')} | "
+                     f"{seeds(row, 'external_mae')} | {delta(entry, 'external')} | "
+                     f"{entry['ensemble_gflop_per_ecg']:.2f} | {entry['train_seconds']:.0f} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -22,8 +22,10 @@ def load_bench():
 
 def test_accuracy_benchmark_quick(ptbxl, cinc, tmp_path, capsys):
     bench = load_bench()
+    doc = tmp_path / "doc.md"
+    doc.write_text("# figures\n<!-- t: written by bench/accuracy.py -->\nold\n<!-- /t: written by bench/accuracy.py -->\n")
     result = bench.main(["--quick", "--work", str(tmp_path), "--ptbxl", str(ptbxl), "--external", str(cinc),
-                         "--blends", "modern+baseline"])
+                         "--blends", "modern+baseline", "--write", f"{doc}:t"])
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert last == json.loads(json.dumps(result))
     rows = last["rows"]
@@ -55,6 +57,11 @@ def test_accuracy_benchmark_quick(ptbxl, cinc, tmp_path, capsys):
     assert blend["cv_mae"] == pytest.approx(np.mean([abs(ages[i] - saved["modern"]["oof_truth"][i]) for i in ids]))
     assert blend["members"] == 2 * (weight + 1) and set(blend["vs"]) == {"modern", "baseline"}
     assert blend["vs"]["baseline"]["cv"]["diff"] == pytest.approx(blend["cv_mae"] - rows["baseline"]["cv_mae"])
+    # --write: the rows' table in the document's block, its figures the result's, the command named
+    table = {line.split(" | ")[0].strip("| "): line for line in doc.read_text().splitlines() if line.startswith("| ")}
+    assert "old" not in doc.read_text() and "`python bench/accuracy.py --quick" in doc.read_text()
+    assert set(rows) <= set(table) and f"| {rows['maic']['cv_mae']:.2f} |" in table["maic"]
+    assert f"| {paired['diff']:+.2f} [{paired['ci95'][0]:+.2f}, " in table["baseline"] and "| — |" in table["modern"]
 
 
 def test_seed_ensemble_averages_the_seeds_predictions():
