@@ -23,7 +23,8 @@ def load_bench():
 def test_accuracy_benchmark_quick(ptbxl, cinc, tmp_path, capsys):
     bench = load_bench()
     doc = tmp_path / "doc.md"
-    doc.write_text("# figures\n<!-- t: written by bench/accuracy.py -->\nold\n<!-- /t: written by bench/accuracy.py -->\n")
+    marker = "t: written by bench/accuracy.py -->"
+    doc.write_text(f"# figures\n<!-- {marker}\nold\n<!-- /{marker}\n")
     result = bench.main(["--quick", "--work", str(tmp_path), "--ptbxl", str(ptbxl), "--external", str(cinc),
                          "--blends", "modern+baseline", "--write", f"{doc}:t"])
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
