@@ -13,6 +13,7 @@ import argparse
 import json
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -42,15 +43,16 @@ def manifest(ptbxl: Path, count: int, work: Path) -> Path:
 def cold_predict(model: Path, records: Path, work: Path, explained: int) -> float:
     """Seconds of `ecg-age predict` in a new process, as a user runs it (startup, reading, ages, explanations of
     the first ``explained``, the page)."""
-    out = work / "page"
-    started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "ecg_age", "predict", str(records), "--out", str(out), "--weights",
-                           str(model), "--explain_records", str(explained), "--quiet"], capture_output=True,
-                          text=True, cwd=ROOT)
-    seconds = time.perf_counter() - started
-    if done.returncode or not (out / "report.html").exists():
-        raise SystemExit(done.stderr[-3000:])
-    return seconds
+    with tempfile.TemporaryDirectory(dir=work) as folder:  # a new folder: nothing of an earlier run resumed
+        out = Path(folder) / "page"
+        started = time.perf_counter()
+        done = subprocess.run([sys.executable, "-m", "ecg_age", "predict", str(records), "--out", str(out),
+                               "--weights", str(model), "--explain_records", str(explained), "--quiet"],
+                              capture_output=True, text=True, cwd=ROOT)
+        seconds = time.perf_counter() - started
+        if done.returncode or not (out / "report.html").exists():
+            raise SystemExit(done.stderr[-3000:])
+        return seconds
 
 
 def gflop(model: Path) -> float:
