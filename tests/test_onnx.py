@@ -101,6 +101,25 @@ def test_onnxruntime_predicts_what_pytorch_predicts(exported, modern_cv_run, cin
     assert notes["engine"] == "onnxruntime"
 
 
+def test_a_second_session_of_the_same_file_for_other_threads(exported, tmp_path):
+    """The explanations' session (every core, after the pass) gives the pass's ages; a file changed since it was
+    loaded is refused, never run under the first file's metadata."""
+    import onnx
+
+    copy = tmp_path / "m.onnx"
+    copy.write_bytes(exported.read_bytes())
+    one = OnnxModel.load(copy, threads=1)
+    every = one.with_threads(0)
+    assert every is not one and (every.threads, one.threads) == (0, 1) and one.with_threads(1) is one
+    x = np.random.default_rng(0).normal(size=(3, 12, one.preprocessing.length)).astype(np.float32)
+    np.testing.assert_allclose(every.member_ages(x), one.member_ages(x), atol=1e-5)
+    changed = onnx.load(str(exported))
+    changed.doc_string = "another file, the same metadata"
+    onnx.save(changed, str(copy))
+    with pytest.raises(CheckpointError, match="changed while it was in use"):
+        one.with_threads(2)
+
+
 def test_hostile_and_foreign_onnx_files_are_refused(exported, cinc, tmp_path):
     import onnx
 

@@ -7,6 +7,7 @@ it. Running it over records (windows, cache, bad records) is engine/predict/onnx
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from pathlib import Path
 
@@ -34,6 +35,8 @@ class OnnxModel:
     takes_sex: bool
     members: list[Description]  # each member's description (models.schema), checked as a checkpoint's is
     card: dict | None = None  # the model's card (models.schema.ModelCard), where it carries one
+    threads: int = 0  # onnxruntime's threads (0: its own choice, every core)
+    digest: str = ""  # the file's sha256 when it was loaded
 
     @property
     def median_age(self) -> float | None:
@@ -50,6 +53,8 @@ class OnnxModel:
         path = Path(path)
         try:
             regular_file(path, str(path), max_bytes=MAX_CHECKPOINT_BYTES)
+            with open(path, "rb") as handle:
+                digest = hashlib.file_digest(handle, "sha256").hexdigest()
             options = onnxruntime.SessionOptions()
             options.intra_op_num_threads = threads
             options.log_severity_level = 3
@@ -64,7 +69,8 @@ class OnnxModel:
             raise CheckpointError(f"{path}: an ONNX model without this project's metadata ({METADATA_KEY}); export "
                                   f"it with export_interface.py")
         try:
-            return cls._described(path, session, json.loads(text))
+            return dataclasses.replace(cls._described(path, session, json.loads(text)), threads=threads,
+                                       digest=digest)
         except (ValueError, TypeError, KeyError, IndexError, RecursionError) as exc:
             raise CheckpointError(f"{path}: its metadata cannot be used ({type(exc).__name__}: {str(exc)[:300]})") \
                 from exc
@@ -91,6 +97,17 @@ class OnnxModel:
                              f"{spec.length}")
         card = ModelCard.from_dict(meta["card"]).to_dict() if meta.get("card") is not None else None
         return cls(str(path), session, spec, takes_sex, members, card)
+
+    def with_threads(self, threads: int) -> "OnnxModel":
+        """The same model on a session of ``threads`` threads (a second session of the same file, which must not
+        have changed since it was loaded)."""
+        if threads == self.threads:
+            return self
+        other = OnnxModel.load(self.source, threads)
+        if other.digest != self.digest:
+            raise CheckpointError(f"{self.source}: the file changed while it was in use (loaded again for "
+                                  f"{threads or 'every'} thread(s)); run again")
+        return other
 
     def member_ages(self, x: np.ndarray, sex: np.ndarray | None = None) -> np.ndarray:
         """Every member's age (B, M) for model inputs ``x`` (B, 12, L)."""

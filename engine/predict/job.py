@@ -123,4 +123,9 @@ class PredictJob:
                           cache=self.cache.config("fp32", progress=not self.runtime.quiet), workers=workers,
                           threads=model_threads(self.runtime.threads, workers))
 
+    def explain_threads(self) -> int:
+        """onnxruntime's threads for the explanations: they run after the predictions, when no preprocessing worker
+        is left to share the cores with (--threads when given)."""
+        return model_threads(self.runtime.threads, 0)
+
 

@@ -65,6 +65,11 @@ class Predictor:
         """Every member's age (B, M) for model inputs ``x`` (B, 12, L) of the predictor's preprocessing."""
         raise NotImplementedError
 
+    def with_threads(self, threads: int) -> "Predictor":
+        """The same models on ``threads`` threads where the engine sets them per model (onnxruntime; PyTorch's
+        threads are the process's)."""
+        return self
+
 
 class OnnxPredictor(Predictor):
     """An ONNX file on onnxruntime; ``bundles``: the checkpoints it was exported from in memory (--engine
@@ -96,3 +101,6 @@ class OnnxPredictor(Predictor):
 
     def member_ages(self, x: np.ndarray, sex: np.ndarray) -> np.ndarray:
         return self.model.member_ages(x, sex)
+
+    def with_threads(self, threads: int) -> "OnnxPredictor":
+        return self if threads == self.model.threads else OnnxPredictor(self.model.with_threads(threads), self.bundles)
