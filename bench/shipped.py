@@ -112,7 +112,7 @@ def main(argv=None) -> dict:
 def speed_table(result: dict, machine: str) -> str:
     e2e, alone = result["end_to_end_one_core"], result["model_only_one_core"]
     return "\n".join([
-        f"Measured by `python bench/shipped.py` on a {machine}, fp32, onnxruntime:", "",
+        f"Measured by `python bench/shipped.py` ({machine}; fp32, onnxruntime):", "",
         "| what | figure |", "|---|---|",
         f"| forward GFLOP per ECG (all members) | {result['gflop_per_ecg']:.3f} |",
         f"| the network alone, one core (batches of 64, preprocessed inputs) | {alone['ecg_per_s']:.0f} ECG/s |",
