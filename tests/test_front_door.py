@@ -180,6 +180,23 @@ def test_training_says_its_plan_and_the_quick_preset(ptbxl, tmp_path, capsys):
     assert "network 2/2: fold_1 (ECGEfficientNet, 1 epochs)" in out and "the whole run (2 epochs) should take" in out
 
 
+def test_a_resumed_run_estimates_what_is_left(caplog):
+    """Resumed at network 2 of 3, epoch 4 of 10: the estimate counts that network's 7 epochs and the last one's 5."""
+    import logging
+
+    from engine.train.plan import Plan
+
+    plan = Plan([("fold_0", "BaselineNet", 10), ("fold_1", "BaselineNet", 10), ("fold_2", "BaselineNet", 5)], 100)
+    assert plan.epochs_left(1) == 25
+    with caplog.at_level(logging.INFO, logger="train"):
+        plan.starting("fold_1")
+        plan.epoch_done(4, 2.0)
+        plan.epoch_done(5, 2.0)  # said once
+    said = [r.getMessage() for r in caplog.records if "should take" in r.getMessage()]
+    assert said == ["the first epoch took 2.0 s: the rest of the run (12 epochs) should take about 24 s if every "
+                    "epoch costs as much"]
+
+
 def test_the_command_dispatches_to_every_program(capsys):
     for command in ("train", "report", "export", "predict"):
         done = subprocess.run([sys.executable, "-m", "ecg_age", command, "--help"], cwd=ROOT, capture_output=True,

@@ -22,6 +22,7 @@ class Plan:
     records: int
     started: float = dataclasses.field(default_factory=time.monotonic)
     estimated: bool = False
+    current: int = 0  # the network being trained (a resumed run starts past those it finished)
 
     def announce(self) -> None:
         kinds = collections.Counter((arch, epochs) for _, arch, epochs in self.networks)
@@ -29,19 +30,25 @@ class Plan:
         logger.log(RESULT, f"plan: {len(self.networks)} network(s) — {shown} — on {self.records} ECGs")
 
     def starting(self, member: str) -> None:
+        self.current = next(i for i, (name, _, _) in enumerate(self.networks) if name == member)
         if len(self.networks) > 1:
-            index = next(i for i, (name, _, _) in enumerate(self.networks) if name == member)
-            _, arch, epochs = self.networks[index]
-            logger.log(RESULT, f"network {index + 1}/{len(self.networks)}: {member} ({arch}, {epochs} epochs)")
+            _, arch, epochs = self.networks[self.current]
+            logger.log(RESULT, f"network {self.current + 1}/{len(self.networks)}: {member} ({arch}, {epochs} epochs)")
+
+    def epochs_left(self, epoch: int) -> int:
+        """Epochs from ``epoch`` (1-based, of the current network) to the run's end, that one included."""
+        return self.networks[self.current][2] - epoch + 1 + sum(e for _, _, e in self.networks[self.current + 1:])
 
     def epoch_done(self, epoch: int, seconds: float) -> None:
-        """After the run's first epoch: the whole run's time, if every epoch costs what this one did."""
+        """After the first epoch this process trains: the time of what is left of the run (the whole run unless it
+        was resumed), if every epoch costs what this one did."""
         if self.estimated:
             return
         self.estimated = True
-        total = sum(epochs for _, _, epochs in self.networks)
-        logger.log(RESULT, f"the first epoch took {seconds:.1f} s: the whole run ({total} epochs) should take about "
-                           f"{_duration(seconds * total)} if every epoch costs as much")
+        left = self.epochs_left(epoch)
+        what = "the whole run" if left == sum(e for _, _, e in self.networks) else "the rest of the run"
+        logger.log(RESULT, f"the first epoch took {seconds:.1f} s: {what} ({left} epochs) should take about "
+                           f"{_duration(seconds * left)} if every epoch costs as much")
 
 
 def _duration(seconds: float) -> str:
