@@ -15,14 +15,14 @@ DEMO_RECIPE := --nepoch 12 --decay_epoch 8 --batch_size 8 --head_bias_init mean
 # its five fold networks exported as one checked ONNX file, measured on the external CinC records, card and price
 # written
 SHARED ?= ../shared/data
-SHIP_SEEDS := 1000
+SHIP_SEEDS := 1000 1001
 SHIP_LOG ?= log
 SHIP_ENV ?= shipped
 SHIP_RUNS = $(foreach s,$(SHIP_SEEDS),$(SHIP_LOG)/BaselineNet_$(SHIP_ENV)_s$(s))
-SHIP_TRAIN = --arch BaselineNet --recipe baseline --input $(SHARED)/ptbxl --folds 5 \
+SHIP_TRAIN = --arch BaselineNet --recipe baseline --preprocessing modern_100hz --input $(SHARED)/ptbxl --folds 5 \
 	--split_seed 1234 --on_bad skip --device cpu --log_dir $(SHIP_LOG) --quiet
 SHIPPED := models/shipped/ecg_age_ptbxl.onnx
-SHIP_CARD = --name "ecg-age PTB-XL: five BaselineNets (one per fold), 500 Hz" \
+SHIP_CARD = --name "ecg-age PTB-XL: ten BaselineNets (two seeds per fold), 100 Hz" \
 	--trained_on "PTB-XL (Wagner et al., Sci Data 2020; CC-BY 4.0): the 349 records with an age of records 1-500, \
 folds 1-8; adults aged 17-91" --external "PhysioNet/CinC Challenge 2021 records" --command "make model"
 

@@ -284,6 +284,17 @@ def seed_ensemble(seeds: list[dict], truth: pd.Series) -> dict:
             "gflop_per_ecg": sum(ensemble_gflop(s) for s in seeds)}
 
 
+def ensemble_vs_one(seeds: list[dict], reference: dict, truth: pd.Series, n_boot: int) -> dict:
+    """The seeds' ensemble of a row against the reference row's first seed alone (one deployable model against
+    another), paired out of fold and on the external records."""
+    external = pd.concat([pd.Series(s["external"]) for s in seeds], axis=1).mean(axis=1)
+    cv = pd.DataFrame({"ensemble": ensemble_errors(seeds), "reference": ensemble_errors([reference])})
+    ext = pd.DataFrame({"ensemble": (external - truth).abs(), "reference": (pd.Series(reference["external"]) -
+                                                                            truth).abs()})
+    return {"cv": paired(cv, "ensemble", "reference", n_boot), "external": paired(ext, "ensemble", "reference",
+                                                                                  n_boot)}
+
+
 def seed_curve(seeds: list[dict], truth: pd.Series, n_boot: int) -> list[dict]:
     """What each further seed buys: the ensembles of the first 1, 2, …, N seeds, each with its paired difference
     in out-of-fold MAE against the first seed alone (the gain) and its compute."""
@@ -335,6 +346,9 @@ def summarise(runs: dict, truth: pd.Series, oof: pd.DataFrame, external: pd.Data
         if len(seeds) > 1 and all("oof_age" in s for s in seeds):
             entry["seed_ensemble"] = seed_ensemble(seeds, truth)
             entry["seed_curve"] = seed_curve(seeds, truth, args.n_boot)
+            if row != args.reference:
+                entry["seed_ensemble"]["vs_reference_seed"] = ensemble_vs_one(seeds, runs[args.reference][0], truth,
+                                                                              args.n_boot)
         if row != args.reference:
             entry["vs_reference"] = {"reference": args.reference,
                                      "cv": paired(oof, row, args.reference, args.n_boot),
@@ -388,6 +402,12 @@ def rows_table(result: dict, command: str) -> str:
         lines.append(f"| {row} | {entry['seeds']} | {seeds(row, 'cv_mae')} | {delta(entry, 'cv')} | "
                      f"{seeds(row, 'external_mae')} | {delta(entry, 'external')} | "
                      f"{entry['ensemble_gflop_per_ecg']:.2f} | {entry['train_seconds']:.0f} |")
+    for row, entry in result["rows"].items():  # the seeds' models together: one model of its own
+        if "vs_reference_seed" in entry.get("seed_ensemble", {}):
+            both, vs = entry["seed_ensemble"], {"vs_reference": entry["seed_ensemble"]["vs_reference_seed"]}
+            lines.append(f"| {row}, its {entry['seeds']} seeds' models together, against the reference's first "
+                         f"seed | — | {both['cv_mae']:.2f} | {delta(vs, 'cv')} | {both['external_mae']:.2f} | "
+                         f"{delta(vs, 'external')} | {both['gflop_per_ecg']:.2f} | — |")
     return "\n".join(lines)
 
 

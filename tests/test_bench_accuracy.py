@@ -79,6 +79,21 @@ def test_seed_ensemble_averages_the_seeds_predictions():
     assert result["cv_mae"] == 0.0 and result["external_mae"] == 1.5 and abs(result["gflop_per_ecg"] - 2.0) < 1e-12
 
 
+def test_a_seeds_ensemble_is_paired_with_the_reference_seed():
+    """Two seeds 2 years off in opposite directions: their ensemble is exact, 2 years better than a reference
+    seed that is 2 years off everywhere — out of fold and on the external records."""
+    import pandas as pd
+
+    bench = load_bench()
+    truth = {"a": 50.0, "b": 70.0}
+    seeds = [{"oof_age": {"a": 52.0, "b": 72.0}, "oof_truth": truth, "external": {"x": 42.0}},
+             {"oof_age": {"a": 48.0, "b": 68.0}, "oof_truth": truth, "external": {"x": 38.0}}]
+    reference = {"oof_age": {"a": 52.0, "b": 68.0}, "oof_truth": truth, "external": {"x": 42.0}}
+    result = bench.ensemble_vs_one(seeds, reference, pd.Series({"x": 40.0}), n_boot=100)
+    assert result["cv"] == {"diff": -2.0, "ci95": [-2.0, -2.0], "n": 2}
+    assert result["external"]["diff"] == -2.0 and result["external"]["n"] == 1
+
+
 def test_seed_curve_pairs_each_ensemble_with_the_first_seed():
     """Three seeds: the curve holds the ensembles of 1, 2 and 3 seeds, each paired with seed one alone on the same
     records (the first entry's gain is exactly 0), and its compute grows with the members."""
