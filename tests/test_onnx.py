@@ -101,6 +101,17 @@ def test_onnxruntime_predicts_what_pytorch_predicts(exported, modern_cv_run, cin
     assert notes["engine"] == "onnxruntime"
 
 
+def test_onnxruntime_engine_explains_with_its_checkpoints(modern_cv_run, cinc, tmp_path):
+    """--engine onnxruntime with --explain and the default threads (the pass's worker beside one model thread):
+    the explanations come from the checkpoints it was exported from, never from its temporary file, long gone."""
+    tmp, run = modern_cv_run
+    folder = tmp_path / "explained"
+    assert test_interface.entry(["--input", str(cinc), "--weights", str(run), "--engine", "onnxruntime", "--on_bad",
+                                 "skip", "--cache", "off", "--explain", str(folder), "--explain_records", "1",
+                                 "--output", str(tmp_path / "p.csv"), "--quiet"]) == 0
+    assert len(list(folder.glob("*.png"))) == 1 and len(pd.read_csv(tmp_path / "p.csv")) == 48
+
+
 def test_a_second_session_of_the_same_file_for_other_threads(exported, tmp_path):
     """The explanations' session (every core, after the pass) gives the pass's ages; a file changed since it was
     loaded is refused, never run under the first file's metadata."""

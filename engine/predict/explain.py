@@ -160,15 +160,17 @@ def explain_by_occlusion(predictor, record: Record, sex: float) -> Explanation:
                              for m, a in enumerate(attributions)], "occlusion")
 
 
-def explainer(predictor, method: str, device) -> "Callable[[Record, float], Explanation]":
+def explainer(predictor, method: str, device, threads: int | None = None) -> "Callable[[Record, float], Explanation]":
     """How the records of a job are explained: captum on the PyTorch checkpoints where there are some, else (an
-    ONNX file) occlusion by the predictor's own forward passes."""
+    ONNX file) occlusion by the predictor's own forward passes — on ``threads`` threads where given (a session of
+    its own: the explanations run after the predictions, with the cores their workers left)."""
     if predictor.bundles:
         return lambda record, sex: explain_record(predictor.bundles, record, sex, method, device)
     if method != "occlusion":
         raise UserError(f"--explain_method {method} needs the PyTorch checkpoints (gradients); {predictor.source} is "
                         f"an ONNX export: use --explain_method occlusion (forward passes only)")
-    return lambda record, sex: explain_by_occlusion(predictor, record, sex)
+    occluded = predictor if threads is None else predictor.with_threads(threads)
+    return lambda record, sex: explain_by_occlusion(occluded, record, sex)
 
 
 def ensemble_age(bundles: list[ModelBundle], record: Record, sex: float, device: torch.device) -> float:

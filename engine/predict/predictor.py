@@ -103,4 +103,5 @@ class OnnxPredictor(Predictor):
         return self.model.member_ages(x, sex)
 
     def with_threads(self, threads: int) -> "OnnxPredictor":
-        return self if threads == self.model.threads else OnnxPredictor(self.model.with_threads(threads), self.bundles)
+        model = self.model.with_threads(threads)
+        return self if model is self.model else OnnxPredictor(model, self.bundles)

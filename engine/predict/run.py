@@ -67,8 +67,8 @@ def run_records(job: PredictJob, cfg) -> tuple[Path, Reader]:
     if p.explain:
         check_explain_folder(Path(p.explain), [job.data.input, *reader.files(), output], [job.data.input])
     models = load_models(job, weights, p.mode, reader)
-    explain = explainer(models.with_threads(job.explain_threads()), p.explain_method,
-                        getattr(cfg, "device", None)) if p.explain else None
+    explain = explainer(models, p.explain_method, getattr(cfg, "device", None), job.explain_threads()) \
+        if p.explain else None
     intervals = models.intervals(p.interval, p.bias_correction) if p.interval else None
     result = predict(models, reader, engine_config(job, models, cfg), p.on_bad, "the predictions")
     frame = prediction_table(reader, result, intervals)
