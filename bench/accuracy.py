@@ -262,8 +262,7 @@ def absolute_errors(runs: dict, key: str, truth: pd.Series | None = None) -> pd.
     """Per record and row, the absolute error averaged over seeds (OOF: stored; external: from the ages)."""
     columns = {}
     for row, seeds in runs.items():
-        per_seed = [pd.Series(s[key]) if truth is None else (pd.Series(s[key]) - truth).abs().dropna()
-                    for s in seeds]
+        per_seed = [pd.Series(s[key]) if truth is None else external_errors([s], truth) for s in seeds]
         columns[row] = pd.concat(per_seed, axis=1).mean(axis=1)
     return pd.DataFrame(columns)
 
@@ -275,22 +274,25 @@ def ensemble_errors(seeds: list[dict]) -> pd.Series:
     return (oof - pd.Series(seeds[0]["oof_truth"]).reindex(oof.index)).abs()
 
 
+def external_errors(seeds: list[dict], truth: pd.Series) -> pd.Series:
+    """Per external record with an age, the absolute error of the seeds' fold ensembles averaged."""
+    external = pd.concat([pd.Series(s["external"]) for s in seeds], axis=1).mean(axis=1)
+    return (external - truth).abs().dropna()
+
+
 def seed_ensemble(seeds: list[dict], truth: pd.Series) -> dict:
     """The seeds' models averaged: out-of-fold and external (every seed's fold ensemble) MAE, and the GFLOP per
     ECG of the whole ensemble."""
-    external = pd.concat([pd.Series(s["external"]) for s in seeds], axis=1).mean(axis=1)
     return {"cv_mae": float(ensemble_errors(seeds).mean()),
-            "external_mae": float((external - truth).abs().dropna().mean()),
+            "external_mae": float(external_errors(seeds, truth).mean()),
             "gflop_per_ecg": sum(ensemble_gflop(s) for s in seeds)}
 
 
 def ensemble_vs_one(seeds: list[dict], reference: dict, truth: pd.Series, n_boot: int) -> dict:
     """The seeds' ensemble of a row against the reference row's first seed alone (one deployable model against
     another), paired out of fold and on the external records."""
-    external = pd.concat([pd.Series(s["external"]) for s in seeds], axis=1).mean(axis=1)
     cv = pd.DataFrame({"ensemble": ensemble_errors(seeds), "reference": ensemble_errors([reference])})
-    ext = pd.DataFrame({"ensemble": (external - truth).abs(), "reference": (pd.Series(reference["external"]) -
-                                                                            truth).abs()})
+    ext = pd.DataFrame({"ensemble": external_errors(seeds, truth), "reference": external_errors([reference], truth)})
     return {"cv": paired(cv, "ensemble", "reference", n_boot), "external": paired(ext, "ensemble", "reference",
                                                                                   n_boot)}
 
@@ -339,7 +341,9 @@ def summarise(runs: dict, truth: pd.Series, oof: pd.DataFrame, external: pd.Data
                  "ensemble_gflop_per_ecg": ensemble_gflop(seeds[0]),
                  "train_seconds": float(np.mean([s["train_seconds"] for s in seeds])),
                  "train_ecg_per_s": float(np.mean([s["train_ecg_per_s"] for s in seeds])),
-                 "infer_ecg_per_s": float(np.mean([s["infer_ecg_per_s"] for s in seeds]))}
+                 "infer_ecg_per_s": float(np.mean([s["infer_ecg_per_s"] for s in seeds])),
+                 "per_seed": {"cv_mae": [s["cv_mae"] for s in seeds],
+                              "external_mae": [float(external_errors([s], truth).mean()) for s in seeds]}}
         taught = [s["teacher_seconds"] for s in seeds if s.get("teacher_seconds") is not None]
         if taught:  # distillation: the teacher's pass over the training records, on top of the training
             entry["teacher_seconds"] = float(np.mean(taught))
@@ -366,10 +370,7 @@ def main(argv=None) -> dict:
                 for row in args.rows}
     oof, external = absolute_errors(runs, "oof"), absolute_errors(runs, "external", truth)
     result = {"machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch "
-                         f"{torch.__version__}", "rows": summarise(runs, truth, oof, external, args),
-              "per_seed": {row: {"cv_mae": [s["cv_mae"] for s in seeds],
-                                 "external_mae": [float((pd.Series(s["external"]) - truth).abs().dropna().mean())
-                                                  for s in seeds]} for row, seeds in runs.items()}}
+                         f"{torch.__version__}", "rows": summarise(runs, truth, oof, external, args)}
     if args.blends:
         result["blends"] = {name: blend({row: runs[row] for row in parts}, truth, oof, external, args)
                             for name, parts in args.blends.items()}
@@ -385,7 +386,7 @@ def rows_table(result: dict, command: str) -> str:
     """The rows as a markdown table (mean over seeds, each seed's figure in brackets; Δ against the reference with
     its paired 95 % interval), under the machine and the command that measured them."""
     def seeds(row: str, key: str) -> str:
-        each = result["per_seed"][row][key]
+        each = result["rows"][row]["per_seed"][key]
         return f"{np.mean(each):.2f}" + (f" [{', '.join(f'{v:.2f}' for v in each)}]" if len(each) > 1 else "")
 
     def delta(entry: dict, kind: str) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import subprocess
 import sys
 import tempfile
@@ -73,9 +74,9 @@ def gflop(model: Path) -> float:
     for node in graph.node:
         if node.op_type == "Conv" and node.input[1] in weights and node.output[0] in shapes:
             kernel = weights[node.input[1]]  # (out, in / groups, k)
-            total += 2 * float(pd.Series(shapes[node.output[0]]).prod()) * kernel[1] * kernel[2]
+            total += 2 * math.prod(shapes[node.output[0]]) * kernel[1] * kernel[2]
         elif node.op_type in ("Gemm", "MatMul") and node.input[1] in weights and node.output[0] in shapes:
-            total += 2 * float(pd.Series(shapes[node.output[0]]).prod()) * weights[node.input[1]][0]
+            total += 2 * math.prod(shapes[node.output[0]]) * weights[node.input[1]][0]
     return total / 1e9
 
 
@@ -92,9 +93,9 @@ def main(argv=None) -> dict:
     work = Path(args.work).resolve()
     work.mkdir(parents=True, exist_ok=True)
     model, records = Path(args.model).resolve(), manifest(Path(args.ptbxl).resolve(), count, work)
+    explained = 1 if args.quick else EXPLAINED
     result = {"model": model.name, "records": count, "cpu": cpu_name(), "cpu_flags": cpu_flags(),
-              "explained": 1 if args.quick else EXPLAINED,
-              "cold_predict_seconds": cold_predict(model, records, work, 1 if args.quick else EXPLAINED),
+              "explained": explained, "cold_predict_seconds": cold_predict(model, records, work, explained),
               "end_to_end_one_core": end_to_end(records, model, work, workers=0, threads=1),
               "model_only_one_core": model_only(model, records, count if args.quick else 512, 64, 1),
               "gflop_per_ecg": gflop(model)}
