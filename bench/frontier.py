@@ -98,7 +98,7 @@ def export(members: list[Path], work: Path, args, int8: bool = False) -> Path | 
     if not int8:
         return fp32
     if not out.exists():
-        spec = OnnxModel.load(fp32).preprocessing
+        spec = OnnxModel.load(fp32).input_spec  # what the graph takes
         calibration = calibration_set(None, "auto", args.calibration_records, members, spec)
         check = check_set(args.external, "auto", args.check_records, spec)
         try:
@@ -129,7 +129,7 @@ def onnx_oof(run: Path, args, work: Path, int8: bool) -> tuple[pd.Series, list[d
         x = []
         for rid in ids:
             try:
-                x.append(prepare(reader.load(position[rid]), model.preprocessing))
+                x.append(prepare(reader.load(position[rid]), model.input_spec))
             except RecordError as exc:
                 raise SystemExit(f"{rid}: {exc}") from exc
         ages[ids] = model.ages(np.stack(x))
@@ -143,7 +143,7 @@ def external_mae(onnx: Path, args) -> float:
     x, keep = [], []
     for i in range(len(reader)):
         try:
-            x.append(prepare(reader.load(i), model.preprocessing))
+            x.append(prepare(reader.load(i), model.input_spec))
             keep.append(i)
         except RecordError:
             continue

@@ -1,6 +1,7 @@
 """The GPU check, ready for the next time a GPU is lent: in a few minutes, every architecture's training and
 inference ECG/s with the GPU defaults (bf16, torch.compile, channels-last) against the seed's way, its model FLOP
-utilisation and the fraction of each training step spent waiting for data (bench/throughput.py); a short training
+utilisation, the fraction of each training step spent waiting for data and what one loader worker delivers from
+the cache (plain and augmented) against what a step consumes (bench/throughput.py); a short training
 run of each recipe through train_interface.py (one epoch on the shared PTB-XL records: ECG/s of the whole step,
 data included); and prediction end to end (test_interface.py, the modern run's checkpoints, on 2,000 400-Hz HDF5
 ECGs) against the networks alone. The figures go to ``--work``/gpu_check.json and replace the block "gpu-check"
@@ -105,13 +106,15 @@ def table(result: dict) -> str:
     device = first.get("gpu") or result["device"]
     rows = [f"`python bench/gpu_check.py` on {device} (bf16, torch.compile, channels-last; the seed's way for the "
             f"ratio):", "",
-            "| architecture | train ECG/s | × seed | infer ECG/s | × seed | MFU train / infer | data wait |",
-            "|---|---|---|---|---|---|---|"]
+            "| architecture | train ECG/s | × seed | infer ECG/s | × seed | MFU train / infer | data wait | "
+            "one loader worker: plain / augmented ECG/s | workers the step needs |",
+            "|---|---|---|---|---|---|---|---|---|"]
     for arch, r in result["architectures"].items():
         mfu = f"{r['mfu_train']:.1%} / {r['mfu_infer']:.1%}" if r.get("mfu_train") else "—"
         rows.append(f"| {arch} | {r['train_samples_per_s']:.0f} | {r['train_speedup']:.1f} | "
                     f"{r['infer_samples_per_s']:.0f} | {r['infer_speedup']:.1f} | {mfu} | "
-                    f"{r['data_wait_fraction']:.1%} |")
+                    f"{r['data_wait_fraction']:.1%} | {r['loader']['per_worker_ecg_per_s']['plain']:.0f} / "
+                    f"{r['loader']['per_worker_ecg_per_s']['augmented']:.0f} | {r['loader']['workers_needed']:.1f} |")
     rows += ["", "| recipe (one epoch, PTB-XL) | ECG/s of the whole step |", "|---|---|"]
     rows += [f"| {name} | {r['train_ecg_per_s']:.0f} |" for name, r in result["training"].items()]
     pred = result["prediction"]

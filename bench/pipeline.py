@@ -1,16 +1,21 @@
 """End-to-end prediction against the model alone: how much of the model's speed the whole pipeline keeps.
 
-    OMP_NUM_THREADS=2 python bench/pipeline.py --sizes 2000 20000 --work bench/results/pipeline
-    python bench/pipeline.py --quick --work /tmp/pipeline                 # a smoke run: 128 ECGs
+    OMP_NUM_THREADS=2 python bench/pipeline.py --sizes 2000 20000 --work bench/results/pipeline \
+        --write bench/README.md:pipeline
+    python bench/pipeline.py --quick --inputs hdf5 --work /tmp/pipeline     # a smoke run: 128 ECGs
 
-For each size N an HDF5 file in the CODE-15% layout (real PTB-XL signals, resampled to 400 Hz, 4096 samples, tiled
-to N tracings) is made once under --work. The model is an ONNX export of ``--weights`` (default: a new
-ECGEfficientNet of the modern recipe — the speed, not the ages, is measured). End to end is
-``test_interface.py --input FILE --weights model.onnx --cache off`` in a fresh process (reading, checks,
-preprocessing, the model, the output; ``--num_workers`` processes prepare records beside the model), timed from
-start to exit; the model alone is onnxruntime on already preprocessed inputs, same batch, same threads. Reported
-per size: ECG/s of both, their ratio, and the pipeline's peak resident memory. The CPU and its flags are stated.
-The last line printed is one JSON object; results are kept under --work (a rerun reuses the files).
+For each size N and input format: an HDF5 file in the CODE-15% layout (real PTB-XL signals, resampled to 400 Hz,
+4096 samples, tiled to N tracings), or a manifest of N rows naming the first 64 PTB-XL 500-Hz WFDB records in turn
+(every row read from its files), made once under --work. The model is exported from ``--weights`` (default: a new
+ECGEfficientNet of the modern recipe — the speed, not the ages, is measured) twice: as export_interface writes it
+(the recipe's band-pass and z-score inside the graph, models/input_stage.py) and with ``--cpu_preprocessing`` (the
+whole preprocessing by scipy in the workers, as before). End to end is ``test_interface.py --input FILE --weights
+model.onnx --cache off`` in a fresh process (reading, checks, preprocessing, the model, the output;
+``--num_workers`` processes prepare records beside the model), timed from start to exit, for both files; the
+network alone is onnxruntime on already preprocessed inputs (the CPU-preprocessed file), same batch, same threads,
+and so is the graph with its input stage on the CPU's windows. Reported per size and input: ECG/s of each, the
+ratios to the network alone, and the pipeline's peak resident memory. The CPU and its flags are stated. The last
+line printed is one JSON object; results are kept under --work (a rerun reuses the files).
 """
 from __future__ import annotations
 
@@ -25,10 +30,13 @@ import h5py
 import numpy as np
 import pandas as pd
 
+from utils.io import write_block
 from utils.machine import cpu_flags, cpu_name, model_threads
 from utils.paths import ROOT
 
 SHARED = ROOT.parent / "shared" / "data" / "ptbxl"
+PREPROCESSING = {"graph": "band-pass and z-score in the graph", "cpu": "all in the workers (scipy)",
+                 "given": "as the file says"}
 
 
 def tracings(ptbxl: Path, count: int) -> np.ndarray:
@@ -56,10 +64,32 @@ def hdf5(work: Path, count: int, ptbxl: Path) -> Path:
     return path
 
 
-def model(work: Path, weights: list[str] | None) -> Path:
-    if weights and len(weights) == 1 and weights[0].endswith(".onnx"):  # an export (fp32 or int8) as it is
-        return Path(weights[0])
-    path = work / "model.onnx"
+def models(work: Path, weights: list[str] | None) -> dict[str, Path]:
+    """{'graph': the export as written by default, 'cpu': with --cpu_preprocessing}, or {'given': the .onnx file
+    given as it is (fp32 or int8)}."""
+    if weights and len(weights) == 1 and weights[0].endswith(".onnx"):
+        return {"given": Path(weights[0])}
+    return {"graph": model(work, weights, "model.onnx"), "cpu": model(work, weights, "model_cpu.onnx",
+                                                                      "--cpu_preprocessing")}
+
+
+def wfdb_manifest(work: Path, count: int, ptbxl: Path) -> Path:
+    """A manifest of ``count`` rows naming the first 64 PTB-XL 500-Hz WFDB records in turn."""
+    path = work / f"wfdb_{count}.csv"
+    if not path.exists():
+        names = pd.read_csv(ptbxl / "ptbxl_database.csv").head(64)["filename_hr"]
+        files = [str((ptbxl / f"{name}.hea").resolve()) for name in names]
+        pd.DataFrame({"path": [files[i % len(files)] for i in range(count)],
+                      "id": [f"r{i}" for i in range(count)]}).to_csv(path.with_suffix(".tmp"), index=False)
+        path.with_suffix(".tmp").replace(path)
+    return path
+
+
+INPUTS = {"hdf5": ("400 Hz HDF5", hdf5), "wfdb": ("500 Hz WFDB", wfdb_manifest)}
+
+
+def model(work: Path, weights: list[str] | None, name: str, *flags: str) -> Path:
+    path = work / name
     if not path.exists():
         argv = ["--weights", *weights] if weights else None
         if argv is None:  # a new modern-recipe network, saved as a checkpoint first
@@ -72,14 +102,14 @@ def model(work: Path, weights: list[str] | None) -> Path:
             init_output(bundle, settings.recipe, 50.0)  # the recipe's start: every age 50, plausible
             argv = ["--weights", str(save_checkpoint(work / "model.pt", bundle))]
         done = subprocess.run([sys.executable, str(ROOT / "export_interface.py"), *argv, "--output", str(path),
-                               "--quiet"], capture_output=True, text=True, cwd=ROOT)
+                               *flags, "--quiet"], capture_output=True, text=True, cwd=ROOT)
         if done.returncode:
             raise SystemExit(done.stderr)
     return path
 
 
 def end_to_end(path: Path, onnx: Path, work: Path, workers: int, threads: int | None) -> dict:
-    output = work / f"{path.stem}.csv"
+    output = work / f"{path.stem}_{onnx.stem}_ages.csv"  # never the input (a manifest is a CSV too)
     started = time.perf_counter()
     done = subprocess.run([sys.executable, "-c", MEASURE, str(ROOT / "test_interface.py"), "--input", str(path),
                            "--weights", str(onnx), "--cache", "off", "--output", str(output), "--num_workers",
@@ -112,7 +142,7 @@ print(own / 1024, workers / 1024)
 
 
 def model_only(onnx: Path, path: Path, count: int, batch: int, threads: int | None) -> dict:
-    """onnxruntime alone (``threads``, as the pipeline's model) on preprocessed inputs (the first ``count``
+    """onnxruntime alone (``threads``, as the pipeline's model) on the graph's inputs (the first ``count``
     records, prepared outside the timing)."""
     from dataloader.checks import prepare
     from dataloader.formats import open_reader
@@ -120,7 +150,7 @@ def model_only(onnx: Path, path: Path, count: int, batch: int, threads: int | No
 
     session = OnnxModel.load(onnx, threads or 0)
     reader = open_reader(path)
-    x = np.stack([prepare(reader.load(i), session.preprocessing) for i in range(min(count, 512, len(reader)))])
+    x = np.stack([prepare(reader.load(i), session.input_spec) for i in range(min(count, 512, len(reader)))])
     x = np.concatenate([x] * (-(-count // len(x))))[:count]
     session.ages(x[:batch])  # warm-up
     started = time.perf_counter()
@@ -140,32 +170,59 @@ def main(argv=None) -> dict:
                    help="the model's threads, end to end (test_interface --threads) and alone (default: "
                         "test_interface's: the cores the preprocessing workers leave)")
     p.add_argument("--batch", type=int, default=64, help="onnxruntime's batch (test_interface's default)")
+    p.add_argument("--inputs", nargs="+", choices=sorted(INPUTS), default=["hdf5", "wfdb"])
     p.add_argument("--ptbxl", default=str(SHARED))
     p.add_argument("--work", default="bench/results/pipeline")
     p.add_argument("--quick", action="store_true", help="a smoke run: 128 ECGs")
+    p.add_argument("--write", default=None, metavar="FILE:BLOCK",
+                   help="write the table into the marked block of FILE (e.g. bench/README.md:pipeline)")
     args = p.parse_args(argv)
     sizes = [128] if args.quick else args.sizes
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    onnx = model(work, args.weights)
+    files = models(work, args.weights)
     from dataloader.stream import default_stream_workers
 
     workers = default_stream_workers() if args.workers is None else args.workers
     threads = model_threads(args.threads, workers)  # test_interface's own default, given to both explicitly
     rows = []
-    for count in sizes:
-        path = hdf5(work, count, Path(args.ptbxl))
-        whole = end_to_end(path, onnx, work, workers, threads)
-        alone = model_only(onnx, path, count, args.batch, threads)
-        rows.append({"n": count, "end_to_end_ecg_per_s": whole["ecg_per_s"], "model_ecg_per_s": alone["ecg_per_s"],
-                     "ratio": whole["ecg_per_s"] / alone["ecg_per_s"], "peak_rss_mb": whole["peak_rss_mb"],
-                     "worker_peak_rss_mb": whole["worker_peak_rss_mb"], "rows": whole["rows"]})
-        print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    for count, kind in [(count, kind) for kind in args.inputs for count in sizes]:
+        what, make = INPUTS[kind]
+        path = make(work, count, Path(args.ptbxl))
+        network = files.get("cpu", files.get("given"))  # the graph without an input stage: the network alone
+        alone = model_only(network, path, count, args.batch, threads)
+        for variant, onnx in files.items():
+            whole = end_to_end(path, onnx, work, workers, threads)
+            graph = alone if onnx == network else model_only(onnx, path, count, args.batch, threads)
+            rows.append({"n": count, "input": what, "file": onnx.name, "preprocessing": PREPROCESSING[variant],
+                         "end_to_end_ecg_per_s": whole["ecg_per_s"], "model_ecg_per_s": alone["ecg_per_s"],
+                         "graph_ecg_per_s": graph["ecg_per_s"], "ratio": whole["ecg_per_s"] / alone["ecg_per_s"],
+                         "peak_rss_mb": whole["peak_rss_mb"], "worker_peak_rss_mb": whole["worker_peak_rss_mb"],
+                         "rows": whole["rows"]})
+            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     result = {"cpu": cpu_name(), "cpu_flags": cpu_flags(), "threads": threads or "onnxruntime's default",
               "workers": workers, "batch": args.batch, "sizes": rows}
     (work / "pipeline.json").write_text(json.dumps(result, indent=1))
+    if args.write:
+        path, block = args.write.rsplit(":", 1)
+        write_block(Path(path), block, table(result, ["python", "bench/pipeline.py", *(argv or sys.argv[1:])]),
+                    "bench/pipeline.py")
     print(json.dumps(result))
     return result
+
+
+def table(result: dict, command: list[str]) -> str:
+    flags = ", ".join(result["cpu_flags"]) or "AVX2 only"
+    lines = [f"Measured by `{' '.join(command)}` ({result['cpu']}: {flags}; {result['workers']} preprocessing "
+             f"worker(s), model threads: {result['threads']}; onnxruntime, fp32):", "",
+             "| input | ECGs | preprocessing | end to end | network alone | graph alone (with its input stage) | "
+             "end to end / network alone | peak RSS (main / worker) |", "|---|---|---|---|---|---|---|---|"]
+    for row in result["sizes"]:
+        lines.append(f"| {row['input']} | {row['n']:,} | {row['preprocessing']} | "
+                     f"{row['end_to_end_ecg_per_s']:.0f} ECG/s | "
+                     f"{row['model_ecg_per_s']:.0f} ECG/s | {row['graph_ecg_per_s']:.0f} ECG/s | "
+                     f"**{row['ratio']:.2f}** | {row['peak_rss_mb']:.0f} / {row['worker_peak_rss_mb']:.0f} MB |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -56,13 +56,17 @@ def cold_predict(model: Path, records: Path, work: Path, explained: int) -> floa
         return seconds
 
 
-def gflop(model: Path) -> float:
-    """Forward GFLOP per ECG of the exported graph: its convolutions' and matrix products' multiply-adds × 2 for one
-    ECG of the model's input length (onnx's shape inference on the graph with those sizes set)."""
+def gflop(model: Path) -> tuple[float, float]:
+    """Forward GFLOP per ECG of the exported graph — (the networks, the input stage: the band-pass as matrix
+    products) — its convolutions' and matrix products' multiply-adds × 2 for one ECG of the model's input length
+    (onnx's shape inference on the graph with those sizes set)."""
     import onnx
     from onnx import numpy_helper, shape_inference
 
+    from engine.deploy.quantize import before_convolutions
+
     graph = onnx.load(str(model))
+    stage = set(before_convolutions(graph))
     length = json.loads({p.key: p.value for p in graph.metadata_props}["ecg_age"])["preprocessing"]["length"]
     for dim, size in zip(graph.graph.input[0].type.tensor_type.shape.dim, (1, 12, length)):
         dim.dim_value = size  # the graph takes any batch and length: one ECG of the model's length is counted
@@ -70,14 +74,17 @@ def gflop(model: Path) -> float:
     shapes = {v.name: [d.dim_value or 1 for d in v.type.tensor_type.shape.dim]
               for v in [*graph.value_info, *graph.input, *graph.output]}
     weights = {w.name: numpy_helper.to_array(w).shape for w in graph.initializer}
-    total = 0.0
+    totals = {True: 0.0, False: 0.0}  # in the stage or not
     for node in graph.node:
         if node.op_type == "Conv" and node.input[1] in weights and node.output[0] in shapes:
             kernel = weights[node.input[1]]  # (out, in / groups, k)
-            total += 2 * math.prod(shapes[node.output[0]]) * kernel[1] * kernel[2]
-        elif node.op_type in ("Gemm", "MatMul") and node.input[1] in weights and node.output[0] in shapes:
-            total += 2 * math.prod(shapes[node.output[0]]) * weights[node.input[1]][0]
-    return total / 1e9
+            totals[node.name in stage] += 2 * math.prod(shapes[node.output[0]]) * kernel[1] * kernel[2]
+        elif node.op_type in ("Gemm", "MatMul") and node.output[0] in shapes:
+            operand = weights.get(node.input[1]) or shapes.get(node.input[1])  # a constant, or a transposed one
+            if operand:
+                inner = operand[0] if node.op_type == "Gemm" else operand[-2]
+                totals[node.name in stage] += 2 * math.prod(shapes[node.output[0]]) * inner
+    return totals[False] / 1e9, totals[True] / 1e9
 
 
 def main(argv=None) -> dict:
@@ -98,7 +105,7 @@ def main(argv=None) -> dict:
               "explained": explained, "cold_predict_seconds": cold_predict(model, records, work, explained),
               "end_to_end_one_core": end_to_end(records, model, work, workers=0, threads=1),
               "model_only_one_core": model_only(model, records, count if args.quick else 512, 64, 1),
-              "gflop_per_ecg": gflop(model)}
+              **dict(zip(("gflop_per_ecg", "input_stage_gflop_per_ecg"), gflop(model)))}
     machine = f"{result['cpu']} ({', '.join(result['cpu_flags']) or 'AVX2 only'})"
     if not args.no_write:
         write_block(ROOT / "README.md", "quick-start-time",
@@ -116,7 +123,10 @@ def speed_table(result: dict, machine: str) -> str:
         f"Measured by `python bench/shipped.py` ({machine}; fp32, onnxruntime):", "",
         "| what | figure |", "|---|---|",
         f"| forward GFLOP per ECG (all members) | {result['gflop_per_ecg']:.3f} |",
-        f"| the network alone, one core (batches of 64, preprocessed inputs) | {alone['ecg_per_s']:.0f} ECG/s |",
+        f"| GFLOP per ECG of the graph's input stage (band-pass and z-score, once for all members) | "
+        f"{result['input_stage_gflop_per_ecg']:.4f} |",
+        f"| the model's graph alone, one core (batches of 64 of the CPU's windows; the graph's band-pass and "
+        f"z-score included) | {alone['ecg_per_s']:.0f} ECG/s |",
         f"| end to end, one core (read, check, preprocess, predict, write; `--threads 1 --num_workers 0 --cache off`) "
         f"| {e2e['ecg_per_s']:.0f} ECG/s ({e2e['rows']} ECGs in {e2e['seconds']:.1f} s, process start included) |",
         f"| `ecg-age predict` on {result['records']} ECGs from a cold start (ages, intervals, {result['explained']} "

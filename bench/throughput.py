@@ -157,11 +157,31 @@ def default_path(head, reader, spec, ages, args, device, precision, tmp: Path, r
                           workers=workers, pin=device.type == "cuda")
     train = time_training(fast_model, head, _cycle(loader), args.steps, args.warmup + (2 if compiled else 0),
                           device, precision, compiled)
+    result["loader"] = loader_capacity(cache, ages, args.batch_size, args.steps, recipe.augment(spec.fs),
+                                       train["samples_per_s"])
     result["infer_batch_size"] = default_infer_batch(device, args.batch_size)  # test_interface's default
     infer_loader = eval_loader(ECGDataset(cache, np.arange(args.n_infer)), result["infer_batch_size"], workers,
                                pin=device.type == "cuda")
     infer_model = compiled or place_model(fast_model, device, fast_layout=True, training=False)
     return train, time_inference(infer_model, head, (b["x"] for b in infer_loader), device, precision)
+
+
+def loader_capacity(cache, ages: np.ndarray, batch: int, steps: int, augment: Augment | None,
+                    consumption: float) -> dict:
+    """ECG/s one loader worker delivers from the cache — plain and with the recipe's whole augmentation — against
+    the training step's consumption (ECG/s): how many workers keep a step fed."""
+    delivered = {}
+    for name, settings in (("plain", None), ("augmented", augment)):
+        loader = train_loader(ECGDataset(cache, np.arange(len(ages)), ages, augment=settings), batch, seed=0,
+                              workers=1, pin=False)
+        batches = _cycle(loader)
+        next(batches)  # the worker started
+        started = time.perf_counter()
+        for _ in range(steps):
+            next(batches)
+        delivered[name] = steps * batch / (time.perf_counter() - started)
+    return {"per_worker_ecg_per_s": delivered, "step_consumption_ecg_per_s": consumption,
+            "workers_needed": consumption / delivered["augmented"]}
 
 
 def quantized_scopes(tmp: Path, x: np.ndarray, sex: np.ndarray) -> dict:
@@ -190,7 +210,8 @@ def onnx_path(model, head, spec, reader, args, tmp: Path, result: dict) -> float
     bundle = ModelBundle(model, args.arch, model_args(args.arch), spec, head)
     x = np.stack([preprocess(r.signal, r.fs, spec) for r in map(reader.load, range(args.n_infer))])
     sex = np.full(len(x), UNKNOWN_SEX, np.float32)
-    export_onnx([bundle], tmp / "model.onnx", x[:args.infer_batch_size], sex[:args.infer_batch_size])
+    export_onnx([bundle], tmp / "model.onnx", x[:args.infer_batch_size], sex[:args.infer_batch_size],
+                graph=False)  # the network alone, on the inputs every engine here gets
     int8 = quantized_scopes(tmp, x, sex)
     sessions = {"onnxruntime": OnnxModel.load(tmp / "model.onnx"),
                 **{name: OnnxModel.load(tmp / f"{name}.onnx") for name in int8}}

@@ -106,7 +106,7 @@ class Model:
             reason = check_record(record, SCALE_REMEDY)
             if reason:
                 raise RecordError(where, reason)
-            records.append(prepare(record, self.predictor.preprocessing))
+            records.append(prepare(record, self.predictor.input_spec))
         return np.stack(records), codes, single
 
     def predict(self, signals, fs: float, leads=None, sex=None, interval: float | None = None,

@@ -26,6 +26,8 @@ from scipy import signal as sps
 
 from utils.bounds import MAX_FS, MAX_INPUT_SECONDS, MAX_SAMPLES, MIN_FS, finite_number
 
+from .zero_phase import padlen
+
 
 @dataclasses.dataclass(frozen=True)
 class PreprocessSpec:
@@ -191,6 +193,22 @@ def preprocess(signal: np.ndarray, fs: float, spec: PreprocessSpec) -> np.ndarra
     if spec.nan_to_zero:
         x = np.where(np.isnan(x), 0.0, x)
     return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def in_graph(spec: PreprocessSpec) -> bool:
+    """Whether a model's graph runs ``spec``'s band-pass, z-score and NaN → 0 (models/input_stage.py) on the window
+    the CPU resampled and cut: the project's own recipes (filter, then z-score) on windows longer than the filter's
+    odd extension. The seed recipes (MAIC z-scores first; Lima neither filters nor z-scores) keep their reference
+    path on the CPU."""
+    return spec.zscore_after_filter and spec.bandpass is not None and spec.length > padlen(spec.filter_order)
+
+
+def cpu_part(spec: PreprocessSpec) -> PreprocessSpec:
+    """What the CPU does of ``spec`` when a graph runs the rest (:func:`in_graph`): resampling and the window;
+    ``spec`` itself otherwise."""
+    if not in_graph(spec):
+        return spec
+    return dataclasses.replace(spec, bandpass=None, zscore=False, nan_to_zero=False, zscore_after_filter=False)
 
 
 def tta_specs(spec: PreprocessSpec, count: int) -> list[PreprocessSpec]:

@@ -40,6 +40,8 @@ def test_quick_memory_and_reader_benchmarks_run(tmp_path, ptbxl):
 def test_quick_throughput_and_explanation_benchmarks_run(tmp_path, modern_cv_run, cinc):
     speed = run_quick("throughput.py", "--arch", "BaselineNet")
     assert speed["train_samples_per_s"] > 0 and speed["infer_samples_per_s"] > 0
+    loader = speed["loader"]  # one worker's delivery from the cache, plain and augmented, against the step's need
+    assert min(loader["per_worker_ecg_per_s"].values()) > 0 and loader["workers_needed"] > 0
     result = run_quick("explain.py", "--weights", str(modern_cv_run[1]), "--input", str(cinc), "--work",
                        str(tmp_path / "explain"))
     (method, summary), = result["methods"].items()
@@ -47,10 +49,23 @@ def test_quick_throughput_and_explanation_benchmarks_run(tmp_path, modern_cv_run
 
 
 def test_quick_pipeline_benchmark_runs(tmp_path, ptbxl):
-    result = run_quick("pipeline.py", "--work", str(tmp_path), "--ptbxl", str(ptbxl))
-    (row,) = result["sizes"]
-    assert row["n"] == row["rows"] == 128 and row["end_to_end_ecg_per_s"] > 0 and row["model_ecg_per_s"] > 0
-    assert 0 < row["ratio"] and row["peak_rss_mb"] > 0 and result["cpu_flags"] is not None
+    """Both exports (the band-pass in the graph, and all on the CPU) end to end against one network alone; the
+    table written into the marked block of a document."""
+    doc = tmp_path / "doc.md"
+    doc.write_text("before\n<!-- pipeline: written by bench/pipeline.py -->\nold\n"
+                   "<!-- /pipeline: written by bench/pipeline.py -->\nafter\n")
+    result = run_quick("pipeline.py", "--work", str(tmp_path), "--ptbxl", str(ptbxl), "--inputs", "wfdb", "--write",
+                       f"{doc}:pipeline")
+    graph, cpu = result["sizes"]
+    assert (graph["file"], cpu["file"]) == ("model.onnx", "model_cpu.onnx")
+    assert graph["model_ecg_per_s"] == cpu["model_ecg_per_s"] == cpu["graph_ecg_per_s"]  # one network alone
+    for row in (graph, cpu):
+        assert row["n"] == row["rows"] == 128 and row["end_to_end_ecg_per_s"] > 0 and row["graph_ecg_per_s"] > 0
+        assert 0 < row["ratio"] and row["peak_rss_mb"] > 0 and result["cpu_flags"] is not None
+    text = doc.read_text()
+    assert text.startswith("before\n") and text.endswith("after\n") and "old" not in text
+    assert "| 500 Hz WFDB | 128 | band-pass and z-score in the graph |" in text
+    assert "| 500 Hz WFDB | 128 | all in the workers (scipy) |" in text
 
 
 def test_quick_figure_comparison_runs(tmp_path, cinc):
@@ -103,6 +118,12 @@ def test_quick_shipped_model_benchmark_runs(tmp_path, modern_cv_run, cinc, ptbxl
                        "--no_write")
     assert result["records"] == 20 and result["cold_predict_seconds"] > 0
     assert abs(result["gflop_per_ecg"] - members_gflop(run)) < 1e-3 * members_gflop(run)  # the graph's = torch's
+    from models.zero_phase import padlen, pass_blocks  # the input stage's matrix products, counted from its blocks
+
+    blocks = pass_blocks(4, 0.5, 45.0, 500.0, 5000 + 2 * padlen(4))
+    states = blocks.to_state.shape[0]
+    per_pass = blocks.blocks * blocks.block * (blocks.block + 2 * states) + (blocks.blocks * states) ** 2
+    assert abs(result["input_stage_gflop_per_ecg"] - 2 * 2 * 12 * per_pass / 1e9) < 1e-6
     assert result["end_to_end_one_core"]["rows"] == 20 and result["model_only_one_core"]["ecg_per_s"] > 0
 
 

@@ -111,11 +111,14 @@ def test_the_shipped_model_is_torch_free_and_gives_its_recorded_ages(cinc, tmp_p
     np.testing.assert_allclose(now["predicted_age"], recorded["predicted_age"], atol=1e-4, rtol=0)
 
 
-def test_occlusion_by_forward_passes_equals_captums(modern_cv_run, onnx_model, cinc):
+def test_occlusion_by_forward_passes_equals_captums(modern_cv_run, onnx_model, cinc, tmp_path):
     """The forward-pass occlusion the ONNX path explains with is captum's Occlusion (the PyTorch path's): the same
-    lead shares from the same checkpoints, and from their ONNX export within its export tolerance."""
+    lead shares from the same checkpoints, and from their ONNX export (the whole preprocessing on the CPU) within its
+    export tolerance. A file whose graph runs the band-pass (the default) is occluded on its own input, the
+    recorded window: each half-second of a lead flattened before the graph filters it."""
     import torch
 
+    from dataloader.checks import prepare
     from dataloader.formats import open_reader
     from engine.deploy.onnx_model import OnnxModel
     from engine.predict.explain import explain_by_occlusion, explain_record
@@ -130,12 +133,29 @@ def test_occlusion_by_forward_passes_equals_captums(modern_cv_run, onnx_model, c
     ours = explain_by_occlusion(torch_models, record, 0.5)
     np.testing.assert_allclose(ours.shares, captum.shares, atol=1e-6)
     np.testing.assert_allclose(ours.attribution, captum.attribution, atol=1e-5 * captum.attribution.max())
-    exported = explain_by_occlusion(OnnxPredictor(OnnxModel.load(onnx_model)), record, 0.5)
+    cpu_file = tmp_path / "cpu.onnx"
+    assert export_interface.entry(["--weights", str(run), "--output", str(cpu_file), "--check_input", str(cinc),
+                                   "--check_records", "2", "--cpu_preprocessing", "--quiet"]) == 0
+    exported = explain_by_occlusion(OnnxPredictor(OnnxModel.load(cpu_file)), record, 0.5)
     np.testing.assert_allclose(exported.shares, captum.shares, atol=2e-3)
+    graph = OnnxModel.load(onnx_model)
+    assert graph.graph_preprocessing
+    in_graph = explain_by_occlusion(OnnxPredictor(graph), record, 0.5)
+    window = prepare(record, graph.input_spec)  # the definition, written out: zeroed half-seconds of the window
+    width = int(round(0.5 * graph.preprocessing.fs))
+    base = graph.member_ages(window[None], np.full(1, 0.5, np.float32))[0]
+    change = np.zeros((len(base), 12))
+    for lead in range(12):
+        for start in range(0, window.shape[1] - width + 1, width):
+            occluded = window.copy()
+            occluded[lead, start:start + width] = 0.0
+            change[:, lead] += np.abs(base - graph.member_ages(occluded[None], np.full(1, 0.5, np.float32))[0])
+    expected = (change / change.sum(axis=1, keepdims=True)).mean(axis=0)
+    np.testing.assert_allclose(in_graph.shares, expected / expected.sum(), atol=1e-5)
     import ecg_age  # the API explains an ONNX file the same way
 
     shares = ecg_age.load(onnx_model).explain(record.signal, record.fs, sex=None)
-    np.testing.assert_allclose(list(shares.values()), exported.shares, atol=1e-6)
+    np.testing.assert_allclose(list(shares.values()), in_graph.shares, atol=1e-6)
 
 
 def test_no_silent_assumptions(cinc, ptbxl, records, onnx_model, tmp_path, capsys):

@@ -23,6 +23,7 @@ from engine.deploy import export
 from engine.deploy.onnx_model import METADATA_KEY, OnnxModel
 from engine.deploy.quantize import SCOPES
 from engine.train.members import build_bundle
+from models.preprocessing import in_graph
 from models.registry import MODELS
 from utils.errors import CheckpointError, RecordError
 
@@ -39,14 +40,17 @@ def ptbxl_records(ptbxl):
 def test_every_architecture_exports_and_matches(arch, ptbxl_records, tmp_path):
     bundle = build_bundle(options.train_settings(options.parse_train(["--arch", arch, *ARCH_OPTIONS.get(arch, [])])))
     bundle.model.eval()
-    x = np.stack([prepare(r, bundle.preprocessing) for r in ptbxl_records])
+    full = np.stack([prepare(r, bundle.preprocessing) for r in ptbxl_records])  # scipy's whole preprocessing
+    x = np.stack([prepare(r, export.graph_input([bundle])) for r in ptbxl_records])  # what the graph takes
     sex = np.array([1.0, 0.0, 0.5], np.float32)
     result = export.export_onnx([bundle], tmp_path / "m.onnx", x, sex)
     assert result["records"] == 3 and result["max_difference_years"] <= export.TOLERANCE_YEARS
     model = OnnxModel.load(tmp_path / "m.onnx")
     assert model.archs == [arch] and model.preprocessing == bundle.preprocessing
-    with torch.no_grad():
-        reference = bundle.head(bundle.model(torch.from_numpy(x))).double().numpy()
+    assert model.graph_preprocessing == in_graph(bundle.preprocessing)
+    assert model.input_spec == export.graph_input([bundle])
+    with torch.no_grad():  # the network on scipy's inputs: the graph's band-pass and z-score equal them
+        reference = bundle.head(bundle.model(torch.from_numpy(full))).double().numpy()
     np.testing.assert_allclose(model.ages(x, sex), reference, atol=1e-3)
     # a dynamic batch: one record, and more than the export saw
     np.testing.assert_allclose(model.ages(x[:1], sex[:1]), reference[:1], atol=1e-3)
@@ -99,6 +103,25 @@ def test_onnxruntime_predicts_what_pytorch_predicts(exported, modern_cv_run, cin
         np.testing.assert_allclose(onnx_out[column], torch_out[column], atol=1e-3)
     notes = json.loads((tmp_path / "onnx.csv.json").read_text())
     assert notes["engine"] == "onnxruntime"
+
+
+def test_the_graph_runs_the_band_pass_and_a_cpu_preprocessed_file_still_predicts(exported, modern_cv_run, cinc,
+                                                                                 tmp_path):
+    """By default the export runs the modern recipe's band-pass and z-score in its graph (the CPU only resamples and
+    cuts); --cpu_preprocessing writes a file as before, whose graph takes scipy's whole preprocessing. Both give
+    the same ages."""
+    tmp, run = modern_cv_run
+    old = tmp_path / "cpu.onnx"
+    assert export_interface.entry(["--weights", str(run), "--output", str(old), "--check_input", str(cinc),
+                                   "--check_records", "2", "--cpu_preprocessing", "--quiet"]) == 0
+    graph, cpu = OnnxModel.load(exported), OnnxModel.load(old)
+    assert graph.graph_preprocessing and not cpu.graph_preprocessing
+    assert graph.preprocessing == cpu.preprocessing == cpu.input_spec and graph.input_spec.bandpass is None
+    common = ["--input", str(cinc), "--on_bad", "skip", "--cache_dir", str(tmp / "cache"), "--quiet"]
+    for name, path in (("graph", exported), ("cpu", old)):
+        assert test_interface.entry([*common, "--weights", str(path), "--output", str(tmp_path / f"{name}.csv")]) == 0
+    ages = [pd.read_csv(tmp_path / f"{name}.csv")["predicted_age"] for name in ("graph", "cpu")]
+    assert len(ages[0]) == 48 and np.abs(ages[0] - ages[1]).max() < 1e-3
 
 
 def test_onnxruntime_engine_explains_with_its_checkpoints(modern_cv_run, cinc, tmp_path):
@@ -278,7 +301,7 @@ def test_int8_export_is_checked_against_fp32_and_used_like_it(exported, modern_c
     assert any(node.op_type == "QuantizeLinear" for node in graph.graph.node)
     reader = open_reader(cinc)
     fp32, int8 = OnnxModel.load(exported), OnnxModel.load(out)
-    x = np.stack([prepare(reader.load(i), fp32.preprocessing) for i in range(12)])
+    x = np.stack([prepare(reader.load(i), fp32.input_spec) for i in range(12)])
     difference = np.abs(int8.ages(x) - fp32.ages(x))
     assert difference.mean() <= 0.1 and difference.max() <= 0.5
     assert test_interface.entry(["--input", str(cinc), "--weights", str(out), "--on_bad", "skip", "--output",
@@ -293,7 +316,7 @@ def test_an_int8_model_outside_its_tolerance_writes_nothing(exported, cinc, tmp_
     monkeypatch.setattr(quantize, "INT8_MAX_YEARS", 0.0)
     reader = open_reader(cinc)
     model = OnnxModel.load(exported)
-    x = np.stack([prepare(reader.load(i), model.preprocessing) for i in range(6)])
+    x = np.stack([prepare(reader.load(i), model.input_spec) for i in range(6)])
     sex = np.full(len(x), 0.5, np.float32)
     with pytest.raises(UserError, match="too far from the fp32 export") as refused:
         quantize.quantize_int8(exported, tmp_path / "model.int8.onnx", (x, sex), (x, sex))
@@ -306,18 +329,21 @@ def test_the_careful_int8_scope_keeps_the_stem_gates_and_activations_in_fp32(exp
     activations and the head stay fp32 — found from the graph's shapes, not from names."""
     import onnx
 
-    from engine.deploy.quantize import fp32_edges, quantize_int8
+    from engine.deploy.quantize import before_convolutions, fp32_edges, quantize_int8
 
     graph = onnx.load(str(exported))
     kept = set(fp32_edges(graph))
     producer = {out: n.op_type for n in graph.graph.node for out in n.output}
-    stems = [n.name for n in graph.graph.node if n.op_type == "Conv" and n.input[0] == "x"]
+    stage = set(before_convolutions(graph))  # the band-pass as matrix products, then the z-score
+    assert sum(n.op_type == "MatMul" for n in graph.graph.node if n.name in stage) >= 8
+    staged = {"x"} | {out for n in graph.graph.node if n.name in stage for out in n.output}
+    stems = [n.name for n in graph.graph.node if n.op_type == "Conv" and n.input[0] in staged]
     squeezes = [n.name for n in graph.graph.node if n.op_type == "Conv" and producer.get(n.input[0]) == "ReduceMean"]
     assert len(stems) == 2 and squeezes and set(stems + squeezes) <= kept  # each gate: a squeeze and an excitation conv
     assert len(kept) == len(stems) + 2 * len(squeezes)
     reader = open_reader(cinc)
     model = OnnxModel.load(exported)
-    x = np.stack([prepare(reader.load(i), model.preprocessing) for i in range(6)])
+    x = np.stack([prepare(reader.load(i), model.input_spec) for i in range(6)])
     sex = np.full(len(x), 0.5, np.float32)
     result = quantize_int8(exported, tmp_path / "conv.onnx", (x, sex), (x, sex), limits=(np.inf, np.inf),
                            scopes=(SCOPES[1],))
@@ -328,6 +354,7 @@ def test_the_careful_int8_scope_keeps_the_stem_gates_and_activations_in_fp32(exp
     for n in quantized:
         for name in n.input:
             consumers.setdefault(name, []).append(n.op_type)
+    assert not any(n.op_type == "QuantizeLinear" and n.input[0] == "x" for n in quantized)  # the stage stays fp32
     for node in quantized:
         if node.op_type == "Conv":  # int8 exactly where the rule says: its input comes through a DequantizeLinear
             source = produced_by.get(node.input[0])

@@ -20,7 +20,7 @@ from utils.errors import RecordError, UserError
 from utils.io import beside, check_output_path, regular_file, remove_stale
 from utils.machine import cpu_flags, cpu_name, fast_int8
 
-from .export import export_onnx
+from .export import export_onnx, graph_input
 from .quantize import quantize_int8
 from .settings import ExportSettings
 
@@ -90,7 +90,8 @@ def export(settings: ExportSettings, trust: bool = False) -> None:
     check_output_path(output, [*s.weights, *members], [f for f in (s.check_input, s.calibration_input) if f])
     card = read_card(Path(s.card)) if s.card else None
     bundles = load_ensemble(members, mode=s.mode, trust=trust)
-    spec = bundles[0].preprocessing
+    graph = not s.cpu_preprocessing
+    spec = graph_input(bundles, graph)
     x, sex, what = check_set(s.check_input, s.input_format, s.check_records, spec)
     calibration = calibration_set(s.calibration_input, s.input_format, s.calibration_records, members, spec) \
         if s.quantize == "int8" else None
@@ -100,7 +101,7 @@ def export(settings: ExportSettings, trust: bool = False) -> None:
         logger.info(f"note: removed {path.name}, left by an interrupted export")
     with contextlib.ExitStack() as stack:
         fp32 = output if s.quantize == "none" else stack.enter_context(beside(output, "fp32"))
-        result = export_onnx(bundles, fp32, x, sex, card)
+        result = export_onnx(bundles, fp32, x, sex, card, graph)
         logger.log(RESULT, f"{'wrote ' + str(output) if fp32 == output else 'exported'} "
                            f"({result['bytes'] / 1e6:.1f} MB, {len(bundles)} model(s)); onnxruntime equals PyTorch "
                            f"within {result['max_difference_years']:.2g} years on {what}")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.preprocessing import PreprocessSpec
+from models.preprocessing import PreprocessSpec, cpu_part
 from models.schema import Description, ModelCard
 from utils.bounds import MAX_CHECKPOINT_BYTES
 from utils.errors import CheckpointError, RecordError
@@ -37,6 +37,13 @@ class OnnxModel:
     card: dict | None = None  # the model's card (models.schema.ModelCard), where it carries one
     threads: int = 0  # onnxruntime's threads (0: its own choice, every core)
     digest: str = ""  # the file's sha256 when it was loaded
+    graph_preprocessing: bool = False  # the graph runs the band-pass, z-score and NaN → 0 (absent in older files)
+
+    @property
+    def input_spec(self) -> PreprocessSpec:
+        """What the CPU makes of each record for the graph's ``x``: the window alone where the graph runs the
+        rest of ``preprocessing``."""
+        return cpu_part(self.preprocessing) if self.graph_preprocessing else self.preprocessing
 
     @property
     def median_age(self) -> float | None:
@@ -96,7 +103,11 @@ class OnnxModel:
             raise ValueError(f"the graph takes inputs of {length} samples but the metadata's preprocessing makes "
                              f"{spec.length}")
         card = ModelCard.from_dict(meta["card"]).to_dict() if meta.get("card") is not None else None
-        return cls(str(path), session, spec, takes_sex, members, card)
+        graph = meta.get("graph_preprocessing", False)
+        if not isinstance(graph, bool) or (graph and cpu_part(spec) == spec):
+            raise ValueError(f"graph_preprocessing must be true only for a preprocessing a graph can run, got "
+                             f"{str(graph)[:20]}")
+        return cls(str(path), session, spec, takes_sex, members, card, graph_preprocessing=graph)
 
     def with_threads(self, threads: int) -> "OnnxModel":
         """The same model on a session of ``threads`` threads (a second session of the same file, which must not
@@ -110,7 +121,7 @@ class OnnxModel:
         return other
 
     def member_ages(self, x: np.ndarray, sex: np.ndarray | None = None) -> np.ndarray:
-        """Every member's age (B, M) for model inputs ``x`` (B, 12, L)."""
+        """Every member's age (B, M) for ``x`` (B, 12, L), the records made by :attr:`input_spec`."""
         feed = {"x": np.ascontiguousarray(x, dtype=np.float32)}
         if self.takes_sex:
             feed["sex"] = np.ascontiguousarray(sex, dtype=np.float32)

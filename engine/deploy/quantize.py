@@ -81,10 +81,11 @@ def quantize_int8(fp32: str | os.PathLike, path: str | os.PathLike, calibration:
     x, sex = check
     expected = reference.ages(x, sex)
     feeds = _feed(reference, *calibration)
-    kept = _kept_fp32(fp32) if any(scope.keep_fp32_edges for scope in scopes) else []
+    stage, kept = _kept_fp32(fp32)
     with staged(path) as staging, beside(path, "quant", folder=True) as scratch, _temporary_files_in(scratch):
         for scope in scopes:
-            _quantize(fp32, staging, feeds, scope, kept if scope.keep_fp32_edges else None, len(calibration[0]))
+            _quantize(fp32, staging, feeds, scope, stage + (kept if scope.keep_fp32_edges else []),
+                      len(calibration[0]))
             differences = np.abs(OnnxModel.load(staging).ages(x, sex) - expected)
             tried.append((scope.name, float(differences.mean()), float(differences.max())))
             if tried[-1][1] <= limits[0] and tried[-1][2] <= limits[1]:
@@ -102,10 +103,24 @@ def quantize_int8(fp32: str | os.PathLike, path: str | os.PathLike, calibration:
             "bytes": path.stat().st_size, "tried": tried}
 
 
-def _kept_fp32(fp32) -> list[str]:
+def _kept_fp32(fp32) -> tuple[list[str], list[str]]:
+    """(the input stage's nodes, the edge convolutions): what stays fp32 always, and in the careful scopes."""
     import onnx
 
-    return fp32_edges(onnx.load(str(fp32)))
+    model = onnx.load(str(fp32))
+    return before_convolutions(model), fp32_edges(model)
+
+
+def before_convolutions(model) -> list[str]:
+    """The nodes no convolution's output reaches: the graph's input stage (the band-pass as matrix products,
+    models/input_stage.py, whose precision int8 would ruin) and the handling of the sex code."""
+    reached, nodes = set(), []
+    for node in model.graph.node:  # ONNX nodes are in topological order
+        if node.op_type == "Conv" or any(name in reached for name in node.input):
+            reached.update(node.output)
+        else:
+            nodes.append(node.name)
+    return nodes
 
 
 def _quantize(fp32, staging: Path, feeds: tuple, scope: Scope, excluded: list[str] | None, records: int) -> None:
@@ -158,7 +173,8 @@ def _library_warnings_off():
 
 
 def fp32_edges(model) -> list[str]:
-    """The convolutions a careful int8 leaves in fp32: the stem (reading the graph's input) and those on pooled
+    """The convolutions a careful int8 leaves in fp32: the stem (reading the graph's input, or its input stage's
+    output) and those on pooled
     features (length 1: squeeze-excitation gates, cheap and range-sensitive), by onnx's shape inference."""
     import onnx
 
@@ -169,6 +185,8 @@ def fp32_edges(model) -> list[str]:
         if dims and dims[-1].HasField("dim_value"):
             lengths[value.name] = dims[-1].dim_value
     inputs = {i.name for i in model.graph.input}
+    staged = set(before_convolutions(model))
+    inputs |= {out for node in model.graph.node if node.name in staged for out in node.output}
     return [node.name for node in model.graph.node if node.op_type == "Conv" and
             (node.input[0] in inputs or lengths.get(node.input[0]) == 1)]
 

@@ -33,4 +33,8 @@ class ExportSettings(Settings):
                                     "external_mae, interval_level, interval_coverage, intended_use, date, command) "
                                     "carried in the file's metadata and shown on every page made with it",
                               metavar="JSON")
+    cpu_preprocessing: bool = option(False, "keep the whole preprocessing on the CPU, as files before the graph "
+                                            "ran it (by default the graph runs the project's recipes' band-pass, "
+                                            "z-score and NaN → 0 with the network; the seed recipes stay on the "
+                                            "CPU either way)")
     mode: str = mode_option()

@@ -151,7 +151,7 @@ def occlusion(member_ages, x: np.ndarray, width: int, batch: int = OCCLUSION_BAT
 def explain_by_occlusion(predictor, record: Record, sex: float) -> Explanation:
     """The ensemble's explanation of one record by occlusion through the predictor's forward passes — any engine,
     an ONNX file on onnxruntime included (no PyTorch, no captum)."""
-    spec = predictor.preprocessing
+    spec = predictor.input_spec  # the same samples as the model's input (models.preprocessing.cpu_part)
     x = prepare(record, spec)
     codes = lambda batch: np.full(len(batch), sex, np.float32)  # noqa: E731
     attributions = occlusion(lambda batch: predictor.member_ages(batch, codes(batch)), x,

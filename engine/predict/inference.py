@@ -20,7 +20,8 @@ from dataloader.labels import table_sex
 from dataloader.records import Reader
 from dataloader.sources import CacheConfig
 from models.checkpoint import ModelBundle
-from models.preprocessing import tta_specs
+from models.input_stage import InputStage
+from models.preprocessing import cpu_part, in_graph, tta_specs
 from utils.errors import CheckpointError
 from utils.metrics import apply_bias_correction, ensemble_mean, stored_correction
 from utils.paths import CACHE_DIR
@@ -55,11 +56,14 @@ def forward(net: nn.Module, batch: dict, device: torch.device, sex: bool = False
 
 @torch.no_grad()
 def predict(model: nn.Module, head, loader, device: torch.device, precision: str, progress: bool = False,
-            desc: str = "predict", sex: bool = False) -> dict:
-    """Ages of every row of ``loader`` (this rank's shard): {'index', 'age', 'target', 'weight'} as arrays."""
+            desc: str = "predict", sex: bool = False, stage: InputStage | None = None) -> dict:
+    """Ages of every row of ``loader`` (this rank's shard): {'index', 'age', 'target', 'weight'} as arrays; with
+    ``stage`` the rows are the CPU's windows and the stage (in fp32, whatever ``precision``) makes the inputs."""
     model.eval()
     out = {"index": [], "age": [], "target": [], "weight": []}
     for batch in tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False):
+        if stage is not None:
+            batch = batch | {"x": stage.to(device)(batch["x"].to(device, non_blocking=True))}
         with autocast(device, precision):
             raw = forward(model, batch, device, sex)
         out["age"].append(head(raw).cpu().numpy().astype(np.float64))
@@ -86,10 +90,11 @@ def _corrected(bundle: ModelBundle, ages: np.ndarray, cfg: InferenceConfig) -> n
         raise CheckpointError(f"{bundle.source}: {exc}") from exc
 
 
-def predict_rows(bundle: ModelBundle, source, table, positions: np.ndarray, cfg: InferenceConfig) -> np.ndarray:
+def predict_rows(bundle: ModelBundle, source, table, positions: np.ndarray, cfg: InferenceConfig,
+                 stage: InputStage | None = None) -> np.ndarray:
     """Ages of the records at ``positions`` of an open source (whose reader's table is ``table``), in that order:
-    the mean over each record's windows, identical windows predicted once. Also training's out-of-fold
-    prediction."""
+    the mean over each record's windows, identical windows predicted once (``stage``: see :func:`predict`). Also
+    training's out-of-fold prediction."""
     sex = table_sex(table)
     model = place_model(bundle.model, cfg.device, cfg.fast_layout, training=False)
 
@@ -97,7 +102,7 @@ def predict_rows(bundle: ModelBundle, source, table, positions: np.ndarray, cfg:
         loader = eval_loader(ECGDataset(source, rows, sex=sex[owners]), cfg.batch_size, cfg.workers,
                              pin=cfg.device.type == "cuda")
         result = predict(model, bundle.head, loader, cfg.device, cfg.precision, cfg.progress,
-                         desc=f"{bundle.arch} on {len(positions)} ECGs", sex=bundle.takes_sex)
+                         desc=f"{bundle.arch} on {len(positions)} ECGs", sex=bundle.takes_sex, stage=stage)
         ages = np.empty(len(rows))
         ages[result["index"]] = result["age"]
         return ages
@@ -108,14 +113,17 @@ def predict_rows(bundle: ModelBundle, source, table, positions: np.ndarray, cfg:
 def predict_ensemble(bundles: list[ModelBundle], reader: Reader, cfg: InferenceConfig) -> tuple[np.ndarray, dict]:
     """The mean age over ``bundles`` (each with its own preprocessing and, if asked, bias correction) and the union
     of their bad records, every record read and preprocessed once for all of them (engine/predict/windows.py); with the
-    cache off the loader workers become the pass's preprocessing processes and the models read from memory."""
+    cache off the loader workers become the pass's preprocessing processes and the models read from memory. The
+    project's recipes' band-pass and z-score run with the network (models/input_stage.py), on the CPU's windows."""
     for bundle in bundles:  # a broken correction is refused before any work
         if cfg.bias_correction:
             stored_correction(bundle.bias_correction, bundle.source)
     streamed = not cfg.cache.enabled
     member_cfg = dataclasses.replace(cfg, workers=0) if streamed else cfg
-    members = [(tta_specs(b.preprocessing, cfg.tta),
-                lambda source, good, b=b: predict_rows(b, source, reader.table, good, member_cfg)) for b in bundles]
+    stages = [InputStage(b.preprocessing) if in_graph(b.preprocessing) else None for b in bundles]
+    members = [(tta_specs(cpu_part(b.preprocessing), cfg.tta),
+                lambda source, good, b=b, s=s: predict_rows(b, source, reader.table, good, member_cfg, s))
+               for b, s in zip(bundles, stages)]
     ages, bad = ensemble_record_ages(reader, members, cfg.cache, workers=cfg.workers if streamed else 0)
     return ensemble_mean([_corrected(b, a, cfg) for b, a in zip(bundles, ages)]), bad
 

@@ -43,4 +43,4 @@ def predict_records_onnx(model: OnnxModel, reader: Reader, cfg: OnnxConfig, sex:
 
         return window_means(source, good, row_ages)
 
-    return record_ages(reader, tta_specs(model.preprocessing, cfg.tta), cfg.cache, predict, cfg.workers)
+    return record_ages(reader, tta_specs(model.input_spec, cfg.tta), cfg.cache, predict, cfg.workers)

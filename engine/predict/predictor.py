@@ -31,7 +31,9 @@ def is_onnx(path) -> bool:
 
 class Predictor:
     """Models on one engine. ``bundles``: the PyTorch models (what explanations need; none for an ONNX file);
-    each implementation gives ``engine``, ``source``, ``preprocessing``, ``median_age``, ``archs``,
+    each implementation gives ``engine``, ``source``, ``preprocessing``, ``input_spec`` (what ``predict_inputs``
+    and ``member_ages`` take: ``preprocessing``, or the window alone where a graph runs the rest), ``median_age``,
+    ``archs``,
     ``training_records`` (each member's), ``members``, ``predict_records`` and ``predict_inputs``."""
 
     engine: str
@@ -58,11 +60,11 @@ class Predictor:
 
     def predict_inputs(self, x: np.ndarray, sex: np.ndarray, bias_correction: bool = False,
                        batch_size: int = 64) -> np.ndarray:
-        """The ensemble's ages (B,) for model inputs ``x`` (B, 12, L) (already preprocessed)."""
+        """The ensemble's ages (B,) for ``x`` (B, 12, L), records made by ``input_spec``."""
         raise NotImplementedError
 
     def member_ages(self, x: np.ndarray, sex: np.ndarray) -> np.ndarray:
-        """Every member's age (B, M) for model inputs ``x`` (B, 12, L) of the predictor's preprocessing."""
+        """Every member's age (B, M) for ``x`` (B, 12, L), records made by ``input_spec``."""
         raise NotImplementedError
 
     def with_threads(self, threads: int) -> "Predictor":
@@ -82,6 +84,7 @@ class OnnxPredictor(Predictor):
 
     source = property(lambda self: self.model.source)
     preprocessing = property(lambda self: self.model.preprocessing)
+    input_spec = property(lambda self: self.model.input_spec)
     median_age = property(lambda self: self.model.median_age)
     archs = property(lambda self: self.model.archs)
     training_records = property(lambda self: [m.facts.n for m in self.model.members])

@@ -10,7 +10,7 @@ import numpy as np
 
 from dataloader.checks import model_inputs
 from dataloader.records import Reader, Record
-from engine.deploy.export import export_onnx
+from engine.deploy.export import export_onnx, graph_input
 from engine.deploy.onnx_model import OnnxModel
 from models.checkpoint import load_ensemble
 from models.schema import UNKNOWN_SEX
@@ -34,6 +34,7 @@ class TorchPredictor(Predictor):
 
     source = property(lambda self: self.bundles[0].source)
     preprocessing = property(lambda self: self.bundles[0].preprocessing)
+    input_spec = preprocessing  # predict_inputs runs the bare networks
     median_age = property(lambda self: self.bundles[0].facts.median_age)
     archs = property(lambda self: [b.arch for b in self.bundles])
     training_records = property(lambda self: [b.facts.n for b in self.bundles])
@@ -54,7 +55,7 @@ class TorchPredictor(Predictor):
     def exported(self, records: Iterable[Record], threads: int = 0) -> OnnxPredictor:
         """These models exported to a temporary ONNX file (checked on the first usable of ``records``) and loaded
         into onnxruntime; the bundles stay with it (explanations)."""
-        x = model_inputs(records, self.preprocessing, EXPORT_CHECK_RECORDS)
+        x = model_inputs(records, graph_input(self.bundles), EXPORT_CHECK_RECORDS)
         if not len(x):
             raise UserError("--engine onnxruntime: no usable record to check the export on")
         with tempfile.TemporaryDirectory(prefix="ecg-age-onnx-") as folder:

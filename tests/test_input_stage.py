@@ -1,0 +1,99 @@
+"""The graph's part of the preprocessing (models/input_stage.py) against scipy's whole path, on real records:
+PTB-XL and CinC 2021 at 500 Hz, records resampled to 400 and 257 Hz, a short record (padded) and a long one
+(cropped); the seed recipes keep their reference path; a checkpoint's ages through the stage equal its ages on
+scipy's inputs."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from scipy import signal as sps
+
+from dataloader.checks import prepare
+from dataloader.formats import open_reader
+from dataloader.records import Record
+from dataloader.sources import CacheConfig
+from engine.predict.inference import InferenceConfig, predict_inputs, predict_records
+from engine.runs import run_members
+from models.checkpoint import load_bundle
+from models.input_stage import InputStage
+from models.preprocessing import LIMA, MAIC, MODERN, MODERN_100HZ, cpu_part, in_graph, preprocess
+from models.zero_phase import padlen, pass_blocks
+
+
+@pytest.fixture(scope="module")
+def records(ptbxl, cinc) -> list[Record]:
+    """Real records at several rates and lengths."""
+    ptb, georgia = open_reader(ptbxl, ptbxl_rate=500), open_reader(cinc)
+    out = [ptb.load(i) for i in range(4)] + [georgia.load(i) for i in range(0, 40, 8)]
+    first = out[0]
+    for fs in (400, 257):
+        out.append(Record(f"{first.id}@{fs}", sps.resample_poly(first.signal, fs, 500, axis=-1).astype(np.float32),
+                          float(fs), {}))
+    out.append(Record("short", first.signal[:, :2100], 500.0, {}))  # 4.2 s: padded at the end
+    out.append(Record("long", np.concatenate([first.signal, out[1].signal], axis=1), 500.0, {}))  # cropped
+    return out
+
+
+@pytest.mark.parametrize("spec, tolerance", [(MODERN, 2e-4), (MODERN_100HZ, 2e-5)])
+def test_the_stage_reproduces_scipys_preprocessing(records, spec, tolerance):
+    """The window (resampled and cut on the CPU) through the stage equals filtfilt + z-score by scipy. The
+    tolerance is the transfer-function filter's own error at 500 Hz: scipy's filtfilt(b, a) and its second-order
+    sections differ by ~1e-5 there, and the stage is built from the sections."""
+    expected = np.stack([preprocess(r.signal, r.fs, spec) for r in records])
+    windows = np.stack([preprocess(r.signal, r.fs, cpu_part(spec)) for r in records])
+    with torch.no_grad():
+        got = InputStage(spec)(torch.from_numpy(windows)).numpy()
+    assert got.shape == expected.shape == (len(records), 12, spec.length) and got.dtype == np.float32
+    np.testing.assert_allclose(got, expected, atol=tolerance, rtol=0)
+    # not a vacuous equality: the band-pass and z-score change the window by far more than the tolerance
+    raw = (windows - windows.mean(-1, keepdims=True)) / (windows.std(-1, keepdims=True) + 1e-8)
+    assert np.abs(raw - expected).max() > 0.5
+
+
+def test_the_stage_runs_under_any_precision_in_fp32():
+    """The stage's matrices and its output stay float32 whatever the input's dtype (a bf16 pass would lose the
+    filter's precision)."""
+    stage = InputStage(MODERN_100HZ)
+    x = torch.randn(2, 12, MODERN_100HZ.length)
+    with torch.no_grad():
+        full = stage(x)
+        half = stage(x.to(torch.bfloat16))
+    assert full.dtype == half.dtype == torch.float32 and all(b.dtype == torch.float32 for b in stage.buffers())
+    assert not list(stage.state_dict())  # constants, never saved in a checkpoint
+
+
+def test_the_seed_recipes_keep_their_reference_path():
+    assert not in_graph(MAIC) and not in_graph(LIMA)
+    assert cpu_part(MAIC) is MAIC and cpu_part(LIMA) is LIMA
+    assert in_graph(MODERN) and in_graph(MODERN_100HZ)
+    window = cpu_part(MODERN)
+    assert (window.fs, window.length, window.crop, window.pad) == (MODERN.fs, MODERN.length, MODERN.crop, MODERN.pad)
+    assert window.bandpass is None and not window.zscore
+    # a window no longer than the filter's odd extension (scipy refuses it) stays on the CPU
+    tiny = dataclasses.replace(MODERN_100HZ, length=padlen(MODERN_100HZ.filter_order))
+    assert not in_graph(tiny) and cpu_part(tiny) is tiny
+
+
+def test_the_block_matrices_are_bounded():
+    """A balanced realization: no matrix grows with the window (a transfer-function state would reach 1e15)."""
+    blocks = pass_blocks(4, 0.5, 45.0, 500.0, 5054)
+    for name in ("inner", "to_state", "carry", "from_state", "start"):
+        assert np.abs(getattr(blocks, name)).max() < 2.0, name
+
+
+def test_a_checkpoints_ages_through_the_stage_equal_its_ages_on_scipys_inputs(modern_cv_run, cinc, tmp_path):
+    """PyTorch's record prediction (the stage on the CPU's windows) against the network on scipy's whole
+    preprocessing: within 0.02 y (in practice ~1e-5)."""
+    _, run = modern_cv_run
+    bundle = load_bundle(run_members(str(run))[0])
+    assert in_graph(bundle.preprocessing)
+    reader = open_reader(cinc)
+    ages, bad = predict_records(bundle, reader, InferenceConfig(cache=CacheConfig(enabled=False, progress=False)))
+    good = [i for i, rid in enumerate(reader.ids) if rid not in bad]
+    assert len(good) == 48 and np.isfinite(ages[good]).all() and np.isnan(np.delete(ages, good)).all()
+    x = np.stack([prepare(reader.load(i), bundle.preprocessing) for i in good])
+    reference = predict_inputs([bundle], x, np.full(len(x), 0.5, np.float32))
+    assert np.abs(ages[good] - reference).max() < 0.02
