@@ -12,10 +12,11 @@ ECGEfficientNet of the modern recipe — the speed, not the ages, is measured) t
 whole preprocessing by scipy in the workers, as before). End to end is ``test_interface.py --input FILE --weights
 model.onnx --cache off`` in a fresh process (reading, checks, preprocessing, the model, the output;
 ``--num_workers`` processes prepare records beside the model), timed from start to exit, for both files; the
-network alone is onnxruntime on already preprocessed inputs (the CPU-preprocessed file), same batch, same threads,
-and so is the graph with its input stage on the CPU's windows. Reported per size and input: ECG/s of each, the
-ratios to the network alone, and the pipeline's peak resident memory. The CPU and its flags are stated. The last
-line printed is one JSON object; results are kept under --work (a rerun reuses the files).
+network alone is onnxruntime on already preprocessed inputs (the CPU-preprocessed file), same batch, on the same
+threads as the file's pipeline (test_interface's default: the cores the workers leave, or all of them where the
+graph runs the band-pass), and so is the graph with its input stage on the CPU's windows. Reported per size and
+input: ECG/s of each, the ratios to the network alone, and the pipeline's peak resident memory. The CPU and its
+flags are stated. The last line printed is one JSON object; results are kept under --work (a rerun reuses the files).
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from utils.io import write_block
-from utils.machine import cpu_flags, cpu_name, model_threads
+from utils.machine import cpu_flags, cpu_name, model_threads, usable_cores
 from utils.paths import ROOT
 
 SHARED = ROOT.parent / "shared" / "data" / "ptbxl"
@@ -182,26 +183,29 @@ def main(argv=None) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     files = models(work, args.weights)
     from dataloader.stream import default_stream_workers
+    from engine.deploy.onnx_model import OnnxModel
 
     workers = default_stream_workers() if args.workers is None else args.workers
-    threads = model_threads(args.threads, workers)  # test_interface's own default, given to both explicitly
     rows = []
     for count, kind in [(count, kind) for kind in args.inputs for count in sizes]:
         what, make = INPUTS[kind]
         path = make(work, count, Path(args.ptbxl))
         network = files.get("cpu", files.get("given"))  # the graph without an input stage: the network alone
-        alone = model_only(network, path, count, args.batch, threads)
         for variant, onnx in files.items():
+            # test_interface's own default threads (all cores where the graph runs the band-pass), given explicitly
+            staged = OnnxModel.load(onnx).graph_preprocessing
+            threads = model_threads(args.threads, 0 if staged else workers)
             whole = end_to_end(path, onnx, work, workers, threads)
+            alone = model_only(network, path, count, args.batch, threads)  # the network alone on the same cores
             graph = alone if onnx == network else model_only(onnx, path, count, args.batch, threads)
             rows.append({"n": count, "input": what, "file": onnx.name, "preprocessing": PREPROCESSING[variant],
+                         "threads": threads or usable_cores(), "spinning": not (staged and workers),
                          "end_to_end_ecg_per_s": whole["ecg_per_s"], "model_ecg_per_s": alone["ecg_per_s"],
                          "graph_ecg_per_s": graph["ecg_per_s"], "ratio": whole["ecg_per_s"] / alone["ecg_per_s"],
                          "peak_rss_mb": whole["peak_rss_mb"], "worker_peak_rss_mb": whole["worker_peak_rss_mb"],
                          "rows": whole["rows"]})
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-    result = {"cpu": cpu_name(), "cpu_flags": cpu_flags(), "threads": threads or "onnxruntime's default",
-              "workers": workers, "batch": args.batch, "sizes": rows}
+    result = {"cpu": cpu_name(), "cpu_flags": cpu_flags(), "workers": workers, "batch": args.batch, "sizes": rows}
     (work / "pipeline.json").write_text(json.dumps(result, indent=1))
     if args.write:
         path, block = args.write.rsplit(":", 1)
@@ -214,11 +218,13 @@ def main(argv=None) -> dict:
 def table(result: dict, command: list[str]) -> str:
     flags = ", ".join(result["cpu_flags"]) or "AVX2 only"
     lines = [f"Measured by `{' '.join(command)}` ({result['cpu']}: {flags}; {result['workers']} preprocessing "
-             f"worker(s), model threads: {result['threads']}; onnxruntime, fp32):", "",
-             "| input | ECGs | preprocessing | end to end | network alone | graph alone (with its input stage) | "
-             "end to end / network alone | peak RSS (main / worker) |", "|---|---|---|---|---|---|---|---|"]
+             f"worker(s) and test_interface's default model threads; onnxruntime, fp32; process start included):",
+             "", "| input | ECGs | preprocessing | model threads | end to end | network alone | graph alone (with its "
+             "input stage) | end to end / network alone | peak RSS (main / worker) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for row in result["sizes"]:
-        lines.append(f"| {row['input']} | {row['n']:,} | {row['preprocessing']} | "
+        threads = f"{row['threads']}{'' if row['spinning'] else ', not spinning'}"
+        lines.append(f"| {row['input']} | {row['n']:,} | {row['preprocessing']} | {threads} | "
                      f"{row['end_to_end_ecg_per_s']:.0f} ECG/s | "
                      f"{row['model_ecg_per_s']:.0f} ECG/s | {row['graph_ecg_per_s']:.0f} ECG/s | "
                      f"**{row['ratio']:.2f}** | {row['peak_rss_mb']:.0f} / {row['worker_peak_rss_mb']:.0f} MB |")

@@ -15,7 +15,7 @@ from dataloader.checks import prepare
 from dataloader.formats import open_reader
 from dataloader.records import Record
 from dataloader.sources import CacheConfig
-from engine.predict.inference import InferenceConfig, predict_inputs, predict_records
+from engine.predict.inference import InferenceConfig, graph_preprocessing, predict_inputs, predict_records
 from engine.runs import run_members
 from models.checkpoint import load_bundle
 from models.input_stage import InputStage
@@ -85,15 +85,19 @@ def test_the_block_matrices_are_bounded():
 
 
 def test_a_checkpoints_ages_through_the_stage_equal_its_ages_on_scipys_inputs(modern_cv_run, cinc, tmp_path):
-    """PyTorch's record prediction (the stage on the CPU's windows) against the network on scipy's whole
-    preprocessing: within 0.02 y (in practice ~1e-5)."""
+    """PyTorch's record prediction with the stage on the CPU's windows (a GPU's default) against the network on
+    scipy's whole preprocessing (the CPU's default): within 0.02 y (in practice ~1e-5)."""
     _, run = modern_cv_run
     bundle = load_bundle(run_members(str(run))[0])
     assert in_graph(bundle.preprocessing)
     reader = open_reader(cinc)
-    ages, bad = predict_records(bundle, reader, InferenceConfig(cache=CacheConfig(enabled=False, progress=False)))
+    cache = CacheConfig(enabled=False, progress=False)
+    assert not graph_preprocessing(InferenceConfig()) and graph_preprocessing(InferenceConfig(
+        device=torch.device("cuda")))
+    ages, bad = predict_records(bundle, reader, InferenceConfig(cache=cache, graph_preprocessing=True))
+    plain, _ = predict_records(bundle, reader, InferenceConfig(cache=cache))
     good = [i for i, rid in enumerate(reader.ids) if rid not in bad]
     assert len(good) == 48 and np.isfinite(ages[good]).all() and np.isnan(np.delete(ages, good)).all()
     x = np.stack([prepare(reader.load(i), bundle.preprocessing) for i in good])
     reference = predict_inputs([bundle], x, np.full(len(x), 0.5, np.float32))
-    assert np.abs(ages[good] - reference).max() < 0.02
+    assert np.abs(ages[good] - reference).max() < 0.02 and np.abs(plain[good] - reference).max() < 1e-4

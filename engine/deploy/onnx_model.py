@@ -36,6 +36,7 @@ class OnnxModel:
     members: list[Description]  # each member's description (models.schema), checked as a checkpoint's is
     card: dict | None = None  # the model's card (models.schema.ModelCard), where it carries one
     threads: int = 0  # onnxruntime's threads (0: its own choice, every core)
+    spinning: bool = True  # its idle threads spin (off where worker processes share the cores)
     digest: str = ""  # the file's sha256 when it was loaded
     graph_preprocessing: bool = False  # the graph runs the band-pass, z-score and NaN → 0 (absent in older files)
 
@@ -54,7 +55,7 @@ class OnnxModel:
         return [m.arch for m in self.members]
 
     @classmethod
-    def load(cls, path: str | Path, threads: int = 0) -> "OnnxModel":
+    def load(cls, path: str | Path, threads: int = 0, spinning: bool = True) -> "OnnxModel":
         import onnxruntime
 
         path = Path(path)
@@ -64,6 +65,7 @@ class OnnxModel:
                 digest = hashlib.file_digest(handle, "sha256").hexdigest()
             options = onnxruntime.SessionOptions()
             options.intra_op_num_threads = threads
+            options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
             options.log_severity_level = 3
             session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except RecordError as exc:
@@ -77,7 +79,7 @@ class OnnxModel:
                                   f"it with export_interface.py")
         try:
             return dataclasses.replace(cls._described(path, session, json.loads(text)), threads=threads,
-                                       digest=digest)
+                                       spinning=spinning, digest=digest)
         except (ValueError, TypeError, KeyError, IndexError, RecursionError) as exc:
             raise CheckpointError(f"{path}: its metadata cannot be used ({type(exc).__name__}: {str(exc)[:300]})") \
                 from exc
@@ -109,12 +111,13 @@ class OnnxModel:
                              f"{str(graph)[:20]}")
         return cls(str(path), session, spec, takes_sex, members, card, graph_preprocessing=graph)
 
-    def with_threads(self, threads: int) -> "OnnxModel":
-        """The same model on a session of ``threads`` threads (a second session of the same file, which must not
-        have changed since it was loaded)."""
-        if threads == self.threads:
+    def with_threads(self, threads: int, spinning: bool | None = None) -> "OnnxModel":
+        """The same model on a session of ``threads`` threads (spinning or not; by default as this one) — a second
+        session of the same file, which must not have changed since it was loaded."""
+        spinning = self.spinning if spinning is None else spinning
+        if (threads, spinning) == (self.threads, self.spinning):
             return self
-        other = OnnxModel.load(self.source, threads)
+        other = OnnxModel.load(self.source, threads, spinning)
         if other.digest != self.digest:
             raise CheckpointError(f"{self.source}: the file changed while it was in use (loaded again for "
                                   f"{threads or 'every'} thread(s)); run again")

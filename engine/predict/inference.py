@@ -41,6 +41,7 @@ class InferenceConfig:
     tta: int = 1
     bias_correction: bool = False
     fast_layout: bool = True  # channels-last where it pays off (everything but --precision fp32)
+    graph_preprocessing: bool | None = None  # the input stage with the network (None: on a GPU only, see below)
     cache: CacheConfig = CacheConfig(folder=Path(CACHE_DIR))
     progress: bool = False
 
@@ -113,19 +114,28 @@ def predict_rows(bundle: ModelBundle, source, table, positions: np.ndarray, cfg:
 def predict_ensemble(bundles: list[ModelBundle], reader: Reader, cfg: InferenceConfig) -> tuple[np.ndarray, dict]:
     """The mean age over ``bundles`` (each with its own preprocessing and, if asked, bias correction) and the union
     of their bad records, every record read and preprocessed once for all of them (engine/predict/windows.py); with the
-    cache off the loader workers become the pass's preprocessing processes and the models read from memory. The
-    project's recipes' band-pass and z-score run with the network (models/input_stage.py), on the CPU's windows."""
+    cache off the loader workers become the pass's preprocessing processes and the models read from memory. With
+    :func:`graph_preprocessing` the project's recipes' band-pass and z-score run with the network, on the CPU's
+    windows."""
     for bundle in bundles:  # a broken correction is refused before any work
         if cfg.bias_correction:
             stored_correction(bundle.bias_correction, bundle.source)
     streamed = not cfg.cache.enabled
     member_cfg = dataclasses.replace(cfg, workers=0) if streamed else cfg
-    stages = [InputStage(b.preprocessing) if in_graph(b.preprocessing) else None for b in bundles]
-    members = [(tta_specs(cpu_part(b.preprocessing), cfg.tta),
+    stages = [InputStage(b.preprocessing) if in_graph(b.preprocessing) and graph_preprocessing(cfg) else None
+              for b in bundles]
+    members = [(tta_specs(cpu_part(b.preprocessing) if s is not None else b.preprocessing, cfg.tta),
                 lambda source, good, b=b, s=s: predict_rows(b, source, reader.table, good, member_cfg, s))
                for b, s in zip(bundles, stages)]
     ages, bad = ensemble_record_ages(reader, members, cfg.cache, workers=cfg.workers if streamed else 0)
     return ensemble_mean([_corrected(b, a, cfg) for b, a in zip(bundles, ages)]), bad
+
+
+def graph_preprocessing(cfg: InferenceConfig) -> bool:
+    """Whether the project's recipes' band-pass and z-score run with the network (models/input_stage.py): on a GPU
+    by default, where CPU workers could not keep up with it; on the CPU the scipy path, whose output the cache keeps
+    (the stage costs the model's cores what the workers saved: bench/README.md, "Preprocessing in the graph")."""
+    return cfg.device.type == "cuda" if cfg.graph_preprocessing is None else cfg.graph_preprocessing
 
 
 def predict_views(bundles: list[ModelBundle], source, positions: np.ndarray, sex: np.ndarray, augment: Augment,

@@ -114,14 +114,18 @@ class PredictJob:
         p, m = self.prediction, self.maic
         return [*(p.weights or []), *(m.weights_adult or []), *(m.weights_child or [])]
 
-    def onnx_config(self) -> OnnxConfig:
-        """How onnxruntime runs the models: its own batch, the windows, the bias correction, the cache."""
+    def onnx_config(self, graph: bool = False) -> OnnxConfig:
+        """How onnxruntime runs the models: its own batch, the windows, the bias correction, the cache. Its threads
+        are the cores the preprocessing workers leave — all of them for a ``graph`` that runs the band-pass and
+        z-score itself, whose workers only read, check and resample, its idle threads then yielding the cores to
+        them instead of spinning (bench/README.md, "Preprocessing in the graph")."""
         streamed = self.cache.cache != "on"
         workers = self.runtime.workers(default_stream_workers() if streamed else 0)
         return OnnxConfig(batch_size=self.runtime.infer_batch_size or ONNX_BATCH, tta=self.prediction.tta,
                           bias_correction=self.prediction.bias_correction,
                           cache=self.cache.config("fp32", progress=not self.runtime.quiet), workers=workers,
-                          threads=model_threads(self.runtime.threads, workers))
+                          threads=model_threads(self.runtime.threads, 0 if graph else workers),
+                          spinning=not (graph and workers))
 
     def explain_threads(self) -> int:
         """onnxruntime's threads for the explanations: they run after the predictions, when no preprocessing worker

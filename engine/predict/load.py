@@ -13,13 +13,17 @@ from engine.deploy.onnx_model import OnnxModel
 from engine.runs import run_members
 from utils.errors import UserError
 
+from .onnx_engine import OnnxConfig
 from .predictor import OnnxPredictor, Predictor, is_onnx
 
 
 def load_predictor(weights: list, mode: str | None = None, trust: bool = False, engine: str = "auto",
-                   check: Iterable[Record] = (), threads: int = 0) -> Predictor:
+                   check: Iterable[Record] = (), threads: int = 0, graph: OnnxConfig | None = None) -> Predictor:
     """The models ``weights`` stands for on ``engine`` (a run folder: exactly the members its manifest names);
-    ``check``: records an in-memory export (--engine onnxruntime) is checked on."""
+    ``check``: records an in-memory export (--engine onnxruntime) is checked on; onnxruntime's ``threads``, or
+    ``graph``'s threads and spinning for a graph that runs the preprocessing itself (its workers have little left
+    to do)."""
+    graph = graph or OnnxConfig(threads=threads)
     onnx_files = [w for w in weights if is_onnx(w)]
     if onnx_files:
         if len(weights) > 1:
@@ -27,8 +31,13 @@ def load_predictor(weights: list, mode: str | None = None, trust: bool = False, 
                             f"{onnx_files[0]} alone, or export the ensemble again with all its members")
         if engine == "torch":
             raise UserError(f"--engine torch cannot run {onnx_files[0]}: an ONNX file runs on onnxruntime")
-        return OnnxPredictor(OnnxModel.load(onnx_files[0], threads))
+        model = OnnxModel.load(onnx_files[0], threads)
+        return OnnxPredictor(model.with_threads(graph.threads, graph.spinning) if model.graph_preprocessing else model)
     from .torch_predictor import TorchPredictor  # checkpoints: the PyTorch side, imported only here
 
     predictor = TorchPredictor.load([m for w in weights for m in run_members(w)], mode=mode, trust=trust)
-    return predictor if engine != "onnxruntime" else predictor.exported(check, threads)
+    if engine != "onnxruntime":
+        return predictor
+    if predictor.input_spec != predictor.exported_spec:
+        return predictor.exported(check, graph.threads, graph.spinning)
+    return predictor.exported(check, threads)

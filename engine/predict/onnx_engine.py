@@ -29,6 +29,7 @@ class OnnxConfig:
     bias_correction: bool = False
     cache: CacheConfig = CacheConfig()
     threads: int = 0  # 0: onnxruntime's choice
+    spinning: bool = True  # onnxruntime's idle threads spin (off where they share the cores with workers)
     workers: int = 0  # processes reading and preprocessing beside the model when nothing is cached
 
 

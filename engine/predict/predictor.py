@@ -106,5 +106,5 @@ class OnnxPredictor(Predictor):
         return self.model.member_ages(x, sex)
 
     def with_threads(self, threads: int) -> "OnnxPredictor":
-        model = self.model.with_threads(threads)
+        model = self.model.with_threads(threads, spinning=True)  # alone on the cores: no worker to yield to
         return self if model is self.model else OnnxPredictor(model, self.bundles)

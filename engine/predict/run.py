@@ -41,7 +41,8 @@ logger = logging.getLogger("test")
 def load_models(job: PredictJob, weights: list[str], mode: str, reader: Reader) -> Predictor:
     """Every model ``weights`` stands for (a run folder: exactly the members its manifest names) on --engine."""
     return load_predictor(weights, mode=mode, trust=job.runtime.trust_checkpoint, engine=job.prediction.engine,
-                          check=readable_records(reader), threads=job.onnx_config().threads)
+                          check=readable_records(reader), threads=job.onnx_config().threads,
+                          graph=job.onnx_config(graph=True))
 
 
 def engine_config(job: PredictJob, models: Predictor, cfg):

@@ -52,16 +52,21 @@ class TorchPredictor(Predictor):
     def member_ages(self, x: np.ndarray, sex: np.ndarray) -> np.ndarray:
         return np.stack([predict_inputs([b], x, sex) for b in self.bundles], axis=1)
 
-    def exported(self, records: Iterable[Record], threads: int = 0) -> OnnxPredictor:
+    @property
+    def exported_spec(self):
+        """What :meth:`exported`'s graph takes (the window alone where it runs the rest of the preprocessing)."""
+        return graph_input(self.bundles)
+
+    def exported(self, records: Iterable[Record], threads: int = 0, spinning: bool = True) -> OnnxPredictor:
         """These models exported to a temporary ONNX file (checked on the first usable of ``records``) and loaded
         into onnxruntime; the bundles stay with it (explanations)."""
-        x = model_inputs(records, graph_input(self.bundles), EXPORT_CHECK_RECORDS)
+        x = model_inputs(records, self.exported_spec, EXPORT_CHECK_RECORDS)
         if not len(x):
             raise UserError("--engine onnxruntime: no usable record to check the export on")
         with tempfile.TemporaryDirectory(prefix="ecg-age-onnx-") as folder:
             path = Path(folder) / "model.onnx"
             export_onnx(self.bundles, path, x, np.full(len(x), UNKNOWN_SEX, np.float32))
             try:
-                return OnnxPredictor(OnnxModel.load(path, threads), self.bundles)
+                return OnnxPredictor(OnnxModel.load(path, threads, spinning), self.bundles)
             except CheckpointError as exc:
                 raise UserError(f"--engine onnxruntime: the in-memory export cannot be run ({exc})") from exc
