@@ -183,28 +183,12 @@ def main(argv=None) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     files = models(work, args.weights)
     from dataloader.stream import default_stream_workers
-    from engine.deploy.onnx_model import OnnxModel
 
     workers = default_stream_workers() if args.workers is None else args.workers
     rows = []
     for count, kind in [(count, kind) for kind in args.inputs for count in sizes]:
         what, make = INPUTS[kind]
-        path = make(work, count, Path(args.ptbxl))
-        network = files.get("cpu", files.get("given"))  # the graph without an input stage: the network alone
-        for variant, onnx in files.items():
-            # test_interface's own default threads (all cores where the graph runs the band-pass), given explicitly
-            staged = OnnxModel.load(onnx).graph_preprocessing
-            threads = model_threads(args.threads, 0 if staged else workers)
-            whole = end_to_end(path, onnx, work, workers, threads)
-            alone = model_only(network, path, count, args.batch, threads)  # the network alone on the same cores
-            graph = alone if onnx == network else model_only(onnx, path, count, args.batch, threads)
-            rows.append({"n": count, "input": what, "file": onnx.name, "preprocessing": PREPROCESSING[variant],
-                         "threads": threads or usable_cores(), "spinning": not (staged and workers),
-                         "end_to_end_ecg_per_s": whole["ecg_per_s"], "model_ecg_per_s": alone["ecg_per_s"],
-                         "graph_ecg_per_s": graph["ecg_per_s"], "ratio": whole["ecg_per_s"] / alone["ecg_per_s"],
-                         "peak_rss_mb": whole["peak_rss_mb"], "worker_peak_rss_mb": whole["worker_peak_rss_mb"],
-                         "rows": whole["rows"]})
-            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+        rows += measure(make(work, count, Path(args.ptbxl)), what, count, files, workers, args)
     result = {"cpu": cpu_name(), "cpu_flags": cpu_flags(), "workers": workers, "batch": args.batch, "sizes": rows}
     (work / "pipeline.json").write_text(json.dumps(result, indent=1))
     if args.write:
@@ -213,6 +197,30 @@ def main(argv=None) -> dict:
                     "bench/pipeline.py")
     print(json.dumps(result))
     return result
+
+
+def measure(path: Path, what: str, count: int, files: dict[str, Path], workers: int, args) -> list[dict]:
+    """One row per file: end to end on ``path`` (``count`` ECGs of input ``what``), the network alone and the graph
+    alone, at test_interface's own default threads for that file (every core where the graph runs the band-pass),
+    given explicitly."""
+    from engine.deploy.onnx_model import OnnxModel
+
+    network = files.get("cpu", files.get("given"))  # the graph without an input stage: the network alone
+    rows = []
+    for variant, onnx in files.items():
+        staged = OnnxModel.load(onnx).graph_preprocessing
+        threads = model_threads(args.threads, 0 if staged else workers)
+        whole = end_to_end(path, onnx, path.parent, workers, threads)
+        alone = model_only(network, path, count, args.batch, threads)  # the network alone on the same cores
+        graph = alone if onnx == network else model_only(onnx, path, count, args.batch, threads)
+        rows.append({"n": count, "input": what, "file": onnx.name, "preprocessing": PREPROCESSING[variant],
+                     "threads": threads or usable_cores(), "spinning": not (staged and workers),
+                     "end_to_end_ecg_per_s": whole["ecg_per_s"], "model_ecg_per_s": alone["ecg_per_s"],
+                     "graph_ecg_per_s": graph["ecg_per_s"], "ratio": whole["ecg_per_s"] / alone["ecg_per_s"],
+                     "peak_rss_mb": whole["peak_rss_mb"], "worker_peak_rss_mb": whole["worker_peak_rss_mb"],
+                     "rows": whole["rows"]})
+        print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    return rows
 
 
 def table(result: dict, command: list[str]) -> str:

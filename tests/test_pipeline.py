@@ -55,10 +55,13 @@ def test_the_onnx_engine_reads_each_record_once(modern_cv_run, cinc, tmp_path, c
     from utils.machine import usable_cores
 
     _, run = modern_cv_run
-    model = tmp_path / "model.onnx"
-    assert export_interface.entry(["--weights", str(run), "--output", str(model), "--quiet"]) == 0
+    model, graph = tmp_path / "model.onnx", tmp_path / "graph.onnx"  # scipy in the workers; the band-pass in the graph
+    assert export_interface.entry(["--weights", str(run), "--output", str(model), "--cpu_preprocessing",
+                                   "--quiet"]) == 0
+    assert export_interface.entry(["--weights", str(run), "--output", str(graph), "--quiet"]) == 0
     threads, load = [], OnnxModel.load
-    monkeypatch.setattr(OnnxModel, "load", lambda path, threads_=0: threads.append(threads_) or load(path, threads_))
+    monkeypatch.setattr(OnnxModel, "load", lambda path, threads_=0, spinning=True: threads.append(
+        threads_ if spinning else (threads_, "not spinning")) or load(path, threads_, spinning))
     before = dict(counted)
     ages = predict(cinc, [str(model)], tmp_path / "onnx.csv", "--cache", "off")
     assert counted["load"] - before["load"] == 50 and counted["preprocess"] - before["preprocess"] == 48
@@ -69,6 +72,11 @@ def test_the_onnx_engine_reads_each_record_once(modern_cv_run, cinc, tmp_path, c
     predict(cinc, [str(model)], tmp_path / "all.csv", "--cache", "off", "--num_workers", "1", "--threads",
             str(usable_cores()))
     assert threads == [0, max(1, usable_cores() - 1), usable_cores()]
+    # a graph that runs the band-pass gets every core beside its worker, its idle threads yielding to it
+    threads.clear()
+    in_graph = predict(cinc, [str(graph)], tmp_path / "graph.csv", "--cache", "off", "--num_workers", "1")
+    assert threads == [max(1, usable_cores() - 1), (0, "not spinning")]
+    np.testing.assert_allclose(in_graph["predicted_age"], ages["predicted_age"], atol=1e-3)
 
 
 def test_worker_processes_give_the_same_ages_in_the_same_order(modern_cv_run, cinc, tmp_path):
