@@ -61,10 +61,11 @@ def predict(model: nn.Module, head, loader, device: torch.device, precision: str
     """Ages of every row of ``loader`` (this rank's shard): {'index', 'age', 'target', 'weight'} as arrays; with
     ``stage`` the rows are the CPU's windows and the stage (in fp32, whatever ``precision``) makes the inputs."""
     model.eval()
+    stage = stage.to(device) if stage is not None else None  # once, not per batch
     out = {"index": [], "age": [], "target": [], "weight": []}
     for batch in tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False):
         if stage is not None:
-            batch = batch | {"x": stage.to(device)(batch["x"].to(device, non_blocking=True))}
+            batch = batch | {"x": stage(batch["x"].to(device, non_blocking=True))}
         with autocast(device, precision):
             raw = forward(model, batch, device, sex)
         out["age"].append(head(raw).cpu().numpy().astype(np.float64))
