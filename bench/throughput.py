@@ -6,7 +6,8 @@ in one run, same machine, same batch.
 Seed path (as the challenge entry runs): fp32; every ECG read from its .npy file and preprocessed (crop, z-score,
 filtfilt) inside ``__getitem__`` with ``num_workers=0``; inference one ECG at a time.
 Default path (train_interface / test_interface defaults): preprocessing done once into the memory-mapped cache,
-batches fetched whole, default worker count, ``--precision auto`` (bf16 autocast where the hardware runs it fast),
+batches fetched whole and augmented as the architecture's recipe trains (its crops, scaling, noise, …), default
+worker count, ``--precision auto`` (bf16 autocast where the hardware runs it fast),
 channels-last for ResDenseNet (CUDA; CPU inference) and ``torch.compile`` on CUDA; inference from the cache in
 test_interface's default batch (8 on CPUs, 4 × batch on GPUs).
 
@@ -151,14 +152,12 @@ def default_path(head, reader, spec, ages, args, device, precision, tmp: Path, r
     fast_model = place_model(get_model(args.arch), device, fast_layout=True, training=True)
     compiled = torch.compile(fast_model) if device.type == "cuda" else None
     workers = default_workers(device, cached=True)
-    recipe = RECIPES[default_recipe(args.arch)]
-    crop = Augment(crop_samples=round(recipe.crop_seconds * spec.fs)) if recipe.crop_seconds else None  # its crops
-    loader = train_loader(ECGDataset(cache, np.arange(len(reader)), ages, augment=crop), args.batch_size, seed=0,
+    augment = RECIPES[default_recipe(args.arch)].augment(spec.fs)  # the recipe's crops and augmentation
+    loader = train_loader(ECGDataset(cache, np.arange(len(reader)), ages, augment=augment), args.batch_size, seed=0,
                           workers=workers, pin=device.type == "cuda")
     train = time_training(fast_model, head, _cycle(loader), args.steps, args.warmup + (2 if compiled else 0),
                           device, precision, compiled)
-    result["loader"] = loader_capacity(cache, ages, args.batch_size, args.steps, recipe.augment(spec.fs),
-                                       train["samples_per_s"])
+    result["loader"] = loader_capacity(cache, ages, args.batch_size, args.steps, augment, train["samples_per_s"])
     result["infer_batch_size"] = default_infer_batch(device, args.batch_size)  # test_interface's default
     infer_loader = eval_loader(ECGDataset(cache, np.arange(args.n_infer)), result["infer_batch_size"], workers,
                                pin=device.type == "cuda")

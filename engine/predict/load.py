@@ -31,8 +31,8 @@ def load_predictor(weights: list, mode: str | None = None, trust: bool = False, 
                             f"{onnx_files[0]} alone, or export the ensemble again with all its members")
         if engine == "torch":
             raise UserError(f"--engine torch cannot run {onnx_files[0]}: an ONNX file runs on onnxruntime")
-        model = OnnxModel.load(onnx_files[0], threads)
-        return OnnxPredictor(model.with_threads(graph.threads, graph.spinning) if model.graph_preprocessing else model)
+        model = OnnxModel.load(onnx_files[0], graph.threads, graph.spinning)  # the common case: opened once
+        return OnnxPredictor(model if model.graph_preprocessing else model.with_threads(threads, True))
     from .torch_predictor import TorchPredictor  # checkpoints: the PyTorch side, imported only here
 
     predictor = TorchPredictor.load([m for w in weights for m in run_members(w)], mode=mode, trust=trust)
