@@ -1,13 +1,15 @@
 """Does the training data path keep up? For each architecture, on its own recipe: what one loader worker delivers
 from the cache (ECG/s, plain and with the recipe's whole augmentation), what the default training step consumes
-(ECG/s, fed by the default workers), the fraction of each step spent waiting for data, and how many workers keep
-the step fed. The CPU (or GPU) is named; the table can be written into a marked block of a document.
+(ECG/s) and the fraction of each step spent waiting for data — with the loader in the training process (no worker,
+train_interface's default on a CPU) and with one worker process, side by side — and how many workers keep the step
+fed. The CPU (or GPU)
+is named; the table can be written into a marked block of a document.
 
     OMP_NUM_THREADS=2 python bench/loader.py --archs BaselineNet ECGEfficientNet ResNet1d --batch_size 64 \
         --work bench/results/loader --write bench/README.md:loader
 
-Each architecture is one ``bench/throughput.py --json`` run (its seed path included); its JSON is kept under
---work, so an interrupted run resumes with the architectures not yet measured.
+Each architecture is two ``bench/throughput.py --json`` runs (``--workers 0`` and ``--workers 1``; the seed path
+included); their JSON is kept under --work, so an interrupted run resumes with what is not yet measured.
 """
 from __future__ import annotations
 
@@ -23,30 +25,35 @@ from utils.io import write_block
 from utils.machine import cpu_flags, cpu_name
 
 
-def measured(arch: str, batch: int, steps: int, device: str, work: Path) -> dict:
-    """throughput.py's result for ``arch`` (kept in ``work``: measured once)."""
-    kept = work / f"{arch}_b{batch}_s{steps}_{device}.json"
+def measured(arch: str, batch: int, steps: int, device: str, work: Path, workers: int) -> dict:
+    """throughput.py's result for ``arch`` with ``workers`` loader workers — kept in ``work``: measured once."""
+    kept = work / f"{arch}_b{batch}_s{steps}_{device}_w{workers}.json"
     if not kept.exists():
-        result = throughput.main(["--arch", arch, "--batch_size", str(batch), "--steps", str(steps),
-                                  "--device", device, "--json"])
+        result = throughput.main(["--arch", arch, "--batch_size", str(batch), "--steps", str(steps), "--device",
+                                  device, "--json", "--workers", str(workers)])
         kept.write_text(json.dumps(result))
     return json.loads(kept.read_text())
 
 
-def table(results: list[dict], machine: str, command: list[str]) -> str:
-    lines = [f"`{' '.join(command)}` ({machine}; batch {results[0]['batch_size']}, {results[0]['steps']} timed "
-             f"steps, precision {results[0]['precision']}):", "",
-             "| arch | train step consumes (ECG/s) | data wait per step | one worker delivers: plain / augmented "
-             "(ECG/s) | workers to keep up |", "|---|---|---|---|---|"]
-    for r in results:
-        loader = r["loader"]
+def table(pairs: list[tuple[dict, dict]], machine: str, command: list[str]) -> str:
+    first = pairs[0][1]
+    lines = [f"`{' '.join(command)}` ({machine}; batch {first['batch_size']}, {first['steps']} timed steps, "
+             f"precision {first['precision']}; the recipe's whole augmentation):", "",
+             "| arch | train ECG/s: no worker / one worker (×) | data wait per step: no worker / one worker | one "
+             "worker delivers: plain / augmented (ECG/s) | workers to keep up |",
+             "|---|---|---|---|---|"]
+    for alone, default in pairs:
+        loader = alone["loader"]
         plain, augmented = (loader["per_worker_ecg_per_s"][k] for k in ("plain", "augmented"))
-        lines.append(f"| {r['arch']} | {r['train_samples_per_s']:.0f} | {r['data_wait_fraction']:.1%} | "
-                     f"{plain:.0f} / {augmented:.0f} | {loader['workers_needed']:.2f} |")
+        rates = alone["train_samples_per_s"], default["train_samples_per_s"]
+        lines.append(f"| {default['arch']} | {rates[0]:.1f} / {rates[1]:.1f} "
+                     f"(**{rates[1] / rates[0]:.2f}×**) | {alone['data_wait_fraction']:.1%} / "
+                     f"{default['data_wait_fraction']:.1%} | {plain:.0f} / {augmented:.0f} | "
+                     f"{loader['workers_needed']:.2f} |")
     return "\n".join(lines)
 
 
-def main(argv=None) -> list[dict]:
+def main(argv=None) -> list[tuple[dict, dict]]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--archs", nargs="+", choices=tuple(MODELS), default=["BaselineNet", "ECGEfficientNet"])
     p.add_argument("--batch_size", type=int, default=64)
@@ -58,14 +65,15 @@ def main(argv=None) -> list[dict]:
     args = p.parse_args(argv)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    results = [measured(arch, args.batch_size, args.steps, args.device, work) for arch in args.archs]
-    machine = results[0].get("gpu") or f"{cpu_name()} ({', '.join(cpu_flags()) or 'AVX2 only'})"
-    text = table(results, machine, ["python", "bench/loader.py", *(argv if argv is not None else sys.argv[1:])])
+    pairs = [tuple(measured(arch, args.batch_size, args.steps, args.device, work, workers) for workers in (0, 1))
+             for arch in args.archs]
+    machine = pairs[0][1].get("gpu") or f"{cpu_name()} ({', '.join(cpu_flags()) or 'AVX2 only'})"
+    text = table(pairs, machine, ["python", "bench/loader.py", *(argv if argv is not None else sys.argv[1:])])
     if args.write:
         path, block = args.write.rsplit(":", 1)
         write_block(Path(path), block, text, "bench/loader.py")
     print(text)
-    return results
+    return pairs
 
 
 if __name__ == "__main__":

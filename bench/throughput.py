@@ -151,15 +151,17 @@ def default_path(head, reader, spec, ages, args, device, precision, tmp: Path, r
     result["cache_build_s"] = time.perf_counter() - started
     fast_model = place_model(get_model(args.arch), device, fast_layout=True, training=True)
     compiled = torch.compile(fast_model) if device.type == "cuda" else None
-    workers = default_workers(device, cached=True)
     augment = RECIPES[default_recipe(args.arch)].augment(spec.fs)  # the recipe's crops and augmentation
+    workers = default_workers(device, cached=True) if args.workers is None else args.workers
+    result["train_workers"] = workers
     loader = train_loader(ECGDataset(cache, np.arange(len(reader)), ages, augment=augment), args.batch_size, seed=0,
                           workers=workers, pin=device.type == "cuda")
     train = time_training(fast_model, head, _cycle(loader), args.steps, args.warmup + (2 if compiled else 0),
                           device, precision, compiled)
     result["loader"] = loader_capacity(cache, ages, args.batch_size, args.steps, augment, train["samples_per_s"])
     result["infer_batch_size"] = default_infer_batch(device, args.batch_size)  # test_interface's default
-    infer_loader = eval_loader(ECGDataset(cache, np.arange(args.n_infer)), result["infer_batch_size"], workers,
+    infer_loader = eval_loader(ECGDataset(cache, np.arange(args.n_infer)), result["infer_batch_size"],
+                               default_workers(device, cached=True),
                                pin=device.type == "cuda")
     infer_model = compiled or place_model(fast_model, device, fast_layout=True, training=False)
     return train, time_inference(infer_model, head, (b["x"] for b in infer_loader), device, precision)
@@ -255,6 +257,8 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--infer_records", type=int, default=None, help="ECGs for inference (default 4 batches)")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"), help="the default path's")
     p.add_argument("--json", action="store_true", help="print only the JSON line")
+    p.add_argument("--workers", type=int, default=None, help="the default path's loader workers (default: "
+                   "train_interface's for the architecture's recipe)")
     p.add_argument("--engine", default="torch", choices=("torch", "onnxruntime"),
                    help="onnxruntime: inference also by the model's ONNX export (engine/deploy/export.py) in fp32 and "
                         "int8 "

@@ -29,6 +29,21 @@ class WFDBHeader(NamedTuple):
     comments: list[str]
     files: list[str]  # the header, every signal file it names and, for a multi-segment record, each segment's files
     segments: list[str]  # record paths (without .hea) of a multi-segment record's segments (they are not records)
+    fields: list[list[str]] = []  # the record line and each signal line, split on white space
+
+
+class Plain16(NamedTuple):
+    """A record held as one file of interleaved little-endian 16-bit samples (WFDB format 16: PTB-XL's and the
+    PhysioNet/CinC challenges' form), everything wfdb would need to read it, taken from its checked header."""
+
+    file: Path
+    offset: int
+    samples: int
+    fs: float
+    gain: np.ndarray  # (signals,) ADC units per physical unit
+    baseline: np.ndarray  # (signals,) the ADC value of 0 physical units
+    units: list[str]
+    names: list[str]
 
 
 def check_wfdb_header(base: str, where: str, depth: int = 0) -> WFDBHeader:
@@ -64,7 +79,7 @@ def check_wfdb_header(base: str, where: str, depth: int = 0) -> WFDBHeader:
             data = regular_file(folder / name, f"{where} (signal file {name})", max_bytes=8 * 12 * MAX_SAMPLES)
             files.append(str(data))
     comments = [line.lstrip("#").strip() for line in lines if line.startswith("#")]
-    return WFDBHeader(comments, files, segments)
+    return WFDBHeader(comments, files, segments, fields)
 
 
 def _check_record_line(record: list[str], where: str) -> None:
@@ -84,20 +99,72 @@ def read_wfdb(record_path: str, where: str | None = None) -> tuple[np.ndarray, f
     """One WFDB record → (float32 (12, N) in mV in standard lead order, fs); its header's labels are read when
     the folder is listed (check_wfdb_header)."""
     where = where or record_path
-    check_wfdb_header(record_path, where)
+    plain = plain_format16(record_path, check_wfdb_header(record_path, where))
+    signal, fs, units, names = read_plain16(plain, where) if plain else read_with_wfdb(record_path, where)
+    scales = np.array([WFDB_UNIT_TO_MV.get(str(unit).strip().lower(), np.nan) for unit in units])
+    if np.isnan(scales).any():
+        bad = [u for u, s in zip(units, scales) if np.isnan(s)]
+        raise RecordError(where, f"has signal units {bad} that are not voltages (mV, uV, V)")
+    signal = standard_leads(signal.T * scales[:, None], names, where)
+    return signal.astype(np.float32), fs
+
+
+def read_with_wfdb(record_path: str, where: str) -> tuple[np.ndarray, float, list, list]:
+    """(physical signal (N, signals) float64, fs, units, lead names) as wfdb reads them: every WFDB format."""
     try:
         record = wfdb.rdrecord(record_path)
     except Exception as exc:  # wfdb raises many kinds (ValueError, FileNotFoundError, IndexError) on bad files
         raise access_error(where, exc, "is not a readable WFDB record") from exc
     if record.p_signal is None or record.fs is None:
         raise RecordError(where, "has no physical signal or sampling frequency in its header")
-    signal = np.asarray(record.p_signal, dtype=np.float64).T
-    scales = np.array([WFDB_UNIT_TO_MV.get(str(unit).strip().lower(), np.nan) for unit in record.units])
-    if np.isnan(scales).any():
-        bad = [u for u, s in zip(record.units, scales) if np.isnan(s)]
-        raise RecordError(where, f"has signal units {bad} that are not voltages (mV, uV, V)")
-    signal = standard_leads(signal * scales[:, None], record.sig_name, where)
-    return signal.astype(np.float32), float(record.fs)
+    return np.asarray(record.p_signal, dtype=np.float64), float(record.fs), list(record.units), list(record.sig_name)
+
+
+_FORMAT16 = re.compile(r"16(?:x1)?(?:\+(\d+))?")  # format 16, one sample per frame, no skew, an optional byte offset
+_GAIN = re.compile(r"([0-9.]+(?:[eE][-+]?\d+)?)(?:\((-?\d+)\))?/(\S+)")  # gain(baseline)/units, units given
+_INVALID16 = -32768  # WFDB's "no sample" value in format 16
+
+
+def plain_format16(record_path: str, header: WFDBHeader) -> Plain16 | None:
+    """The layout of a record that is one format-16 file whose size is exactly its samples (the common case, read
+    here by numpy in a tenth of the time wfdb's header parser takes), or None: every other record (other formats,
+    skew, several files, segments, anything unusual) is wfdb's."""
+    if header.segments or len(header.fields) < 2:
+        return None
+    record, signals = header.fields[0], header.fields[1:]
+    if len(record) < 4 or not record[1].isdigit() or int(record[1]) != len(signals) or not record[3].isdigit():
+        return None
+    try:
+        fs = float(record[2])
+    except ValueError:  # a counter frequency or base counter: wfdb's
+        return None
+    layouts = {(line[0], line[1]) for line in signals}
+    matched = [_GAIN.fullmatch(line[2]) if len(line) >= 9 else None for line in signals]
+    formatted = _FORMAT16.fullmatch(signals[0][1])
+    if len(layouts) != 1 or not formatted or not all(matched) or not fs > 0:
+        return None
+    gain = np.array([float(m.group(1)) for m in matched])
+    if not (np.isfinite(gain) & (gain > 0)).all() or not all(line[4].lstrip("-").isdigit() for line in signals):
+        return None
+    baseline = np.array([float(m.group(2) if m.group(2) is not None else line[4]) for m, line in zip(matched, signals)])
+    file, offset, samples = Path(record_path).parent / signals[0][0], int(formatted.group(1) or 0), int(record[3])
+    if file.stat().st_size != offset + 2 * samples * len(signals):
+        return None
+    return Plain16(file, offset, samples, fs, gain, baseline, [m.group(3) for m in matched],
+                   [" ".join(line[8:]) for line in signals])
+
+
+def read_plain16(plain: Plain16, where: str) -> tuple[np.ndarray, float, list, list]:
+    """What :func:`read_with_wfdb` gives for a :func:`plain_format16` record: wfdb's digital-to-physical
+    conversion ((d − baseline) / gain in float64, NaN for the invalid value), the same numbers."""
+    try:
+        digital = np.fromfile(plain.file, dtype="<i2", count=plain.samples * len(plain.gain), offset=plain.offset)
+    except OSError as exc:
+        raise access_error(where, exc, "is not a readable WFDB record") from exc
+    digital = digital.reshape(plain.samples, len(plain.gain))
+    physical = (digital.astype(np.float64) - plain.baseline) / plain.gain
+    physical[digital == _INVALID16] = np.nan
+    return physical, plain.fs, plain.units, plain.names
 
 
 def wfdb_files(bases) -> list[str]:

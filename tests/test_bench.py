@@ -128,6 +128,8 @@ def test_quick_shipped_model_benchmark_runs(tmp_path, modern_cv_run, cinc, ptbxl
     per_pass = blocks.blocks * blocks.block * (blocks.block + 2 * states) + (blocks.blocks * states) ** 2
     assert abs(result["input_stage_gflop_per_ecg"] - 2 * 2 * 12 * per_pass / 1e9) < 1e-6
     assert result["end_to_end_one_core"]["rows"] == 20 and result["model_only_one_core"]["ecg_per_s"] > 0
+    assert result["end_to_end_one_core_steady"]["rows"] == [20, 60]  # the slope: the process start left out
+    assert result["end_to_end_one_core_steady"]["ecg_per_s"] > 0
 
 
 def test_quick_gpu_check_runs_on_the_cpu(tmp_path, ptbxl):

@@ -145,3 +145,50 @@ def test_unknown_inputs(tmp_path):
     with pytest.raises(RecordError, match="holds no"):
         open_reader(tmp_path / "empty")
     assert LEADS[3] == "aVR"
+
+
+def test_format16_records_are_read_by_numpy_exactly_as_wfdb_reads_them(ptbxl, cinc, tmp_path):
+    """The fast path (one format-16 file, read by numpy) gives wfdb's own numbers on every shared PTB-XL record at
+    both rates and every CinC record; a record it does not recognise (format 212, a skewed or oversized file, a
+    baseline given only as the ADC zero) goes to wfdb, and NaN samples stay NaN either way."""
+    import wfdb
+
+    from dataloader import wfdb_records as w
+
+    def both(base: str) -> tuple:
+        header = w.check_wfdb_header(base, base)
+        plain = w.plain_format16(base, header)
+        return plain, w.read_with_wfdb(base, base)
+
+    bases = sorted({str(p.with_suffix("")) for p in (ptbxl / "records500").rglob("*.hea")})[:60] + \
+        sorted({str(p.with_suffix("")) for p in (ptbxl / "records100").rglob("*.hea")})[:20] + \
+        sorted(str(p.with_suffix("")) for p in cinc.glob("*.hea"))
+    for base in bases:
+        plain, reference = both(base)
+        assert plain is not None, base  # the shared records are all plain format 16
+        fast = w.read_plain16(plain, base)
+        assert np.array_equal(fast[0], reference[0], equal_nan=True), base
+        assert fast[1:] == reference[1:], base
+    # records wfdb writes in other layouts, with a missing sample, a baseline and no parenthesised one
+    source = wfdb.rdrecord(bases[0])
+    digital = source.adc().astype(np.int64)
+    digital[10, 3] = -32768  # format 16's "no sample"
+    for name, fmt, baseline in (("f212", "212", 0), ("f16", "16", 25), ("f16_zero", "16", None)):
+        kwargs = dict(fs=500, units=["mV"] * 12, sig_name=source.sig_name, fmt=[fmt] * 12, adc_gain=[1000.0] * 12,
+                      baseline=[baseline or 0] * 12, write_dir=str(tmp_path))
+        wfdb.wrsamp(name, d_signal=np.clip(digital, -2048 if fmt == "212" else -32768, 2047 if fmt == "212" else
+                                           32767).astype(np.int16 if fmt == "16" else np.int32), **kwargs)
+        header = tmp_path / f"{name}.hea"
+        if baseline is None:  # no "(baseline)": wfdb takes the ADC zero (written as 0)
+            header.write_text(header.read_text().replace("1000.0(0)/mV", "1000.0/mV"))
+        plain, reference = both(str(tmp_path / name))
+        assert (plain is None) == (fmt == "212"), name
+        if plain is not None:
+            fast = w.read_plain16(plain, name)
+            assert np.array_equal(fast[0], reference[0], equal_nan=True) and np.isnan(fast[0][10, 3]), name
+            assert np.allclose(np.nan_to_num(fast[0][:, 0]), np.nan_to_num((digital[:, 0] - (baseline or 0)) / 1000.0))
+    with open(tmp_path / "f16.dat", "ab") as handle:  # a file longer than its header says: wfdb's to read
+        handle.write(b"\0\0")
+    assert both(str(tmp_path / "f16"))[0] is None
+    signal, fs = w.read_wfdb(str(tmp_path / "f16"))
+    assert fs == 500 and signal.shape == (12, len(digital))
