@@ -3,7 +3,7 @@ from the cache (ECG/s, plain and with the recipe's whole augmentation), what the
 (ECG/s) and the fraction of each step spent waiting for data — with the loader in the training process (no worker,
 train_interface's default on a CPU) and with one worker process, side by side — and how many workers keep the step
 fed. The CPU (or GPU)
-is named; the table can be written into a marked block of a document.
+is named; the table can be written into a marked block of a document, and the last line printed is one JSON object.
 
     OMP_NUM_THREADS=2 python bench/loader.py --archs BaselineNet ECGEfficientNet ResNet1d --batch_size 64 \
         --work bench/results/loader --write bench/README.md:loader
@@ -25,12 +25,13 @@ from utils.io import write_block
 from utils.machine import cpu_flags, cpu_name
 
 
-def measured(arch: str, batch: int, steps: int, device: str, work: Path, workers: int) -> dict:
+def measured(arch: str, args, work: Path, workers: int) -> dict:
     """throughput.py's result for ``arch`` with ``workers`` loader workers — kept in ``work``: measured once."""
-    kept = work / f"{arch}_b{batch}_s{steps}_{device}_w{workers}.json"
+    size = ["--quick"] if args.quick else ["--batch_size", str(args.batch_size), "--steps", str(args.steps)]
+    kept = work / f"{arch}_{'_'.join(size).replace('--', '')}_{args.device}_w{workers}.json"
     if not kept.exists():
-        result = throughput.main(["--arch", arch, "--batch_size", str(batch), "--steps", str(steps), "--device",
-                                  device, "--json", "--workers", str(workers)])
+        result = throughput.main(["--arch", arch, *size, "--device", args.device, "--json", "--workers",
+                                  str(workers)])
         kept.write_text(json.dumps(result))
     return json.loads(kept.read_text())
 
@@ -60,19 +61,21 @@ def main(argv=None) -> list[tuple[dict, dict]]:
     p.add_argument("--steps", type=int, default=4, help="timed training steps (and loader batches) per arch")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("--work", default="bench/results/loader")
+    p.add_argument("--quick", action="store_true", help="a smoke run: throughput.py --quick (batch 2, one step)")
     p.add_argument("--write", default=None, metavar="FILE:BLOCK",
                    help="write the table into the marked block of FILE (e.g. bench/README.md:loader)")
     args = p.parse_args(argv)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    pairs = [tuple(measured(arch, args.batch_size, args.steps, args.device, work, workers) for workers in (0, 1))
-             for arch in args.archs]
+    pairs = [tuple(measured(arch, args, work, workers) for workers in (0, 1)) for arch in args.archs]
     machine = pairs[0][1].get("gpu") or f"{cpu_name()} ({', '.join(cpu_flags()) or 'AVX2 only'})"
     text = table(pairs, machine, ["python", "bench/loader.py", *(argv if argv is not None else sys.argv[1:])])
     if args.write:
         path, block = args.write.rsplit(":", 1)
         write_block(Path(path), block, text, "bench/loader.py")
     print(text)
+    rows = [{"arch": alone["arch"], "no_worker": alone, "one_worker": one} for alone, one in pairs]
+    print(json.dumps({"rows": rows}))
     return pairs
 
 

@@ -38,10 +38,17 @@ def test_quick_memory_and_reader_benchmarks_run(tmp_path, ptbxl):
 
 
 def test_quick_throughput_and_explanation_benchmarks_run(tmp_path, modern_cv_run, cinc):
-    speed = run_quick("throughput.py", "--arch", "BaselineNet")
-    assert speed["train_samples_per_s"] > 0 and speed["infer_samples_per_s"] > 0
-    loader = speed["loader"]  # one worker's delivery from the cache, plain and augmented, against the step's need
-    assert min(loader["per_worker_ecg_per_s"].values()) > 0 and loader["workers_needed"] > 0
+    """bench/loader.py runs throughput.py with the loader in the process and with one worker, and writes its table."""
+    doc = tmp_path / "doc.md"
+    doc.write_text("<!-- loader: written by bench/loader.py -->\nold\n<!-- /loader: written by bench/loader.py -->\n")
+    (row,) = run_quick("loader.py", "--archs", "BaselineNet", "--work", str(tmp_path / "loader"), "--write",
+                       f"{doc}:loader")["rows"]
+    for speed, workers in ((row["no_worker"], 0), (row["one_worker"], 1)):
+        assert speed["train_samples_per_s"] > 0 and speed["infer_samples_per_s"] > 0
+        assert speed["train_workers"] == workers and 0 <= speed["data_wait_fraction"] < 1
+        loader = speed["loader"]  # one worker's delivery from the cache, plain and augmented, against the step's need
+        assert min(loader["per_worker_ecg_per_s"].values()) > 0 and loader["workers_needed"] > 0
+    assert "| BaselineNet |" in doc.read_text() and "old" not in doc.read_text()
     result = run_quick("explain.py", "--weights", str(modern_cv_run[1]), "--input", str(cinc), "--work",
                        str(tmp_path / "explain"))
     (method, summary), = result["methods"].items()
