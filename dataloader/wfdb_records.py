@@ -105,8 +105,8 @@ def read_wfdb(record_path: str, where: str | None = None) -> tuple[np.ndarray, f
     if np.isnan(scales).any():
         bad = [u for u, s in zip(units, scales) if np.isnan(s)]
         raise RecordError(where, f"has signal units {bad} that are not voltages (mV, uV, V)")
-    signal = standard_leads(signal.T * scales[:, None], names, where)
-    return signal.astype(np.float32), fs
+    order = standard_leads(np.arange(len(names)), names, where)  # the rows of the standard leads, in order
+    return np.ascontiguousarray((signal[:, order] * scales[order]).T, dtype=np.float32), fs
 
 
 def read_with_wfdb(record_path: str, where: str) -> tuple[np.ndarray, float, list, list]:

@@ -100,12 +100,27 @@ def resample_ratio(fs_in: float, fs_out: float) -> tuple[int, int]:
     return ratio.numerator, ratio.denominator
 
 
+@lru_cache(maxsize=64)
+def resample_filter(up: int, down: int) -> np.ndarray:
+    """The low-pass FIR ``resample_poly`` designs for (up, down) by default — 2·10·max(up, down) + 1 taps, cutoff
+    1 / max(up, down), Kaiser window β 5 (scipy's documented defaults) — designed once per ratio, not per record."""
+    rate = max(up, down)
+    taps = sps.firwin(2 * 10 * rate + 1, 1.0 / rate, window=("kaiser", 5.0))
+    taps.flags.writeable = False  # shared by every call
+    return taps
+
+
 def resample(signal: np.ndarray, fs_in: float, fs_out: float) -> np.ndarray:
-    """Polyphase resampling along the last axis (identity, bit for bit, when the rates are equal)."""
+    """Polyphase resampling along the last axis (identity, bit for bit, when the rates are equal): scipy's
+    ``resample_poly`` with its own filter, given in the signal's float type as it would design it (the same
+    numbers, tests/test_preprocessing.py)."""
     if float(fs_in) == float(fs_out):
         return signal
     up, down = resample_ratio(fs_in, fs_out)
-    return sps.resample_poly(signal, up, down, axis=-1)
+    signal = np.asarray(signal)
+    taps = resample_filter(up, down)
+    return sps.resample_poly(signal, up, down, axis=-1,
+                             window=taps.astype(signal.dtype) if signal.dtype.kind == "f" else taps.copy())
 
 
 def crop_start(n: int, length: int, crop: str | float) -> int:

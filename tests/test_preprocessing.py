@@ -89,3 +89,16 @@ def test_spec_validation():
     with pytest.raises(ValueError, match="band-pass"):
         PreprocessSpec(fs=80, bandpass=(1, 47))
     assert PreprocessSpec.from_dict(MAIC.to_dict()) == MAIC
+
+
+def test_resampling_with_the_filter_designed_once_equals_scipys_own_bit_for_bit(ptbxl, ptbxl_table):
+    """resample() hands resample_poly the FIR it would design itself (once per ratio): the same numbers, bit for bit,
+    for every ratio the readers meet, in float32, float64 and integer samples."""
+    from models.preprocessing import resample, resample_filter, resample_ratio
+
+    raw = ptbxl_signal(ptbxl, ptbxl_table.loc[0, "filename_hr"])
+    for fs_in, fs_out in ((500, 100), (500, 400), (400, 500), (257, 500), (250, 500), (1000, 500), (360, 400)):
+        up, down = resample_ratio(fs_in, fs_out)
+        for x in (raw.astype(np.float32), raw.astype(np.float64), (raw * 1000).astype(np.int16)):
+            assert np.array_equal(resample(x, fs_in, fs_out), sps.resample_poly(x, up, down, axis=-1)), (fs_in, x.dtype)
+    assert resample_filter(1, 5) is resample_filter(1, 5) and not resample_filter(1, 5).flags.writeable
