@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import os
 import resource
@@ -37,6 +38,7 @@ from dataloader.records import NpyFolderReader
 from dataloader.sources import build_cache, resolve_cache_dtype
 from dataloader.wfdb_records import PTBXLReader
 from engine.train.recipes import RECIPES
+from engine.train.trainer import on_device
 from models.preprocessing import PRESETS, preprocess
 from models.registry import ADULT_HEAD, LINEAR_HEAD, MODELS, default_recipe, get_model
 from utils.paths import ROOT
@@ -151,13 +153,14 @@ def default_path(head, reader, spec, ages, args, device, precision, tmp: Path, r
     result["cache_build_s"] = time.perf_counter() - started
     fast_model = place_model(get_model(args.arch), device, fast_layout=True, training=True)
     compiled = torch.compile(fast_model) if device.type == "cuda" else None
-    augment = RECIPES[default_recipe(args.arch)].augment(spec.fs)  # the recipe's crops and augmentation
+    recipe = dataclasses.replace(RECIPES[default_recipe(args.arch)], augment_on=args.augment_on)
+    augment, (loader_part, device_part) = recipe.augment(spec.fs), recipe.augment_parts(spec.fs)  # as it trains
     workers = default_workers(device, cached=True) if args.workers is None else args.workers
-    result["train_workers"] = workers
-    loader = train_loader(ECGDataset(cache, np.arange(len(reader)), ages, augment=augment), args.batch_size, seed=0,
-                          workers=workers, pin=device.type == "cuda")
-    train = time_training(fast_model, head, _cycle(loader), args.steps, args.warmup + (2 if compiled else 0),
-                          device, precision, compiled)
+    result["train_workers"], result["augment_on"] = workers, args.augment_on
+    dataset = ECGDataset(cache, np.arange(len(reader)), ages, augment=loader_part, device_seed=device_part is not None)
+    loader = train_loader(dataset, args.batch_size, seed=0, workers=workers, pin=device.type == "cuda")
+    train = time_training(fast_model, head, _cycle(loader, device_part, device), args.steps,
+                          args.warmup + (2 if compiled else 0), device, precision, compiled)
     result["loader"] = loader_capacity(cache, ages, args.batch_size, args.steps, augment, train["samples_per_s"])
     result["infer_batch_size"] = default_infer_batch(device, args.batch_size)  # test_interface's default
     infer_loader = eval_loader(ECGDataset(cache, np.arange(args.n_infer)), result["infer_batch_size"],
@@ -257,6 +260,8 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--infer_records", type=int, default=None, help="ECGs for inference (default 4 batches)")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"), help="the default path's")
     p.add_argument("--json", action="store_true", help="print only the JSON line")
+    p.add_argument("--augment_on", default="loader", choices=("loader", "device"),
+                   help="where the default path's augmentation after the crops runs (train_interface --augment_on)")
     p.add_argument("--workers", type=int, default=None, help="the default path's loader workers (default: "
                    "train_interface's for the architecture's recipe)")
     p.add_argument("--engine", default="torch", choices=("torch", "onnxruntime"),
@@ -323,13 +328,15 @@ def summary(result: dict, seed_train: dict, seed_infer: float, fast_train: dict,
     return out
 
 
-def _cycle(loader):
+def _cycle(loader, augment: Augment | None = None, device=None):
+    """(x, y) of the loader's batches, epoch after epoch; with ``augment`` (``--augment_on device``) x is augmented
+    on ``device`` here, so its time counts as the step's data wait (the conservative side)."""
     epoch = 0
     while True:
         epoch += 1
         loader.sampler.set_epoch(epoch)
         for batch in loader:
-            yield batch["x"], batch["y"]
+            yield on_device(batch, augment, device)["x"], batch["y"]
 
 
 if __name__ == "__main__":

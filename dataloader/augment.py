@@ -2,7 +2,9 @@
 
 Each augmentation is one function of (batch, rng, strength) that draws its random numbers in a fixed, documented
 order, so a test can recompute it independently; ``Augment`` applies the enabled ones in the order listed here.
-They run in the DataLoader (CPU workers), after the cache, on z-scored inputs (strengths are in z units).
+They run in the DataLoader (CPU workers), after the cache, on z-scored inputs (strengths are in z units); with
+``--augment_on device`` all but the crops run as tensor operations on the training device instead
+(dataloader/tensor_augment.py, ``Augment.split``).
 A *stored view* (distillation) is one record's augmentation drawn from a generator seeded by (seed, record, view):
 only those three numbers are kept, and the same array comes back wherever and however often it is drawn.
 """
@@ -91,6 +93,13 @@ class Augment:
         if self.coarse_dropout:
             x = coarse_dropout(x, rng, self.coarse_dropout)
         return np.ascontiguousarray(x, dtype=np.float32)
+
+    def split(self) -> tuple["Augment | None", "Augment | None"]:
+        """(the random crops, for the loader; everything else, for the training device:
+        dataloader/tensor_augment.py) — either None where it does nothing."""
+        crops = Augment(crop_samples=self.crop_samples, fs=self.fs)
+        rest = dataclasses.replace(self, crop_samples=0)
+        return (crops if crops != Augment(fs=self.fs) else None), (rest if rest != Augment(fs=self.fs) else None)
 
 
 def stored_views(augment: Augment, x: np.ndarray, seed: int, positions: np.ndarray, views: np.ndarray) -> np.ndarray:

@@ -21,9 +21,11 @@ class ECGDataset(Dataset):
     With one window per record — training, plain inference — a row is the record's position in its reader.
     ``augment`` (training only) transforms each batch with a generator seeded by ``seed`` and the batch's rows, so
     an epoch's augmentations are reproducible (an interrupted run resumes identically) and differ between epochs
-    (the sampler reshuffles the batches)."""
+    (the sampler reshuffles the batches). ``device_seed``: each batch also carries ``augment_seed``, one number
+    from the same generator, which seeds the rest of its augmentation on the training device."""
 
-    def __init__(self, source, rows, targets=None, weights=None, sex=None, augment=None, seed: int = 0):
+    def __init__(self, source, rows, targets=None, weights=None, sex=None, augment=None, seed: int = 0,
+                 device_seed: bool = False):
         self.source = source
         self.positions = np.asarray(rows, dtype=np.int64)
         n = len(self.positions)
@@ -32,7 +34,7 @@ class ECGDataset(Dataset):
         self.sex = np.full(n, UNKNOWN_SEX, np.float32) if sex is None else np.asarray(sex, np.float32)
         if not (len(self.targets) == len(self.weights) == len(self.sex) == n):
             raise ValueError("rows, targets, weights and sex must have the same length")
-        self.augment, self.seed = augment, seed
+        self.augment, self.seed, self.device_seed = augment, seed, device_seed
 
     def __len__(self) -> int:
         return len(self.positions)
@@ -40,11 +42,16 @@ class ECGDataset(Dataset):
     def __getitems__(self, indices) -> dict:
         indices = np.asarray(indices, dtype=np.int64)
         x = self.source.read(self.positions[indices])
+        drawn = self.augment is not None or self.device_seed
+        rng = np.random.default_rng([self.seed, *indices.tolist()]) if drawn else None
         if self.augment is not None:
-            x = self.augment(x, np.random.default_rng([self.seed, *indices.tolist()]))
-        return {"x": torch.from_numpy(x), "y": torch.from_numpy(self.targets[indices]),
-                "w": torch.from_numpy(self.weights[indices]), "sex": torch.from_numpy(self.sex[indices]),
-                "index": torch.from_numpy(indices)}
+            x = self.augment(x, rng)
+        batch = {"x": torch.from_numpy(x), "y": torch.from_numpy(self.targets[indices]),
+                 "w": torch.from_numpy(self.weights[indices]), "sex": torch.from_numpy(self.sex[indices]),
+                 "index": torch.from_numpy(indices)}
+        if self.device_seed:
+            batch["augment_seed"] = torch.tensor(int(rng.integers(0, 2 ** 63 - 1)))
+        return batch
 
     def __getitem__(self, index: int) -> dict:
         return self.__getitems__([index])

@@ -38,14 +38,17 @@ def test_quick_memory_and_reader_benchmarks_run(tmp_path, ptbxl):
 
 
 def test_quick_throughput_and_explanation_benchmarks_run(tmp_path, modern_cv_run, cinc):
-    """bench/loader.py runs throughput.py with the loader in the process and with one worker, and writes its table."""
+    """bench/loader.py runs throughput.py with the loader in the process, with one worker and with the augmentation
+    on the device, and writes its table."""
     doc = tmp_path / "doc.md"
     doc.write_text("<!-- loader: written by bench/loader.py -->\nold\n<!-- /loader: written by bench/loader.py -->\n")
     (row,) = run_quick("loader.py", "--archs", "BaselineNet", "--work", str(tmp_path / "loader"), "--write",
                        f"{doc}:loader")["rows"]
-    for speed, workers in ((row["no_worker"], 0), (row["one_worker"], 1)):
+    for speed, workers, where in ((row["no_worker"], 0, "loader"), (row["one_worker"], 1, "loader"),
+                                  (row["on_device"], 0, "device")):
         assert speed["train_samples_per_s"] > 0 and speed["infer_samples_per_s"] > 0
-        assert speed["train_workers"] == workers and 0 <= speed["data_wait_fraction"] < 1
+        assert (speed["train_workers"], speed["augment_on"]) == (workers, where)
+        assert 0 <= speed["data_wait_fraction"] < 1
         loader = speed["loader"]  # one worker's delivery from the cache, plain and augmented, against the step's need
         assert min(loader["per_worker_ecg_per_s"].values()) > 0 and loader["workers_needed"] > 0
     assert "| BaselineNet |" in doc.read_text() and "old" not in doc.read_text()

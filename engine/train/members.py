@@ -174,8 +174,9 @@ def member_loaders(settings: TrainSettings, place: Place, records: Records, rows
         train_set = ViewDataset(records.source, train, targets.shape[1], recipe.augment(fs), settings.run.seed,
                                 targets[train], weights["train"], sex[train], seed)
     else:
+        loader_part, device_part = recipe.augment_parts(fs)
         train_set = ECGDataset(records.source, train, (ages if targets is None else targets)[train],
-                               weights["train"], sex[train], recipe.augment(fs), seed)
+                               weights["train"], sex[train], loader_part, seed, device_seed=device_part is not None)
     valid_set = ECGDataset(records.source, valid, ages[valid], weights["valid"], sex[valid])
     return (train_loader(train_set, recipe.batch_size, seed, workers, place.rank, place.world, pin),
             eval_loader(valid_set, batch, workers, place.rank, place.world, pin))

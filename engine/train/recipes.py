@@ -100,6 +100,10 @@ class Recipe(Settings):
     aug_lead_dropout: float = _setting("probability of zeroing each lead", default=0.0)
     aug_coarse_dropout: float = _setting("probability of zeroing one 10% segment of a record across all leads",
                                          default=0.0)
+    augment_on: str = _setting("where the augmentation after the random crops runs: the loader (numpy, the same "
+                               "numbers on every machine) or the training device (batched tensor operations, "
+                               "another random stream; stored distillation views stay in the loader)",
+                               ("loader", "device"), "loader")
     teacher_weight: float = _setting("distillation (--teacher): a training record's target is w × the teacher "
                                      "ensemble's age + (1 − w) × its true age", default=0.7)
     teacher_views: int = _setting("distillation: the teacher scores K stored augmented views of every training "
@@ -147,6 +151,11 @@ class Recipe(Settings):
         strengths = {f.name[4:]: getattr(self, f.name) for f in dataclasses.fields(self) if f.name.startswith("aug_")}
         settings = Augment(crop_samples=int(round(self.crop_seconds * fs)), fs=fs, **strengths)
         return settings if settings != Augment(fs=fs) else None
+
+    def augment_parts(self, fs: float) -> tuple[Augment | None, Augment | None]:
+        """(what the loader applies, what the training device applies) of :meth:`augment` under ``augment_on``."""
+        whole = self.augment(fs)
+        return (whole, None) if whole is None or self.augment_on == "loader" else whole.split()
 
 
 # the fields that say how many models a fold of a cross-validated run trains (not how one model is trained)

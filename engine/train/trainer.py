@@ -30,6 +30,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
+from dataloader.augment import Augment
+from dataloader.tensor_augment import device_augment
 from engine.predict.inference import forward, predict
 from engine.runs import HISTORY, LAST, TENSORBOARD, best_checkpoint_name, epoch_checkpoint_name
 from models.checkpoint import ModelBundle, save_checkpoint, unwrap
@@ -115,9 +117,18 @@ class EMA:
             average.copy_(current)
 
 
+def on_device(batch: dict, augment: Augment | None, device: torch.device) -> dict:
+    """The batch with the rest of its augmentation done on ``device``, where the loader left it a seed
+    (``--augment_on device``: dataloader/tensor_augment.py); otherwise as it came."""
+    if augment is None or "augment_seed" not in batch:
+        return batch
+    return {**batch, "x": device_augment(batch["x"].to(device, non_blocking=True), augment,
+                                         int(batch["augment_seed"]))}
+
+
 @torch.no_grad()
 def ema_statistics(ema: EMA, model: nn.Module, loader, cfg: TrainConfig, device: torch.device, precision: str,
-                   sex: bool) -> None:
+                   sex: bool, augment: Augment | None = None) -> None:
     """The EMA weights' BatchNorm statistics: copied from the trained weights (``ema_bn`` copy), or recomputed for
     the EMA weights by one pass over this epoch's augmented training batches (``recompute``: the trained weights'
     statistics describe other weights). Every rank then uses rank 0's, which it saves."""
@@ -132,7 +143,7 @@ def ema_statistics(ema: EMA, model: nn.Module, loader, cfg: TrainConfig, device:
     steps = min(len(loader), cfg.max_steps_per_epoch or len(loader))
     for _, batch in zip(range(steps), loader):
         with autocast(device, precision):
-            forward(ema.model, batch, device, sex)
+            forward(ema.model, on_device(batch, augment, device), device, sex)
     for norm, momentum in zip(norms, momenta):
         norm.momentum, norm.training = momentum, False
     broadcast_buffers(ema.model)
@@ -180,7 +191,9 @@ def train_one_epoch(net: nn.Module, bundle: ModelBundle, loader, optimizer, sche
     bar = tqdm(total=steps, unit="step", desc=f"epoch {epoch}/{cfg.recipe.nepoch}", leave=False,
                disable=not (is_main() and cfg.progress))
     total, count = 0.0, 0.0
+    augment = cfg.recipe.augment_parts(bundle.preprocessing.fs)[1]
     for step, batch in zip(range(1, steps + 1), loader):
+        batch = on_device(batch, augment, device)
         y, w = (batch[k].to(device, non_blocking=True) for k in ("y", "w"))
         with autocast(device, precision):
             raw = forward(net, batch, device, bundle.takes_sex)
@@ -299,7 +312,8 @@ def fit(bundle: ModelBundle, train_loader, valid_loader, cfg: TrainConfig, run: 
                                      precision)
         broadcast_buffers(model)  # every rank validates with rank 0's BatchNorm statistics, which it saves
         if ema is not None:
-            ema_statistics(ema, model, train_loader, cfg, device, precision, bundle.takes_sex)
+            ema_statistics(ema, model, train_loader, cfg, device, precision, bundle.takes_sex,
+                           cfg.recipe.augment_parts(bundle.preprocessing.fs)[1])
         valid = evaluate(eval_net, bundle, valid_loader, cfg.recipe.loss, device, precision,
                          is_main() and cfg.progress)
         check_validation(valid, epoch, train_loss)
