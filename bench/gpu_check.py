@@ -1,7 +1,8 @@
 """The GPU check, ready for the next time a GPU is lent: in a few minutes, every architecture's training and
 inference ECG/s with the GPU defaults (bf16, torch.compile, channels-last) against the seed's way, its model FLOP
 utilisation, the fraction of each training step spent waiting for data and what one loader worker delivers from
-the cache (plain and augmented) against what a step consumes (bench/throughput.py); a short training
+the cache (plain and augmented) against what a step consumes (bench/throughput.py), and the step with the
+augmentation on the device (``--augment_on device``) for the architectures whose recipe augments; a short training
 run of each recipe through train_interface.py (one epoch on the shared PTB-XL records: ECG/s of the whole step,
 data included); and prediction end to end (test_interface.py, the modern run's checkpoints, on 2,000 400-Hz HDF5
 ECGs) against the networks alone. The figures go to ``--work``/gpu_check.json and replace the block "gpu-check"
@@ -40,11 +41,15 @@ def run(argv: list[str], what: str) -> subprocess.CompletedProcess:
     return done
 
 
-def throughput(arch: str, args) -> dict:
+def throughput(arch: str, args, augment_on: str = "loader") -> dict:
     batch = 2 if args.quick else BATCH[arch]
     argv = [str(ROOT / "bench" / "throughput.py"), "--arch", arch, "--device", args.device, "--json",
+            "--augment_on", augment_on,
             *(["--quick"] if args.quick else ["--batch_size", str(batch), "--steps", "20", "--warmup", "5"])]
     return json.loads(run(argv, f"throughput of {arch}").stdout.strip().splitlines()[-1])
+
+
+AUGMENTED = ("BaselineNet", "ECGEfficientNet")  # the architectures whose own recipe augments beyond crops
 
 
 def training(recipe: str, args, work: Path) -> dict:
@@ -92,6 +97,7 @@ def main(argv=None) -> dict:
     archs = ["BaselineNet"] if args.quick else list(MODELS)
     recipes = ["modern"] if args.quick else list(RECIPES)
     result = {"device": args.device, "architectures": {a: throughput(a, args) for a in archs},
+              "augment_on_device": {a: throughput(a, args, "device") for a in archs if a in AUGMENTED},
               "training": {r: training(r, args, work) for r in recipes}}
     result["prediction"] = prediction(result["training"]["modern"]["run"], args, work)
     (work / "gpu_check.json").write_text(json.dumps(result, indent=1))
@@ -115,6 +121,11 @@ def table(result: dict) -> str:
                     f"{r['infer_samples_per_s']:.0f} | {r['infer_speedup']:.1f} | {mfu} | "
                     f"{r['data_wait_fraction']:.1%} | {r['loader']['per_worker_ecg_per_s']['plain']:.0f} / "
                     f"{r['loader']['per_worker_ecg_per_s']['augmented']:.0f} | {r['loader']['workers_needed']:.1f} |")
+    rows += ["", "| architecture, `--augment_on device` | train ECG/s (× in the loader) | data wait (the device's "
+                 "augmentation included) |", "|---|---|---|"]
+    loader = {arch: r["train_samples_per_s"] for arch, r in result["architectures"].items()}
+    rows += [f"| {arch} | {r['train_samples_per_s']:.0f} ({r['train_samples_per_s'] / loader[arch]:.2f}×) | "
+             f"{r['data_wait_fraction']:.1%} |" for arch, r in result["augment_on_device"].items()]
     rows += ["", "| recipe (one epoch, PTB-XL) | ECG/s of the whole step |", "|---|---|"]
     rows += [f"| {name} | {r['train_ecg_per_s']:.0f} |" for name, r in result["training"].items()]
     pred = result["prediction"]

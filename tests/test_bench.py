@@ -149,4 +149,6 @@ def test_quick_gpu_check_runs_on_the_cpu(tmp_path, ptbxl):
                        "--no_write")
     (arch,) = result["architectures"].values()
     assert arch["train_samples_per_s"] > 0 and result["training"]["modern"]["train_ecg_per_s"] > 0
+    (on_device,) = result["augment_on_device"].values()  # BaselineNet's recipe augments: measured both ways
+    assert on_device["augment_on"] == "device" and on_device["train_samples_per_s"] > 0
     assert result["prediction"]["ecgs"] == 128 and result["prediction"]["ecg_per_s"] > 0
