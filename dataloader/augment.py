@@ -63,6 +63,16 @@ def coarse_dropout(x: np.ndarray, rng: np.random.Generator, probability: float, 
     return out
 
 
+# the augmentations after the crops, in the order they apply: Augment's field → its function of (batch, generator,
+# strength, fs) — dataloader/tensor_augment.py keeps the same names for the training device
+STEPS = {"scale": lambda x, rng, s, fs: amplitude_scale(x, rng, s),
+         "lead_scale": lambda x, rng, s, fs: lead_scale(x, rng, s),
+         "noise": lambda x, rng, s, fs: gaussian_noise(x, rng, s),
+         "wander": baseline_wander,
+         "lead_dropout": lambda x, rng, s, fs: lead_dropout(x, rng, s),
+         "coarse_dropout": lambda x, rng, s, fs: coarse_dropout(x, rng, s)}
+
+
 @dataclasses.dataclass(frozen=True)
 class Augment:
     """The enabled augmentations and their strengths (0 = off); ``crop_samples``: the length of the random training
@@ -80,19 +90,13 @@ class Augment:
     def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         if self.crop_samples and self.crop_samples < x.shape[-1]:
             x = random_crop(x, rng, self.crop_samples)
-        if self.scale:
-            x = amplitude_scale(x, rng, self.scale)
-        if self.lead_scale:
-            x = lead_scale(x, rng, self.lead_scale)
-        if self.noise:
-            x = gaussian_noise(x, rng, self.noise)
-        if self.wander:
-            x = baseline_wander(x, rng, self.wander, self.fs)
-        if self.lead_dropout:
-            x = lead_dropout(x, rng, self.lead_dropout)
-        if self.coarse_dropout:
-            x = coarse_dropout(x, rng, self.coarse_dropout)
+        for name, strength in self.steps():
+            x = STEPS[name](x, rng, strength, self.fs)
         return np.ascontiguousarray(x, dtype=np.float32)
+
+    def steps(self) -> list[tuple[str, float]]:
+        """(name, strength) of the enabled augmentations after the crops, in the order they apply (``STEPS``)."""
+        return [(name, getattr(self, name)) for name in STEPS if getattr(self, name)]
 
     def split(self) -> tuple["Augment | None", "Augment | None"]:
         """(the random crops, for the loader; everything else, for the training device:

@@ -51,22 +51,21 @@ def coarse_dropout(x: torch.Tensor, g: torch.Generator, probability: float, frac
     return x * ~inside[:, None, :]
 
 
+# the same names and order as dataloader/augment.py's STEPS: field → function of (batch, generator, strength, fs)
+STEPS = {"scale": lambda x, g, s, fs: amplitude_scale(x, g, s),
+         "lead_scale": lambda x, g, s, fs: lead_scale(x, g, s),
+         "noise": lambda x, g, s, fs: gaussian_noise(x, g, s),
+         "wander": baseline_wander,
+         "lead_dropout": lambda x, g, s, fs: lead_dropout(x, g, s),
+         "coarse_dropout": lambda x, g, s, fs: coarse_dropout(x, g, s)}
+
+
 def device_augment(x: torch.Tensor, settings: Augment, seed: int) -> torch.Tensor:
     """``settings``' augmentations (its crops excepted: the loader's) of a float batch (B, 12, T) where it lies,
     drawn from a generator on its device seeded by ``seed``."""
     g = torch.Generator(device=x.device)
     g.manual_seed(int(seed))
     x = x.float()
-    if settings.scale:
-        x = amplitude_scale(x, g, settings.scale)
-    if settings.lead_scale:
-        x = lead_scale(x, g, settings.lead_scale)
-    if settings.noise:
-        x = gaussian_noise(x, g, settings.noise)
-    if settings.wander:
-        x = baseline_wander(x, g, settings.wander, settings.fs)
-    if settings.lead_dropout:
-        x = lead_dropout(x, g, settings.lead_dropout)
-    if settings.coarse_dropout:
-        x = coarse_dropout(x, g, settings.coarse_dropout)
+    for name, strength in settings.steps():  # the numpy path's order
+        x = STEPS[name](x, g, strength, settings.fs)
     return x

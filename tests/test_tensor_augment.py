@@ -13,6 +13,7 @@ from conftest import TINY_MODERN
 
 import train_interface
 from dataloader import tensor_augment as ta
+from dataloader.augment import STEPS as NUMPY_STEPS
 from dataloader.augment import Augment
 from dataloader.dataset import ECGDataset
 from engine.train.recipes import RECIPES
@@ -66,6 +67,7 @@ def test_a_batch_seed_gives_the_same_augmentation_and_the_loader_keeps_its_crops
     crops, rest = settings.split()
     assert crops == Augment(crop_samples=1000, fs=500.0) and rest == dataclasses.replace(settings, crop_samples=0)
     assert Augment(noise=0.1).split() == (None, Augment(noise=0.1)) and Augment().split() == (None, None)
+    assert list(ta.STEPS) == list(NUMPY_STEPS)  # every augmentation has its twin on the device, in the same order
     first, again = ta.device_augment(x, rest, 11), ta.device_augment(x, rest, 11)
     assert torch.equal(first, again) and not torch.equal(first, ta.device_augment(x, rest, 12))
 
