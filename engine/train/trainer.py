@@ -182,8 +182,10 @@ def wrap(model: nn.Module, device: torch.device, world: int, compiled: bool) -> 
 
 
 def train_one_epoch(net: nn.Module, bundle: ModelBundle, loader, optimizer, schedule: Schedule, ema: EMA | None,
-                    cfg: TrainConfig, epoch: int, device: torch.device, precision: str) -> float:
-    """One pass over this rank's shard (at most ``max_steps_per_epoch`` steps); the mean loss over all ranks."""
+                    cfg: TrainConfig, epoch: int, device: torch.device, precision: str,
+                    augment: Augment | None = None) -> float:
+    """One pass over this rank's shard (at most ``max_steps_per_epoch`` steps); the mean loss over all ranks.
+    ``augment``: the part of the augmentation done on ``device`` (:func:`on_device`)."""
     loss_fn = regression_loss(cfg.recipe.loss)
     loader.sampler.set_epoch(epoch)
     net.train()
@@ -191,7 +193,6 @@ def train_one_epoch(net: nn.Module, bundle: ModelBundle, loader, optimizer, sche
     bar = tqdm(total=steps, unit="step", desc=f"epoch {epoch}/{cfg.recipe.nepoch}", leave=False,
                disable=not (is_main() and cfg.progress))
     total, count = 0.0, 0.0
-    augment = cfg.recipe.augment_parts(bundle.preprocessing.fs)[1]
     for step, batch in zip(range(1, steps + 1), loader):
         batch = on_device(batch, augment, device)
         y, w = (batch[k].to(device, non_blocking=True) for k in ("y", "w"))
@@ -306,14 +307,14 @@ def fit(bundle: ModelBundle, train_loader, valid_loader, cfg: TrainConfig, run: 
     bundle.model = evaluated
     writer = SummaryWriter(str(run / TENSORBOARD), purge_step=progress.epoch + 1 if progress.epoch else None) \
         if is_main() else None
+    augment = cfg.recipe.augment_parts(bundle.preprocessing.fs)[1]  # the device's part (--augment_on device)
     for epoch in range(progress.epoch + 1, cfg.recipe.nepoch + 1):
         started, lr = time.time(), optimizer.param_groups[0]["lr"]
         train_loss = train_one_epoch(net, bundle, train_loader, optimizer, schedule, ema, cfg, epoch, device,
-                                     precision)
+                                     precision, augment)
         broadcast_buffers(model)  # every rank validates with rank 0's BatchNorm statistics, which it saves
         if ema is not None:
-            ema_statistics(ema, model, train_loader, cfg, device, precision, bundle.takes_sex,
-                           cfg.recipe.augment_parts(bundle.preprocessing.fs)[1])
+            ema_statistics(ema, model, train_loader, cfg, device, precision, bundle.takes_sex, augment)
         valid = evaluate(eval_net, bundle, valid_loader, cfg.recipe.loss, device, precision,
                          is_main() and cfg.progress)
         check_validation(valid, epoch, train_loss)
