@@ -50,7 +50,7 @@ from dataloader.sources import CacheConfig, open_source_local
 from engine.predict.inference import predict
 from engine.runs import CV_SUMMARY, HISTORY, MANIFEST, OOF, run_members
 from models.checkpoint import load_bundle
-from utils.io import write_block, write_json
+from utils.io import write_block_at, write_json
 from utils.machine import cpu_name
 from utils.paths import ROOT
 
@@ -377,9 +377,8 @@ def main(argv=None) -> dict:
         result["blends"] = {name: blend({row: runs[row] for row in parts}, truth, oof, external, args)
                             for name, parts in args.blends.items()}
     if args.write:
-        path, block = args.write.rsplit(":", 1)
         command = " ".join(["python bench/accuracy.py", *(sys.argv[1:] if argv is None else argv)])
-        write_block(Path(path), block, rows_table(result, command), "bench/accuracy.py")
+        write_block_at(args.write, rows_table(result, command), "bench/accuracy.py")
     print(json.dumps(result))
     return result
 

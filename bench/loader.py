@@ -23,7 +23,7 @@ from pathlib import Path
 import throughput
 
 from models.registry import MODELS
-from utils.io import write_block
+from utils.io import write_block_at
 from utils.machine import cpu_flags, cpu_name
 
 WAYS = ((0, "loader"), (1, "loader"), (0, "device"))  # (loader workers, where the augmentation runs)
@@ -77,8 +77,7 @@ def main(argv=None) -> list[tuple[dict, dict, dict]]:
     machine = ways[0][0].get("gpu") or f"{cpu_name()} ({', '.join(cpu_flags()) or 'AVX2 only'})"
     text = table(ways, machine, ["python", "bench/loader.py", *(argv if argv is not None else sys.argv[1:])])
     if args.write:
-        path, block = args.write.rsplit(":", 1)
-        write_block(Path(path), block, text, "bench/loader.py")
+        write_block_at(args.write, text, "bench/loader.py")
     print(text)
     rows = [{"arch": a["arch"], "no_worker": a, "one_worker": w, "on_device": d} for a, w, d in ways]
     print(json.dumps({"rows": rows}))

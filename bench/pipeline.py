@@ -31,7 +31,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from utils.io import write_block
+from utils.io import write_block_at
 from utils.machine import cpu_flags, cpu_name, model_threads, usable_cores
 from utils.paths import ROOT
 
@@ -192,9 +192,8 @@ def main(argv=None) -> dict:
     result = {"cpu": cpu_name(), "cpu_flags": cpu_flags(), "workers": workers, "batch": args.batch, "sizes": rows}
     (work / "pipeline.json").write_text(json.dumps(result, indent=1))
     if args.write:
-        path, block = args.write.rsplit(":", 1)
-        write_block(Path(path), block, table(result, ["python", "bench/pipeline.py", *(argv or sys.argv[1:])]),
-                    "bench/pipeline.py")
+        write_block_at(args.write, table(result, ["python", "bench/pipeline.py", *(argv or sys.argv[1:])]),
+                       "bench/pipeline.py")
     print(json.dumps(result))
     return result
 

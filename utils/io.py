@@ -316,3 +316,9 @@ def write_block(path: Path, name: str, text: str, by: str) -> None:
     if not pattern.search(content):
         raise UserError(f"{path} has no block {start} … {end}")
     write_text(path, pattern.sub(lambda _: f"{start}\n{text}\n{end}", content))
+
+
+def write_block_at(target: str, text: str, by: str) -> None:
+    """:func:`write_block` for a ``FILE:BLOCK`` target, the form of the benchmarks' ``--write`` option."""
+    path, block = target.rsplit(":", 1)
+    write_block(Path(path), block, text, by)
