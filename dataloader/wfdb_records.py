@@ -29,7 +29,7 @@ class WFDBHeader(NamedTuple):
     comments: list[str]
     files: list[str]  # the header, every signal file it names and, for a multi-segment record, each segment's files
     segments: list[str]  # record paths (without .hea) of a multi-segment record's segments (they are not records)
-    fields: list[list[str]] = []  # the record line and each signal line, split on white space
+    fields: list[list[str]]  # the record line and each signal line, split on white space
 
 
 class Plain16(NamedTuple):
