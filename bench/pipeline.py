@@ -89,19 +89,22 @@ def wfdb_manifest(work: Path, count: int, ptbxl: Path) -> Path:
 INPUTS = {"hdf5": ("400 Hz HDF5", hdf5), "wfdb": ("500 Hz WFDB", wfdb_manifest)}
 
 
-def model(work: Path, weights: list[str] | None, name: str, *flags: str) -> Path:
+def model(work: Path, weights: list[str] | None, name: str, *flags: str,
+          new: tuple[str, ...] = ("--recipe", "modern")) -> Path:
+    """``work/name``: ``weights`` exported with ``flags``, or without weights a new network of the training
+    options ``new`` (its speed, not its ages, is measured); made once."""
     path = work / name
     if not path.exists():
         argv = ["--weights", *weights] if weights else None
-        if argv is None:  # a new modern-recipe network, saved as a checkpoint first
+        if argv is None:  # a new network, saved as a checkpoint first
             import options
             from engine.train.members import build_bundle, init_output
             from models.checkpoint import save_checkpoint
 
-            settings = options.train_settings(options.parse_train(["--recipe", "modern"]))
+            settings = options.train_settings(options.parse_train(list(new)))
             bundle = build_bundle(settings)
             init_output(bundle, settings.recipe, 50.0)  # the recipe's start: every age 50, plausible
-            argv = ["--weights", str(save_checkpoint(work / "model.pt", bundle))]
+            argv = ["--weights", str(save_checkpoint(path.with_suffix(".pt"), bundle))]
         done = subprocess.run([sys.executable, str(ROOT / "export_interface.py"), *argv, "--output", str(path),
                                *flags, "--quiet"], capture_output=True, text=True, cwd=ROOT)
         if done.returncode:

@@ -1,0 +1,116 @@
+"""onnxruntime's batch: ECG/s of each model by the number of ECGs per call, on one thread and on every core.
+
+    python bench/onnx_batch.py --work bench/results/onnx_batch --write bench/README.md:onnx-batch
+    python bench/onnx_batch.py --quick --work /tmp/onnx_batch --no_shipped     # a smoke run
+
+The models: the shipped one (models/shipped, ten BaselineNets at 100 Hz with the band-pass in the graph) and new
+networks of three recipes as export_interface writes them (BaselineNet at 500 Hz, the modern ECGEfficientNet, Lima's
+ResNet1d at 400 Hz; their speed, not their ages, is measured). Each runs on the graph's inputs of real PTB-XL
+records (prepared outside the timing) for every batch size in turn, the sizes interleaved and repeated so that a
+drift of the machine's speed reaches each alike; reported is the median ECG/s over the repeats, and each size's
+ratio to the best. The CPU and its flags are stated; the last line printed is one JSON object.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from pipeline import SHARED, model
+
+from models.files import SHIPPED_MODEL
+from utils.io import write_block_at
+from utils.machine import cpu_flags, cpu_name, usable_cores
+
+BY = "bench/onnx_batch.py"
+NEW = {"BaselineNet, 500 Hz (--recipe baseline)": ("--arch", "BaselineNet", "--recipe", "baseline"),
+       "ECGEfficientNet (--recipe modern)": ("--arch", "ECGEfficientNet", "--recipe", "modern"),
+       "ResNet1d, 400 Hz (--recipe lima)": ("--arch", "ResNet1d", "--recipe", "lima")}
+
+
+def inputs(onnx: Path, count: int) -> tuple:
+    """(the model, ``count`` of its inputs from the first PTB-XL records at 500 Hz, prepared as the pipeline does)."""
+    from dataloader.checks import prepare
+    from dataloader.formats import open_reader
+    from engine.deploy.onnx_model import OnnxModel
+
+    session = OnnxModel.load(onnx, 1)
+    reader = open_reader(SHARED)
+    x = np.stack([prepare(reader.load(i), session.input_spec) for i in range(min(count, len(reader)))])
+    return session, np.concatenate([x] * (-(-count // len(x))))[:count]
+
+
+def rate(session, x: np.ndarray, batch: int) -> float:
+    session.ages(x[:batch])  # warm-up: onnxruntime plans its buffers for this shape
+    started = time.perf_counter()
+    for i in range(0, len(x), batch):
+        session.ages(x[i:i + batch])
+    return len(x) / (time.perf_counter() - started)
+
+
+def sweep(onnx: Path, batches: list[int], threads: list[int], count: int, repeats: int) -> dict:
+    """{threads: {batch: median ECG/s}} for one model."""
+    base, x = inputs(onnx, count)
+    found = {}
+    for t in threads:
+        session = base.with_threads(t, spinning=True)
+        runs = {b: [] for b in batches}
+        for _ in range(repeats):
+            for b in batches:
+                runs[b].append(rate(session, x, b))
+        found[t] = {b: statistics.median(v) for b, v in runs.items()}
+    return found
+
+
+def table(result: dict, command: list[str]) -> str:
+    batches = result["batches"]
+    lines = [f"Measured by `{' '.join(command)}` ({result['cpu']}, flags: {', '.join(result['cpu_flags']) or 'none'}; "
+             f"median of {result['repeats']} interleaved passes over {result['count']} ECGs; ECG/s, and in brackets "
+             "the ratio to the model's best batch on those threads):", "",
+             "| model | threads | " + " | ".join(f"batch {b}" for b in batches) + " |",
+             "|---|---|" + "---|" * len(batches)]
+    for name, by_threads in result["models"].items():
+        for t, rates in by_threads.items():
+            best = max(rates.values())
+            lines.append(f"| {name} | {t} | " + " | ".join(f"{rates[b]:.0f} ({rates[b] / best:.2f})"
+                                                          for b in batches) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--batches", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32, 64])
+    p.add_argument("--threads", type=int, nargs="+", default=None, help="default: 1 and every usable core")
+    p.add_argument("--count", type=int, default=128, help="ECGs per pass")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--no_shipped", action="store_true", help="leave the shipped model out")
+    p.add_argument("--work", default="bench/results/onnx_batch")
+    p.add_argument("--quick", action="store_true", help="a smoke run: 16 ECGs, batches 1 and 8, one pass")
+    p.add_argument("--write", default=None, metavar="FILE:BLOCK",
+                   help="write the table into the marked block of FILE (e.g. bench/README.md:onnx-batch)")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.batches, args.count, args.repeats = [1, 8], 16, 1
+    threads = args.threads or sorted({1, usable_cores()})
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    files = {} if args.no_shipped else {"shipped (ten BaselineNets, 100 Hz)": SHIPPED_MODEL}
+    files.update({name: model(work, None, f"{new[1]}_{new[3]}.onnx", new=new) for name, new in NEW.items()})
+    result = {"cpu": cpu_name(), "cpu_flags": cpu_flags(), "count": args.count, "repeats": args.repeats,
+              "batches": args.batches, "models": {}}
+    for name, onnx in files.items():
+        result["models"][name] = sweep(onnx, args.batches, threads, args.count, args.repeats)
+        print(name, json.dumps(result["models"][name]), file=sys.stderr, flush=True)
+    (work / "onnx_batch.json").write_text(json.dumps(result, indent=1))
+    if args.write:
+        write_block_at(args.write, table(result, ["python", BY, *(argv or sys.argv[1:])]), BY)
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()
