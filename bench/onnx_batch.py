@@ -75,6 +75,7 @@ def table(result: dict, command: list[str]) -> str:
              "|---|---|" + "---|" * len(batches)]
     for name, by_threads in result["models"].items():
         for t, rates in by_threads.items():
+            rates = {int(b): v for b, v in rates.items()}  # as read back from onnx_batch.json too
             best = max(rates.values())
             lines.append(f"| {name} | {t} | " + " | ".join(f"{rates[b]:.0f} ({rates[b] / best:.2f})"
                                                           for b in batches) + " |")

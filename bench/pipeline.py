@@ -173,7 +173,8 @@ def main(argv=None) -> dict:
     p.add_argument("--threads", type=int, default=None,
                    help="the model's threads, end to end (test_interface --threads) and alone (default: "
                         "test_interface's: the cores the preprocessing workers leave)")
-    p.add_argument("--batch", type=int, default=64, help="onnxruntime's batch (test_interface's default)")
+    p.add_argument("--batch", type=int, default=None,
+                   help="onnxruntime's batch alone (default: test_interface's on the same threads)")
     p.add_argument("--inputs", nargs="+", choices=sorted(INPUTS), default=["hdf5", "wfdb"])
     p.add_argument("--ptbxl", default=str(SHARED))
     p.add_argument("--work", default="bench/results/pipeline")
@@ -192,7 +193,7 @@ def main(argv=None) -> dict:
     for count, kind in [(count, kind) for kind in args.inputs for count in sizes]:
         what, make = INPUTS[kind]
         rows += measure(make(work, count, Path(args.ptbxl)), what, count, files, workers, args)
-    result = {"cpu": cpu_name(), "cpu_flags": cpu_flags(), "workers": workers, "batch": args.batch, "sizes": rows}
+    result = {"cpu": cpu_name(), "cpu_flags": cpu_flags(), "workers": workers, "sizes": rows}
     (work / "pipeline.json").write_text(json.dumps(result, indent=1))
     if args.write:
         write_block_at(args.write, table(result, ["python", "bench/pipeline.py", *(argv or sys.argv[1:])]),
@@ -204,19 +205,20 @@ def main(argv=None) -> dict:
 def measure(path: Path, what: str, count: int, files: dict[str, Path], workers: int, args) -> list[dict]:
     """One row per file: end to end on ``path`` (``count`` ECGs of input ``what``), the network alone and the graph
     alone, at test_interface's own default threads for that file (every core where the graph runs the band-pass),
-    given explicitly."""
-    from engine.deploy.onnx_model import OnnxModel
+    given explicitly, and its batch (test_interface's on those threads unless --batch says)."""
+    from engine.deploy.onnx_model import OnnxModel, batch_for
 
     network = files.get("cpu", files.get("given"))  # the graph without an input stage: the network alone
     rows = []
     for variant, onnx in files.items():
         staged = OnnxModel.load(onnx).graph_preprocessing
         threads = model_threads(args.threads, 0 if staged else workers)
+        batch = args.batch or batch_for(threads)
         whole = end_to_end(path, onnx, path.parent, workers, threads)
-        alone = model_only(network, path, count, args.batch, threads)  # the network alone on the same cores
-        graph = alone if onnx == network else model_only(onnx, path, count, args.batch, threads)
+        alone = model_only(network, path, count, batch, threads)  # the network alone on the same cores
+        graph = alone if onnx == network else model_only(onnx, path, count, batch, threads)
         rows.append({"n": count, "input": what, "file": onnx.name, "preprocessing": PREPROCESSING[variant],
-                     "threads": threads or usable_cores(), "spinning": not (staged and workers),
+                     "threads": threads or usable_cores(), "batch": batch, "spinning": not (staged and workers),
                      "end_to_end_ecg_per_s": whole["ecg_per_s"], "model_ecg_per_s": alone["ecg_per_s"],
                      "graph_ecg_per_s": graph["ecg_per_s"], "ratio": whole["ecg_per_s"] / alone["ecg_per_s"],
                      "peak_rss_mb": whole["peak_rss_mb"], "worker_peak_rss_mb": whole["worker_peak_rss_mb"],
@@ -229,11 +231,11 @@ def table(result: dict, command: list[str]) -> str:
     flags = ", ".join(result["cpu_flags"]) or "AVX2 only"
     lines = [f"Measured by `{' '.join(command)}` ({result['cpu']}: {flags}; {result['workers']} preprocessing "
              f"worker(s) and test_interface's default model threads; onnxruntime, fp32; process start included):",
-             "", "| input | ECGs | preprocessing | model threads | end to end | network alone | graph alone (with its "
-             "input stage) | end to end / network alone | peak RSS (main / worker) |",
+             "", "| input | ECGs | preprocessing | model threads, batch | end to end | network alone | graph alone "
+             "(with its input stage) | end to end / network alone | peak RSS (main / worker) |",
              "|---|---|---|---|---|---|---|---|---|"]
     for row in result["sizes"]:
-        threads = f"{row['threads']}{'' if row['spinning'] else ', not spinning'}"
+        threads = f"{row['threads']}{'' if row['spinning'] else ', not spinning'}, {row.get('batch', 64)}"
         lines.append(f"| {row['input']} | {row['n']:,} | {row['preprocessing']} | {threads} | "
                      f"{row['end_to_end_ecg_per_s']:.0f} ECG/s | "
                      f"{row['model_ecg_per_s']:.0f} ECG/s | {row['graph_ecg_per_s']:.0f} ECG/s | "

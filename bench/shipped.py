@@ -23,6 +23,7 @@ import pandas as pd
 from pipeline import end_to_end, model_only
 
 from ecg_age.cli import EXPLAINED
+from engine.deploy.onnx_model import batch_for
 from models.files import SHIPPED_MODEL
 from utils.io import write_block
 from utils.machine import cpu_flags, cpu_name
@@ -116,7 +117,7 @@ def main(argv=None) -> dict:
     result = {"model": model.name, "records": count, "cpu": cpu_name(), "cpu_flags": cpu_flags(),
               "explained": explained, "cold_predict_seconds": cold_predict(model, records, work, explained),
               "end_to_end_one_core": end_to_end(records, model, work, workers=0, threads=1),
-              "model_only_one_core": model_only(model, records, count if args.quick else 512, 64, 1),
+              "model_only_one_core": model_only(model, records, count if args.quick else 512, batch_for(1), 1),
               **dict(zip(("gflop_per_ecg", "input_stage_gflop_per_ecg"), gflop(model)))}
     result["end_to_end_one_core_steady"] = steady(Path(args.ptbxl).resolve(), model, work, count,
                                                   result["end_to_end_one_core"])
@@ -140,8 +141,8 @@ def speed_table(result: dict, machine: str) -> str:
         f"| forward GFLOP per ECG (all members) | {result['gflop_per_ecg']:.3f} |",
         f"| GFLOP per ECG of the graph's input stage (band-pass and z-score, once for all members) | "
         f"{result['input_stage_gflop_per_ecg']:.4f} |",
-        f"| the model's graph alone, one core (batches of 64 of the CPU's windows; the graph's band-pass and "
-        f"z-score included) | {alone['ecg_per_s']:.0f} ECG/s |",
+        f"| the model's graph alone, one core (batches of {batch_for(1)} of the CPU's windows, as the pipeline's; the "
+        f"graph's band-pass and z-score included) | {alone['ecg_per_s']:.0f} ECG/s |",
         f"| end to end, one core (read, check, preprocess, predict, write; `--threads 1 --num_workers 0 --cache off`) "
         f"| {e2e['ecg_per_s']:.0f} ECG/s ({e2e['rows']} ECGs in {e2e['seconds']:.1f} s, process start included) |",
         f"| end to end, one core, each further ECG (the slope between {steady['rows'][0]} and {steady['rows'][1]} "

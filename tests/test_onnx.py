@@ -85,6 +85,7 @@ def test_the_file_alone_is_enough(exported, modern_cv_run):
     member = meta["members"][0]
     assert member["arch"] == "ECGEfficientNet" and member["calibration"]["n"] > 0 and member["head"]["kind"]
     assert meta["preprocessing"]["fs"] == 500.0 and member["training"]["median_age"] > 0
+    assert str(ROOT).encode() not in exported.read_bytes()  # the exporter's stack traces of the build machine: gone
 
 
 @pytest.mark.parametrize("engine", ["onnx_file", "onnxruntime"])
@@ -333,6 +334,66 @@ def test_int8_export_is_checked_against_fp32_and_used_like_it(exported, modern_c
     assert test_interface.entry(["--input", str(cinc), "--weights", str(out), "--on_bad", "skip", "--output",
                                  str(tmp_path / "int8.csv"), "--cache", "off", "--quiet"]) == 0
     assert len(pd.read_csv(tmp_path / "int8.csv")) == 48
+
+
+def test_fp16_weights_halve_the_convolutions_and_keep_the_ages(exported, modern_cv_run, cinc, tmp_path):
+    """--weight_storage fp16: every convolution's weight stored as fp16 (two bytes a number fewer) and cast back,
+    every other tensor (the band-pass matrices) fp32; onnxruntime folds the casts when it opens the file, so it runs
+    the fp32 graph; the ages stay within the stated tolerance of the fp32 export's and it predicts like it."""
+    import onnx
+    import onnxruntime
+    from onnx import TensorProto, numpy_helper
+
+    from engine.deploy.half import FP16_MAX_YEARS
+
+    _, run = modern_cv_run
+    out = tmp_path / "model.fp16.onnx"
+    assert export_interface.entry(["--weights", str(run), "--output", str(out), "--check_input", str(cinc),
+                                   "--check_records", "4", "--weight_storage", "fp16", "--quiet"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.fp16.onnx"]  # the fp32 staging file is gone
+    half, full = onnx.load(str(out)), onnx.load(str(exported))
+    assert json.loads(next(p.value for p in half.metadata_props if p.key == METADATA_KEY))["weight_storage"] == "fp16"
+    conv_weights = {n.input[1] for n in full.graph.node if n.op_type == "Conv"}
+    stored = {t.name: t for t in half.graph.initializer}
+    casts = {n.output[0]: n.input[0] for n in half.graph.node if n.op_type == "Cast"}
+    assert conv_weights and set(casts) == conv_weights
+    assert all(stored[casts[w]].data_type == TensorProto.FLOAT16 for w in conv_weights)
+    assert all(t.data_type == TensorProto.FLOAT for name, t in stored.items() if name not in casts.values()
+               and numpy_helper.to_array(t).dtype.kind == "f")
+    numbers = sum(numpy_helper.to_array(t).size for t in full.graph.initializer if t.name in conv_weights)
+    assert exported.stat().st_size - out.stat().st_size >= 0.9 * 2 * numbers
+    options_ = onnxruntime.SessionOptions()
+    options_.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    onnxruntime.InferenceSession(str(out), options_, providers=["CPUExecutionProvider"])
+    assert not any(n.op_type == "Cast" and n.input[0] in casts.values()
+                   for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node)  # folded: fp32 weights run
+    (tmp_path / "optimized.onnx").unlink()
+    reader = open_reader(cinc)
+    fp32, fp16 = OnnxModel.load(exported), OnnxModel.load(out)
+    x = np.stack([prepare(reader.load(i), fp32.input_spec) for i in range(12)])
+    difference = np.abs(fp16.ages(x) - fp32.ages(x))
+    assert 0 < difference.max() <= FP16_MAX_YEARS  # rounded weights, not the same file
+    assert test_interface.entry(["--input", str(cinc), "--weights", str(out), "--on_bad", "skip", "--output",
+                                 str(tmp_path / "fp16.csv"), "--cache", "off", "--quiet"]) == 0
+    assert len(pd.read_csv(tmp_path / "fp16.csv")) == 48
+
+
+def test_fp16_weights_outside_the_tolerance_or_with_int8_write_nothing(exported, modern_cv_run, cinc, tmp_path,
+                                                                       monkeypatch, capsys):
+    from engine.deploy import half
+    from utils.errors import UserError
+
+    _, run = modern_cv_run
+    out = tmp_path / "model.onnx"
+    assert export_interface.entry(["--weights", str(run), "--output", str(out), "--weight_storage", "fp16",
+                                   "--quantize", "int8", "--quiet"]) != 0
+    assert "cannot be combined" in capsys.readouterr().err and list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(half, "FP16_MAX_YEARS", 0.0)
+    reader = open_reader(cinc)
+    x = np.stack([prepare(reader.load(i), OnnxModel.load(exported).input_spec) for i in range(6)])
+    with pytest.raises(UserError, match="differ from the fp32 export's"):
+        half.fp16_file(exported, out, (x, np.full(len(x), 0.5, np.float32)))
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_an_int8_model_outside_its_tolerance_writes_nothing(exported, cinc, tmp_path, monkeypatch):

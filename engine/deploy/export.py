@@ -100,6 +100,15 @@ def export_metadata(bundles: list[ModelBundle], card: ModelCard | None = None, g
             "output": "ages", "members": members, **({"card": card.to_dict()} if card is not None else {})}
 
 
+def without_build_details(model) -> None:
+    """Drop what the exporter writes of the machine that built ``model`` (an onnx ModelProto, changed in place):
+    each node's source lines, stack trace and module path — absolute paths of the build machine, and a fifth of a
+    small model's file — and doc strings. onnxruntime reads none of them."""
+    for node in model.graph.node:
+        del node.metadata_props[:]
+        node.doc_string = ""
+
+
 def graph_input(bundles: list[ModelBundle], graph: bool = True) -> PreprocessSpec:
     """What the CPU makes of each record for the graph :func:`export_onnx` writes of ``bundles`` (``graph``: the
     recipe's band-pass and z-score inside it, where the recipe allows it)."""
@@ -131,6 +140,7 @@ def export_onnx(bundles: list[ModelBundle], path: str | os.PathLike, x: np.ndarr
                               input_names=["x", "sex"][:len(inputs)], output_names=["ages"], dynamic_shapes=shapes,
                               external_data=False, verbose=False)
         model = onnx.load(str(staging))
+        without_build_details(model)
         entry = model.metadata_props.add()
         entry.key, entry.value = METADATA_KEY, json.dumps(export_metadata(bundles, card, module.stage is not None))
         onnx.save(model, str(staging))

@@ -18,11 +18,21 @@ from models.schema import Description, ModelCard
 from utils.bounds import MAX_CHECKPOINT_BYTES
 from utils.errors import CheckpointError, RecordError
 from utils.io import regular_file
+from utils.machine import usable_cores
 from utils.metrics import apply_bias_correction, ensemble_mean, stored_correction
 
 ONNX_FORMAT = "ecg-age-onnx/1"  # engine/deploy/export.py writes it (that module needs torch; this one must not)
 METADATA_KEY = "ecg_age"
 MAX_MEMBERS = 1000  # models in one exported ensemble (a 5-fold run with every option holds 15)
+# ECGs per onnxruntime call: 4 per thread, at least 8. Small batches keep a network's activations in the caches; on
+# 1–2 cores batch 8 runs within 7 % of each model's best, batch 64 at 0.74–0.95 of it (bench/README.md,
+# "onnxruntime's batch")
+BATCH_PER_THREAD, MIN_BATCH = 4, 8
+
+
+def batch_for(threads: int) -> int:
+    """ECGs per onnxruntime call on ``threads`` threads (0: every usable core)."""
+    return max(MIN_BATCH, BATCH_PER_THREAD * (threads or usable_cores()))
 
 
 @dataclasses.dataclass
@@ -45,6 +55,11 @@ class OnnxModel:
         """What the CPU makes of each record for the graph's ``x``: the window alone where the graph runs the
         rest of ``preprocessing``."""
         return cpu_part(self.preprocessing) if self.graph_preprocessing else self.preprocessing
+
+    @property
+    def batch(self) -> int:
+        """ECGs per call on this session's threads."""
+        return batch_for(self.threads)
 
     @property
     def median_age(self) -> float | None:

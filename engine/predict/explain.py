@@ -46,7 +46,6 @@ logger = logging.getLogger(__name__)
 
 IG_STEPS = 32
 OCCLUSION_SECONDS = 0.5
-OCCLUSION_BATCH = 64  # occluded inputs per forward pass
 DELETION_NOISE_MV = 0.01
 
 
@@ -127,11 +126,12 @@ def explain_record(bundles: list[ModelBundle], record: Record, sex: float, metho
                               f"{b.arch} from {b.source}") for b in bundles], method)
 
 
-def occlusion(member_ages, x: np.ndarray, width: int, batch: int = OCCLUSION_BATCH) -> np.ndarray:
+def occlusion(member_ages, x: np.ndarray, width: int, batch: int) -> np.ndarray:
     """Occlusion by forward passes only: for each model (``member_ages``: inputs (B, 12, L) → ages (B, M)), each
     window of ``width`` samples of one lead at a time set to zero, the age's change (the unchanged input's age minus
     the occluded one's) given to every sample of the window — captum's Occlusion with sliding window (1, width),
-    stride width and baseline 0, which it equals (tests). Returns (M, 12, L)."""
+    stride width and baseline 0, which it equals (tests); ``batch`` occluded inputs per forward pass. Returns
+    (M, 12, L)."""
     leads, length = x.shape
     base = member_ages(x[None])[0]
     starts = range(0, length - width + 1, width)  # whole windows only, as captum's
@@ -155,7 +155,7 @@ def explain_by_occlusion(predictor, record: Record, sex: float) -> Explanation:
     x = prepare(record, spec)
     codes = lambda batch: np.full(len(batch), sex, np.float32)  # noqa: E731
     attributions = occlusion(lambda batch: predictor.member_ages(batch, codes(batch)), x,
-                             max(1, int(round(OCCLUSION_SECONDS * spec.fs))))
+                             max(1, int(round(OCCLUSION_SECONDS * spec.fs))), predictor.batch)
     return combined(record, [(np.abs(a), spec, f"member {m} of {predictor.source}")
                              for m, a in enumerate(attributions)], "occlusion")
 

@@ -29,6 +29,8 @@ from utils.runtime import autocast, place_model
 
 from .windows import ensemble_record_ages, window_means
 
+INPUT_BATCH = 64  # model inputs per PyTorch forward pass in predict_inputs
+
 
 @dataclasses.dataclass(frozen=True)
 class InferenceConfig:
@@ -159,7 +161,7 @@ def predict_views(bundles: list[ModelBundle], source, positions: np.ndarray, sex
 
 @torch.no_grad()
 def predict_inputs(bundles: list[ModelBundle], x: np.ndarray, sex: np.ndarray, bias_correction: bool = False,
-                   batch_size: int = 64, device: torch.device | None = None) -> np.ndarray:
+                   batch_size: int = INPUT_BATCH, device: torch.device | None = None) -> np.ndarray:
     """The mean age (B,) of ``bundles`` for model inputs ``x`` (B, 12, L) in fp32 on ``device`` (the CPU by
     default), each member's bias correction applied first when asked."""
     device = device or torch.device("cpu")

@@ -23,7 +23,7 @@ from utils.paths import LOG_DIR, default_data_root
 from utils.settings import RuntimeSettings, Settings, option, runtime
 
 from .explanations import DEFAULT_METHOD, METHODS
-from .onnx_engine import ONNX_BATCH, OnnxConfig
+from .onnx_engine import OnnxConfig
 from .predictor import ENGINES
 
 
@@ -121,7 +121,7 @@ class PredictJob:
         them instead of spinning (bench/README.md, "Preprocessing in the graph")."""
         streamed = self.cache.cache != "on"
         workers = self.runtime.workers(default_stream_workers() if streamed else 0)
-        return OnnxConfig(batch_size=self.runtime.infer_batch_size or ONNX_BATCH, tta=self.prediction.tta,
+        return OnnxConfig(batch_size=self.runtime.infer_batch_size, tta=self.prediction.tta,
                           bias_correction=self.prediction.bias_correction,
                           cache=self.cache.config("fp32", progress=not self.runtime.quiet), workers=workers,
                           threads=model_threads(self.runtime.threads, 0 if graph else workers),

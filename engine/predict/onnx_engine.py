@@ -17,14 +17,12 @@ from models.preprocessing import tta_specs
 
 from .windows import record_ages, window_means
 
-ONNX_BATCH = 64  # onnxruntime's default batch (on a 2-core CPU it runs 1.9× PyTorch eager there: bench/README.md)
-
 
 @dataclasses.dataclass(frozen=True)
 class OnnxConfig:
     """How to run an ONNX model over records (test_interface's options for this engine)."""
 
-    batch_size: int = ONNX_BATCH
+    batch_size: int | None = None  # None: the model's own (OnnxModel.batch, by its threads)
     tta: int = 1
     bias_correction: bool = False
     cache: CacheConfig = CacheConfig()
@@ -36,11 +34,12 @@ class OnnxConfig:
 def predict_records_onnx(model: OnnxModel, reader: Reader, cfg: OnnxConfig, sex: np.ndarray) -> tuple[np.ndarray, dict]:
     """Ages for every record of ``reader`` (NaN for bad ones) and {id: reason} of the bad records; with ``cfg.tta``
     N the age is the mean over N windows (identical windows predicted once)."""
+    batch = cfg.batch_size or model.batch
+
     def predict(source, good: np.ndarray) -> np.ndarray:
         def row_ages(rows: np.ndarray, owners: np.ndarray) -> np.ndarray:
-            return np.concatenate([model.ages(source.read(rows[i:i + cfg.batch_size]),
-                                              sex[owners[i:i + cfg.batch_size]], cfg.bias_correction)
-                                   for i in range(0, len(rows), cfg.batch_size)])
+            return np.concatenate([model.ages(source.read(rows[i:i + batch]), sex[owners[i:i + batch]],
+                                              cfg.bias_correction) for i in range(0, len(rows), batch)])
 
         return window_means(source, good, row_ages)
 

@@ -34,10 +34,12 @@ class Predictor:
     each implementation gives ``engine``, ``source``, ``preprocessing``, ``input_spec`` (what ``predict_inputs``
     and ``member_ages`` take: ``preprocessing``, or the window alone where a graph runs the rest), ``median_age``,
     ``archs``,
-    ``training_records`` (each member's), ``members``, ``predict_records`` and ``predict_inputs``."""
+    ``training_records`` (each member's), ``members``, ``predict_records``, ``predict_inputs`` and ``batch`` (inputs
+    per forward pass)."""
 
     engine: str
     bundles: list
+    batch: int
     card: dict | None = None  # the model's card (models.schema.ModelCard), where it carries one
 
     def describe(self) -> str:
@@ -59,8 +61,9 @@ class Predictor:
         raise NotImplementedError
 
     def predict_inputs(self, x: np.ndarray, sex: np.ndarray, bias_correction: bool = False,
-                       batch_size: int = 64) -> np.ndarray:
-        """The ensemble's ages (B,) for ``x`` (B, 12, L), records made by ``input_spec``."""
+                       batch_size: int | None = None) -> np.ndarray:
+        """The ensemble's ages (B,) for ``x`` (B, 12, L), records made by ``input_spec``, ``batch_size`` (default:
+        ``batch``) at a time."""
         raise NotImplementedError
 
     def member_ages(self, x: np.ndarray, sex: np.ndarray) -> np.ndarray:
@@ -89,6 +92,7 @@ class OnnxPredictor(Predictor):
     archs = property(lambda self: self.model.archs)
     training_records = property(lambda self: [m.facts.n for m in self.model.members])
     card = property(lambda self: self.model.card)
+    batch = property(lambda self: self.model.batch)
 
     def members(self) -> list[tuple]:
         return [(f"{self.source} member {k}", m.calibration, m.bias_correction)
@@ -98,9 +102,10 @@ class OnnxPredictor(Predictor):
         return predict_records_onnx(self.model, reader, cfg, sex)
 
     def predict_inputs(self, x: np.ndarray, sex: np.ndarray, bias_correction: bool = False,
-                       batch_size: int = 64) -> np.ndarray:
-        return np.concatenate([self.model.ages(x[i:i + batch_size], sex[i:i + batch_size], bias_correction)
-                               for i in range(0, len(x), batch_size)])
+                       batch_size: int | None = None) -> np.ndarray:
+        batch = batch_size or self.batch
+        return np.concatenate([self.model.ages(x[i:i + batch], sex[i:i + batch], bias_correction)
+                               for i in range(0, len(x), batch)])
 
     def member_ages(self, x: np.ndarray, sex: np.ndarray) -> np.ndarray:
         return self.model.member_ages(x, sex)

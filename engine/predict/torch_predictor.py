@@ -16,7 +16,7 @@ from models.checkpoint import load_ensemble
 from models.schema import UNKNOWN_SEX
 from utils.errors import CheckpointError, UserError
 
-from .inference import predict_ensemble, predict_inputs
+from .inference import INPUT_BATCH, predict_ensemble, predict_inputs
 from .predictor import EXPORT_CHECK_RECORDS, OnnxPredictor, Predictor
 
 
@@ -35,6 +35,7 @@ class TorchPredictor(Predictor):
     source = property(lambda self: self.bundles[0].source)
     preprocessing = property(lambda self: self.bundles[0].preprocessing)
     input_spec = preprocessing  # predict_inputs runs the bare networks
+    batch = INPUT_BATCH
     median_age = property(lambda self: self.bundles[0].facts.median_age)
     archs = property(lambda self: [b.arch for b in self.bundles])
     training_records = property(lambda self: [b.facts.n for b in self.bundles])
@@ -46,11 +47,11 @@ class TorchPredictor(Predictor):
         return predict_ensemble(self.bundles, reader, cfg)
 
     def predict_inputs(self, x: np.ndarray, sex: np.ndarray, bias_correction: bool = False,
-                       batch_size: int = 64) -> np.ndarray:
-        return predict_inputs(self.bundles, x, sex, bias_correction, batch_size)
+                       batch_size: int | None = None) -> np.ndarray:
+        return predict_inputs(self.bundles, x, sex, bias_correction, batch_size or self.batch)
 
     def member_ages(self, x: np.ndarray, sex: np.ndarray) -> np.ndarray:
-        return np.stack([predict_inputs([b], x, sex) for b in self.bundles], axis=1)
+        return np.stack([predict_inputs([b], x, sex, batch_size=self.batch) for b in self.bundles], axis=1)
 
     @property
     def exported_spec(self):
