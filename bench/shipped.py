@@ -58,6 +58,16 @@ def cold_predict(model: Path, records: Path, work: Path, explained: int) -> floa
         return seconds
 
 
+def weight_storage(model: Path) -> str:
+    """How the file stores its weights (export_interface --weight_storage; older files: fp32)."""
+    import onnx
+
+    from engine.deploy.onnx_model import METADATA_KEY
+
+    meta = {p.key: p.value for p in onnx.load(str(model), load_external_data=False).metadata_props}
+    return json.loads(meta[METADATA_KEY]).get("weight_storage", "fp32")
+
+
 def gflop(model: Path) -> tuple[float, float]:
     """Forward GFLOP per ECG of the exported graph — (the networks, the input stage: the band-pass as matrix
     products) — its convolutions' and matrix products' multiply-adds × 2 for one ECG of the model's input length
@@ -76,6 +86,8 @@ def gflop(model: Path) -> tuple[float, float]:
     shapes = {v.name: [d.dim_value or 1 for d in v.type.tensor_type.shape.dim]
               for v in [*graph.value_info, *graph.input, *graph.output]}
     weights = {w.name: numpy_helper.to_array(w).shape for w in graph.initializer}
+    weights.update({n.output[0]: weights[n.input[0]] for n in graph.node  # weights stored as fp16, cast back
+                    if n.op_type == "Cast" and n.input[0] in weights})
     totals = {True: 0.0, False: 0.0}  # in the stage or not
     for node in graph.node:
         if node.op_type == "Conv" and node.input[1] in weights and node.output[0] in shapes:
@@ -118,7 +130,8 @@ def main(argv=None) -> dict:
               "explained": explained, "cold_predict_seconds": cold_predict(model, records, work, explained),
               "end_to_end_one_core": end_to_end(records, model, work, workers=0, threads=1),
               "model_only_one_core": model_only(model, records, count if args.quick else 512, batch_for(1), 1),
-              **dict(zip(("gflop_per_ecg", "input_stage_gflop_per_ecg"), gflop(model)))}
+              **dict(zip(("gflop_per_ecg", "input_stage_gflop_per_ecg"), gflop(model))),
+              "megabytes": model.stat().st_size / 1e6, "weight_storage": weight_storage(model)}
     result["end_to_end_one_core_steady"] = steady(Path(args.ptbxl).resolve(), model, work, count,
                                                   result["end_to_end_one_core"])
     machine = f"{result['cpu']} ({', '.join(result['cpu_flags']) or 'AVX2 only'})"
@@ -138,6 +151,8 @@ def speed_table(result: dict, machine: str) -> str:
     return "\n".join([
         f"Measured by `python bench/shipped.py` ({machine}; fp32, onnxruntime):", "",
         "| what | figure |", "|---|---|",
+        f"| the file | {result['megabytes']:.1f} MB (weights stored as {result['weight_storage']}, computed in "
+        f"fp32) |",
         f"| forward GFLOP per ECG (all members) | {result['gflop_per_ecg']:.3f} |",
         f"| GFLOP per ECG of the graph's input stage (band-pass and z-score, once for all members) | "
         f"{result['input_stage_gflop_per_ecg']:.4f} |",

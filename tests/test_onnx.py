@@ -155,6 +155,27 @@ def test_a_second_session_of_the_same_file_for_other_threads(exported, tmp_path)
         one.with_threads(2)
 
 
+def test_onnxruntime_gets_small_batches_by_its_threads(exported, cinc, tmp_path, monkeypatch):
+    """4 ECGs per thread, at least 8 (bench/onnx_batch.py): 48 records on one thread in calls of 8; on 4 threads
+    of 16; --infer_batch_size overrides it; the ages do not depend on the batch."""
+    from engine.deploy.onnx_model import batch_for
+
+    assert [batch_for(t) for t in (1, 2, 3, 16)] == [8, 8, 12, 64]
+    calls, run = [], OnnxModel.member_ages
+    monkeypatch.setattr(OnnxModel, "member_ages", lambda self, x, sex=None: calls.append(len(x)) or run(self, x, sex))
+    ages = {}
+    for flags, expected in [(["--threads", "1"], 8), (["--threads", "4"], 16), (["--infer_batch_size", "5"], 5)]:
+        calls.clear()
+        out = tmp_path / f"{len(ages)}.csv"
+        assert test_interface.entry(["--input", str(cinc), "--weights", str(exported), "--on_bad", "skip",
+                                     "--output", str(out), "--cache", "off", "--num_workers", "0", "--quiet",
+                                     *flags]) == 0
+        assert max(calls) == expected and sum(calls) == 48 and len(calls) == -(-48 // expected)
+        ages[expected] = pd.read_csv(out)["predicted_age"].to_numpy()
+    np.testing.assert_allclose(ages[8], ages[16], atol=1e-4)
+    np.testing.assert_allclose(ages[8], ages[5], atol=1e-4)
+
+
 def test_a_graph_that_preprocesses_gets_every_core_and_yields_them_to_the_workers(exported, modern_cv_run, tmp_path):
     """The streamed pass's threads: a file whose graph runs the band-pass gets every core, its idle threads not
     spinning (its workers only read, check and resample); a file that takes the whole preprocessing gets the cores

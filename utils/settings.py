@@ -190,7 +190,8 @@ class RuntimeSettings(Settings):
     compile: str = runtime("auto", "torch.compile the model (auto = on CUDA only)", choices=("auto", "on", "off"))
     infer_batch_size: int | None = runtime(None, "inference batch: validation, out-of-fold and prediction (default: "
                                                  "4×batch_size for training and 32 for prediction on GPUs, 8 on "
-                                                 "CPUs)")
+                                                 "CPUs; onnxruntime: by its threads, "
+                                                 "engine/deploy/onnx_model.batch_for)")
     sync_bn: bool = option(False, "SyncBatchNorm across processes (GPU, torchrun)")
 
     def workers(self, default: int) -> int:
