@@ -120,7 +120,7 @@ def members_gflop(run) -> float:
     return total
 
 
-def test_quick_shipped_model_benchmark_runs(tmp_path, modern_cv_run, cinc, ptbxl):
+def test_quick_shipped_model_benchmark_runs(tmp_path, modern_cv_run, cinc, ptbxl, monkeypatch):
     """The shipped model's price on any ONNX file: the cold `ecg-age predict`, both one-core rates and the GFLOP."""
     _, run = modern_cv_run
     model = tmp_path / "m.onnx"
@@ -138,8 +138,30 @@ def test_quick_shipped_model_benchmark_runs(tmp_path, modern_cv_run, cinc, ptbxl
     per_pass = blocks.blocks * blocks.block * (blocks.block + 2 * states) + (blocks.blocks * states) ** 2
     assert abs(result["input_stage_gflop_per_ecg"] - 2 * 2 * 12 * per_pass / 1e9) < 1e-6
     assert result["end_to_end_one_core"]["rows"] == 20 and result["model_only_one_core"]["ecg_per_s"] > 0
-    assert result["end_to_end_one_core_steady"]["rows"] == [20, 60]  # the slope: the process start left out
-    assert result["end_to_end_one_core_steady"]["ecg_per_s"] > 0
+    steady = result["end_to_end_one_core_steady"]  # the slope: the process start left out
+    assert steady["rows"] == [20, 60] and (steady["ecg_per_s"] is None) == (steady["start_seconds"] is None)
+    assert steady["ecg_per_s"] is None or steady["ecg_per_s"] > 0  # None where 60 ECGs ran no slower than 20
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    from shipped import speed_table
+
+    assert "| end to end, one core, each further ECG" in speed_table(result, "this CPU")
+
+
+def test_quick_onnx_batch_benchmark_runs(tmp_path):
+    """bench/onnx_batch.py times each batch size on one thread and on every core and writes its table (the quick
+    run: the shipped model alone, batches 1 and 8)."""
+    doc = tmp_path / "doc.md"
+    doc.write_text("<!-- onnx-batch: written by bench/onnx_batch.py -->\nold\n"
+                   "<!-- /onnx-batch: written by bench/onnx_batch.py -->\n")
+    result = run_quick("onnx_batch.py", "--work", str(tmp_path / "w"), "--write", f"{doc}:onnx-batch")
+    (name, by_threads), = result["models"].items()
+    assert name.startswith("shipped") and result["batches"] == [1, 8]
+    from utils.machine import usable_cores
+
+    assert set(by_threads) == {"1", str(usable_cores())}
+    assert all(rate > 0 for rates in by_threads.values() for rate in rates.values())
+    text = doc.read_text()
+    assert "old" not in text and "| batch 1 | batch 8 |" in text and text.count("| shipped") == len(by_threads)
 
 
 def test_quick_gpu_check_runs_on_the_cpu(tmp_path, ptbxl):
