@@ -360,51 +360,72 @@ def test_int8_export_is_checked_against_fp32_and_used_like_it(exported, modern_c
     assert len(pd.read_csv(tmp_path / "int8.csv")) == 48
 
 
-def test_fp16_weights_halve_the_convolutions_and_keep_the_ages(exported, modern_cv_run, cinc, tmp_path):
-    """--weight_storage fp16: every convolution's weight stored as fp16 (two bytes a number fewer) and cast back,
-    every other tensor (the band-pass matrices) fp32; onnxruntime folds the casts when it opens the file, so it runs
-    the fp32 graph; the ages stay within the stated tolerance of the fp32 export's and it predicts like it."""
+@pytest.mark.parametrize("storage", ["fp16", "int8"])
+def test_smaller_weights_keep_the_fp32_computation_and_the_ages(exported, modern_cv_run, cinc, tmp_path, storage):
+    """--weight_storage fp16 / int8: every convolution's weight stored smaller (fp16; int8 with one scale per output
+    channel, each weight within half a step of its value) and turned back into fp32, every other tensor (the
+    band-pass matrices) fp32; onnxruntime folds fp16's casts when it opens the file (it keeps int8's
+    DequantizeLinear, its rule for quantized graphs), so the convolutions run in fp32;
+    the ages stay within the stated tolerance of the fp32 export's and it predicts like it."""
     import onnx
     import onnxruntime
     from onnx import TensorProto, numpy_helper
 
-    from engine.deploy.half import FP16_MAX_YEARS
+    from engine.deploy.storage import TOLERANCE
 
     _, run = modern_cv_run
-    out = tmp_path / "model.fp16.onnx"
+    out = tmp_path / f"model.{storage}.onnx"
     assert export_interface.entry(["--weights", str(run), "--output", str(out), "--check_input", str(cinc),
-                                   "--check_records", "4", "--weight_storage", "fp16", "--quiet"]) == 0
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.fp16.onnx"]  # the fp32 staging file is gone
-    half, full = onnx.load(str(out)), onnx.load(str(exported))
-    assert json.loads(next(p.value for p in half.metadata_props if p.key == METADATA_KEY))["weight_storage"] == "fp16"
+                                   "--check_records", "4", "--weight_storage", storage, "--quiet"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == [out.name]  # the fp32 staging file is gone
+    small, full = onnx.load(str(out)), onnx.load(str(exported))
+    meta = json.loads(next(p.value for p in small.metadata_props if p.key == METADATA_KEY))
+    assert meta["weight_storage"] == storage
+    weights = {t.name: numpy_helper.to_array(t) for t in full.graph.initializer}
     conv_weights = {n.input[1] for n in full.graph.node if n.op_type == "Conv"}
-    stored = {t.name: t for t in half.graph.initializer}
-    casts = {n.output[0]: n.input[0] for n in half.graph.node if n.op_type == "Cast"}
-    assert conv_weights and set(casts) == conv_weights
-    assert all(stored[casts[w]].data_type == TensorProto.FLOAT16 for w in conv_weights)
-    assert all(t.data_type == TensorProto.FLOAT for name, t in stored.items() if name not in casts.values()
-               and numpy_helper.to_array(t).dtype.kind == "f")
-    numbers = sum(numpy_helper.to_array(t).size for t in full.graph.initializer if t.name in conv_weights)
-    assert exported.stat().st_size - out.stat().st_size >= 0.9 * 2 * numbers
-    options_ = onnxruntime.SessionOptions()
-    options_.optimized_model_filepath = str(tmp_path / "optimized.onnx")
-    onnxruntime.InferenceSession(str(out), options_, providers=["CPUExecutionProvider"])
-    assert not any(n.op_type == "Cast" and n.input[0] in casts.values()
-                   for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node)  # folded: fp32 weights run
+    stored = {t.name: t for t in small.graph.initializer}
+    back = {n.output[0]: n for n in small.graph.node if n.op_type in ("Cast", "DequantizeLinear")}
+    assert conv_weights and set(back) == conv_weights and not conv_weights & set(stored)
+    kinds = {n.input[0] for n in back.values()}
+    assert all(t.data_type == TensorProto.FLOAT for name, t in stored.items()  # the rest stays fp32
+               if name not in kinds and numpy_helper.to_array(t).dtype.kind == "f")
+    for name, node in back.items():
+        values = numpy_helper.to_array(stored[node.input[0]])
+        if storage == "fp16":
+            assert node.op_type == "Cast" and values.dtype == np.float16
+            np.testing.assert_array_equal(values, weights[name].astype(np.float16))
+        else:
+            scale = numpy_helper.to_array(stored[node.input[1]])
+            assert node.op_type == "DequantizeLinear" and values.dtype == np.int8 and scale.shape == (len(values),)
+            step = scale.reshape((-1,) + (1,) * (values.ndim - 1))
+            assert np.all(np.abs(values * step - weights[name]) <= step / 2 * (1 + 1e-6))
+            assert np.all(np.abs(values).reshape(len(values), -1).max(1)[scale != 1] == 127)  # each channel's range
+    numbers = sum(weights[w].size for w in conv_weights)
+    channels = sum(len(weights[w]) for w in conv_weights)
+    saving = {"fp16": 2 * numbers, "int8": 3 * numbers - 5 * channels}[storage]  # int8 pays a scale and a zero
+    assert exported.stat().st_size - out.stat().st_size >= saving - 500 * len(conv_weights)  # names: a node, tensors
+    session_options = onnxruntime.SessionOptions()
+    session_options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    onnxruntime.InferenceSession(str(out), session_options, providers=["CPUExecutionProvider"])
+    optimized = onnx.load(str(tmp_path / "optimized.onnx")).graph.node
+    kept = [n for n in optimized if n.op_type in ("Cast", "DequantizeLinear") and n.input[0] in kinds]
+    assert len(kept) == (0 if storage == "fp16" else len(conv_weights))  # fp16's folded: fp32 weights run
+    assert not any(n.op_type.startswith("QLinear") for n in optimized)  # never an int8 convolution
     (tmp_path / "optimized.onnx").unlink()
     reader = open_reader(cinc)
-    fp32, fp16 = OnnxModel.load(exported), OnnxModel.load(out)
+    fp32, smaller = OnnxModel.load(exported), OnnxModel.load(out)
     x = np.stack([prepare(reader.load(i), fp32.input_spec) for i in range(12)])
-    difference = np.abs(fp16.ages(x) - fp32.ages(x))
-    assert 0 < difference.max() <= FP16_MAX_YEARS  # rounded weights, not the same file
+    difference = np.abs(smaller.ages(x) - fp32.ages(x))
+    mean_limit, max_limit = TOLERANCE[storage]
+    assert 0 < difference.max() <= max_limit and difference.mean() <= mean_limit  # rounded weights, not the same
     assert test_interface.entry(["--input", str(cinc), "--weights", str(out), "--on_bad", "skip", "--output",
-                                 str(tmp_path / "fp16.csv"), "--cache", "off", "--quiet"]) == 0
-    assert len(pd.read_csv(tmp_path / "fp16.csv")) == 48
+                                 str(tmp_path / "ages.csv"), "--cache", "off", "--quiet"]) == 0
+    assert len(pd.read_csv(tmp_path / "ages.csv")) == 48
 
 
-def test_fp16_weights_outside_the_tolerance_or_with_int8_write_nothing(exported, modern_cv_run, cinc, tmp_path,
-                                                                       monkeypatch, capsys):
-    from engine.deploy import half
+def test_smaller_weights_outside_the_tolerance_or_with_int8_write_nothing(exported, modern_cv_run, cinc, tmp_path,
+                                                                          monkeypatch, capsys):
+    from engine.deploy import storage
     from utils.errors import UserError
 
     _, run = modern_cv_run
@@ -412,11 +433,11 @@ def test_fp16_weights_outside_the_tolerance_or_with_int8_write_nothing(exported,
     assert export_interface.entry(["--weights", str(run), "--output", str(out), "--weight_storage", "fp16",
                                    "--quantize", "int8", "--quiet"]) != 0
     assert "cannot be combined" in capsys.readouterr().err and list(tmp_path.iterdir()) == []
-    monkeypatch.setattr(half, "FP16_MAX_YEARS", 0.0)
+    monkeypatch.setitem(storage.TOLERANCE, "int8", (0.0, 0.0))
     reader = open_reader(cinc)
     x = np.stack([prepare(reader.load(i), OnnxModel.load(exported).input_spec) for i in range(6)])
     with pytest.raises(UserError, match="differ from the fp32 export's"):
-        half.fp16_file(exported, out, (x, np.full(len(x), 0.5, np.float32)))
+        storage.stored_file(exported, out, (x, np.full(len(x), 0.5, np.float32)), "int8")
     assert list(tmp_path.iterdir()) == []
 
 

@@ -1,5 +1,5 @@
-"""An export job: models → one ONNX file (fp32, or int8 calibrated and checked against it), checked before it
-is written (``export``). Its settings are engine/deploy/settings.py's."""
+"""An export job: models → one ONNX file (fp32; or int8 calibrated, or its weights stored smaller, checked against
+it), checked before it is written (``export``). Its settings are engine/deploy/settings.py's."""
 from __future__ import annotations
 
 import contextlib
@@ -21,9 +21,9 @@ from utils.io import beside, check_output_path, regular_file, remove_stale
 from utils.machine import cpu_flags, cpu_name, fast_int8
 
 from .export import export_onnx, graph_input
-from .half import fp16_file
 from .quantize import quantize_int8
 from .settings import ExportSettings
+from .storage import stored_file
 
 logger = logging.getLogger("export")
 SIMULATED = 4  # check records when no --check_input is given: the demo generator's ECGs (ages 30, 50, 70, 90)
@@ -85,11 +85,11 @@ def read_card(path: Path) -> ModelCard:
 
 def export(settings: ExportSettings, trust: bool = False) -> None:
     """The models of ``settings.weights`` as one checked ONNX file at ``settings.output`` (int8 with --quantize,
-    fp16 weights with --weight_storage fp16)."""
+    smaller weights with --weight_storage)."""
     s = settings
-    if s.quantize == "int8" and s.weight_storage == "fp16":
-        raise UserError("--quantize int8 and --weight_storage fp16 cannot be combined: an int8 file stores its "
-                        "weights in 8 bits already")
+    if s.quantize == "int8" and s.weight_storage != "fp32":
+        raise UserError(f"--quantize int8 and --weight_storage {s.weight_storage} cannot be combined: an int8 file "
+                        f"stores its weights in 8 bits already")
     output = Path(s.output)
     members = [m for w in s.weights for m in run_members(w)]
     check_output_path(output, [*s.weights, *members], [f for f in (s.check_input, s.calibration_input) if f])
@@ -105,7 +105,7 @@ def export(settings: ExportSettings, trust: bool = False) -> None:
     for path in remove_stale(output):  # what an export killed midway left beside this output
         logger.info(f"note: removed {path.name}, left by an interrupted export")
     with contextlib.ExitStack() as stack:
-        derived = s.quantize == "int8" or s.weight_storage == "fp16"  # a file made from the checked fp32 export
+        derived = s.quantize == "int8" or s.weight_storage != "fp32"  # a file made from the checked fp32 export
         fp32 = stack.enter_context(beside(output, "fp32")) if derived else output
         result = export_onnx(bundles, fp32, x, sex, card, graph)
         logger.log(RESULT, f"{'wrote ' + str(output) if fp32 == output else 'exported'} "
@@ -113,8 +113,9 @@ def export(settings: ExportSettings, trust: bool = False) -> None:
                            f"within {result['max_difference_years']:.2g} years on {what}")
         if calibration is not None:
             quantized(fp32, output, calibration, (x, sex), what)
-        elif s.weight_storage == "fp16":
-            half = fp16_file(fp32, output, (x, sex))
-            logger.log(RESULT, f"wrote {output} (the weights of {half['weights']} convolutions stored as fp16, "
-                               f"{half['bytes'] / 1e6:.1f} MB): ages differ from the fp32 export by at most "
-                               f"{half['max_difference_years']:.2g} y on {what}")
+        elif s.weight_storage != "fp32":
+            stored = stored_file(fp32, output, (x, sex), s.weight_storage)
+            logger.log(RESULT, f"wrote {output} (the weights of {stored['weights']} convolutions stored as "
+                               f"{s.weight_storage}, {stored['bytes'] / 1e6:.1f} MB): ages differ from the fp32 "
+                               f"export by {stored['mean_difference_years']:.2g} y on average, at most "
+                               f"{stored['max_difference_years']:.2g} y, on {what}")

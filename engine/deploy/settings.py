@@ -8,7 +8,7 @@ from models.schema import mode_option
 from utils.bounds import MAX_CHECK_RECORDS
 from utils.settings import Settings, option, whole_number
 
-from .half import FP16_MAX_YEARS
+from .storage import STORAGES, TOLERANCE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,11 +27,13 @@ class ExportSettings(Settings):
     quantize: str = option("none", "int8: write a statically quantized (QDQ) graph for CPUs with VNNI or AMX, "
                                    "checked against the fp32 export on the check records (mean |Δ age| ≤ 0.1 y, max "
                                    "≤ 0.5 y)", choices=("none", "int8"))
-    weight_storage: str = option("fp32", "how the convolutions' weights are stored: fp16 halves the file, and "
-                                         "onnxruntime casts them back to fp32 when it opens it, so the computation "
-                                         f"and its speed stay fp32's (ages within {FP16_MAX_YEARS:g} y of the fp32 "
-                                         "export's on the check records, or nothing is written)",
-                                 choices=("fp32", "fp16"))
+    weight_storage: str = option("fp32", "how the convolutions' weights are stored: fp16 halves the file, int8 "
+                                         "(one scale per output channel) quarters it; onnxruntime turns them back "
+                                         "into fp32 when it opens the file, so the computation and its speed stay "
+                                         "fp32's. Checked against the fp32 export on the check records (mean, max "
+                                         "|Δ age|: " + ", ".join(f"{k} {m:g}, {x:g} y" for k, (m, x) in
+                                                                 TOLERANCE.items()) + "), or nothing is written",
+                                 choices=STORAGES)
     calibration_input: str | None = option(None, "records whose activations set the int8 ranges (default: the "
                                                  "records the first model was trained on, from its options.json)")
     calibration_records: int = option(64, "how many usable calibration records (each held in memory)",
