@@ -8,7 +8,8 @@
 
 Each fold network of each cross-validated run is exported alone (fp32, checked by the export) and stored each other
 way (engine/deploy/storage.py, without the tolerance check: what is measured here is the difference). Out of fold:
-every record is predicted by the fold network that never saw it, in each storage, by onnxruntime; the runs' ages
+every record (read as the runs' training read it, from their options.json) is predicted by the fold network
+that never saw it, in each storage, by onnxruntime; the runs' ages
 averaged per record (the shipped model's two seeds together). External: every fold network of every run on the
 CinC 2021 records, averaged (the shipped ensemble). Reported: each storage's MAE, its paired difference from fp32
 with a 95 % bootstrap interval, the mean and largest |Δ age| from fp32, the fold files' size and the first fold
@@ -100,10 +101,21 @@ def speeds(files: dict[str, Path], reader, rows: list[int], repeats: int = 3) ->
     return {storage: float(np.median(v)) for storage, v in found.items()}
 
 
-def measure(runs: list[Path], storages: list[str], work: Path, ptbxl: Path, cinc: Path, quick: bool) -> dict:
+def training_records(run: Path):
+    """The records ``run`` was trained on, read as it read them (its options.json)."""
+    from dataloader.formats import InputSettings
+    from engine.runs import training_input
+
+    options = training_input(run / "fold_0")
+    if options is None:
+        raise SystemExit(f"{run}: its options.json does not say which records it was trained on")
+    return InputSettings.from_options(options).open()
+
+
+def measure(runs: list[Path], storages: list[str], work: Path, cinc: Path, quick: bool) -> dict:
     from dataloader.formats import open_reader
 
-    own, external = open_reader(ptbxl), open_reader(cinc)
+    own, external = training_records(runs[0]), open_reader(cinc)
     index = {record: i for i, record in enumerate(own.ids)}
     usable = usable_rows(external)[:8 if quick else None]
     oof = {s: [] for s in ["fp32", *storages]}  # per run: a Series of ages by record id
@@ -173,7 +185,6 @@ def main(argv=None) -> dict:
     p.add_argument("--runs", nargs="+", default=[str(ROOT / "log" / f"BaselineNet_shipped_s{s}") for s in (1000, 1001)],
                    help="cross-validated run folders (default: make model's)")
     p.add_argument("--storages", nargs="+", default=["fp16", "int8"], choices=["fp16", "int8"])
-    p.add_argument("--ptbxl", default=str(SHARED / "ptbxl"), help="the records the runs were trained on")
     p.add_argument("--external", default=str(SHARED / "cinc2021"))
     p.add_argument("--work", default="bench/results/weight_storage")
     p.add_argument("--quick", action="store_true", help="a smoke run: the first fold, 8 records of each set")
@@ -182,8 +193,7 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    result = measure([Path(r) for r in args.runs], args.storages, work, Path(args.ptbxl), Path(args.external),
-                     args.quick)
+    result = measure([Path(r) for r in args.runs], args.storages, work, Path(args.external), args.quick)
     (work / "weight_storage.json").write_text(json.dumps(result, indent=1))
     if args.write:
         write_block_at(args.write, table(result, ["python", BY, *(argv or sys.argv[1:])]), BY)

@@ -164,6 +164,21 @@ def test_quick_onnx_batch_benchmark_runs(tmp_path):
     assert "old" not in text and "| batch 1 | batch 8 |" in text and text.count("| shipped") == len(by_threads)
 
 
+def test_quick_weight_storage_benchmark_runs(tmp_path, modern_cv_run, cinc):
+    """bench/weight_storage.py on the first fold of a run: fp32's out-of-fold ages are the training's own; fp16 and
+    int8 are paired against fp32 on the same records."""
+    _, run = modern_cv_run
+    result = run_quick("weight_storage.py", "--runs", str(run), "--external", str(cinc), "--work", str(tmp_path))
+    assert result["fp32_vs_training_oof_max_years"] < 1e-3  # the export reads the records as the training did
+    rows = result["storages"]
+    assert list(rows) == ["fp32", "fp16", "int8"] and all(r["records"] == r["external_records"] == 8
+                                                            for r in rows.values())
+    assert rows["int8"]["fold_file_mb"] < rows["fp16"]["fold_file_mb"] < rows["fp32"]["fold_file_mb"]
+    for storage in ("fp16", "int8"):
+        assert rows[storage]["oof_vs_fp32"]["n"] == 8 and rows[storage]["max_abs_change"] > 0
+        assert rows[storage]["oof_mae"] - rows["fp32"]["oof_mae"] == pytest.approx(rows[storage]["oof_vs_fp32"]["diff"])
+
+
 def test_quick_gpu_check_runs_on_the_cpu(tmp_path, ptbxl):
     """The GPU check's mechanics on the CPU: an architecture's throughput, one recipe's epoch, prediction end to
     end — so it runs when a GPU is lent."""
