@@ -102,8 +102,8 @@ def export_metadata(bundles: list[ModelBundle], card: ModelCard | None = None, g
 
 def without_build_details(model) -> None:
     """Drop what the exporter writes of the machine that built ``model`` (an onnx ModelProto, changed in place):
-    each node's source lines, stack trace and module path — absolute paths of the build machine, and a fifth of a
-    small model's file — and doc strings. onnxruntime reads none of them."""
+    each node's source lines, stack trace and module path — absolute paths of the build machine, and about a
+    tenth of the shipped model's file — and doc strings. onnxruntime reads none of them."""
     for node in model.graph.node:
         del node.metadata_props[:]
         node.doc_string = ""

@@ -25,7 +25,7 @@ ONNX_FORMAT = "ecg-age-onnx/1"  # engine/deploy/export.py writes it (that module
 METADATA_KEY = "ecg_age"
 MAX_MEMBERS = 1000  # models in one exported ensemble (a 5-fold run with every option holds 15)
 # ECGs per onnxruntime call: 4 per thread, at least 8. Small batches keep a network's activations in the caches; on
-# 1–2 cores batch 8 runs within 7 % of each model's best, batch 64 at 0.74–0.95 of it (bench/README.md,
+# 1–2 cores batch 8 runs within 7 % of each model's best, batch 64 at 0.74–0.97 of it (bench/README.md,
 # "onnxruntime's batch")
 BATCH_PER_THREAD, MIN_BATCH = 4, 8
 

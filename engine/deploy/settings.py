@@ -8,6 +8,7 @@ from models.schema import mode_option
 from utils.bounds import MAX_CHECK_RECORDS
 from utils.settings import Settings, option, whole_number
 
+from .quantize import INT8_MAX_YEARS, INT8_MEAN_YEARS
 from .storage import STORAGES, TOLERANCE
 
 
@@ -25,14 +26,15 @@ class ExportSettings(Settings):
     input_format: str = option("auto", "format of --check_input and --calibration_input (auto: found from their "
                                        "content)", flag="--format", choices=INPUT_FORMATS)
     quantize: str = option("none", "int8: write a statically quantized (QDQ) graph for CPUs with VNNI or AMX, "
-                                   "checked against the fp32 export on the check records (mean |Δ age| ≤ 0.1 y, max "
-                                   "≤ 0.5 y)", choices=("none", "int8"))
+                                   f"checked against the fp32 export on the check records (mean |Δ age| ≤ "
+                                   f"{INT8_MEAN_YEARS:g} y, max ≤ {INT8_MAX_YEARS:g} y)", choices=("none", "int8"))
     weight_storage: str = option("fp32", "how the convolutions' weights are stored: fp16 halves the file, int8 "
                                          "(one scale per output channel) quarters it; onnxruntime turns them back "
-                                         "into fp32 when it opens the file, so the computation and its speed stay "
-                                         "fp32's. Checked against the fp32 export on the check records (mean, max "
-                                         "|Δ age|: " + ", ".join(f"{k} {m:g}, {x:g} y" for k, (m, x) in
-                                                                 TOLERANCE.items()) + "), or nothing is written",
+                                         "into fp32 (fp16's once, when it opens the file; int8's at each call), so "
+                                         "the convolutions stay fp32. Checked against the fp32 export on the "
+                                         "check records (mean, max |Δ age|: "
+                                         + ", ".join(f"{k} {m:g}, {x:g} y" for k, (m, x) in TOLERANCE.items())
+                                         + "), or nothing is written",
                                  choices=STORAGES)
     calibration_input: str | None = option(None, "records whose activations set the int8 ranges (default: the "
                                                  "records the first model was trained on, from its options.json)")
