@@ -33,7 +33,6 @@ from dataloader.records import LEADS, Reader, Record
 from models.preprocessing import PreprocessSpec, input_times
 from utils.errors import OutputError, RecordError, UserError
 from utils.io import write_csv, write_json
-from utils.plots import plot_ecg_explanation
 
 from .explanations import INDEX, INDEX_EVERY_SECONDS, LEAD_IMPORTANCE, METHODS, _start, figure_name
 
@@ -208,6 +207,8 @@ def write_explanations(explain, reader: Reader, positions, sexes, titles: list[s
     stopped (the same records, titles, method and figures) and a new job removes only what the index names.
     ``made_by``: the models and predicted ages explained ({"models": [...], "ages": {id: age}}), recorded so a
     report attaches the explanations to exactly these predictions."""
+    from utils.plots import plot_ecg_explanation  # matplotlib: imported by the jobs that draw, not by every start
+
     folder, chosen = Path(folder), [int(p) for p in positions]
     ids = [reader.ids[p] for p in chosen]
     taken: set[str] = set()
