@@ -16,14 +16,12 @@ import argparse
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 
-import numpy as np
-from pipeline import SHARED, model
+from pipeline import SHARED, graph_inputs, model, rate
 
 from models.files import SHIPPED_MODEL
-from utils.io import write_block_at
+from utils.io import publish
 from utils.machine import cpu_flags, cpu_name, usable_cores
 
 BY = "bench/onnx_batch.py"
@@ -32,29 +30,12 @@ NEW = {"BaselineNet, 500 Hz (--recipe baseline)": ("--arch", "BaselineNet", "--r
        "ResNet1d, 400 Hz (--recipe lima)": ("--arch", "ResNet1d", "--recipe", "lima")}
 
 
-def inputs(onnx: Path, count: int) -> tuple:
-    """(the model, ``count`` of its inputs from the first PTB-XL records at 500 Hz, prepared as the pipeline does)."""
-    from dataloader.checks import prepare
-    from dataloader.formats import open_reader
-    from engine.deploy.onnx_model import OnnxModel
-
-    session = OnnxModel.load(onnx, 1)
-    reader = open_reader(SHARED)
-    x = np.stack([prepare(reader.load(i), session.input_spec) for i in range(min(count, len(reader)))])
-    return session, np.concatenate([x] * (-(-count // len(x))))[:count]
-
-
-def rate(session, x: np.ndarray, batch: int) -> float:
-    session.ages(x[:batch])  # warm-up: onnxruntime plans its buffers for this shape
-    started = time.perf_counter()
-    for i in range(0, len(x), batch):
-        session.ages(x[i:i + batch])
-    return len(x) / (time.perf_counter() - started)
-
-
 def sweep(onnx: Path, batches: list[int], threads: list[int], count: int, repeats: int) -> dict:
     """{threads: {batch: median ECG/s}} for one model."""
-    base, x = inputs(onnx, count)
+    from engine.deploy.onnx_model import OnnxModel
+
+    base = OnnxModel.load(onnx, 1)
+    x = graph_inputs(base, SHARED, count)  # the first PTB-XL records at 500 Hz
     found = {}
     for t in threads:
         session = base.with_threads(t, spinning=True)
@@ -110,10 +91,7 @@ def main(argv=None) -> dict:
     for name, onnx in files.items():
         result["models"][name] = sweep(onnx, args.batches, threads, args.count, args.repeats)
         print(name, json.dumps(result["models"][name]), file=sys.stderr, flush=True)
-    (work / "onnx_batch.json").write_text(json.dumps(result, indent=1))
-    if args.write:
-        write_block_at(args.write, table(result, ["python", BY, *(argv or sys.argv[1:])]), BY)
-    print(json.dumps(result))
+    publish(result, work / "onnx_batch.json", args.write, table, BY, argv or sys.argv[1:])
     return result
 
 

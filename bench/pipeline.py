@@ -31,7 +31,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from utils.io import write_block_at
+from utils.io import publish
 from utils.machine import cpu_flags, cpu_name, model_threads, usable_cores
 from utils.paths import ROOT
 
@@ -145,22 +145,34 @@ print(own / 1024, workers / 1024)
 """
 
 
+def graph_inputs(session, path: Path, count: int) -> np.ndarray:
+    """``count`` inputs of ``session``'s graph: the first records of ``path`` (at most 512), prepared as the pipeline
+    prepares them, repeated in turn."""
+    from dataloader.checks import prepare
+    from dataloader.formats import open_reader
+
+    reader = open_reader(path)
+    x = np.stack([prepare(reader.load(i), session.input_spec) for i in range(min(count, 512, len(reader)))])
+    return np.concatenate([x] * (-(-count // len(x))))[:count]
+
+
+def rate(session, x: np.ndarray, batch: int) -> float:
+    """ECG/s of ``session`` over ``x`` in calls of ``batch``, after one warm-up call (onnxruntime plans its buffers
+    for the shape)."""
+    session.ages(x[:batch])
+    started = time.perf_counter()
+    for i in range(0, len(x), batch):
+        session.ages(x[i:i + batch])
+    return len(x) / (time.perf_counter() - started)
+
+
 def model_only(onnx: Path, path: Path, count: int, batch: int, threads: int | None) -> dict:
     """onnxruntime alone (``threads``, as the pipeline's model) on the graph's inputs (the first ``count``
     records, prepared outside the timing)."""
-    from dataloader.checks import prepare
-    from dataloader.formats import open_reader
     from engine.deploy.onnx_model import OnnxModel
 
     session = OnnxModel.load(onnx, threads or 0)
-    reader = open_reader(path)
-    x = np.stack([prepare(reader.load(i), session.input_spec) for i in range(min(count, 512, len(reader)))])
-    x = np.concatenate([x] * (-(-count // len(x))))[:count]
-    session.ages(x[:batch])  # warm-up
-    started = time.perf_counter()
-    for i in range(0, count, batch):
-        session.ages(x[i:i + batch])
-    return {"ecg_per_s": count / (time.perf_counter() - started)}
+    return {"ecg_per_s": rate(session, graph_inputs(session, path, count), batch)}
 
 
 def main(argv=None) -> dict:
@@ -194,11 +206,7 @@ def main(argv=None) -> dict:
         what, make = INPUTS[kind]
         rows += measure(make(work, count, Path(args.ptbxl)), what, count, files, workers, args)
     result = {"cpu": cpu_name(), "cpu_flags": cpu_flags(), "workers": workers, "sizes": rows}
-    (work / "pipeline.json").write_text(json.dumps(result, indent=1))
-    if args.write:
-        write_block_at(args.write, table(result, ["python", "bench/pipeline.py", *(argv or sys.argv[1:])]),
-                       "bench/pipeline.py")
-    print(json.dumps(result))
+    publish(result, work / "pipeline.json", args.write, table, "bench/pipeline.py", argv or sys.argv[1:])
     return result
 
 
@@ -235,7 +243,7 @@ def table(result: dict, command: list[str]) -> str:
              "(with its input stage) | end to end / network alone | peak RSS (main / worker) |",
              "|---|---|---|---|---|---|---|---|---|"]
     for row in result["sizes"]:
-        threads = f"{row['threads']}{'' if row['spinning'] else ', not spinning'}, {row.get('batch', 64)}"
+        threads = f"{row['threads']}{'' if row['spinning'] else ', not spinning'}, {row['batch']}"
         lines.append(f"| {row['input']} | {row['n']:,} | {row['preprocessing']} | {threads} | "
                      f"{row['end_to_end_ecg_per_s']:.0f} ECG/s | "
                      f"{row['model_ecg_per_s']:.0f} ECG/s | {row['graph_ecg_per_s']:.0f} ECG/s | "

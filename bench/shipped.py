@@ -62,28 +62,21 @@ def cold_predict(model: Path, records: Path, work: Path, explained: int) -> floa
         return seconds
 
 
-def weight_storage(model: Path) -> str:
-    """How the file stores its weights (export_interface --weight_storage; older files: fp32)."""
-    import onnx
-
-    from engine.deploy.onnx_model import METADATA_KEY
-
-    meta = {p.key: p.value for p in onnx.load(str(model), load_external_data=False).metadata_props}
-    return json.loads(meta[METADATA_KEY]).get("weight_storage", "fp32")
-
-
-def gflop(model: Path) -> tuple[float, float]:
-    """Forward GFLOP per ECG of the exported graph — (the networks, the input stage: the band-pass as matrix
-    products) — its convolutions' and matrix products' multiply-adds × 2 for one ECG of the model's input length
-    (onnx's shape inference on the graph with those sizes set)."""
+def graph_facts(model: Path) -> dict:
+    """From one reading of the exported graph: its forward GFLOP per ECG — of the networks, and of the input stage
+    (the band-pass as matrix products) — its convolutions' and matrix products' multiply-adds × 2 for one ECG of the
+    model's input length (onnx's shape inference on the graph with those sizes set); and how it stores its weights
+    (export_interface --weight_storage; older files: fp32)."""
     import onnx
     from onnx import numpy_helper, shape_inference
 
+    from engine.deploy.onnx_model import METADATA_KEY
     from engine.deploy.quantize import before_convolutions
 
     graph = onnx.load(str(model))
     stage = set(before_convolutions(graph))
-    length = json.loads({p.key: p.value for p in graph.metadata_props}["ecg_age"])["preprocessing"]["length"]
+    meta = json.loads({p.key: p.value for p in graph.metadata_props}[METADATA_KEY])
+    length = meta["preprocessing"]["length"]
     for dim, size in zip(graph.graph.input[0].type.tensor_type.shape.dim, (1, 12, length)):
         dim.dim_value = size  # the graph takes any batch and length: one ECG of the model's length is counted
     graph = shape_inference.infer_shapes(graph).graph
@@ -102,14 +95,14 @@ def gflop(model: Path) -> tuple[float, float]:
             if operand:
                 inner = operand[0] if node.op_type == "Gemm" else operand[-2]
                 totals[node.name in stage] += 2 * math.prod(shapes[node.output[0]]) * inner
-    return totals[False] / 1e9, totals[True] / 1e9
+    return {"gflop_per_ecg": totals[False] / 1e9, "input_stage_gflop_per_ecg": totals[True] / 1e9,
+            "weight_storage": meta.get("weight_storage", "fp32")}
 
 
-def steady(ptbxl: Path, model: Path, work: Path, count: int, small: dict, larger: int, repeats: int) -> dict:
-    """ECG/s of each further ECG end to end on one core: the slope between the pass over ``count`` records
+def steady(ptbxl: Path, model: Path, work: Path, records: Path, small: dict, larger: int, repeats: int) -> dict:
+    """ECG/s of each further ECG end to end on one core: the slope between the passes over the manifest ``records``
     (``small``, measured already, and ``repeats`` − 1 more) and ``repeats`` over ``larger`` records, each the
     median of its passes, which leaves the process start and the model's loading out."""
-    records = manifest(ptbxl, count, work)
     smalls = [small["seconds"]] + [end_to_end(records, model, work, workers=0, threads=1)["seconds"]
                                    for _ in range(repeats - 1)]
     bigger = manifest(ptbxl, larger, work)
@@ -140,9 +133,8 @@ def main(argv=None) -> dict:
               "explained": explained, "cold_predict_seconds": cold_predict(model, records, work, explained),
               "end_to_end_one_core": end_to_end(records, model, work, workers=0, threads=1),
               "model_only_one_core": model_only(model, records, count if args.quick else 512, batch_for(1), 1),
-              **dict(zip(("gflop_per_ecg", "input_stage_gflop_per_ecg"), gflop(model))),
-              "megabytes": model.stat().st_size / 1e6, "weight_storage": weight_storage(model)}
-    result["end_to_end_one_core_steady"] = steady(Path(args.ptbxl).resolve(), model, work, count,
+              **graph_facts(model), "megabytes": model.stat().st_size / 1e6}
+    result["end_to_end_one_core_steady"] = steady(Path(args.ptbxl).resolve(), model, work, records,
                                                   result["end_to_end_one_core"], 60 if args.quick else 1000,
                                                   1 if args.quick else 3)
     machine = f"{result['cpu']} ({', '.join(result['cpu_flags']) or 'AVX2 only'})"

@@ -19,17 +19,16 @@ printed is one JSON object.
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from accuracy import paired
+from pipeline import rate
 
-from utils.io import write_block_at
+from utils.io import publish
 from utils.machine import cpu_flags, cpu_name
 from utils.paths import ROOT
 
@@ -59,15 +58,11 @@ def fold_files(run: Path, fold: int, storages: list[str], work: Path) -> dict[st
     return files
 
 
-def ages(files: dict[str, Path], reader, rows: list[int]) -> dict[str, np.ndarray]:
-    """Each storage's ages for the reader's ``rows`` (one fold network)."""
+def inputs(reader, rows: list[int], spec) -> np.ndarray:
+    """The model inputs (N, 12, L) of the reader's ``rows`` made by ``spec``."""
     from dataloader.checks import prepare
-    from engine.deploy.onnx_model import OnnxModel
 
-    models = {storage: OnnxModel.load(path) for storage, path in files.items()}
-    spec = models["fp32"].input_spec
-    x = np.stack([prepare(reader.load(i), spec) for i in rows])
-    return {storage: model.ages(x) for storage, model in models.items()}
+    return np.stack([prepare(reader.load(i), spec) for i in rows])
 
 
 def usable_rows(reader) -> list[int]:
@@ -83,21 +78,16 @@ def usable_rows(reader) -> list[int]:
     return rows
 
 
-def speeds(files: dict[str, Path], reader, rows: list[int], repeats: int = 3) -> dict[str, float]:
-    """ECG/s of each storage's file on one thread at the pipeline's batch, interleaved (median of ``repeats``)."""
-    from dataloader.checks import prepare
+def speeds(files: dict[str, Path], x: np.ndarray, repeats: int = 3) -> dict[str, float]:
+    """ECG/s of each storage's file on ``x`` on one thread at the pipeline's batch, interleaved (median of
+    ``repeats``)."""
     from engine.deploy.onnx_model import OnnxModel, batch_for
 
     models = {storage: OnnxModel.load(path, 1) for storage, path in files.items()}
-    x = np.stack([prepare(reader.load(i), models["fp32"].input_spec) for i in rows])
-    batch, found = batch_for(1), {storage: [] for storage in models}
+    found = {storage: [] for storage in models}
     for _ in range(repeats):
         for storage, model in models.items():
-            model.ages(x[:batch])  # warm-up
-            started = time.perf_counter()
-            for i in range(0, len(x), batch):
-                model.ages(x[i:i + batch])
-            found[storage].append(len(x) / (time.perf_counter() - started))
+            found[storage].append(rate(model, x, batch_for(1)))
     return {storage: float(np.median(v)) for storage, v in found.items()}
 
 
@@ -114,6 +104,7 @@ def training_records(run: Path):
 
 def measure(runs: list[Path], storages: list[str], work: Path, cinc: Path, quick: bool) -> dict:
     from dataloader.formats import open_reader
+    from engine.deploy.onnx_model import OnnxModel
 
     own, external = training_records(runs[0]), open_reader(cinc)
     index = {record: i for i, record in enumerate(own.ids)}
@@ -123,20 +114,24 @@ def measure(runs: list[Path], storages: list[str], work: Path, cinc: Path, quick
     outside = {s: [] for s in oof}  # per fold network: ages of the external records
     sizes = {s: [] for s in oof}
     speed = None
+    external_inputs = {}  # by preprocessing: the external records, prepared once for every fold network
     for run in runs:
         table = pd.read_csv(run / "oof.csv", dtype={"id": str})
         predicted = {s: pd.Series(np.nan, index=table["id"]) for s in oof}
         for fold in sorted(table["fold"].unique())[:1 if quick else None]:
             files = fold_files(run, int(fold), storages, work)
+            models = {storage: OnnxModel.load(path) for storage, path in files.items()}
+            spec = models["fp32"].input_spec
             ids = table.loc[table["fold"] == fold, "id"].tolist()[:8 if quick else None]
-            for storage, values in ages(files, own, [index[i] for i in ids]).items():
-                predicted[storage].loc[ids] = values
-            for storage, values in ages(files, external, usable).items():
-                outside[storage].append(values)
-            for storage, path in files.items():
-                sizes[storage].append(path.stat().st_size)
+            held_out = inputs(own, [index[i] for i in ids], spec)
+            if spec not in external_inputs:
+                external_inputs[spec] = inputs(external, usable, spec)
+            for storage, model in models.items():
+                predicted[storage].loc[ids] = model.ages(held_out)
+                outside[storage].append(model.ages(external_inputs[spec]))
+                sizes[storage].append(files[storage].stat().st_size)
             if speed is None:  # the first fold network, on the external records
-                speed = speeds(files, external, usable)
+                speed = speeds(files, external_inputs[spec])
         for storage in oof:
             oof[storage].append(predicted[storage].dropna())
         recorded.append(table.set_index("id")["predicted_age"])
@@ -194,10 +189,7 @@ def main(argv=None) -> dict:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     result = measure([Path(r) for r in args.runs], args.storages, work, Path(args.external), args.quick)
-    (work / "weight_storage.json").write_text(json.dumps(result, indent=1))
-    if args.write:
-        write_block_at(args.write, table(result, ["python", BY, *(argv or sys.argv[1:])]), BY)
-    print(json.dumps(result))
+    publish(result, work / "weight_storage.json", args.write, table, BY, argv or sys.argv[1:])
     return result
 
 

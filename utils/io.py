@@ -322,3 +322,14 @@ def write_block_at(target: str, text: str, by: str) -> None:
     """:func:`write_block` for a ``FILE:BLOCK`` target, the form of the benchmarks' ``--write`` option."""
     path, block = target.rsplit(":", 1)
     write_block(Path(path), block, text, by)
+
+
+def publish(result: dict, kept: Path, target: str | None, table: Callable[[dict, list[str]], str], by: str,
+            argv: list[str]) -> None:
+    """A benchmark's ``result``: kept as JSON at ``kept`` (under its --work), its ``table(result, command)`` written
+    into ``target`` (--write FILE:BLOCK, where given) with the command that measured it (``python BY ARGV``), and
+    printed as one JSON object on the last line."""
+    write_text(kept, json.dumps(result, indent=1))
+    if target:
+        write_block_at(target, table(result, ["python", by, *argv]), by)
+    print(json.dumps(result))
