@@ -137,6 +137,12 @@ def measure(runs: list[Path], storages: list[str], work: Path, cinc: Path, quick
         recorded.append(table.set_index("id")["predicted_age"])
     truth = pd.Series(own.table["age"].to_numpy(), index=own.ids)
     external_truth = external.table["age"].iloc[usable].to_numpy()
+    return summarize(runs, truth, external_truth, oof, recorded, outside, sizes, speed)
+
+
+def summarize(runs: list[Path], truth: pd.Series, external_truth: np.ndarray, oof: dict, recorded: list,
+              outside: dict, sizes: dict, speed: dict) -> dict:
+    """Each storage's out-of-fold and external MAE, its file size and speed, and its change from fp32."""
     together = {s: pd.concat(v, axis=1).mean(axis=1) for s, v in oof.items()}  # the runs' ages averaged per record
     trained = pd.concat(recorded, axis=1).mean(axis=1).loc[together["fp32"].index]
     result = {"cpu": cpu_name(), "cpu_flags": cpu_flags(), "runs": [str(r) for r in runs], "storages": {},
