@@ -4,11 +4,12 @@ a GPU): the exact zero-phase band-pass (scipy's filtfilt as block matrices, mode
 z-scored (eps 1e-8), NaN → 0. Always float32, whatever the network's precision."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
 from .preprocessing import PreprocessSpec, in_graph
-from .zero_phase import padlen, pass_blocks
+from .zero_phase import PassBlocks, padlen, pass_blocks
 
 
 class InputStage(nn.Module):
@@ -24,31 +25,57 @@ class InputStage(nn.Module):
         blocks = pass_blocks(spec.filter_order, *spec.bandpass, spec.fs, n)
         self.n, self.block, self.blocks = n, blocks.block, blocks.blocks
         self.states = blocks.to_state.shape[0]
-        for name in ("inner", "to_state", "carry", "from_state", "start"):
-            self.register_buffer(name, torch.tensor(getattr(blocks, name), dtype=torch.float32), persistent=False)
+        self.spare = blocks.blocks * blocks.block - n  # the zeros that fill the last block
+        for direction, matrices in (("forward", _forward(blocks)), ("backward", _backward(blocks))):
+            for name, value in matrices.items():
+                constant = torch.tensor(np.ascontiguousarray(value), dtype=torch.float32)
+                self.register_buffer(f"{direction}_{name}", constant, persistent=False)
         self.zscore, self.nan_to_zero = spec.zscore, spec.nan_to_zero
 
-    def one_pass(self, u: torch.Tensor) -> torch.Tensor:
-        """lfilter from lfilter_zi · u[:, 0] over rows ``u`` (R, n)."""
-        rows = u.shape[0]
-        x = nn.functional.pad(u, (0, self.blocks * self.block - self.n)).reshape(rows, self.blocks, self.block)
-        states = (x @ self.to_state.T).reshape(rows, self.blocks * self.states) @ self.carry.T
-        y = x @ self.inner.T + states.reshape(rows, self.blocks, self.states) @ self.from_state.T
-        return (y.reshape(rows, self.blocks * self.block) + u[:, :1] * self.start)[:, :self.n]
+    def one_pass(self, u: torch.Tensor, direction: str) -> torch.Tensor:
+        """lfilter over rows ``u`` (R, n) from lfilter_zi times the pass's first sample: forward, or backward
+        (scipy's pass over the reversed rows, written with reversed matrices so that no row is reversed)."""
+        rows, backward = u.shape[0], direction == "backward"
+        both, carry, from_state, start = (getattr(self, f"{direction}_{name}")
+                                          for name in ("both", "carry", "from_state", "start"))
+        padded = nn.functional.pad(u, (self.spare, 0) if backward else (0, self.spare))
+        x = padded.reshape(rows, self.blocks, self.block) @ both  # each block's own response and its state
+        own, left = x[..., :self.block], x[..., self.block:].reshape(rows, self.blocks * self.states)
+        entering = (left @ carry).reshape(rows, self.blocks, self.states)
+        y = (own + entering @ from_state).reshape(rows, self.blocks * self.block)
+        y = y + (u[:, -1:] if backward else u[:, :1]) * start
+        return y[:, self.spare:] if backward else y[:, :self.n]
 
     def filtfilt(self, x: torch.Tensor) -> torch.Tensor:
         p = self.pad
         left = 2 * x[:, :1] - x[:, 1:p + 1].flip(1)
         right = 2 * x[:, -1:] - x[:, -p - 1:-1].flip(1)
-        y = self.one_pass(torch.cat([left, x, right], dim=1))
-        return self.one_pass(y.flip(1)).flip(1)[:, p:p + self.n - 2 * p]
+        y = self.one_pass(torch.cat([left, x, right], dim=1), "forward")
+        return self.one_pass(y, "backward")[:, p:p + self.n - 2 * p]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, leads, length = x.shape
         y = self.filtfilt(x.float().reshape(batch * leads, length))
         if self.zscore:
-            mean = y.mean(dim=1, keepdim=True)
-            y = (y - mean) / (((y - mean) ** 2).mean(dim=1, keepdim=True).sqrt() + 1e-8)
+            centred = y - y.mean(dim=1, keepdim=True)
+            y = centred / ((centred * centred).mean(dim=1, keepdim=True).sqrt() + 1e-8)
         if self.nan_to_zero:
-            y = torch.where(torch.isnan(y), torch.zeros_like(y), y)
+            y = torch.where(torch.isnan(y), 0.0, y)  # a scalar, not a tensor of zeros (one pass less)
         return y.reshape(batch, leads, length)
+
+
+def _forward(blocks: PassBlocks) -> dict[str, np.ndarray]:
+    """The matrices of a pass, arranged for row vectors: ``both`` gives a block's own response and the state it
+    leaves in one product."""
+    return {"both": np.concatenate([blocks.inner.T, blocks.to_state.T], axis=1), "carry": blocks.carry.T,
+            "from_state": blocks.from_state.T, "start": blocks.start}
+
+
+def _backward(blocks: PassBlocks) -> dict[str, np.ndarray]:
+    """The same pass run over reversed rows, as matrices on the rows as they are: every block and every sample
+    order reversed (the states' own order kept), so that the backward pass needs no reversal of the signal."""
+    order = blocks.to_state.shape[0]
+    reverse = np.arange(blocks.blocks)[::-1, None] * order + np.arange(order)  # block b's states ↔ block -1-b's
+    carry = blocks.carry[np.ix_(reverse.ravel(), reverse.ravel())]
+    return {"both": np.concatenate([blocks.inner[::-1, ::-1].T, blocks.to_state[:, ::-1].T], axis=1),
+            "carry": carry.T, "from_state": blocks.from_state[::-1].T, "start": blocks.start[::-1]}

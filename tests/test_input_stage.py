@@ -53,6 +53,27 @@ def test_the_stage_reproduces_scipys_preprocessing(records, spec, tolerance):
     assert np.abs(raw - expected).max() > 0.5
 
 
+def test_a_lead_with_a_nan_becomes_zeros_as_on_scipys_path(records, tmp_path):
+    """A NaN sample makes scipy's filtered lead NaN, and NaN → 0 zeroes it; the stage (which runs its backward pass
+    on reversed matrices, not a reversed signal) does the same to that lead only, in PyTorch and in its ONNX
+    graph."""
+    import onnxruntime
+
+    window = preprocess(records[0].signal, records[0].fs, cpu_part(MODERN_100HZ))[None].copy()
+    window[0, 4, 300] = np.nan
+    expected = preprocess(window[0], MODERN_100HZ.fs, MODERN_100HZ)
+    assert not expected[4].any() and expected[5].any()  # scipy's own path: aVL zeroed, the others kept
+    stage = InputStage(MODERN_100HZ).eval()
+    with torch.no_grad():
+        got = stage(torch.from_numpy(window)).numpy()[0]
+    path = tmp_path / "stage.onnx"
+    torch.onnx.export(stage, (torch.from_numpy(window),), str(path), input_names=["x"], dynamo=False)
+    exported = onnxruntime.InferenceSession(str(path)).run(None, {"x": window})[0][0]
+    for result in (got, exported):
+        assert not result[4].any()
+        np.testing.assert_allclose(result, expected, atol=2e-5, rtol=0)
+
+
 def test_the_stage_runs_under_any_precision_in_fp32():
     """The stage's matrices and its output stay float32 whatever the input's dtype (a bf16 pass would lose the
     filter's precision)."""
