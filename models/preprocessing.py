@@ -22,10 +22,10 @@ from functools import lru_cache
 from typing import Literal
 
 import numpy as np
-from scipy import signal as sps
 
 from utils.bounds import MAX_FS, MAX_INPUT_SECONDS, MAX_SAMPLES, MIN_FS, finite_number
 
+from . import resampling
 from .zero_phase import padlen
 
 
@@ -100,27 +100,22 @@ def resample_ratio(fs_in: float, fs_out: float) -> tuple[int, int]:
     return ratio.numerator, ratio.denominator
 
 
-@lru_cache(maxsize=64)
-def resample_filter(up: int, down: int) -> np.ndarray:
-    """The low-pass FIR ``resample_poly`` designs for (up, down) by default — 2·10·max(up, down) + 1 taps, cutoff
-    1 / max(up, down), Kaiser window β 5 (scipy's documented defaults) — designed once per ratio, not per record."""
-    rate = max(up, down)
-    taps = sps.firwin(2 * 10 * rate + 1, 1.0 / rate, window=("kaiser", 5.0))
-    taps.flags.writeable = False  # shared by every call
-    return taps
-
-
 def resample(signal: np.ndarray, fs_in: float, fs_out: float) -> np.ndarray:
     """Polyphase resampling along the last axis (identity, bit for bit, when the rates are equal): scipy's
-    ``resample_poly`` with its own filter, given in the signal's float type as it would design it (the same
-    numbers, tests/test_preprocessing.py)."""
+    ``resample_poly`` with its default filter, as one matrix product by numpy (models/resampling.py; the same
+    numbers up to the order of the float sums), or by scipy itself for ratios whose matrix would be large. The
+    signal's float type is kept (other types become float64, as scipy makes them)."""
     if float(fs_in) == float(fs_out):
         return signal
     up, down = resample_ratio(fs_in, fs_out)
     signal = np.asarray(signal)
-    taps = resample_filter(up, down)
-    return sps.resample_poly(signal, up, down, axis=-1,
-                             window=taps.astype(signal.dtype) if signal.dtype.kind == "f" else taps.copy())
+    dtype = signal.dtype if signal.dtype.kind == "f" else np.dtype(np.float64)
+    plan = resampling.band(up, down, dtype.str)
+    if plan is not None:
+        return resampling.apply(signal.astype(dtype, copy=False), up, down, plan)
+    from scipy import signal as sps  # imported only here: its import alone takes over a second
+
+    return sps.resample_poly(signal, up, down, axis=-1, window=resampling.lowpass(up, down).astype(dtype))
 
 
 def crop_start(n: int, length: int, crop: str | float) -> int:
@@ -186,7 +181,15 @@ def input_times(n: int, fs: float, spec: PreprocessSpec) -> np.ndarray:
 
 @lru_cache(maxsize=16)
 def _bandpass_coefficients(order: int, low: float, high: float, fs: float):
+    from scipy import signal as sps
+
     return sps.butter(order, [low, high], btype="bandpass", fs=fs)
+
+
+def _filtfilt(b: np.ndarray, a: np.ndarray, x: np.ndarray) -> np.ndarray:
+    from scipy import signal as sps  # only the recipes that filter on the CPU (the seed recipes, the old split)
+
+    return sps.filtfilt(b, a, x, axis=-1)
 
 
 def zscore(x: np.ndarray) -> np.ndarray:
@@ -202,7 +205,7 @@ def preprocess(signal: np.ndarray, fs: float, spec: PreprocessSpec) -> np.ndarra
         x = zscore(x)
     if spec.bandpass is not None:
         b, a = _bandpass_coefficients(spec.filter_order, *spec.bandpass, spec.fs)
-        x = sps.filtfilt(b, a, x, axis=-1)
+        x = _filtfilt(b, a, x)
     if spec.zscore and spec.zscore_after_filter:
         x = zscore(x)
     if spec.nan_to_zero:

@@ -91,14 +91,44 @@ def test_spec_validation():
     assert PreprocessSpec.from_dict(MAIC.to_dict()) == MAIC
 
 
-def test_resampling_with_the_filter_designed_once_equals_scipys_own_bit_for_bit(ptbxl, ptbxl_table):
-    """resample() hands resample_poly the FIR it would design itself (once per ratio): the same numbers, bit for bit,
-    for every ratio the readers meet, in float32, float64 and integer samples."""
-    from models.preprocessing import resample, resample_filter, resample_ratio
+def test_resampling_equals_scipys_resample_poly(ptbxl, ptbxl_table):
+    """resample() is scipy's resample_poly with its default filter — by numpy's matrix product, or by scipy itself for
+    ratios whose matrix would be wide — within the float sums' rounding (1e-6 of the record's range in float32,
+    1e-12 in float64), for every ratio the readers meet, in float32, float64 and integer samples; the filter is
+    firwin's, the same numbers."""
+    from models import resampling
+    from models.preprocessing import resample, resample_ratio
 
     raw = ptbxl_signal(ptbxl, ptbxl_table.loc[0, "filename_hr"])
-    for fs_in, fs_out in ((500, 100), (500, 400), (400, 500), (257, 500), (250, 500), (1000, 500), (360, 400)):
+    ratios = ((500, 100), (500, 400), (400, 500), (257, 500), (250, 500), (1000, 500), (360, 400), (128, 100))
+    for fs_in, fs_out in ratios:
         up, down = resample_ratio(fs_in, fs_out)
-        for x in (raw.astype(np.float32), raw.astype(np.float64), (raw * 1000).astype(np.int16)):
-            assert np.array_equal(resample(x, fs_in, fs_out), sps.resample_poly(x, up, down, axis=-1)), (fs_in, x.dtype)
-    assert resample_filter(1, 5) is resample_filter(1, 5) and not resample_filter(1, 5).flags.writeable
+        assert np.array_equal(resampling.lowpass(up, down),
+                              sps.firwin(2 * 10 * max(up, down) + 1, 1 / max(up, down), window=("kaiser", 5.0)))
+        for x, tolerance in ((raw.astype(np.float32), 1e-6), (raw.astype(np.float64), 1e-12),
+                             ((raw * 1000).astype(np.int16), 1e-12)):
+            expected = sps.resample_poly(x, up, down, axis=-1)
+            got = resample(x, fs_in, fs_out)
+            assert got.shape == expected.shape and got.dtype == expected.dtype, (fs_in, fs_out, x.dtype)
+            scale = np.abs(expected).max()
+            np.testing.assert_allclose(got, expected, atol=tolerance * scale, rtol=0, err_msg=f"{fs_in}->{fs_out}")
+    assert resampling.band(500, 257, "<f4") is None  # 257 Hz: scipy's own loop
+    assert resampling.band(1, 5, "<f4") is resampling.band(1, 5, "<f4")  # designed once per ratio
+    assert not resampling.lowpass(1, 5).flags.writeable and not resampling.band(1, 5, "<f4").matrix.flags.writeable
+
+
+def test_a_window_resampled_from_its_segment_equals_the_whole_records(ptbxl, ptbxl_table):
+    """resample_window resamples only the samples under the window (plus the filter's reach); its window equals the
+    one cut from the whole record's resampling, within the float sums' rounding, wherever the window lies."""
+    from models.preprocessing import fit_length, resample, resample_window
+
+    raw = ptbxl_signal(ptbxl, ptbxl_table.loc[0, "filename_hr"]).astype(np.float32)
+    long = np.concatenate([raw, raw[:, ::-1], raw], axis=1)  # 30 s
+    for fs in (100.0, 400.0, 250.0, 1000.0):
+        for crop in ("start", "center", 0.37, 1.0):
+            spec = PreprocessSpec(fs=fs, length=int(4 * fs), crop=crop, bandpass=None, zscore=False,
+                                  nan_to_zero=False)
+            whole = fit_length(resample(long, 500.0, spec.fs), spec.length, spec.crop, spec.pad)
+            window = resample_window(long, 500.0, spec)
+            assert window.shape == whole.shape == (12, spec.length)
+            np.testing.assert_allclose(window, whole, atol=1e-6 * np.abs(whole).max(), rtol=0)
