@@ -5,10 +5,10 @@ Kaiser-windowed sinc low-pass (2·10·max(up, down) + 1 taps, cutoff 1 / max(up,
 every ``down``-th sample, centred. Cut the output into blocks of ``per_block`` groups of ``up`` samples: each block
 is a fixed matrix (``band``) times the input samples under it, and successive blocks' inputs start ``per_block ·
 down`` samples apart. So the whole resampling is one product of an overlapping strided view with ``band`` —
-2-4 times faster than scipy's loop here (bench/README.md, "Resampling"), and importing no scipy at prediction
-(scipy.signal's import alone takes over a second). The numbers are scipy's up to the order of the float sums: within
-1e-6 of the signal's range in float32 (tests/test_preprocessing.py). Ratios whose matrix would be large (a rate
-like 257 Hz, ``up`` and ``down`` in the hundreds) are left to scipy's own resample_poly.
+faster than scipy's loop for the common ratios, and importing no scipy at prediction (scipy.signal's import alone
+takes over a second; bench/README.md, "Resampling without scipy"). The numbers are scipy's up to the order of the
+float sums: within 1e-6 of the signal's range in float32 (tests/test_preprocessing.py). Ratios whose matrix would
+be wide (a rate like 257 Hz, ``up`` and ``down`` in the hundreds) are left to scipy's own resample_poly.
 """
 from __future__ import annotations
 

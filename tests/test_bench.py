@@ -165,6 +165,22 @@ def test_quick_onnx_batch_benchmark_runs(tmp_path):
     assert "old" not in text and "| batch 1 | batch 8 |" in text and text.count("| shipped") == len(by_threads)
 
 
+def test_quick_resampling_benchmark_runs(tmp_path, ptbxl):
+    """bench/resampling.py times scipy's resample_poly and the project's resampling side by side, states how far
+    apart their outputs are, and writes its table."""
+    doc = tmp_path / "doc.md"
+    doc.write_text("<!-- resampling: written by bench/resampling.py -->\nold\n"
+                   "<!-- /resampling: written by bench/resampling.py -->\n")
+    result = run_quick("resampling.py", "--ptbxl", str(ptbxl), "--work", str(tmp_path / "w"),
+                       "--write", f"{doc}:resampling")
+    assert [(r["fs_in"], r["fs_out"], r["by"]) for r in result["ratios"]] == [(500, 100, "numpy"), (400, 500, "numpy")]
+    assert all(r["scipy_ms"] > 0 and r["ours_ms"] > 0 and 0 < r["max_relative_difference"] < 1e-6
+               for r in result["ratios"])
+    assert result["scipy_signal_import_s"] > 0
+    text = doc.read_text()
+    assert "old" not in text and "| 500 → 100 | 1 / 5 | numpy |" in text and "import scipy.signal" in text
+
+
 def test_quick_weight_storage_benchmark_runs(tmp_path, modern_cv_run, cinc):
     """bench/weight_storage.py on the first fold of a run: fp32's out-of-fold ages are the training's own; fp16 and
     int8 are paired against fp32 on the same records."""
