@@ -13,7 +13,7 @@ samples so that everything becomes matrix products a graph runs batched (on ever
 
 The state is a balanced realization of the filter (built from its second-order sections, square-root balancing),
 so every matrix is bounded by about 1 and float32 keeps the result within ~1e-6 of scipy's (float64, transfer
-function form). Exactness is tested against ``filtfilt`` on real records (tests/test_preprocessing.py).
+function form). Exactness is tested against ``filtfilt`` on real records (tests/test_input_stage.py).
 """
 from __future__ import annotations
 
