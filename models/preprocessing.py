@@ -104,18 +104,21 @@ def resample(signal: np.ndarray, fs_in: float, fs_out: float) -> np.ndarray:
     """Polyphase resampling along the last axis (identity, bit for bit, when the rates are equal): scipy's
     ``resample_poly`` with its default filter, as one matrix product by numpy (models/resampling.py; the same
     numbers up to the order of the float sums), or by scipy itself for ratios whose matrix would be large. The
-    signal's float type is kept (other types become float64, as scipy makes them)."""
+    output's type is scipy's: float32 and float64 kept, float16 made float32 (before filtering: scipy would round
+    its filter to float16), anything else float64."""
     if float(fs_in) == float(fs_out):
         return signal
     up, down = resample_ratio(fs_in, fs_out)
     signal = np.asarray(signal)
-    dtype = signal.dtype if signal.dtype.kind == "f" else np.dtype(np.float64)
-    plan = resampling.band(up, down, dtype.str)
+    kept = signal.dtype in (np.float32, np.float64)
+    signal = signal.astype(signal.dtype if kept else np.float32 if signal.dtype == np.float16 else np.float64,
+                           copy=False)
+    plan = resampling.band(up, down, signal.dtype.str)
     if plan is not None:
-        return resampling.apply(signal.astype(dtype, copy=False), up, down, plan)
+        return resampling.apply(signal, up, down, plan)
     from scipy import signal as sps  # imported only here: its import alone takes over a second
 
-    return sps.resample_poly(signal, up, down, axis=-1, window=resampling.lowpass(up, down).astype(dtype))
+    return sps.resample_poly(signal, up, down, axis=-1, window=resampling.lowpass(up, down).astype(signal.dtype))
 
 
 def crop_start(n: int, length: int, crop: str | float) -> int:

@@ -94,8 +94,8 @@ def test_spec_validation():
 def test_resampling_equals_scipys_resample_poly(ptbxl, ptbxl_table):
     """resample() is scipy's resample_poly with its default filter — by numpy's matrix product, or by scipy itself for
     ratios whose matrix would be wide — within the float sums' rounding (1e-6 of the record's range in float32,
-    1e-12 in float64), for every ratio the readers meet, in float32, float64 and integer samples; the filter is
-    firwin's, the same numbers."""
+    1e-12 in float64), for every ratio the readers meet, in float32, float64, integer and float16 samples (read as
+    float32), each giving scipy's output type; the filter is firwin's, the same numbers."""
     from models import resampling
     from models.preprocessing import resample, resample_ratio
 
@@ -106,8 +106,9 @@ def test_resampling_equals_scipys_resample_poly(ptbxl, ptbxl_table):
         assert np.array_equal(resampling.lowpass(up, down),
                               sps.firwin(2 * 10 * max(up, down) + 1, 1 / max(up, down), window=("kaiser", 5.0)))
         for x, tolerance in ((raw.astype(np.float32), 1e-6), (raw.astype(np.float64), 1e-12),
-                             ((raw * 1000).astype(np.int16), 1e-12)):
-            expected = sps.resample_poly(x, up, down, axis=-1)
+                             ((raw * 1000).astype(np.int16), 1e-12), (raw.astype(np.float16), 1e-6)):
+            # float16 samples are resampled as float32 (scipy would round its filter to float16 first)
+            expected = sps.resample_poly(x.astype(np.float32) if x.dtype == np.float16 else x, up, down, axis=-1)
             got = resample(x, fs_in, fs_out)
             assert got.shape == expected.shape and got.dtype == expected.dtype, (fs_in, fs_out, x.dtype)
             scale = np.abs(expected).max()
