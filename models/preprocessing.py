@@ -115,7 +115,7 @@ def resample(signal: np.ndarray, fs_in: float, fs_out: float) -> np.ndarray:
                            copy=False)
     plan = resampling.band(up, down, signal.dtype.str)
     if plan is not None:
-        return resampling.apply(signal, up, down, plan)
+        return resampling.apply(signal, plan)
     from scipy import signal as sps  # imported only here: its import alone takes over a second
 
     return sps.resample_poly(signal, up, down, axis=-1, window=resampling.lowpass(up, down).astype(signal.dtype))

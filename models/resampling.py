@@ -44,6 +44,7 @@ class Band:
     matrix: np.ndarray  # (width, per_block · up)
     first: int
     per_block: int
+    up: int
     down: int
 
     @property
@@ -83,15 +84,15 @@ def band(up: int, down: int, dtype_name: str) -> Band | None:
             matrix[rows + g * down, g, r] = t
     matrix = matrix.reshape(width, per_block * up)
     matrix.flags.writeable = False
-    return Band(matrix, first, per_block, down)
+    return Band(matrix, first, per_block, up, down)
 
 
-def apply(x: np.ndarray, up: int, down: int, plan: Band) -> np.ndarray:
-    """``resample_poly(x, up, down, axis=-1)`` by ``plan`` (x in the plan's float type)."""
+def apply(x: np.ndarray, plan: Band) -> np.ndarray:
+    """``resample_poly(x, plan.up, plan.down, axis=-1)`` by ``plan`` (x in the plan's float type)."""
     n = x.shape[-1]
-    n_out = -(-n * up // down)
-    blocks = -(-n_out // (plan.per_block * up))
-    stride = plan.per_block * down
+    n_out = -(-n * plan.up // plan.down)
+    blocks = -(-n_out // (plan.per_block * plan.up))
+    stride = plan.per_block * plan.down
     total = (blocks - 1) * stride + plan.width  # input samples the blocks read, from plan.first on
     before = max(0, -plan.first)
     part = x[..., max(plan.first, 0):max(0, min(n, plan.first + total))]
