@@ -103,6 +103,34 @@ def test_a_stream_of_chunks_stays_bounded_and_in_order(cinc):
     assert len(bad) == 2 and all(len(c.inputs) == c.stop - c.start - len(c.bad) for c in chunks)
 
 
+def test_the_amplitude_checks_shortcut_gives_the_percentiles_verdict(cinc):
+    """Where cheap bounds prove a record's amplitude plausible the percentiles are skipped; the verdict is theirs:
+    on real records (which the bounds do prove) and on the same records scaled across both limits, in the units a
+    file may use, every shortcut verdict is the percentiles' own, and every record outside gets its message."""
+    from dataloader.formats import open_reader
+    from utils.bounds import AMPLITUDE_RANGE_MV, amplitude_mv, amplitude_problem, surely_plausible
+
+    reader = open_reader(cinc)
+    signals = [reader.load(i).signal for i in range(len(reader))]
+    signals = [s for s in signals if np.isfinite(s).all()]
+    assert sum(surely_plausible(s) for s in signals) >= 0.9 * len(signals)  # the shortcut takes real records
+    low, high = AMPLITUDE_RANGE_MV
+    scaled = []
+    for signal in signals[:6]:
+        amplitude = amplitude_mv(signal)
+        for target in (low * 0.999, low * 1.001, low * 1.5, 1.0, high * 0.7, high * 0.999, high * 1.001, 1000.0):
+            scaled += [(signal * (target / amplitude)).astype(dtype) for dtype in (np.float32, np.float64)]
+        scaled += [(signal * 1000).astype(np.int16), (signal * 1000).astype(np.int32)]
+    proven = 0
+    for signal in signals + scaled:
+        inside = low <= amplitude_mv(signal) <= high
+        if surely_plausible(signal):
+            proven += 1
+            assert inside
+        assert (amplitude_problem(signal) is None) == inside
+    assert proven > len(signals)  # scaled copies inside the limits are proven too
+
+
 def test_the_cheaper_amplitude_check_gives_numpys_percentiles_exactly(cinc):
     """The per-record check's percentiles (one partial sort in the record's own dtype) equal np.percentile's, bit
     for bit, on real records and on edge shapes — so no record's verdict moves."""

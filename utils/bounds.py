@@ -74,20 +74,28 @@ def finite_number(value) -> float | None:
     return float(value) if is_real(value) and math.isfinite(value) else None
 
 
+AMPLITUDE_PERCENTILES = (1.0, 99.0)  # the robust peak-to-peak's two ends
+
+
 def amplitude_mv(signal: np.ndarray) -> float:
     """The robust peak-to-peak amplitude of the third largest of a (12, N) record's leads (see the module text)."""
-    low, high = lead_percentiles(np.asarray(signal), (1.0, 99.0))
+    low, high = lead_percentiles(np.asarray(signal), AMPLITUDE_PERCENTILES)
     spans = np.sort(high - low)
     return float(spans[-3] if len(spans) >= 3 else spans[-1])
+
+
+def order_positions(qs: tuple[float, ...], n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Where percentiles ``qs`` of ``n`` samples fall in the sorted samples (numpy's linear method): each one's
+    (fractional) position and the order statistics below and above it."""
+    position = np.asarray(qs, dtype=np.float64) / 100 * (n - 1)
+    below = np.floor(position).astype(np.int64)
+    return position, below, np.minimum(below + 1, n - 1)
 
 
 def lead_percentiles(x: np.ndarray, qs: tuple[float, ...]) -> np.ndarray:
     """``np.percentile(x, qs, axis=-1)`` (its default linear method, the same numbers) in float64, by one partial
     sort of the input's own dtype — a third of the time on every record's check."""
-    n = x.shape[-1]
-    position = np.asarray(qs, dtype=np.float64) / 100 * (n - 1)
-    below = np.floor(position).astype(np.int64)
-    above = np.minimum(below + 1, n - 1)
+    position, below, above = order_positions(qs, x.shape[-1])
     parted = np.partition(x, np.unique(np.concatenate([below, above])), axis=-1)
     a, b = (np.moveaxis(parted[..., i], -1, 0).astype(np.float64) for i in (below, above))
     t = (position - below).reshape((-1,) + (1,) * (x.ndim - 1))
@@ -100,6 +108,8 @@ CLI_SCALE_REMEDY = "give --input_scale {scale}"  # the fix named in a unit error
 def amplitude_problem(signal: np.ndarray, remedy: str = CLI_SCALE_REMEDY) -> str | None:
     """Why a record's amplitudes do not look like millivolts (naming the likely unit and ``remedy`` with the
     factor that fixes it), or None."""
+    if surely_plausible(signal):
+        return None
     amplitude = amplitude_mv(signal)
     low, high = AMPLITUDE_RANGE_MV
     if amplitude > high:
@@ -110,6 +120,32 @@ def amplitude_problem(signal: np.ndarray, remedy: str = CLI_SCALE_REMEDY) -> str
         return None
     return (f"has amplitudes of {amplitude:.4g} (robust peak-to-peak of its QRS-bearing leads), outside the "
             f"{low:g}–{high:g} mV of a 12-lead ECG: they look like {unit}; {remedy.format(scale=scale)}")
+
+
+def surely_plausible(signal: np.ndarray) -> bool:
+    """Whether bounds that cost a few passes over a (leads, N) record prove :func:`amplitude_mv` inside
+    ``AMPLITUDE_RANGE_MV`` — the same verdict as the percentiles, without their partial sort (False says only:
+    compute them). Each lead's max − min bounds its robust span from above. From below: when at least N − b samples
+    lie at or above a level ``a`` (b: the 99th percentile's order statistic below it), that percentile is ≥ ``a``;
+    when at least b′ + 2 lie at or below ``c``, the 1st is ≤ ``c``; so the span is ≥ a − c. Every step is monotone
+    in float64, so the bound holds for the computed numbers too."""
+    x = np.asarray(signal)
+    if x.ndim != 2 or x.shape[0] < 3 or x.shape[1] < 2 or x.dtype.kind not in "fiu":
+        return False
+    low, high = AMPLITUDE_RANGE_MV
+    top, bottom = x.max(axis=1), x.min(axis=1)
+    spans = top.astype(np.float64) - bottom.astype(np.float64)
+    if np.sort(spans)[-3] > high:
+        return False
+    widest = np.argsort(spans)[-4:]  # three of the four widest leads must be proven wide enough
+    x, top, bottom = x[widest], top[widest], bottom[widest]
+    _, below, _ = order_positions(AMPLITUDE_PERCENTILES, x.shape[1])
+    middle = x.mean(axis=1, dtype=np.float64)
+    a = np.minimum(middle + low, top).astype(x.dtype)[:, None]  # within the lead's own range: exact in its dtype
+    c = np.maximum(middle - low, bottom).astype(x.dtype)[:, None]
+    proven = ((x >= a).sum(axis=1) >= x.shape[1] - below[1]) & ((x <= c).sum(axis=1) >= below[0] + 2) \
+        & (a[:, 0].astype(np.float64) - c[:, 0].astype(np.float64) >= low)
+    return int(proven.sum()) >= 3
 
 
 def age_problem(age: float) -> str | None:
