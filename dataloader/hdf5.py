@@ -130,7 +130,7 @@ class HDF5Reader(Reader):
                 *([str(self.labels)] if self.labels is not None else [])]
 
     def __getstate__(self):
-        state = dict(self.__dict__)
+        state = super().__getstate__()
         state["_handles"] = {}
         return state
 

@@ -170,7 +170,19 @@ class Reader:
 
     @property
     def ids(self) -> list[str]:
-        return self.table["id"].astype(str).tolist()
+        """The records' ids as text, in order: made once per table (callers index it record by record, which
+        must not rebuild it each time); not to be changed in place."""
+        made = self.__dict__.get("_ids")
+        if made is None or made[0] is not self.table:
+            made = (self.table, self.table["id"].astype(str).tolist())
+            self.__dict__["_ids"] = made
+        return made[1]
+
+    def __getstate__(self):
+        """What a worker process gets: the reader without what it can rebuild (the ids)."""
+        state = dict(self.__dict__)
+        state.pop("_ids", None)
+        return state
 
     def load(self, index: int) -> Record:
         row = self.table.iloc[index]

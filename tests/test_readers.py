@@ -74,6 +74,24 @@ def test_hdf5_reader_lazy_parts_and_labels(code15):
     np.testing.assert_array_equal(block[-1].signal, reader.load(29).signal)
 
 
+def test_a_readers_ids_are_made_once_per_table_and_not_sent_to_workers(code15):
+    """``reader.ids`` is indexed record by record in the pipeline: it is the same list until the table changes,
+    a subset has its own, and a pickled reader (what a worker process gets) leaves it to be rebuilt."""
+    import pickle
+
+    reader = open_reader(code15)
+    ids = reader.ids
+    assert reader.ids is ids and ids == reader.table["id"].astype(str).tolist()
+    part = reader.subset([3, 1])
+    assert part.ids == [ids[3], ids[1]] and reader.ids is ids
+    state = reader.__getstate__()
+    assert "_ids" not in state and "_ids" in reader.__dict__
+    clone = pickle.loads(pickle.dumps(reader))
+    assert clone.ids == ids and clone.load(30).id == ids[30]
+    reader.table = reader.table.iloc[::-1].reset_index(drop=True)
+    assert reader.ids == ids[::-1]
+
+
 def test_npy_folder_and_manifest(maic_adult, tmp_path):
     folder = NpyFolderReader(maic_adult / "ECG_adult_numpy_train", labels=maic_adult / "ECG_adult_age_train.csv")
     assert len(folder) == 24 and folder.ids[:3] == ["ecg_adult_0", "ecg_adult_1", "ecg_adult_2"]
