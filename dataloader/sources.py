@@ -35,7 +35,7 @@ import shutil
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
+from typing import Iterable, Union
 
 import numpy as np
 from tqdm import tqdm
@@ -138,14 +138,14 @@ class OnTheFly:
 def _build_chunk(job) -> tuple[list[tuple[int, str, bool]], np.ndarray]:
     """Preprocess records start..stop-1 into their rows; returns (bad records (index, reason, transient), the
     windows' rows). Identical windows of a record (a record no longer than one window) share a row."""
-    reader, specs, path, start, stop = job
+    part, specs, path, start, stop = job  # part: records start..stop-1 (Reader.part)
     signals = np.load(path, mmap_mode="r+")
-    width, ids = len(specs), reader.ids
+    width, ids = len(specs), part.ids
     bad, windows = [], np.arange(start * width, stop * width, dtype=np.int64).reshape(-1, width)
-    for offset, item in enumerate(load_block_safely(reader, start, stop)):
+    for offset, item in enumerate(load_block_safely(part, 0, stop - start)):
         index = start + offset
         try:
-            inputs = prepare_windows(item, specs, ids[index])
+            inputs = prepare_windows(item, specs, ids[offset])
         except RecordError as exc:
             bad.append((index, str(exc), bool(getattr(exc, "transient", False))))
             continue
@@ -174,19 +174,19 @@ def _allocate(path: Path) -> None:
         os.close(fd)
 
 
-def _run_jobs(jobs: list, width: int, workers: int, bar) -> tuple[list, np.ndarray]:
-    if workers > 1 and len(jobs) > 1:
+def _run_jobs(jobs: Iterable, count: int, width: int, workers: int, bar) -> tuple[list, np.ndarray]:
+    if workers > 1 and count > 1:
         with mp.get_context("fork").Pool(workers) as pool:
-            return _collect(jobs, pool.imap(_build_chunk, jobs), width, bar)
-    return _collect(jobs, map(_build_chunk, jobs), width, bar)
+            return _collect(pool.imap(_build_chunk, jobs), width, bar)
+    return _collect(map(_build_chunk, jobs), width, bar)
 
 
-def _collect(jobs: list, results, width: int, bar) -> tuple[list, np.ndarray]:
+def _collect(results, width: int, bar) -> tuple[list, np.ndarray]:
     bad, windows = [], [np.zeros((0, width), np.int64)]
-    for job, (chunk_bad, chunk_windows) in zip(jobs, results):
+    for chunk_bad, chunk_windows in results:
         bad.extend(chunk_bad)
         windows.append(chunk_windows)
-        bar.update(job[4] - job[3])
+        bar.update(len(chunk_windows))
     return bad, np.concatenate(windows)
 
 
@@ -272,11 +272,12 @@ def _fill(tmp: Path, reader: Reader, specs: list[PreprocessSpec], dtype: str, ke
     signals.flush()
     del signals
     _allocate(tmp / "signals.npy")
-    jobs = [(reader, specs, tmp / "signals.npy", s, min(s + CHUNK, n)) for s in range(0, n, CHUNK)]
+    bounds = [(s, min(s + CHUNK, n)) for s in range(0, n, CHUNK)]
+    jobs = ((reader.part(s, e), specs, tmp / "signals.npy", s, e) for s, e in bounds)  # each made as it is sent
     bar = tqdm(total=n, desc=f"caching {reader.format} ({specs[0].fs:g} Hz, {specs[0].length}"
                              f"{f', {width} windows' if width > 1 else ''})", unit="ECG", disable=not progress or not n)
-    workers = workers if workers is not None else min(len(jobs), os.cpu_count() or 1)
-    bad, windows = _run_jobs(jobs, width, workers, bar)
+    workers = workers if workers is not None else min(len(bounds), os.cpu_count() or 1)
+    bad, windows = _run_jobs(jobs, len(bounds), width, workers, bar)
     bar.close()
     ids = reader.ids
     write_text(tmp / "ids.txt", "\n".join(ids))

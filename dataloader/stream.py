@@ -46,11 +46,11 @@ class Chunk:
 
 
 def _prepare_chunk(job) -> Chunk:
-    reader, specs, start, stop = job
+    part, specs, start, stop = job  # part: records start..stop-1 (Reader.part)
     windows, inputs, bad = np.zeros((stop - start, len(specs)), np.int64), [], []
-    for offset, item in enumerate(load_block_safely(reader, start, stop)):
+    for offset, item in enumerate(load_block_safely(part, 0, stop - start)):
         try:
-            xs = prepare_windows(item, specs, reader.ids[start + offset])
+            xs = prepare_windows(item, specs, part.ids[offset])
         except RecordError as exc:
             bad.append((start + offset, str(exc)))
             continue
@@ -70,8 +70,9 @@ def stream_chunks(reader: Reader, specs: list[PreprocessSpec], workers: int = 0,
     a time and in order; with ``workers`` > 0 in worker processes that stay at most 2 × workers chunks ahead of the
     consumer (so reading and preprocessing overlap the model, and memory stays bounded whatever the input's
     size)."""
-    jobs = [(reader, specs, start, min(start + chunk, len(reader))) for start in range(0, len(reader), chunk)]
-    if workers <= 0 or len(jobs) < 2:
+    bounds = [(start, min(start + chunk, len(reader))) for start in range(0, len(reader), chunk)]
+    jobs = ((reader.part(start, stop), specs, start, stop) for start, stop in bounds)  # each made as it is sent
+    if workers <= 0 or len(bounds) < 2:
         yield from map(_prepare_chunk, jobs)
         return
     # a pool that notices a worker's death (a kill, the kernel's out-of-memory killer): the job fails at once

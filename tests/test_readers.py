@@ -88,6 +88,10 @@ def test_a_readers_ids_are_made_once_per_table_and_not_sent_to_workers(code15):
     assert "_ids" not in state and "_ids" in reader.__dict__
     clone = pickle.loads(pickle.dumps(reader))
     assert clone.ids == ids and clone.load(30).id == ids[30]
+    chunk = reader.part(20, 30)  # what a worker is sent for one chunk: those records only, the same ones
+    assert len(chunk) == 10 and chunk.ids == ids[20:30]
+    assert len(pickle.dumps(chunk)) < len(pickle.dumps(reader))
+    np.testing.assert_array_equal(chunk.load_block(0, 10)[-1].signal, reader.load(29).signal)
     reader.table = reader.table.iloc[::-1].reset_index(drop=True)
     assert reader.ids == ids[::-1]
 
