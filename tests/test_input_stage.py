@@ -106,8 +106,9 @@ def test_the_block_matrices_are_bounded():
 
 
 def test_a_checkpoints_ages_through_the_stage_equal_its_ages_on_scipys_inputs(modern_cv_run, cinc, tmp_path):
-    """PyTorch's record prediction with the stage on the CPU's windows (a GPU's default) against the network on
-    scipy's whole preprocessing (the CPU's default): within 0.02 y (in practice ~1e-5)."""
+    """PyTorch's record prediction with the stage on the CPU's windows (the default on a GPU and in a streamed pass
+    with workers) against the network on scipy's whole preprocessing (the default where the cache keeps the
+    inputs): within 0.02 y (in practice ~1e-5)."""
     _, run = modern_cv_run
     bundle = load_bundle(run_members(str(run))[0])
     assert in_graph(bundle.preprocessing)
@@ -115,10 +116,43 @@ def test_a_checkpoints_ages_through_the_stage_equal_its_ages_on_scipys_inputs(mo
     cache = CacheConfig(enabled=False, progress=False)
     assert not graph_preprocessing(InferenceConfig()) and graph_preprocessing(InferenceConfig(
         device=torch.device("cuda")))
-    ages, bad = predict_records(bundle, reader, InferenceConfig(cache=cache, graph_preprocessing=True))
+    assert graph_preprocessing(InferenceConfig(cache=cache, workers=1))  # streamed beside worker processes
+    assert not graph_preprocessing(InferenceConfig(cache=cache))  # streamed in this process: the scipy path
+    ages, bad = predict_records(bundle, reader, InferenceConfig(cache=cache, workers=1))
     plain, _ = predict_records(bundle, reader, InferenceConfig(cache=cache))
     good = [i for i, rid in enumerate(reader.ids) if rid not in bad]
     assert len(good) == 48 and np.isfinite(ages[good]).all() and np.isnan(np.delete(ages, good)).all()
     x = np.stack([prepare(reader.load(i), bundle.preprocessing) for i in good])
     reference = predict_inputs([bundle], x, np.full(len(x), 0.5, np.float32))
     assert np.abs(ages[good] - reference).max() < 0.02 and np.abs(plain[good] - reference).max() < 1e-4
+
+
+def test_graph_preprocessing_chooses_where_a_checkpoints_band_pass_runs(modern_cv_run, cinc, tmp_path, monkeypatch,
+                                                                        capsys):
+    """test_interface --graph_preprocessing: 'on' builds the stage, 'off' does not, and the ages agree within
+    0.02 y; 'auto' builds it for a streamed pass beside a worker process. An exported file decides for itself:
+    asking it of one is an error, not a choice ignored in silence."""
+    import pandas as pd
+
+    import engine.predict.inference as inference
+    import test_interface
+    from models.files import SHIPPED_MODEL
+    from utils.tables import AGE, ID
+
+    built = []
+    monkeypatch.setattr(inference, "InputStage", lambda spec: built.append(spec) or InputStage(spec))
+    member = run_members(str(modern_cv_run[1]))[0]
+    ages = {}
+    for choice in ("on", "off", "auto"):
+        path = tmp_path / f"{choice}.csv"
+        before = len(built)
+        assert test_interface.entry(["--input", str(cinc), "--weights", str(member), "--cache", "off",
+                                     "--num_workers", "1", "--graph_preprocessing", choice, "--on_bad", "skip",
+                                     "--output", str(path), "--quiet"]) == 0
+        assert (len(built) > before) == (choice != "off"), choice
+        ages[choice] = pd.read_csv(path).set_index(ID)[AGE]
+    assert len(ages["on"]) == 48 and (ages["on"] - ages["off"]).abs().max() < 0.02
+    code = test_interface.entry(["--input", str(cinc), "--weights", str(SHIPPED_MODEL), "--graph_preprocessing",
+                                 "off", "--output", str(tmp_path / "x.csv"), "--quiet"])
+    assert code != 0 and "--graph_preprocessing off is for checkpoints" in capsys.readouterr().err
+    assert not (tmp_path / "x.csv").exists()

@@ -26,6 +26,8 @@ from .explanations import DEFAULT_METHOD, METHODS
 from .onnx_engine import OnnxConfig
 from .predictor import ENGINES
 
+GRAPH_CHOICES = {"auto": None, "on": True, "off": False}  # --graph_preprocessing → InferenceConfig's
+
 
 @dataclasses.dataclass(frozen=True)
 class PredictionSettings(Settings):
@@ -58,6 +60,11 @@ class PredictionSettings(Settings):
     explain_records: int | None = option(None, "explain the first N written records only (default: every one; "
                                                "each costs forward or backward passes)", metavar="N")
     log_dir: str = runtime(str(LOG_DIR), "where the default runs' checkpoints are (MAIC submission)")
+    graph_preprocessing: str = runtime("auto", "checkpoints of the project's recipes: where their band-pass and "
+                                               "z-score run; on: with the network (PyTorch), off: on the CPU before "
+                                               "it (scipy); auto: on with a GPU and with --cache off beside worker "
+                                               "processes (an exported file runs what its export chose)",
+                                       choices=GRAPH_CHOICES)
 
     def __post_init__(self):
         if not 1 <= self.tta <= MAX_TTA:

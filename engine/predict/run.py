@@ -29,7 +29,7 @@ from utils.paths import DATA_ROOT_ENV, PREDICTIONS, SUBMISSION, prediction_notes
 
 from .explain import explainer, write_explanations
 from .explanations import check_explain_folder
-from .job import PredictJob
+from .job import GRAPH_CHOICES, PredictJob
 from .load import load_predictor
 from .notes import PredictionNotes
 from .policy import check_outputs, explanation_titles, predict, prediction_table
@@ -151,6 +151,10 @@ def run_submission(job: PredictJob, cfg) -> Path:
 def engine_configuration(job: PredictJob):
     """onnxruntime's configuration for ONNX files alone (PyTorch is then never imported), else PyTorch's."""
     onnx_only = job.prediction.engine != "torch" and job.weights() and all(is_onnx(w) for w in job.weights())
+    if onnx_only and job.prediction.graph_preprocessing != "auto":
+        raise UserError(f"--graph_preprocessing {job.prediction.graph_preprocessing} is for checkpoints: an exported "
+                        f"file runs the preprocessing its export chose (export_interface.py --cpu_preprocessing "
+                        f"keeps it on the CPU)")
     return job.onnx_config() if onnx_only else torch_config(job)
 
 
@@ -170,6 +174,7 @@ def torch_config(job: PredictJob):
                            tta=job.prediction.tta,
                            batch_size=runtime.infer_batch_size or default_infer_batch(device, 32),
                            bias_correction=job.prediction.bias_correction, fast_layout=runtime.fast_layout,
+                           graph_preprocessing=GRAPH_CHOICES[job.prediction.graph_preprocessing],
                            cache=job.cache.config(precision, progress=not runtime.quiet), progress=not runtime.quiet)
 
 
