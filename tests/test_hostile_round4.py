@@ -147,6 +147,9 @@ class Killer:
     def __len__(self):
         return len(self.ids)
 
+    def part(self, start, stop):  # what a chunk's worker is sent (Reader.part)
+        return self
+
     def load_block(self, start, stop):
         os.kill(os.getpid(), signal.SIGKILL)
 
