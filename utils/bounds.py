@@ -75,13 +75,15 @@ def finite_number(value) -> float | None:
 
 
 AMPLITUDE_PERCENTILES = (1.0, 99.0)  # the robust peak-to-peak's two ends
+AMPLITUDE_LEAD_RANK = 3  # the record's amplitude is its third largest lead's: one or two odd leads do not decide
 
 
 def amplitude_mv(signal: np.ndarray) -> float:
-    """The robust peak-to-peak amplitude of the third largest of a (12, N) record's leads (see the module text)."""
+    """The robust peak-to-peak amplitude of the ``AMPLITUDE_LEAD_RANK``-th largest of a (12, N) record's leads (see
+    the module text; the largest when a record has fewer leads)."""
     low, high = lead_percentiles(np.asarray(signal), AMPLITUDE_PERCENTILES)
     spans = np.sort(high - low)
-    return float(spans[-3] if len(spans) >= 3 else spans[-1])
+    return float(spans[-AMPLITUDE_LEAD_RANK] if len(spans) >= AMPLITUDE_LEAD_RANK else spans[-1])
 
 
 def order_positions(qs: tuple[float, ...], n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -130,14 +132,15 @@ def surely_plausible(signal: np.ndarray) -> bool:
     when at least b′ + 2 lie at or below ``c``, the 1st is ≤ ``c``; so the span is ≥ a − c. Every step is monotone
     in float64, so the bound holds for the computed numbers too."""
     x = np.asarray(signal)
-    if x.ndim != 2 or x.shape[0] < 3 or x.shape[1] < 2 or x.dtype.kind not in "fiu":
+    rank = AMPLITUDE_LEAD_RANK
+    if x.ndim != 2 or x.shape[0] < rank or x.shape[1] < 2 or x.dtype.kind not in "fiu":
         return False
     low, high = AMPLITUDE_RANGE_MV
     top, bottom = x.max(axis=1), x.min(axis=1)
     spans = top.astype(np.float64) - bottom.astype(np.float64)
-    if np.sort(spans)[-3] > high:
+    if np.sort(spans)[-rank] > high:
         return False
-    widest = np.argsort(spans)[-4:]  # three of the four widest leads must be proven wide enough
+    widest = np.argsort(spans)[-rank - 1:]  # ``rank`` of the rank + 1 widest leads must be proven wide enough
     x, top, bottom = x[widest], top[widest], bottom[widest]
     _, below, _ = order_positions(AMPLITUDE_PERCENTILES, x.shape[1])
     middle = x.mean(axis=1, dtype=np.float64)
@@ -145,7 +148,7 @@ def surely_plausible(signal: np.ndarray) -> bool:
     c = np.maximum(middle - low, bottom).astype(x.dtype)[:, None]
     proven = ((x >= a).sum(axis=1) >= x.shape[1] - below[1]) & ((x <= c).sum(axis=1) >= below[0] + 2) \
         & (a[:, 0].astype(np.float64) - c[:, 0].astype(np.float64) >= low)
-    return int(proven.sum()) >= 3
+    return int(proven.sum()) >= rank
 
 
 def age_problem(age: float) -> str | None:
