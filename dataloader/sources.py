@@ -49,7 +49,7 @@ from utils.settings import Settings, option, runtime
 
 from .checks import load_block_safely, prepare, prepare_windows, scan_bad
 from .records import CACHE_CHECKS, LEADS, READER_VERSION, Reader
-from .stream import CHUNK
+from .stream import chunk_bounds, chunk_jobs
 
 logger = logging.getLogger(__name__)
 CACHE_VERSION = 3
@@ -272,8 +272,8 @@ def _fill(tmp: Path, reader: Reader, specs: list[PreprocessSpec], dtype: str, ke
     signals.flush()
     del signals
     _allocate(tmp / "signals.npy")
-    bounds = [(s, min(s + CHUNK, n)) for s in range(0, n, CHUNK)]
-    jobs = ((reader.part(s, e), specs, tmp / "signals.npy", s, e) for s, e in bounds)  # each made as it is sent
+    bounds = chunk_bounds(n)
+    jobs = chunk_jobs(reader, bounds, specs, tmp / "signals.npy")
     bar = tqdm(total=n, desc=f"caching {reader.format} ({specs[0].fs:g} Hz, {specs[0].length}"
                              f"{f', {width} windows' if width > 1 else ''})", unit="ECG", disable=not progress or not n)
     workers = workers if workers is not None else min(len(bounds), os.cpu_count() or 1)

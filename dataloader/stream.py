@@ -22,6 +22,17 @@ from .records import Reader
 CHUNK = 64
 
 
+def chunk_bounds(count: int, chunk: int = CHUNK) -> list[tuple[int, int]]:
+    """Records 0..count-1 as consecutive (start, stop) chunks of ``chunk`` records (the last may be shorter)."""
+    return [(start, min(start + chunk, count)) for start in range(0, count, chunk)]
+
+
+def chunk_jobs(reader: Reader, bounds: list[tuple[int, int]], *shared) -> Iterator[tuple]:
+    """One job per chunk, ``(part, *shared, start, stop)``: ``part`` is a reader of the chunk's records only
+    (Reader.part), made as the job is drawn, so a worker is sent its own records and never the whole table."""
+    return ((reader.part(start, stop), *shared, start, stop) for start, stop in bounds)
+
+
 @dataclass
 class Chunk:
     """Records ``start``..``stop``-1 read, checked and preprocessed once, in memory — a source like the cache:
@@ -70,8 +81,8 @@ def stream_chunks(reader: Reader, specs: list[PreprocessSpec], workers: int = 0,
     a time and in order; with ``workers`` > 0 in worker processes that stay at most 2 × workers chunks ahead of the
     consumer (so reading and preprocessing overlap the model, and memory stays bounded whatever the input's
     size)."""
-    bounds = [(start, min(start + chunk, len(reader))) for start in range(0, len(reader), chunk)]
-    jobs = ((reader.part(start, stop), specs, start, stop) for start, stop in bounds)  # each made as it is sent
+    bounds = chunk_bounds(len(reader), chunk)
+    jobs = chunk_jobs(reader, bounds, specs)
     if workers <= 0 or len(bounds) < 2:
         yield from map(_prepare_chunk, jobs)
         return

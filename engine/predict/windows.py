@@ -18,7 +18,7 @@ from tqdm import tqdm
 from dataloader.checks import duplicate_ids
 from dataloader.records import Reader
 from dataloader.sources import CacheConfig, open_source
-from dataloader.stream import CHUNK, stream_chunks
+from dataloader.stream import chunk_bounds, stream_chunks
 from models.preprocessing import PreprocessSpec
 
 Predict = Callable[[object, np.ndarray], np.ndarray]  # (source, positions) → the ages of those records
@@ -44,7 +44,7 @@ def ensemble_record_ages(reader: Reader, members: list[tuple[list[PreprocessSpec
     bad = duplicate_ids(reader.table)
     ages = [np.full(len(reader), np.nan) for _ in members]
     chunks = stream_chunks(reader, union, workers)
-    for chunk in tqdm(chunks, total=-(-len(reader) // CHUNK), unit="chunk", leave=False,
+    for chunk in tqdm(chunks, total=len(chunk_bounds(len(reader))), unit="chunk", leave=False,
                       disable=not cache.progress, desc=f"{len(reader)} records"):
         bad.update({reader.ids[i]: reason for i, reason in chunk.bad})
         good = np.array([i for i in range(chunk.start, chunk.stop) if reader.ids[i] not in bad], dtype=np.int64)
