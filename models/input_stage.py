@@ -32,42 +32,46 @@ class InputStage(nn.Module):
                 self.register_buffer(f"{direction}_{name}", constant, persistent=False)
         self.zscore, self.nan_to_zero = spec.zscore, spec.nan_to_zero
 
-    def one_pass(self, u: torch.Tensor, direction: str) -> torch.Tensor:
-        """lfilter over rows ``u`` (R, n) from lfilter_zi times the pass's first sample: forward, or backward
-        (scipy's pass over the reversed rows, written with reversed matrices so that no row is reversed)."""
-        rows, backward = u.shape[0], direction == "backward"
-        both, carry, from_state, start = (getattr(self, f"{direction}_{name}")
-                                          for name in ("both", "carry", "from_state", "start"))
-        padded = nn.functional.pad(u, (self.spare, 0) if backward else (0, self.spare))
-        x = padded.reshape(rows, self.blocks, self.block) @ both  # each block's own response and its state
-        own, left = x[..., :self.block], x[..., self.block:].reshape(rows, self.blocks * self.states)
-        entering = (left @ carry).reshape(rows, self.blocks, self.states)
-        y = (own + entering @ from_state).reshape(rows, self.blocks * self.block)
-        y = y + (u[:, -1:] if backward else u[:, :1]) * start
-        return y[:, self.spare:] if backward else y[:, :self.n]
+    def one_pass(self, u: torch.Tensor, first: torch.Tensor, direction: str) -> torch.Tensor:
+        """lfilter over rows ``u`` (R, blocks·block: the pass's samples, with the blocks' spare zeros after them
+        forward and before them backward) from lfilter_zi times the pass's ``first`` sample (R, 1): forward, or
+        backward (scipy's pass over the reversed rows, written with reversed matrices so that no row is
+        reversed). The outputs at the spare positions are not the filter's."""
+        rows = u.shape[0]
+        inner, to_state, carry, from_state, start = (getattr(self, f"{direction}_{name}") for name in
+                                                     ("inner", "to_state", "carry", "from_state", "start"))
+        x = u.reshape(rows, self.blocks, self.block)
+        own = x @ inner  # each block's own response and (below) the state it leaves: two products, no split copy
+        left = (x @ to_state).reshape(rows, self.blocks * self.states)
+        entering = (left @ carry).reshape(rows, self.blocks, self.states) + first[:, :, None] * start
+        return (own + entering @ from_state).reshape(rows, self.blocks * self.block)
 
     def filtfilt(self, x: torch.Tensor) -> torch.Tensor:
-        p = self.pad
+        p, spare = self.pad, self.spare
         left = 2 * x[:, :1] - x[:, 1:p + 1].flip(1)
         right = 2 * x[:, -1:] - x[:, -p - 1:-1].flip(1)
-        y = self.one_pass(torch.cat([left, x, right], dim=1), "forward")
-        return self.one_pass(y, "backward")[:, p:p + self.n - 2 * p]
+        u = torch.cat([left, x, right, x.new_zeros(x.shape[0], spare)], dim=1)  # one copy: extension and spare
+        y = self.one_pass(u, u[:, :1], "forward")
+        y = nn.functional.pad(y, (spare, -spare))  # the spare zeros moved before the samples, in one copy
+        return self.one_pass(y, y[:, -1:], "backward")[:, spare + p:spare + self.n - p]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, leads, length = x.shape
         y = self.filtfilt(x.float().reshape(batch * leads, length))
         if self.zscore:
             centred = y - y.mean(dim=1, keepdim=True)
-            y = centred / ((centred * centred).mean(dim=1, keepdim=True).sqrt() + 1e-8)
+            variance = (centred * centred).mean(dim=1, keepdim=True)
+            y = centred / (variance.sqrt() + 1e-8)
+            if self.nan_to_zero:  # a lead is NaN throughout exactly when its variance is (see lead_nan_to_zero)
+                return torch.where(torch.isnan(variance), 0.0, y).reshape(batch, leads, length)
         if self.nan_to_zero:
             y = torch.where(torch.isnan(y), 0.0, y)  # a scalar, not a tensor of zeros (one pass less)
         return y.reshape(batch, leads, length)
 
 
 def _forward(blocks: PassBlocks) -> dict[str, np.ndarray]:
-    """The matrices of a pass, arranged for row vectors: ``both`` gives a block's own response and the state it
-    leaves in one product."""
-    return {"both": np.concatenate([blocks.inner.T, blocks.to_state.T], axis=1), "carry": blocks.carry.T,
+    """The matrices of a pass, arranged for row vectors."""
+    return {"inner": blocks.inner.T, "to_state": blocks.to_state.T, "carry": blocks.carry.T,
             "from_state": blocks.from_state.T, "start": blocks.start}
 
 
@@ -77,5 +81,5 @@ def _backward(blocks: PassBlocks) -> dict[str, np.ndarray]:
     order = blocks.to_state.shape[0]
     reverse = np.arange(blocks.blocks)[::-1, None] * order + np.arange(order)  # block b's states ↔ block -1-b's
     carry = blocks.carry[np.ix_(reverse.ravel(), reverse.ravel())]
-    return {"both": np.concatenate([blocks.inner[::-1, ::-1].T, blocks.to_state[:, ::-1].T], axis=1),
-            "carry": carry.T, "from_state": blocks.from_state[::-1].T, "start": blocks.start[::-1]}
+    return {"inner": blocks.inner[::-1, ::-1].T, "to_state": blocks.to_state[:, ::-1].T, "carry": carry.T,
+            "from_state": blocks.from_state[::-1].T, "start": blocks.start[::-1]}

@@ -9,7 +9,8 @@ samples so that everything becomes matrix products a graph runs batched (on ever
   (``inner``);
 * what a block leaves for the later ones is a state of ``order`` numbers (``to_state``), carried across blocks by
   powers of the block transition (``carry``, block lower-triangular) and read out by ``from_state``;
-* the start from ``lfilter_zi`` is one response (``start``) times the pass's first sample.
+* the start from ``lfilter_zi`` times the pass's first sample is a free response of the same state: one state per
+  block (``start``), added to the states the blocks carry (no pass over the samples of its own).
 
 The state is a balanced realization of the filter (built from its second-order sections, square-root balancing),
 so every matrix is bounded by about 1 and float32 keeps the result within ~1e-6 of scipy's (float64, transfer
@@ -35,7 +36,7 @@ class PassBlocks:
     to_state: np.ndarray  # (order, block) a block's input → the state it leaves
     carry: np.ndarray  # (blocks·order, blocks·order) block j's leftover states → the state entering block i > j
     from_state: np.ndarray  # (block, order) the entering state → the block's output
-    start: np.ndarray  # (blocks·block,) the response to lfilter_zi (times the pass's first sample)
+    start: np.ndarray  # (blocks, order) the state lfilter_zi puts at each block's entry (times the first sample)
 
 
 def _cascade(sos: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
@@ -100,8 +101,20 @@ def pass_blocks(order: int, low: float, high: float, fs: float, n: int) -> PassB
     for i in range(blocks):
         for j in range(i):
             carry[i * states:(i + 1) * states, j * states:(j + 1) * states] = jumps[i - 1 - j]
-    start = sps.lfilter(b, a, np.zeros(blocks * block), zi=sps.lfilter_zi(b, a))[0]
+    start = _start_states(sps.lfilter(b, a, np.zeros(blocks * block), zi=sps.lfilter_zi(b, a))[0], a_mat, c_vec,
+                          jumps[:blocks])
     return PassBlocks(block, blocks, inner, to_state, carry, from_state, start)
+
+
+def _start_states(response: np.ndarray, a_mat: np.ndarray, c_vec: np.ndarray, jumps: list) -> np.ndarray:
+    """The state z0 whose free response C·A^t·z0 is ``response`` (lfilter's from ``lfilter_zi``: a free response
+    of the same filter, so z0 exists; least squares over every sample), carried to each block's entry."""
+    observed = np.zeros((len(response), a_mat.shape[0]))
+    row = c_vec[0].copy()
+    for t in range(len(response)):
+        observed[t], row = row, row @ a_mat
+    z0 = np.linalg.lstsq(observed, response, rcond=None)[0]
+    return np.stack([jump @ z0 for jump in jumps])
 
 
 def padlen(order: int) -> int:

@@ -99,10 +99,19 @@ def test_the_seed_recipes_keep_their_reference_path():
 
 
 def test_the_block_matrices_are_bounded():
-    """A balanced realization: no matrix grows with the window (a transfer-function state would reach 1e15)."""
+    """A balanced realization: no matrix grows with the window (a transfer-function state would reach 1e15); the
+    start's states carry lfilter_zi's free response exactly (to the sections' own ~1e-5 of the transfer function's
+    at 500 Hz)."""
+    from scipy import signal as sps
+
     blocks = pass_blocks(4, 0.5, 45.0, 500.0, 5054)
-    for name in ("inner", "to_state", "carry", "from_state", "start"):
+    for name in ("inner", "to_state", "carry", "from_state"):
         assert np.abs(getattr(blocks, name)).max() < 2.0, name
+    assert blocks.start.shape == (blocks.blocks, 8) and np.abs(blocks.start).max() < 10.0
+    b, a = sps.butter(4, [0.5, 45.0], btype="bandpass", fs=500.0)
+    response = sps.lfilter(b, a, np.zeros(blocks.blocks * blocks.block), zi=sps.lfilter_zi(b, a))[0]
+    carried = (blocks.start @ blocks.from_state.T).ravel()  # each block's entering state read out
+    assert np.abs(carried - response).max() < 1e-5 and np.abs(response).max() > 0.5
 
 
 def test_a_checkpoints_ages_through_the_stage_equal_its_ages_on_scipys_inputs(modern_cv_run, cinc, tmp_path):
