@@ -13,8 +13,9 @@ whole preprocessing by scipy in the workers, as before). End to end is ``test_in
 model.onnx --cache off`` in a fresh process (reading, checks, preprocessing, the model, the output;
 ``--num_workers`` processes prepare records beside the model), timed from start to exit, for both files; the
 network alone is onnxruntime on already preprocessed inputs (the CPU-preprocessed file), same batch, on the same
-threads as the file's pipeline (test_interface's default: the cores the workers leave, or all of them where the
-graph runs the band-pass), and so is the graph with its input stage on the CPU's windows. Reported per size and
+threads as the file's pipeline (test_interface's default, utils.machine.onnx_layout: the cores the workers leave,
+or, where the graph runs the band-pass, one single-thread call per core in flight together), and so is the graph
+with its input stage on the CPU's windows. Reported per size and
 input: ECG/s of each, the ratios to the network alone, and the pipeline's peak resident memory. The CPU and its
 flags are stated. The last line printed is one JSON object; results are kept under --work (a rerun reuses the files).
 """
@@ -32,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from utils.io import publish
-from utils.machine import cpu_flags, cpu_name, model_threads, usable_cores
+from utils.machine import cpu_flags, cpu_name, onnx_layout, usable_cores
 from utils.paths import ROOT
 
 SHARED = ROOT.parent / "shared" / "data" / "ptbxl"
@@ -156,23 +157,25 @@ def graph_inputs(session, path: Path, count: int) -> np.ndarray:
     return np.concatenate([x] * (-(-count // len(x))))[:count]
 
 
-def rate(session, x: np.ndarray, batch: int) -> float:
-    """ECG/s of ``session`` over ``x`` in calls of ``batch``, after one warm-up call (onnxruntime plans its buffers
-    for the shape)."""
-    session.ages(x[:batch])
-    started = time.perf_counter()
-    for i in range(0, len(x), batch):
-        session.ages(x[i:i + batch])
-    return len(x) / (time.perf_counter() - started)
+def rate(session, x: np.ndarray, batch: int, calls: int = 1) -> float:
+    """ECG/s of ``session`` over ``x`` in calls of ``batch``, ``calls`` of them in flight together (as the
+    pipeline runs them), after one warm-up round (onnxruntime plans its buffers for the shape)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(calls) as pool:
+        list(pool.map(lambda i: session.ages(x[:batch]), range(calls)))
+        started = time.perf_counter()
+        list(pool.map(lambda i: session.ages(x[i:i + batch]), range(0, len(x), batch)))
+        return len(x) / (time.perf_counter() - started)
 
 
-def model_only(onnx: Path, path: Path, count: int, batch: int, threads: int | None) -> dict:
-    """onnxruntime alone (``threads``, as the pipeline's model) on the graph's inputs (the first ``count``
-    records, prepared outside the timing)."""
+def model_only(onnx: Path, path: Path, count: int, batch: int, threads: int | None, calls: int = 1) -> dict:
+    """onnxruntime alone (``threads`` per call, ``calls`` in flight: as the pipeline's model) on the graph's inputs
+    (the first ``count`` records, prepared outside the timing)."""
     from engine.deploy.onnx_model import OnnxModel
 
     session = OnnxModel.load(onnx, threads or 0)
-    return {"ecg_per_s": rate(session, graph_inputs(session, path, count), batch)}
+    return {"ecg_per_s": rate(session, graph_inputs(session, path, count), batch, calls)}
 
 
 def main(argv=None) -> dict:
@@ -220,13 +223,13 @@ def measure(path: Path, what: str, count: int, files: dict[str, Path], workers: 
     rows = []
     for variant, onnx in files.items():
         staged = OnnxModel.load(onnx).graph_preprocessing
-        threads = model_threads(args.threads, 0 if staged else workers)
+        threads, calls, spinning = onnx_layout(args.threads, workers, staged)  # test_interface's own
         batch = args.batch or batch_for(threads)
-        whole = end_to_end(path, onnx, path.parent, workers, threads)
-        alone = model_only(network, path, count, batch, threads)  # the network alone on the same cores
-        graph = alone if onnx == network else model_only(onnx, path, count, batch, threads)
+        whole = end_to_end(path, onnx, path.parent, workers, args.threads)
+        alone = model_only(network, path, count, batch, threads, calls)  # the network alone on the same cores
+        graph = alone if onnx == network else model_only(onnx, path, count, batch, threads, calls)
         rows.append({"n": count, "input": what, "file": onnx.name, "preprocessing": PREPROCESSING[variant],
-                     "threads": threads or usable_cores(), "batch": batch, "spinning": not (staged and workers),
+                     "threads": threads or usable_cores(), "calls": calls, "batch": batch, "spinning": spinning,
                      "end_to_end_ecg_per_s": whole["ecg_per_s"], "model_ecg_per_s": alone["ecg_per_s"],
                      "graph_ecg_per_s": graph["ecg_per_s"], "ratio": whole["ecg_per_s"] / alone["ecg_per_s"],
                      "peak_rss_mb": whole["peak_rss_mb"], "worker_peak_rss_mb": whole["worker_peak_rss_mb"],
@@ -243,7 +246,9 @@ def table(result: dict, command: list[str]) -> str:
              "(with its input stage) | end to end / network alone | peak RSS (main / worker) |",
              "|---|---|---|---|---|---|---|---|---|"]
     for row in result["sizes"]:
-        threads = f"{row['threads']}{'' if row['spinning'] else ', not spinning'}, {row['batch']}"
+        calls = row.get("calls", 1)
+        threads = (f"{row['threads']} × {calls} calls" if calls > 1 else
+                   f"{row['threads']}{'' if row['spinning'] else ', not spinning'}") + f", {row['batch']}"
         lines.append(f"| {row['input']} | {row['n']:,} | {row['preprocessing']} | {threads} | "
                      f"{row['end_to_end_ecg_per_s']:.0f} ECG/s | "
                      f"{row['model_ecg_per_s']:.0f} ECG/s | {row['graph_ecg_per_s']:.0f} ECG/s | "

@@ -60,8 +60,9 @@ def test_the_onnx_engine_reads_each_record_once(modern_cv_run, cinc, tmp_path, c
                                    "--quiet"]) == 0
     assert export_interface.entry(["--weights", str(run), "--output", str(graph), "--quiet"]) == 0
     threads, load = [], OnnxModel.load
-    monkeypatch.setattr(OnnxModel, "load", lambda path, threads_=0, spinning=True: threads.append(
-        threads_ if spinning else (threads_, "not spinning")) or load(path, threads_, spinning))
+    monkeypatch.setattr(OnnxModel, "load", lambda path, threads_=0, spinning=True, calls=1: threads.append(
+        (threads_ if spinning else (threads_, "not spinning")) if calls == 1 else (threads_, calls, "calls"))
+        or load(path, threads_, spinning, calls))
     before = dict(counted)
     ages = predict(cinc, [str(model)], tmp_path / "onnx.csv", "--cache", "off")
     assert counted["load"] - before["load"] == 50 and counted["preprocess"] - before["preprocess"] == 48
@@ -72,13 +73,18 @@ def test_the_onnx_engine_reads_each_record_once(modern_cv_run, cinc, tmp_path, c
     predict(cinc, [str(model)], tmp_path / "all.csv", "--cache", "off", "--num_workers", "1", "--threads",
             str(usable_cores()))
     # (a file is opened first as the common case, a graph that preprocesses, wants it; an older file again)
-    assert threads == [0, (0, "not spinning"), max(1, usable_cores() - 1), (usable_cores(), "not spinning"),
-                       usable_cores()]
-    # a graph that runs the band-pass gets every core beside its worker, its idle threads yielding to it: one load
+    first = (1, usable_cores(), "calls") if usable_cores() > 1 else (1, "not spinning")  # a graph's layout
+    assert threads == [0, first, max(1, usable_cores() - 1), (usable_cores(), "not spinning"), usable_cores()]
+    # a graph that runs the band-pass gets every core beside its worker: one single-thread call per core, in flight
+    # together (one load), the same ages in the same order as one call at a time
     threads.clear()
     in_graph = predict(cinc, [str(graph)], tmp_path / "graph.csv", "--cache", "off", "--num_workers", "1")
-    assert threads == [(0, "not spinning")]
+    assert threads == [first]
     np.testing.assert_allclose(in_graph["predicted_age"], ages["predicted_age"], atol=1e-3)
+    one_call = predict(cinc, [str(graph)], tmp_path / "one.csv", "--cache", "off", "--num_workers", "1", "--threads",
+                       "1")
+    assert one_call["ids"].tolist() == in_graph["ids"].tolist()
+    np.testing.assert_allclose(one_call["predicted_age"], in_graph["predicted_age"], atol=1e-5)
 
 
 def test_worker_processes_give_the_same_ages_in_the_same_order(modern_cv_run, cinc, tmp_path):

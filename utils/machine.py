@@ -33,6 +33,18 @@ def model_threads(threads: int | None, workers: int) -> int:
     return max(1, usable_cores() - workers) if workers else 0
 
 
+def onnx_layout(threads: int | None, workers: int, graph: bool) -> tuple[int, int, bool]:
+    """How onnxruntime runs a model beside ``workers`` preprocessing processes: (threads per call, calls in flight
+    together, whether idle threads spin). A ``graph`` that runs the band-pass and z-score itself leaves its workers
+    little to do, so the model gets every core: one single-thread call per core, in flight together (two cores:
+    0.90x the wall time of one call on both, whose threads wait for each other at every operator; bench/README.md,
+    "Preprocessing in the graph"). Otherwise one call on :func:`model_threads`, its idle threads yielding to the
+    workers where they share the cores. ``threads`` given: one call on them."""
+    if graph and workers and not threads:
+        return 1, usable_cores(), False
+    return model_threads(threads, 0 if graph else workers), 1, not (graph and workers)
+
+
 def cpu_flags() -> list[str]:
     """Those of ``FLAGS`` the CPU has (empty where /proc/cpuinfo cannot be read)."""
     found = set()

@@ -47,6 +47,7 @@ class OnnxModel:
     card: dict | None = None  # the model's card (models.schema.ModelCard), where it carries one
     threads: int = 0  # onnxruntime's threads (0: its own choice, every core)
     spinning: bool = True  # its idle threads spin (off where worker processes share the cores)
+    calls: int = 1  # calls in flight together on this session (engine/predict/onnx_engine.py), each on ``threads``
     digest: str = ""  # the file's sha256 when it was loaded
     graph_preprocessing: bool = False  # the graph runs the band-pass, z-score and NaN → 0 (absent in older files)
 
@@ -70,7 +71,7 @@ class OnnxModel:
         return [m.arch for m in self.members]
 
     @classmethod
-    def load(cls, path: str | Path, threads: int = 0, spinning: bool = True) -> "OnnxModel":
+    def load(cls, path: str | Path, threads: int = 0, spinning: bool = True, calls: int = 1) -> "OnnxModel":
         import onnxruntime
 
         path = Path(path)
@@ -94,7 +95,7 @@ class OnnxModel:
                                   f"it with export_interface.py")
         try:
             return dataclasses.replace(cls._described(path, session, json.loads(text)), threads=threads,
-                                       spinning=spinning, digest=digest)
+                                       spinning=spinning, calls=max(1, calls), digest=digest)
         except (ValueError, TypeError, KeyError, IndexError, RecursionError) as exc:
             raise CheckpointError(f"{path}: its metadata cannot be used ({type(exc).__name__}: {str(exc)[:300]})") \
                 from exc
@@ -127,10 +128,10 @@ class OnnxModel:
         return cls(str(path), session, spec, takes_sex, members, card, graph_preprocessing=graph)
 
     def with_threads(self, threads: int, spinning: bool | None = None) -> "OnnxModel":
-        """The same model on a session of ``threads`` threads (spinning or not; by default as this one) — a second
-        session of the same file, which must not have changed since it was loaded."""
+        """The same model on a session of ``threads`` threads (spinning or not; by default as this one), one call at
+        a time — a second session of the same file, which must not have changed since it was loaded."""
         spinning = self.spinning if spinning is None else spinning
-        if (threads, spinning) == (self.threads, self.spinning):
+        if (threads, spinning, 1) == (self.threads, self.spinning, self.calls):
             return self
         other = OnnxModel.load(self.source, threads, spinning)
         if other.digest != self.digest:

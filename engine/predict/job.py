@@ -18,7 +18,7 @@ from models.schema import MODES, mode_option
 from utils.bounds import MAX_TTA
 from utils.calibration import level_option
 from utils.errors import UserError
-from utils.machine import model_threads
+from utils.machine import model_threads, onnx_layout
 from utils.paths import LOG_DIR, default_data_root
 from utils.settings import RuntimeSettings, Settings, option, runtime
 
@@ -124,15 +124,15 @@ class PredictJob:
     def onnx_config(self, graph: bool = False) -> OnnxConfig:
         """How onnxruntime runs the models: its own batch, the windows, the bias correction, the cache. Its threads
         are the cores the preprocessing workers leave — all of them for a ``graph`` that runs the band-pass and
-        z-score itself, whose workers only read, check and resample, its idle threads then yielding the cores to
-        them instead of spinning (bench/README.md, "Preprocessing in the graph")."""
+        z-score itself, whose workers only read, check and resample: then one single-thread call per core, in
+        flight together (utils.machine.onnx_layout)."""
         streamed = self.cache.cache != "on"
         workers = self.runtime.workers(default_stream_workers() if streamed else 0)
+        threads, calls, spinning = onnx_layout(self.runtime.threads, workers, graph)
         return OnnxConfig(batch_size=self.runtime.infer_batch_size, tta=self.prediction.tta,
                           bias_correction=self.prediction.bias_correction,
                           cache=self.cache.config("fp32", progress=not self.runtime.quiet), workers=workers,
-                          threads=model_threads(self.runtime.threads, 0 if graph else workers),
-                          spinning=not (graph and workers))
+                          threads=threads, calls=calls, spinning=spinning)
 
     def explain_threads(self) -> int:
         """onnxruntime's threads for the explanations: they run after the predictions, when no preprocessing worker

@@ -21,8 +21,8 @@ def load_predictor(weights: list, mode: str | None = None, trust: bool = False, 
                    check: Iterable[Record] = (), threads: int = 0, graph: OnnxConfig | None = None) -> Predictor:
     """The models ``weights`` stands for on ``engine`` (a run folder: exactly the members its manifest names);
     ``check``: records an in-memory export (--engine onnxruntime) is checked on; onnxruntime's ``threads``, or
-    ``graph``'s threads and spinning for a graph that runs the preprocessing itself (its workers have little left
-    to do)."""
+    ``graph``'s threads, calls and spinning for a graph that runs the preprocessing itself (its workers have little
+    left to do)."""
     graph = graph or OnnxConfig(threads=threads)
     onnx_files = [w for w in weights if is_onnx(w)]
     if onnx_files:
@@ -31,7 +31,7 @@ def load_predictor(weights: list, mode: str | None = None, trust: bool = False, 
                             f"{onnx_files[0]} alone, or export the ensemble again with all its members")
         if engine == "torch":
             raise UserError(f"--engine torch cannot run {onnx_files[0]}: an ONNX file runs on onnxruntime")
-        model = OnnxModel.load(onnx_files[0], graph.threads, graph.spinning)  # the common case: opened once
+        model = OnnxModel.load(onnx_files[0], graph.threads, graph.spinning, graph.calls)  # the common case: once
         return OnnxPredictor(model if model.graph_preprocessing else model.with_threads(threads, True))
     from .torch_predictor import TorchPredictor  # checkpoints: the PyTorch side, imported only here
 
@@ -39,5 +39,5 @@ def load_predictor(weights: list, mode: str | None = None, trust: bool = False, 
     if engine != "onnxruntime":
         return predictor
     if predictor.input_spec != predictor.exported_spec:
-        return predictor.exported(check, graph.threads, graph.spinning)
+        return predictor.exported(check, graph.threads, graph.spinning, graph.calls)
     return predictor.exported(check, threads)

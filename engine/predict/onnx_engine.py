@@ -7,6 +7,7 @@ windows (``--tta``), each member's bias correction before averaging, the same ba
 from __future__ import annotations
 
 import dataclasses
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -27,6 +28,7 @@ class OnnxConfig:
     bias_correction: bool = False
     cache: CacheConfig = CacheConfig()
     threads: int = 0  # 0: onnxruntime's choice
+    calls: int = 1  # onnxruntime calls in flight together, each on ``threads`` threads
     spinning: bool = True  # onnxruntime's idle threads spin (off where they share the cores with workers)
     workers: int = 0  # processes reading and preprocessing beside the model when nothing is cached
 
@@ -38,9 +40,13 @@ def predict_records_onnx(model: OnnxModel, reader: Reader, cfg: OnnxConfig, sex:
 
     def predict(source, good: np.ndarray) -> np.ndarray:
         def row_ages(rows: np.ndarray, owners: np.ndarray) -> np.ndarray:
-            return np.concatenate([model.ages(source.read(rows[i:i + batch]), sex[owners[i:i + batch]],
-                                              cfg.bias_correction) for i in range(0, len(rows), batch)])
+            def ages(i: int) -> np.ndarray:
+                return model.ages(source.read(rows[i:i + batch]), sex[owners[i:i + batch]], cfg.bias_correction)
+
+            return np.concatenate(list(calls.map(ages, range(0, len(rows), batch))))  # in order
 
         return window_means(source, good, row_ages)
 
-    return record_ages(reader, tta_specs(model.input_spec, cfg.tta), cfg.cache, predict, cfg.workers)
+    # the model's calls in flight together (OnnxModel.calls): onnxruntime releases the GIL while it runs
+    with ThreadPoolExecutor(model.calls) as calls:
+        return record_ages(reader, tta_specs(model.input_spec, cfg.tta), cfg.cache, predict, cfg.workers)

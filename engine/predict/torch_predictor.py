@@ -58,7 +58,8 @@ class TorchPredictor(Predictor):
         """What :meth:`exported`'s graph takes (the window alone where it runs the rest of the preprocessing)."""
         return graph_input(self.bundles)
 
-    def exported(self, records: Iterable[Record], threads: int = 0, spinning: bool = True) -> OnnxPredictor:
+    def exported(self, records: Iterable[Record], threads: int = 0, spinning: bool = True,
+                 calls: int = 1) -> OnnxPredictor:
         """These models exported to a temporary ONNX file (checked on the first usable of ``records``) and loaded
         into onnxruntime; the bundles stay with it (explanations)."""
         x = model_inputs(records, self.exported_spec, EXPORT_CHECK_RECORDS)
@@ -68,6 +69,6 @@ class TorchPredictor(Predictor):
             path = Path(folder) / "model.onnx"
             export_onnx(self.bundles, path, x, np.full(len(x), UNKNOWN_SEX, np.float32))
             try:
-                return OnnxPredictor(OnnxModel.load(path, threads, spinning), self.bundles)
+                return OnnxPredictor(OnnxModel.load(path, threads, spinning, calls), self.bundles)
             except CheckpointError as exc:
                 raise UserError(f"--engine onnxruntime: the in-memory export cannot be run ({exc})") from exc
