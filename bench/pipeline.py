@@ -15,7 +15,8 @@ model.onnx --cache off`` in a fresh process (reading, checks, preprocessing, the
 network alone is onnxruntime on already preprocessed inputs (the CPU-preprocessed file), same batch, on the same
 threads as the file's pipeline (test_interface's default, utils.machine.onnx_layout: the cores the workers leave,
 or, where the graph runs the band-pass, one single-thread call per core in flight together), and so is the graph
-with its input stage on the CPU's windows. Reported per size and
+with its input stage on the CPU's windows; the two are timed in turn, three rounds each (medians), on up to 2,000
+records. Reported per size and
 input: ECG/s of each, the ratios to the network alone, and the pipeline's peak resident memory. The CPU and its
 flags are stated. The last line printed is one JSON object; results are kept under --work (a rerun reuses the files).
 """
@@ -37,6 +38,7 @@ from utils.machine import cpu_flags, cpu_name, onnx_layout, usable_cores
 from utils.paths import ROOT
 
 SHARED = ROOT.parent / "shared" / "data" / "ptbxl"
+ROUNDS = 3  # the network alone and the graph alone are timed in turn, this many times each (medians)
 PREPROCESSING = {"graph": "band-pass and z-score in the graph", "cpu": "all in the workers (scipy)",
                  "given": "as the file says"}
 
@@ -169,6 +171,18 @@ def rate(session, x: np.ndarray, batch: int, calls: int = 1) -> float:
         return len(x) / (time.perf_counter() - started)
 
 
+def side_by_side(files: list[Path], path: Path, count: int, batch: int, threads: int | None, calls: int,
+                 rounds: int = ROUNDS) -> list[float]:
+    """ECG/s of each of ``files`` alone (as :func:`model_only`), measured in turn ``rounds`` times (A B A B …) and
+    each the median of its rounds: the machine's drift during the run falls on both alike."""
+    from engine.deploy.onnx_model import OnnxModel
+
+    sessions = [OnnxModel.load(f, threads or 0) for f in files]
+    inputs = [graph_inputs(s, path, count) for s in sessions]
+    measured = [[rate(s, x, batch, calls) for s, x in zip(sessions, inputs)] for _ in range(rounds)]
+    return [float(np.median(column)) for column in zip(*measured)]
+
+
 def model_only(onnx: Path, path: Path, count: int, batch: int, threads: int | None, calls: int = 1) -> dict:
     """onnxruntime alone (``threads`` per call, ``calls`` in flight: as the pipeline's model) on the graph's inputs
     (the first ``count`` records, prepared outside the timing)."""
@@ -226,12 +240,13 @@ def measure(path: Path, what: str, count: int, files: dict[str, Path], workers: 
         threads, calls, spinning = onnx_layout(args.threads, workers, staged)  # test_interface's own
         batch = args.batch or batch_for(threads)
         whole = end_to_end(path, onnx, path.parent, workers, args.threads)
-        alone = model_only(network, path, count, batch, threads, calls)  # the network alone on the same cores
-        graph = alone if onnx == network else model_only(onnx, path, count, batch, threads, calls)
+        # the network alone on the same cores, and the graph with its input stage, in turn
+        alone, graph = side_by_side([network, onnx], path, min(count, 2000), batch, threads, calls) \
+            if onnx != network else side_by_side([network], path, min(count, 2000), batch, threads, calls) * 2
         rows.append({"n": count, "input": what, "file": onnx.name, "preprocessing": PREPROCESSING[variant],
                      "threads": threads or usable_cores(), "calls": calls, "batch": batch, "spinning": spinning,
-                     "end_to_end_ecg_per_s": whole["ecg_per_s"], "model_ecg_per_s": alone["ecg_per_s"],
-                     "graph_ecg_per_s": graph["ecg_per_s"], "ratio": whole["ecg_per_s"] / alone["ecg_per_s"],
+                     "end_to_end_ecg_per_s": whole["ecg_per_s"], "model_ecg_per_s": alone,
+                     "graph_ecg_per_s": graph, "ratio": whole["ecg_per_s"] / alone,
                      "peak_rss_mb": whole["peak_rss_mb"], "worker_peak_rss_mb": whole["worker_peak_rss_mb"],
                      "rows": whole["rows"]})
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
