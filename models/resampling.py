@@ -25,7 +25,8 @@ MAX_BAND_ENTRIES = 1 << 20  # 4 MB in float32
 @lru_cache(maxsize=64)
 def lowpass(up: int, down: int) -> np.ndarray:
     """The FIR ``resample_poly`` designs for (up, down) by default — scipy's ``firwin(2·10·r + 1, 1 / r,
-    window=('kaiser', 5.0))`` with r = max(up, down), the same numbers — designed once per ratio (read-only)."""
+    window=('kaiser', 5.0))`` with r = max(up, down), the same numbers to the last bits (numpy's Bessel i0 against
+    scipy's: an ulp apart on some CPUs) — designed once per ratio (read-only)."""
     rate = max(up, down)
     taps = 2 * 10 * rate + 1
     m = np.arange(taps) - 0.5 * (taps - 1)

@@ -180,29 +180,32 @@ def test_onnxruntime_gets_small_batches_by_its_threads(exported, cinc, tmp_path,
 
 
 def test_a_graph_that_preprocesses_gets_every_core_and_yields_them_to_the_workers(exported, modern_cv_run, tmp_path):
-    """The streamed pass's threads: a file whose graph runs the band-pass gets every core, its idle threads not
-    spinning (its workers only read, check and resample); a file that takes the whole preprocessing gets the cores
-    the workers leave; with the cache on, every core. The loaded sessions follow the plan."""
+    """The streamed pass's threads: a file whose graph runs the band-pass gets every core, as one single-thread
+    call per core in flight together (its workers only read, check and resample); a file that takes the whole
+    preprocessing gets the cores the workers leave; with the cache on, every core. The loaded sessions follow the
+    plan."""
     from engine.predict.job import PredictJob
     from engine.predict.load import load_predictor
     from utils.machine import model_threads, usable_cores
 
     def plan(*argv):
         job = PredictJob.from_options(vars(options.parse_test(["--input", "x", "--weights", str(exported), *argv])))
-        return [(c.threads, c.spinning, c.workers) for c in (job.onnx_config(), job.onnx_config(graph=True))]
+        return [(c.threads, c.spinning, c.workers, c.calls) for c in (job.onnx_config(), job.onnx_config(graph=True))]
 
     (cpu, graph), = [plan("--cache", "off", "--num_workers", "1")]
-    assert cpu == (model_threads(None, 1), True, 1) and graph == (0, False, 1)
-    assert plan("--cache", "on") == [(0, True, 0), (0, True, 0)] and usable_cores() >= 1
+    assert cpu == (model_threads(None, 1), True, 1, 1) and graph == (1, False, 1, usable_cores())
+    assert plan("--cache", "on") == [(0, True, 0, 1), (0, True, 0, 1)] and usable_cores() >= 1
+    # --threads given: one call on them, whatever the graph
+    assert plan("--cache", "off", "--num_workers", "1", "--threads", "2")[1] == (2, False, 1, 1)
     graph_config = PredictJob.from_options(vars(options.parse_test(
         ["--input", "x", "--weights", str(exported), "--cache", "off", "--num_workers", "1"]))).onnx_config(graph=True)
     model = load_predictor([str(exported)], threads=1, graph=graph_config).model
-    assert model.graph_preprocessing and (model.threads, model.spinning) == (0, False)
+    assert model.graph_preprocessing and (model.threads, model.spinning, model.calls) == (1, False, usable_cores())
     cpu_file = tmp_path / "cpu.onnx"
     assert export_interface.entry(["--weights", str(modern_cv_run[1]), "--output", str(cpu_file),
                                    "--cpu_preprocessing", "--quiet"]) == 0
     model = load_predictor([str(cpu_file)], threads=1, graph=graph_config).model
-    assert not model.graph_preprocessing and (model.threads, model.spinning) == (1, True)
+    assert not model.graph_preprocessing and (model.threads, model.spinning, model.calls) == (1, True, 1)
 
 
 def test_hostile_and_foreign_onnx_files_are_refused(exported, cinc, tmp_path):
