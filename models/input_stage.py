@@ -58,14 +58,15 @@ class InputStage(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, leads, length = x.shape
         y = self.filtfilt(x.float().reshape(batch * leads, length))
+        nan = y  # where a NaN shows: in each sample, or once z-scored in each lead's variance
         if self.zscore:
             centred = y - y.mean(dim=1, keepdim=True)
-            variance = (centred * centred).mean(dim=1, keepdim=True)
-            y = centred / (variance.sqrt() + 1e-8)
-            if self.nan_to_zero:  # a lead is NaN throughout exactly when its variance is (see lead_nan_to_zero)
-                return torch.where(torch.isnan(variance), 0.0, y).reshape(batch, leads, length)
+            nan = (centred * centred).mean(dim=1, keepdim=True)
+            y = centred / (nan.sqrt() + 1e-8)
+            # the filter and the z-score spread one NaN (or an overflow) over its whole lead, so a lead is NaN
+            # throughout exactly when its variance is: one test per lead instead of one per sample
         if self.nan_to_zero:
-            y = torch.where(torch.isnan(y), 0.0, y)  # a scalar, not a tensor of zeros (one pass less)
+            y = torch.where(torch.isnan(nan), 0.0, y)  # a scalar, not a tensor of zeros (one pass less)
         return y.reshape(batch, leads, length)
 
 
