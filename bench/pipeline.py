@@ -15,8 +15,8 @@ model.onnx --cache off`` in a fresh process (reading, checks, preprocessing, the
 network alone is onnxruntime on already preprocessed inputs (the CPU-preprocessed file), same batch, on the same
 threads as the file's pipeline (test_interface's default, utils.machine.onnx_layout: the cores the workers leave,
 or, where the graph runs the band-pass, one single-thread call per core in flight together), and so is the graph
-with its input stage on the CPU's windows; the two are timed in turn, three rounds each (medians), on up to 2,000
-records. Reported per size and
+with its input stage on the CPU's windows; the two are timed in turn, ``ROUNDS`` rounds each (medians), on up to
+``TIMED_RECORDS`` records. Reported per size and
 input: ECG/s of each, the ratios to the network alone, and the pipeline's peak resident memory. The CPU and its
 flags are stated. The last line printed is one JSON object; results are kept under --work (a rerun reuses the files).
 """
@@ -39,6 +39,7 @@ from utils.paths import ROOT
 
 SHARED = ROOT.parent / "shared" / "data" / "ptbxl"
 ROUNDS = 3  # the network alone and the graph alone are timed in turn, this many times each (medians)
+TIMED_RECORDS = 2000  # inputs they are timed on, at most (prepared in memory: 240 KB each at 500 Hz)
 PREPROCESSING = {"graph": "band-pass and z-score in the graph", "cpu": "all in the workers (scipy)",
                  "given": "as the file says"}
 
@@ -183,13 +184,10 @@ def side_by_side(files: list[Path], path: Path, count: int, batch: int, threads:
     return [float(np.median(column)) for column in zip(*measured)]
 
 
-def model_only(onnx: Path, path: Path, count: int, batch: int, threads: int | None, calls: int = 1) -> dict:
-    """onnxruntime alone (``threads`` per call, ``calls`` in flight: as the pipeline's model) on the graph's inputs
-    (the first ``count`` records, prepared outside the timing)."""
-    from engine.deploy.onnx_model import OnnxModel
-
-    session = OnnxModel.load(onnx, threads or 0)
-    return {"ecg_per_s": rate(session, graph_inputs(session, path, count), batch, calls)}
+def model_only(onnx: Path, path: Path, count: int, batch: int, threads: int | None) -> dict:
+    """onnxruntime alone (``threads``, one call at a time) on the graph's inputs (the first ``count`` records,
+    prepared outside the timing), once."""
+    return {"ecg_per_s": side_by_side([onnx], path, count, batch, threads, 1, rounds=1)[0]}
 
 
 def main(argv=None) -> dict:
@@ -240,9 +238,10 @@ def measure(path: Path, what: str, count: int, files: dict[str, Path], workers: 
         threads, calls, spinning = onnx_layout(args.threads, workers, staged)  # test_interface's own
         batch = args.batch or batch_for(threads)
         whole = end_to_end(path, onnx, path.parent, workers, args.threads)
-        # the network alone on the same cores, and the graph with its input stage, in turn
-        alone, graph = side_by_side([network, onnx], path, min(count, 2000), batch, threads, calls) \
-            if onnx != network else side_by_side([network], path, min(count, 2000), batch, threads, calls) * 2
+        # the network alone on the same cores, and the graph with its input stage (the same file: once), in turn
+        rates = side_by_side(list(dict.fromkeys([network, onnx])), path, min(count, TIMED_RECORDS), batch, threads,
+                             calls)
+        alone, graph = rates[0], rates[-1]
         rows.append({"n": count, "input": what, "file": onnx.name, "preprocessing": PREPROCESSING[variant],
                      "threads": threads or usable_cores(), "calls": calls, "batch": batch, "spinning": spinning,
                      "end_to_end_ecg_per_s": whole["ecg_per_s"], "model_ecg_per_s": alone,
