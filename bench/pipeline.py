@@ -16,9 +16,11 @@ network alone is onnxruntime on already preprocessed inputs (the CPU-preprocesse
 threads as the file's pipeline (test_interface's default, utils.machine.onnx_layout: the cores the workers leave,
 or, where the graph runs the band-pass, one single-thread call per core in flight together), and so is the graph
 with its input stage on the CPU's windows; the two are timed in turn, ``ROUNDS`` rounds each (medians), on up to
-``TIMED_RECORDS`` records. Reported per size and
-input: ECG/s of each, the ratios to the network alone, and the pipeline's peak resident memory. The CPU and its
-flags are stated. The last line printed is one JSON object; results are kept under --work (a rerun reuses the files).
+``TIMED_RECORDS`` records. Reported per size and input: ECG/s of each, the ratios to the network alone, the
+pipeline's peak resident memory, and the CPU account: the CPU time per ECG of the network alone, of the graph
+alone, and end to end of the model's process (its start included) and its workers — and from it the highest ratio
+that work allows on these cores, were none of them ever idle. The CPU and its flags are stated. The last line
+printed is one JSON object; results are kept under --work (a rerun reuses the files).
 """
 from __future__ import annotations
 
@@ -127,14 +129,16 @@ def end_to_end(path: Path, onnx: Path, work: Path, workers: int, threads: int | 
     if done.returncode:
         raise SystemExit(done.stderr[-3000:])
     rows = sum(1 for _ in open(output)) - 1
-    own, worker = (float(v) for v in done.stdout.split()[-2:])
+    own, worker, own_cpu, workers_cpu = (float(v) for v in done.stdout.split()[-4:])
     return {"seconds": seconds, "ecg_per_s": rows / seconds, "peak_rss_mb": own, "worker_peak_rss_mb": worker,
-            "rows": rows}
+            "rows": rows, "cpu_s": own_cpu, "workers_cpu_s": workers_cpu}
 
 
-# runs a program in this process and prints its peak resident memory and its largest worker's (MB). The process's
-# own peak is VmHWM, which exec resets (ru_maxrss would carry over the peak of whatever started it, here a process
-# that held the generated tracings); the workers are forked from it, so their ru_maxrss is their own.
+# runs a program in this process and prints its peak resident memory and its largest worker's (MB), then the CPU
+# seconds (user + system) of the process (its start included) and of its workers together. The process's own peak
+# is VmHWM, which exec resets (ru_maxrss would carry over the peak of whatever started it, here a process that held
+# the generated tracings); the workers are forked from it, so their ru_maxrss is their own, and they are joined
+# before the program exits, so their CPU time is counted in RUSAGE_CHILDREN.
 MEASURE = """
 import resource, runpy, sys
 sys.argv = sys.argv[1:]
@@ -144,8 +148,8 @@ except SystemExit as exc:
     if exc.code:
         raise
 own = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
-workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-print(own / 1024, workers / 1024)
+self, children = (resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+print(own / 1024, children.ru_maxrss / 1024, self.ru_utime + self.ru_stime, children.ru_utime + children.ru_stime)
 """
 
 
@@ -163,31 +167,37 @@ def graph_inputs(session, path: Path, count: int) -> np.ndarray:
 def rate(session, x: np.ndarray, batch: int, calls: int = 1) -> float:
     """ECG/s of ``session`` over ``x`` in calls of ``batch``, ``calls`` of them in flight together (as the
     pipeline runs them), after one warm-up round (onnxruntime plans its buffers for the shape)."""
+    return timed(session, x, batch, calls)["ecg_per_s"]
+
+
+def timed(session, x: np.ndarray, batch: int, calls: int = 1) -> dict:
+    """:func:`rate`'s ECG/s and the CPU time the process spent per ECG meanwhile (every thread's, in ms)."""
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(calls) as pool:
         list(pool.map(lambda i: session.ages(x[:batch]), range(calls)))
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         list(pool.map(lambda i: session.ages(x[i:i + batch]), range(0, len(x), batch)))
-        return len(x) / (time.perf_counter() - started)
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    return {"ecg_per_s": len(x) / seconds, "cpu_ms_per_ecg": 1e3 * cpu / len(x)}
 
 
 def side_by_side(files: list[Path], path: Path, count: int, batch: int, threads: int | None, calls: int,
-                 rounds: int = ROUNDS) -> list[float]:
-    """ECG/s of each of ``files`` alone (as :func:`model_only`), measured in turn ``rounds`` times (A B A B …) and
-    each the median of its rounds: the machine's drift during the run falls on both alike."""
+                 rounds: int = ROUNDS) -> list[dict]:
+    """ECG/s and CPU ms per ECG (:func:`timed`) of each of ``files`` alone, measured in turn ``rounds`` times (A B A
+    B …) and each the median of its rounds: the machine's drift during the run falls on both alike."""
     from engine.deploy.onnx_model import OnnxModel
 
     sessions = [OnnxModel.load(f, threads or 0) for f in files]
     inputs = [graph_inputs(s, path, count) for s in sessions]
-    measured = [[rate(s, x, batch, calls) for s, x in zip(sessions, inputs)] for _ in range(rounds)]
-    return [float(np.median(column)) for column in zip(*measured)]
+    measured = [[timed(s, x, batch, calls) for s, x in zip(sessions, inputs)] for _ in range(rounds)]
+    return [{key: float(np.median([m[key] for m in column])) for key in column[0]} for column in zip(*measured)]
 
 
 def model_only(onnx: Path, path: Path, count: int, batch: int, threads: int | None) -> dict:
     """onnxruntime alone (``threads``, one call at a time) on the graph's inputs (the first ``count`` records,
-    prepared outside the timing), once."""
-    return {"ecg_per_s": side_by_side([onnx], path, count, batch, threads, 1, rounds=1)[0]}
+    prepared outside the timing), once: its ECG/s and CPU ms per ECG."""
+    return side_by_side([onnx], path, count, batch, threads, 1, rounds=1)[0]
 
 
 def main(argv=None) -> dict:
@@ -242,14 +252,24 @@ def measure(path: Path, what: str, count: int, files: dict[str, Path], workers: 
         rates = side_by_side(list(dict.fromkeys([network, onnx])), path, min(count, TIMED_RECORDS), batch, threads,
                              calls)
         alone, graph = rates[0], rates[-1]
+        cpu = {"network": alone["cpu_ms_per_ecg"], "graph": graph["cpu_ms_per_ecg"],
+               "main": 1e3 * whole["cpu_s"] / count, "workers": 1e3 * whole["workers_cpu_s"] / count}
         rows.append({"n": count, "input": what, "file": onnx.name, "preprocessing": PREPROCESSING[variant],
                      "threads": threads or usable_cores(), "calls": calls, "batch": batch, "spinning": spinning,
-                     "end_to_end_ecg_per_s": whole["ecg_per_s"], "model_ecg_per_s": alone,
-                     "graph_ecg_per_s": graph, "ratio": whole["ecg_per_s"] / alone,
+                     "end_to_end_ecg_per_s": whole["ecg_per_s"], "model_ecg_per_s": alone["ecg_per_s"],
+                     "graph_ecg_per_s": graph["ecg_per_s"], "ratio": whole["ecg_per_s"] / alone["ecg_per_s"],
+                     "cpu_ms_per_ecg": cpu, "cores": usable_cores(),
+                     "ratio_bound": ratio_bound(cpu, usable_cores(), alone["ecg_per_s"]),
                      "peak_rss_mb": whole["peak_rss_mb"], "worker_peak_rss_mb": whole["worker_peak_rss_mb"],
                      "rows": whole["rows"]})
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     return rows
+
+
+def ratio_bound(cpu: dict, cores: int, alone: float) -> float:
+    """The highest end-to-end / network-alone ratio the pipeline's measured CPU work allows: its process and
+    workers' CPU per ECG (the start included) spread over every core without a moment idle."""
+    return cores * 1e3 / (cpu["main"] + cpu["workers"]) / alone
 
 
 def table(result: dict, command: list[str]) -> str:
@@ -257,16 +277,22 @@ def table(result: dict, command: list[str]) -> str:
     lines = [f"Measured by `{' '.join(command)}` ({result['cpu']}: {flags}; {result['workers']} preprocessing "
              f"worker(s) and test_interface's default model threads; onnxruntime, fp32; process start included):",
              "", "| input | ECGs | preprocessing | model threads, batch | end to end | network alone | graph alone "
-             "(with its input stage) | end to end / network alone | peak RSS (main / worker) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "(with its input stage) | end to end / network alone | CPU ms per ECG: network alone, graph alone, "
+             "end to end (model's process + workers) | the highest ratio that CPU work allows | peak RSS (main / "
+             "worker) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in result["sizes"]:
         calls = row.get("calls", 1)
         threads = (f"{row['threads']} × {calls} calls" if calls > 1 else
                    f"{row['threads']}{'' if row['spinning'] else ', not spinning'}") + f", {row['batch']}"
+        cpu = row.get("cpu_ms_per_ecg")
+        account = (f"{cpu['network']:.2f}, {cpu['graph']:.2f}, {cpu['main'] + cpu['workers']:.2f} "
+                   f"({cpu['main']:.2f} + {cpu['workers']:.2f})" if cpu else "–")
+        bound = f"{row['ratio_bound']:.2f}" if cpu else "–"
         lines.append(f"| {row['input']} | {row['n']:,} | {row['preprocessing']} | {threads} | "
                      f"{row['end_to_end_ecg_per_s']:.0f} ECG/s | "
                      f"{row['model_ecg_per_s']:.0f} ECG/s | {row['graph_ecg_per_s']:.0f} ECG/s | "
-                     f"**{row['ratio']:.2f}** | {row['peak_rss_mb']:.0f} / {row['worker_peak_rss_mb']:.0f} MB |")
+                     f"**{row['ratio']:.2f}** | {account} | {bound} | "
+                     f"{row['peak_rss_mb']:.0f} / {row['worker_peak_rss_mb']:.0f} MB |")
     return "\n".join(lines)
 
 

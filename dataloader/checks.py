@@ -31,8 +31,8 @@ def check_record(record: Record, remedy: str = CLI_SCALE_REMEDY) -> str | None:
     if not np.isfinite(signal).all():
         bad = int((~np.isfinite(signal)).sum())
         return f"has {bad} NaN/Inf sample(s)"
-    flat = [i for i in range(signal.shape[0]) if not np.any(signal[i])]
-    if flat:
+    flat = np.flatnonzero(~signal.any(axis=-1))
+    if len(flat):
         return f"has flat (all-zero) lead(s) {', '.join(LEADS[i] for i in flat)}"
     if record.fs is None or not MIN_FS <= record.fs <= MAX_FS:
         return f"has a sampling rate of {record.fs} Hz; this pipeline reads {MIN_FS:g}–{MAX_FS:g} Hz"

@@ -146,7 +146,7 @@ class HDF5Reader(Reader):
     def location(self) -> str:
         return f"hdf5:{[str(Path(f).resolve()) for f in self.hdf5_files]}:{self.traces_dset}"
 
-    def _to_record(self, row: pd.Series, trace: np.ndarray) -> Record:
+    def _to_record(self, row, trace: np.ndarray) -> Record:
         trace = np.asarray(trace)
         signal = trace.T if trace.shape[-1] == 12 else trace
         where = f"{self.hdf5_files[int(row['file_index'])]}[{int(row['row'])}] (exam_id {row['id']})"
@@ -166,11 +166,15 @@ class HDF5Reader(Reader):
 
     def load_block(self, start: int, stop: int) -> list[Record]:
         rows = self.table.iloc[start:stop]
+        if rows.empty:
+            return []
+        files, positions = rows["file_index"].to_numpy(), rows["row"].to_numpy()
+        # consecutive table rows from the same file and consecutive HDF5 rows are read with one slice; each row
+        # as a plain dict (a pandas row costs more than reading its tracing)
+        cuts = [0, *(np.flatnonzero((np.diff(files) != 0) | (np.diff(positions) != 1)) + 1), len(rows)]
+        table = rows.to_dict("records")
         out: list[Record] = []
-        # consecutive table rows from the same file and consecutive HDF5 rows are read with one slice
-        groups = (rows["file_index"].diff().fillna(0) != 0) | (rows["row"].diff().fillna(1) != 1)
-        for _, group in rows.groupby(groups.cumsum()):
-            first, last = int(group["row"].iloc[0]), int(group["row"].iloc[-1])
-            block = self._read(int(group["file_index"].iloc[0]), first, last)
-            out.extend(self._to_record(row, trace) for (_, row), trace in zip(group.iterrows(), block))
+        for first, stop_at in zip(cuts[:-1], cuts[1:]):
+            block = self._read(int(files[first]), int(positions[first]), int(positions[stop_at - 1]))
+            out.extend(self._to_record(row, trace) for row, trace in zip(table[first:stop_at], block))
         return out

@@ -1,9 +1,11 @@
 """Records streamed without a cache: read, checked and preprocessed once, a chunk at a time, in worker processes a
-bounded queue ahead of the models (``stream_chunks``)."""
+bounded queue ahead of the models (``stream_chunks``). A worker hands its chunk's model inputs over in shared
+memory (a slot per chunk in flight), not pickled through a pipe."""
 from __future__ import annotations
 
 import collections
 import dataclasses
+import mmap
 import multiprocessing as mp
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -17,9 +19,11 @@ from utils.errors import RecordError, UserError
 from utils.machine import usable_cores
 
 from .checks import load_block_safely, prepare_windows
-from .records import Reader
+from .records import LEADS, Reader
 
 CHUNK = 64
+INPUT = np.dtype(np.float32)  # a model input's type (models.preprocessing.preprocess)
+_SLOTS: list[mmap.mmap] = []  # in a worker: the parent's slots, inherited through the fork (_attach)
 
 
 def chunk_bounds(count: int, chunk: int = CHUNK) -> list[tuple[int, int]]:
@@ -86,22 +90,65 @@ def stream_chunks(reader: Reader, specs: list[PreprocessSpec], workers: int = 0,
     if workers <= 0 or len(bounds) < 2:
         yield from map(_prepare_chunk, jobs)
         return
+    # one slot of shared memory per chunk in flight, made before the workers are forked (so they have it): a
+    # worker writes its chunk's inputs there and sends only where they lie. Pickled through the pipe, a chunk of
+    # 500-Hz inputs (15 MB) cost both processes together about 50 ms of CPU time (bench/README.md, "One pass")
+    slots = [mmap.mmap(-1, slot_bytes(specs, chunk)) for _ in range(2 * workers)]
+    free = collections.deque(range(len(slots)))
     # a pool that notices a worker's death (a kill, the kernel's out-of-memory killer): the job fails at once
     # instead of waiting forever for a result no process will send
-    pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"))
+    pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"), initializer=_attach, initargs=(slots,))
     try:
         pending = collections.deque()
         for job in jobs:
-            pending.append(pool.submit(_prepare_chunk, job))
-            if len(pending) >= 2 * workers:
-                yield _result(pending.popleft(), reader)
+            slot = free.popleft()  # one is free: at most len(slots) chunks are in flight
+            pending.append((pool.submit(_prepare_into, job, slot), slot))
+            if len(pending) >= len(slots):
+                yield _received(pending.popleft(), slots, free, reader)
         while pending:
-            yield _result(pending.popleft(), reader)
+            yield _received(pending.popleft(), slots, free, reader)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _result(future, reader: Reader) -> Chunk:
+def slot_bytes(specs: list[PreprocessSpec], chunk: int) -> int:
+    """The bytes of a chunk's inputs at most: one float32 (12, length) window per record and spec."""
+    return chunk * len(LEADS) * sum(spec.length for spec in specs) * INPUT.itemsize
+
+
+def _attach(slots: list[mmap.mmap]) -> None:
+    global _SLOTS
+    _SLOTS = slots
+
+
+def _prepare_into(job, slot: int) -> tuple[Chunk, list | None]:
+    """In a worker: the chunk of ``job`` with its inputs written into ``slot``, and where each lies ((offset,
+    shape); None where they did not fit, which the slot's size rules out: then they travel pickled)."""
+    chunk = _prepare_chunk(job)
+    buffer, offset, placed = _SLOTS[slot], 0, []
+    for x in chunk.inputs:
+        if x.dtype != INPUT or offset + x.nbytes > len(buffer):
+            return chunk, None
+        np.ndarray(x.shape, INPUT, buffer, offset)[...] = x
+        placed.append((offset, x.shape))
+        offset += x.nbytes
+    return dataclasses.replace(chunk, inputs=[]), placed
+
+
+def _received(entry, slots: list[mmap.mmap], free: collections.deque, reader: Reader) -> Chunk:
+    """A finished job's chunk with its inputs copied out of its slot (the consumer's own: the slot is free again at
+    once)."""
+    future, slot = entry
+    chunk, placed = _result(future, reader)
+    if placed is not None:
+        ends = [offset + int(np.prod(shape)) * INPUT.itemsize for offset, shape in placed]
+        block = np.frombuffer(slots[slot], np.uint8, max(ends, default=0)).copy()
+        chunk = dataclasses.replace(chunk, inputs=[np.ndarray(shape, INPUT, block, offset) for offset, shape in placed])
+    free.append(slot)
+    return chunk
+
+
+def _result(future, reader: Reader):
     try:
         return future.result()
     except BrokenProcessPool:

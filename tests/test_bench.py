@@ -58,6 +58,16 @@ def test_quick_throughput_and_explanation_benchmarks_run(tmp_path, modern_cv_run
     assert summary["records"] == 2 and 0.0 <= result["intervals"]["coverage"] <= 1.0
 
 
+def test_quick_stream_benchmark_runs(tmp_path, ptbxl):
+    """The streamed pass without a model, both hand-overs, one worker and one per core; every record delivered."""
+    result = run_quick("stream.py", "--work", str(tmp_path), "--ptbxl", str(ptbxl), "--inputs", "wfdb")
+    rows = result["rows"]
+    assert {(r["transport"], r["workers"]) for r in rows} == {(way, w) for way in ("shared memory", "pickled")
+                                                            for w in {1, result["cores"]}}
+    assert all(r["n"] == 128 and r["ecg_per_s"] > 0 and r["consumer_cpu_ms_per_ecg"] > 0 for r in rows)
+    assert all(r["workers_cpu_ms_per_ecg"] > 0 for r in rows)
+
+
 def test_quick_pipeline_benchmark_runs(tmp_path, ptbxl):
     """Both exports (the band-pass in the graph, and all on the CPU) end to end against one network alone; the
     table written into the marked block of a document."""
@@ -75,6 +85,12 @@ def test_quick_pipeline_benchmark_runs(tmp_path, ptbxl):
     for row in (graph, cpu):
         assert row["n"] == row["rows"] == 128 and row["end_to_end_ecg_per_s"] > 0 and row["graph_ecg_per_s"] > 0
         assert 0 < row["ratio"] and row["peak_rss_mb"] > 0 and result["cpu_flags"] is not None
+        # the CPU account: no pass can beat its own CPU work spread over every core, so the measured ratio lies
+        # under the bound drawn from it; the workers' time is counted where there are workers
+        account = row["cpu_ms_per_ecg"]
+        assert account["network"] > 0 and account["graph"] > 0 and account["main"] > 0
+        assert (account["workers"] > 0) == (result["workers"] > 0)
+        assert row["ratio"] <= row["ratio_bound"] * 1.001
     text = doc.read_text()
     assert text.startswith("before\n") and text.endswith("after\n") and "old" not in text
     assert "| 500 Hz WFDB | 128 | band-pass and z-score in the graph |" in text

@@ -107,6 +107,31 @@ def test_a_stream_of_chunks_stays_bounded_and_in_order(cinc):
     assert [c.start for c in chunks] == list(range(0, len(reader), 8)) and chunks[-1].stop == len(reader)
     bad = {reader.ids[i] for c in chunks for i, _ in c.bad}
     assert len(bad) == 2 and all(len(c.inputs) == c.stop - c.start - len(c.bad) for c in chunks)
+    # handed over in shared memory, the inputs are the very ones prepared in this process
+    alone = list(stream.stream_chunks(reader, [PRESETS["modern"]], workers=0, chunk=8))
+    for handed, own in zip(chunks, alone, strict=True):
+        assert handed.bad == own.bad and np.array_equal(handed.windows, own.windows)
+        assert all(x.dtype == y.dtype and np.array_equal(x, y) for x, y in zip(handed.inputs, own.inputs, strict=True))
+
+
+def test_a_chunk_that_does_not_fit_its_slot_travels_whole(cinc):
+    """The slot is sized for the specs, so this cannot happen in a pass; were it to, the inputs are sent as they
+    are (pickled), never cut."""
+    import mmap
+
+    from dataloader.formats import open_reader
+    from models.preprocessing import PRESETS
+
+    reader = open_reader(cinc)
+    job = next(stream.chunk_jobs(reader, [(0, 4)], [PRESETS["modern"]]))
+    stream._attach([mmap.mmap(-1, 1024), mmap.mmap(-1, stream.slot_bytes([PRESETS["modern"]], 4))])
+    try:
+        small, placed = stream._prepare_into(job, 0)
+        fits, where = stream._prepare_into(job, 1)
+    finally:
+        stream._attach([])
+    assert placed is None and len(small.inputs) == 4 - len(small.bad) > 0
+    assert fits.inputs == [] and [shape for _, shape in where] == [x.shape for x in small.inputs]
 
 
 def test_the_amplitude_checks_shortcut_gives_the_percentiles_verdict(cinc):
