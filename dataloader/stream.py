@@ -92,7 +92,7 @@ def stream_chunks(reader: Reader, specs: list[PreprocessSpec], workers: int = 0,
         return
     # one slot of shared memory per chunk in flight, made before the workers are forked (so they have it): a
     # worker writes its chunk's inputs there and sends only where they lie. Pickled through the pipe, a chunk of
-    # 500-Hz inputs (15 MB) cost both processes together about 50 ms of CPU time (bench/README.md, "One pass")
+    # 500-Hz inputs (15 MB) cost the two processes about 65 ms of CPU time more (bench/README.md, "The hand-over")
     slots = [mmap.mmap(-1, slot_bytes(specs, chunk)) for _ in range(2 * workers)]
     free = collections.deque(range(len(slots)))
     # a pool that notices a worker's death (a kill, the kernel's out-of-memory killer): the job fails at once
