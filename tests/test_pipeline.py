@@ -177,3 +177,33 @@ def test_the_cheaper_amplitude_check_gives_numpys_percentiles_exactly(cinc):
         for qs in ((1.0, 99.0), (0.0, 100.0), (33.3, 66.7)):
             expected = np.percentile(np.asarray(signal, np.float64), qs, axis=-1)
             np.testing.assert_array_equal(lead_percentiles(signal, qs), expected)
+
+
+def test_a_chunks_pending_ages_are_collected_once_the_next_chunks_have_started(ptbxl):
+    """A predict may return its ages pending (work started, a call that waits for it): the streamed pass starts
+    the next chunk's before it waits for this one's, so the model's calls never run dry at a chunk's end; every
+    record still gets its own chunk's ages, and the cache path waits for them at once."""
+    from dataloader.formats import open_reader
+    from dataloader.sources import CacheConfig
+    from engine.predict.windows import record_ages
+    from models.preprocessing import PRESETS, cpu_part
+
+    reader = open_reader(ptbxl).part(0, 150)  # three chunks
+    events = []
+
+    def predict(source, good):
+        events.append(("start", int(good[0])))
+
+        def pending():
+            events.append(("collect", int(good[0])))
+            return good.astype(np.float64) + 0.5
+
+        return pending
+
+    ages, bad = record_ages(reader, [cpu_part(PRESETS["modern"])], CacheConfig(enabled=False, progress=False),
+                            predict)
+    firsts = sorted({first for _, first in events})
+    assert len(firsts) == 3 and events == [("start", firsts[0]), ("start", firsts[1]), ("collect", firsts[0]),
+                                           ("start", firsts[2]), ("collect", firsts[1]), ("collect", firsts[2])]
+    good = np.flatnonzero(~np.isnan(ages))
+    assert len(good) == len(reader) - len(bad) > 100 and np.array_equal(ages[good], good + 0.5)

@@ -16,7 +16,7 @@ from dataloader.sources import CacheConfig
 from engine.deploy.onnx_model import OnnxModel
 from models.preprocessing import tta_specs
 
-from .windows import record_ages, window_means
+from .windows import Pending, record_ages, window_rows
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,14 +38,17 @@ def predict_records_onnx(model: OnnxModel, reader: Reader, cfg: OnnxConfig, sex:
     N the age is the mean over N windows (identical windows predicted once)."""
     batch = cfg.batch_size or model.batch
 
-    def predict(source, good: np.ndarray) -> np.ndarray:
-        def row_ages(rows: np.ndarray, owners: np.ndarray) -> np.ndarray:
-            def ages(i: int) -> np.ndarray:
-                return model.ages(source.read(rows[i:i + batch]), sex[owners[i:i + batch]], cfg.bias_correction)
+    def ages(source, rows: np.ndarray, owners: np.ndarray) -> np.ndarray:
+        return model.ages(source.read(rows), sex[owners], cfg.bias_correction)
 
-            return np.concatenate(list(calls.map(ages, range(0, len(rows), batch))))  # in order
-
-        return window_means(source, good, row_ages)
+    def predict(source, good: np.ndarray) -> Pending:
+        """The batches of ``good``'s distinct windows started on the calls, and the call that waits for their
+        ages: the calls take the next chunk's batches while this chunk's last ones finish (no core waits at a
+        chunk's end)."""
+        rows, owners, inverse = window_rows(source, good)
+        started = [calls.submit(ages, source, rows[i:i + batch], owners[i:i + batch])
+                   for i in range(0, len(rows), batch)]
+        return lambda: np.concatenate([future.result() for future in started])[inverse].mean(axis=1)
 
     # the model's calls in flight together (OnnxModel.calls): onnxruntime releases the GIL while it runs
     with ThreadPoolExecutor(model.calls) as calls:

@@ -21,7 +21,9 @@ from dataloader.sources import CacheConfig, open_source
 from dataloader.stream import chunk_bounds, stream_chunks
 from models.preprocessing import PreprocessSpec
 
-Predict = Callable[[object, np.ndarray], np.ndarray]  # (source, positions) → the ages of those records
+# (source, positions) → the ages of those records, or a Pending: the work started, a call that waits for its ages
+Predict = Callable[[object, np.ndarray], "np.ndarray | Pending"]
+Pending = Callable[[], np.ndarray]
 
 
 def record_ages(reader: Reader, specs: list[PreprocessSpec], cache: CacheConfig, predict: Predict,
@@ -44,14 +46,27 @@ def ensemble_record_ages(reader: Reader, members: list[tuple[list[PreprocessSpec
     bad = duplicate_ids(reader.table)
     ages = [np.full(len(reader), np.nan) for _ in members]
     chunks = stream_chunks(reader, union, workers)
+    waiting = []  # the previous chunk's predictions, collected once the next chunk's have started
     for chunk in tqdm(chunks, total=len(chunk_bounds(len(reader))), unit="chunk", leave=False,
                       disable=not cache.progress, desc=f"{len(reader)} records"):
         bad.update({reader.ids[i]: reason for i, reason in chunk.bad})
         good = np.array([i for i in range(chunk.start, chunk.stop) if reader.ids[i] not in bad], dtype=np.int64)
-        if len(good):
-            for k, (_, predict) in enumerate(members):
-                ages[k][good] = predict(chunk.view(columns[k]), good)
+        started = [(k, good, predict(chunk.view(columns[k]), good)) for k, (_, predict) in enumerate(members)
+                   if len(good)]
+        _collect(waiting, ages)
+        waiting = started
+    _collect(waiting, ages)
     return ages, bad
+
+
+def settled(result) -> np.ndarray:
+    """The ages a ``Predict`` gave: as they are, or waited for where they are pending."""
+    return result() if callable(result) else result
+
+
+def _collect(started: list, ages: list[np.ndarray]) -> None:
+    for k, good, result in started:
+        ages[k][good] = settled(result)
 
 
 def _from_caches(reader: Reader, members: list, cache: CacheConfig) -> tuple[list[np.ndarray], dict]:
@@ -66,9 +81,17 @@ def _from_caches(reader: Reader, members: list, cache: CacheConfig) -> tuple[lis
     for key, (_, predict) in zip(keys, members):
         member = np.full(len(reader), np.nan)
         if len(good):
-            member[good] = predict(sources[key], good)
+            member[good] = settled(predict(sources[key], good))
         ages.append(member)
     return ages, bad
+
+
+def window_rows(source, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The distinct source rows under the records at ``positions`` (each window predicted once), the record
+    position each row belongs to, and for each record its windows' indices into those rows (records × W)."""
+    windows = source.rows(positions)  # (records, W) rows of the source
+    unique, first, inverse = np.unique(windows, return_index=True, return_inverse=True)
+    return unique, np.repeat(positions, windows.shape[1])[first], inverse.reshape(windows.shape)
 
 
 def window_means(source, positions: np.ndarray,
@@ -76,7 +99,5 @@ def window_means(source, positions: np.ndarray,
     """The ages of the records at ``positions`` of an open source, in that order: the mean over each record's
     windows, where ``row_ages(rows, owners)`` gives the ages of distinct source rows (``owners``: the record
     position each row belongs to)."""
-    windows = source.rows(positions)  # (records, W) rows of the source
-    unique, first, inverse = np.unique(windows, return_index=True, return_inverse=True)
-    owners = np.repeat(positions, windows.shape[1])[first]
-    return row_ages(unique, owners)[inverse.reshape(windows.shape)].mean(axis=1)
+    rows, owners, inverse = window_rows(source, positions)
+    return row_ages(rows, owners)[inverse].mean(axis=1)
