@@ -5,7 +5,8 @@ predicted once and each record's age the mean of its windows. No torch here.
 Each record is read, checked and preprocessed once per run, for every model of an ensemble together: from the
 cache (built once per distinct preprocessing), or — with the cache off — in one streamed pass
 (dataloader.stream.stream_chunks: chunks of records prepared in worker processes while the models run on the
-previous ones). The ages are written only after the whole pass (all or nothing stays the caller's rule).
+previous ones; a model may return a chunk's ages pending, and they are collected once the next chunk's work has
+started). The ages are written only after the whole pass (all or nothing stays the caller's rule).
 """
 from __future__ import annotations
 
