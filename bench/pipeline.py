@@ -95,6 +95,12 @@ def wfdb_manifest(work: Path, count: int, ptbxl: Path) -> Path:
 INPUTS = {"hdf5": ("400 Hz HDF5", hdf5), "wfdb": ("500 Hz WFDB", wfdb_manifest)}
 
 
+def input_options(p: argparse.ArgumentParser) -> None:
+    """--inputs (which of ``INPUTS``) and --ptbxl (the records they are made of), for every bench that reads them."""
+    p.add_argument("--inputs", nargs="+", choices=sorted(INPUTS), default=["hdf5", "wfdb"])
+    p.add_argument("--ptbxl", default=str(SHARED))
+
+
 def model(work: Path, weights: list[str] | None, name: str, *flags: str,
           new: tuple[str, ...] = ("--recipe", "modern")) -> Path:
     """``work/name``: ``weights`` exported with ``flags``, or without weights a new network of the training
@@ -212,8 +218,7 @@ def main(argv=None) -> dict:
                         "test_interface's: the cores the preprocessing workers leave)")
     p.add_argument("--batch", type=int, default=None,
                    help="onnxruntime's batch alone (default: test_interface's on the same threads)")
-    p.add_argument("--inputs", nargs="+", choices=sorted(INPUTS), default=["hdf5", "wfdb"])
-    p.add_argument("--ptbxl", default=str(SHARED))
+    input_options(p)
     p.add_argument("--work", default="bench/results/pipeline")
     p.add_argument("--quick", action="store_true", help="a smoke run: 128 ECGs")
     p.add_argument("--write", default=None, metavar="FILE:BLOCK",

@@ -25,7 +25,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from pipeline import INPUTS, SHARED
+from pipeline import INPUTS, input_options
 
 from dataloader.formats import open_reader
 from dataloader.stream import _prepare_chunk, chunk_bounds, chunk_jobs, stream_chunks
@@ -101,8 +101,7 @@ def table(result: dict, command: list[str]) -> str:
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size", type=int, default=2000)
-    p.add_argument("--inputs", nargs="+", choices=sorted(INPUTS), default=["hdf5", "wfdb"])
-    p.add_argument("--ptbxl", default=str(SHARED))
+    input_options(p)
     p.add_argument("--work", default="bench/results/stream")
     p.add_argument("--quick", action="store_true", help="a smoke run: 128 ECGs, one round")
     p.add_argument("--write", default=None, metavar="FILE:BLOCK",
