@@ -247,7 +247,7 @@ def measure(path: Path, what: str, count: int, files: dict[str, Path], workers: 
     from engine.deploy.onnx_model import OnnxModel, batch_for
 
     network = files.get("cpu", files.get("given"))  # the graph without an input stage: the network alone
-    rows = []
+    rows, cores = [], usable_cores()
     for variant, onnx in files.items():
         staged = OnnxModel.load(onnx).graph_preprocessing
         threads, calls, spinning = onnx_layout(args.threads, workers, staged)  # test_interface's own
@@ -260,11 +260,10 @@ def measure(path: Path, what: str, count: int, files: dict[str, Path], workers: 
         cpu = {"network": alone["cpu_ms_per_ecg"], "graph": graph["cpu_ms_per_ecg"],
                "main": 1e3 * whole["cpu_s"] / count, "workers": 1e3 * whole["workers_cpu_s"] / count}
         rows.append({"n": count, "input": what, "file": onnx.name, "preprocessing": PREPROCESSING[variant],
-                     "threads": threads or usable_cores(), "calls": calls, "batch": batch, "spinning": spinning,
+                     "threads": threads or cores, "calls": calls, "batch": batch, "spinning": spinning,
                      "end_to_end_ecg_per_s": whole["ecg_per_s"], "model_ecg_per_s": alone["ecg_per_s"],
                      "graph_ecg_per_s": graph["ecg_per_s"], "ratio": whole["ecg_per_s"] / alone["ecg_per_s"],
-                     "cpu_ms_per_ecg": cpu, "cores": usable_cores(),
-                     "ratio_bound": ratio_bound(cpu, usable_cores(), alone["ecg_per_s"]),
+                     "cpu_ms_per_ecg": cpu, "cores": cores, "ratio_bound": ratio_bound(cpu, cores, alone["ecg_per_s"]),
                      "peak_rss_mb": whole["peak_rss_mb"], "worker_peak_rss_mb": whole["worker_peak_rss_mb"],
                      "rows": whole["rows"]})
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)

@@ -16,7 +16,7 @@ from dataloader.sources import CacheConfig
 from engine.deploy.onnx_model import OnnxModel
 from models.preprocessing import tta_specs
 
-from .windows import Pending, record_ages, window_rows
+from .windows import Pending, record_ages, record_means, window_rows
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,7 +48,7 @@ def predict_records_onnx(model: OnnxModel, reader: Reader, cfg: OnnxConfig, sex:
         rows, owners, inverse = window_rows(source, good)
         started = [calls.submit(ages, source, rows[i:i + batch], owners[i:i + batch])
                    for i in range(0, len(rows), batch)]
-        return lambda: np.concatenate([future.result() for future in started])[inverse].mean(axis=1)
+        return lambda: record_means(np.concatenate([future.result() for future in started]), inverse)
 
     # the model's calls in flight together (OnnxModel.calls): onnxruntime releases the GIL while it runs
     with ThreadPoolExecutor(model.calls) as calls:

@@ -101,4 +101,9 @@ def window_means(source, positions: np.ndarray,
     windows, where ``row_ages(rows, owners)`` gives the ages of distinct source rows (``owners``: the record
     position each row belongs to)."""
     rows, owners, inverse = window_rows(source, positions)
-    return row_ages(rows, owners)[inverse].mean(axis=1)
+    return record_means(row_ages(rows, owners), inverse)
+
+
+def record_means(row_ages: np.ndarray, inverse: np.ndarray) -> np.ndarray:
+    """Each record's age: the mean of its windows' ages (``inverse`` from :func:`window_rows`)."""
+    return row_ages[inverse].mean(axis=1)
