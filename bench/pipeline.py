@@ -15,12 +15,14 @@ model.onnx --cache off`` in a fresh process (reading, checks, preprocessing, the
 network alone is onnxruntime on already preprocessed inputs (the CPU-preprocessed file), same batch, on the same
 threads as the file's pipeline (test_interface's default, utils.machine.onnx_layout: the cores the workers leave,
 or, where the graph runs the band-pass, one single-thread call per core in flight together), and so is the graph
-with its input stage on the CPU's windows; the two are timed in turn, ``ROUNDS`` rounds each (medians), on up to
-``TIMED_RECORDS`` records. Reported per size and input: ECG/s of each, the ratios to the network alone, the
-pipeline's peak resident memory, and the CPU account: the CPU time per ECG of the network alone, of the graph
-alone, and end to end of the model's process (its start included) and its workers — and from it the highest ratio
-that work allows on these cores, were none of them ever idle. The CPU and its flags are stated. The last line
-printed is one JSON object; results are kept under --work (a rerun reuses the files).
+with its input stage on the CPU's windows, on up to ``TIMED_RECORDS`` records. The three are paired: ``--rounds``
+rounds of end to end, then the network alone, then the graph alone (A B C A B C …), so that the machine's drift
+during the run falls on all of them alike; each round's ratio is its own end to end over its own network alone.
+Reported per size and input (medians over the rounds, and the range of the rounds' ratios): ECG/s of each, the
+ratios to the network alone, the pipeline's peak resident memory, and the CPU account: the CPU time per ECG of the
+network alone, of the graph alone, and end to end of the model's process (its start included) and its workers —
+and from it the highest ratio that work allows on these cores, were none of them ever idle. The CPU and its flags
+are stated. The last line printed is one JSON object; results are kept under --work (a rerun reuses the files).
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import h5py
 import numpy as np
@@ -40,7 +43,7 @@ from utils.machine import cpu_flags, cpu_name, onnx_layout, usable_cores
 from utils.paths import ROOT
 
 SHARED = ROOT.parent / "shared" / "data" / "ptbxl"
-ROUNDS = 3  # the network alone and the graph alone are timed in turn, this many times each (medians)
+ROUNDS = 3  # end to end, the network alone and the graph alone are timed in turn, this many times each (medians)
 TIMED_RECORDS = 2000  # inputs they are timed on, at most (prepared in memory: 240 KB each at 500 Hz)
 PREPROCESSING = {"graph": "band-pass and z-score in the graph", "cpu": "all in the workers (scipy)",
                  "given": "as the file says"}
@@ -188,16 +191,29 @@ def timed(session, x: np.ndarray, batch: int, calls: int = 1) -> dict:
     return {"ecg_per_s": len(x) / seconds, "cpu_ms_per_ecg": 1e3 * cpu / len(x)}
 
 
-def side_by_side(files: list[Path], path: Path, count: int, batch: int, threads: int | None, calls: int,
-                 rounds: int = ROUNDS) -> list[dict]:
-    """ECG/s and CPU ms per ECG (:func:`timed`) of each of ``files`` alone, measured in turn ``rounds`` times (A B A
-    B …) and each the median of its rounds: the machine's drift during the run falls on both alike."""
+def alone_timer(files: list[Path], path: Path, count: int, batch: int, threads: int | None,
+                calls: int) -> Callable[[], list[dict]]:
+    """One round of :func:`timed` over each of ``files`` alone, in turn: the sessions loaded and their inputs (the
+    first ``count`` records of ``path``, prepared as the pipeline prepares them) made once, outside every timing."""
     from engine.deploy.onnx_model import OnnxModel
 
     sessions = [OnnxModel.load(f, threads or 0) for f in files]
     inputs = [graph_inputs(s, path, count) for s in sessions]
-    measured = [[timed(s, x, batch, calls) for s, x in zip(sessions, inputs)] for _ in range(rounds)]
-    return [{key: float(np.median([m[key] for m in column])) for key in column[0]} for column in zip(*measured)]
+    return lambda: [timed(s, x, batch, calls) for s, x in zip(sessions, inputs)]
+
+
+def medians(rounds: list[dict]) -> dict:
+    """Each number's median over ``rounds`` (dicts of the same keys, nested dicts alike)."""
+    return {key: medians([r[key] for r in rounds]) if isinstance(value, dict) else
+            float(np.median([r[key] for r in rounds])) for key, value in rounds[0].items()}
+
+
+def side_by_side(files: list[Path], path: Path, count: int, batch: int, threads: int | None, calls: int,
+                 rounds: int = ROUNDS) -> list[dict]:
+    """ECG/s and CPU ms per ECG (:func:`timed`) of each of ``files`` alone, measured in turn ``rounds`` times (A B A
+    B …) and each the median of its rounds: the machine's drift during the run falls on both alike."""
+    one_round = alone_timer(files, path, count, batch, threads, calls)
+    return [medians(list(column)) for column in zip(*[one_round() for _ in range(rounds)])]
 
 
 def model_only(onnx: Path, path: Path, count: int, batch: int, threads: int | None) -> dict:
@@ -219,6 +235,8 @@ def main(argv=None) -> dict:
     p.add_argument("--batch", type=int, default=None,
                    help="onnxruntime's batch alone (default: test_interface's on the same threads)")
     input_options(p)
+    p.add_argument("--rounds", type=int, default=ROUNDS,
+                   help="rounds of end to end, network alone and graph alone, in turn (medians; default %(default)s)")
     p.add_argument("--work", default="bench/results/pipeline")
     p.add_argument("--quick", action="store_true", help="a smoke run: 128 ECGs")
     p.add_argument("--write", default=None, metavar="FILE:BLOCK",
@@ -243,7 +261,8 @@ def main(argv=None) -> dict:
 def measure(path: Path, what: str, count: int, files: dict[str, Path], workers: int, args) -> list[dict]:
     """One row per file: end to end on ``path`` (``count`` ECGs of input ``what``), the network alone and the graph
     alone, at test_interface's own default threads for that file (every core where the graph runs the band-pass),
-    given explicitly, and its batch (test_interface's on those threads unless --batch says)."""
+    given explicitly, and its batch (test_interface's on those threads unless --batch says); ``args.rounds`` rounds
+    of the three in turn, each round's ratio and bound its own, and the row their medians."""
     from engine.deploy.onnx_model import OnnxModel, batch_for
 
     network = files.get("cpu", files.get("given"))  # the graph without an input stage: the network alone
@@ -252,22 +271,32 @@ def measure(path: Path, what: str, count: int, files: dict[str, Path], workers: 
         staged = OnnxModel.load(onnx).graph_preprocessing
         threads, calls, spinning = onnx_layout(args.threads, workers, staged)  # test_interface's own
         batch = args.batch or batch_for(threads)
-        whole = end_to_end(path, onnx, path.parent, workers, args.threads)
-        # the network alone on the same cores, and the graph with its input stage (the same file: once), in turn
-        rates = side_by_side(list(dict.fromkeys([network, onnx])), path, min(count, TIMED_RECORDS), batch, threads,
-                             calls)
-        alone, graph = rates[0], rates[-1]
-        cpu = {"network": alone["cpu_ms_per_ecg"], "graph": graph["cpu_ms_per_ecg"],
-               "main": 1e3 * whole["cpu_s"] / count, "workers": 1e3 * whole["workers_cpu_s"] / count}
+        # the network alone on the same cores, and the graph with its input stage (the same file: once)
+        alone = alone_timer(list(dict.fromkeys([network, onnx])), path, min(count, TIMED_RECORDS), batch, threads,
+                            calls)
+        rounds = [paired_round(end_to_end(path, onnx, path.parent, workers, args.threads), alone(), count, cores)
+                  for _ in range(args.rounds)]
+        ratios = [r["ratio"] for r in rounds]
         rows.append({"n": count, "input": what, "file": onnx.name, "preprocessing": PREPROCESSING[variant],
                      "threads": threads or cores, "calls": calls, "batch": batch, "spinning": spinning,
-                     "end_to_end_ecg_per_s": whole["ecg_per_s"], "model_ecg_per_s": alone["ecg_per_s"],
-                     "graph_ecg_per_s": graph["ecg_per_s"], "ratio": whole["ecg_per_s"] / alone["ecg_per_s"],
-                     "cpu_ms_per_ecg": cpu, "cores": cores, "ratio_bound": ratio_bound(cpu, cores, alone["ecg_per_s"]),
-                     "peak_rss_mb": whole["peak_rss_mb"], "worker_peak_rss_mb": whole["worker_peak_rss_mb"],
-                     "rows": whole["rows"]})
+                     "cores": cores, "rounds": len(rounds), "ratio_range": [min(ratios), max(ratios)],
+                     **medians(rounds), "rows": min(r["rows"] for r in rounds),  # every round's rows checked
+                     **{key: max(r[key] for r in rounds) for key in ("peak_rss_mb", "worker_peak_rss_mb")}})
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     return rows
+
+
+def paired_round(whole: dict, rates: list[dict], count: int, cores: int) -> dict:
+    """One round's figures: ``whole`` (:func:`end_to_end`) and, just after it, ``rates`` (the network alone, then
+    the graph alone, or the one file that is both); the ratio and its bound are this round's own."""
+    alone, graph = rates[0], rates[-1]
+    cpu = {"network": alone["cpu_ms_per_ecg"], "graph": graph["cpu_ms_per_ecg"],
+           "main": 1e3 * whole["cpu_s"] / count, "workers": 1e3 * whole["workers_cpu_s"] / count}
+    return {"end_to_end_ecg_per_s": whole["ecg_per_s"], "model_ecg_per_s": alone["ecg_per_s"],
+            "graph_ecg_per_s": graph["ecg_per_s"], "ratio": whole["ecg_per_s"] / alone["ecg_per_s"],
+            "cpu_ms_per_ecg": cpu, "ratio_bound": ratio_bound(cpu, cores, alone["ecg_per_s"]),
+            "peak_rss_mb": whole["peak_rss_mb"], "worker_peak_rss_mb": whole["worker_peak_rss_mb"],
+            "rows": whole["rows"]}
 
 
 def ratio_bound(cpu: dict, cores: int, alone: float) -> float:
@@ -279,7 +308,9 @@ def ratio_bound(cpu: dict, cores: int, alone: float) -> float:
 def table(result: dict, command: list[str]) -> str:
     flags = ", ".join(result["cpu_flags"]) or "AVX2 only"
     lines = [f"Measured by `{' '.join(command)}` ({result['cpu']}: {flags}; {result['workers']} preprocessing "
-             f"worker(s) and test_interface's default model threads; onnxruntime, fp32; process start included):",
+             f"worker(s) and test_interface's default model threads; onnxruntime, fp32; process start included; "
+             f"medians of {result['sizes'][0].get('rounds', 1)} rounds of end to end, network alone and graph alone "
+             "in turn, each ratio its round's own, their range in brackets; peak memory the highest):",
              "", "| input | ECGs | preprocessing | model threads, batch | end to end | network alone | graph alone "
              "(with its input stage) | end to end / network alone | CPU ms per ECG: network alone, graph alone, "
              "end to end (model's process + workers) | the highest ratio that CPU work allows | peak RSS (main / "
@@ -295,9 +326,15 @@ def table(result: dict, command: list[str]) -> str:
         lines.append(f"| {row['input']} | {row['n']:,} | {row['preprocessing']} | {threads} | "
                      f"{row['end_to_end_ecg_per_s']:.0f} ECG/s | "
                      f"{row['model_ecg_per_s']:.0f} ECG/s | {row['graph_ecg_per_s']:.0f} ECG/s | "
-                     f"**{row['ratio']:.2f}** | {account} | {bound} | "
+                     f"**{row['ratio']:.2f}**{spread(row)} | {account} | {bound} | "
                      f"{row['peak_rss_mb']:.0f} / {row['worker_peak_rss_mb']:.0f} MB |")
     return "\n".join(lines)
+
+
+def spread(row: dict) -> str:
+    """`` (low–high)``: the range of the rounds' ratios, where there were several."""
+    low, high = row.get("ratio_range", (row["ratio"],) * 2)
+    return f" ({low:.2f}–{high:.2f})" if row.get("rounds", 1) > 1 else ""
 
 
 if __name__ == "__main__":

@@ -69,13 +69,13 @@ def test_quick_stream_benchmark_runs(tmp_path, ptbxl):
 
 
 def test_quick_pipeline_benchmark_runs(tmp_path, ptbxl):
-    """Both exports (the band-pass in the graph, and all on the CPU) end to end against one network alone; the
-    table written into the marked block of a document."""
+    """Both exports (the band-pass in the graph, and all on the CPU) end to end against one network alone, timed in
+    turn round by round; the table written into the marked block of a document."""
     doc = tmp_path / "doc.md"
     doc.write_text("before\n<!-- pipeline: written by bench/pipeline.py -->\nold\n"
                    "<!-- /pipeline: written by bench/pipeline.py -->\nafter\n")
-    result = run_quick("pipeline.py", "--work", str(tmp_path), "--ptbxl", str(ptbxl), "--inputs", "wfdb", "--write",
-                       f"{doc}:pipeline")
+    result = run_quick("pipeline.py", "--work", str(tmp_path), "--ptbxl", str(ptbxl), "--inputs", "wfdb", "--rounds",
+                       "2", "--write", f"{doc}:pipeline")
     graph, cpu = result["sizes"]
     assert (graph["file"], cpu["file"]) == ("model.onnx", "model_cpu.onnx")
     assert cpu["model_ecg_per_s"] == cpu["graph_ecg_per_s"]  # the CPU-preprocessed file is the network alone
@@ -91,6 +91,8 @@ def test_quick_pipeline_benchmark_runs(tmp_path, ptbxl):
         assert account["network"] > 0 and account["graph"] > 0 and account["main"] > 0
         assert (account["workers"] > 0) == (result["workers"] > 0)
         assert row["ratio"] <= row["ratio_bound"] * 1.001
+        # two rounds, each its own ratio: the row's is their median, inside their range
+        assert row["rounds"] == 2 and row["ratio_range"][0] <= row["ratio"] <= row["ratio_range"][1]
     text = doc.read_text()
     assert text.startswith("before\n") and text.endswith("after\n") and "old" not in text
     assert "| 500 Hz WFDB | 128 | band-pass and z-score in the graph |" in text
