@@ -20,9 +20,10 @@ rounds of end to end, then the network alone, then the graph alone (A B C A B C 
 during the run falls on all of them alike; each round's ratio is its own end to end over its own network alone.
 Reported per size and input (medians over the rounds, and the range of the rounds' ratios): ECG/s of each, the
 ratios to the network alone, the pipeline's peak resident memory, and the CPU account: the CPU time per ECG of the
-network alone, of the graph alone, and end to end of the model's process (its start included) and its workers —
-and from it the highest ratio that work allows on these cores, were none of them ever idle. The CPU and its flags
-are stated. The last line printed is one JSON object; results are kept under --work (a rerun reuses the files).
+network alone, of the graph alone, and end to end of the model's process (its start included; and of it the graph's
+calls, where each runs on one thread) and its workers — and from it the highest ratio that work allows on these
+cores, were none of them ever idle. The CPU and its flags are stated. The last line printed is one JSON object;
+results are kept under --work (a rerun reuses the files).
 """
 from __future__ import annotations
 
@@ -138,19 +139,31 @@ def end_to_end(path: Path, onnx: Path, work: Path, workers: int, threads: int | 
     if done.returncode:
         raise SystemExit(done.stderr[-3000:])
     rows = sum(1 for _ in open(output)) - 1
-    own, worker, own_cpu, workers_cpu = (float(v) for v in done.stdout.split()[-4:])
+    own, worker, own_cpu, workers_cpu, calls_cpu = (float(v) for v in done.stdout.split()[-5:])
     return {"seconds": seconds, "ecg_per_s": rows / seconds, "peak_rss_mb": own, "worker_peak_rss_mb": worker,
-            "rows": rows, "cpu_s": own_cpu, "workers_cpu_s": workers_cpu}
+            "rows": rows, "cpu_s": own_cpu, "workers_cpu_s": workers_cpu, "calls_cpu_s": calls_cpu}
 
 
 # runs a program in this process and prints its peak resident memory and its largest worker's (MB), then the CPU
-# seconds (user + system) of the process (its start included) and of its workers together. The process's own peak
+# seconds (user + system) of the process (its start included) and of its workers together, then the CPU seconds of
+# the threads that called onnxruntime, inside its calls (each call's thread's own: the model's whole work where a
+# call runs on one thread, as test_interface's default runs the graph that preprocesses). The process's own peak
 # is VmHWM, which exec resets (ru_maxrss would carry over the peak of whatever started it, here a process that held
 # the generated tracings); the workers are forked from it, so their ru_maxrss is their own, and they are joined
 # before the program exits, so their CPU time is counted in RUSAGE_CHILDREN.
 MEASURE = """
-import resource, runpy, sys
+import resource, runpy, sys, threading, time
+from engine.deploy.onnx_model import OnnxModel
 sys.argv = sys.argv[1:]
+calls, lock, member_ages = [0.0], threading.Lock(), OnnxModel.member_ages
+def timed(self, *args):
+    started = time.thread_time()
+    try:
+        return member_ages(self, *args)
+    finally:
+        with lock:
+            calls[0] += time.thread_time() - started
+OnnxModel.member_ages = timed
 try:
     runpy.run_path(sys.argv[0], run_name="__main__")
 except SystemExit as exc:
@@ -158,7 +171,8 @@ except SystemExit as exc:
         raise
 own = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
 self, children = (resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
-print(own / 1024, children.ru_maxrss / 1024, self.ru_utime + self.ru_stime, children.ru_utime + children.ru_stime)
+print(own / 1024, children.ru_maxrss / 1024, self.ru_utime + self.ru_stime, children.ru_utime + children.ru_stime,
+      calls[0])
 """
 
 
@@ -274,8 +288,8 @@ def measure(path: Path, what: str, count: int, files: dict[str, Path], workers: 
         # the network alone on the same cores, and the graph with its input stage (the same file: once)
         alone = alone_timer(list(dict.fromkeys([network, onnx])), path, min(count, TIMED_RECORDS), batch, threads,
                             calls)
-        rounds = [paired_round(end_to_end(path, onnx, path.parent, workers, args.threads), alone(), count, cores)
-                  for _ in range(args.rounds)]
+        rounds = [paired_round(end_to_end(path, onnx, path.parent, workers, args.threads), alone(), count, cores,
+                               threads == 1) for _ in range(args.rounds)]
         ratios = [r["ratio"] for r in rounds]
         rows.append({"n": count, "input": what, "file": onnx.name, "preprocessing": PREPROCESSING[variant],
                      "threads": threads or cores, "calls": calls, "batch": batch, "spinning": spinning,
@@ -286,12 +300,16 @@ def measure(path: Path, what: str, count: int, files: dict[str, Path], workers: 
     return rows
 
 
-def paired_round(whole: dict, rates: list[dict], count: int, cores: int) -> dict:
+def paired_round(whole: dict, rates: list[dict], count: int, cores: int, one_thread: bool) -> dict:
     """One round's figures: ``whole`` (:func:`end_to_end`) and, just after it, ``rates`` (the network alone, then
-    the graph alone, or the one file that is both); the ratio and its bound are this round's own."""
+    the graph alone, or the one file that is both); the ratio and its bound are this round's own. Where each call
+    runs on ``one_thread``, the account holds the CPU the graph's calls took inside the pipeline (``in_pipeline``:
+    against ``graph``, what running beside the workers and the rest of the process costs the graph itself)."""
     alone, graph = rates[0], rates[-1]
     cpu = {"network": alone["cpu_ms_per_ecg"], "graph": graph["cpu_ms_per_ecg"],
            "main": 1e3 * whole["cpu_s"] / count, "workers": 1e3 * whole["workers_cpu_s"] / count}
+    if one_thread:
+        cpu["in_pipeline"] = 1e3 * whole["calls_cpu_s"] / count
     return {"end_to_end_ecg_per_s": whole["ecg_per_s"], "model_ecg_per_s": alone["ecg_per_s"],
             "graph_ecg_per_s": graph["ecg_per_s"], "ratio": whole["ecg_per_s"] / alone["ecg_per_s"],
             "cpu_ms_per_ecg": cpu, "ratio_bound": ratio_bound(cpu, cores, alone["ecg_per_s"]),
@@ -313,15 +331,16 @@ def table(result: dict, command: list[str]) -> str:
              "in turn, each ratio its round's own, their range in brackets; peak memory the highest):",
              "", "| input | ECGs | preprocessing | model threads, batch | end to end | network alone | graph alone "
              "(with its input stage) | end to end / network alone | CPU ms per ECG: network alone, graph alone, "
-             "end to end (model's process + workers) | the highest ratio that CPU work allows | peak RSS (main / "
-             "worker) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "end to end (model's process [of it, the graph's calls] + workers) | the highest ratio that CPU work "
+             "allows | peak RSS (main / worker) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in result["sizes"]:
         calls = row.get("calls", 1)
         threads = (f"{row['threads']} × {calls} calls" if calls > 1 else
                    f"{row['threads']}{'' if row['spinning'] else ', not spinning'}") + f", {row['batch']}"
         cpu = row.get("cpu_ms_per_ecg")
+        calls_cpu = f" [{cpu['in_pipeline']:.2f}]" if cpu and "in_pipeline" in cpu else ""
         account = (f"{cpu['network']:.2f}, {cpu['graph']:.2f}, {cpu['main'] + cpu['workers']:.2f} "
-                   f"({cpu['main']:.2f} + {cpu['workers']:.2f})" if cpu else "–")
+                   f"({cpu['main']:.2f}{calls_cpu} + {cpu['workers']:.2f})" if cpu else "–")
         bound = f"{row['ratio_bound']:.2f}" if cpu else "–"
         lines.append(f"| {row['input']} | {row['n']:,} | {row['preprocessing']} | {threads} | "
                      f"{row['end_to_end_ecg_per_s']:.0f} ECG/s | "

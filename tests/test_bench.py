@@ -90,6 +90,8 @@ def test_quick_pipeline_benchmark_runs(tmp_path, ptbxl):
         account = row["cpu_ms_per_ecg"]
         assert account["network"] > 0 and account["graph"] > 0 and account["main"] > 0
         assert (account["workers"] > 0) == (result["workers"] > 0)
+        if row["threads"] == 1:  # each call on one thread: the graph's calls inside the pipeline, within its process
+            assert 0 < account["in_pipeline"] < account["main"]
         assert row["ratio"] <= row["ratio_bound"] * 1.001
         # two rounds, each its own ratio: the row's is their median, inside their range
         assert row["rounds"] == 2 and row["ratio_range"][0] <= row["ratio"] <= row["ratio_range"][1]
