@@ -256,6 +256,8 @@ def main(argv=None) -> dict:
     p.add_argument("--write", default=None, metavar="FILE:BLOCK",
                    help="write the table into the marked block of FILE (e.g. bench/README.md:pipeline)")
     args = p.parse_args(argv)
+    if args.rounds < 1:
+        p.error(f"--rounds must be at least 1, got {args.rounds}")
     sizes = [128] if args.quick else args.sizes
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
