@@ -69,7 +69,8 @@ lint: venv
 	$(VENV)/bin/lint-imports
 
 # the suite in TEST_WORKERS processes (pytest-xdist), each on one thread: on 2 cores 12.6 min against 21.6 in one
-# process (Intel Xeon, AVX-512; 447 tests) — more workers than cores would only make them wait for each other
+# process (Intel Xeon, AVX-512; 447 tests) — more workers than cores would only make them wait for each other;
+# TEST_WORKERS=0 runs it in one pytest process (for a debugger)
 TEST_WORKERS ?= 2
 test: lint
 	OMP_NUM_THREADS=1 $(PY) -m pytest tests -n $(TEST_WORKERS)
