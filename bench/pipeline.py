@@ -222,18 +222,10 @@ def medians(rounds: list[dict]) -> dict:
             float(np.median([r[key] for r in rounds])) for key, value in rounds[0].items()}
 
 
-def side_by_side(files: list[Path], path: Path, count: int, batch: int, threads: int | None, calls: int,
-                 rounds: int = ROUNDS) -> list[dict]:
-    """ECG/s and CPU ms per ECG (:func:`timed`) of each of ``files`` alone, measured in turn ``rounds`` times (A B A
-    B …) and each the median of its rounds: the machine's drift during the run falls on both alike."""
-    one_round = alone_timer(files, path, count, batch, threads, calls)
-    return [medians(list(column)) for column in zip(*[one_round() for _ in range(rounds)])]
-
-
 def model_only(onnx: Path, path: Path, count: int, batch: int, threads: int | None) -> dict:
     """onnxruntime alone (``threads``, one call at a time) on the graph's inputs (the first ``count`` records,
     prepared outside the timing), once: its ECG/s and CPU ms per ECG."""
-    return side_by_side([onnx], path, count, batch, threads, 1, rounds=1)[0]
+    return alone_timer([onnx], path, count, batch, threads, 1)()[0]
 
 
 def main(argv=None) -> dict:
@@ -296,7 +288,7 @@ def measure(path: Path, what: str, count: int, files: dict[str, Path], workers: 
         rows.append({"n": count, "input": what, "file": onnx.name, "preprocessing": PREPROCESSING[variant],
                      "threads": threads or cores, "calls": calls, "batch": batch, "spinning": spinning,
                      "cores": cores, "rounds": len(rounds), "ratio_range": [min(ratios), max(ratios)],
-                     **medians(rounds), "rows": min(r["rows"] for r in rounds),  # every round's rows checked
+                     **medians(rounds), "rows": min(r["rows"] for r in rounds),  # the fewest any round wrote
                      **{key: max(r[key] for r in rounds) for key in ("peak_rss_mb", "worker_peak_rss_mb")}})
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     return rows
