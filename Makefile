@@ -13,14 +13,15 @@ DEMO_RECIPE := --nepoch 12 --decay_epoch 8 --batch_size 8 --head_bias_init mean
 
 # the shipped model (MODEL_CARD.md): two 5-fold BaselineNet runs (baseline recipe, 100 Hz; seeds 1000 and 1001) on the
 # shared PTB-XL records — their ten fold networks exported as one checked ONNX file (weights stored as fp16, computed
-# in fp32), measured on the external CinC records, card and price written
+# in fp32), measured on the external CinC records, card and price written; trained in fp32 on every CPU (--precision
+# auto would train in bf16 where the CPU has it, and rebuild another model than the one shipped)
 SHARED ?= ../shared/data
 SHIP_SEEDS := 1000 1001
 SHIP_LOG ?= log
 SHIP_ENV ?= shipped
 SHIP_RUNS = $(foreach s,$(SHIP_SEEDS),$(SHIP_LOG)/BaselineNet_$(SHIP_ENV)_s$(s))
 SHIP_TRAIN = --arch BaselineNet --recipe baseline --preprocessing modern_100hz --input $(SHARED)/ptbxl --folds 5 \
-	--split_seed 1234 --on_bad skip --device cpu --log_dir $(SHIP_LOG) --quiet
+	--split_seed 1234 --on_bad skip --device cpu --precision fp32 --log_dir $(SHIP_LOG) --quiet
 SHIPPED := models/shipped/ecg_age_ptbxl.onnx
 SHIP_EXPORT = --check_input $(SHARED)/cinc2021 --weight_storage fp16 --quiet
 SHIP_CARD = --name "ecg-age PTB-XL: ten BaselineNets (two seeds per fold), 100 Hz" \

@@ -29,6 +29,7 @@ no training; it is paired with the reference and with each of its rows.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import platform
@@ -53,6 +54,7 @@ from models.checkpoint import load_bundle
 from utils.io import write_block_at, write_json
 from utils.machine import cpu_name
 from utils.paths import ROOT
+from utils.settings import OPTION, RuntimeSettings
 
 SHARED = ROOT.parent / "shared" / "data"
 DEFAULTS = ["--arch", "ECGEfficientNet", "--recipe", "modern"]
@@ -107,6 +109,7 @@ QUICK = {"ResUDenseNet": ["--out_ch", "16", "--mid_ch", "8"], "ResNet1d": ["--ne
                                                                           "40"],
          "ECGEfficientNet": ["--width", "0.25"], "BaselineNet": ["--width", "0.25"]}
 SPLIT_SEED = 1234  # every row and seed is cross-validated on the same folds
+PRECISIONS = next(f.metadata[OPTION].choices for f in dataclasses.fields(RuntimeSettings) if f.name == "precision")
 
 
 def parse(argv=None) -> argparse.Namespace:
@@ -120,6 +123,9 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--epochs", nargs="*", default=[], metavar="ROW=N", help="epochs per row (default: its own)")
     p.add_argument("--row_seeds", nargs="*", default=[], metavar="ROW=N",
                    help="seeds of a row other than --seeds (e.g. modern=1: one teacher for two students' seeds)")
+    p.add_argument("--precision", default=None, choices=PRECISIONS,
+                   help="every row's training arithmetic (default: the row's own; --precision auto unless it names "
+                        "one): fp32 measures a recipe as a CPU without fast bf16 — and `make model` — trains it")
     p.add_argument("--n_boot", type=int, default=2000)
     p.add_argument("--ptbxl", default=str(SHARED / "ptbxl"))
     p.add_argument("--external", default=str(SHARED / "cinc2021"))
@@ -157,6 +163,8 @@ def train(row: str, seed: int, args, work: Path) -> tuple[Path, float]:
             str(work / "cache"), "--on_bad", "skip", "--device", "cpu", "--quiet"]
     if row in args.epochs:
         argv += ["--nepoch", str(args.epochs[row])]
+    if args.precision:  # after the row's own options: argparse keeps the last
+        argv += ["--precision", args.precision]
     if args.quick:
         argv += [*QUICK[options[1]], "--batch_size", "16"]
     run = work / "log" / f"{options[1]}_{row}_s{seed}"
@@ -290,22 +298,26 @@ def seed_ensemble(seeds: list[dict], truth: pd.Series) -> dict:
             "gflop_per_ecg": sum(ensemble_gflop(s) for s in seeds)}
 
 
-def ensemble_vs_one(seeds: list[dict], reference: dict, truth: pd.Series, n_boot: int) -> dict:
-    """The seeds' ensemble of a row against the reference row's first seed alone (one deployable model against
-    another), paired out of fold and on the external records."""
-    cv = pd.DataFrame({"ensemble": ensemble_errors(seeds), "reference": ensemble_errors([reference])})
-    ext = pd.DataFrame({"ensemble": external_errors(seeds, truth), "reference": external_errors([reference], truth)})
+def ensemble_vs_one(seeds: list[dict], reference: dict | list[dict], truth: pd.Series, n_boot: int) -> dict:
+    """The seeds' ensemble of a row against a reference model — the reference row's first seed alone, or a list
+    of seeds' results averaged (one deployable model against another) — paired out of fold and on the external
+    records."""
+    reference = reference if isinstance(reference, list) else [reference]
+    cv = pd.DataFrame({"ensemble": ensemble_errors(seeds), "reference": ensemble_errors(reference)})
+    ext = pd.DataFrame({"ensemble": external_errors(seeds, truth), "reference": external_errors(reference, truth)})
     return {"cv": paired(cv, "ensemble", "reference", n_boot), "external": paired(ext, "ensemble", "reference",
                                                                                   n_boot)}
 
 
 def seed_curve(seeds: list[dict], truth: pd.Series, n_boot: int) -> list[dict]:
     """What each further seed buys: the ensembles of the first 1, 2, …, N seeds, each with its paired difference
-    in out-of-fold MAE against the first seed alone (the gain) and its compute."""
+    in out-of-fold MAE against the first seed alone (the gain), against the first m − 1 seeds out of fold and on the
+    external records (the last seed's own gain; from the second), and its compute."""
     first = ensemble_errors(seeds[:1])
     return [{"seeds": m, **seed_ensemble(seeds[:m], truth),
              "vs_one_seed": paired(pd.DataFrame({"ensemble": ensemble_errors(seeds[:m]), "one": first}), "ensemble",
-                                   "one", n_boot)}
+                                   "one", n_boot),
+             **({"vs_one_fewer": ensemble_vs_one(seeds[:m], seeds[:m - 1], truth, n_boot)} if m > 1 else {})}
             for m in range(1, len(seeds) + 1)]
 
 
@@ -410,6 +422,12 @@ def rows_table(result: dict, command: str) -> str:
             lines.append(f"| {row}, its {entry['seeds']} seeds' models together, against the reference's first "
                          f"seed | — | {both['cv_mae']:.2f} | {delta(vs, 'cv')} | {both['external_mae']:.2f} | "
                          f"{delta(vs, 'external')} | {both['gflop_per_ecg']:.2f} | — |")
+    for row, entry in result["rows"].items():  # with three seeds or more: what each further seed buys
+        for step in entry.get("seed_curve", [])[1:] if entry["seeds"] > 2 else []:
+            vs = {"vs_reference": step["vs_one_fewer"]}
+            lines.append(f"| {row}, its first {step['seeds']} seeds' models together, against its first "
+                         f"{step['seeds'] - 1} | — | {step['cv_mae']:.2f} | {delta(vs, 'cv')} | "
+                         f"{step['external_mae']:.2f} | {delta(vs, 'external')} | {step['gflop_per_ecg']:.2f} | — |")
     return "\n".join(lines)
 
 

@@ -109,6 +109,16 @@ def test_seed_curve_pairs_each_ensemble_with_the_first_seed():
     assert curve[0]["vs_one_seed"]["diff"] == 0.0 and curve[0]["cv_mae"] == (4 + 0 + 3) / 3
     assert curve[1]["cv_mae"] == (0 + 1 + 1.5) / 3 and curve[1]["vs_one_seed"]["diff"] == (2.5 - 7) / 3
     assert [round(c["gflop_per_ecg"], 9) for c in curve] == [0.5, 1.0, 1.5] and curve[2]["external_mae"] == 1.0
+    # each further seed against the seeds before it, record by record: the third seed's own gain
+    assert "vs_one_fewer" not in curve[0] and curve[1]["vs_one_fewer"]["cv"]["diff"] == (2.5 - 7) / 3
+    third = ((0 - 0) + (0 - 1) + (1 - 1.5)) / 3  # per record: |mean of 3 − truth| − |mean of 2 − truth|
+    assert curve[2]["vs_one_fewer"]["cv"]["diff"] == pytest.approx(third)
+    assert curve[2]["vs_one_fewer"]["external"] == {"diff": 0.0, "ci95": [0.0, 0.0], "n": 1}
+    entry = {"seeds": 3, "per_seed": {"cv_mae": [1.0, 2.0, 3.0], "external_mae": [1.0, 1.0, 1.0]},
+             "ensemble_gflop_per_ecg": 0.5, "train_seconds": 10.0, "seed_curve": curve}
+    table = bench.rows_table({"machine": "m", "rows": {"r": entry}}, "cmd").splitlines()
+    assert f"| r, its first 3 seeds' models together, against its first 2 | — | {curve[2]['cv_mae']:.2f} | " \
+           f"{third:+.2f} [" in "\n".join(table) and len(table) == 4 + 1 + 2
 
 
 def test_a_blend_weighs_every_model_equally_and_is_paired_with_its_rows():
