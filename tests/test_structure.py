@@ -3,6 +3,7 @@ each program takes only the options it reads, and the design card's commands fin
 from __future__ import annotations
 
 import ast
+import re
 import shutil
 from pathlib import Path
 
@@ -142,3 +143,47 @@ def test_env_defaults_to_the_mode_only_in_maic_mode(tmp_path):
     assert options.parse_train(["--mode", "child"]).env == "child"
     assert options.parse_train(["--input", str(tmp_path / "ptbxl")]).env == "ptbxl"
     assert options.parse_train(["--input", "/data/code15/exams_part0.hdf5"]).env == "exams_part0"
+
+
+DOCUMENTS = ("README.md", "MODEL_CARD.md", "ARCHITECTURE.md", "bench/README.md", *sorted(
+    str(p.relative_to(ROOT)) for p in (ROOT / "docs").glob("*.md")))
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+def heading_anchors(document: Path) -> set[str]:
+    """The anchors GitHub gives a document's headings: lower case, punctuation but '-' and '_' dropped, each space a
+    '-' (a repeated heading gets -1, -2, …)."""
+    anchors, seen = set(), {}
+    inside_code = False
+    for line in document.read_text().splitlines():
+        inside_code ^= line.startswith("```")
+        if inside_code or not re.match(r"#{1,6} ", line):
+            continue
+        slug = re.sub(r"[^\w\- ]", "", line.lstrip("#").strip().lower()).replace(" ", "-")
+        anchors.add(slug if slug not in seen else f"{slug}-{seen[slug]}")
+        seen[slug] = seen.get(slug, 0) + 1
+    return anchors
+
+
+@pytest.mark.parametrize("document", DOCUMENTS)
+def test_every_link_of_the_documents_leads_somewhere(document):
+    """A newcomer's documents: every link to a file of the repository names one that exists, and every anchor a
+    heading of its document (a renamed section must not leave a dead link behind)."""
+    source = ROOT / document
+    dead = []
+    for target in LINK.findall(source.read_text()):
+        if re.match(r"[a-z]+:", target):  # https:, mailto: — outside the repository
+            continue
+        path, _, anchor = target.partition("#")
+        linked = (source.parent / path).resolve() if path else source
+        if not linked.exists() or (anchor and linked.suffix == ".md" and anchor not in heading_anchors(linked)):
+            dead.append(target)
+    assert not dead, f"{document}: dead links {dead}"
+
+
+def test_the_readme_a_newcomer_reads_is_short_and_starts_with_the_two_commands():
+    lines = (ROOT / "README.md").read_text().splitlines()
+    assert len(lines) <= 300
+    opening = "\n".join(lines[:8])
+    assert "make demo" in opening and "make test" in opening
+    assert any(line.startswith("## Quick start") for line in lines[:40])
