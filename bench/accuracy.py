@@ -52,7 +52,7 @@ from engine.predict.inference import predict
 from engine.runs import CV_SUMMARY, HISTORY, MANIFEST, OOF, run_members
 from models.checkpoint import load_bundle
 from utils.io import write_block_at, write_json
-from utils.machine import cpu_name
+from utils.machine import cpu_flags, cpu_name
 from utils.paths import ROOT
 from utils.settings import OPTION, RuntimeSettings
 
@@ -408,8 +408,8 @@ def rows_table(result: dict, command: str) -> str:
         d = entry["vs_reference"][kind]
         return f"{d['diff']:+.2f} [{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}]"
 
-    lines = [f"Measured by `{command}` ({result['machine']}; {cpu_name()}); Δ is the row minus the reference "
-             "(negative = better), paired over records:", "",
+    lines = [f"Measured by `{command}` ({result['machine']}; {cpu_name()}, flags: {', '.join(cpu_flags())}); Δ is "
+             "the row minus the reference (negative = better), paired over records:", "",
              "| row | seeds | OOF MAE: mean [per seed] | Δ OOF [95 % CI] | external MAE: mean [per seed] | Δ external "
              "[95 % CI] | GFLOP / ECG (ensemble) | training s per seed |", "|---|---|---|---|---|---|---|---|"]
     for row, entry in result["rows"].items():
