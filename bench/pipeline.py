@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -128,20 +129,34 @@ def model(work: Path, weights: list[str] | None, name: str, *flags: str,
     return path
 
 
-def end_to_end(path: Path, onnx: Path, work: Path, workers: int, threads: int | None) -> dict:
+def pinned_to(cores: int | None) -> Callable[[], None] | None:
+    """What a child runs before the program so that it may use only the first ``cores`` of this process's cores (its
+    CPU affinity: every thread it starts shares them); None where ``cores`` is None or the OS cannot pin (not Linux)."""
+    if cores is None or not hasattr(os, "sched_setaffinity"):
+        return None
+    chosen = set(sorted(os.sched_getaffinity(0))[:cores])
+    return lambda: os.sched_setaffinity(0, chosen)
+
+
+def end_to_end(path: Path, onnx: Path, work: Path, workers: int, threads: int | None, cores: int | None = None) -> dict:
+    """test_interface over ``path`` in a fresh process, measured; with ``cores``, the process may use only that many
+    cores (``--threads`` bounds the model's threads, not the reading that overlaps them) — ``pinned`` says whether
+    it was."""
     output = work / f"{path.stem}_{onnx.stem}_ages.csv"  # never the input (a manifest is a CSV too)
+    pin = pinned_to(cores)
     started = time.perf_counter()
     done = subprocess.run([sys.executable, "-c", MEASURE, str(ROOT / "test_interface.py"), "--input", str(path),
                            "--weights", str(onnx), "--cache", "off", "--output", str(output), "--num_workers",
                            str(workers), "--quiet", *(["--threads", str(threads)] if threads else [])],
-                          capture_output=True, text=True, cwd=ROOT)
+                          capture_output=True, text=True, cwd=ROOT, preexec_fn=pin)
     seconds = time.perf_counter() - started
     if done.returncode:
         raise SystemExit(done.stderr[-3000:])
     rows = sum(1 for _ in open(output)) - 1
     own, worker, own_cpu, workers_cpu, calls_cpu = (float(v) for v in done.stdout.split()[-5:])
     return {"seconds": seconds, "ecg_per_s": rows / seconds, "peak_rss_mb": own, "worker_peak_rss_mb": worker,
-            "rows": rows, "cpu_s": own_cpu, "workers_cpu_s": workers_cpu, "calls_cpu_s": calls_cpu}
+            "rows": rows, "cpu_s": own_cpu, "workers_cpu_s": workers_cpu, "calls_cpu_s": calls_cpu,
+            "pinned": pin is not None}
 
 
 # runs a program in this process and prints its peak resident memory and its largest worker's (MB), then the CPU

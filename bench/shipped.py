@@ -32,6 +32,10 @@ from utils.paths import ROOT
 
 SHARED = ROOT.parent / "shared" / "data"
 BY = "bench/shipped.py"
+# whether the one-core passes could be held to one core (``--threads 1`` bounds the model's threads; the reading
+# overlaps them on another core unless the process is pinned)
+PINNED = {True: "the process pinned to one core",
+          False: "not pinned, this OS cannot: the reading may overlap the model on a second core"}
 
 
 def manifest(ptbxl: Path, count: int, work: Path) -> Path:
@@ -103,10 +107,10 @@ def steady(ptbxl: Path, model: Path, work: Path, records: Path, small: dict, lar
     """ECG/s of each further ECG end to end on one core: the slope between the passes over the manifest ``records``
     (``small``, measured already, and ``repeats`` − 1 more) and ``repeats`` over ``larger`` records, each the
     median of its passes, which leaves the process start and the model's loading out."""
-    smalls = [small["seconds"]] + [end_to_end(records, model, work, workers=0, threads=1)["seconds"]
+    smalls = [small["seconds"]] + [end_to_end(records, model, work, workers=0, threads=1, cores=1)["seconds"]
                                    for _ in range(repeats - 1)]
     bigger = manifest(ptbxl, larger, work)
-    larges = [end_to_end(bigger, model, work, workers=0, threads=1)["seconds"] for _ in range(repeats)]
+    larges = [end_to_end(bigger, model, work, workers=0, threads=1, cores=1)["seconds"] for _ in range(repeats)]
     short, long = float(np.median(smalls)), float(np.median(larges))
     per_ecg = (long - short) / (larger - small["rows"])
     found = {"rows": (small["rows"], larger), "seconds": (smalls, larges)}
@@ -131,7 +135,7 @@ def main(argv=None) -> dict:
     explained = 1 if args.quick else EXPLAINED
     result = {"model": model.name, "records": count, "cpu": cpu_name(), "cpu_flags": cpu_flags(),
               "explained": explained, "cold_predict_seconds": cold_predict(model, records, work, explained),
-              "end_to_end_one_core": end_to_end(records, model, work, workers=0, threads=1),
+              "end_to_end_one_core": end_to_end(records, model, work, workers=0, threads=1, cores=1),
               "model_only_one_core": model_only(model, records, count if args.quick else 512, batch_for(1), 1),
               **graph_facts(model), "megabytes": model.stat().st_size / 1e6}
     result["end_to_end_one_core_steady"] = steady(Path(args.ptbxl).resolve(), model, work, records,
@@ -161,7 +165,8 @@ def speed_table(result: dict, machine: str) -> str:
         f"{result['input_stage_gflop_per_ecg']:.4f} |",
         f"| the model's graph alone, one core (batches of {batch_for(1)} of the CPU's windows, as the pipeline's; the "
         f"graph's band-pass and z-score included) | {alone['ecg_per_s']:.0f} ECG/s |",
-        f"| end to end, one core (read, check, preprocess, predict, write; `--threads 1 --num_workers 0 --cache off`) "
+        f"| end to end, one core (read, check, preprocess, predict, write; `--threads 1 --num_workers 0 --cache off`, "
+        f"{PINNED[e2e['pinned']]}) "
         f"| {e2e['ecg_per_s']:.0f} ECG/s ({e2e['rows']} ECGs in {e2e['seconds']:.1f} s, process start included) |",
         f"| end to end, one core, each further ECG (the slope between {steady['rows'][0]} and {steady['rows'][1]} "
         f"ECGs, the median of {len(steady['seconds'][1])} passes of each: the process start"

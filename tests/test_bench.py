@@ -166,6 +166,25 @@ def test_quick_shipped_model_benchmark_runs(tmp_path, modern_cv_run, cinc, ptbxl
     from shipped import speed_table
 
     assert "| end to end, one core, each further ECG" in speed_table(result, "this CPU")
+    # one core means the process's: --threads 1 bounds the model, so the passes are pinned (where the OS can)
+    pinned = hasattr(os, "sched_setaffinity")
+    assert result["end_to_end_one_core"]["pinned"] is pinned
+    if pinned:  # one core gives at most the wall time's CPU seconds (the parent's clock starts first)
+        assert result["end_to_end_one_core"]["cpu_s"] <= result["end_to_end_one_core"]["seconds"]
+        assert "the process pinned to one core) |" in speed_table(result, "this CPU")
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="pinning a process to cores needs Linux")
+def test_a_pinned_pass_may_use_only_its_cores(monkeypatch):
+    """The child that ``pinned_to(1)`` prepares sees one core, whatever this process may use; None leaves it alone."""
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    from pipeline import pinned_to
+
+    probe = [sys.executable, "-c", "import os; print(len(os.sched_getaffinity(0)))"]
+    one = subprocess.run(probe, capture_output=True, text=True, preexec_fn=pinned_to(1))
+    assert one.stdout.strip() == "1" and pinned_to(None) is None
+    every = subprocess.run(probe, capture_output=True, text=True, preexec_fn=pinned_to(None))
+    assert every.stdout.strip() == str(len(os.sched_getaffinity(0)))
 
 
 def test_quick_onnx_batch_benchmark_runs(tmp_path):
