@@ -1,9 +1,9 @@
 """The shipped model's price, measured and written where people read it: ``ecg-age predict`` from a cold start on
 150 real ECGs (ages, intervals, 8 explained ECGs and the page), the end-to-end ECG/s on one core
-(``test_interface.py --threads 1 --num_workers 0 --cache off``; and per further ECG, the slope between 150 and
-1,000 ECGs, the median of three passes of each), the network alone on one core, and its GFLOP per ECG — with the
-CPU and its flags. The figures replace the marked blocks of MODEL_CARD.md and README.md (so they are never copied
-by hand), and the last line printed is one JSON object.
+(``test_interface.py --threads 1 --num_workers 0 --cache off``, the process pinned to one core where the OS can;
+and per further ECG, the slope between 150 and 1,000 ECGs, the median of three passes of each), the network alone
+on one core, and its GFLOP per ECG — with the CPU and its flags. The figures replace the marked blocks of
+MODEL_CARD.md and README.md (so they are never copied by hand), and the last line printed is one JSON object.
 
     python bench/shipped.py                      # models/shipped/ecg_age_ptbxl.onnx on 150 PTB-XL records
     python bench/shipped.py --quick --model M --work W --no_write    # smoke test: 20 records, nothing rewritten
