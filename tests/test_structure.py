@@ -187,3 +187,26 @@ def test_the_readme_a_newcomer_reads_is_short_and_starts_with_the_two_commands()
     opening = "\n".join(lines[:8])
     assert "make demo" in opening and "make test" in opening
     assert any(line.startswith("## Quick start") for line in lines[:40])
+
+
+def test_the_model_cards_training_command_is_the_one_make_model_runs():
+    """MODEL_CARD.md shows the command that rebuilds the shipped model; it names every training option of the
+    Makefile's (precision included: auto would train another model on a bf16 CPU) with the same values, and no
+    other — so the card cannot drift from what `make model` runs."""
+    def options(words: list[str]) -> dict[str, str]:
+        found = {}
+        for i, word in enumerate(words):
+            if word.startswith("--"):
+                following = words[i + 1] if i + 1 < len(words) else ""
+                found[word] = "" if following.startswith("--") else following
+        return found
+
+    card = (ROOT / "MODEL_CARD.md").read_text()
+    command = re.search(r"python train_interface\.py (.*?)\n```", card, re.S).group(1).replace("\\\n", " ")
+    make = (ROOT / "Makefile").read_text()
+    recipe = re.search(r"^SHIP_TRAIN = (.*?[^\\])$", make, re.S | re.M).group(1).replace("\\\n", " ")
+    shown, made = options(command.split()), options(recipe.replace("$(SHARED)", "../shared/data").split())
+    per_run = {"--seed", "--env"}  # the card shows one run of the Makefile's loop over its seeds
+    where = {"--device", "--log_dir", "--quiet"}  # how the Makefile runs it, not what it trains
+    assert made.get("--precision") == "fp32"
+    assert {k: v for k, v in shown.items() if k not in per_run} == {k: v for k, v in made.items() if k not in where}
