@@ -29,7 +29,6 @@ no training; it is paired with the reference and with each of its rows.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import hashlib
 import json
 import platform
@@ -54,7 +53,7 @@ from models.checkpoint import load_bundle
 from utils.io import write_block_at, write_json
 from utils.machine import cpu_flags, cpu_name
 from utils.paths import ROOT
-from utils.settings import OPTION, RuntimeSettings
+from utils.settings import PRECISIONS
 
 SHARED = ROOT.parent / "shared" / "data"
 DEFAULTS = ["--arch", "ECGEfficientNet", "--recipe", "modern"]
@@ -109,7 +108,6 @@ QUICK = {"ResUDenseNet": ["--out_ch", "16", "--mid_ch", "8"], "ResNet1d": ["--ne
                                                                           "40"],
          "ECGEfficientNet": ["--width", "0.25"], "BaselineNet": ["--width", "0.25"]}
 SPLIT_SEED = 1234  # every row and seed is cross-validated on the same folds
-PRECISIONS = next(f.metadata[OPTION].choices for f in dataclasses.fields(RuntimeSettings) if f.name == "precision")
 
 
 def parse(argv=None) -> argparse.Namespace:

@@ -50,6 +50,7 @@ from utils.runtime import (
     place_model,
     resolve_precision,
 )
+from utils.settings import PRECISIONS
 
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12}
 
@@ -258,7 +259,7 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=3, help="timed training steps per path")
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--infer_records", type=int, default=None, help="ECGs for inference (default 4 batches)")
-    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"), help="the default path's")
+    p.add_argument("--precision", default="auto", choices=PRECISIONS, help="the default path's")
     p.add_argument("--json", action="store_true", help="print only the JSON line")
     p.add_argument("--augment_on", default="loader", choices=("loader", "device"),
                    help="where the default path's augmentation after the crops runs (train_interface --augment_on)")

@@ -21,6 +21,7 @@ from .machine import usable_cores
 
 _RUNTIME = "runtime"
 OPTION = "option"  # the metadata key of a declared field
+PRECISIONS = ("auto", "fp32", "bf16")  # --precision: the arithmetic a program may be asked for
 _DEFAULT = object()  # "absent" not given: a manifest without the option implies its default
 
 
@@ -174,7 +175,7 @@ class RuntimeSettings(Settings):
     device: str = runtime("auto", choices=("auto", "cpu", "cuda", "mps"))
     precision: str = runtime("auto", "auto = bf16 autocast where the hardware runs it fast (CUDA, AMX/AVX512-BF16 "
                                      "CPUs) for training, fp32 numerics for inference; fp32 = the exact reference "
-                                     "path", choices=("auto", "fp32", "bf16"))
+                                     "path", choices=PRECISIONS)
     num_workers: int | None = runtime(None, "DataLoader workers (auto)")
     threads: int | None = runtime(None, "CPU threads the model runs on, at most the cores this process may use: "
                                         "onnxruntime's intra-op threads, PyTorch's torch.set_num_threads (default: "
