@@ -296,11 +296,10 @@ def seed_ensemble(seeds: list[dict], truth: pd.Series) -> dict:
             "gflop_per_ecg": sum(ensemble_gflop(s) for s in seeds)}
 
 
-def ensemble_vs_one(seeds: list[dict], reference: dict | list[dict], truth: pd.Series, n_boot: int) -> dict:
-    """The seeds' ensemble of a row against a reference model — the reference row's first seed alone, or a list
-    of seeds' results averaged (one deployable model against another) — paired out of fold and on the external
-    records."""
-    reference = reference if isinstance(reference, list) else [reference]
+def ensemble_vs_one(seeds: list[dict], reference: list[dict], truth: pd.Series, n_boot: int) -> dict:
+    """The seeds' ensemble of a row against a reference model — the seeds' results in ``reference`` averaged, e.g.
+    the reference row's first seed alone (one deployable model against another) — paired out of fold and on the
+    external records."""
     cv = pd.DataFrame({"ensemble": ensemble_errors(seeds), "reference": ensemble_errors(reference)})
     ext = pd.DataFrame({"ensemble": external_errors(seeds, truth), "reference": external_errors(reference, truth)})
     return {"cv": paired(cv, "ensemble", "reference", n_boot), "external": paired(ext, "ensemble", "reference",
@@ -311,10 +310,8 @@ def seed_curve(seeds: list[dict], truth: pd.Series, n_boot: int) -> list[dict]:
     """What each further seed buys: the ensembles of the first 1, 2, …, N seeds, each with its paired difference
     in out-of-fold MAE against the first seed alone (the gain), against the first m − 1 seeds out of fold and on the
     external records (the last seed's own gain; from the second), and its compute."""
-    first = ensemble_errors(seeds[:1])
     return [{"seeds": m, **seed_ensemble(seeds[:m], truth),
-             "vs_one_seed": paired(pd.DataFrame({"ensemble": ensemble_errors(seeds[:m]), "one": first}), "ensemble",
-                                   "one", n_boot),
+             "vs_one_seed": ensemble_vs_one(seeds[:m], seeds[:1], truth, n_boot)["cv"],
              **({"vs_one_fewer": ensemble_vs_one(seeds[:m], seeds[:m - 1], truth, n_boot)} if m > 1 else {})}
             for m in range(1, len(seeds) + 1)]
 
@@ -363,7 +360,7 @@ def summarise(runs: dict, truth: pd.Series, oof: pd.DataFrame, external: pd.Data
             entry["seed_ensemble"] = seed_ensemble(seeds, truth)
             entry["seed_curve"] = seed_curve(seeds, truth, args.n_boot)
             if row != args.reference:
-                entry["seed_ensemble"]["vs_reference_seed"] = ensemble_vs_one(seeds, runs[args.reference][0], truth,
+                entry["seed_ensemble"]["vs_reference_seed"] = ensemble_vs_one(seeds, runs[args.reference][:1], truth,
                                                                               args.n_boot)
         if row != args.reference:
             entry["vs_reference"] = {"reference": args.reference,

@@ -89,7 +89,7 @@ def test_a_seeds_ensemble_is_paired_with_the_reference_seed():
     seeds = [{"oof_age": {"a": 52.0, "b": 72.0}, "oof_truth": truth, "external": {"x": 42.0}},
              {"oof_age": {"a": 48.0, "b": 68.0}, "oof_truth": truth, "external": {"x": 38.0}}]
     reference = {"oof_age": {"a": 52.0, "b": 68.0}, "oof_truth": truth, "external": {"x": 42.0}}
-    result = bench.ensemble_vs_one(seeds, reference, pd.Series({"x": 40.0}), n_boot=100)
+    result = bench.ensemble_vs_one(seeds, [reference], pd.Series({"x": 40.0}), n_boot=100)
     assert result["cv"] == {"diff": -2.0, "ci95": [-2.0, -2.0], "n": 2}
     assert result["external"]["diff"] == -2.0 and result["external"]["n"] == 1
 
