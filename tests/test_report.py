@@ -24,6 +24,8 @@ def test_metrics_by_hand():
     assert out["rmse"] == pytest.approx(np.sqrt(56.25))
     assert out["r2"] == pytest.approx(1 - 225 / 1268.75)
     assert out["pearson_r"] == pytest.approx(np.corrcoef(pred, true)[0, 1])
+    assert np.isnan(metrics.summary(pred[:2], true[:2])["pearson_r"])  # through two points r is always ±1
+    assert metrics.summary(pred[:3], true[:3])["pearson_r"] == pytest.approx(np.corrcoef(pred[:3], true[:3])[0, 1])
 
 
 def test_per_bin_edges_decades_and_months():
@@ -240,3 +242,16 @@ def test_tta_beyond_its_maximum_is_refused_before_any_work(maic_adult, tmp_path,
     code = test_interface.entry(["--input", str(maic_adult / "ECG_adult_numpy_valid"), "--weights",
                                  str(tmp_path / "never_read.pt"), "--tta", tta, "--output", str(tmp_path / "p.csv")])
     assert code == 2 and f"--tta must be ≥ 1 and ≤ {MAX_TTA}" in capsys.readouterr().err
+
+
+def test_two_aged_records_give_no_correlation_and_the_summary_says_none(tmp_path, capsys):
+    """Through two points a line always fits: the report leaves Pearson's r undefined (null) instead of ±1."""
+    pd.DataFrame({"ids": ["a", "b", "c"], "predicted_age": [50.0, 61.0, 70.5]}).to_csv(tmp_path / "p.csv",
+                                                                                      index=False)
+    pd.DataFrame({"id": ["a", "b", "c"], "age": [48, 66, None]}).to_csv(tmp_path / "l.csv", index=False)
+    assert report_interface.entry(["--predictions", str(tmp_path / "p.csv"), "--labels", str(tmp_path / "l.csv"),
+                                   "--id_col", "id", "--age_col", "age", "--out", str(tmp_path / "out")]) == 0
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["n"] == 2 and report["mae"] == pytest.approx(3.5) and report["pearson_r"] is None
+    said = capsys.readouterr()
+    assert "MAE 3.50" in said.out + said.err and " r " not in said.out + said.err

@@ -24,14 +24,18 @@ def _check(pred, true) -> tuple[np.ndarray, np.ndarray]:
     return pred, true
 
 
+MIN_CORRELATED = 3  # records below which Pearson's r is undefined here: through two points it is always ±1
+
+
 def summary(pred, true) -> dict:
-    """n, mae, rmse, bias (mean of predicted − true), r2 (1 − SS_res/SS_tot), pearson_r."""
+    """n, mae, rmse, bias (mean of predicted − true), r2 (1 − SS_res/SS_tot), pearson_r (NaN for fewer than
+    MIN_CORRELATED records or a constant side)."""
     pred, true = _check(pred, true)
     error = pred - true
     ss_res = float(np.sum(error ** 2))
     ss_tot = float(np.sum((true - true.mean()) ** 2))
-    pearson = float(np.corrcoef(pred, true)[0, 1]) if len(pred) > 1 and pred.std() > 0 and true.std() > 0 \
-        else math.nan
+    defined = len(pred) >= MIN_CORRELATED and pred.std() > 0 and true.std() > 0
+    pearson = float(np.corrcoef(pred, true)[0, 1]) if defined else math.nan
     return {"n": int(len(pred)), "mae": float(np.mean(np.abs(error))), "rmse": float(np.sqrt(np.mean(error ** 2))),
             "bias": float(np.mean(error)), "r2": 1.0 - ss_res / ss_tot if ss_tot > 0 else math.nan,
             "pearson_r": pearson}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import shutil
 from pathlib import Path
@@ -169,7 +170,9 @@ def write_report(settings: ReportSettings, trust: bool = False, labels: pd.DataF
     if report["n"] >= MIN_EVALUATED:
         low, high = report["mae_ci95"]
         summary += (f"  MAE {report['mae']:.2f} (95% CI {low:.2f}–{high:.2f})  RMSE {report['rmse']:.2f}  bias "
-                    f"{report['bias']:+.2f}  r {report['pearson_r']:.3f}")
+                    f"{report['bias']:+.2f}")
+        if math.isfinite(report["pearson_r"]):
+            summary += f"  r {report['pearson_r']:.3f}"
     logger.log(RESULT, f"{summary}  → {out / 'report.json'}, {out / PAGE}")
     return out / PAGE
 
