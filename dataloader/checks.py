@@ -18,6 +18,7 @@ from models.preprocessing import PreprocessSpec, preprocess
 from utils.bounds import AGE_RANGE, CLI_SCALE_REMEDY, MAX_FS, MIN_FS, MIN_SECONDS, age_problem, amplitude_problem
 from utils.errors import BadInputError, CheckpointError, RecordError
 
+from .fingerprint import NONE, PRINTS, of_item
 from .labels import unknown_age_reason
 from .records import LEADS, Reader, Record
 
@@ -93,16 +94,19 @@ def prepare_windows(item: Record | RecordError, specs: list[PreprocessSpec], rec
     return inputs
 
 
-def scan_bad(reader: Reader, specs: list[PreprocessSpec]) -> dict[str, str]:
-    """Read and preprocess every record once to find the bad ones (the no-cache path)."""
-    bad = {}
+def scan(reader: Reader, specs: list[PreprocessSpec]) -> tuple[dict[str, str], np.ndarray]:
+    """Read and preprocess every record once to find the bad ones (the no-cache path): ({id: reason}, every
+    record's fingerprint)."""
+    bad, prints = {}, np.full(len(reader), NONE, PRINTS)
     ids = reader.ids
     for i in range(len(reader)):
+        item = load_safely(reader, i)
+        prints[i] = of_item(item)
         try:
-            prepare_windows(load_safely(reader, i), specs, ids[i])
+            prepare_windows(item, specs, ids[i])
         except RecordError as exc:
             bad[ids[i]] = str(exc)
-    return bad
+    return bad, prints
 
 
 def duplicate_ids(table: pd.DataFrame) -> dict[str, str]:

@@ -47,12 +47,13 @@ from utils.paths import CACHE_DIR
 from utils.ranks import barrier, is_local_main, is_main
 from utils.settings import Settings, option, runtime
 
-from .checks import load_block_safely, prepare, prepare_windows, scan_bad
+from .checks import load_block_safely, prepare, prepare_windows, scan
+from .fingerprint import NONE, PRINTS, of_item
 from .records import CACHE_CHECKS, LEADS, READER_VERSION, Reader
 from .stream import chunk_bounds, chunk_jobs
 
 logger = logging.getLogger(__name__)
-CACHE_VERSION = 3
+CACHE_VERSION = 4  # 4: each record's fingerprint (prints.npy)
 
 HOST = socket.gethostname()
 
@@ -84,10 +85,13 @@ class SignalCache:
     ids: list[str]
     bad: dict[str, str]  # id → reason
     windows: np.ndarray | None = None  # (N, W) int64; None: one window, row i is record i
+    prints: np.ndarray | None = None  # (N,) each record's fingerprint (dataloader.fingerprint); None: not known
 
     def __post_init__(self):
         if self.windows is None:
             self.windows = np.arange(len(self.signals), dtype=np.int64)[:, None]
+        if self.prints is None:
+            self.prints = np.full(len(self.ids), NONE, PRINTS)
 
     @classmethod
     def open(cls, folder: Path, expected_ids: list[str] | None = None) -> "SignalCache":
@@ -98,14 +102,16 @@ class SignalCache:
             signals = np.load(folder / "signals.npy", mmap_mode="r")
             ids = (folder / "ids.txt").read_text().split("\n") if meta["count"] else []
             windows = np.load(folder / "windows.npy") if (folder / "windows.npy").exists() else None
+            prints = np.load(folder / "prints.npy")
             width = 1 if windows is None else windows.shape[1]
             consistent = len(ids) == meta["count"] and signals.ndim == 3 and signals.shape[0] == meta["count"] * width \
+                and prints.shape == (len(ids),) and prints.dtype == PRINTS \
                 and (windows is None or (windows.shape[0] == len(ids) and windows.dtype.kind == "i"
                                          and (not windows.size or 0 <= windows.min() <= windows.max() < len(signals))))
             if not consistent or (expected_ids is not None and ids != expected_ids) or not isinstance(meta["bad"],
                                                                                                     dict):
                 raise ValueError("its files do not agree with each other")
-            return cls(folder, signals, ids, dict(meta["bad"]), windows)
+            return cls(folder, signals, ids, dict(meta["bad"]), windows, prints)
         except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
             raise CorruptCache(f"{folder}: {type(exc).__name__}: {exc}") from exc
 
@@ -125,6 +131,7 @@ class OnTheFly:
 
     reader: Reader
     specs: list[PreprocessSpec]
+    prints: np.ndarray | None = None  # (N,) each record's fingerprint, where the records were scanned
 
     def rows(self, positions) -> np.ndarray:
         width = len(self.specs)
@@ -135,15 +142,18 @@ class OnTheFly:
         return np.stack([prepare(self.reader.load(int(r) // width), self.specs[int(r) % width]) for r in rows])
 
 
-def _build_chunk(job) -> tuple[list[tuple[int, str, bool]], np.ndarray]:
+def _build_chunk(job) -> tuple[list[tuple[int, str, bool]], np.ndarray, np.ndarray]:
     """Preprocess records start..stop-1 into their rows; returns (bad records (index, reason, transient), the
-    windows' rows). Identical windows of a record (a record no longer than one window) share a row."""
+    windows' rows, the records' fingerprints). Identical windows of a record (a record no longer than one window)
+    share a row."""
     part, specs, path, start, stop = job  # part: records start..stop-1 (Reader.part)
     signals = np.load(path, mmap_mode="r+")
     width, ids = len(specs), part.ids
     bad, windows = [], np.arange(start * width, stop * width, dtype=np.int64).reshape(-1, width)
+    prints = np.full(stop - start, NONE, PRINTS)
     for offset, item in enumerate(load_block_safely(part, 0, stop - start)):
         index = start + offset
+        prints[offset] = of_item(item)
         try:
             inputs = prepare_windows(item, specs, ids[offset])
         except RecordError as exc:
@@ -155,7 +165,7 @@ def _build_chunk(job) -> tuple[list[tuple[int, str, bool]], np.ndarray]:
             if same == w:
                 signals[windows[offset, w]] = x
     signals.flush()
-    return bad, windows
+    return bad, windows, prints
 
 
 def _allocate(path: Path) -> None:
@@ -174,20 +184,21 @@ def _allocate(path: Path) -> None:
         os.close(fd)
 
 
-def _run_jobs(jobs: Iterable, count: int, width: int, workers: int, bar) -> tuple[list, np.ndarray]:
+def _run_jobs(jobs: Iterable, count: int, width: int, workers: int, bar) -> tuple[list, np.ndarray, np.ndarray]:
     if workers > 1 and count > 1:
         with mp.get_context("fork").Pool(workers) as pool:
             return _collect(pool.imap(_build_chunk, jobs), width, bar)
     return _collect(map(_build_chunk, jobs), width, bar)
 
 
-def _collect(results, width: int, bar) -> tuple[list, np.ndarray]:
-    bad, windows = [], [np.zeros((0, width), np.int64)]
-    for chunk_bad, chunk_windows in results:
+def _collect(results, width: int, bar) -> tuple[list, np.ndarray, np.ndarray]:
+    bad, windows, prints = [], [np.zeros((0, width), np.int64)], [np.zeros(0, PRINTS)]
+    for chunk_bad, chunk_windows, chunk_prints in results:
         bad.extend(chunk_bad)
         windows.append(chunk_windows)
+        prints.append(chunk_prints)
         bar.update(len(chunk_windows))
-    return bad, np.concatenate(windows)
+    return bad, np.concatenate(windows), np.concatenate(prints)
 
 
 def _source_tag(reader: Reader, specs: list[PreprocessSpec], dtype: str) -> str:
@@ -277,12 +288,13 @@ def _fill(tmp: Path, reader: Reader, specs: list[PreprocessSpec], dtype: str, ke
     bar = tqdm(total=n, desc=f"caching {reader.format} ({specs[0].fs:g} Hz, {specs[0].length}"
                              f"{f', {width} windows' if width > 1 else ''})", unit="ECG", disable=not progress or not n)
     workers = workers if workers is not None else min(len(bounds), os.cpu_count() or 1)
-    bad, windows = _run_jobs(jobs, len(bounds), width, workers, bar)
+    bad, windows, prints = _run_jobs(jobs, len(bounds), width, workers, bar)
     bar.close()
     ids = reader.ids
     write_text(tmp / "ids.txt", "\n".join(ids))
     if width > 1:
         np.save(tmp / "windows.npy", windows)
+    np.save(tmp / "prints.npy", prints)
     write_json(tmp / "meta.json", {"version": CACHE_VERSION, "key": key, "source": _source_tag(reader, specs, dtype),
                                    "format": reader.format, "specs": [s.to_dict() for s in specs], "dtype": dtype,
                                    "count": n, "bad": {ids[i]: reason for i, reason, _ in bad}})
@@ -369,7 +381,8 @@ def open_source_local(reader: Reader, specs: PreprocessSpec | list[PreprocessSpe
     on-the-fly preprocessing; returns (source, {id: reason} of bad records)."""
     specs = specs if isinstance(specs, list) else [specs]
     if not cache.enabled:
-        return OnTheFly(reader, specs), scan_bad(reader, specs)
+        bad, prints = scan(reader, specs)
+        return OnTheFly(reader, specs, prints), bad
     source = build_cache(reader, specs, Path(cache.folder), dtype=cache.dtype, progress=cache.progress,
                          check=cache.check)
     return source, dict(source.bad)

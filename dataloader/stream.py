@@ -19,6 +19,7 @@ from utils.errors import RecordError, UserError
 from utils.machine import usable_cores
 
 from .checks import load_block_safely, prepare_windows
+from .fingerprint import NONE, PRINTS, of_item
 from .records import LEADS, Reader
 
 CHUNK = 64
@@ -41,13 +42,15 @@ def chunk_jobs(reader: Reader, bounds: list[tuple[int, int]], *shared) -> Iterat
 class Chunk:
     """Records ``start``..``stop``-1 read, checked and preprocessed once, in memory — a source like the cache:
     ``windows[i]`` are the rows of record start+i's windows (one per spec; identical windows share a row),
-    ``inputs`` the rows; ``bad``: (position, reason) of the records that cannot be used."""
+    ``inputs`` the rows; ``bad``: (position, reason) of the records that cannot be used; ``prints``: each record's
+    fingerprint (dataloader.fingerprint; NONE where it could not be read)."""
 
     start: int
     stop: int
     windows: np.ndarray
     inputs: list
     bad: list
+    prints: np.ndarray
 
     def rows(self, positions) -> np.ndarray:
         return self.windows[np.asarray(positions, dtype=np.int64) - self.start]
@@ -63,7 +66,9 @@ class Chunk:
 def _prepare_chunk(job) -> Chunk:
     part, specs, start, stop = job  # part: records start..stop-1 (Reader.part)
     windows, inputs, bad = np.zeros((stop - start, len(specs)), np.int64), [], []
+    prints = np.full(stop - start, NONE, PRINTS)
     for offset, item in enumerate(load_block_safely(part, 0, stop - start)):
+        prints[offset] = of_item(item)
         try:
             xs = prepare_windows(item, specs, part.ids[offset])
         except RecordError as exc:
@@ -76,7 +81,7 @@ def _prepare_chunk(job) -> Chunk:
                 inputs.append(x)
             else:
                 windows[offset, w] = windows[offset, same]
-    return Chunk(start, stop, windows, inputs, bad)
+    return Chunk(start, stop, windows, inputs, bad, prints)
 
 
 def stream_chunks(reader: Reader, specs: list[PreprocessSpec], workers: int = 0,

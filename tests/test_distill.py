@@ -72,7 +72,7 @@ def test_fold_k_learns_only_from_fold_k_teachers(student, modern_cv_run, ptbxl):
     ages = pd.to_numeric(reader.table["age"], errors="coerce").to_numpy(float)
     cfg = InferenceConfig(cache=held_out.cache)
     for k, member in enumerate(run_members(teacher)):
-        taught, _ = predict_ensemble(load_ensemble([member]), reader, cfg)
+        taught, _, _ = predict_ensemble(load_ensemble([member]), reader, cfg)
         known = np.isfinite(taught)
         assert targets[k].shape == (len(reader),)
         np.testing.assert_allclose(targets[k][known], (0.7 * taught + 0.3 * ages)[known], rtol=1e-5)
@@ -123,7 +123,7 @@ def test_a_teacher_of_another_preprocessing_gives_its_record_age_to_every_view(s
     rows = usable[:6]
     mixed = teacher_ages(settings, [same, other], Records(reader, source, usable), rows, spec, held_out)
     views = teacher_ages(settings, [same], Records(reader, source, usable), rows, spec, held_out)
-    whole, _ = predict_ensemble([other], reader, held_out)
+    whole, _, _ = predict_ensemble([other], reader, held_out)
     assert mixed.shape == views.shape == (len(reader), 8)
     np.testing.assert_allclose(mixed[rows], (views[rows] + whole[rows, None]) / 2, rtol=1e-6)
 

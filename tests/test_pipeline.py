@@ -200,8 +200,8 @@ def test_a_chunks_pending_ages_are_collected_once_the_next_chunks_have_started(p
 
         return pending
 
-    ages, bad = record_ages(reader, [cpu_part(PRESETS["modern"])], CacheConfig(enabled=False, progress=False),
-                            predict)
+    ages, bad, _ = record_ages(reader, [cpu_part(PRESETS["modern"])], CacheConfig(enabled=False, progress=False),
+                               predict)
     firsts = sorted({first for _, first in events})
     assert len(firsts) == 3 and events == [("start", firsts[0]), ("start", firsts[1]), ("collect", firsts[0]),
                                            ("start", firsts[2]), ("collect", firsts[1]), ("collect", firsts[2])]

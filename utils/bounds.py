@@ -60,6 +60,7 @@ MAX_PAGE_ROWS = 5_000  # rows of report.html's table (the predictions CSV and re
 MAX_PAGE_CARDS = 200  # explained ECGs given a card on report.html
 MAX_CHECK_RECORDS = 10_000  # --check_records and --calibration_records of an export (held in memory: ~1 MB each)
 MAX_CALIBRATION_RECORDS = 20_000
+MAX_TRAINING_FINGERPRINTS = 2_000_000  # training records a model file can name (8 bytes each, 16 MB; Lima's 1.5 M fit)
 MAX_ECG_FILE_BYTES = 256 << 20  # one clinical ECG file (DICOM, XML, EDF, SCP); a 10-s 12-lead XML is about 1 MB
 
 

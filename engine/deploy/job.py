@@ -24,6 +24,7 @@ from .export import export_onnx, graph_input
 from .quantize import quantize_int8
 from .settings import ExportSettings
 from .storage import stored_file
+from .trained import training_prints, with_training_prints
 
 logger = logging.getLogger("export")
 SIMULATED = 4  # check records when no --check_input is given: the demo generator's ECGs (ages 30, 50, 70, 90)
@@ -100,6 +101,10 @@ def export(settings: ExportSettings, trust: bool = False) -> None:
     x, sex, what = check_set(s.check_input, s.input_format, s.check_records, spec)
     calibration = calibration_set(s.calibration_input, s.input_format, s.calibration_records, members, spec) \
         if s.quantize == "int8" else None
+    prints, named = training_prints(members)
+    if prints is None:
+        logger.info(f"note: the file will not name its training records: {named}; a prediction cannot then tell "
+                    f"which of its records the model has seen")
     logger.info(f"exporting {len(bundles)} model(s) ({', '.join(sorted({b.arch for b in bundles}))}); checking on "
                 f"{what}")
     for path in remove_stale(output):  # what an export killed midway left beside this output
@@ -108,6 +113,9 @@ def export(settings: ExportSettings, trust: bool = False) -> None:
         derived = s.quantize == "int8" or s.weight_storage != "fp32"  # a file made from the checked fp32 export
         fp32 = stack.enter_context(beside(output, "fp32")) if derived else output
         result = export_onnx(bundles, fp32, x, sex, card, graph)
+        if prints is not None:
+            with_training_prints(fp32, prints)
+            logger.info(f"the file names its {named} by fingerprint")
         logger.log(RESULT, f"{'wrote ' + str(output) if fp32 == output else 'exported'} "
                            f"({result['bytes'] / 1e6:.1f} MB, {len(bundles)} model(s)); onnxruntime equals PyTorch "
                            f"within {result['max_difference_years']:.2g} years on {what}")

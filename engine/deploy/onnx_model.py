@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dataloader.fingerprint import unpacked
 from models.preprocessing import PreprocessSpec, cpu_part
 from models.schema import Description, ModelCard
 from utils.bounds import MAX_CHECKPOINT_BYTES
@@ -23,6 +24,7 @@ from utils.metrics import apply_bias_correction, ensemble_mean, stored_correctio
 
 ONNX_FORMAT = "ecg-age-onnx/1"  # engine/deploy/export.py writes it (that module needs torch; this one must not)
 METADATA_KEY = "ecg_age"
+TRAINING_PRINTS = "training_fingerprints"  # the metadata's field: its training records' fingerprints, packed
 MAX_MEMBERS = 1000  # models in one exported ensemble (a 5-fold run with every option holds 15)
 # ECGs per onnxruntime call: 4 per thread, at least 8. Small batches keep a network's activations in the caches; on
 # 1–2 cores batch 8 runs within 7 % of each model's best, batch 64 at 0.74–0.97 of it (bench/README.md,
@@ -50,6 +52,8 @@ class OnnxModel:
     calls: int = 1  # calls in flight together on this session (engine/predict/onnx_engine.py), each on ``threads``
     digest: str = ""  # the file's sha256 when it was loaded
     graph_preprocessing: bool = False  # the graph runs the band-pass, z-score and NaN → 0 (absent in older files)
+    # the fingerprints of the records its members were trained on (dataloader.fingerprint); None: not recorded
+    training_prints: np.ndarray | None = None
 
     @property
     def input_spec(self) -> PreprocessSpec:
@@ -125,7 +129,9 @@ class OnnxModel:
         if not isinstance(graph, bool) or (graph and cpu_part(spec) == spec):
             raise ValueError(f"graph_preprocessing must be true only for a preprocessing a graph can run, got "
                              f"{str(graph)[:20]}")
-        return cls(str(path), session, spec, takes_sex, members, card, graph_preprocessing=graph)
+        prints = unpacked(meta[TRAINING_PRINTS]) if meta.get(TRAINING_PRINTS) is not None else None
+        return cls(str(path), session, spec, takes_sex, members, card, graph_preprocessing=graph,
+                   training_prints=prints)
 
     def with_threads(self, threads: int, spinning: bool | None = None) -> "OnnxModel":
         """The same model on a session of ``threads`` threads (spinning or not; by default as this one), one call at

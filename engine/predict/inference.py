@@ -78,8 +78,9 @@ def predict(model: nn.Module, head, loader, device: torch.device, precision: str
     return {k: np.concatenate(v) if v else empty[k] for k, v in out.items()}
 
 
-def predict_records(bundle: ModelBundle, reader: Reader, cfg: InferenceConfig) -> tuple[np.ndarray, dict]:
-    """Ages for every record of ``reader`` (NaN for bad ones) and {id: reason} of the bad records. With
+def predict_records(bundle: ModelBundle, reader: Reader, cfg: InferenceConfig) -> tuple[np.ndarray, dict, np.ndarray]:
+    """Ages for every record of ``reader`` (NaN for bad ones), {id: reason} of the bad records and every record's
+    fingerprint. With
     ``cfg.tta`` N the age is the mean over N windows covering the record (one cache holds them all; identical
     windows are predicted once); with ``cfg.bias_correction`` the model's stored correction is applied."""
     return predict_ensemble([bundle], reader, cfg)
@@ -114,10 +115,12 @@ def predict_rows(bundle: ModelBundle, source, table, positions: np.ndarray, cfg:
     return window_means(source, positions, row_ages)
 
 
-def predict_ensemble(bundles: list[ModelBundle], reader: Reader, cfg: InferenceConfig) -> tuple[np.ndarray, dict]:
-    """The mean age over ``bundles`` (each with its own preprocessing and, if asked, bias correction) and the union
-    of their bad records, every record read and preprocessed once for all of them (engine/predict/windows.py); with the
-    cache off the loader workers become the pass's preprocessing processes and the models read from memory. With
+def predict_ensemble(bundles: list[ModelBundle], reader: Reader,
+                     cfg: InferenceConfig) -> tuple[np.ndarray, dict, np.ndarray]:
+    """The mean age over ``bundles`` (each with its own preprocessing and, if asked, bias correction), the union
+    of their bad records and every record's fingerprint, every record read and preprocessed once for all of them
+    (engine/predict/windows.py); with the cache off the loader workers become the pass's preprocessing processes
+    and the models read from memory. With
     :func:`graph_preprocessing` the project's recipes' band-pass and z-score run with the network, on the CPU's
     windows."""
     for bundle in bundles:  # a broken correction is refused before any work
@@ -130,8 +133,8 @@ def predict_ensemble(bundles: list[ModelBundle], reader: Reader, cfg: InferenceC
     members = [(tta_specs(cpu_part(b.preprocessing) if s is not None else b.preprocessing, cfg.tta),
                 lambda source, good, b=b, s=s: predict_rows(b, source, reader.table, good, member_cfg, s))
                for b, s in zip(bundles, stages)]
-    ages, bad = ensemble_record_ages(reader, members, cfg.cache, workers=cfg.workers if streamed else 0)
-    return ensemble_mean([_corrected(b, a, cfg) for b, a in zip(bundles, ages)]), bad
+    ages, bad, prints = ensemble_record_ages(reader, members, cfg.cache, workers=cfg.workers if streamed else 0)
+    return ensemble_mean([_corrected(b, a, cfg) for b, a in zip(bundles, ages)]), bad, prints
 
 
 def graph_preprocessing(cfg: InferenceConfig) -> bool:

@@ -118,6 +118,9 @@ class PredictionNotes:
     bias_correction: bool | None = None
     filled: tuple | None = None  # ids given the training median (--on_bad fill)
     left_out: dict | None = None  # id → why it is not in the table (--on_bad skip)
+    # ids of predicted records that were among the model's training records (dataloader.fingerprint); None: the
+    # model names no training records, so this was not checked; () checked, none
+    in_training: tuple | None = None
     interval: dict | None = None  # level, method, bands (utils.calibration.Intervals.describe)
     card: dict | None = None  # the model's card (models.schema.ModelCard), where the model carries one
     date: str | None = None  # when the predictions were made (ISO date)
@@ -169,4 +172,4 @@ class PredictionNotes:
 CHECKS: dict[str, Callable[[Any], Any]] = {
     "weights": _texts, "models": _texts, "architectures": _texts, "training_records": _counts,
     "preprocessing": _preprocessing, "version": _text, "engine": _text, "tta": _windows, "bias_correction": _flag,
-    "filled": _texts, "left_out": _reasons, "interval": _interval, "card": _card, "date": _text}
+    "filled": _texts, "left_out": _reasons, "in_training": _texts, "interval": _interval, "card": _card, "date": _text}

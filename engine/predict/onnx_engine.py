@@ -33,8 +33,10 @@ class OnnxConfig:
     workers: int = 0  # processes reading and preprocessing beside the model when nothing is cached
 
 
-def predict_records_onnx(model: OnnxModel, reader: Reader, cfg: OnnxConfig, sex: np.ndarray) -> tuple[np.ndarray, dict]:
-    """Ages for every record of ``reader`` (NaN for bad ones) and {id: reason} of the bad records; with ``cfg.tta``
+def predict_records_onnx(model: OnnxModel, reader: Reader, cfg: OnnxConfig,
+                         sex: np.ndarray) -> tuple[np.ndarray, dict, np.ndarray]:
+    """Ages for every record of ``reader`` (NaN for bad ones), {id: reason} of the bad records and every record's
+    fingerprint; with ``cfg.tta``
     N the age is the mean over N windows (identical windows predicted once)."""
     batch = cfg.batch_size or model.batch
 

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from dataloader.checks import apply_policy, duplicate_ids, implausible_outputs
+from dataloader.fingerprint import seen
 from dataloader.labels import table_sex
 from dataloader.records import Reader
 from engine.runs import run_members
@@ -40,6 +41,9 @@ class Prediction:
     keep: np.ndarray
     filled: np.ndarray
     reasons: dict = dataclasses.field(default_factory=dict)  # id → why a record is bad (input or output)
+    # positions of written records that were among the model's training records (by fingerprint); None: the model
+    # names no training records, so this was not checked
+    in_training: np.ndarray | None = None
 
 
 def median_fill(stored: float | None, fallback: np.ndarray) -> float:
@@ -81,9 +85,16 @@ def predict(models: Predictor, reader: Reader, cfg, on_bad: str, what: str) -> P
     """Every record of ``reader`` through ``models`` (averaged) on their engine's ``cfg``, with the policy."""
     logger.info(f"{what}: {models.describe()}, {len(reader)} {reader.format} record(s)" +
                 (f"; device {cfg.device}, {cfg.precision}" if models.engine == "torch" else ""))
-    ages, bad = models.predict_records(reader, cfg, table_sex(reader.table))
+    ages, bad, prints = models.predict_records(reader, cfg, table_sex(reader.table))
     bad = {**bad, **implausible_outputs(ages, reader.ids, bad, models.source)}
-    return Prediction(ages, *apply_output_policy(ages, reader.ids, bad, on_bad, models, what), reasons=bad)
+    keep, filled = apply_output_policy(ages, reader.ids, bad, on_bad, models, what)
+    known = models.training_prints
+    trained = None if known is None else keep[seen(prints[keep], known) & ~np.isin(keep, filled)]
+    if trained is not None and len(trained):
+        logger.warning(f"note: {len(trained)} of the {len(keep)} record(s) were among the model's training records "
+                       f"(the same recordings): their ages are no test of the model, and the report leaves them "
+                       f"out of its accuracy figures")
+    return Prediction(ages, keep, filled, reasons=bad, in_training=trained)
 
 
 def prediction_table(reader: Reader, result: Prediction, intervals=None) -> pd.DataFrame:

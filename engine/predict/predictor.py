@@ -55,9 +55,11 @@ class Predictor:
         """(source, calibration, bias correction) of every member."""
         raise NotImplementedError
 
-    def predict_records(self, reader: Reader, cfg, sex: np.ndarray) -> tuple[np.ndarray, dict]:
-        """(ages, {id: reason} of bad records) of every record of ``reader``; ``cfg``: the engine's config
-        (``OnnxConfig`` on onnxruntime, ``InferenceConfig`` on PyTorch)."""
+    training_prints: np.ndarray | None = None  # the fingerprints of the records it was trained on, where it names them
+
+    def predict_records(self, reader: Reader, cfg, sex: np.ndarray) -> tuple[np.ndarray, dict, np.ndarray]:
+        """(ages, {id: reason} of bad records, fingerprints) of every record of ``reader``; ``cfg``: the engine's
+        config (``OnnxConfig`` on onnxruntime, ``InferenceConfig`` on PyTorch)."""
         raise NotImplementedError
 
     def predict_inputs(self, x: np.ndarray, sex: np.ndarray, bias_correction: bool = False,
@@ -93,12 +95,13 @@ class OnnxPredictor(Predictor):
     training_records = property(lambda self: [m.facts.n for m in self.model.members])
     card = property(lambda self: self.model.card)
     batch = property(lambda self: self.model.batch)
+    training_prints = property(lambda self: self.model.training_prints)
 
     def members(self) -> list[tuple]:
         return [(f"{self.source} member {k}", m.calibration, m.bias_correction)
                 for k, m in enumerate(self.model.members)]
 
-    def predict_records(self, reader: Reader, cfg, sex: np.ndarray) -> tuple[np.ndarray, dict]:
+    def predict_records(self, reader: Reader, cfg, sex: np.ndarray) -> tuple[np.ndarray, dict, np.ndarray]:
         return predict_records_onnx(self.model, reader, cfg, sex)
 
     def predict_inputs(self, x: np.ndarray, sex: np.ndarray, bias_correction: bool = False,

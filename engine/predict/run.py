@@ -99,6 +99,8 @@ def notes_of(job: PredictJob, weights: list, models: Predictor, reader: Reader, 
                            filled=tuple(reader.ids[i] for i in result.filled),
                            left_out={reader.ids[i]: result.reasons.get(reader.ids[i], "bad record")
                                      for i in range(len(reader)) if i not in written},
+                           in_training=None if result.in_training is None else
+                           tuple(reader.ids[i] for i in result.in_training),
                            interval=None if intervals is None else intervals.describe(),
                            card=models.card, date=datetime.date.today().isoformat())
 

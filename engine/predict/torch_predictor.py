@@ -43,7 +43,7 @@ class TorchPredictor(Predictor):
     def members(self) -> list[tuple]:
         return [(b.source, b.calibration, b.bias_correction) for b in self.bundles]
 
-    def predict_records(self, reader: Reader, cfg, sex: np.ndarray) -> tuple[np.ndarray, dict]:
+    def predict_records(self, reader: Reader, cfg, sex: np.ndarray) -> tuple[np.ndarray, dict, np.ndarray]:
         return predict_ensemble(self.bundles, reader, cfg)
 
     def predict_inputs(self, x: np.ndarray, sex: np.ndarray, bias_correction: bool = False,

@@ -17,6 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from dataloader.checks import duplicate_ids
+from dataloader.fingerprint import NONE, PRINTS
 from dataloader.records import Reader
 from dataloader.sources import CacheConfig, open_source
 from dataloader.stream import chunk_bounds, stream_chunks
@@ -28,36 +29,40 @@ Pending = Callable[[], np.ndarray]
 
 
 def record_ages(reader: Reader, specs: list[PreprocessSpec], cache: CacheConfig, predict: Predict,
-                workers: int = 0) -> tuple[np.ndarray, dict]:
-    """Ages for every record of ``reader`` (NaN for bad ones) and {id: reason} of the bad records; ``predict(source,
-    positions)`` gives the ages of the good records' positions (see :func:`window_means`)."""
-    (ages,), bad = ensemble_record_ages(reader, [(specs, predict)], cache, workers)
-    return ages, bad
+                workers: int = 0) -> tuple[np.ndarray, dict, np.ndarray]:
+    """Ages for every record of ``reader`` (NaN for bad ones), {id: reason} of the bad records and every record's
+    fingerprint; ``predict(source, positions)`` gives the ages of the good records' positions (see
+    :func:`window_means`)."""
+    (ages,), bad, prints = ensemble_record_ages(reader, [(specs, predict)], cache, workers)
+    return ages, bad, prints
 
 
 def ensemble_record_ages(reader: Reader, members: list[tuple[list[PreprocessSpec], Predict]], cache: CacheConfig,
-                         workers: int = 0) -> tuple[list[np.ndarray], dict]:
-    """Every member's ages for every record (NaN for bad ones; a record bad for one member is bad for all) and
-    {id: reason} of the bad records; a member is (its windows' specs, its ``predict``). With ``cache.enabled`` each
-    distinct list of specs is one cache; otherwise one streamed pass with ``workers`` processes preparing chunks."""
+                         workers: int = 0) -> tuple[list[np.ndarray], dict, np.ndarray]:
+    """Every member's ages for every record (NaN for bad ones; a record bad for one member is bad for all),
+    {id: reason} of the bad records and every record's fingerprint (dataloader.fingerprint, as it was read); a
+    member is (its windows' specs, its ``predict``). With ``cache.enabled`` each distinct list of specs is one
+    cache; otherwise one streamed pass with ``workers`` processes preparing chunks."""
     if cache.enabled:
         return _from_caches(reader, members, cache)
     union = list({json.dumps(s.to_dict(), sort_keys=True): s for specs, _ in members for s in specs}.values())
     columns = [[union.index(s) for s in specs] for specs, _ in members]
     bad = duplicate_ids(reader.table)
     ages = [np.full(len(reader), np.nan) for _ in members]
+    prints = np.full(len(reader), NONE, PRINTS)
     chunks = stream_chunks(reader, union, workers)
     waiting = []  # the previous chunk's predictions, collected once the next chunk's have started
     for chunk in tqdm(chunks, total=len(chunk_bounds(len(reader))), unit="chunk", leave=False,
                       disable=not cache.progress, desc=f"{len(reader)} records"):
         bad.update({reader.ids[i]: reason for i, reason in chunk.bad})
+        prints[chunk.start:chunk.stop] = chunk.prints
         good = np.array([i for i in range(chunk.start, chunk.stop) if reader.ids[i] not in bad], dtype=np.int64)
         started = [(k, good, predict(chunk.view(columns[k]), good)) for k, (_, predict) in enumerate(members)
                    if len(good)]
         _collect(waiting, ages)
         waiting = started
     _collect(waiting, ages)
-    return ages, bad
+    return ages, bad, prints
 
 
 def settled(result) -> np.ndarray:
@@ -70,7 +75,7 @@ def _collect(started: list, ages: list[np.ndarray]) -> None:
         ages[k][good] = settled(result)
 
 
-def _from_caches(reader: Reader, members: list, cache: CacheConfig) -> tuple[list[np.ndarray], dict]:
+def _from_caches(reader: Reader, members: list, cache: CacheConfig) -> tuple[list[np.ndarray], dict, np.ndarray]:
     sources, bad = {}, duplicate_ids(reader.table)
     keys = [json.dumps([s.to_dict() for s in specs], sort_keys=True) for specs, _ in members]
     for key, (specs, _) in zip(keys, members):
@@ -84,7 +89,7 @@ def _from_caches(reader: Reader, members: list, cache: CacheConfig) -> tuple[lis
         if len(good):
             member[good] = settled(predict(sources[key], good))
         ages.append(member)
-    return ages, bad
+    return ages, bad, next(iter(sources.values())).prints
 
 
 def window_rows(source, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

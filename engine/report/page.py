@@ -70,13 +70,27 @@ def _number(value, digits: int = 1) -> str:
     return "" if value is None or not math.isfinite(float(value)) else f"{float(value):.{digits}f}"
 
 
-def metric_rows(report: dict) -> list[dict]:
-    """The cohort's numbers, each with what it means in plain words (none but the counts without ages)."""
+def counted_rows(report: dict) -> list[dict]:
+    """How many ECGs were predicted, had an age, and were left out as the model's own training records."""
+    trained = (report.get("in_training") or {}).get("n_aged", 0)
+    theirs = "the accuracy figures below are theirs" if not trained else \
+        f"the accuracy figures below are those of the {report['n']} the model was not trained on"
     counted = [{"name": "ECGs predicted", "value": str(report.get("n_predictions", report["n"])),
                 "meaning": "every ECG in the predictions"},
-               {"name": "ECGs with an age on record", "value": str(report["n"]),
-                "meaning": "the accuracy figures below are theirs" if "mae" in report else
-                "too few for accuracy figures: the page shows the predicted ages (and intervals) only"}]
+               {"name": "ECGs with an age on record", "value": str(report["n"] + trained),
+                "meaning": theirs if "mae" in report else
+                f"too few{' not trained on' if trained else ''} for accuracy figures: the page shows the predicted "
+                f"ages (and intervals) only"}]
+    if trained:
+        counted.append({"name": "Of them, the model's training records", "value": str(trained),
+                        "meaning": "left out of the accuracy figures: accuracy on the ECGs a model learnt from is "
+                                   "no test of it"})
+    return counted
+
+
+def metric_rows(report: dict) -> list[dict]:
+    """The cohort's numbers, each with what it means in plain words (none but the counts without ages)."""
+    counted = counted_rows(report)
     if "mae" not in report:
         return counted
     low, high = report["mae_ci95"]
@@ -127,6 +141,7 @@ def caveats(report: dict, notes: PredictionNotes | None) -> list[str]:
     if report.get("n_without_age"):
         out.append(f"{report['n_without_age']} of the {report['n_predictions']} ECGs have no age on record: they "
                    f"have a predicted age (and interval) but no gap, and are not in the accuracy figures.")
+    out.append(training_caveat(report.get("in_training") or {}, report.get("n_predictions", report["n"])))
     trained = [n for n in notes.training_records or () if n is not None]
     if trained:
         span = f"{min(trained)}" if min(trained) == max(trained) else f"{min(trained)}–{max(trained)}"
@@ -147,6 +162,18 @@ def caveats(report: dict, notes: PredictionNotes | None) -> list[str]:
     if report["n"]:
         out.append("The gap is the predicted minus the recorded age; the recorded age is that of the labels file.")
     return out
+
+
+def training_caveat(trained: dict, predicted: int) -> str:
+    """What the page says about the model's own training records among the ECGs."""
+    if not trained.get("checked"):
+        return ("Whether the model was trained on any of these ECGs is not known: it does not name its training "
+                "records (an exported file made by export_interface.py from a run folder does).")
+    if not trained["n"]:
+        return "None of these ECGs was among the model's training records (checked by each recording's fingerprint)."
+    return (f"{trained['n']} of the {predicted} ECGs were among the model's training records (the same recordings, "
+            f"found by fingerprint): their ages are no test of the model, and the accuracy figures leave out the "
+            f"{trained['n_aged']} of them with an age.")
 
 
 def model_rows(notes: PredictionNotes | None) -> list[dict]:

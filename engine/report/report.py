@@ -167,6 +167,8 @@ def write_report(settings: ReportSettings, trust: bool = False, labels: pd.DataF
     if settings.run:
         tensorboard_figures(Path(settings.run), [out / name for name in report["plots"]])
     summary = f"n {report['n']} with an age of {len(data)}"
+    if report["in_training"]["n_aged"]:
+        summary += f" ({report['in_training']['n_aged']} more left out: the model was trained on them)"
     if report["n"] >= MIN_EVALUATED:
         low, high = report["mae_ci95"]
         summary += (f"  MAE {report['mae']:.2f} (95% CI {low:.2f}–{high:.2f})  RMSE {report['rmse']:.2f}  bias "
@@ -181,7 +183,9 @@ def build_report(settings: ReportSettings, trust: bool, data: pd.DataFrame, with
                  stage: Path) -> dict:
     """report.json, the plots and the page written in ``stage``; returns report.json's content."""
     aged = data[data["age"].notna()].reset_index(drop=True)
-    report = cohort_report(settings, aged, len(data), without_age)
+    trained = training_overlap(data, aged, notes)
+    aged = aged[~aged["id"].astype(str).isin(trained["ids"])].reset_index(drop=True)  # no test on what it learnt
+    report = {**cohort_report(settings, aged, len(data), without_age), "in_training": trained}
     plots, correction = [], None
     if report["n"] >= MIN_EVALUATED:
         correction, plots = evaluated(settings, trust, aged, report, notes, stage)
@@ -205,6 +209,15 @@ def build_report(settings: ReportSettings, trust: bool, data: pd.DataFrame, with
 
 
 MIN_EVALUATED = 2  # ECGs with a recorded age below which there are no accuracy figures
+
+
+def training_overlap(data: pd.DataFrame, aged: pd.DataFrame, notes: PredictionNotes | None) -> dict:
+    """Which predicted records the model was trained on (the notes' ``in_training``, found by fingerprint):
+    {checked, n, n_aged (of them with an age, left out of the accuracy figures), ids (the first MAX_LISTED)}."""
+    named = set(notes.in_training) if notes is not None and notes.in_training else set()
+    ids = [rid for rid in data["id"].astype(str) if rid in named]
+    return {"checked": notes is not None and notes.in_training is not None, "n": len(ids),
+            "n_aged": int(aged["id"].astype(str).isin(named).sum()), "ids": ids[:MAX_LISTED]}
 
 
 def cohort_report(settings: ReportSettings, aged: pd.DataFrame, total: int, without_age: list) -> dict:

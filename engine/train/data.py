@@ -4,11 +4,13 @@ folds), each returning what it made."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 import numpy as np
 import pandas as pd
 
 from dataloader.checks import apply_policy, duplicate_ids, label_problems
+from dataloader.fingerprint import NONE
 from dataloader.maic import dataset_csv_paths, maic_dataset_csvs, read_dataset_csv
 from dataloader.records import NpyFolderReader, Reader
 from dataloader.sources import CacheConfig, open_source
@@ -20,6 +22,9 @@ from utils.paths import DATA_ROOT_ENV
 from utils.ranks import barrier, is_main
 
 from .settings import TrainSettings
+
+logger = logging.getLogger(__name__)
+SHOWN_DUPLICATES = 5  # groups of identical recordings named in the warning (the count is always given)
 
 
 @dataclasses.dataclass
@@ -87,6 +92,8 @@ def single_split(settings: TrainSettings, records: Records) -> Split:
         if settings.data.input is None else input_split(settings, records)
     assignment = pd.Series(["train"] * len(train) + ["valid"] * len(valid),
                            index=pd.concat([records.ids.iloc[train], records.ids.iloc[valid]]))
+    warn_parted_duplicates(records, np.concatenate([train, valid]),
+                           np.array([0] * len(train) + [1] * len(valid)), "the training and validation records")
     return Split(train, valid, description, assignment)
 
 
@@ -130,4 +137,29 @@ def fold_split(settings: TrainSettings, records: Records) -> tuple[np.ndarray, p
     table = records.reader.table.iloc[records.usable]
     folds = kfold_split(table["age"], table["patient_id"] if "patient_id" in table.columns else None,
                         settings.run.folds, settings.split.split_seed)
+    warn_parted_duplicates(records, records.usable, folds, "different folds: their out-of-fold ages come from models "
+                                                           "trained on the same recording")
     return folds, pd.Series(folds, index=records.ids.iloc[records.usable])
+
+
+def parted_duplicates(prints: np.ndarray, ids: np.ndarray, parts: np.ndarray) -> list[list[str]]:
+    """The ids of each recording that appears under several ids (the same fingerprint, dataloader.fingerprint)
+    whose copies ``parts`` puts in different parts."""
+    frame = pd.DataFrame({"print": prints, "id": ids, "part": parts})
+    frame = frame[frame["print"] != NONE]
+    apart = frame.groupby("print").filter(lambda group: group["part"].nunique() > 1)
+    return [group["id"].tolist() for _, group in apart.groupby("print", sort=False)]
+
+
+def warn_parted_duplicates(records: Records, positions: np.ndarray, parts: np.ndarray, where: str) -> None:
+    """A warning naming identical recordings under different ids (another patient id, too) that the split puts
+    apart (in ``where``); nothing where the source knows no fingerprints."""
+    prints = getattr(records.source, "prints", None)
+    if prints is None or not len(positions):
+        return
+    groups = parted_duplicates(prints[positions], records.ids.iloc[positions].to_numpy(), parts)
+    if groups:
+        shown = "; ".join(" = ".join(g) for g in groups[:SHOWN_DUPLICATES])
+        logger.warning(f"note: {len(groups)} recording(s) appear under several ids (identical signals: {shown}"
+                       f"{', …' if len(groups) > SHOWN_DUPLICATES else ''}) and the split puts their copies in "
+                       f"{where}")

@@ -1,0 +1,77 @@
+"""The records an exported model was trained on, as fingerprints in its file (dataloader.fingerprint): read from
+its members' run folders (each member's split.csv names its training records, its options.json the --input they
+came from) and written into the file's metadata, so that a prediction can tell which of its records the model has
+seen (engine/predict/policy.py) and the report can leave them out of its accuracy figures."""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from dataloader.checks import load_block_safely
+from dataloader.fingerprint import NONE, PRINTS, of_item, packed
+from dataloader.formats import InputSettings
+from dataloader.stream import chunk_bounds
+from engine.runs import SPLIT, training_input
+from utils.bounds import MAX_TRAINING_FINGERPRINTS
+from utils.errors import RecordError, UserError
+from utils.io import read_csv, staged
+from utils.tables import RUN_ID
+
+from .onnx_model import METADATA_KEY, TRAINING_PRINTS
+
+logger = logging.getLogger("export")
+
+
+def trained_ids(member: str | Path) -> set[str] | None:
+    """The ids a member was trained on (its split.csv's ``train`` rows), or None where it does not say."""
+    folder = Path(member) if Path(member).is_dir() else Path(member).parent
+    if not (folder / SPLIT).is_file():
+        return None
+    try:
+        table = read_csv(folder / SPLIT, "a run's split", dtype=str, keep_default_na=False)
+    except RecordError:
+        return None
+    if not {RUN_ID, "split"} <= set(table.columns):
+        return None
+    return set(table.loc[table["split"] == "train", RUN_ID])
+
+
+def training_prints(members: list) -> tuple[np.ndarray | None, str]:
+    """(the fingerprints of every record some member was trained on, what they are) — (None, why not) where a
+    member does not name its records or their input cannot be read here."""
+    ids, inputs = set(), []
+    for member in members:
+        found, trained_on = trained_ids(member), training_input(member)
+        if found is None or trained_on is None:
+            return None, f"{member} does not name the records it was trained on (no split.csv or options.json)"
+        ids |= found
+        if trained_on not in inputs:
+            inputs.append(trained_on)
+    if len(ids) > MAX_TRAINING_FINGERPRINTS:
+        return None, f"{len(ids)} training records, more than the {MAX_TRAINING_FINGERPRINTS} a file names"
+    prints = []
+    for options in inputs:
+        try:
+            reader = InputSettings.from_options(options).open()
+        except (UserError, OSError, ValueError) as exc:
+            return None, f"their input {options.get('input')} cannot be read here ({type(exc).__name__})"
+        positions = [i for i, rid in enumerate(reader.ids) if rid in ids]
+        part = reader.subset(positions)
+        for start, stop in chunk_bounds(len(part)):
+            prints += [of_item(item) for item in load_block_safely(part, start, stop)]
+    prints = np.asarray(prints, PRINTS)
+    return prints, f"{len(np.unique(prints[prints != NONE]))} training record(s) of the {len(ids)} its members name"
+
+
+def with_training_prints(path: Path, prints: np.ndarray) -> None:
+    """The exported file at ``path`` with ``prints`` in its metadata (rewritten in place, all or nothing)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    entry = next(p for p in model.metadata_props if p.key == METADATA_KEY)
+    entry.value = json.dumps({**json.loads(entry.value), TRAINING_PRINTS: packed(prints)})
+    with staged(path) as staging:
+        onnx.save(model, str(staging))

@@ -1,0 +1,124 @@
+"""A record's fingerprint (dataloader/fingerprint.py) on real records; a model file names its training records by
+them (export, the shipped model), and a prediction and its page leave those records out of the accuracy figures."""
+from __future__ import annotations
+
+import base64
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import export_interface
+from dataloader import fingerprint as fp
+from dataloader.formats import open_reader
+from ecg_age.cli import main as ecg_age_main
+from engine.deploy.onnx_model import OnnxModel
+
+
+def test_equal_fingerprints_exactly_for_equal_recordings(cinc):
+    """The 50 CinC records hold one pair of identical recordings (E07509 and E07510): their fingerprints are
+    equal, every other one is distinct; the same record read twice gives the same fingerprint."""
+    reader = open_reader(cinc)
+    items = [reader.load(i) for i in range(len(reader))]
+    prints = np.array([fp.of_item(item) for item in items], fp.PRINTS)
+    assert prints.all() and fp.of_item(reader.load(3)) == prints[3]
+    for i in range(len(items)):
+        for j in range(i + 1, len(items)):
+            same = items[i].signal.shape == items[j].signal.shape and np.array_equal(items[i].signal,
+                                                                                    items[j].signal)
+            assert (prints[i] == prints[j]) == same, (reader.ids[i], reader.ids[j])
+    assert len(set(prints.tolist())) == len(items) - 1
+    assert fp.fingerprint(items[0].signal, 250) != prints[0]  # the rate is part of the recording
+    known = fp.unpacked(fp.packed(prints[:10]))
+    # the first ten (E07500–E07509) and E07510, the same recording as E07509
+    assert len(known) == 10 and fp.seen(prints, known).tolist() == [True] * 11 + [False] * 39
+    assert not fp.seen(np.array([fp.NONE], fp.PRINTS), known).any()
+
+
+@pytest.mark.parametrize("text, reason", [
+    ("not base64!", "not base64"), (base64.b64encode(b"1234567").decode(), "whole number"),
+    (base64.b64encode(np.array([5, 3], "<u8").tobytes()).decode(), "ascending"),
+    (base64.b64encode(np.array([0, 3], "<u8").tobytes()).decode(), "nonzero"), (7, "base64 text")])
+def test_a_models_fingerprints_are_checked_as_untrusted_input(text, reason):
+    with pytest.raises(ValueError, match=reason):
+        fp.unpacked(text)
+
+
+def test_fingerprints_beyond_the_bound_are_refused(monkeypatch):
+    monkeypatch.setattr(fp, "MAX_TRAINING_FINGERPRINTS", 2)
+    with pytest.raises(ValueError, match="at most 2"):
+        fp.unpacked(fp.packed(np.array([1, 2, 3, 4], fp.PRINTS)))
+
+
+def test_an_export_names_the_records_its_run_was_trained_on(modern_cv_run, ptbxl, cinc, tmp_path):
+    """The 2-fold run (PTB-XL at 100 Hz) exported: the file's fingerprints are those of the records the folds
+    trained on, read as they were read for training (--ptbxl_rate 100)."""
+    _, run = modern_cv_run
+    out = tmp_path / "m.onnx"
+    assert export_interface.entry(["--weights", str(run), "--output", str(out), "--check_input", str(cinc),
+                                   "--check_records", "2", "--quiet"]) == 0
+    reader = open_reader(ptbxl, ptbxl_rate=100)
+    trained = set()
+    for fold in sorted(run.glob("fold_*")):
+        split = pd.read_csv(fold / "split.csv", dtype=str)
+        trained |= set(split.loc[split["split"] == "train", "id"])
+    expected = {int(fp.of_item(reader.load(i))) for i, rid in enumerate(reader.ids) if rid in trained}
+    assert len(trained) > 300 and set(OnnxModel.load(out).training_prints.tolist()) == expected
+
+
+def test_the_shipped_model_knows_its_training_records_and_the_page_leaves_them_out(ptbxl, cinc, tmp_path, capsys):
+    """A manifest mixing 3 PTB-XL records the shipped model was trained on (its WFDB files, read as plain records)
+    with 3 CinC records it never saw: the notes name the 3, the accuracy figures are the CinC records' alone, and
+    the page says why."""
+    database = pd.read_csv(ptbxl / "ptbxl_database.csv", index_col="ecg_id")
+    rows = [{"path": str(ptbxl / database.loc[k, "filename_hr"]), "age": database.loc[k, "age"], "id": f"ptbxl{k}"}
+            for k in (1, 2, 3)]
+    rows += [{"path": str(cinc / name), "age": age, "id": name} for name, age in
+             (("E07500", 78), ("E07501", 65), ("E07502", 65))]  # their headers' ages
+    pd.DataFrame(rows).to_csv(tmp_path / "list.csv", index=False)
+    out = tmp_path / "out"
+    assert ecg_age_main(["predict", str(tmp_path / "list.csv"), "--out", str(out), "--explain_records", "0",
+                         "--cache", "off"]) == 0
+    said = capsys.readouterr().err
+    assert "3 of the 6 record(s) were among the model's training records" in said
+    assert json.loads((out / "predicted_age.csv.json").read_text())["in_training"] == ["ptbxl1", "ptbxl2", "ptbxl3"]
+    report = json.loads((out / "report.json").read_text())
+    assert report["n"] == 3 and report["in_training"] == {"checked": True, "n": 3, "n_aged": 3,
+                                                          "ids": ["ptbxl1", "ptbxl2", "ptbxl3"]}
+    table = pd.read_csv(out / "predicted_age.csv").set_index("ids")
+    cinc_ages = np.array([78, 65, 65])
+    assert report["mae"] == pytest.approx(np.abs(table.loc[["E07500", "E07501", "E07502"], "predicted_age"]
+                                                 - cinc_ages).mean())
+    page = (out / "report.html").read_text()
+    assert "3 of the 6 ECGs were among the model&#39;s training records" in page or \
+        "3 of the 6 ECGs were among the model's training records" in page
+    assert "Of them, the model" in page
+
+
+def test_identical_recordings_the_folds_put_apart_are_named(ptbxl, caplog):
+    """PTB-XL's shared records hold four pairs of identical recordings under different ids; one pair (145 and 463)
+    even under two patient ids, so patient-level folds can part it — the 5 folds of split seed 1234 do, and a
+    training run says so (the other pairs share a patient and stay together)."""
+    from dataloader.splits import kfold_split
+    from engine.train.data import Records, parted_duplicates, warn_parted_duplicates
+
+    reader = open_reader(ptbxl)
+    prints = np.array([fp.of_item(reader.load(i)) for i in range(len(reader))], fp.PRINTS)
+    usable = np.flatnonzero(pd.to_numeric(reader.table["age"], errors="coerce").notna().to_numpy())
+    table = reader.table.iloc[usable]
+    folds = kfold_split(table["age"], table["patient_id"], 5, 1234)
+    ids = reader.table["id"].astype(str).to_numpy()
+    assert parted_duplicates(prints[usable], ids[usable], folds) == [["145", "463"]]
+    assert parted_duplicates(prints[usable], ids[usable], np.zeros(len(usable))) == []
+    same = parted_duplicates(prints[usable], ids[usable], np.arange(len(usable)))  # every record apart
+    assert sorted(map(sorted, same)) == [["137", "138"], ["145", "463"], ["456", "457"], ["459", "460"]]
+
+    class Source:
+        pass
+
+    source = Source()
+    source.prints = prints
+    with caplog.at_level("WARNING"):
+        warn_parted_duplicates(Records(reader, source, usable), usable, folds, "different folds")
+    assert "1 recording(s) appear under several ids (identical signals: 145 = 463)" in caplog.text
