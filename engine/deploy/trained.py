@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing as mp
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from engine.runs import SPLIT, training_input
 from utils.bounds import MAX_TRAINING_FINGERPRINTS
 from utils.errors import RecordError, UserError
 from utils.io import read_csv, staged
+from utils.machine import usable_cores
 from utils.tables import RUN_ID
 
 from .onnx_model import METADATA_KEY, TRAINING_PRINTS
@@ -58,12 +60,24 @@ def training_prints(members: list) -> tuple[np.ndarray | None, str]:
             reader = InputSettings.from_options(options).open()
         except (UserError, OSError, ValueError) as exc:
             return None, f"their input {options.get('input')} cannot be read here ({type(exc).__name__})"
-        positions = [i for i, rid in enumerate(reader.ids) if rid in ids]
-        part = reader.subset(positions)
-        for start, stop in chunk_bounds(len(part)):
-            prints += [of_item(item) for item in load_block_safely(part, start, stop)]
+        prints += read_prints(reader.subset([i for i, rid in enumerate(reader.ids) if rid in ids]))
     prints = np.asarray(prints, PRINTS)
     return prints, f"{len(np.unique(prints[prints != NONE]))} training record(s) of the {len(ids)} its members name"
+
+
+def _chunk_prints(part) -> list:
+    return [of_item(item) for item in load_block_safely(part, 0, len(part))]
+
+
+def read_prints(reader) -> list:
+    """Every record's fingerprint, chunks read in worker processes on every usable core (a million training
+    records take about as long as one pass over them)."""
+    jobs = [reader.part(start, stop) for start, stop in chunk_bounds(len(reader))]
+    if len(jobs) < 2 or usable_cores() < 2:
+        return [p for job in jobs for p in _chunk_prints(job)]
+    logger.info(f"reading the fingerprints of {len(reader)} training record(s) on {usable_cores()} cores")
+    with mp.get_context("fork").Pool(usable_cores()) as pool:
+        return [p for chunk in pool.imap(_chunk_prints, jobs) for p in chunk]
 
 
 def with_training_prints(path: Path, prints: np.ndarray) -> None:
