@@ -16,11 +16,16 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+
+from dataloader.fingerprint import NONE, PRINTS
 from models.files import BEST, PUBLISHED_CONFIG, PUBLISHED_WEIGHTS
 from models.schema import MAIC_MODES
 from utils.bounds import MAX_FOLDS
 from utils.errors import CheckpointError, RecordError, UserError
-from utils.io import regular_file, temporary_target, write_json
+from utils.io import read_csv, regular_file, temporary_target, write_csv, write_json
+from utils.tables import RUN_ID
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +34,7 @@ LAST, OPTIONS, SPLIT, HISTORY, CURVES = "last.pt", "options.json", "split.csv", 
 PUBLISHED_ARGS, TENSORBOARD, LOCK = "args.json", "logs", ".lock"
 MANIFEST = "run.json"
 CV_SUMMARY, OOF, FOLDS = "cv.json", "oof.csv", "folds.csv"
+RUN_PRINTS = "fingerprints.csv"  # id, fingerprint (16 hex digits) of every usable record (dataloader.fingerprint)
 
 
 def run_dir(log_dir: str | Path, arch: str, env: str) -> Path:
@@ -117,7 +123,7 @@ def run_member_names(folds: int, seeds: int, partner: str, partners: int) -> lis
     return [SINGLE] if folds == 1 else [m for k in range(folds) for m in fold_members(k, seeds, partner, partners)]
 # the exact names of what a run writes in its folder and in each member folder (``*.pt`` of TRAINED are these)
 OWN_FILES = frozenset({LAST, BEST, PUBLISHED_WEIGHTS, OPTIONS, SPLIT, HISTORY, CURVES, PUBLISHED_ARGS,
-                       PUBLISHED_CONFIG, MANIFEST, CV_SUMMARY, OOF, FOLDS, LOCK})
+                       PUBLISHED_CONFIG, MANIFEST, CV_SUMMARY, OOF, FOLDS, LOCK, RUN_PRINTS})
 EPOCH_FILE = re.compile(r"epoch_\d{3,}\.pt")
 
 
@@ -381,3 +387,48 @@ def training_input(member: str | Path) -> dict | None:
         return None
     return {k: options[k] for k, kind in TRAINING_INPUT.items()
             if isinstance(options.get(k), kind) and not isinstance(options.get(k), bool)}
+
+
+# ---- which records a member was trained on ----------------------------------------------------------------------
+def _member_folder(member: str | Path) -> Path:
+    return Path(member) if Path(member).is_dir() else Path(member).parent
+
+
+def trained_ids(member: str | Path) -> set[str] | None:
+    """The ids a member was trained on (its split.csv's ``train`` rows), or None where it does not say."""
+    folder = _member_folder(member)
+    if not (folder / SPLIT).is_file():
+        return None
+    try:
+        table = read_csv(folder / SPLIT, "a run's split", dtype=str, keep_default_na=False)
+    except RecordError:
+        return None
+    if not {RUN_ID, "split"} <= set(table.columns):
+        return None
+    return set(table.loc[table["split"] == "train", RUN_ID])
+
+
+def write_run_prints(folder: Path, ids: list[str], prints: np.ndarray) -> None:
+    """The run's fingerprints.csv: each usable record's fingerprint (those not read are left out)."""
+    known = np.asarray(prints, PRINTS) != NONE
+    write_csv(folder / RUN_PRINTS, pd.DataFrame({RUN_ID: np.asarray(ids, dtype=object)[known],
+                                                 "fingerprint": [f"{p:016x}" for p in np.asarray(prints)[known]]}))
+
+
+def member_training_prints(member: str | Path) -> np.ndarray | None:
+    """The fingerprints of the records a member was trained on, from its run's fingerprints.csv and its split.csv;
+    None where the run does not say (written before them, or damaged — with a warning)."""
+    folder, ids = _member_folder(member), trained_ids(member)
+    path = next((f / RUN_PRINTS for f in (folder, folder.parent) if (f / RUN_PRINTS).is_file()), None)
+    if ids is None or path is None:
+        return None
+    try:
+        table = read_csv(path, "a run's fingerprints", dtype=str, keep_default_na=False)
+        chosen = table.loc[table[RUN_ID].isin(ids), "fingerprint"]
+        if not chosen.str.fullmatch(r"[0-9a-f]{16}").all():
+            raise ValueError("a fingerprint is not 16 hexadecimal digits")
+        return np.array([int(p, 16) for p in chosen], PRINTS)
+    except (RecordError, KeyError, ValueError) as exc:
+        logger.warning(f"note: {path} cannot be read ({exc.reason if isinstance(exc, RecordError) else exc}); "
+                       f"which records {member} was trained on is unknown")
+        return None

@@ -122,3 +122,28 @@ def test_identical_recordings_the_folds_put_apart_are_named(ptbxl, caplog):
     with caplog.at_level("WARNING"):
         warn_parted_duplicates(Records(reader, source, usable), usable, folds, "different folds")
     assert "1 recording(s) appear under several ids (identical signals: 145 = 463)" in caplog.text
+
+
+def test_a_run_folder_names_its_training_records_for_pytorch_predictions(modern_cv_run, ptbxl, tmp_path):
+    """The run writes fingerprints.csv; predicting with its checkpoints marks its own training records (here two
+    PTB-XL 100-Hz files listed in a manifest), and the same run without that file says nothing (not checked)."""
+    import shutil
+
+    from conftest import cli
+
+    import test_interface
+
+    _, run = modern_cv_run
+    assert (run / "fingerprints.csv").is_file()
+    database = pd.read_csv(ptbxl / "ptbxl_database.csv", index_col="ecg_id")
+    pd.DataFrame([{"path": str(ptbxl / database.loc[k, "filename_lr"]), "id": f"lr{k}"} for k in (1, 2)]).to_csv(
+        tmp_path / "list.csv", index=False)
+    out = tmp_path / "p.csv"
+    assert cli(test_interface, ["--input", str(tmp_path / "list.csv"), "--weights", str(run), "--output", str(out),
+                                "--cache", "off"], tmp_path) == 0
+    assert json.loads((tmp_path / "p.csv.json").read_text())["in_training"] == ["lr1", "lr2"]
+    older = tmp_path / "older"
+    shutil.copytree(run, older, ignore=shutil.ignore_patterns("fingerprints.csv", "*.lock"))
+    assert cli(test_interface, ["--input", str(tmp_path / "list.csv"), "--weights", str(older), "--output",
+                                str(tmp_path / "q.csv"), "--cache", "off"], tmp_path) == 0
+    assert "in_training" not in json.loads((tmp_path / "q.csv.json").read_text())

@@ -15,35 +15,25 @@ from dataloader.checks import load_block_safely
 from dataloader.fingerprint import NONE, PRINTS, of_item, packed
 from dataloader.formats import InputSettings
 from dataloader.stream import chunk_bounds
-from engine.runs import SPLIT, training_input
+from engine.runs import member_training_prints, trained_ids, training_input
 from utils.bounds import MAX_TRAINING_FINGERPRINTS
-from utils.errors import RecordError, UserError
-from utils.io import read_csv, staged
+from utils.errors import UserError
+from utils.io import staged
 from utils.machine import usable_cores
-from utils.tables import RUN_ID
 
 from .onnx_model import METADATA_KEY, TRAINING_PRINTS
 
 logger = logging.getLogger("export")
 
 
-def trained_ids(member: str | Path) -> set[str] | None:
-    """The ids a member was trained on (its split.csv's ``train`` rows), or None where it does not say."""
-    folder = Path(member) if Path(member).is_dir() else Path(member).parent
-    if not (folder / SPLIT).is_file():
-        return None
-    try:
-        table = read_csv(folder / SPLIT, "a run's split", dtype=str, keep_default_na=False)
-    except RecordError:
-        return None
-    if not {RUN_ID, "split"} <= set(table.columns):
-        return None
-    return set(table.loc[table["split"] == "train", RUN_ID])
-
-
 def training_prints(members: list) -> tuple[np.ndarray | None, str]:
-    """(the fingerprints of every record some member was trained on, what they are) — (None, why not) where a
-    member does not name its records or their input cannot be read here."""
+    """(the fingerprints of every record some member was trained on, what they are): from the runs' own
+    fingerprints.csv, else read from the training input — (None, why not) where a member does not name its
+    records or their input cannot be read here."""
+    recorded = [member_training_prints(m) for m in members]
+    if all(p is not None for p in recorded):
+        prints = np.unique(np.concatenate(recorded))
+        return prints, f"{len(prints)} training record(s), from the run folder's fingerprints"
     ids, inputs = set(), []
     for member in members:
         found, trained_on = trained_ids(member), training_input(member)

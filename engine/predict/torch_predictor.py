@@ -2,6 +2,7 @@
 and their in-memory ONNX export for ``--engine onnxruntime``."""
 from __future__ import annotations
 
+import functools
 import tempfile
 from pathlib import Path
 from typing import Iterable
@@ -12,6 +13,7 @@ from dataloader.checks import model_inputs
 from dataloader.records import Reader, Record
 from engine.deploy.export import export_onnx, graph_input
 from engine.deploy.onnx_model import OnnxModel
+from engine.runs import member_training_prints
 from models.checkpoint import load_ensemble
 from models.schema import UNKNOWN_SEX
 from utils.errors import CheckpointError, UserError
@@ -39,6 +41,13 @@ class TorchPredictor(Predictor):
     median_age = property(lambda self: self.bundles[0].facts.median_age)
     archs = property(lambda self: [b.arch for b in self.bundles])
     training_records = property(lambda self: [b.facts.n for b in self.bundles])
+
+    @functools.cached_property
+    def training_prints(self) -> np.ndarray | None:
+        """The fingerprints of the records the members were trained on (their run folders' fingerprints.csv), or
+        None where one does not say."""
+        found = [member_training_prints(b.source) for b in self.bundles]
+        return None if any(p is None for p in found) else np.unique(np.concatenate(found))
 
     def members(self) -> list[tuple]:
         return [(b.source, b.calibration, b.bias_correction) for b in self.bundles]
