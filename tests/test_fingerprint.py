@@ -147,3 +147,27 @@ def test_a_run_folder_names_its_training_records_for_pytorch_predictions(modern_
     assert cli(test_interface, ["--input", str(tmp_path / "list.csv"), "--weights", str(older), "--output",
                                 str(tmp_path / "q.csv"), "--cache", "off"], tmp_path) == 0
     assert "in_training" not in json.loads((tmp_path / "q.csv.json").read_text())
+
+
+def test_duplicates_together_keeps_each_recordings_copies_in_one_fold(ptbxl):
+    """--duplicates together: 145 and 463 (one recording, two patient ids) are dealt as one patient, so the folds
+    keep them together and no identical recordings are parted; every patient stays in one fold."""
+    from engine.train.data import Records, fold_split, parted_duplicates
+    from engine.train.settings import TrainSettings, resolve
+    from options import train_parser
+
+    reader = open_reader(ptbxl)
+
+    class Source:
+        prints = np.array([fp.of_item(reader.load(i)) for i in range(len(reader))], fp.PRINTS)
+
+    usable = np.flatnonzero(pd.to_numeric(reader.table["age"], errors="coerce").notna().to_numpy())
+    records = Records(reader, Source(), usable)
+    ids = reader.table["id"].astype(str).to_numpy()[usable]
+    for choice, parted in (("warn", [["145", "463"]]), ("together", [])):
+        argv = ["--input", str(ptbxl), "--folds", "5", "--split_seed", "1234", "--duplicates", choice]
+        folds, by_id = fold_split(TrainSettings.from_options(resolve(vars(train_parser().parse_args(argv)))), records)
+        assert parted_duplicates(Source.prints[usable], ids, folds) == parted
+        patients = reader.table["patient_id"].iloc[usable].to_numpy()
+        assert all(len(set(folds[patients == p])) == 1 for p in set(patients))
+    assert by_id["145"] == by_id["463"]

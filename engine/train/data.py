@@ -112,7 +112,7 @@ def input_split(settings: TrainSettings, records: Records) -> tuple[np.ndarray, 
     if method == "strat_fold":
         train, valid, _test = strat_fold_split(table["strat_fold"])
     elif method == "patient":
-        train, valid = patient_split(table["patient_id"], split.valid_ratio, split.split_seed)
+        train, valid = patient_split(patients_of(settings, records, usable), split.valid_ratio, split.split_seed)
     else:
         train, valid = stratified_split(table["age"], DECADE_BINS, split.valid_ratio, split.split_seed)
     return usable[train], usable[valid], f"{reader.format} {settings.data.input} (split: {method})"
@@ -135,11 +135,36 @@ def maic_split(settings: TrainSettings, reader: Reader, usable: np.ndarray) -> t
 def fold_split(settings: TrainSettings, records: Records) -> tuple[np.ndarray, pd.Series]:
     """(each usable record's fold, the folds by record id): patient-level K folds, age-stratified."""
     table = records.reader.table.iloc[records.usable]
-    folds = kfold_split(table["age"], table["patient_id"] if "patient_id" in table.columns else None,
-                        settings.run.folds, settings.split.split_seed)
+    folds = kfold_split(table["age"], patients_of(settings, records, records.usable), settings.run.folds,
+                        settings.split.split_seed)
     warn_parted_duplicates(records, records.usable, folds, "different folds: their out-of-fold ages come from models "
                                                            "trained on the same recording")
     return folds, pd.Series(folds, index=records.ids.iloc[records.usable])
+
+
+def patients_of(settings: TrainSettings, records: Records, positions: np.ndarray) -> pd.Series | None:
+    """The patient ids a patient-level split deals by; with --duplicates together, every patient holding a copy of
+    a recording that another patient (or a record without one) also holds is merged into one."""
+    table = records.reader.table.iloc[positions]
+    patients = table["patient_id"] if "patient_id" in table.columns else None
+    prints = getattr(records.source, "prints", None)
+    if settings.split.duplicates != "together" or prints is None:
+        return patients
+    keys = [f"#record {rid}" if patients is None or pd.isna(p) else f"patient {p}"
+            for rid, p in zip(records.ids.iloc[positions], [None] * len(positions) if patients is None else patients)]
+    root = {k: k for k in keys}
+
+    def find(k: str) -> str:
+        while root[k] != k:
+            root[k] = root[root[k]]
+            k = root[k]
+        return k
+
+    first = {}
+    for key, mark in zip(keys, prints[positions]):
+        if mark != NONE:
+            root[find(key)] = find(first.setdefault(mark, key))
+    return pd.Series([find(k) for k in keys], index=table.index)
 
 
 def parted_duplicates(prints: np.ndarray, ids: np.ndarray, parts: np.ndarray) -> list[list[str]]:
@@ -162,4 +187,4 @@ def warn_parted_duplicates(records: Records, positions: np.ndarray, parts: np.nd
         shown = "; ".join(" = ".join(g) for g in groups[:SHOWN_DUPLICATES])
         logger.warning(f"note: {len(groups)} recording(s) appear under several ids (identical signals: {shown}"
                        f"{', …' if len(groups) > SHOWN_DUPLICATES else ''}) and the split puts their copies in "
-                       f"{where}")
+                       f"{where}; --duplicates together keeps them on one side")
