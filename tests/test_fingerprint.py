@@ -171,3 +171,14 @@ def test_duplicates_together_keeps_each_recordings_copies_in_one_fold(ptbxl):
         patients = reader.table["patient_id"].iloc[usable].to_numpy()
         assert all(len(set(folds[patients == p])) == 1 for p in set(patients))
     assert by_id["145"] == by_id["463"]
+
+
+def test_a_page_whose_aged_ecgs_were_all_trained_on_says_why_it_has_no_accuracy():
+    from engine.report.page import metric_rows, training_caveat
+
+    rows = metric_rows({"n": 0, "n_predictions": 353, "in_training": {"checked": True, "n": 353, "n_aged": 349}})
+    assert [(r["name"], r["value"]) for r in rows] == [("ECGs predicted", "353"), ("ECGs with an age on record", "349"),
+                                                       ("Of them, the model's training records", "349")]
+    assert "once the model's training records are set aside" in rows[1]["meaning"]
+    assert training_caveat({"checked": True, "n": 0}, 5).startswith("None of these ECGs")
+    assert training_caveat({}, 5).startswith("Whether the model was trained on any of these ECGs is not known")

@@ -70,6 +70,9 @@ def _number(value, digits: int = 1) -> str:
     return "" if value is None or not math.isfinite(float(value)) else f"{float(value):.{digits}f}"
 
 
+SET_ASIDE = "too few left, once the model's training records are set aside,"
+
+
 def counted_rows(report: dict) -> list[dict]:
     """How many ECGs were predicted, had an age, and were left out as the model's own training records."""
     trained = (report.get("in_training") or {}).get("n_aged", 0)
@@ -78,9 +81,9 @@ def counted_rows(report: dict) -> list[dict]:
     counted = [{"name": "ECGs predicted", "value": str(report.get("n_predictions", report["n"])),
                 "meaning": "every ECG in the predictions"},
                {"name": "ECGs with an age on record", "value": str(report["n"] + trained),
-                "meaning": theirs if "mae" in report else
-                f"too few{' not trained on' if trained else ''} for accuracy figures: the page shows the predicted "
-                f"ages (and intervals) only"}]
+                "meaning": theirs if "mae" in report else f"{SET_ASIDE if trained else 'too few'} for accuracy "
+                                                          f"figures: the page shows the predicted ages (and "
+                                                          f"intervals) only"}]
     if trained:
         counted.append({"name": "Of them, the model's training records", "value": str(trained),
                         "meaning": "left out of the accuracy figures: accuracy on the ECGs a model learnt from is "
