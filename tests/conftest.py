@@ -117,6 +117,18 @@ def modern_cv_run(ptbxl, tmp_path_factory):
     return tmp, tmp / "log" / "ECGEfficientNet_cv"
 
 
+@pytest.fixture(scope="session")
+def onnx_model(modern_cv_run, cinc, tmp_path_factory) -> Path:
+    """The shared 2-fold run exported to one ONNX file (checked on 4 CinC records), shared read-only."""
+    import export_interface
+
+    _, run = modern_cv_run
+    path = tmp_path_factory.mktemp("front") / "model.onnx"
+    assert export_interface.entry(["--weights", str(run), "--output", str(path), "--check_input", str(cinc),
+                                   "--check_records", "4", "--quiet"]) == 0
+    return path
+
+
 TINY = {"ResDenseNet": ["--out_ch", "16", "--mid_ch", "8"], "ResUDenseNet": ["--out_ch", "16", "--mid_ch", "8"],
         "ResNet1d": ["--net_filter_size", "8", "16", "24", "32", "40"]}
 

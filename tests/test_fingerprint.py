@@ -9,7 +9,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import export_interface
 from dataloader import fingerprint as fp
 from dataloader.formats import open_reader
 from ecg_age.cli import main as ecg_age_main
@@ -51,13 +50,11 @@ def test_fingerprints_beyond_the_bound_are_refused(monkeypatch):
         fp.unpacked(fp.packed(np.array([1, 2, 3, 4], fp.PRINTS)))
 
 
-def test_an_export_names_the_records_its_run_was_trained_on(modern_cv_run, ptbxl, cinc, tmp_path):
+def test_an_export_names_the_records_its_run_was_trained_on(modern_cv_run, onnx_model, ptbxl):
     """The 2-fold run (PTB-XL at 100 Hz) exported: the file's fingerprints are those of the records the folds
     trained on, read as they were read for training (--ptbxl_rate 100)."""
     _, run = modern_cv_run
-    out = tmp_path / "m.onnx"
-    assert export_interface.entry(["--weights", str(run), "--output", str(out), "--check_input", str(cinc),
-                                   "--check_records", "2", "--quiet"]) == 0
+    out = onnx_model
     reader = open_reader(ptbxl, ptbxl_rate=100)
     trained = set()
     for fold in sorted(run.glob("fold_*")):

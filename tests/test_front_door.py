@@ -23,16 +23,6 @@ RECORDS = ["E07500", "E07501", "E07502", "E07503", "E07504", "E07505"]
 
 
 @pytest.fixture(scope="module")
-def onnx_model(modern_cv_run, cinc, tmp_path_factory) -> Path:
-    """The shared 2-fold run exported to one ONNX file."""
-    _, run = modern_cv_run
-    path = tmp_path_factory.mktemp("front") / "model.onnx"
-    assert export_interface.entry(["--weights", str(run), "--output", str(path), "--check_input", str(cinc),
-                                   "--check_records", "4", "--quiet"]) == 0
-    return path
-
-
-@pytest.fixture(scope="module")
 def records(cinc, tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("front") / "ecgs"
     folder.mkdir()
