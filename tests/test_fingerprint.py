@@ -179,3 +179,22 @@ def test_a_page_whose_aged_ecgs_were_all_trained_on_says_why_it_has_no_accuracy(
     assert "once the model's training records are set aside" in rows[1]["meaning"]
     assert training_caveat({"checked": True, "n": 0}, 5).startswith("None of these ECGs")
     assert training_caveat({}, 5).startswith("Whether the model was trained on any of these ECGs is not known")
+
+
+def test_every_training_record_leaves_the_figures_however_few_report_json_lists(tmp_path, monkeypatch):
+    """report.json lists at most MAX_LISTED ids, but every record the notes name is left out of the accuracy."""
+    import report_interface
+    from engine.report import report as report_module
+
+    monkeypatch.setattr(report_module, "MAX_LISTED", 1)
+    ids = ["a", "b", "c", "d", "e"]
+    pd.DataFrame({"ids": ids, "predicted_age": [50.0, 61.0, 70.5, 40.0, 30.0]}).to_csv(tmp_path / "p.csv",
+                                                                                      index=False)
+    (tmp_path / "p.csv.json").write_text(json.dumps({"in_training": ["a", "b", "c"]}))
+    pd.DataFrame({"id": ids, "age": [48, 66, 71, 45, 33]}).to_csv(tmp_path / "l.csv", index=False)
+    assert report_interface.entry(["--predictions", str(tmp_path / "p.csv"), "--labels", str(tmp_path / "l.csv"),
+                                   "--id_col", "id", "--age_col", "age", "--out", str(tmp_path / "out"),
+                                   "--quiet"]) == 0
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["n"] == 2 and report["mae"] == pytest.approx(4.0)  # d and e: |40-45|, |30-33|
+    assert report["in_training"] == {"checked": True, "n": 3, "n_aged": 3, "ids": ["a"]}

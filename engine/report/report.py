@@ -183,9 +183,11 @@ def build_report(settings: ReportSettings, trust: bool, data: pd.DataFrame, with
                  stage: Path) -> dict:
     """report.json, the plots and the page written in ``stage``; returns report.json's content."""
     aged = data[data["age"].notna()].reset_index(drop=True)
-    trained = training_overlap(data, aged, notes)
-    aged = aged[~aged["id"].astype(str).isin(trained["ids"])].reset_index(drop=True)  # no test on what it learnt
-    report = {**cohort_report(settings, aged, len(data), without_age), "in_training": trained}
+    named = set(notes.in_training) if notes is not None and notes.in_training else set()
+    seen = aged["id"].astype(str).isin(named).to_numpy()
+    aged = aged[~seen].reset_index(drop=True)  # no test on what it learnt
+    report = {**cohort_report(settings, aged, len(data), without_age),
+              "in_training": training_overlap(data, named, int(seen.sum()), notes)}
     plots, correction = [], None
     if report["n"] >= MIN_EVALUATED:
         correction, plots = evaluated(settings, trust, aged, report, notes, stage)
@@ -211,13 +213,13 @@ def build_report(settings: ReportSettings, trust: bool, data: pd.DataFrame, with
 MIN_EVALUATED = 2  # ECGs with a recorded age below which there are no accuracy figures
 
 
-def training_overlap(data: pd.DataFrame, aged: pd.DataFrame, notes: PredictionNotes | None) -> dict:
-    """Which predicted records the model was trained on (the notes' ``in_training``, found by fingerprint):
-    {checked, n, n_aged (of them with an age, left out of the accuracy figures), ids (the first MAX_LISTED)}."""
-    named = set(notes.in_training) if notes is not None and notes.in_training else set()
+def training_overlap(data: pd.DataFrame, named: set[str], aged: int, notes: PredictionNotes | None) -> dict:
+    """report.json's account of the predicted records the model was trained on (``named``: the notes'
+    ``in_training``, found by fingerprint; ``aged`` of them have an age and are left out of the accuracy figures):
+    {checked, n, n_aged, ids (the first MAX_LISTED)}."""
     ids = [rid for rid in data["id"].astype(str) if rid in named]
-    return {"checked": notes is not None and notes.in_training is not None, "n": len(ids),
-            "n_aged": int(aged["id"].astype(str).isin(named).sum()), "ids": ids[:MAX_LISTED]}
+    return {"checked": notes is not None and notes.in_training is not None, "n": len(ids), "n_aged": aged,
+            "ids": ids[:MAX_LISTED]}
 
 
 def cohort_report(settings: ReportSettings, aged: pd.DataFrame, total: int, without_age: list) -> dict:
