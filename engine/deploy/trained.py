@@ -14,7 +14,7 @@ import numpy as np
 from dataloader.checks import load_block_safely
 from dataloader.fingerprint import NONE, PRINTS, of_item, packed
 from dataloader.formats import InputSettings
-from dataloader.stream import chunk_bounds
+from dataloader.stream import chunk_bounds, chunk_jobs
 from engine.runs import member_training_prints, trained_ids, training_input
 from utils.bounds import MAX_TRAINING_FINGERPRINTS
 from utils.errors import UserError
@@ -55,14 +55,15 @@ def training_prints(members: list) -> tuple[np.ndarray | None, str]:
     return prints, f"{len(np.unique(prints[prints != NONE]))} training record(s) of the {len(ids)} its members name"
 
 
-def _chunk_prints(part) -> list:
-    return [of_item(item) for item in load_block_safely(part, 0, len(part))]
+def _chunk_prints(job) -> list:
+    part, start, stop = job  # part: records start..stop-1 (Reader.part)
+    return [of_item(item) for item in load_block_safely(part, 0, stop - start)]
 
 
 def read_prints(reader) -> list:
     """Every record's fingerprint, chunks read in worker processes on every usable core (a million training
     records take about as long as one pass over them)."""
-    jobs = [reader.part(start, stop) for start, stop in chunk_bounds(len(reader))]
+    jobs = list(chunk_jobs(reader, chunk_bounds(len(reader))))
     if len(jobs) < 2 or usable_cores() < 2:
         return [p for job in jobs for p in _chunk_prints(job)]
     logger.info(f"reading the fingerprints of {len(reader)} training record(s) on {usable_cores()} cores")

@@ -43,6 +43,11 @@ class Records:
     def ids(self) -> pd.Series:
         return self.reader.table["id"].astype(str)
 
+    @property
+    def prints(self) -> np.ndarray | None:
+        """Every record's fingerprint (dataloader.fingerprint) where its source read them, else None."""
+        return getattr(self.source, "prints", None)
+
 
 @dataclasses.dataclass(frozen=True)
 class Split:
@@ -147,7 +152,7 @@ def patients_of(settings: TrainSettings, records: Records, positions: np.ndarray
     a recording that another patient (or a record without one) also holds is merged into one."""
     table = records.reader.table.iloc[positions]
     patients = table["patient_id"] if "patient_id" in table.columns else None
-    prints = getattr(records.source, "prints", None)
+    prints = records.prints
     if settings.split.duplicates != "together" or prints is None:
         return patients
     keys = [f"#record {rid}" if patients is None or pd.isna(p) else f"patient {p}"
@@ -179,7 +184,7 @@ def parted_duplicates(prints: np.ndarray, ids: np.ndarray, parts: np.ndarray) ->
 def warn_parted_duplicates(records: Records, positions: np.ndarray, parts: np.ndarray, where: str) -> None:
     """A warning naming identical recordings under different ids (another patient id, too) that the split puts
     apart (in ``where``); nothing where the source knows no fingerprints."""
-    prints = getattr(records.source, "prints", None)
+    prints = records.prints
     if prints is None or not len(positions):
         return
     groups = parted_duplicates(prints[positions], records.ids.iloc[positions].to_numpy(), parts)

@@ -63,10 +63,10 @@ class Experiment:
         settings = settings.with_arch(bundle.arch)  # a checkpoint of another architecture: its own
         cache = settings.cache.config(place.precision, progress=not settings.runtime.quiet)
         records = training_records(settings, bundle.preprocessing, cache)
-        if is_main() and getattr(records.source, "prints", None) is not None:  # which records the models learn
-            # from, for a prediction to know them (engine/runs.py)
+        if is_main() and records.prints is not None:  # which records the models learn from, for a prediction
+            # to know them (engine/runs.py)
             write_run_prints(settings.folder, records.ids.iloc[records.usable].tolist(),
-                             records.source.prints[records.usable])
+                             records.prints[records.usable])
         held_out = InferenceConfig(device=place.device, precision=place.precision, workers=0,
                                    fast_layout=settings.runtime.fast_layout, cache=cache,
                                    batch_size=settings.runtime.infer_batch_size or
