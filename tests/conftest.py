@@ -129,6 +129,19 @@ def onnx_model(modern_cv_run, cinc, tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def onnx_cpu_model(modern_cv_run, cinc, tmp_path_factory) -> Path:
+    """The shared 2-fold run exported with --cpu_preprocessing (scipy's whole preprocessing on the CPU, as files
+    written before the band-pass moved into the graph), checked on 2 CinC records, shared read-only."""
+    import export_interface
+
+    _, run = modern_cv_run
+    path = tmp_path_factory.mktemp("cpu_onnx") / "model_cpu.onnx"
+    assert export_interface.entry(["--weights", str(run), "--output", str(path), "--check_input", str(cinc),
+                                   "--check_records", "2", "--cpu_preprocessing", "--quiet"]) == 0
+    return path
+
+
 TINY = {"ResDenseNet": ["--out_ch", "16", "--mid_ch", "8"], "ResUDenseNet": ["--out_ch", "16", "--mid_ch", "8"],
         "ResNet1d": ["--net_filter_size", "8", "16", "24", "32", "40"]}
 

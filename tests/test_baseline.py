@@ -145,6 +145,7 @@ def test_a_partner_architecture_trains_beside_each_fold_and_joins_the_ensemble(p
     from conftest import TINY_MODERN, cli
 
     import export_interface
+    from engine.deploy.onnx_model import OnnxModel
     from models.checkpoint import load_bundle
 
     argv = [*TINY_MODERN, "--input", str(ptbxl), "--ptbxl_rate", "100", "--folds", "2", "--nepoch", "1", "--env",
@@ -172,11 +173,14 @@ def test_a_partner_architecture_trains_beside_each_fold_and_joins_the_ensemble(p
     # the two partners of a fold are two models (their own seeds), not one trained twice
     assert (ages["fold_0_BaselineNet_0"] - ages["fold_0_BaselineNet_1"]).abs().max() > 1e-3
     np.testing.assert_allclose(ages["."], sum(ages[m] for m in manifest["members"]) / 6, atol=1e-4)
-    # both architectures in one ONNX graph (they share the preprocessing), predicting what PyTorch predicts
-    onnx = tmp_path / "mixed.onnx"
-    assert export_interface.entry(["--weights", str(run), "--output", str(onnx), "--check_input", str(ptbxl),
-                                   "--check_records", "4", "--quiet"]) == 0
-    np.testing.assert_allclose(predicted_ages(onnx, ptbxl, tmp_path, "onnx"), ages["."], atol=1e-3)
+    # both architectures in one ONNX graph (they share the preprocessing), predicting what PyTorch predicts: a fold's
+    # ECGEfficientNet and one of its BaselineNets
+    onnx, mixed = tmp_path / "mixed.onnx", ["fold_0", "fold_0_BaselineNet_0"]
+    assert export_interface.entry(["--weights", *(str(run / m) for m in mixed), "--output", str(onnx),
+                                   "--check_input", str(ptbxl), "--check_records", "4", "--quiet"]) == 0
+    assert OnnxModel.load(onnx).archs == ["ECGEfficientNet", "BaselineNet"]
+    np.testing.assert_allclose(predicted_ages(onnx, ptbxl, tmp_path, "onnx"), sum(ages[m] for m in mixed) / 2,
+                               atol=1e-3)
     # the same experiment resumes (nothing left to train); without the partner it is another one
     assert cli(train_interface, [*argv, "--resume"], tmp_path) == 0
     np.testing.assert_allclose(pd.read_csv(run / "oof.csv", dtype={"id": str}).set_index("id")["predicted_age"],

@@ -140,14 +140,11 @@ def members_gflop(run) -> float:
     return total
 
 
-def test_quick_shipped_model_benchmark_runs(tmp_path, modern_cv_run, cinc, ptbxl, monkeypatch):
-    """The shipped model's price on any ONNX file: the cold `ecg-age predict`, both one-core rates and the GFLOP."""
+def test_quick_shipped_model_benchmark_runs(tmp_path, modern_cv_run, onnx_model, ptbxl, monkeypatch):
+    """The shipped model's price on any ONNX file (here the 2-fold run's export): the cold `ecg-age predict`, both
+    one-core rates and the GFLOP."""
     _, run = modern_cv_run
-    model = tmp_path / "m.onnx"
-    done = subprocess.run([sys.executable, str(ROOT / "export_interface.py"), "--weights", str(run), "--output",
-                           str(model), "--quiet"], capture_output=True, text=True, cwd=ROOT, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
-    result = run_quick("shipped.py", "--model", str(model), "--work", str(tmp_path / "w"), "--ptbxl", str(ptbxl),
+    result = run_quick("shipped.py", "--model", str(onnx_model), "--work", str(tmp_path / "w"), "--ptbxl", str(ptbxl),
                        "--no_write")
     assert result["records"] == 20 and result["cold_predict_seconds"] > 0
     assert abs(result["gflop_per_ecg"] - members_gflop(run)) < 1e-3 * members_gflop(run)  # the graph's = torch's

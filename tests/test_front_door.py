@@ -14,7 +14,6 @@ import pandas as pd
 import pytest
 from conftest import ROOT, TINY_MODERN, cli
 
-import export_interface
 import train_interface
 from ecg_age.cli import main as ecg_age_main
 from models.files import SHIPPED_MODEL
@@ -101,7 +100,7 @@ def test_the_shipped_model_is_torch_free_and_gives_its_recorded_ages(cinc, tmp_p
     np.testing.assert_allclose(now["predicted_age"], recorded["predicted_age"], atol=1e-4, rtol=0)
 
 
-def test_occlusion_by_forward_passes_equals_captums(modern_cv_run, onnx_model, cinc, tmp_path):
+def test_occlusion_by_forward_passes_equals_captums(modern_cv_run, onnx_model, onnx_cpu_model, cinc, tmp_path):
     """The forward-pass occlusion the ONNX path explains with is captum's Occlusion (the PyTorch path's): the same
     lead shares from the same checkpoints, and from their ONNX export (the whole preprocessing on the CPU) within its
     export tolerance. A file whose graph runs the band-pass (the default) is occluded on its own input, the
@@ -123,10 +122,7 @@ def test_occlusion_by_forward_passes_equals_captums(modern_cv_run, onnx_model, c
     ours = explain_by_occlusion(torch_models, record, 0.5)
     np.testing.assert_allclose(ours.shares, captum.shares, atol=1e-6)
     np.testing.assert_allclose(ours.attribution, captum.attribution, atol=1e-5 * captum.attribution.max())
-    cpu_file = tmp_path / "cpu.onnx"
-    assert export_interface.entry(["--weights", str(run), "--output", str(cpu_file), "--check_input", str(cinc),
-                                   "--check_records", "2", "--cpu_preprocessing", "--quiet"]) == 0
-    exported = explain_by_occlusion(OnnxPredictor(OnnxModel.load(cpu_file)), record, 0.5)
+    exported = explain_by_occlusion(OnnxPredictor(OnnxModel.load(onnx_cpu_model)), record, 0.5)
     np.testing.assert_allclose(exported.shares, captum.shares, atol=2e-3)
     graph = OnnxModel.load(onnx_model)
     assert graph.graph_preprocessing

@@ -68,13 +68,10 @@ def test_a_failed_check_writes_nothing(ptbxl_records, tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.fixture(scope="module")
-def exported(modern_cv_run, cinc, tmp_path_factory):
-    _, run = modern_cv_run
-    out = tmp_path_factory.mktemp("onnx") / "model.onnx"
-    assert export_interface.entry(["--weights", str(run), "--output", str(out), "--check_input", str(cinc),
-                                   "--check_records", "4", "--quiet"]) == 0
-    return out
+@pytest.fixture
+def exported(onnx_model):
+    """The shared 2-fold run's ONNX export (conftest: checked on 4 CinC records), read-only."""
+    return onnx_model
 
 
 def test_the_file_alone_is_enough(exported, modern_cv_run):
@@ -106,15 +103,13 @@ def test_onnxruntime_predicts_what_pytorch_predicts(exported, modern_cv_run, cin
     assert notes["engine"] == "onnxruntime"
 
 
-def test_the_graph_runs_the_band_pass_and_a_cpu_preprocessed_file_still_predicts(exported, modern_cv_run, cinc,
-                                                                                 tmp_path):
+def test_the_graph_runs_the_band_pass_and_a_cpu_preprocessed_file_still_predicts(exported, onnx_cpu_model,
+                                                                                 modern_cv_run, cinc, tmp_path):
     """By default the export runs the modern recipe's band-pass and z-score in its graph (the CPU only resamples and
     cuts); --cpu_preprocessing writes a file as before, whose graph takes scipy's whole preprocessing. Both give
     the same ages."""
-    tmp, run = modern_cv_run
-    old = tmp_path / "cpu.onnx"
-    assert export_interface.entry(["--weights", str(run), "--output", str(old), "--check_input", str(cinc),
-                                   "--check_records", "2", "--cpu_preprocessing", "--quiet"]) == 0
+    tmp, _ = modern_cv_run
+    old = onnx_cpu_model
     graph, cpu = OnnxModel.load(exported), OnnxModel.load(old)
     assert graph.graph_preprocessing and not cpu.graph_preprocessing
     assert graph.preprocessing == cpu.preprocessing == cpu.input_spec and graph.input_spec.bandpass is None
@@ -179,7 +174,7 @@ def test_onnxruntime_gets_small_batches_by_its_threads(exported, cinc, tmp_path,
     np.testing.assert_allclose(ages[8], ages[5], atol=1e-4)
 
 
-def test_a_graph_that_preprocesses_gets_every_core_and_yields_them_to_the_workers(exported, modern_cv_run, tmp_path):
+def test_a_graph_that_preprocesses_gets_every_core_and_yields_them_to_the_workers(exported, onnx_cpu_model):
     """The streamed pass's threads: a file whose graph runs the band-pass gets every core, as one single-thread
     call per core in flight together (its workers only read, check and resample); a file that takes the whole
     preprocessing gets the cores the workers leave; with the cache on, every core. The loaded sessions follow the
@@ -201,10 +196,7 @@ def test_a_graph_that_preprocesses_gets_every_core_and_yields_them_to_the_worker
         ["--input", "x", "--weights", str(exported), "--cache", "off", "--num_workers", "1"]))).onnx_config(graph=True)
     model = load_predictor([str(exported)], threads=1, graph=graph_config).model
     assert model.graph_preprocessing and (model.threads, model.spinning, model.calls) == (1, False, usable_cores())
-    cpu_file = tmp_path / "cpu.onnx"
-    assert export_interface.entry(["--weights", str(modern_cv_run[1]), "--output", str(cpu_file),
-                                   "--cpu_preprocessing", "--quiet"]) == 0
-    model = load_predictor([str(cpu_file)], threads=1, graph=graph_config).model
+    model = load_predictor([str(onnx_cpu_model)], threads=1, graph=graph_config).model
     assert not model.graph_preprocessing and (model.threads, model.spinning, model.calls) == (1, True, 1)
 
 

@@ -6,7 +6,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import export_interface
 import test_interface
 from dataloader import checks, sources, stream
 
@@ -50,15 +49,13 @@ def test_an_ensemble_reads_and_preprocesses_each_record_once(modern_cv_run, cinc
     np.testing.assert_allclose(streamed["predicted_age"], cached["predicted_age"], atol=1e-4)
 
 
-def test_the_onnx_engine_reads_each_record_once(modern_cv_run, cinc, tmp_path, counted, monkeypatch):
+def test_the_onnx_engine_reads_each_record_once(modern_cv_run, onnx_model, onnx_cpu_model, cinc, tmp_path, counted,
+                                               monkeypatch):
     from engine.deploy.onnx_model import OnnxModel
     from utils.machine import usable_cores
 
     _, run = modern_cv_run
-    model, graph = tmp_path / "model.onnx", tmp_path / "graph.onnx"  # scipy in the workers; the band-pass in the graph
-    assert export_interface.entry(["--weights", str(run), "--output", str(model), "--cpu_preprocessing",
-                                   "--quiet"]) == 0
-    assert export_interface.entry(["--weights", str(run), "--output", str(graph), "--quiet"]) == 0
+    model, graph = onnx_cpu_model, onnx_model  # scipy in the workers; the band-pass in the graph
     threads, load = [], OnnxModel.load
     monkeypatch.setattr(OnnxModel, "load", lambda path, threads_=0, spinning=True, calls=1: threads.append(
         (threads_ if spinning else (threads_, "not spinning")) if calls == 1 else (threads_, calls, "calls"))
