@@ -47,6 +47,7 @@ from utils.paths import ROOT
 SHARED = ROOT.parent / "shared" / "data" / "ptbxl"
 ROUNDS = 3  # end to end, the network alone and the graph alone are timed in turn, this many times each (medians)
 TIMED_RECORDS = 2000  # inputs they are timed on, at most (prepared in memory: 240 KB each at 500 Hz)
+CHECK_RECORDS = 2  # real records an export is checked on (onnxruntime's ages against PyTorch's)
 PREPROCESSING = {"graph": "band-pass and z-score in the graph", "cpu": "all in the workers (scipy)",
                  "given": "as the file says"}
 
@@ -76,13 +77,14 @@ def hdf5(work: Path, count: int, ptbxl: Path) -> Path:
     return path
 
 
-def models(work: Path, weights: list[str] | None) -> dict[str, Path]:
-    """{'graph': the export as written by default, 'cpu': with --cpu_preprocessing}, or {'given': the .onnx file
-    given as it is (fp32 or int8)}."""
+def models(work: Path, weights: list[str] | None, ptbxl: Path) -> dict[str, Path]:
+    """{'graph': the export as written by default, 'cpu': with --cpu_preprocessing}, each checked on the first
+    PTB-XL records, or {'given': the .onnx file given as it is (fp32 or int8)}."""
     if weights and len(weights) == 1 and weights[0].endswith(".onnx"):
         return {"given": Path(weights[0])}
-    return {"graph": model(work, weights, "model.onnx"), "cpu": model(work, weights, "model_cpu.onnx",
-                                                                      "--cpu_preprocessing")}
+    check = ("--check_input", str(ptbxl), "--check_records", str(CHECK_RECORDS))
+    return {"graph": model(work, weights, "model.onnx", *check),
+            "cpu": model(work, weights, "model_cpu.onnx", "--cpu_preprocessing", *check)}
 
 
 def wfdb_manifest(work: Path, count: int, ptbxl: Path) -> Path:
@@ -268,7 +270,7 @@ def main(argv=None) -> dict:
     sizes = [128] if args.quick else args.sizes
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    files = models(work, args.weights)
+    files = models(work, args.weights, Path(args.ptbxl))
     from dataloader.stream import default_stream_workers
 
     workers = default_stream_workers() if args.workers is None else args.workers

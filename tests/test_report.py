@@ -14,6 +14,7 @@ import report_interface
 import test_interface
 from dataloader.records import LEADS
 from utils import metrics
+from utils.metrics import MIN_BOOTSTRAPPED
 
 
 def test_metrics_by_hand():
@@ -114,8 +115,7 @@ def test_report_on_real_records_with_run_and_maic_formats(maic_adult, tmp_path):
                                    str(maic_adult / "answer_adult.csv"), "--out", str(out), "--n_boot", "100"]) == 0
     report = json.loads((out / "report.json").read_text())
     assert report["n"] == 6 and report["mae"] == pytest.approx(19.5 / 6) and report["bias"] == pytest.approx(2.25)
-    lo, hi = report["mae_ci95"]
-    assert lo <= report["mae"] <= hi
+    assert report["mae_ci95"] is None  # six ECGs: too few for a bootstrap interval (utils.metrics.MIN_BOOTSTRAPPED)
 
 
 @pytest.mark.parametrize("case,message", [
@@ -255,3 +255,29 @@ def test_two_aged_records_give_no_correlation_and_the_summary_says_none(tmp_path
     assert report["n"] == 2 and report["mae"] == pytest.approx(3.5) and report["pearson_r"] is None
     said = capsys.readouterr()
     assert "MAE 3.50" in said.out + said.err and " r " not in said.out + said.err
+    # nor a bootstrap interval: resampling two errors gives their range (here 2.00–5.00), not a 95 % interval
+    assert report["mae_ci95"] is None and "95% CI" not in said.out + said.err
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert "3.50 y</td>" in page and "too few for the error&#39;s 95 % interval (it needs 10)" in page
+
+
+@pytest.mark.parametrize("aged", [MIN_BOOTSTRAPPED - 1, MIN_BOOTSTRAPPED])
+def test_the_maes_interval_needs_ten_aged_records(tmp_path, capsys, aged):
+    """A bootstrap interval over fewer than utils.metrics.MIN_BOOTSTRAPPED errors is left out (null, and none on the
+    page or the summary line); from there on it is given and holds the MAE."""
+    rng = np.random.default_rng(aged)
+    ages = rng.uniform(30, 80, aged).round(1)
+    ids = [f"r{i}" for i in range(aged)]
+    pd.DataFrame({"ids": ids, "predicted_age": ages + rng.normal(0, 6, aged)}).to_csv(tmp_path / "p.csv", index=False)
+    pd.DataFrame({"id": ids, "age": ages}).to_csv(tmp_path / "l.csv", index=False)
+    assert report_interface.entry(["--predictions", str(tmp_path / "p.csv"), "--labels", str(tmp_path / "l.csv"),
+                                   "--id_col", "id", "--age_col", "age", "--out", str(tmp_path / "out")]) == 0
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    said = capsys.readouterr()
+    page = (tmp_path / "out" / "report.html").read_text()
+    if aged < MIN_BOOTSTRAPPED:
+        assert report["mae_ci95"] is None and "95% CI" not in said.out + said.err and "it needs 10" in page
+    else:
+        low, high = report["mae_ci95"]
+        assert low < report["mae"] < high and f"95% CI {low:.2f}–{high:.2f}" in said.out + said.err
+        assert f"{report['mae']:.2f} y ({low:.2f}–{high:.2f})" in page and "it needs 10" not in page

@@ -25,6 +25,9 @@ def _check(pred, true) -> tuple[np.ndarray, np.ndarray]:
 
 
 MIN_CORRELATED = 3  # records below which Pearson's r is undefined here: through two points it is always ±1
+# records below which no bootstrap interval is given: resampling a handful of errors draws an interval far narrower
+# than its level claims (two records: their two errors' range; one record: a point)
+MIN_BOOTSTRAPPED = 10
 
 
 def summary(pred, true) -> dict:
@@ -66,9 +69,12 @@ def per_bin(pred, true, unit: str = "years") -> list[dict]:
 
 
 def bootstrap_ci(pred, true, stat=lambda e: np.mean(np.abs(e)), n_boot: int = 2000, seed: int = 0,
-                 level: float = 0.95) -> list[float]:
-    """Percentile bootstrap interval of a statistic of the errors (default: MAE)."""
+                 level: float = 0.95) -> list[float] | None:
+    """Percentile bootstrap interval of a statistic of the errors (default: MAE); None for fewer than
+    MIN_BOOTSTRAPPED records."""
     pred, true = _check(pred, true)
+    if len(pred) < MIN_BOOTSTRAPPED:
+        return None
     error = pred - true
     rng = np.random.default_rng(seed)
     draws = rng.integers(0, len(error), size=(n_boot, len(error)))

@@ -26,6 +26,7 @@ from utils.bounds import MAX_FIGURE_PIXELS, MAX_PAGE_CARDS, MAX_PAGE_ROWS
 from utils.calibration import significant_gaps
 from utils.io import write_text
 from utils.machine import project_version
+from utils.metrics import MIN_BOOTSTRAPPED
 from utils.tables import LOWER, UPPER
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -70,6 +71,11 @@ def _number(value, digits: int = 1) -> str:
     return "" if value is None or not math.isfinite(float(value)) else f"{float(value):.{digits}f}"
 
 
+def _interval(ci) -> str:
+    """' (low–high)', or nothing where there is no interval (too few ECGs: utils.metrics.MIN_BOOTSTRAPPED)."""
+    return f" ({ci[0]:.2f}–{ci[1]:.2f})" if ci else ""
+
+
 SET_ASIDE = "too few left, once the model's training records are set aside,"
 
 
@@ -96,11 +102,11 @@ def metric_rows(report: dict) -> list[dict]:
     counted = counted_rows(report)
     if "mae" not in report:
         return counted
-    low, high = report["mae_ci95"]
     rows = [*counted,
-            {"name": "Mean absolute error", "value": f"{report['mae']:.2f} y ({low:.2f}–{high:.2f})",
-             "meaning": "on average the predicted age is this many years from the recorded age (95 % interval "
-                        "in brackets: the range this average would likely take on another cohort like this one)"},
+            {"name": "Mean absolute error", "value": f"{report['mae']:.2f} y{_interval(report['mae_ci95'])}",
+             "meaning": "on average the predicted age is this many years from the recorded age " + (
+                 "(95 % interval in brackets: the range this average would likely take on another cohort like this "
+                 "one)" if report["mae_ci95"] else f"(no 95 % interval: it needs {MIN_BOOTSTRAPPED} ECGs or more)")},
             {"name": "Root mean square error", "value": f"{report['rmse']:.2f} y",
              "meaning": "like the mean error, but large misses count more"},
             {"name": "Mean gap (bias)", "value": f"{report['bias']:+.2f} y",
@@ -117,8 +123,8 @@ def metric_rows(report: dict) -> list[dict]:
         rows.append({"name": "MAE after bias correction", "value": f"{corrected['mae']:.2f} y",
                      "meaning": "the same, with the model's stored age-gap correction applied"})
     for group, found in (report.get("groups") or {}).items():
-        rows.append({"name": f"Mean absolute error, {group}", "value": f"{found['mae']:.2f} y "
-                     f"({found['mae_ci95'][0]:.2f}–{found['mae_ci95'][1]:.2f})",
+        rows.append({"name": f"Mean absolute error, {group}", "value": f"{found['mae']:.2f} y"
+                     f"{_interval(found['mae_ci95'])}",
                      "meaning": f"the {found['n']} ECGs of group {group} alone "
                                 f"(r {_number(found.get('pearson_r'), 3)})"})
     interval = report.get("interval")
@@ -138,7 +144,10 @@ def metric_rows(report: dict) -> list[dict]:
 def caveats(report: dict, notes: PredictionNotes | None) -> list[str]:
     out = []
     notes = notes or PredictionNotes()
-    if "mae" in report and report["n"] < SMALL_COHORT:
+    if "mae" in report and not report.get("mae_ci95"):
+        out.append(f"Only {report['n']} ECGs: too few for the error's 95 % interval (it needs {MIN_BOOTSTRAPPED}); "
+                   f"the error may be far from the model's on another cohort.")
+    elif "mae" in report and report["n"] < SMALL_COHORT:
         out.append(f"Only {report['n']} ECGs: the error's 95 % interval is wide; a difference between models on "
                    f"this cohort may be chance.")
     if report.get("n_without_age"):

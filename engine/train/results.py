@@ -32,9 +32,10 @@ def write_oof(settings: TrainSettings, manifest: dict, records, oof: np.ndarray,
     manifest["complete"] = True
     write_manifest(run, manifest)
     pooled = cv["pooled"]
-    logger.log(RESULT, f"{settings.run.folds}-fold cross-validation: out-of-fold MAE {pooled['mae']:.2f} (95% CI "
-                       f"{pooled['mae_ci95'][0]:.2f}–{pooled['mae_ci95'][1]:.2f}) on {pooled['n']} ECGs → {run / OOF}, "
-                       f"{run / CV_SUMMARY}")
+    ci = pooled["mae_ci95"]
+    logger.log(RESULT, f"{settings.run.folds}-fold cross-validation: out-of-fold MAE {pooled['mae']:.2f}"
+                       + (f" (95% CI {ci[0]:.2f}–{ci[1]:.2f})" if ci else "")
+                       + f" on {pooled['n']} ECGs → {run / OOF}, {run / CV_SUMMARY}")
     medians = {fold: np.median(ages[folds != fold]) for fold in np.unique(folds)}  # each fold's training median
     constant = np.array([medians[fold] for fold in folds])
     warn_if_constant(f"{run}: out-of-fold MAE {pooled['mae']:.2f}", pooled["mae"], ages, constant)
