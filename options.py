@@ -24,7 +24,15 @@ from engine.predict.job import PredictionSettings, PredictJob
 from engine.report.settings import ReportSettings
 from utils.settings import RuntimeSettings
 
-Formatter = argparse.ArgumentDefaultsHelpFormatter
+
+class Formatter(argparse.ArgumentDefaultsHelpFormatter):
+    """--help with each option's default, except where its help says the default in words already ("(default:
+    every one)" — argparse would add "(default: None)" after it)."""
+
+    def _get_help_string(self, action):
+        return action.help if "(default" in (action.help or "") else super()._get_help_string(action)
+
+
 FOR_OUTPUT = ("quiet", "trust_checkpoint")  # the runtime options of the report and the export
 # (group, keywords of Settings.add_options) per program, in --help's order
 PREDICT_GROUPS = ((MaicSubmission, {}), (InputSettings, {"skip": ("labels",)}), (PredictionSettings, {}),

@@ -2,6 +2,7 @@
 and recognised by one function, thin programs, architectures that own their rules, and every benchmark runnable."""
 from __future__ import annotations
 
+import argparse
 import ast
 from pathlib import Path
 
@@ -107,6 +108,21 @@ def test_every_parsers_defaults_are_its_fields_defaults():
             assert action.default == expected, (program, action.dest, action.default, expected)
     assert not any(isinstance(n, ast.Call) and getattr(n.func, "attr", "") == "add_argument"
                    for n in ast.walk(ast.parse((ROOT / "options.py").read_text())))
+
+
+def test_help_states_each_default_once():
+    """--help of every program: an option whose help says its default in words gets no second "(default: None)";
+    every other keeps argparse's, so each option's default is stated exactly once."""
+    import re
+
+    for program, parser in options.PARSERS.items():
+        built = parser()
+        text = re.sub(r"\s+", " ", built.format_help())
+        assert not re.search(r"\(default:[^()]*(\([^()]*\)[^()]*)*\) \(default:", text), program
+        for action in built._actions:
+            if action.help and action.help is not argparse.SUPPRESS and action.dest != "help":
+                said = re.sub(r"\s+", " ", built._get_formatter()._expand_help(action))
+                assert said.count("(default") == 1, (program, action.dest, said)
 
 
 def test_a_new_result_changing_option_keeps_older_runs_resumable(tmp_path):
