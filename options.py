@@ -14,6 +14,7 @@ it), so the training groups are imported where the training parser is built, and
 from __future__ import annotations
 
 import argparse
+import re
 from typing import Callable
 
 from dataloader.formats import InputSettings
@@ -27,10 +28,11 @@ from utils.settings import RuntimeSettings
 
 class Formatter(argparse.ArgumentDefaultsHelpFormatter):
     """--help with each option's default, except where its help says the default in words already ("(default:
-    every one)" — argparse would add "(default: None)" after it)."""
+    every one)", "default 500" — argparse would add "(default: None)" after it)."""
 
     def _get_help_string(self, action):
-        return action.help if "(default" in (action.help or "") else super()._get_help_string(action)
+        said = re.search(r"\bdefault\b", action.help or "")
+        return action.help if said else super()._get_help_string(action)
 
 
 FOR_OUTPUT = ("quiet", "trust_checkpoint")  # the runtime options of the report and the export

@@ -172,11 +172,14 @@ class RuntimeSettings(Settings):
 
     TITLE = "runtime"
 
-    device: str = runtime("auto", choices=("auto", "cpu", "cuda", "mps"))
+    device: str = runtime("auto", "where the model runs; auto = a CUDA GPU, else Apple's MPS, else the CPU",
+                          choices=("auto", "cpu", "cuda", "mps"))
     precision: str = runtime("auto", "auto = bf16 autocast where the hardware runs it fast (CUDA, AMX/AVX512-BF16 "
                                      "CPUs) for training, fp32 numerics for inference; fp32 = the exact reference "
                                      "path", choices=PRECISIONS)
-    num_workers: int | None = runtime(None, "DataLoader workers (auto)")
+    num_workers: int | None = runtime(None, "processes that read and preprocess records beside the model "
+                                            "(default: by the device and the cache — none from a cache on a CPU, "
+                                            "one core left to the model otherwise)")
     threads: int | None = runtime(None, "CPU threads the model runs on, at most the cores this process may use: "
                                         "onnxruntime's intra-op threads, PyTorch's torch.set_num_threads (default: "
                                         "onnxruntime takes the cores the preprocessing workers leave, PyTorch its "
