@@ -253,6 +253,7 @@ def test_two_aged_records_give_no_correlation_and_the_summary_says_none(tmp_path
                                    "--id_col", "id", "--age_col", "age", "--out", str(tmp_path / "out")]) == 0
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["n"] == 2 and report["mae"] == pytest.approx(3.5) and report["pearson_r"] is None
+    assert report["gap_age_slope"] is None  # nor a slope of the gap on age: two points fit any line exactly
     said = capsys.readouterr()
     assert "MAE 3.50" in said.out + said.err and " r " not in said.out + said.err
     # nor a bootstrap interval: resampling two errors gives their range (here 2.00–5.00), not a 95 % interval

@@ -150,6 +150,8 @@ def apply_bias_correction(pred, correction: dict) -> np.ndarray:
 
 
 def gap_age_slope(pred, true) -> float:
-    """Slope of the gap on age (0 when the gap carries no regression to the mean)."""
+    """Slope of the gap on age (0 when the gap carries no regression to the mean); NaN for fewer than
+    MIN_CORRELATED records (a line through two points fits them exactly, whatever the model) or a single age."""
     pred, true = _check(pred, true)
-    return float(np.polyfit(true, pred - true, 1)[0]) if len(pred) > 1 and true.std() > 0 else math.nan
+    defined = len(pred) >= MIN_CORRELATED and true.std() > 0
+    return float(np.polyfit(true, pred - true, 1)[0]) if defined else math.nan
