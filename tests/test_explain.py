@@ -107,7 +107,7 @@ def test_explain_writes_lead_importance_and_clinical_figures(modern_cv_run, cinc
     # the cohort's lead importance in the report
     report = tmp_path / "report"
     assert report_interface.entry(["--predictions", str(out), "--labels", str(cinc_four), "--out", str(report),
-                                   "--lead_importance", str(folder / LEAD_IMPORTANCE), "--n_boot", "50"]) == 0
+                                   "--lead_importance", str(folder / LEAD_IMPORTANCE), "--n_boot", "200"]) == 0
     summary = json.loads((report / "report.json").read_text())["lead_importance"]
     assert summary["n"] == len(CINC_FOUR)
     assert summary["mean"] == pytest.approx(dict(zip(LEADS, values.mean(axis=0))))

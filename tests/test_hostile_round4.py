@@ -176,7 +176,12 @@ def test_a_dead_streaming_worker_fails_in_seconds():
     (test_interface, ["--threads", "1000000"], "--threads: a whole number from 1 to"),
     (export_interface, ["--weights", "w", "--output", "o.onnx", "--calibration_records", "-1"],
      "--calibration_records: a whole number from 1 to 10000"),
-    (export_interface, ["--weights", "w", "--output", "o.onnx", "--check_records", "0"], "--check_records")])
+    (export_interface, ["--weights", "w", "--output", "o.onnx", "--check_records", "0"], "--check_records"),
+    # one resample made a "95 % interval" that missed the MAE itself; none or fewer stopped with a traceback
+    *[(report_interface, ["--predictions", "p.csv", "--out", "o", "--n_boot", n],
+       "--n_boot: a whole number from 200 to 100000") for n in ("0", "1", "-5", "199", "100001", "2e3")],
+    *[(report_interface, ["--predictions", "p.csv", "--out", "o", "--survival", "--gap_threshold", g],
+       "--gap_threshold: a number from 0.5 to 50") for g in ("-3", "nan", "0", "1e9", "inf")]])
 def test_counts_and_threads_are_bounded_where_parsed(program, argv, said, capsys):
     with pytest.raises(SystemExit) as stop:
         program.entry(argv)

@@ -124,7 +124,7 @@ def test_interval_columns_notes_and_report_on_cinc(modern_cv_run, cinc, tmp_path
     assert notes["interval"]["level"] == 0.9 and notes["models"] and len(notes["interval"]["bands"]) >= 1
     report_dir = tmp_path / "report"
     assert report_interface.entry(["--predictions", str(out), "--labels", str(cinc), "--out", str(report_dir),
-                                   "--n_boot", "50"]) == 0
+                                   "--n_boot", "200"]) == 0
     interval = json.loads((report_dir / "report.json").read_text())["interval"]
     assert set(interval) >= {"level", "coverage", "mean_width", "per_bin", "significant_gap"}
     assert interval["level"] == 0.9 and abs(interval["coverage"] - 0.9) <= 0.15
@@ -166,7 +166,7 @@ def test_survival_grouped_by_a_significant_gap(code15, tmp_path):
     out = tmp_path / "report"
     assert report_interface.entry(["--predictions", str(pred), "--labels", str(code15 / "exams.csv"), "--out",
                                    str(out), "--interval", "0.9", "--survival", "--gap_groups", "interval",
-                                   "--n_boot", "50", "--quiet"]) == 0
+                                   "--n_boot", "200", "--quiet"]) == 0
     report = json.loads((out / "report.json").read_text())
     groups = significant_gaps(predicted - half, predicted + half, labels["age"])
     assert report["survival"]["groups_by"] == "interval"

@@ -194,7 +194,7 @@ def test_ensemble_is_the_mean_of_the_fold_models_and_reports(cv_run, cinc, tmp_p
                                (2 * ages["fold0"] + ages["fold1"]).to_numpy() / 3, atol=1e-6)
     out = tmp_path / "report"
     assert report_interface.entry(["--predictions", str(outputs["ensemble"]), "--labels", str(cinc), "--out",
-                                   str(out), "--n_boot", "100"]) == 0
+                                   str(out), "--n_boot", "200"]) == 0
     assert json.loads((out / "report.json").read_text())["n"] == 48
 
 

@@ -60,6 +60,10 @@ MAX_PAGE_ROWS = 5_000  # rows of report.html's table (the predictions CSV and re
 MAX_PAGE_CARDS = 200  # explained ECGs given a card on report.html
 MAX_CHECK_RECORDS = 10_000  # --check_records and --calibration_records of an export (held in memory: ~1 MB each)
 MAX_CALIBRATION_RECORDS = 20_000
+# bootstrap resamples (--n_boot): below 200 the 2.5 % tails of a 95 % interval hold fewer than 5 draws (one resample
+# gave an "interval" that missed the MAE itself); each costs a pass over the records
+MIN_BOOT, MAX_BOOT = 200, 100_000
+GAP_THRESHOLD_RANGE = (0.5, 50.0)  # --gap_threshold, years: a negative, NaN or absurd one made groups of nothing
 MAX_TRAINING_FINGERPRINTS = 2_000_000  # training records a model file can name (8 bytes each, 16 MB; Lima's 1.5 M fit)
 MAX_ECG_FILE_BYTES = 256 << 20  # one clinical ECG file (DICOM, XML, EDF, SCP); a 10-s 12-lead XML is about 1 MB
 

@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 
-from .bounds import AGE_RANGE, MAX_BIAS_GAP, finite_number
+from .bounds import AGE_RANGE, MAX_BIAS_GAP, MAX_BOOT, MIN_BOOT, finite_number
 from .errors import CheckpointError
 
 
@@ -28,6 +28,7 @@ MIN_CORRELATED = 3  # records below which Pearson's r is undefined here: through
 # records below which no bootstrap interval is given: resampling a handful of errors draws an interval far narrower
 # than its level claims (two records: their two errors' range; one record: a point)
 MIN_BOOTSTRAPPED = 10
+BOOTSTRAP_DRAWS = 1 << 22  # record indices drawn at once (32 MB): 2,000 resamples of a million ECGs were 16 GB
 
 
 def summary(pred, true) -> dict:
@@ -75,10 +76,14 @@ def bootstrap_ci(pred, true, stat=lambda e: np.mean(np.abs(e)), n_boot: int = 20
     pred, true = _check(pred, true)
     if len(pred) < MIN_BOOTSTRAPPED:
         return None
+    if not MIN_BOOT <= n_boot <= MAX_BOOT:
+        raise ValueError(f"n_boot must be from {MIN_BOOT} to {MAX_BOOT}, got {n_boot}")
     error = pred - true
     rng = np.random.default_rng(seed)
-    draws = rng.integers(0, len(error), size=(n_boot, len(error)))
-    values = np.array([stat(error[d]) for d in draws])
+    rows = max(1, BOOTSTRAP_DRAWS // len(error))  # resamples drawn at once (the same stream as all at once)
+    values = []
+    for first in range(0, n_boot, rows):
+        values += [stat(error[d]) for d in rng.integers(0, len(error), size=(min(rows, n_boot - first), len(error)))]
     tail = (1 - level) / 2 * 100
     return [float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))]
 

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import dataclasses
 
+from utils.bounds import GAP_THRESHOLD_RANGE, MAX_BOOT, MIN_BOOT
 from utils.calibration import level_option
-from utils.settings import Settings, option
+from utils.settings import Settings, number_between, option, whole_number
 
 
 @dataclasses.dataclass(frozen=True)
@@ -19,7 +20,8 @@ class ReportSettings(Settings):
     id_col: str | None = option(None, "id column of --labels (auto for known formats)")
     age_col: str | None = option(None, "age column of --labels (auto for known formats)")
     survival: bool = option(False, "Cox and Kaplan–Meier by age-gap group (needs death, timey)")
-    gap_threshold: float = option(8.0, "|gap| in years defining older/younger")
+    gap_threshold: float = option(8.0, "|gap| in years defining older/younger (--survival; Lima et al.: 8)",
+                                  type=number_between(*GAP_THRESHOLD_RANGE, "years of ECG-age gap"))
     gap_groups: str = option("threshold", "--survival groups: the paper's ±--gap_threshold years, or a significant "
                                           "gap (the age outside the prediction's interval: needs predictions with "
                                           "lower,upper)", choices=("threshold", "interval"))
@@ -41,5 +43,6 @@ class ReportSettings(Settings):
                                       "ECGs')", metavar="TEXT")
     group_col: str | None = option(None, "a column of --labels to report the metrics by as well (e.g. the MAIC "
                                          "mode: adults and children apart)", metavar="COLUMN")
-    n_boot: int = option(2000, "bootstrap resamples for the MAE interval")
+    n_boot: int = option(2000, "bootstrap resamples for the MAE interval",
+                         type=whole_number(MIN_BOOT, MAX_BOOT, "fewer leave the interval's tails to a few draws"))
     seed: int = option(0, "random seed of the bootstrap")
