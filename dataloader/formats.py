@@ -7,7 +7,7 @@ import logging
 import os
 from pathlib import Path
 
-from utils.bounds import MAX_SCALE, MIN_SCALE, finite_number
+from utils.bounds import MAX_FS, MAX_SCALE, MIN_FS, MIN_SCALE, finite_number
 from utils.errors import RecordError, UserError
 from utils.io import read_csv
 from utils.settings import Settings, number_between, option, runtime
@@ -37,7 +37,7 @@ class InputSettings(Settings):
     input_format: str = option("auto", "the format of --input (default: found from the path and the files' "
                                        "content)", flag="--format", choices=INPUT_FORMATS)
     fs: float | None = option(None, "sampling rate of --input records whose format does not store it (.npy); "
-                                    "default 500 (MAIC)")
+                                    "default 500 (MAIC)", type=number_between(MIN_FS, MAX_FS, "Hz"))
     ptbxl_rate: int = option(500, "PTB-XL records to read", choices=(100, 500))
     input_scale: float = option(1.0, "multiply .npy/HDF5 amplitudes by this to get mV (formats without units)",
                                 type=number_between(MIN_SCALE, MAX_SCALE, "mV per stored unit"))

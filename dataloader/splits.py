@@ -12,8 +12,9 @@ import dataclasses
 import numpy as np
 import pandas as pd
 
+from utils.bounds import MAX_SEED
 from utils.errors import UserError
-from utils.settings import Settings, option
+from utils.settings import Settings, option, whole_number
 
 DECADE_BINS = list(range(0, 140, 10))  # age decades 0–130: the stratification bins of non-MAIC data
 
@@ -97,7 +98,7 @@ class SplitSettings(Settings):
     valid_ratio: float = option(0.1, "share of records (or patients) for validation")
     split_seed: int | None = option(None, "random seed of the train/valid split or the folds (default: --seed); "
                                           "runs that differ only in --seed but share it are compared on identical "
-                                          "folds")
+                                          "folds", type=whole_number(0, MAX_SEED, "a random seed"))
     duplicates: str = option("warn", "one recording under several ids (identical signals, even filed under other "
                                      "patients) that the patient-level folds or --split patient would part: warn = "
                                      "say so and leave the split as it is; together = keep its copies on one side, "

@@ -181,11 +181,35 @@ def test_a_dead_streaming_worker_fails_in_seconds():
     *[(report_interface, ["--predictions", "p.csv", "--out", "o", "--n_boot", n],
        "--n_boot: a whole number from 200 to 100000") for n in ("0", "1", "-5", "199", "100001", "2e3")],
     *[(report_interface, ["--predictions", "p.csv", "--out", "o", "--survival", "--gap_threshold", g],
-       "--gap_threshold: a number from 0.5 to 50") for g in ("-3", "nan", "0", "1e9", "inf")]])
+       "--gap_threshold: a number from 0.5 to 50") for g in ("-3", "nan", "0", "1e9", "inf")],
+    # --fs 0 was taken as no --fs (500 Hz, in silence); a negative or NaN one became every record's error
+    *[(test_interface, ["--input", "x", "--fs", fs], "--fs: a number from 50 to 20000 (Hz)")
+      for fs in ("0", "-5", "nan")],
+    (test_interface, ["--input", "x", "--num_workers", "-3"], "--num_workers: a whole number from 0 to 256"),
+    (train_interface, ["--num_workers", "100000"], "--num_workers: a whole number from 0 to 256"),
+    (test_interface, ["--input", "x", "--infer_batch_size", "1000000000"],
+     "--infer_batch_size/--batch_size: a whole number from 1 to 65536"),
+    # a negative seed stopped in numpy with a traceback
+    *[(train_interface, ["--input", "x", flag, "-1"], f"{flag}: a whole number from 0 to 4294967295 (a random seed)")
+      for flag in ("--seed", "--split_seed")],
+    (report_interface, ["--predictions", "p.csv", "--out", "o", "--seed", "-1"], "--seed: a whole number from 0"),
+    (train_interface, ["--input", "x", "--max_steps_per_epoch", "-1"], "--max_steps_per_epoch: a whole number")])
 def test_counts_and_threads_are_bounded_where_parsed(program, argv, said, capsys):
     with pytest.raises(SystemExit) as stop:
         program.entry(argv)
     assert stop.value.code == 2 and said in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option,value", [
+    ("--nepoch", "0"),  # stopped with FileNotFoundError: no best.pt
+    ("--weight_decay", "-1"),  # stopped in torch with a traceback
+    ("--decay_gamma", "0"), ("--lr_factor", "1"), ("--patience", "-1"), ("--decay_epoch", "0"), ("--min_lr", "nan"),
+    ("--lr_initial", "inf"), ("--aug_noise", "-1"), ("--aug_scale", "1"), ("--aug_lead_dropout", "1.5"),
+    ("--aug_coarse_dropout", "-0.1"), ("--aug_wander", "inf")])  # each of these trained, in silence
+def test_a_recipe_value_out_of_its_range_is_refused_before_any_work(option, value, tmp_path, capsys):
+    code, err = run(train_interface, ["--input", str(tmp_path / "never_read"), "--arch", "BaselineNet", option,
+                                      value], tmp_path, capsys)
+    assert code == 2 and f"out of range: {option} " in err and not (tmp_path / "log").exists()
 
 
 def test_teacher_views_are_bounded_and_a_view_pass_is_linear(modern_cv_run, ptbxl, tmp_path, capsys):

@@ -63,6 +63,10 @@ MAX_CALIBRATION_RECORDS = 20_000
 # bootstrap resamples (--n_boot): below 200 the 2.5 % tails of a 95 % interval hold fewer than 5 draws (one resample
 # gave an "interval" that missed the MAE itself); each costs a pass over the records
 MIN_BOOT, MAX_BOOT = 200, 100_000
+MAX_SEED = 2 ** 32 - 1  # --seed, --split_seed: numpy's and torch's generators take 0 … 2³² − 1 everywhere
+MAX_STEPS = 1 << 31  # --max_steps_per_epoch (0 = all)
+MAX_WORKERS = 256  # --num_workers: processes beside the model (a large machine's cores; each holds a reader)
+MAX_INFER_BATCH = 1 << 16  # --infer_batch_size, and the largest batch an exported graph takes
 GAP_THRESHOLD_RANGE = (0.5, 50.0)  # --gap_threshold, years: a negative, NaN or absurd one made groups of nothing
 MAX_TRAINING_FINGERPRINTS = 2_000_000  # training records a model file can name (8 bytes each, 16 MB; Lima's 1.5 M fit)
 MAX_ECG_FILE_BYTES = 256 << 20  # one clinical ECG file (DICOM, XML, EDF, SCP); a 10-s 12-lead XML is about 1 MB

@@ -17,6 +17,7 @@ import types
 import typing
 from typing import Any, Callable
 
+from .bounds import MAX_INFER_BATCH, MAX_WORKERS
 from .machine import usable_cores
 
 _RUNTIME = "runtime"
@@ -71,8 +72,9 @@ def bounded(kind: type, low, high, what: str) -> Callable[[str], Any]:
         except ValueError:
             value = None
         if value is None or not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"a {'whole ' if kind is int else ''}number from {low:g} to {high:g} "
-                                             f"({what}), got {text!r}")
+            shown = "{:d}" if kind is int else "{:g}"  # a whole number in full: 4294967295, not 4.29497e+09
+            raise argparse.ArgumentTypeError(f"a {'whole ' if kind is int else ''}number from {shown.format(low)} to "
+                                             f"{shown.format(high)} ({what}), got {text!r}")
         return value
     parse.__name__ = "whole number" if kind is int else "number"
     return parse
@@ -179,7 +181,8 @@ class RuntimeSettings(Settings):
                                      "path", choices=PRECISIONS)
     num_workers: int | None = runtime(None, "processes that read and preprocess records beside the model "
                                             "(default: by the device and the cache — none from a cache on a CPU, "
-                                            "one core left to the model otherwise)")
+                                            "one core left to the model otherwise)",
+                                      type=whole_number(0, MAX_WORKERS, "processes beside the model"))
     threads: int | None = runtime(None, "CPU threads the model runs on, at most the cores this process may use: "
                                         "onnxruntime's intra-op threads, PyTorch's torch.set_num_threads (default: "
                                         "onnxruntime takes the cores the preprocessing workers leave, PyTorch its "
@@ -195,7 +198,8 @@ class RuntimeSettings(Settings):
     infer_batch_size: int | None = runtime(None, "inference batch: validation, out-of-fold and prediction (default: "
                                                  "4×batch_size for training and 32 for prediction on GPUs, 8 on "
                                                  "CPUs; onnxruntime: by its threads, "
-                                                 "engine/deploy/onnx_model.batch_for)")
+                                                 "engine/deploy/onnx_model.batch_for)",
+                                      type=whole_number(1, MAX_INFER_BATCH, "ECGs per forward pass"))
     sync_bn: bool = option(False, "SyncBatchNorm across processes (GPU, torchrun)")
 
     def workers(self, default: int) -> int:

@@ -32,6 +32,7 @@ from models.input_stage import InputStage
 from models.preprocessing import PreprocessSpec, cpu_part, in_graph
 from models.registry import architecture
 from models.schema import ModelCard
+from utils.bounds import MAX_INFER_BATCH
 from utils.errors import UserError
 from utils.io import staged
 from utils.machine import project_version
@@ -128,7 +129,7 @@ def export_onnx(bundles: list[ModelBundle], path: str | os.PathLike, x: np.ndarr
     path = Path(path)
     module = Members(bundles, graph).eval()
     inputs = (torch.from_numpy(x[:2]),) + ((torch.from_numpy(sex[:2]),) if module.takes_sex else ())
-    batch = torch.export.Dim("batch", min=1, max=1 << 16)
+    batch = torch.export.Dim("batch", min=1, max=MAX_INFER_BATCH)
     shapes = {"x": {0: batch}}
     if module.stage is None and all(architecture(b.arch).whole_record for b in bundles):
         shapes["x"][2] = torch.export.Dim("length", min=64, max=1 << 20)

@@ -99,8 +99,6 @@ class PredictJob:
         weights from the default runs' best checkpoints (a MAIC submission)."""
         options = dict(given)
         PredictionSettings.from_options(options)  # its own checks first
-        if options["infer_batch_size"] is not None and options["infer_batch_size"] < 1:
-            raise UserError("--infer_batch_size must be ≥ 1")
         if options["input"] is None and (options["interval"] is not None or options["explain"] is not None):
             raise UserError("--interval and --explain need --input: the MAIC submission keeps its template columns "
                             "(predict the same folder with --input DIR --weights ... for intervals and explanations)")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from utils.bounds import GAP_THRESHOLD_RANGE, MAX_BOOT, MIN_BOOT
+from utils.bounds import GAP_THRESHOLD_RANGE, MAX_BOOT, MAX_SEED, MIN_BOOT
 from utils.calibration import level_option
 from utils.settings import Settings, number_between, option, whole_number
 
@@ -45,4 +45,4 @@ class ReportSettings(Settings):
                                          "mode: adults and children apart)", metavar="COLUMN")
     n_boot: int = option(2000, "bootstrap resamples for the MAE interval",
                          type=whole_number(MIN_BOOT, MAX_BOOT, "fewer leave the interval's tails to a few draws"))
-    seed: int = option(0, "random seed of the bootstrap")
+    seed: int = option(0, "random seed of the bootstrap", type=whole_number(0, MAX_SEED, "a random seed"))

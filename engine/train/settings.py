@@ -20,10 +20,11 @@ from models.build import ModelSettings, sigmoid_bounds
 from models.files import resolve_weights
 from models.registry import MODELS, accepts_sex, architecture_of_recipe, default_recipe
 from models.schema import MAIC_MODES
+from utils.bounds import MAX_SEED, MAX_STEPS
 from utils.errors import UserError
 from utils.io import json_ready
 from utils.paths import LOG_DIR, default_data_root
-from utils.settings import RuntimeSettings, Settings, option, runtime
+from utils.settings import RuntimeSettings, Settings, option, runtime, whole_number
 
 from . import ensemble
 from .optim import SCHEDULES
@@ -42,8 +43,10 @@ class RunSettings(Settings):
     folds: int = option(1, "K > 1: train K models on K patient-level folds (age-stratified where there are no "
                            "patient ids, as MAIC), each validated on its held-out fold; writes oof.csv and cv.json and "
                            "the fold models in fold_<k>/ (test_interface --weights RUN_DIR averages them)")
-    seed: int = option(1234, "random seed (initialisation, batch order, augmentation)")
-    max_steps_per_epoch: int = option(0, "cap train steps per epoch (0 = all)")
+    seed: int = option(1234, "random seed (initialisation, batch order, augmentation)",
+                       type=whole_number(0, MAX_SEED, "a random seed"))
+    max_steps_per_epoch: int = option(0, "cap train steps per epoch (0 = all)",
+                                      type=whole_number(0, MAX_STEPS, "steps per epoch"))
     pretrained: bool = option(False, "start from --pretrain_model_path (weights, optimizer and epoch when present)")
     teacher: list | None = option(None, "distil: train one network (ECGEfficientNet, modern recipe, unless "
                                         "--arch/--recipe say otherwise) towards the age these models give (anything "
