@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import ROOT, SPEC, TINY, cli, need, write_code15
+from conftest import CINC, ROOT, SPEC, TINY, cli, need, write_code15
 
 import report_interface
 import test_interface
@@ -372,8 +372,17 @@ def test_fifo_short_records_and_odd_rates_are_bad_records(npy_folder, weights, t
     assert code == 2 and "pipe.npy: is not a regular file" in err and "tiny: lasts" in err
     (npy_folder / "pipe.npy").unlink()
     (npy_folder / "tiny.npy").unlink()
-    code, err = run_predict(npy_folder, weights, tmp_path, capsys, "--fs", "0.1")
-    assert code == 2 and "sampling rate of 0.1 Hz" in err
+    with pytest.raises(SystemExit) as stop:  # an odd --fs is the option's fault: refused where it is parsed
+        run_predict(npy_folder, weights, tmp_path, capsys, "--fs", "0.1")
+    assert stop.value.code == 2 and "--fs: a number from 50 to 20000 (Hz), got '0.1'" in capsys.readouterr().err
+    odd = tmp_path / "odd_rate"  # a record whose own header states an odd rate is a bad record
+    odd.mkdir()
+    shutil.copy(need(CINC) / "E07500.mat", odd)
+    header = (CINC / "E07500.hea").read_text().splitlines()
+    first = header[0].split()
+    (odd / "E07500.hea").write_text("\n".join([" ".join([first[0], first[1], "10", *first[3:]]), *header[1:]]) + "\n")
+    code, err = run_predict(odd, weights, tmp_path, capsys)
+    assert code == 2 and "E07500: has a sampling rate of 10.0 Hz" in err
 
 
 def test_bad_options_and_unwritable_places(npy_folder, weights, tmp_path, capsys):
