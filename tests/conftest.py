@@ -117,29 +117,28 @@ def modern_cv_run(ptbxl, tmp_path_factory):
     return tmp, tmp / "log" / "ECGEfficientNet_cv"
 
 
+def exported_run(run: Path, cinc: Path, path: Path, *flags: str) -> Path:
+    """``run`` exported to ``path`` by export_interface with ``flags``, checked on CinC records."""
+    import export_interface
+
+    assert export_interface.entry(["--weights", str(run), "--output", str(path), "--check_input", str(cinc),
+                                   *flags, "--quiet"]) == 0
+    return path
+
+
 @pytest.fixture(scope="session")
 def onnx_model(modern_cv_run, cinc, tmp_path_factory) -> Path:
     """The shared 2-fold run exported to one ONNX file (checked on 4 CinC records), shared read-only."""
-    import export_interface
-
-    _, run = modern_cv_run
-    path = tmp_path_factory.mktemp("front") / "model.onnx"
-    assert export_interface.entry(["--weights", str(run), "--output", str(path), "--check_input", str(cinc),
-                                   "--check_records", "4", "--quiet"]) == 0
-    return path
+    return exported_run(modern_cv_run[1], cinc, tmp_path_factory.mktemp("front") / "model.onnx", "--check_records",
+                        "4")
 
 
 @pytest.fixture(scope="session")
 def onnx_cpu_model(modern_cv_run, cinc, tmp_path_factory) -> Path:
     """The shared 2-fold run exported with --cpu_preprocessing (scipy's whole preprocessing on the CPU, as files
     written before the band-pass moved into the graph), checked on 2 CinC records, shared read-only."""
-    import export_interface
-
-    _, run = modern_cv_run
-    path = tmp_path_factory.mktemp("cpu_onnx") / "model_cpu.onnx"
-    assert export_interface.entry(["--weights", str(run), "--output", str(path), "--check_input", str(cinc),
-                                   "--check_records", "2", "--cpu_preprocessing", "--quiet"]) == 0
-    return path
+    return exported_run(modern_cv_run[1], cinc, tmp_path_factory.mktemp("cpu_onnx") / "model_cpu.onnx",
+                        "--check_records", "2", "--cpu_preprocessing")
 
 
 TINY = {"ResDenseNet": ["--out_ch", "16", "--mid_ch", "8"], "ResUDenseNet": ["--out_ch", "16", "--mid_ch", "8"],

@@ -88,6 +88,12 @@ def bootstrap_ci(pred, true, stat=lambda e: np.mean(np.abs(e)), n_boot: int = 20
     return [float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))]
 
 
+def interval_text(ci: list[float] | None, label: str = "") -> str:
+    """A :func:`bootstrap_ci` interval as the project prints it after a figure — ' (95% CI 9.97–15.89)' with
+    ``label`` '95% CI ' — or nothing where there is none (too few records)."""
+    return f" ({label}{ci[0]:.2f}–{ci[1]:.2f})" if ci else ""
+
+
 def gap_line_sums(pred, true) -> list[float]:
     """[n, Σage, Σgap, Σage², Σage·gap]: what the gap-on-age line needs, summable across processes."""
     pred, true = np.asarray(pred, dtype=np.float64), np.asarray(true, dtype=np.float64)

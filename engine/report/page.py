@@ -26,7 +26,7 @@ from utils.bounds import MAX_FIGURE_PIXELS, MAX_PAGE_CARDS, MAX_PAGE_ROWS
 from utils.calibration import significant_gaps
 from utils.io import write_text
 from utils.machine import project_version
-from utils.metrics import MIN_BOOTSTRAPPED
+from utils.metrics import MIN_BOOTSTRAPPED, interval_text
 from utils.tables import LOWER, UPPER
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -71,11 +71,6 @@ def _number(value, digits: int = 1) -> str:
     return "" if value is None or not math.isfinite(float(value)) else f"{float(value):.{digits}f}"
 
 
-def _interval(ci) -> str:
-    """' (low–high)', or nothing where there is no interval (too few ECGs: utils.metrics.MIN_BOOTSTRAPPED)."""
-    return f" ({ci[0]:.2f}–{ci[1]:.2f})" if ci else ""
-
-
 SET_ASIDE = "too few left, once the model's training records are set aside,"
 
 
@@ -103,7 +98,7 @@ def metric_rows(report: dict) -> list[dict]:
     if "mae" not in report:
         return counted
     rows = [*counted,
-            {"name": "Mean absolute error", "value": f"{report['mae']:.2f} y{_interval(report['mae_ci95'])}",
+            {"name": "Mean absolute error", "value": f"{report['mae']:.2f} y{interval_text(report['mae_ci95'])}",
              "meaning": "on average the predicted age is this many years from the recorded age " + (
                  "(95 % interval in brackets: the range this average would likely take on another cohort like this "
                  "one)" if report["mae_ci95"] else f"(no 95 % interval: it needs {MIN_BOOTSTRAPPED} ECGs or more)")},
@@ -124,7 +119,7 @@ def metric_rows(report: dict) -> list[dict]:
                      "meaning": "the same, with the model's stored age-gap correction applied"})
     for group, found in (report.get("groups") or {}).items():
         rows.append({"name": f"Mean absolute error, {group}", "value": f"{found['mae']:.2f} y"
-                     f"{_interval(found['mae_ci95'])}",
+                     f"{interval_text(found['mae_ci95'])}",
                      "meaning": f"the {found['n']} ECGs of group {group} alone "
                                 f"(r {_number(found.get('pearson_r'), 3)})"})
     interval = report.get("interval")

@@ -170,9 +170,8 @@ def write_report(settings: ReportSettings, trust: bool = False, labels: pd.DataF
     if report["in_training"]["n_aged"]:
         summary += f" ({report['in_training']['n_aged']} more left out: the model was trained on them)"
     if report["n"] >= MIN_EVALUATED:
-        ci = report["mae_ci95"]
-        summary += (f"  MAE {report['mae']:.2f}" + (f" (95% CI {ci[0]:.2f}–{ci[1]:.2f})" if ci else "")
-                    + f"  RMSE {report['rmse']:.2f}  bias {report['bias']:+.2f}")
+        summary += (f"  MAE {report['mae']:.2f}{metrics.interval_text(report['mae_ci95'], '95% CI ')}  RMSE "
+                    f"{report['rmse']:.2f}  bias {report['bias']:+.2f}")
         if math.isfinite(report["pearson_r"]):
             summary += f"  r {report['pearson_r']:.3f}"
     logger.log(RESULT, f"{summary}  → {out / 'report.json'}, {out / PAGE}")

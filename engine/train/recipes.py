@@ -118,22 +118,20 @@ class Recipe(Settings):
             if choices is not None and getattr(self, field.name) not in choices:
                 raise ValueError(f"--{field.name} must be one of {', '.join(choices)}, got "
                                  f"{getattr(self, field.name)!r}")
-        finite = {name: math.isfinite(getattr(self, name)) for name in (
-            "lr_initial", "weight_decay", "warmup_epochs", "min_lr", "crop_seconds", "aug_lead_scale", "aug_noise",
-            "aug_wander")}
+        inf = math.inf  # a bound that NaN and infinity fail too (every comparison with NaN is false)
         checks = {"batch_size": self.batch_size >= 1, "seeds": self.seeds >= 1, "partners": self.partners >= 1,
-                  "nepoch": self.nepoch >= 1, "ema": 0 <= self.ema < 1, "crop_seconds": self.crop_seconds >= 0,
-                  "max_weight": self.max_weight > 0, "lr_initial": self.lr_initial > 0,
-                  "weight_decay": self.weight_decay >= 0, "warmup_epochs": self.warmup_epochs >= 0,
+                  "nepoch": self.nepoch >= 1, "ema": 0 <= self.ema < 1, "crop_seconds": 0 <= self.crop_seconds < inf,
+                  "max_weight": self.max_weight > 0, "lr_initial": 0 < self.lr_initial < inf,
+                  "weight_decay": 0 <= self.weight_decay < inf, "warmup_epochs": 0 <= self.warmup_epochs < inf,
                   "decay_epoch": self.decay_epoch >= 1, "decay_gamma": 0 < self.decay_gamma <= 1,
-                  "patience": self.patience >= 0, "lr_factor": 0 < self.lr_factor < 1, "min_lr": self.min_lr >= 0,
-                  "aug_scale": 0 <= self.aug_scale < 1, "aug_lead_scale": self.aug_lead_scale >= 0,
-                  "aug_noise": self.aug_noise >= 0, "aug_wander": self.aug_wander >= 0,
+                  "patience": self.patience >= 0, "lr_factor": 0 < self.lr_factor < 1, "min_lr": 0 <= self.min_lr < inf,
+                  "aug_scale": 0 <= self.aug_scale < 1, "aug_lead_scale": 0 <= self.aug_lead_scale < inf,
+                  "aug_noise": 0 <= self.aug_noise < inf, "aug_wander": 0 <= self.aug_wander < inf,
                   "aug_lead_dropout": 0 <= self.aug_lead_dropout <= 1,
                   "aug_coarse_dropout": 0 <= self.aug_coarse_dropout <= 1,
                   "teacher_weight": 0 <= self.teacher_weight <= 1,
                   "teacher_views": 0 <= self.teacher_views <= MAX_TEACHER_VIEWS}
-        wrong = [name for name, ok in checks.items() if not (ok and finite.get(name, True))]
+        wrong = [name for name, ok in checks.items() if not ok]
         if wrong:
             shown = ", ".join(f"--{n} {getattr(self, n)}" for n in wrong)
             raise ValueError(f"out of range: {shown} (nepoch, batch_size, seeds, partners, decay_epoch and lr_initial "

@@ -9,6 +9,7 @@ import numpy as np
 from engine.runs import CV_SUMMARY, OOF, write_manifest
 from utils.cli import RESULT
 from utils.errors import TrainingDiverged
+from utils.metrics import interval_text
 
 from .crossval import write_cross_validation
 from .settings import TrainSettings
@@ -32,10 +33,9 @@ def write_oof(settings: TrainSettings, manifest: dict, records, oof: np.ndarray,
     manifest["complete"] = True
     write_manifest(run, manifest)
     pooled = cv["pooled"]
-    ci = pooled["mae_ci95"]
     logger.log(RESULT, f"{settings.run.folds}-fold cross-validation: out-of-fold MAE {pooled['mae']:.2f}"
-                       + (f" (95% CI {ci[0]:.2f}–{ci[1]:.2f})" if ci else "")
-                       + f" on {pooled['n']} ECGs → {run / OOF}, {run / CV_SUMMARY}")
+                       f"{interval_text(pooled['mae_ci95'], '95% CI ')} on {pooled['n']} ECGs → {run / OOF}, "
+                       f"{run / CV_SUMMARY}")
     medians = {fold: np.median(ages[folds != fold]) for fold in np.unique(folds)}  # each fold's training median
     constant = np.array([medians[fold] for fold in folds])
     warn_if_constant(f"{run}: out-of-fold MAE {pooled['mae']:.2f}", pooled["mae"], ages, constant)
