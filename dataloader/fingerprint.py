@@ -7,22 +7,40 @@ the records whose fingerprint is among them, and the report leaves those out of 
 a model's own training records is not a test. A fingerprint reads ``FINGERPRINT_SAMPLES`` samples of each lead,
 spread evenly over the whole recording (so a flat start shared by many recordings does not make them one), its rate
 and its length: two different recordings that agree on all of that are not met in practice.
+
+Beside the exact hash, each print holds a **sketch**: ``SKETCH_BITS`` signs of random projections of the record's
+spectrum between ``SKETCH_BAND`` Hz (four leads, each bin at its frequency in Hz, so the same recording at another
+sampling rate, in other units or re-quantized by another file format has nearly the same sketch). Two sketches
+within ``NEAR_BITS`` of each other are the same recording: on the shared PTB-XL records, each 500-Hz record and its
+100-Hz copy (``records100/``, a different decimation) differ by at most 41 of 256 bits, two different recordings by
+at least 85 (a random pair by about 128; bench/fingerprint.py). A sketch is not exact across CPUs (a float sum near
+zero may flip a sign), which the tolerance absorbs; it does not follow a crop or a shift of the recording.
 No torch here.
 """
 from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import struct
 
 import numpy as np
 
-from utils.bounds import MAX_TRAINING_FINGERPRINTS
+from utils.bounds import MAX_NEAR_PAIRS, MAX_TRAINING_FINGERPRINTS, MAX_TRAINING_SKETCHES
 
 FINGERPRINT_SAMPLES = 1024  # per lead, evenly spaced: enough to tell recordings apart, ~0.05 ms a 10-s record
-NONE = np.uint64(0)  # the fingerprint of a record that could not be read (no record's fingerprint is 0)
-PRINTS = np.dtype("<u8")
+SKETCH_BITS = 256  # random projections per sketch (32 bytes)
+SKETCH_WORDS = SKETCH_BITS // 64
+SKETCH_BAND = (5.0, 35.0)  # Hz: the QRS band, below every rate's Nyquist frequency from 100 Hz (records100/) up
+SKETCH_SECONDS = 10.0  # the span sketched, from the start: a longer record's first 10 s
+SKETCH_MIN_SECONDS = 2.0  # a shorter recording has no sketch (too few frequencies to tell recordings apart)
+SKETCH_LEADS = (1, 7, 9, 11)  # II, V2, V4, V6 (of the 12 in the standard order): the other leads add little
+SKETCH_SEED = 20261207  # the mixing's generator seed: part of the sketch's definition, never to change
+NEAR_BITS = 60  # sketches at most this many bits apart are the same recording (copies ≤ 41, others ≥ 85 measured)
+PRINTS = np.dtype([("exact", "<u8"), ("sketch", "<u8", (SKETCH_WORDS,))])  # a record's print: hash and sketch
+EXACT = np.dtype("<u8")
+NONE = np.zeros((), PRINTS)[()]  # the print of a record that could not be read (no record's hash or sketch is 0)
 
 
 def fingerprint(signal: np.ndarray, fs: float) -> np.uint64:
@@ -31,43 +49,128 @@ def fingerprint(signal: np.ndarray, fs: float) -> np.uint64:
     points = np.linspace(0, n - 1, min(n, FINGERPRINT_SAMPLES)).astype(np.int64) if n else np.zeros(0, np.int64)
     digest = hashlib.sha1(struct.pack("<dqq", float(fs), *signal.shape), usedforsecurity=False)
     digest.update(np.ascontiguousarray(signal[:, points], dtype="<f4").data)
-    value = np.frombuffer(digest.digest()[:8], PRINTS)[0]
-    return value if value != NONE else np.uint64(1)
+    value = np.frombuffer(digest.digest()[:8], EXACT)[0]
+    return value if value != 0 else np.uint64(1)
 
 
-def of_item(item) -> np.uint64:
-    """The fingerprint of a loaded record (dataloader.records.Record), or NONE for one that failed to load."""
+@functools.lru_cache(maxsize=8)
+def _mixing(width: int) -> tuple[np.ndarray, np.ndarray]:
+    """The sketch's fixed random mixing of a spectrum of ``width`` numbers (from SKETCH_SEED; numpy's generator gives
+    the same numbers on every machine): a sign per number, and which SKETCH_BITS / 2 outputs of the mixing FFT
+    are kept."""
+    rng = np.random.default_rng(SKETCH_SEED)
+    signs = (rng.integers(0, 2, width) * 2 - 1).astype(np.float32)
+    return signs, rng.choice(width // 2 - 1, SKETCH_BITS // 2, replace=False) + 1
+
+
+def sketch(signal: np.ndarray, fs: float) -> np.ndarray:
+    """The sketch of a record's signal (leads × samples) at ``fs`` Hz, of its first SKETCH_SECONDS: SKETCH_WORDS
+    words; zeros where the recording is too short or flat to have one (such a record is compared by its exact hash
+    only). Its bits are the signs of random projections of the band's spectrum, made fast and free of BLAS threads
+    (which, spinning in reader processes, slowed a whole prediction by half) as a subsampled randomized Fourier
+    transform: each number's sign flipped at random, an FFT mixes them all, SKETCH_BITS / 2 outputs chosen at
+    random give the signs of their real and imaginary parts."""
+    n = min(signal.shape[1], int(round(SKETCH_SECONDS * float(fs))))
+    seconds = n / float(fs)
+    low, high = int(np.ceil(SKETCH_BAND[0] * seconds)), int(np.floor(SKETCH_BAND[1] * seconds))
+    if signal.shape[0] <= max(SKETCH_LEADS) or seconds < SKETCH_MIN_SECONDS or high > n // 2:
+        return np.zeros(SKETCH_WORDS, EXACT)
+    band = np.fft.rfft(np.asarray(signal[list(SKETCH_LEADS), :n], np.float32), axis=1)[:, low:high + 1]
+    spectrum = np.concatenate([band.real.ravel(), band.imag.ravel()]).astype(np.float32)
+    if not np.isfinite(spectrum).all() or not spectrum.any():
+        return np.zeros(SKETCH_WORDS, EXACT)
+    signs, kept = _mixing(spectrum.size)
+    mixed = np.fft.rfft(spectrum * signs)[kept]
+    words = np.packbits(np.concatenate([mixed.real > 0, mixed.imag > 0])).view(">u8").astype(EXACT)
+    return words if words.any() else np.ones(SKETCH_WORDS, EXACT)
+
+
+def of_item(item) -> np.void:
+    """The print (hash and sketch) of a loaded record (dataloader.records.Record), or NONE for one that failed to
+    load."""
     signal = getattr(item, "signal", None)
-    return fingerprint(signal, item.fs) if isinstance(signal, np.ndarray) and signal.ndim == 2 else NONE
+    if not (isinstance(signal, np.ndarray) and signal.ndim == 2):
+        return NONE
+    found = np.zeros((), PRINTS)
+    found["exact"], found["sketch"] = fingerprint(signal, item.fs), sketch(signal, item.fs)
+    return found[()]
 
 
-def packed(prints: np.ndarray) -> str:
-    """Fingerprints as text for a model's metadata: the distinct ones, sorted, 8 bytes each, base64."""
-    distinct = np.unique(np.asarray(prints, dtype=PRINTS))
-    return base64.b64encode(distinct[distinct != NONE].astype(PRINTS).tobytes()).decode("ascii")
+def distinct(prints: np.ndarray) -> np.ndarray:
+    """The prints of distinct recordings (one per hash, sorted by it; those not read left out)."""
+    prints = np.asarray(prints, PRINTS)
+    _, first = np.unique(prints["exact"], return_index=True)
+    chosen = prints[first]
+    return chosen[chosen["exact"] != 0]
 
 
-def unpacked(text: object) -> np.ndarray:
-    """The sorted fingerprints of :func:`packed`'s text, checked (a model's metadata is untrusted input)."""
-    if not isinstance(text, str) or len(text) > 4 * -(-8 * MAX_TRAINING_FINGERPRINTS // 3):
-        raise ValueError(f"training_fingerprints must be base64 text of at most {MAX_TRAINING_FINGERPRINTS} "
-                         f"fingerprints")
+def packed(prints: np.ndarray) -> tuple[str, str | None]:
+    """Prints as text for a model's metadata: (the distinct hashes, sorted, 8 bytes each, base64; their sketches in
+    the same order, 32 bytes each, base64 — None beyond MAX_TRAINING_SKETCHES)."""
+    chosen = distinct(prints)
+    hashes = base64.b64encode(chosen["exact"].astype(EXACT).tobytes()).decode("ascii")
+    if len(chosen) > MAX_TRAINING_SKETCHES:
+        return hashes, None
+    return hashes, base64.b64encode(chosen["sketch"].astype(EXACT).tobytes()).decode("ascii")
+
+
+def _decoded(text: object, field: str, bound: int, size: int) -> np.ndarray:
+    if not isinstance(text, str) or len(text) > 4 * -(-size * bound // 3):
+        raise ValueError(f"{field} must be base64 text of at most {bound} fingerprints")
     try:
         raw = base64.b64decode(text.encode("ascii"), validate=True)
     except (binascii.Error, UnicodeEncodeError):
-        raise ValueError("training_fingerprints is not base64") from None
-    if len(raw) % PRINTS.itemsize:
-        raise ValueError(f"training_fingerprints holds {len(raw)} bytes, not a whole number of 8-byte fingerprints")
-    prints = np.frombuffer(raw, PRINTS)
-    if not (prints[1:] > prints[:-1]).all() or (prints == NONE).any():
+        raise ValueError(f"{field} is not base64") from None
+    if len(raw) % size:
+        raise ValueError(f"{field} holds {len(raw)} bytes, not a whole number of {size}-byte fingerprints")
+    return np.frombuffer(raw, EXACT)
+
+
+def unpacked(text: object, sketches: object = None) -> np.ndarray:
+    """The prints of :func:`packed`'s texts, sorted by hash, checked (a model's metadata is untrusted input); a
+    file without sketches (older, or too many records) gives zero sketches: its records are matched exactly."""
+    hashes = _decoded(text, "training_fingerprints", MAX_TRAINING_FINGERPRINTS, EXACT.itemsize)
+    if not (hashes[1:] > hashes[:-1]).all() or (hashes == 0).any():
         raise ValueError("training_fingerprints must be distinct nonzero fingerprints in ascending order")
+    prints = np.zeros(len(hashes), PRINTS)
+    prints["exact"] = hashes
+    if sketches is not None:
+        words = _decoded(sketches, "training_sketches", MAX_TRAINING_SKETCHES, SKETCH_BITS // 8)
+        if len(words) != SKETCH_WORDS * len(hashes):
+            raise ValueError(f"training_sketches holds {len(words) // SKETCH_WORDS} sketches for {len(hashes)} "
+                             f"training_fingerprints")
+        prints["sketch"] = words.reshape(-1, SKETCH_WORDS)
     return prints
 
 
+def near(sketches: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """Which of ``sketches`` (N × SKETCH_WORDS) are within NEAR_BITS of one of ``known`` (zeros: no sketch, never
+    near); False for all where the N × M comparisons would exceed MAX_NEAR_PAIRS (see :func:`seen`)."""
+    found = np.zeros(len(sketches), bool)
+    have, known = sketches.any(axis=1), known[known.any(axis=1)]
+    if not len(known) or not have.any() or have.sum() * len(known) > MAX_NEAR_PAIRS:
+        return found
+    rows = np.flatnonzero(have)
+    block = max(1, (1 << 20) // len(known))  # about a million pairs (32 MB of words) at a time
+    for start in range(0, len(rows), block):
+        part = rows[start:start + block]
+        apart = np.bitwise_count(sketches[part, None, :] ^ known[None, :, :]).sum(axis=2, dtype=np.int32)
+        found[part] = (apart <= NEAR_BITS).any(axis=1)
+    return found
+
+
+def near_checked(prints: np.ndarray, known: np.ndarray) -> bool:
+    """Whether :func:`seen` compared the sketches too (both sides have them, and within MAX_NEAR_PAIRS)."""
+    have = int(np.asarray(prints, PRINTS)["sketch"].any(axis=1).sum())
+    return bool(known["sketch"].any()) and have * int(known["sketch"].any(axis=1).sum()) <= MAX_NEAR_PAIRS
+
+
 def seen(prints: np.ndarray, known: np.ndarray) -> np.ndarray:
-    """Which of ``prints`` are among the sorted ``known`` ones (a record not read, NONE, never is)."""
-    prints = np.asarray(prints, dtype=PRINTS)
+    """Which of ``prints`` are among the ``known`` ones (sorted by hash): the same hash, or a sketch within
+    NEAR_BITS of a known one (a record not read, NONE, never is)."""
+    prints = np.asarray(prints, PRINTS)
     if not len(known):
         return np.zeros(len(prints), bool)
-    at = np.searchsorted(known, prints).clip(0, len(known) - 1)
-    return (known[at] == prints) & (prints != NONE)
+    hashes = prints["exact"]
+    at = np.searchsorted(known["exact"], hashes).clip(0, len(known) - 1)
+    return ((known["exact"][at] == hashes) | near(prints["sketch"], known["sketch"])) & (hashes != 0)

@@ -53,7 +53,7 @@ from .records import CACHE_CHECKS, LEADS, READER_VERSION, Reader
 from .stream import chunk_bounds, chunk_jobs
 
 logger = logging.getLogger(__name__)
-CACHE_VERSION = 4  # 4: each record's fingerprint (prints.npy)
+CACHE_VERSION = 5  # 4: each record's fingerprint (prints.npy); 5: with its sketch
 
 HOST = socket.gethostname()
 

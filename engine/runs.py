@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dataloader.fingerprint import NONE, PRINTS
+from dataloader.fingerprint import PRINTS, SKETCH_WORDS
 from models.files import BEST, PUBLISHED_CONFIG, PUBLISHED_WEIGHTS
 from models.schema import MAIC_MODES
 from utils.bounds import MAX_FOLDS
@@ -409,10 +409,12 @@ def trained_ids(member: str | Path) -> set[str] | None:
 
 
 def write_run_prints(folder: Path, ids: list[str], prints: np.ndarray) -> None:
-    """The run's fingerprints.csv: each usable record's fingerprint (those not read are left out)."""
-    known = np.asarray(prints, PRINTS) != NONE
-    write_csv(folder / RUN_PRINTS, pd.DataFrame({RUN_ID: np.asarray(ids, dtype=object)[known],
-                                                 "fingerprint": [f"{p:016x}" for p in np.asarray(prints)[known]]}))
+    """The run's fingerprints.csv: each usable record's fingerprint and sketch (those not read are left out)."""
+    prints = np.asarray(prints, PRINTS)
+    known = prints["exact"] != 0
+    write_csv(folder / RUN_PRINTS, pd.DataFrame({
+        RUN_ID: np.asarray(ids, dtype=object)[known], "fingerprint": [f"{p:016x}" for p in prints["exact"][known]],
+        "sketch": ["".join(f"{w:016x}" for w in words) for words in prints["sketch"][known]]}))
 
 
 def member_training_prints(member: str | Path) -> np.ndarray | None:
@@ -424,10 +426,17 @@ def member_training_prints(member: str | Path) -> np.ndarray | None:
         return None
     try:
         table = read_csv(path, "a run's fingerprints", dtype=str, keep_default_na=False)
-        chosen = table.loc[table[RUN_ID].isin(ids), "fingerprint"]
-        if not chosen.str.fullmatch(r"[0-9a-f]{16}").all():
+        chosen = table.loc[table[RUN_ID].isin(ids)]
+        if not chosen["fingerprint"].str.fullmatch(r"[0-9a-f]{16}").all():
             raise ValueError("a fingerprint is not 16 hexadecimal digits")
-        return np.array([int(p, 16) for p in chosen], PRINTS)
+        prints = np.zeros(len(chosen), PRINTS)
+        prints["exact"] = [int(p, 16) for p in chosen["fingerprint"]]
+        if "sketch" in chosen.columns:  # runs written before sketches have none: their records match exactly
+            if not chosen["sketch"].str.fullmatch(f"[0-9a-f]{{{16 * SKETCH_WORDS}}}").all():
+                raise ValueError(f"a sketch is not {16 * SKETCH_WORDS} hexadecimal digits")
+            prints["sketch"] = [[int(s[i:i + 16], 16) for i in range(0, 16 * SKETCH_WORDS, 16)]
+                                for s in chosen["sketch"]]
+        return prints
     except (RecordError, KeyError, ValueError) as exc:
         logger.warning(f"note: {path} cannot be read ({exc.reason if isinstance(exc, RecordError) else exc}); "
                        f"which records {member} was trained on is unknown")

@@ -57,6 +57,10 @@ def test_quick_memory_and_reader_benchmarks_run(tmp_path, ptbxl):
     assert len(rows) == 6 and all(r["outcome"] == "read" for r in rows)
     readers = run_quick("readers.py", "--ptbxl", str(ptbxl))
     assert readers["records"] == 2 and all(r["max_error_mv"] < 0.05 for r in readers["rows"].values())
+    prints = run_quick("fingerprint.py", "--ptbxl", str(ptbxl), "--work", str(tmp_path / "fp"))
+    apart = prints["separation"]
+    assert prints["records"] == 8 and apart["copies_max_bits"] <= apart["near_bits"] < apart["different_min_bits"]
+    assert all(prints["costs"][k] > 0 for k in ("read_ms", "hash_ms", "sketch_ms")) and prints["comparisons_per_s"]
 
 
 def test_quick_throughput_and_explanation_benchmarks_run(tmp_path, modern_cv_run, cinc):

@@ -21,15 +21,16 @@ def test_equal_fingerprints_exactly_for_equal_recordings(cinc):
     reader = open_reader(cinc)
     items = [reader.load(i) for i in range(len(reader))]
     prints = np.array([fp.of_item(item) for item in items], fp.PRINTS)
-    assert prints.all() and fp.of_item(reader.load(3)) == prints[3]
+    hashes = prints["exact"]
+    assert hashes.all() and fp.of_item(reader.load(3)) == prints[3]
     for i in range(len(items)):
         for j in range(i + 1, len(items)):
             same = items[i].signal.shape == items[j].signal.shape and np.array_equal(items[i].signal,
                                                                                     items[j].signal)
-            assert (prints[i] == prints[j]) == same, (reader.ids[i], reader.ids[j])
-    assert len(set(prints.tolist())) == len(items) - 1
-    assert fp.fingerprint(items[0].signal, 250) != prints[0]  # the rate is part of the recording
-    known = fp.unpacked(fp.packed(prints[:10]))
+            assert (hashes[i] == hashes[j]) == same, (reader.ids[i], reader.ids[j])
+    assert len(set(hashes.tolist())) == len(items) - 1
+    assert fp.fingerprint(items[0].signal, 250) != hashes[0]  # the rate is part of the recording
+    known = fp.unpacked(*fp.packed(prints[:10]))
     # the first ten (E07500–E07509) and E07510, the same recording as E07509
     assert len(known) == 10 and fp.seen(prints, known).tolist() == [True] * 11 + [False] * 39
     assert not fp.seen(np.array([fp.NONE], fp.PRINTS), known).any()
@@ -47,7 +48,98 @@ def test_a_models_fingerprints_are_checked_as_untrusted_input(text, reason):
 def test_fingerprints_beyond_the_bound_are_refused(monkeypatch):
     monkeypatch.setattr(fp, "MAX_TRAINING_FINGERPRINTS", 2)
     with pytest.raises(ValueError, match="at most 2"):
-        fp.unpacked(fp.packed(np.array([1, 2, 3, 4], fp.PRINTS)))
+        fp.unpacked(fp.packed(np.array([1, 2, 3, 4], fp.PRINTS))[0])
+
+
+def test_sketches_beyond_their_bound_are_left_out_of_a_file_and_refused_in_one(monkeypatch):
+    prints = np.array([1, 2, 3, 4], fp.PRINTS)  # hash and every sketch word alike
+    hashes, sketches = fp.packed(prints)
+    monkeypatch.setattr(fp, "MAX_TRAINING_SKETCHES", 3)
+    assert fp.packed(prints) == (hashes, None)
+    with pytest.raises(ValueError, match="training_sketches must be base64 text of at most 3"):
+        fp.unpacked(hashes, sketches)
+    assert not fp.unpacked(hashes)["sketch"].any()  # a file without them: hashes only
+
+
+def test_a_copy_at_another_rate_or_in_other_units_is_the_same_recording_by_its_sketch(ptbxl, cinc):
+    """Each shared PTB-XL record's 100-Hz copy (records100/, PTB-XL's own decimation) is within NEAR_BITS of its
+    500-Hz original and of no other recording (the four pairs of identical recordings under two ids are the same
+    recording); the original in µV, re-quantized at 5 µV, is near it too; no CinC record is near any of them.
+    The exact hashes of the two rates never agree."""
+    high, low = open_reader(ptbxl), open_reader(ptbxl, ptbxl_rate=100)
+    assert high.ids == low.ids
+    signals = [high.load(i).signal for i in range(len(high))]
+    originals = np.array([fp.of_item(high.load(i)) for i in range(len(high))], fp.PRINTS)
+    copies = np.array([fp.of_item(low.load(i)) for i in range(len(low))], fp.PRINTS)
+    assert not np.isin(copies["exact"], originals["exact"]).any()
+    apart = np.bitwise_count(copies["sketch"][:, None, :] ^ originals["sketch"][None, :, :]).sum(axis=2)
+    same = apart <= fp.NEAR_BITS
+    twins = {("137", "138"), ("145", "463"), ("456", "457"), ("459", "460")}
+    expected = np.eye(len(high), dtype=bool)
+    for a, b in twins:
+        i, j = high.ids.index(a), high.ids.index(b)
+        expected[i, j] = expected[j, i] = True
+    assert np.array_equal(same, expected)
+    assert fp.seen(copies, fp.unpacked(*fp.packed(originals))).all()
+    requantized = np.round(signals[0] * 1000 / 5) * 5  # µV, in steps of 5 µV
+    assert np.bitwise_count(fp.sketch(requantized, 500.0) ^ originals["sketch"][0]).sum() <= fp.NEAR_BITS
+    others = np.array([fp.of_item(item) for item in map(open_reader(cinc).load, range(50))], fp.PRINTS)
+    assert not fp.seen(others, fp.unpacked(*fp.packed(originals))).any()
+
+
+def test_a_re_export_in_a_hospital_format_is_the_same_recording_by_its_sketch(ptbxl, tmp_path):
+    """Two PTB-XL records written by independent writers (tests/test_clinical.py) as DICOM (int16, 2.5 µV), EDF+
+    (µV), GE MUSE XML (8 leads, 4.88 µV) and — resampled to 250 Hz by scipy — DICOM again: each file's hash differs
+    from the original's, its sketch finds it among the original's, and not among the other record's."""
+    from scipy.signal import resample_poly
+    from test_clinical import muse_xml, write_dicom, write_edf
+
+    reader = open_reader(ptbxl)
+    for rid, other in (("1", "2"), ("200", "300")):
+        original = reader.load(reader.ids.index(rid))
+        signal = original.signal.astype(np.float64)
+        folder = tmp_path / rid
+        folder.mkdir()
+        (folder / "muse.xml").write_bytes(muse_xml(signal, 500.0))
+        files = [write_dicom(folder / "a.dcm", signal, 500.0), write_edf(folder / "b.edf", signal, 500.0),
+                 folder / "muse.xml", write_dicom(folder / "c.dcm", resample_poly(signal, 1, 2, axis=1), 250.0)]
+        mine = fp.unpacked(*fp.packed(np.array([fp.of_item(original)], fp.PRINTS)))
+        theirs = fp.unpacked(*fp.packed(np.array([fp.of_item(reader.load(reader.ids.index(other)))], fp.PRINTS)))
+        for path in files:
+            copy = np.array([fp.of_item(open_reader(path).load(0))], fp.PRINTS)
+            assert copy["exact"][0] != mine["exact"][0], path.name
+            assert fp.seen(copy, mine).tolist() == [True] and fp.seen(copy, theirs).tolist() == [False], path.name
+
+
+def test_a_record_without_a_sketch_is_matched_exactly():
+    """Too short for the band, or flat: no sketch (zeros), never near anything; its hash still matches."""
+    rng = np.random.default_rng(0)
+    assert not fp.sketch(rng.normal(size=(12, 900)), 500.0).any()  # 1.8 s
+    assert not fp.sketch(np.zeros((12, 5000)), 500.0).any()
+    assert not fp.sketch(rng.normal(size=(8, 5000)), 500.0).any()  # fewer than 12 leads
+    flat = fp.of_item(type("Record", (), {"signal": np.zeros((12, 5000)), "fs": 500.0})())
+    known = fp.unpacked(*fp.packed(np.array([flat], fp.PRINTS)))
+    assert fp.seen(np.array([flat, fp.NONE], fp.PRINTS), known).tolist() == [True, False]
+
+
+def test_sketches_beyond_the_comparison_bound_fall_back_to_the_exact_hashes(ptbxl, monkeypatch):
+    """More predicted × training records than MAX_NEAR_PAIRS: only exact copies are found, and near_checked says
+    so (the prediction's note)."""
+    high, low = open_reader(ptbxl), open_reader(ptbxl, ptbxl_rate=100)
+    known = fp.unpacked(*fp.packed(np.array([fp.of_item(high.load(i)) for i in range(3)], fp.PRINTS)))
+    asked = np.array([fp.of_item(low.load(0)), fp.of_item(high.load(1))], fp.PRINTS)
+    assert fp.seen(asked, known).tolist() == [True, True] and fp.near_checked(asked, known)
+    monkeypatch.setattr(fp, "MAX_NEAR_PAIRS", 5)
+    assert fp.seen(asked, known).tolist() == [False, True] and not fp.near_checked(asked, known)
+
+
+@pytest.mark.parametrize("sketches, reason", [
+    ("not base64!", "not base64"), (base64.b64encode(bytes(31)).decode(), "whole number"),
+    (base64.b64encode(bytes(64)).decode(), "2 sketches for 1"), (3, "base64 text")])
+def test_a_models_sketches_are_checked_as_untrusted_input(sketches, reason):
+    hashes = base64.b64encode(np.array([7], "<u8").tobytes()).decode()
+    with pytest.raises(ValueError, match=reason):
+        fp.unpacked(hashes, sketches)
 
 
 def test_an_export_names_the_records_its_run_was_trained_on(modern_cv_run, onnx_model, ptbxl):
@@ -60,8 +152,10 @@ def test_an_export_names_the_records_its_run_was_trained_on(modern_cv_run, onnx_
     for fold in sorted(run.glob("fold_*")):
         split = pd.read_csv(fold / "split.csv", dtype=str)
         trained |= set(split.loc[split["split"] == "train", "id"])
-    expected = {int(fp.of_item(reader.load(i))) for i, rid in enumerate(reader.ids) if rid in trained}
-    assert len(trained) > 300 and set(OnnxModel.load(out).training_prints.tolist()) == expected
+    expected = {int(fp.of_item(reader.load(i))["exact"]) for i, rid in enumerate(reader.ids) if rid in trained}
+    named = OnnxModel.load(out).training_prints
+    assert len(trained) > 300 and set(named["exact"].tolist()) == expected
+    assert named["sketch"].all(axis=1).all()  # every training record's sketch too
 
 
 def test_the_shipped_model_knows_its_training_records_and_the_page_leaves_them_out(ptbxl, cinc, tmp_path, capsys):
@@ -71,6 +165,9 @@ def test_the_shipped_model_knows_its_training_records_and_the_page_leaves_them_o
     database = pd.read_csv(ptbxl / "ptbxl_database.csv", index_col="ecg_id")
     rows = [{"path": str(ptbxl / database.loc[k, "filename_hr"]), "age": database.loc[k, "age"], "id": f"ptbxl{k}"}
             for k in (1, 2, 3)]
+    # two more of its training records as PTB-XL's 100-Hz copies (records100/): found by their sketches
+    rows += [{"path": str(ptbxl / database.loc[k, "filename_lr"]), "age": database.loc[k, "age"], "id": f"lr{k}"}
+             for k in (4, 5)]
     rows += [{"path": str(cinc / name), "age": age, "id": name} for name, age in
              (("E07500", 78), ("E07501", 65), ("E07502", 65))]  # their headers' ages
     pd.DataFrame(rows).to_csv(tmp_path / "list.csv", index=False)
@@ -78,18 +175,18 @@ def test_the_shipped_model_knows_its_training_records_and_the_page_leaves_them_o
     assert ecg_age_main(["predict", str(tmp_path / "list.csv"), "--out", str(out), "--explain_records", "0",
                          "--cache", "off"]) == 0
     said = capsys.readouterr().err
-    assert "3 of the 6 record(s) were among the model's training records" in said
-    assert json.loads((out / "predicted_age.csv.json").read_text())["in_training"] == ["ptbxl1", "ptbxl2", "ptbxl3"]
+    assert "5 of the 8 record(s) were among the model's training records" in said
+    trained = ["ptbxl1", "ptbxl2", "ptbxl3", "lr4", "lr5"]
+    assert json.loads((out / "predicted_age.csv.json").read_text())["in_training"] == trained
     report = json.loads((out / "report.json").read_text())
-    assert report["n"] == 3 and report["in_training"] == {"checked": True, "n": 3, "n_aged": 3,
-                                                          "ids": ["ptbxl1", "ptbxl2", "ptbxl3"]}
+    assert report["n"] == 3 and report["in_training"] == {"checked": True, "n": 5, "n_aged": 5, "ids": trained}
     table = pd.read_csv(out / "predicted_age.csv").set_index("ids")
     cinc_ages = np.array([78, 65, 65])
     assert report["mae"] == pytest.approx(np.abs(table.loc[["E07500", "E07501", "E07502"], "predicted_age"]
                                                  - cinc_ages).mean())
     page = (out / "report.html").read_text()
-    assert "3 of the 6 ECGs were among the model&#39;s training records" in page or \
-        "3 of the 6 ECGs were among the model's training records" in page
+    assert "5 of the 8 ECGs were among the model&#39;s training records" in page or \
+        "5 of the 8 ECGs were among the model's training records" in page
     assert "Of them, the model" in page
 
 
@@ -133,17 +230,24 @@ def test_a_run_folder_names_its_training_records_for_pytorch_predictions(modern_
     _, run = modern_cv_run
     assert (run / "fingerprints.csv").is_file()
     database = pd.read_csv(ptbxl / "ptbxl_database.csv", index_col="ecg_id")
-    pd.DataFrame([{"path": str(ptbxl / database.loc[k, "filename_lr"]), "id": f"lr{k}"} for k in (1, 2)]).to_csv(
-        tmp_path / "list.csv", index=False)
+    rows = [{"path": str(ptbxl / database.loc[k, "filename_lr"]), "id": f"lr{k}"} for k in (1, 2)]
+    rows.append({"path": str(ptbxl / database.loc[3, "filename_hr"]), "id": "hr3"})  # its 500-Hz copy: the sketch
+    pd.DataFrame(rows).to_csv(tmp_path / "list.csv", index=False)
     out = tmp_path / "p.csv"
     assert cli(test_interface, ["--input", str(tmp_path / "list.csv"), "--weights", str(run), "--output", str(out),
                                 "--cache", "off"], tmp_path) == 0
-    assert json.loads((tmp_path / "p.csv.json").read_text())["in_training"] == ["lr1", "lr2"]
+    assert json.loads((tmp_path / "p.csv.json").read_text())["in_training"] == ["lr1", "lr2", "hr3"]
     older = tmp_path / "older"
     shutil.copytree(run, older, ignore=shutil.ignore_patterns("fingerprints.csv", "*.lock"))
     assert cli(test_interface, ["--input", str(tmp_path / "list.csv"), "--weights", str(older), "--output",
                                 str(tmp_path / "q.csv"), "--cache", "off"], tmp_path) == 0
     assert "in_training" not in json.loads((tmp_path / "q.csv.json").read_text())
+    # a run written before sketches (fingerprints.csv without them): its own files found, the other rate's not
+    pd.read_csv(run / "fingerprints.csv", dtype=str).drop(columns="sketch").to_csv(older / "fingerprints.csv",
+                                                                                  index=False)
+    assert cli(test_interface, ["--input", str(tmp_path / "list.csv"), "--weights", str(older), "--output",
+                                str(tmp_path / "r.csv"), "--cache", "off"], tmp_path) == 0
+    assert json.loads((tmp_path / "r.csv.json").read_text())["in_training"] == ["lr1", "lr2"]
 
 
 def test_duplicates_together_keeps_each_recordings_copies_in_one_fold(ptbxl):

@@ -25,6 +25,7 @@ from utils.metrics import apply_bias_correction, ensemble_mean, stored_correctio
 ONNX_FORMAT = "ecg-age-onnx/1"  # engine/deploy/export.py writes it (that module needs torch; this one must not)
 METADATA_KEY = "ecg_age"
 TRAINING_PRINTS = "training_fingerprints"  # the metadata's field: its training records' fingerprints, packed
+TRAINING_SKETCHES = "training_sketches"  # and their sketches, in the same order (absent: matched exactly only)
 MAX_MEMBERS = 1000  # models in one exported ensemble (a 5-fold run with every option holds 15)
 # ECGs per onnxruntime call: 4 per thread, at least 8. Small batches keep a network's activations in the caches; on
 # 1–2 cores batch 8 runs within 7 % of each model's best, batch 64 at 0.74–0.97 of it (bench/README.md,
@@ -129,7 +130,8 @@ class OnnxModel:
         if not isinstance(graph, bool) or (graph and cpu_part(spec) == spec):
             raise ValueError(f"graph_preprocessing must be true only for a preprocessing a graph can run, got "
                              f"{str(graph)[:20]}")
-        prints = unpacked(meta[TRAINING_PRINTS]) if meta.get(TRAINING_PRINTS) is not None else None
+        prints = unpacked(meta[TRAINING_PRINTS], meta.get(TRAINING_SKETCHES)) \
+            if meta.get(TRAINING_PRINTS) is not None else None
         return cls(str(path), session, spec, takes_sex, members, card, graph_preprocessing=graph,
                    training_prints=prints)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from dataloader.checks import load_block_safely
-from dataloader.fingerprint import NONE, PRINTS, of_item, packed
+from dataloader.fingerprint import PRINTS, distinct, of_item, packed
 from dataloader.formats import InputSettings
 from dataloader.stream import chunk_bounds, chunk_jobs
 from engine.runs import member_training_prints, trained_ids, training_input
@@ -21,7 +21,7 @@ from utils.errors import UserError
 from utils.io import staged
 from utils.machine import usable_cores
 
-from .onnx_model import METADATA_KEY, TRAINING_PRINTS
+from .onnx_model import METADATA_KEY, TRAINING_PRINTS, TRAINING_SKETCHES
 
 logger = logging.getLogger("export")
 
@@ -32,7 +32,7 @@ def training_prints(members: list) -> tuple[np.ndarray | None, str]:
     records or their input cannot be read here."""
     recorded = [member_training_prints(m) for m in members]
     if all(p is not None for p in recorded):
-        prints = np.unique(np.concatenate(recorded))
+        prints = distinct(np.concatenate(recorded))
         return prints, f"{len(prints)} training record(s), from the run folder's fingerprints"
     ids, inputs = set(), []
     for member in members:
@@ -51,8 +51,8 @@ def training_prints(members: list) -> tuple[np.ndarray | None, str]:
         except (UserError, OSError, ValueError) as exc:
             return None, f"their input {options.get('input')} cannot be read here ({type(exc).__name__})"
         prints += read_prints(reader.subset([i for i, rid in enumerate(reader.ids) if rid in ids]))
-    prints = np.asarray(prints, PRINTS)
-    return prints, f"{len(np.unique(prints[prints != NONE]))} training record(s) of the {len(ids)} its members name"
+    prints = distinct(np.asarray(prints, PRINTS))
+    return prints, f"{len(prints)} training record(s) of the {len(ids)} its members name"
 
 
 def _chunk_prints(job) -> list:
@@ -72,11 +72,14 @@ def read_prints(reader) -> list:
 
 
 def with_training_prints(path: Path, prints: np.ndarray) -> None:
-    """The exported file at ``path`` with ``prints`` in its metadata (rewritten in place, all or nothing)."""
+    """The exported file at ``path`` with ``prints`` (hashes and sketches) in its metadata (rewritten in place, all
+    or nothing)."""
     import onnx
 
     model = onnx.load(str(path))
     entry = next(p for p in model.metadata_props if p.key == METADATA_KEY)
-    entry.value = json.dumps({**json.loads(entry.value), TRAINING_PRINTS: packed(prints)})
+    hashes, sketches = packed(prints)
+    meta = {k: v for k, v in json.loads(entry.value).items() if k != TRAINING_SKETCHES}
+    entry.value = json.dumps({**meta, TRAINING_PRINTS: hashes, **({TRAINING_SKETCHES: sketches} if sketches else {})})
     with staged(path) as staging:
         onnx.save(model, str(staging))

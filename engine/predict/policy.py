@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from dataloader.checks import apply_policy, duplicate_ids, implausible_outputs
-from dataloader.fingerprint import seen
+from dataloader.fingerprint import near_checked, seen
 from dataloader.labels import table_sex
 from dataloader.records import Reader
 from engine.runs import run_members
@@ -90,10 +90,15 @@ def predict(models: Predictor, reader: Reader, cfg, on_bad: str, what: str) -> P
     keep, filled = apply_output_policy(ages, reader.ids, bad, on_bad, models, what)
     known = models.training_prints
     trained = None if known is None else keep[seen(prints[keep], known) & ~np.isin(keep, filled)]
+    if known is not None and not near_checked(prints[keep], known):
+        why = "the model holds no sketches" if not known["sketch"].any() else \
+            "the model's and these records are too many to compare their sketches"
+        logger.info(f"note: the model's training records were matched by their exact fingerprints only ({why}): a "
+                    f"copy of one at another rate or from another file is not found")
     if trained is not None and len(trained):
         logger.warning(f"note: {len(trained)} of the {len(keep)} record(s) were among the model's training records "
-                       f"(the same recordings): their ages are no test of the model, and the report leaves them "
-                       f"out of its accuracy figures")
+                       f"(the same recordings, or copies at another rate or from another file): their ages are no "
+                       f"test of the model, and the report leaves them out of its accuracy figures")
     return Prediction(ages, keep, filled, reasons=bad, in_training=trained)
 
 

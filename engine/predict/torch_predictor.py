@@ -10,6 +10,7 @@ from typing import Iterable
 import numpy as np
 
 from dataloader.checks import model_inputs
+from dataloader.fingerprint import distinct
 from dataloader.records import Reader, Record
 from engine.deploy.export import export_onnx, graph_input
 from engine.deploy.onnx_model import OnnxModel
@@ -47,7 +48,7 @@ class TorchPredictor(Predictor):
         """The fingerprints of the records the members were trained on (their run folders' fingerprints.csv), or
         None where one does not say."""
         found = [member_training_prints(b.source) for b in self.bundles]
-        return None if any(p is None for p in found) else np.unique(np.concatenate(found))
+        return None if any(p is None for p in found) else distinct(np.concatenate(found))
 
     def members(self) -> list[tuple]:
         return [(b.source, b.calibration, b.bias_correction) for b in self.bundles]

@@ -178,9 +178,9 @@ def training_caveat(trained: dict, predicted: int) -> str:
                 "records (an exported file made by export_interface.py from a run folder does).")
     if not trained["n"]:
         return "None of these ECGs was among the model's training records (checked by each recording's fingerprint)."
-    return (f"{trained['n']} of the {predicted} ECGs were among the model's training records (the same recordings, "
-            f"found by fingerprint): their ages are no test of the model, and the accuracy figures leave out the "
-            f"{trained['n_aged']} of them with an age.")
+    return (f"{trained['n']} of the {predicted} ECGs were among the model's training records (the same recordings "
+            f"or copies of them, found by fingerprint): their ages are no test of the model, and the accuracy "
+            f"figures leave out the {trained['n_aged']} of them with an age.")
 
 
 def model_rows(notes: PredictionNotes | None) -> list[dict]:

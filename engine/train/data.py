@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 
 from dataloader.checks import apply_policy, duplicate_ids, label_problems
-from dataloader.fingerprint import NONE
 from dataloader.maic import dataset_csv_paths, maic_dataset_csvs, read_dataset_csv
 from dataloader.records import NpyFolderReader, Reader
 from dataloader.sources import CacheConfig, open_source
@@ -166,8 +165,8 @@ def patients_of(settings: TrainSettings, records: Records, positions: np.ndarray
         return k
 
     first = {}
-    for key, mark in zip(keys, prints[positions]):
-        if mark != NONE:
+    for key, mark in zip(keys, prints["exact"][positions]):
+        if mark != 0:
             root[find(key)] = find(first.setdefault(mark, key))
     return pd.Series([find(k) for k in keys], index=table.index)
 
@@ -175,8 +174,8 @@ def patients_of(settings: TrainSettings, records: Records, positions: np.ndarray
 def parted_duplicates(prints: np.ndarray, ids: np.ndarray, parts: np.ndarray) -> list[list[str]]:
     """The ids of each recording that appears under several ids (the same fingerprint, dataloader.fingerprint)
     whose copies ``parts`` puts in different parts."""
-    frame = pd.DataFrame({"print": prints, "id": ids, "part": parts})
-    frame = frame[frame["print"] != NONE]
+    frame = pd.DataFrame({"print": prints["exact"], "id": ids, "part": parts})
+    frame = frame[frame["print"] != 0]
     apart = frame.groupby("print").filter(lambda group: group["part"].nunique() > 1)
     return [group["id"].tolist() for _, group in apart.groupby("print", sort=False)]
 
