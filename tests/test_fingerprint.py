@@ -176,6 +176,8 @@ def test_the_shipped_model_knows_its_training_records_and_the_page_leaves_them_o
                          "--cache", "off"]) == 0
     said = capsys.readouterr().err
     assert "5 of the 8 record(s) were among the model's training records" in said
+    assert ("3 of the 8 ECG(s) predicted have an age and were not trained on (5 more with an age left out: the model "
+            "was trained on them)  MAE") in said
     trained = ["ptbxl1", "ptbxl2", "ptbxl3", "lr4", "lr5"]
     assert json.loads((out / "predicted_age.csv.json").read_text())["in_training"] == trained
     report = json.loads((out / "report.json").read_text())

@@ -166,9 +166,9 @@ def write_report(settings: ReportSettings, trust: bool = False, labels: pd.DataF
         raise
     if settings.run:
         tensorboard_figures(Path(settings.run), [out / name for name in report["plots"]])
-    summary = f"n {report['n']} with an age of {len(data)}"
+    summary = f"{report['n']} of the {len(data)} ECG(s) predicted have an age and were not trained on"
     if report["in_training"]["n_aged"]:
-        summary += f" ({report['in_training']['n_aged']} more left out: the model was trained on them)"
+        summary += f" ({report['in_training']['n_aged']} more with an age left out: the model was trained on them)"
     if report["n"] >= MIN_EVALUATED:
         summary += (f"  MAE {report['mae']:.2f}{metrics.interval_text(report['mae_ci95'], '95% CI ')}  RMSE "
                     f"{report['rmse']:.2f}  bias {report['bias']:+.2f}")
