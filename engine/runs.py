@@ -34,7 +34,7 @@ LAST, OPTIONS, SPLIT, HISTORY, CURVES = "last.pt", "options.json", "split.csv", 
 PUBLISHED_ARGS, TENSORBOARD, LOCK = "args.json", "logs", ".lock"
 MANIFEST = "run.json"
 CV_SUMMARY, OOF, FOLDS = "cv.json", "oof.csv", "folds.csv"
-RUN_PRINTS = "fingerprints.csv"  # id, fingerprint (16 hex digits) of every usable record (dataloader.fingerprint)
+RUN_PRINTS = "fingerprints.csv"  # id, fingerprint, sketch (hex) of every usable record (dataloader.fingerprint)
 
 
 def run_dir(log_dir: str | Path, arch: str, env: str) -> Path:
