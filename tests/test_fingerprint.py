@@ -220,7 +220,7 @@ def test_identical_recordings_the_folds_put_apart_are_named(ptbxl, caplog):
     assert "1 recording(s) appear under several ids (identical signals: 145 = 463)" in caplog.text
 
 
-def test_a_run_folder_names_its_training_records_for_pytorch_predictions(modern_cv_run, ptbxl, tmp_path):
+def test_a_run_folder_names_its_training_records_for_pytorch_predictions(modern_cv_run, ptbxl, tmp_path, capsys):
     """The run writes fingerprints.csv; predicting with its checkpoints marks its own training records (here two
     PTB-XL 100-Hz files listed in a manifest), and the same run without that file says nothing (not checked)."""
     import shutil
@@ -247,9 +247,12 @@ def test_a_run_folder_names_its_training_records_for_pytorch_predictions(modern_
     # a run written before sketches (fingerprints.csv without them): its own files found, the other rate's not
     pd.read_csv(run / "fingerprints.csv", dtype=str).drop(columns="sketch").to_csv(older / "fingerprints.csv",
                                                                                   index=False)
+    capsys.readouterr()
     assert cli(test_interface, ["--input", str(tmp_path / "list.csv"), "--weights", str(older), "--output",
-                                str(tmp_path / "r.csv"), "--cache", "off"], tmp_path) == 0
+                                str(tmp_path / "r.csv"), "--cache", "off"], tmp_path, quiet=False) == 0
     assert json.loads((tmp_path / "r.csv.json").read_text())["in_training"] == ["lr1", "lr2"]
+    assert ("matched by their exact fingerprints only (the model holds no sketches): a copy of one at another rate "
+            "or from another file is not found") in capsys.readouterr().err
 
 
 def test_duplicates_together_keeps_each_recordings_copies_in_one_fold(ptbxl):

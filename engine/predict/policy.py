@@ -92,7 +92,7 @@ def predict(models: Predictor, reader: Reader, cfg, on_bad: str, what: str) -> P
     trained = None if known is None else keep[seen(prints[keep], known) & ~np.isin(keep, filled)]
     if known is not None and not near_checked(prints[keep], known):
         why = "the model holds no sketches" if not known["sketch"].any() else \
-            "the model's and these records are too many to compare their sketches"
+            "these records times the model's are too many pairs to compare sketches"
         logger.info(f"note: the model's training records were matched by their exact fingerprints only ({why}): a "
                     f"copy of one at another rate or from another file is not found")
     if trained is not None and len(trained):
