@@ -27,7 +27,7 @@ import struct
 
 import numpy as np
 
-from utils.bounds import MAX_NEAR_PAIRS, MAX_TRAINING_FINGERPRINTS, MAX_TRAINING_SKETCHES
+from utils.bounds import MAX_NEAR_PAIRS, MAX_TRAINING_FINGERPRINTS, MAX_TRAINING_SKETCHES, NEAR_KNOWN_ALWAYS
 
 FINGERPRINT_SAMPLES = 1024  # per lead, evenly spaced: enough to tell recordings apart, ~0.05 ms a 10-s record
 SKETCH_BITS = 256  # random projections per sketch (32 bytes)
@@ -143,12 +143,18 @@ def unpacked(text: object, sketches: object = None) -> np.ndarray:
     return prints
 
 
+def comparable(asked: int, known: int) -> bool:
+    """Whether ``asked`` sketches are compared with ``known`` ones: always where the model names at most
+    NEAR_KNOWN_ALWAYS (a bounded cost per predicted record), else up to MAX_NEAR_PAIRS pairs."""
+    return known <= NEAR_KNOWN_ALWAYS or asked * known <= MAX_NEAR_PAIRS
+
+
 def near(sketches: np.ndarray, known: np.ndarray) -> np.ndarray:
     """Which of ``sketches`` (N × SKETCH_WORDS) are within NEAR_BITS of one of ``known`` (zeros: no sketch, never
-    near); False for all where the N × M comparisons would exceed MAX_NEAR_PAIRS (see :func:`seen`)."""
+    near); False for all where they are not :func:`comparable`."""
     found = np.zeros(len(sketches), bool)
     have, known = sketches.any(axis=1), known[known.any(axis=1)]
-    if not len(known) or not have.any() or have.sum() * len(known) > MAX_NEAR_PAIRS:
+    if not len(known) or not have.any() or not comparable(int(have.sum()), len(known)):
         return found
     rows = np.flatnonzero(have)
     block = max(1, (1 << 20) // len(known))  # about a million pairs (32 MB of words) at a time
@@ -160,9 +166,9 @@ def near(sketches: np.ndarray, known: np.ndarray) -> np.ndarray:
 
 
 def near_checked(prints: np.ndarray, known: np.ndarray) -> bool:
-    """Whether :func:`seen` compared the sketches too (both sides have them, and within MAX_NEAR_PAIRS)."""
+    """Whether :func:`seen` compared the sketches too (the model has them, and they are :func:`comparable`)."""
     have = int(np.asarray(prints, PRINTS)["sketch"].any(axis=1).sum())
-    return bool(known["sketch"].any()) and have * int(known["sketch"].any(axis=1).sum()) <= MAX_NEAR_PAIRS
+    return bool(known["sketch"].any()) and comparable(have, int(known["sketch"].any(axis=1).sum()))
 
 
 def seen(prints: np.ndarray, known: np.ndarray) -> np.ndarray:

@@ -123,14 +123,18 @@ def test_a_record_without_a_sketch_is_matched_exactly():
 
 
 def test_sketches_beyond_the_comparison_bound_fall_back_to_the_exact_hashes(ptbxl, monkeypatch):
-    """More predicted × training records than MAX_NEAR_PAIRS: only exact copies are found, and near_checked says
-    so (the prediction's note)."""
+    """More predicted × training records than MAX_NEAR_PAIRS, and more training records than NEAR_KNOWN_ALWAYS:
+    only exact copies are found, and near_checked says so (the prediction's note)."""
     high, low = open_reader(ptbxl), open_reader(ptbxl, ptbxl_rate=100)
     known = fp.unpacked(*fp.packed(np.array([fp.of_item(high.load(i)) for i in range(3)], fp.PRINTS)))
     asked = np.array([fp.of_item(low.load(0)), fp.of_item(high.load(1))], fp.PRINTS)
     assert fp.seen(asked, known).tolist() == [True, True] and fp.near_checked(asked, known)
-    monkeypatch.setattr(fp, "MAX_NEAR_PAIRS", 5)
+    monkeypatch.setattr(fp, "MAX_NEAR_PAIRS", 5)  # 2 × 3 pairs: still compared, 3 known ones are few
+    assert fp.seen(asked, known).tolist() == [True, True] and fp.near_checked(asked, known)
+    monkeypatch.setattr(fp, "NEAR_KNOWN_ALWAYS", 2)  # now too many pairs and too many known ones
     assert fp.seen(asked, known).tolist() == [False, True] and not fp.near_checked(asked, known)
+    monkeypatch.setattr(fp, "MAX_NEAR_PAIRS", 6)
+    assert fp.seen(asked, known).tolist() == [True, True]
 
 
 @pytest.mark.parametrize("sketches, reason", [

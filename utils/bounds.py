@@ -71,8 +71,11 @@ GAP_THRESHOLD_RANGE = (0.5, 50.0)  # --gap_threshold, years: a negative, NaN or 
 MAX_TRAINING_FINGERPRINTS = 2_000_000  # training records a model file can name (8 bytes each, 16 MB; Lima's 1.5 M fit)
 MAX_TRAINING_SKETCHES = 250_000  # training records whose sketches a model file holds (32 bytes each, 8 MB); beyond,
 #                                  its records are named by their exact hashes only
-MAX_NEAR_PAIRS = 250_000_000  # sketch comparisons in one prediction (predicted × training records; ~10 s on one core,
-#                               bench/README.md "The records' sketches"); beyond, the exact hashes alone (said)
+# sketch comparisons in one prediction (predicted × training records, 25 M a second on one core: bench/README.md
+# "The records' sketches"): every pair where the model names at most NEAR_KNOWN_ALWAYS records (≤ 1 ms per predicted
+# record, a tenth of its prediction) or the pairs are at most MAX_NEAR_PAIRS (~10 s); beyond, the hashes alone (said)
+NEAR_KNOWN_ALWAYS = 25_000
+MAX_NEAR_PAIRS = 250_000_000
 MAX_ECG_FILE_BYTES = 256 << 20  # one clinical ECG file (DICOM, XML, EDF, SCP); a 10-s 12-lead XML is about 1 MB
 
 
