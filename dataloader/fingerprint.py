@@ -34,6 +34,7 @@ SKETCH_BITS = 256  # random projections per sketch (32 bytes)
 SKETCH_WORDS = SKETCH_BITS // 64
 SKETCH_BAND = (5.0, 35.0)  # Hz: the QRS band, below every rate's Nyquist frequency from 100 Hz (records100/) up
 SKETCH_SECONDS = 10.0  # the span sketched, from the start: a longer record's first 10 s
+SKETCH_STEP = 0.1  # seconds: the span is rounded to it
 SKETCH_MIN_SECONDS = 2.0  # a shorter recording has no sketch (too few frequencies to tell recordings apart)
 SKETCH_LEADS = (1, 7, 9, 11)  # II, V2, V4, V6 (of the 12 in the standard order): the other leads add little
 SKETCH_SEED = 20261207  # the mixing's generator seed: part of the sketch's definition, never to change
@@ -70,12 +71,14 @@ def sketch(signal: np.ndarray, fs: float) -> np.ndarray:
     (which, spinning in reader processes, slowed a whole prediction by half) as a subsampled randomized Fourier
     transform: each number's sign flipped at random, an FFT mixes them all, SKETCH_BITS / 2 outputs chosen at
     random give the signs of their real and imaginary parts."""
-    n = min(signal.shape[1], int(round(SKETCH_SECONDS * float(fs))))
-    seconds = n / float(fs)
+    # the span on a grid of SKETCH_STEP seconds (a copy a sample longer or shorter has the same frequencies)
+    seconds = round(min(signal.shape[1] / float(fs), SKETCH_SECONDS) / SKETCH_STEP) * SKETCH_STEP
+    n = int(round(seconds * float(fs)))
     low, high = int(np.ceil(SKETCH_BAND[0] * seconds)), int(np.floor(SKETCH_BAND[1] * seconds))
     if signal.shape[0] <= max(SKETCH_LEADS) or seconds < SKETCH_MIN_SECONDS or high > n // 2:
         return np.zeros(SKETCH_WORDS, EXACT)
-    band = np.fft.rfft(np.asarray(signal[list(SKETCH_LEADS), :n], np.float32), axis=1)[:, low:high + 1]
+    leads = np.asarray(signal[list(SKETCH_LEADS), :n], np.float32)
+    band = np.fft.rfft(leads, n=n, axis=1)[:, low:high + 1]  # zeros after a record a little short of the span
     spectrum = np.concatenate([band.real.ravel(), band.imag.ravel()]).astype(np.float32)
     if not np.isfinite(spectrum).all() or not spectrum.any():
         return np.zeros(SKETCH_WORDS, EXACT)

@@ -83,6 +83,9 @@ def test_a_copy_at_another_rate_or_in_other_units_is_the_same_recording_by_its_s
     assert fp.seen(copies, fp.unpacked(*fp.packed(originals))).all()
     requantized = np.round(signals[0] * 1000 / 5) * 5  # µV, in steps of 5 µV
     assert np.bitwise_count(fp.sketch(requantized, 500.0) ^ originals["sketch"][0]).sum() <= fp.NEAR_BITS
+    for length in (4996, 4999, 5004, 6000):  # a few samples short or long, or longer than the 10 s sketched
+        padded = np.pad(signals[0], ((0, 0), (0, max(0, length - 5000))))[:, :length]
+        assert np.bitwise_count(fp.sketch(padded, 500.0) ^ originals["sketch"][0]).sum() <= fp.NEAR_BITS, length
     others = np.array([fp.of_item(item) for item in map(open_reader(cinc).load, range(50))], fp.PRINTS)
     assert not fp.seen(others, fp.unpacked(*fp.packed(originals))).any()
 
