@@ -174,6 +174,43 @@ def near_checked(prints: np.ndarray, known: np.ndarray) -> bool:
     return bool(known["sketch"].any()) and comparable(have, int(known["sketch"].any(axis=1).sum()))
 
 
+def recordings(prints: np.ndarray) -> tuple[np.ndarray, bool]:
+    """(each print's recording: the first position holding the same recording — the same hash, or a sketch within
+    NEAR_BITS, and so on transitively; -1 for a record not read —, whether sketches were compared: they are where
+    the prints are :func:`comparable` with themselves, else the hashes alone group them)."""
+    prints = np.asarray(prints, PRINTS)
+    parent = np.arange(len(prints))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    def join(i: int, j: int) -> None:
+        a, b = find(i), find(j)
+        parent[max(a, b)] = min(a, b)
+
+    read = np.flatnonzero(prints["exact"] != 0)
+    by_hash = read[np.argsort(prints["exact"][read], kind="stable")]
+    for i, j in zip(by_hash[:-1], by_hash[1:]):
+        if prints["exact"][i] == prints["exact"][j]:
+            join(int(i), int(j))
+    sketches = prints["sketch"]
+    have = read[sketches[read].any(axis=1)]
+    checked = comparable(len(have), len(have))
+    block = max(1, (1 << 20) // max(1, len(have)))  # about a million pairs at a time
+    for start in range(0, len(have) if checked else 0, block):
+        rows = have[start:start + block]
+        apart = np.bitwise_count(sketches[rows, None, :] ^ sketches[None, have, :]).sum(axis=2, dtype=np.int32)
+        for r, c in zip(*np.nonzero(apart <= NEAR_BITS)):
+            if rows[r] < have[c]:
+                join(int(rows[r]), int(have[c]))
+    labels = np.array([find(i) for i in range(len(prints))], np.int64)
+    labels[prints["exact"] == 0] = -1
+    return labels, checked
+
+
 def seen(prints: np.ndarray, known: np.ndarray) -> np.ndarray:
     """Which of ``prints`` are among the ``known`` ones (sorted by hash): the same hash, or a sketch within
     NEAR_BITS of a known one (a record not read, NONE, never is)."""

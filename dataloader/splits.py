@@ -99,7 +99,8 @@ class SplitSettings(Settings):
     split_seed: int | None = option(None, "random seed of the train/valid split or the folds (default: --seed); "
                                           "runs that differ only in --seed but share it are compared on identical "
                                           "folds", type=whole_number(0, MAX_SEED, "a random seed"))
-    duplicates: str = option("warn", "one recording under several ids (identical signals, even filed under other "
-                                     "patients) that the patient-level folds or --split patient would part: warn = "
+    duplicates: str = option("warn", "one recording under several ids (identical, or a copy at another rate or "
+                                     "from another file; even filed under other patients) that the patient-level "
+                                     "folds or --split patient would part: warn = "
                                      "say so and leave the split as it is; together = keep its copies on one side, "
                                      "as one patient", choices=("warn", "together"))

@@ -212,9 +212,11 @@ def test_identical_recordings_the_folds_put_apart_are_named(ptbxl, caplog):
     table = reader.table.iloc[usable]
     folds = kfold_split(table["age"], table["patient_id"], 5, 1234)
     ids = reader.table["id"].astype(str).to_numpy()
-    assert parted_duplicates(prints[usable], ids[usable], folds) == [["145", "463"]]
-    assert parted_duplicates(prints[usable], ids[usable], np.zeros(len(usable))) == []
-    same = parted_duplicates(prints[usable], ids[usable], np.arange(len(usable)))  # every record apart
+    labels, checked = fp.recordings(prints[usable])
+    assert checked and len(set(labels.tolist())) == len(usable) - 4  # four pairs: no copies at another rate here
+    assert parted_duplicates(labels, ids[usable], folds) == [["145", "463"]]
+    assert parted_duplicates(labels, ids[usable], np.zeros(len(usable))) == []
+    same = parted_duplicates(labels, ids[usable], np.arange(len(usable)))  # every record apart
     assert sorted(map(sorted, same)) == [["137", "138"], ["145", "463"], ["456", "457"], ["459", "460"]]
 
     class Source:
@@ -224,7 +226,7 @@ def test_identical_recordings_the_folds_put_apart_are_named(ptbxl, caplog):
     source.prints = prints
     with caplog.at_level("WARNING"):
         warn_parted_duplicates(Records(reader, source, usable), usable, folds, "different folds")
-    assert "1 recording(s) appear under several ids (identical signals: 145 = 463)" in caplog.text
+    assert "1 recording(s) appear under several ids (the same recording: 145 = 463)" in caplog.text
 
 
 def test_a_run_folder_names_its_training_records_for_pytorch_predictions(modern_cv_run, ptbxl, tmp_path, capsys):
@@ -280,10 +282,45 @@ def test_duplicates_together_keeps_each_recordings_copies_in_one_fold(ptbxl):
     for choice, parted in (("warn", [["145", "463"]]), ("together", [])):
         argv = ["--input", str(ptbxl), "--folds", "5", "--split_seed", "1234", "--duplicates", choice]
         folds, by_id = fold_split(TrainSettings.from_options(resolve(vars(train_parser().parse_args(argv)))), records)
-        assert parted_duplicates(Source.prints[usable], ids, folds) == parted
+        assert parted_duplicates(fp.recordings(Source.prints[usable])[0], ids, folds) == parted
         patients = reader.table["patient_id"].iloc[usable].to_numpy()
         assert all(len(set(folds[patients == p])) == 1 for p in set(patients))
     assert by_id["145"] == by_id["463"]
+
+
+def test_a_copy_at_another_rate_under_another_id_is_one_recording_for_the_folds(ptbxl, caplog, monkeypatch):
+    """Record 300's print replaced by the 100-Hz copy of record 200 (another patient): as if the input held that
+    ECG twice, once at each rate. The 5 folds of split seed 1234 part the two, a run says so, and --duplicates
+    together deals them as one patient; with sketches too many to compare, only identical copies are grouped."""
+    from engine.train.data import Records, fold_split, parted_duplicates
+    from engine.train.settings import TrainSettings, resolve
+    from options import train_parser
+
+    reader, low = open_reader(ptbxl), open_reader(ptbxl, ptbxl_rate=100)
+    a, b = reader.ids.index("200"), reader.ids.index("300")
+    assert reader.table["patient_id"].iloc[a] != reader.table["patient_id"].iloc[b]
+
+    class Source:
+        prints = np.array([fp.of_item(reader.load(i)) for i in range(len(reader))], fp.PRINTS)
+
+    Source.prints[b] = fp.of_item(low.load(a))
+    usable = np.flatnonzero(pd.to_numeric(reader.table["age"], errors="coerce").notna().to_numpy())
+    ids = reader.table["id"].astype(str).to_numpy()[usable]
+    labels, checked = fp.recordings(Source.prints[usable])
+    assert checked and labels[list(usable).index(b)] == labels[list(usable).index(a)]
+    for choice, parted in (("warn", [["145", "463"], ["200", "300"]]), ("together", [])):
+        argv = ["--input", str(ptbxl), "--folds", "5", "--split_seed", "1234", "--duplicates", choice]
+        with caplog.at_level("WARNING"):
+            folds, by_id = fold_split(TrainSettings.from_options(resolve(vars(train_parser().parse_args(argv)))),
+                                      Records(reader, Source(), usable))
+        assert sorted(map(sorted, parted_duplicates(labels, ids, folds))) == parted
+    assert "2 recording(s) appear under several ids (the same recording: " in caplog.text
+    assert by_id["200"] == by_id["300"]
+    monkeypatch.setattr(fp, "NEAR_KNOWN_ALWAYS", 10)
+    monkeypatch.setattr(fp, "MAX_NEAR_PAIRS", 100)
+    labels, checked = fp.recordings(Source.prints[usable])
+    assert not checked and labels[list(usable).index(b)] != labels[list(usable).index(a)]
+    assert len(set(labels.tolist())) == len(usable) - 4  # the identical pairs still grouped
 
 
 def test_a_page_whose_aged_ecgs_were_all_trained_on_says_why_it_has_no_accuracy():

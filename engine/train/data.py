@@ -4,12 +4,14 @@ folds), each returning what it made."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 
 import numpy as np
 import pandas as pd
 
 from dataloader.checks import apply_policy, duplicate_ids, label_problems
+from dataloader.fingerprint import recordings
 from dataloader.maic import dataset_csv_paths, maic_dataset_csvs, read_dataset_csv
 from dataloader.records import NpyFolderReader, Reader
 from dataloader.sources import CacheConfig, open_source
@@ -46,6 +48,12 @@ class Records:
     def prints(self) -> np.ndarray | None:
         """Every record's fingerprint (dataloader.fingerprint) where its source read them, else None."""
         return getattr(self.source, "prints", None)
+
+    @functools.cached_property
+    def recordings(self) -> tuple[np.ndarray, bool] | None:
+        """Every record's recording and whether copies at another rate were looked for (dataloader.fingerprint's
+        ``recordings``), or None where the source knows no fingerprints."""
+        return None if self.prints is None else recordings(self.prints)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,9 +159,9 @@ def patients_of(settings: TrainSettings, records: Records, positions: np.ndarray
     a recording that another patient (or a record without one) also holds is merged into one."""
     table = records.reader.table.iloc[positions]
     patients = table["patient_id"] if "patient_id" in table.columns else None
-    prints = records.prints
-    if settings.split.duplicates != "together" or prints is None:
+    if settings.split.duplicates != "together" or records.recordings is None:
         return patients
+    labels = records.recordings[0]
     keys = [f"#record {rid}" if patients is None or pd.isna(p) else f"patient {p}"
             for rid, p in zip(records.ids.iloc[positions], [None] * len(positions) if patients is None else patients)]
     root = {k: k for k in keys}
@@ -165,30 +173,34 @@ def patients_of(settings: TrainSettings, records: Records, positions: np.ndarray
         return k
 
     first = {}
-    for key, mark in zip(keys, prints["exact"][positions]):
-        if mark != 0:
+    for key, mark in zip(keys, labels[positions]):
+        if mark >= 0:
             root[find(key)] = find(first.setdefault(mark, key))
     return pd.Series([find(k) for k in keys], index=table.index)
 
 
-def parted_duplicates(prints: np.ndarray, ids: np.ndarray, parts: np.ndarray) -> list[list[str]]:
-    """The ids of each recording that appears under several ids (the same fingerprint, dataloader.fingerprint)
-    whose copies ``parts`` puts in different parts."""
-    frame = pd.DataFrame({"print": prints["exact"], "id": ids, "part": parts})
-    frame = frame[frame["print"] != 0]
-    apart = frame.groupby("print").filter(lambda group: group["part"].nunique() > 1)
-    return [group["id"].tolist() for _, group in apart.groupby("print", sort=False)]
+def parted_duplicates(labels: np.ndarray, ids: np.ndarray, parts: np.ndarray) -> list[list[str]]:
+    """The ids of each recording that appears under several ids (the same ``labels``, dataloader.fingerprint's
+    ``recordings``) whose copies ``parts`` puts in different parts."""
+    frame = pd.DataFrame({"recording": labels, "id": ids, "part": parts})
+    frame = frame[frame["recording"] >= 0]
+    apart = frame.groupby("recording").filter(lambda group: group["part"].nunique() > 1)
+    return [group["id"].tolist() for _, group in apart.groupby("recording", sort=False)]
 
 
 def warn_parted_duplicates(records: Records, positions: np.ndarray, parts: np.ndarray, where: str) -> None:
-    """A warning naming identical recordings under different ids (another patient id, too) that the split puts
-    apart (in ``where``); nothing where the source knows no fingerprints."""
-    prints = records.prints
-    if prints is None or not len(positions):
+    """A warning naming recordings under different ids (another patient id, too; identical, or copies at another
+    rate or from another file) that the split puts apart (in ``where``); nothing where the source knows no
+    fingerprints."""
+    if records.recordings is None or not len(positions):
         return
-    groups = parted_duplicates(prints[positions], records.ids.iloc[positions].to_numpy(), parts)
+    labels, checked = records.recordings
+    if not checked:
+        logger.info(f"note: copies of one recording at another rate or from another file were not looked for: "
+                    f"{len(labels)} records are too many to compare every pair's sketches (identical copies were)")
+    groups = parted_duplicates(labels[positions], records.ids.iloc[positions].to_numpy(), parts)
     if groups:
         shown = "; ".join(" = ".join(g) for g in groups[:SHOWN_DUPLICATES])
-        logger.warning(f"note: {len(groups)} recording(s) appear under several ids (identical signals: {shown}"
+        logger.warning(f"note: {len(groups)} recording(s) appear under several ids (the same recording: {shown}"
                        f"{', …' if len(groups) > SHOWN_DUPLICATES else ''}) and the split puts their copies in "
                        f"{where}; --duplicates together keeps them on one side")
