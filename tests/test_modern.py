@@ -21,6 +21,7 @@ from engine.train.optim import cosine_with_warmup
 from engine.train.trainer import EMA
 from models.checkpoint import load_bundle
 from models.registry import get_model
+from utils import metrics
 
 
 @pytest.mark.parametrize("samples", [1000, 2500, 5000, 7777])
@@ -163,6 +164,11 @@ def test_cross_validation_outputs(cv_run, ptbxl):
     assert cv["pooled"]["mae"] == pytest.approx((oof["predicted_age"] - oof["age"]).abs().mean())
     lo, hi = cv["pooled"]["mae_ci95"]
     assert lo <= cv["pooled"]["mae"] <= hi
+    # PTB-XL names each record's patient: the interval resamples whole patients, a patient's ECGs together
+    assert cv["pooled"]["ci_resampled"] == "patients"
+    assert cv["pooled"]["n_patients"] == patients[oof["id"]].nunique() < len(oof)
+    assert [lo, hi] == metrics.bootstrap_ci(oof["predicted_age"], oof["age"], seed=cv["seed"],
+                                            clusters=patients[oof["id"]].tolist())
 
 
 def test_ema_weights_are_what_is_saved(cv_run):

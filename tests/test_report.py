@@ -284,6 +284,26 @@ def test_the_maes_interval_needs_ten_aged_records(tmp_path, capsys, aged):
         assert f"{report['mae']:.2f} y ({low:.2f}–{high:.2f})" in page and "it needs 10" not in page
 
 
+def test_a_patients_ecgs_are_resampled_together():
+    """50 patients with 4 ECGs each whose errors are the patient's (as a person's ECGs are alike): resampled ECG by
+    ECG the interval is about half as wide as it is (the 200 ECGs hold 50 independent errors), patient by patient
+    it is right. Every ECG its own patient gives exactly the ECG-level interval; fewer than 10 patients, none."""
+    rng = np.random.default_rng(3)
+    true = rng.uniform(20, 90, 200)
+    pred = true + np.repeat(rng.normal(0, 8, 50), 4)
+    patients = np.repeat([f"p{k}" for k in range(50)], 4).tolist()
+    by_ecg = metrics.bootstrap_ci(pred, true, seed=1)
+    by_patient = metrics.bootstrap_ci(pred, true, seed=1, clusters=patients)
+    assert (by_patient[1] - by_patient[0]) > 1.6 * (by_ecg[1] - by_ecg[0])
+    mae = np.mean(np.abs(pred - true))
+    assert by_patient[0] < mae < by_patient[1]
+    assert metrics.bootstrap_ci(pred, true, seed=1, clusters=[None] * 200) == by_ecg
+    assert metrics.bootstrap_ci(pred, true, seed=1, clusters=np.repeat(np.arange(9), 23)[:200].tolist()) is None
+    assert metrics.cluster_labels(["a", None, "a", float("nan"), " ", 7]).tolist() == [1, 2, 1, 3, 4, 0]
+    with pytest.raises(ValueError, match="199 cluster labels for 200 records"):
+        metrics.bootstrap_ci(pred, true, clusters=patients[:199])
+
+
 def test_the_bootstrap_draws_in_bounded_blocks_and_gives_the_same_interval(monkeypatch):
     """2,000 resamples of a million ECGs drawn at once were 16 GB of indices; drawn in blocks of BOOTSTRAP_DRAWS
     indices they are the same stream, so the interval is the one the whole draw gives (here in blocks of 3

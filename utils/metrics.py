@@ -70,10 +70,14 @@ def per_bin(pred, true, unit: str = "years") -> list[dict]:
 
 
 def bootstrap_ci(pred, true, stat=lambda e: np.mean(np.abs(e)), n_boot: int = 2000, seed: int = 0,
-                 level: float = 0.95) -> list[float] | None:
+                 level: float = 0.95, clusters=None) -> list[float] | None:
     """Percentile bootstrap interval of a statistic of the errors (default: MAE); None for fewer than
-    MIN_BOOTSTRAPPED records."""
+    MIN_BOOTSTRAPPED records (or clusters). ``clusters`` (one label per record, e.g. its patient; a missing one is
+    a cluster of its own): the MAE's interval with whole clusters resampled — a patient's ECGs are not independent
+    draws, and resampling them one by one makes the interval too narrow."""
     pred, true = _check(pred, true)
+    if clusters is not None:
+        return _cluster_ci(np.abs(pred - true), clusters, n_boot, seed, level)
     if len(pred) < MIN_BOOTSTRAPPED:
         return None
     if not MIN_BOOT <= n_boot <= MAX_BOOT:
@@ -85,6 +89,40 @@ def bootstrap_ci(pred, true, stat=lambda e: np.mean(np.abs(e)), n_boot: int = 20
     for first in range(0, n_boot, rows):
         values += [stat(error[d]) for d in rng.integers(0, len(error), size=(min(rows, n_boot - first), len(error)))]
     tail = (1 - level) / 2 * 100
+    return [float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))]
+
+
+def cluster_labels(clusters) -> np.ndarray:
+    """Each record's cluster as an integer (a missing label — None, NaN, '' — a cluster of its own)."""
+    values = list(clusters)
+    missing = np.array([v is None or (isinstance(v, float) and math.isnan(v)) or not str(v).strip() for v in values],
+                       bool)
+    codes = np.full(len(values), -1, np.int64)
+    if (~missing).any():
+        codes[~missing] = np.unique([str(v) for v, m in zip(values, missing) if not m], return_inverse=True)[1]
+    codes[missing] = codes.max(initial=-1) + 1 + np.arange(int(missing.sum()))
+    return codes
+
+
+def _cluster_ci(absolute: np.ndarray, clusters, n_boot: int, seed: int, level: float) -> list[float] | None:
+    """The MAE's percentile interval, whole clusters resampled (each draw's MAE: its clusters' summed absolute
+    errors over their summed counts)."""
+    codes = cluster_labels(clusters)
+    if len(codes) != len(absolute):
+        raise ValueError(f"{len(codes)} cluster labels for {len(absolute)} records")
+    if codes.max(initial=-1) + 1 < MIN_BOOTSTRAPPED:
+        return None
+    if not MIN_BOOT <= n_boot <= MAX_BOOT:
+        raise ValueError(f"n_boot must be from {MIN_BOOT} to {MAX_BOOT}, got {n_boot}")
+    sums, counts = np.bincount(codes, weights=absolute), np.bincount(codes).astype(float)
+    rng = np.random.default_rng(seed)
+    rows = max(1, BOOTSTRAP_DRAWS // len(sums))
+    values = []
+    for first in range(0, n_boot, rows):
+        draws = rng.integers(0, len(sums), size=(min(rows, n_boot - first), len(sums)))
+        values.append(sums[draws].sum(axis=1) / counts[draws].sum(axis=1))
+    tail = (1 - level) / 2 * 100
+    values = np.concatenate(values)
     return [float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))]
 
 

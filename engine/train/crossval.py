@@ -20,16 +20,20 @@ from utils.tables import OOF_COLUMNS
 
 def write_cross_validation(run: Path, ids: list[str], ages: np.ndarray, predicted: np.ndarray, folds: np.ndarray,
                            seed: int, n_boot: int = 2000, seeds: int = 1, partner: str = "none",
-                           partners: int = 1) -> dict:
+                           partners: int = 1, patients: list | None = None) -> dict:
     """Write ``oof.csv`` (id, age, predicted_age, fold) and ``cv.json`` (per-fold and pooled MAE with its
-    percentile-bootstrap 95% interval); returns the cv.json content."""
+    percentile-bootstrap 95% interval — whole patients resampled where ``patients`` names each record's, a record
+    without one a patient of its own; ``pooled.ci_resampled`` says which); returns the cv.json content."""
     write_csv(run / OOF, pd.DataFrame(dict(zip(OOF_COLUMNS, (ids, ages, predicted, folds))),
                                             columns=OOF_COLUMNS))
     per_fold = [{"fold": int(k), "n": int((folds == k).sum()),
                  "mae": float(np.mean(np.abs(predicted[folds == k] - ages[folds == k])))}
                 for k in np.unique(folds)]
     pooled = {**metrics.summary(predicted, ages), "mae_ci95": metrics.bootstrap_ci(predicted, ages, n_boot=n_boot,
-                                                                                   seed=seed)}
+                                                                                   seed=seed, clusters=patients),
+              "ci_resampled": "ECGs" if patients is None else "patients"}
+    if patients is not None:
+        pooled["n_patients"] = int(metrics.cluster_labels(patients).max(initial=-1) + 1)
     cv = {"folds": len(per_fold), "seed": seed, "seeds": seeds, "partner": partner,
           "partners": partners if partner != "none" else 0, "per_fold": per_fold, "pooled": pooled,
           "fold_mae_mean": float(np.mean([f["mae"] for f in per_fold])),

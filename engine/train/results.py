@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+import pandas as pd
 
 from engine.runs import CV_SUMMARY, OOF, write_manifest
 from utils.cli import RESULT
@@ -28,13 +29,17 @@ def write_oof(settings: TrainSettings, manifest: dict, records, oof: np.ndarray,
                                f"rate and start again with --overwrite. No {OOF} or {CV_SUMMARY} was written")
     ages = records.ages.astype(float)[usable]
     recipe = settings.recipe
-    cv = write_cross_validation(run, reader.table["id"].iloc[usable].tolist(), ages, oof, folds, settings.run.seed,
-                                seeds=recipe.seeds, partner=recipe.partner, partners=recipe.partners)
+    table = reader.table.iloc[usable]
+    patients = [None if pd.isna(p) else p for p in table["patient_id"]] \
+        if "patient_id" in table.columns and table["patient_id"].notna().any() else None
+    cv = write_cross_validation(run, table["id"].tolist(), ages, oof, folds, settings.run.seed, seeds=recipe.seeds,
+                                partner=recipe.partner, partners=recipe.partners, patients=patients)
     manifest["complete"] = True
     write_manifest(run, manifest)
     pooled = cv["pooled"]
+    by = " of " + str(pooled["n_patients"]) + " patients" if patients is not None else ""
     logger.log(RESULT, f"{settings.run.folds}-fold cross-validation: out-of-fold MAE {pooled['mae']:.2f}"
-                       f"{interval_text(pooled['mae_ci95'], '95% CI ')} on {pooled['n']} ECGs → {run / OOF}, "
+                       f"{interval_text(pooled['mae_ci95'], '95% CI ')} on {pooled['n']} ECGs{by} → {run / OOF}, "
                        f"{run / CV_SUMMARY}")
     medians = {fold: np.median(ages[folds != fold]) for fold in np.unique(folds)}  # each fold's training median
     constant = np.array([medians[fold] for fold in folds])
