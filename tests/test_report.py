@@ -304,6 +304,33 @@ def test_a_patients_ecgs_are_resampled_together():
         metrics.bootstrap_ci(pred, true, clusters=patients[:199])
 
 
+def test_a_report_on_ptbxl_resamples_its_patients(ptbxl, tmp_path):
+    """Labels read from the PTB-XL database name each ECG's patient: report.json's interval resamples patients
+    (and says so); a label CSV without patients resamples ECGs."""
+    database = pd.read_csv(ptbxl / "ptbxl_database.csv")
+    aged = database[database["age"] < 300]
+    rng = np.random.default_rng(5)
+    ids = aged["ecg_id"].astype(str).tolist()
+    predicted = aged["age"].to_numpy(float) + rng.normal(0, 9, len(aged))
+    pd.DataFrame({"ids": ids, "predicted_age": predicted}).to_csv(tmp_path / "p.csv", index=False)
+    assert report_interface.entry(["--predictions", str(tmp_path / "p.csv"), "--labels", str(ptbxl), "--out",
+                                   str(tmp_path / "r"), "--quiet"]) == 0
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    patients = aged["patient_id"].tolist()
+    assert report["ci_resampled"] == "patients" and report["n_patients"] == len(set(patients)) < len(aged)
+    assert report["mae_ci95"] == pytest.approx(metrics.bootstrap_ci(predicted, aged["age"].to_numpy(float),
+                                                                    clusters=patients), abs=1e-9)
+    pd.DataFrame({"id": ids, "age": aged["age"]}).to_csv(tmp_path / "l.csv", index=False)
+    assert report_interface.entry(["--predictions", str(tmp_path / "p.csv"), "--labels", str(tmp_path / "l.csv"),
+                                   "--id_col", "id", "--age_col", "age", "--out", str(tmp_path / "s"),
+                                   "--quiet"]) == 0
+    plain = json.loads((tmp_path / "s" / "report.json").read_text())
+    assert plain["ci_resampled"] == "ECGs" and "n_patients" not in plain
+    assert plain["mae"] == pytest.approx(report["mae"], abs=1e-12)
+    assert plain["mae_ci95"] == pytest.approx(metrics.bootstrap_ci(predicted, aged["age"].to_numpy(float)), abs=1e-9)
+    assert plain["mae_ci95"] != pytest.approx(report["mae_ci95"], abs=1e-6)
+
+
 def test_the_bootstrap_draws_in_bounded_blocks_and_gives_the_same_interval(monkeypatch):
     """2,000 resamples of a million ECGs drawn at once were 16 GB of indices; drawn in blocks of BOOTSTRAP_DRAWS
     indices they are the same stream, so the interval is the one the whole draw gives (here in blocks of 3
