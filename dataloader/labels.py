@@ -68,6 +68,14 @@ def male(sex: pd.Series) -> pd.Series:
     return sex.map({"M": 1.0, "F": 0.0}).astype(float)
 
 
+def patients(table: pd.DataFrame) -> list | None:
+    """Each row's patient (None where it has none) where the table names patients at all (``patient_id``: PTB-XL,
+    CODE-15%), for an interval that resamples whole patients; else None."""
+    if "patient_id" not in table.columns or not table["patient_id"].notna().any():
+        return None
+    return [None if pd.isna(p) else p for p in table["patient_id"]]
+
+
 def ages(raw) -> pd.Series:
     """Ages in years from label text or numbers: non-numbers and PTB-XL's 300 ("over 89") are unknown (NaN)."""
     age = pd.to_numeric(pd.Series(raw), errors="coerce")

@@ -69,26 +69,30 @@ def per_bin(pred, true, unit: str = "years") -> list[dict]:
     return rows
 
 
-def bootstrap_ci(pred, true, stat=lambda e: np.mean(np.abs(e)), n_boot: int = 2000, seed: int = 0,
-                 level: float = 0.95, clusters=None) -> list[float] | None:
-    """Percentile bootstrap interval of a statistic of the errors (default: MAE); None for fewer than
-    MIN_BOOTSTRAPPED records (or clusters). ``clusters`` (one label per record, e.g. its patient; a missing one is
-    a cluster of its own): the MAE's interval with whole clusters resampled — a patient's ECGs are not independent
-    draws, and resampling them one by one makes the interval too narrow."""
+def bootstrap_ci(pred, true, n_boot: int = 2000, seed: int = 0, level: float = 0.95,
+                 clusters=None) -> list[float] | None:
+    """Percentile bootstrap interval of the MAE; None for fewer than MIN_BOOTSTRAPPED clusters. ``clusters`` (one
+    label per record, e.g. its patient; a missing one is a cluster of its own; None: every record its own) are
+    resampled whole — a patient's ECGs are not independent draws, and resampling them one by one makes the interval
+    too narrow. Each draw's MAE is its clusters' summed absolute errors over their summed counts; drawn in blocks of
+    BOOTSTRAP_DRAWS indices, the same stream as all at once."""
     pred, true = _check(pred, true)
-    if clusters is not None:
-        return _cluster_ci(np.abs(pred - true), clusters, n_boot, seed, level)
-    if len(pred) < MIN_BOOTSTRAPPED:
+    codes = np.arange(len(pred)) if clusters is None else cluster_labels(clusters)
+    if len(codes) != len(pred):
+        raise ValueError(f"{len(codes)} cluster labels for {len(pred)} records")
+    if codes.max(initial=-1) + 1 < MIN_BOOTSTRAPPED:
         return None
     if not MIN_BOOT <= n_boot <= MAX_BOOT:
         raise ValueError(f"n_boot must be from {MIN_BOOT} to {MAX_BOOT}, got {n_boot}")
-    error = pred - true
+    sums, counts = np.bincount(codes, weights=np.abs(pred - true)), np.bincount(codes).astype(float)
     rng = np.random.default_rng(seed)
-    rows = max(1, BOOTSTRAP_DRAWS // len(error))  # resamples drawn at once (the same stream as all at once)
+    rows = max(1, BOOTSTRAP_DRAWS // len(sums))  # resamples drawn at once
     values = []
     for first in range(0, n_boot, rows):
-        values += [stat(error[d]) for d in rng.integers(0, len(error), size=(min(rows, n_boot - first), len(error)))]
+        draws = rng.integers(0, len(sums), size=(min(rows, n_boot - first), len(sums)))
+        values.append(sums[draws].sum(axis=1) / counts[draws].sum(axis=1))
     tail = (1 - level) / 2 * 100
+    values = np.concatenate(values)
     return [float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))]
 
 
@@ -104,26 +108,14 @@ def cluster_labels(clusters) -> np.ndarray:
     return codes
 
 
-def _cluster_ci(absolute: np.ndarray, clusters, n_boot: int, seed: int, level: float) -> list[float] | None:
-    """The MAE's percentile interval, whole clusters resampled (each draw's MAE: its clusters' summed absolute
-    errors over their summed counts)."""
-    codes = cluster_labels(clusters)
-    if len(codes) != len(absolute):
-        raise ValueError(f"{len(codes)} cluster labels for {len(absolute)} records")
-    if codes.max(initial=-1) + 1 < MIN_BOOTSTRAPPED:
-        return None
-    if not MIN_BOOT <= n_boot <= MAX_BOOT:
-        raise ValueError(f"n_boot must be from {MIN_BOOT} to {MAX_BOOT}, got {n_boot}")
-    sums, counts = np.bincount(codes, weights=absolute), np.bincount(codes).astype(float)
-    rng = np.random.default_rng(seed)
-    rows = max(1, BOOTSTRAP_DRAWS // len(sums))
-    values = []
-    for first in range(0, n_boot, rows):
-        draws = rng.integers(0, len(sums), size=(min(rows, n_boot - first), len(sums)))
-        values.append(sums[draws].sum(axis=1) / counts[draws].sum(axis=1))
-    tail = (1 - level) / 2 * 100
-    values = np.concatenate(values)
-    return [float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))]
+def mae_interval(pred, true, n_boot: int, seed: int, patients=None) -> dict:
+    """cv.json's and report.json's interval fields: ``mae_ci95`` (:func:`bootstrap_ci`, whole ``patients``
+    resampled where given), ``ci_resampled`` ("patients" or "ECGs") and, with patients, ``n_patients``."""
+    fields = {"mae_ci95": bootstrap_ci(pred, true, n_boot=n_boot, seed=seed, clusters=patients),
+              "ci_resampled": "ECGs" if patients is None else "patients"}
+    if patients is not None:
+        fields["n_patients"] = int(cluster_labels(patients).max(initial=-1) + 1)
+    return fields
 
 
 def interval_text(ci: list[float] | None, label: str = "") -> str:

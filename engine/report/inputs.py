@@ -117,7 +117,7 @@ def label_table(table: pd.DataFrame, where, group_col: str | None = None) -> pd.
     if "sex" in table.columns:
         out["male"] = male(table["sex"])
     if "patient_id" in table.columns:  # the bootstrap resamples a patient's ECGs together
-        out["patient"] = table["patient_id"].to_numpy(object)
+        out["patient_id"] = table["patient_id"].to_numpy(object)
     for col in ("death", "timey"):
         if col in table.columns:
             out[col] = pd.to_numeric(table[col], errors="coerce")

@@ -20,6 +20,7 @@ import matplotlib.image as mpimg
 import numpy as np
 import pandas as pd
 
+from dataloader.labels import patients
 from engine.predict.notes import PredictionNotes
 from engine.runs import CURVES, HISTORY, TENSORBOARD
 from utils import metrics
@@ -63,20 +64,9 @@ def interval_report(settings: ReportSettings, data: pd.DataFrame, out: Path,
     return result, plot_interval_by_bin(result["per_bin"], level, out / "interval_by_bin.png")
 
 
-def patients_of(rows: pd.DataFrame) -> list | None:
-    """Each row's patient where the labels name patients (PTB-XL, CODE-15%), for the bootstrap; else None."""
-    if "patient" not in rows.columns or not rows["patient"].notna().any():
-        return None
-    return [None if pd.isna(p) else p for p in rows["patient"]]
-
-
 def error_report(pred, true, unit: str, n_boot: int, seed: int, patients: list | None = None) -> dict:
     """The metrics of ``pred`` against ``true``; the MAE's interval resamples whole ``patients`` where given."""
-    report = metrics.summary(pred, true)
-    report["mae_ci95"] = metrics.bootstrap_ci(pred, true, n_boot=n_boot, seed=seed, clusters=patients)
-    report["ci_resampled"] = "ECGs" if patients is None else "patients"
-    if patients is not None:
-        report["n_patients"] = int(metrics.cluster_labels(patients).max(initial=-1) + 1)
+    report = {**metrics.summary(pred, true), **metrics.mae_interval(pred, true, n_boot, seed, patients)}
     report["bin_unit"] = unit
     report["per_bin"] = metrics.per_bin(pred, true, unit)
     report["gap_age_slope"] = metrics.gap_age_slope(pred, true)
@@ -241,10 +231,10 @@ def cohort_report(settings: ReportSettings, aged: pd.DataFrame, total: int, with
     if len(aged) >= MIN_EVALUATED:
         pred, true = aged["predicted"].to_numpy(float), aged["age"].to_numpy(float)
         unit = settings.bins if settings.bins != "auto" else ("months" if true.max() < 10 else "years")
-        report = {**error_report(pred, true, unit, settings.n_boot, settings.seed, patients_of(aged)), **report}
+        report = {**error_report(pred, true, unit, settings.n_boot, settings.seed, patients(aged)), **report}
         if "group" in aged.columns:
             report["groups"] = {str(g): error_report(rows["predicted"].to_numpy(float), rows["age"].to_numpy(float),
-                                                     unit, settings.n_boot, settings.seed, patients_of(rows))
+                                                     unit, settings.n_boot, settings.seed, patients(rows))
                                 for g, rows in aged.groupby("group", sort=True) if len(rows) >= MIN_EVALUATED}
     return report
 
@@ -260,7 +250,7 @@ def evaluated(settings: ReportSettings, trust: bool, aged: pd.DataFrame, report:
         corrected = metrics.apply_bias_correction(pred, correction)
         report["bias_correction"] = {**correction, "source": source,
                                      "corrected": error_report(corrected, true, unit, settings.n_boot, settings.seed,
-                                                               patients_of(aged))}
+                                                               patients(aged))}
     plots = [plot_scatter(pred, true, stage / "predicted_vs_true.png"),
              plot_bland_altman(pred, true, stage / "bland_altman.png"),
              plot_error_by_bin(report["per_bin"], stage / "error_by_bin.png", unit)]

@@ -29,11 +29,7 @@ def write_cross_validation(run: Path, ids: list[str], ages: np.ndarray, predicte
     per_fold = [{"fold": int(k), "n": int((folds == k).sum()),
                  "mae": float(np.mean(np.abs(predicted[folds == k] - ages[folds == k])))}
                 for k in np.unique(folds)]
-    pooled = {**metrics.summary(predicted, ages), "mae_ci95": metrics.bootstrap_ci(predicted, ages, n_boot=n_boot,
-                                                                                   seed=seed, clusters=patients),
-              "ci_resampled": "ECGs" if patients is None else "patients"}
-    if patients is not None:
-        pooled["n_patients"] = int(metrics.cluster_labels(patients).max(initial=-1) + 1)
+    pooled = {**metrics.summary(predicted, ages), **metrics.mae_interval(predicted, ages, n_boot, seed, patients)}
     cv = {"folds": len(per_fold), "seed": seed, "seeds": seeds, "partner": partner,
           "partners": partners if partner != "none" else 0, "per_fold": per_fold, "pooled": pooled,
           "fold_mae_mean": float(np.mean([f["mae"] for f in per_fold])),

@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-import pandas as pd
 
+from dataloader.labels import patients
 from engine.runs import CV_SUMMARY, OOF, write_manifest
 from utils.cli import RESULT
 from utils.errors import TrainingDiverged
@@ -30,14 +30,13 @@ def write_oof(settings: TrainSettings, manifest: dict, records, oof: np.ndarray,
     ages = records.ages.astype(float)[usable]
     recipe = settings.recipe
     table = reader.table.iloc[usable]
-    patients = [None if pd.isna(p) else p for p in table["patient_id"]] \
-        if "patient_id" in table.columns and table["patient_id"].notna().any() else None
+    named = patients(table)
     cv = write_cross_validation(run, table["id"].tolist(), ages, oof, folds, settings.run.seed, seeds=recipe.seeds,
-                                partner=recipe.partner, partners=recipe.partners, patients=patients)
+                                partner=recipe.partner, partners=recipe.partners, patients=named)
     manifest["complete"] = True
     write_manifest(run, manifest)
     pooled = cv["pooled"]
-    by = " of " + str(pooled["n_patients"]) + " patients" if patients is not None else ""
+    by = f" of {pooled['n_patients']} patients" if named is not None else ""
     logger.log(RESULT, f"{settings.run.folds}-fold cross-validation: out-of-fold MAE {pooled['mae']:.2f}"
                        f"{interval_text(pooled['mae_ci95'], '95% CI ')} on {pooled['n']} ECGs{by} → {run / OOF}, "
                        f"{run / CV_SUMMARY}")
