@@ -152,6 +152,16 @@ def comparable(asked: int, known: int) -> bool:
     return known <= NEAR_KNOWN_ALWAYS or asked * known <= MAX_NEAR_PAIRS
 
 
+def _within(sketches: np.ndarray, known: np.ndarray):
+    """(start, within): for blocks of ``sketches`` (about a million pairs, 32 MB of words, at a time) from row
+    ``start``, which of ``known`` each is within NEAR_BITS of (block rows × len(known), bool)."""
+    block = max(1, (1 << 20) // max(1, len(known)))
+    for start in range(0, len(sketches), block):
+        apart = np.bitwise_count(sketches[start:start + block, None, :] ^ known[None, :, :]).sum(axis=2,
+                                                                                                  dtype=np.int32)
+        yield start, apart <= NEAR_BITS
+
+
 def near(sketches: np.ndarray, known: np.ndarray) -> np.ndarray:
     """Which of ``sketches`` (N × SKETCH_WORDS) are within NEAR_BITS of one of ``known`` (zeros: no sketch, never
     near); False for all where they are not :func:`comparable`."""
@@ -160,11 +170,8 @@ def near(sketches: np.ndarray, known: np.ndarray) -> np.ndarray:
     if not len(known) or not have.any() or not comparable(int(have.sum()), len(known)):
         return found
     rows = np.flatnonzero(have)
-    block = max(1, (1 << 20) // len(known))  # about a million pairs (32 MB of words) at a time
-    for start in range(0, len(rows), block):
-        part = rows[start:start + block]
-        apart = np.bitwise_count(sketches[part, None, :] ^ known[None, :, :]).sum(axis=2, dtype=np.int32)
-        found[part] = (apart <= NEAR_BITS).any(axis=1)
+    for start, within in _within(sketches[rows], known):
+        found[rows[start:start + len(within)]] = within.any(axis=1)
     return found
 
 
@@ -196,16 +203,13 @@ def recordings(prints: np.ndarray) -> tuple[np.ndarray, bool]:
     for i, j in zip(by_hash[:-1], by_hash[1:]):
         if prints["exact"][i] == prints["exact"][j]:
             join(int(i), int(j))
-    sketches = prints["sketch"]
-    have = read[sketches[read].any(axis=1)]
+    have = read[prints["sketch"][read].any(axis=1)]
     checked = comparable(len(have), len(have))
-    block = max(1, (1 << 20) // max(1, len(have)))  # about a million pairs at a time
-    for start in range(0, len(have) if checked else 0, block):
-        rows = have[start:start + block]
-        apart = np.bitwise_count(sketches[rows, None, :] ^ sketches[None, have, :]).sum(axis=2, dtype=np.int32)
-        for r, c in zip(*np.nonzero(apart <= NEAR_BITS)):
-            if rows[r] < have[c]:
-                join(int(rows[r]), int(have[c]))
+    if checked:
+        for start, within in _within(prints["sketch"][have], prints["sketch"][have]):
+            for r, c in zip(*np.nonzero(within)):
+                if start + r < c:
+                    join(int(have[start + r]), int(have[c]))
     labels = np.array([find(i) for i in range(len(prints))], np.int64)
     labels[prints["exact"] == 0] = -1
     return labels, checked
