@@ -30,7 +30,7 @@ from pipeline import SHARED
 
 from dataloader import fingerprint as fp
 from dataloader.formats import open_reader
-from utils.io import publish
+from utils.io import publish, write_option
 from utils.machine import cpu_flags, cpu_name
 
 BY = "bench/fingerprint.py"
@@ -105,8 +105,7 @@ def main(argv=None) -> dict:
     p.add_argument("--ptbxl", default=str(SHARED))
     p.add_argument("--work", default="bench/results/fingerprint")
     p.add_argument("--quick", action="store_true", help="a smoke run: 8 records, 2 passes")
-    p.add_argument("--write", default=None, metavar="FILE:BLOCK",
-                   help="write the table into the marked block of FILE (e.g. bench/README.md:fingerprint)")
+    write_option(p, "fingerprint")
     args = p.parse_args(argv)
     count, repeats = (8, 2) if args.quick else (args.records, args.repeats)
     ptbxl = Path(args.ptbxl)

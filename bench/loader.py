@@ -23,7 +23,7 @@ from pathlib import Path
 import throughput
 
 from models.registry import MODELS
-from utils.io import write_block_at
+from utils.io import write_block_at, write_option
 from utils.machine import cpu_flags, cpu_name
 
 WAYS = ((0, "loader"), (1, "loader"), (0, "device"))  # (loader workers, where the augmentation runs)
@@ -68,8 +68,7 @@ def main(argv=None) -> list[tuple[dict, dict, dict]]:
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("--work", default="bench/results/loader")
     p.add_argument("--quick", action="store_true", help="a smoke run: throughput.py --quick (batch 2, one step)")
-    p.add_argument("--write", default=None, metavar="FILE:BLOCK",
-                   help="write the table into the marked block of FILE (e.g. bench/README.md:loader)")
+    write_option(p, "loader")
     args = p.parse_args(argv)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,7 @@ from pathlib import Path
 from pipeline import SHARED, graph_inputs, model, rate
 
 from models.files import SHIPPED_MODEL
-from utils.io import publish
+from utils.io import publish, write_option
 from utils.machine import cpu_flags, cpu_name, usable_cores
 
 BY = "bench/onnx_batch.py"
@@ -73,8 +73,7 @@ def main(argv=None) -> dict:
     p.add_argument("--work", default="bench/results/onnx_batch")
     p.add_argument("--quick", action="store_true",
                    help="a smoke run: the shipped model alone, 16 ECGs, batches 1 and 8, one pass")
-    p.add_argument("--write", default=None, metavar="FILE:BLOCK",
-                   help="write the table into the marked block of FILE (e.g. bench/README.md:onnx-batch)")
+    write_option(p, "onnx-batch")
     args = p.parse_args(argv)
     if args.quick:
         args.batches, args.count, args.repeats = [1, 8], 16, 1

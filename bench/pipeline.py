@@ -40,7 +40,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from utils.io import publish
+from utils.io import publish, write_option
 from utils.machine import cpu_flags, cpu_name, onnx_layout, usable_cores
 from utils.paths import ROOT
 
@@ -262,8 +262,7 @@ def main(argv=None) -> dict:
                    help="rounds of end to end, network alone and graph alone, in turn (medians; default %(default)s)")
     p.add_argument("--work", default="bench/results/pipeline")
     p.add_argument("--quick", action="store_true", help="a smoke run: 128 ECGs")
-    p.add_argument("--write", default=None, metavar="FILE:BLOCK",
-                   help="write the table into the marked block of FILE (e.g. bench/README.md:pipeline)")
+    write_option(p, "pipeline")
     args = p.parse_args(argv)
     if args.rounds < 1:
         p.error(f"--rounds must be at least 1, got {args.rounds}")

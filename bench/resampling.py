@@ -33,7 +33,7 @@ from pipeline import SHARED
 
 from models.preprocessing import resample, resample_ratio
 from models.resampling import band, lowpass
-from utils.io import publish
+from utils.io import publish, write_option
 from utils.machine import cpu_flags, cpu_name
 
 BY = "bench/resampling.py"
@@ -100,8 +100,7 @@ def main(argv=None) -> dict:
     p.add_argument("--ptbxl", default=str(SHARED))
     p.add_argument("--work", default="bench/results/resampling")
     p.add_argument("--quick", action="store_true", help="a smoke run: 4 records, 2 passes, 2 ratios")
-    p.add_argument("--write", default=None, metavar="FILE:BLOCK",
-                   help="write the table into the marked block of FILE (e.g. bench/README.md:resampling)")
+    write_option(p, "resampling")
     args = p.parse_args(argv)
     count, repeats = (4, 2) if args.quick else (args.records, args.repeats)
     base = records(Path(args.ptbxl), count)

@@ -30,7 +30,7 @@ from pipeline import INPUTS, input_options
 from dataloader.formats import open_reader
 from dataloader.stream import _prepare_chunk, chunk_bounds, chunk_jobs, stream_chunks
 from models.preprocessing import MODERN, cpu_part
-from utils.io import publish
+from utils.io import publish, write_option
 from utils.machine import cpu_flags, cpu_name, usable_cores
 
 ROUNDS = 3
@@ -104,8 +104,7 @@ def main(argv=None) -> dict:
     input_options(p)
     p.add_argument("--work", default="bench/results/stream")
     p.add_argument("--quick", action="store_true", help="a smoke run: 128 ECGs, one round")
-    p.add_argument("--write", default=None, metavar="FILE:BLOCK",
-                   help="write the table into the marked block of FILE (e.g. bench/README.md:stream)")
+    write_option(p, "stream")
     args = p.parse_args(argv)
     size, rounds = (128, 1) if args.quick else (args.size, ROUNDS)
     work = Path(args.work)

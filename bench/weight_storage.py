@@ -28,7 +28,7 @@ import pandas as pd
 from accuracy import paired
 from pipeline import rate
 
-from utils.io import publish
+from utils.io import publish, write_option
 from utils.machine import cpu_flags, cpu_name
 from utils.paths import ROOT
 
@@ -189,8 +189,7 @@ def main(argv=None) -> dict:
     p.add_argument("--external", default=str(SHARED / "cinc2021"))
     p.add_argument("--work", default="bench/results/weight_storage")
     p.add_argument("--quick", action="store_true", help="a smoke run: the first fold, 8 records of each set")
-    p.add_argument("--write", default=None, metavar="FILE:BLOCK",
-                   help="write the table into the marked block of FILE (e.g. bench/README.md:weight-storage)")
+    write_option(p, "weight-storage")
     args = p.parse_args(argv)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)

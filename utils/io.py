@@ -324,6 +324,12 @@ def write_block_at(target: str, text: str, by: str) -> None:
     write_block(Path(path), block, text, by)
 
 
+def write_option(parser, block: str) -> None:
+    """A benchmark's ``--write FILE:BLOCK`` (the target :func:`publish` writes its table into)."""
+    parser.add_argument("--write", default=None, metavar="FILE:BLOCK",
+                        help=f"write the table into the marked block of FILE (e.g. bench/README.md:{block})")
+
+
 def publish(result: dict, kept: Path, target: str | None, table: Callable[[dict, list[str]], str], by: str,
             argv: list[str]) -> None:
     """A benchmark's ``result``: kept as JSON at ``kept`` (under its --work), its ``table(result, command)`` written
