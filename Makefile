@@ -26,7 +26,8 @@ SHIPPED := models/shipped/ecg_age_ptbxl.onnx
 SHIP_EXPORT = --check_input $(SHARED)/cinc2021 --weight_storage fp16 --quiet
 SHIP_CARD = --name "ecg-age PTB-XL: ten BaselineNets (two seeds per fold), 100 Hz" \
 	--trained_on "PTB-XL (Wagner et al., Sci Data 2020; CC-BY 4.0): the 349 records with an age of records 1-500, \
-folds 1-8; adults aged 17-91" --external "PhysioNet/CinC Challenge 2021 records" --command "make model"
+folds 1-8; adults aged 17-91" --external "PhysioNet/CinC Challenge 2021 records" --command "make model" \
+	--patients $(SHARED)/ptbxl
 
 .PHONY: demo test lint venv clean model
 

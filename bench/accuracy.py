@@ -14,8 +14,9 @@ Per row: the pooled out-of-fold MAE (each record predicted by the fold model tha
 the mean of the per-seed MAEs), the external MAE of the fold ensemble, forward GFLOP per ECG at the model's input
 length, training seconds (the members' epochs) and ECG/s, inference ECG/s (batches of 8 from the cache). For every
 row against ``--reference``: the **paired** difference of both MAEs (row − reference; negative = better) with its
-95% interval from a paired bootstrap over records (the same records resampled for both rows; each record's absolute
-error averaged over seeds) — a difference counts only when its interval excludes 0.
+95% interval from a paired bootstrap (the same draw for both rows; each record's absolute error averaged over seeds)
+— out of fold over PTB-XL's patients (a patient's ECGs resampled together, as the folds deal them), on the external
+records over records — and a difference counts only when its interval excludes 0.
 
 Each row and seed is kept in ``--work``/results (with its per-record predictions and a hash of its run's manifest),
 so a run given the same ``--work`` again after an interruption reuses what it has — a stored result only while its
@@ -46,10 +47,12 @@ import test_interface
 import train_interface
 from dataloader.dataset import ECGDataset, eval_loader
 from dataloader.formats import open_reader
+from dataloader.labels import patients
 from dataloader.sources import CacheConfig, open_source_local
 from engine.predict.inference import predict
 from engine.runs import CV_SUMMARY, HISTORY, MANIFEST, OOF, run_members
 from models.checkpoint import load_bundle
+from utils import metrics
 from utils.io import write_block_at, write_json
 from utils.machine import cpu_flags, cpu_name
 from utils.paths import ROOT
@@ -255,15 +258,28 @@ def experiment_of(run: Path) -> str:
                                      sort_keys=True).encode()).hexdigest()
 
 
-def paired(errors: pd.DataFrame, row: str, reference: str, n_boot: int) -> dict:
-    """Mean of (row − reference) absolute errors over the records both have, with a paired bootstrap 95%
-    interval (records resampled with replacement, the same draw for both)."""
+def paired(errors: pd.DataFrame, row: str, reference: str, n_boot: int, patients: pd.Series | None = None) -> dict:
+    """Mean of (row − reference) absolute errors over the records both have, with a paired bootstrap 95% interval
+    (the same draw for both; whole ``patients`` — record id → patient — resampled where given, else records)."""
     both = errors[[row, reference]].dropna()
     diff = (both[row] - both[reference]).to_numpy()
-    draws = np.random.default_rng(0).integers(0, len(diff), size=(n_boot, len(diff)))
-    boot = diff[draws].mean(axis=1)
-    return {"diff": float(diff.mean()), "ci95": [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))],
-            "n": int(len(diff))}
+    clusters = None if patients is None else patients.reindex(both.index).tolist()
+    return {"diff": float(diff.mean()), "ci95": metrics.mean_interval(diff, n_boot=n_boot, seed=0, clusters=clusters),
+            "n": int(len(diff)), "resampled": "records" if patients is None else "patients"}
+
+
+def difference_text(paired: dict, digits: int) -> str:
+    """A :func:`paired` difference as the tables print it: '+0.35 [-0.17, +0.86]' (its 95 % interval), or
+    '+0.35 [too few]' where there were too few records or patients for one."""
+    ci = paired["ci95"]
+    return f"{paired['diff']:+.{digits}f} " + (f"[{ci[0]:+.{digits}f}, {ci[1]:+.{digits}f}]" if ci else "[too few]")
+
+
+def patients_of(path: str) -> pd.Series | None:
+    """Record id → patient of the input at ``path`` where its table names patients (PTB-XL, CODE-15%), else None."""
+    table = open_reader(path).table
+    named = patients(table)
+    return None if named is None else pd.Series(named, index=table["id"].astype(str))
 
 
 def absolute_errors(runs: dict, key: str, truth: pd.Series | None = None) -> pd.DataFrame:
@@ -296,23 +312,25 @@ def seed_ensemble(seeds: list[dict], truth: pd.Series) -> dict:
             "gflop_per_ecg": sum(ensemble_gflop(s) for s in seeds)}
 
 
-def ensemble_vs_one(seeds: list[dict], reference: list[dict], truth: pd.Series, n_boot: int) -> dict:
+def ensemble_vs_one(seeds: list[dict], reference: list[dict], truth: pd.Series, n_boot: int,
+                    patients: pd.Series | None) -> dict:
     """The seeds' ensemble of a row against a reference model — the seeds' results in ``reference`` averaged, e.g.
     the reference row's first seed alone (one deployable model against another) — paired out of fold and on the
     external records."""
     cv = pd.DataFrame({"ensemble": ensemble_errors(seeds), "reference": ensemble_errors(reference)})
     ext = pd.DataFrame({"ensemble": external_errors(seeds, truth), "reference": external_errors(reference, truth)})
-    return {"cv": paired(cv, "ensemble", "reference", n_boot), "external": paired(ext, "ensemble", "reference",
-                                                                                  n_boot)}
+    return {"cv": paired(cv, "ensemble", "reference", n_boot, patients),
+            "external": paired(ext, "ensemble", "reference", n_boot)}
 
 
-def seed_curve(seeds: list[dict], truth: pd.Series, n_boot: int) -> list[dict]:
+def seed_curve(seeds: list[dict], truth: pd.Series, n_boot: int, patients: pd.Series | None) -> list[dict]:
     """What each further seed buys: the ensembles of the first 1, 2, …, N seeds, each with its paired difference
     in out-of-fold MAE against the first seed alone (the gain), against the first m − 1 seeds out of fold and on the
     external records (the last seed's own gain; from the second), and its compute."""
     return [{"seeds": m, **seed_ensemble(seeds[:m], truth),
-             "vs_one_seed": ensemble_vs_one(seeds[:m], seeds[:1], truth, n_boot)["cv"],
-             **({"vs_one_fewer": ensemble_vs_one(seeds[:m], seeds[:m - 1], truth, n_boot)} if m > 1 else {})}
+             "vs_one_seed": ensemble_vs_one(seeds[:m], seeds[:1], truth, n_boot, patients)["cv"],
+             **({"vs_one_fewer": ensemble_vs_one(seeds[:m], seeds[:m - 1], truth, n_boot, patients)} if m > 1
+                else {})}
             for m in range(1, len(seeds) + 1)]
 
 
@@ -325,7 +343,8 @@ def blended_ages(parts: list[list[dict]], key: str) -> pd.Series:
     return (ages * weights).sum(axis=1, min_count=len(runs)) / weights.sum()
 
 
-def blend(parts: dict, truth: pd.Series, oof: pd.DataFrame, external: pd.DataFrame, args) -> dict:
+def blend(parts: dict, truth: pd.Series, oof: pd.DataFrame, external: pd.DataFrame, patients: pd.Series | None,
+          args) -> dict:
     """A blend of rows (``parts``: row → its seeds' results) scored like a row, paired with the reference and with
     each of its rows."""
     runs = list(parts.values())
@@ -336,11 +355,13 @@ def blend(parts: dict, truth: pd.Series, oof: pd.DataFrame, external: pd.DataFra
     return {"cv_mae": float(errors["cv"].mean()), "external_mae": float(errors["external"].mean()),
             "rows": list(parts), "members": sum(s["members"] for seeds in runs for s in seeds),
             "ensemble_gflop_per_ecg": sum(ensemble_gflop(s) for seeds in runs for s in seeds),
-            "vs": {row: {kind: paired(tables[kind], "blend", row, args.n_boot) for kind in tables}
+            "vs": {row: {kind: paired(tables[kind], "blend", row, args.n_boot, patients if kind == "cv" else None)
+                         for kind in tables}
                    for row in dict.fromkeys([args.reference, *parts])}}
 
 
-def summarise(runs: dict, truth: pd.Series, oof: pd.DataFrame, external: pd.DataFrame, args) -> dict:
+def summarise(runs: dict, truth: pd.Series, oof: pd.DataFrame, external: pd.DataFrame, patients: pd.Series | None,
+              args) -> dict:
     out = {}
     for row, seeds in runs.items():
         entry = {"cv_mae": float(np.mean([s["cv_mae"] for s in seeds])),
@@ -358,13 +379,13 @@ def summarise(runs: dict, truth: pd.Series, oof: pd.DataFrame, external: pd.Data
             entry["teacher_seconds"] = float(np.mean(taught))
         if len(seeds) > 1 and all("oof_age" in s for s in seeds):
             entry["seed_ensemble"] = seed_ensemble(seeds, truth)
-            entry["seed_curve"] = seed_curve(seeds, truth, args.n_boot)
+            entry["seed_curve"] = seed_curve(seeds, truth, args.n_boot, patients)
             if row != args.reference:
                 entry["seed_ensemble"]["vs_reference_seed"] = ensemble_vs_one(seeds, runs[args.reference][:1], truth,
-                                                                              args.n_boot)
+                                                                              args.n_boot, patients)
         if row != args.reference:
             entry["vs_reference"] = {"reference": args.reference,
-                                     "cv": paired(oof, row, args.reference, args.n_boot),
+                                     "cv": paired(oof, row, args.reference, args.n_boot, patients),
                                      "external": paired(external, row, args.reference, args.n_boot)}
         out[row] = entry
     return out
@@ -378,10 +399,11 @@ def main(argv=None) -> dict:
         runs = {row: [measure(row, 1000 + s, args, work) for s in range(args.row_seeds.get(row, args.seeds))]
                 for row in args.rows}
     oof, external = absolute_errors(runs, "oof"), absolute_errors(runs, "external", truth)
+    patients = patients_of(args.ptbxl)
     result = {"machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch "
-                         f"{torch.__version__}", "rows": summarise(runs, truth, oof, external, args)}
+                         f"{torch.__version__}", "rows": summarise(runs, truth, oof, external, patients, args)}
     if args.blends:
-        result["blends"] = {name: blend({row: runs[row] for row in parts}, truth, oof, external, args)
+        result["blends"] = {name: blend({row: runs[row] for row in parts}, truth, oof, external, patients, args)
                             for name, parts in args.blends.items()}
     if args.write:
         command = " ".join(["python bench/accuracy.py", *(sys.argv[1:] if argv is None else argv)])
@@ -400,11 +422,13 @@ def rows_table(result: dict, command: str) -> str:
     def delta(entry: dict, kind: str) -> str:
         if "vs_reference" not in entry:
             return "—"
-        d = entry["vs_reference"][kind]
-        return f"{d['diff']:+.2f} [{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}]"
+        return difference_text(entry["vs_reference"][kind], 2)
 
+    over = {"patients": "over patients", "records": "over records"}
+    resampled = next((f"{over[e['vs_reference']['cv']['resampled']]} out of fold, over records externally"
+                      for e in result["rows"].values() if "vs_reference" in e), "")
     lines = [f"Measured by `{command}` ({result['machine']}; {cpu_name()}, flags: {', '.join(cpu_flags())}); Δ is "
-             "the row minus the reference (negative = better), paired over records:", "",
+             f"the row minus the reference (negative = better), paired {resampled}:", "",
              "| row | seeds | OOF MAE: mean [per seed] | Δ OOF [95 % CI] | external MAE: mean [per seed] | Δ external "
              "[95 % CI] | GFLOP / ECG (ensemble) | training s per seed |", "|---|---|---|---|---|---|---|---|"]
     for row, entry in result["rows"].items():

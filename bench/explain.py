@@ -31,6 +31,7 @@ from engine.predict.inference import InferenceConfig, predict_records
 from engine.predict.torch_predictor import TorchPredictor
 from engine.runs import run_members
 from models.checkpoint import load_ensemble
+from utils import metrics
 from utils.calibration import interval_coverage
 
 
@@ -44,21 +45,19 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--level", type=float, default=0.9, help="interval level whose coverage is measured")
     p.add_argument("--n_boot", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quick", action="store_true", help="a smoke test: 2 records, the default method, 50 resamples")
+    p.add_argument("--quick", action="store_true", help="a smoke test: 2 records, the default method, 200 resamples")
     args = p.parse_args(argv)
     if args.quick:
-        args.records, args.methods, args.n_boot = 2, [DEFAULT_METHOD], 50
+        args.records, args.methods, args.n_boot = 2, [DEFAULT_METHOD], 200
     return args
 
 
 def summary(result: dict, seconds: float, n_boot: int, seed: int) -> dict:
     most, least = result["most"], result["least"]
     difference = most - least
-    draws = np.random.default_rng(seed).integers(0, len(difference), (n_boot, len(difference)))
-    means = difference[draws].mean(axis=1)
     return {"records": len(most), "most_mean_abs_change": float(most.mean()),
             "least_mean_abs_change": float(least.mean()), "difference": float(difference.mean()),
-            "difference_ci95": [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))],
+            "difference_ci95": metrics.mean_interval(difference, n_boot=n_boot, seed=seed),
             "most_matters_more": float((most > least).mean()), "seconds_per_record": seconds / len(most),
             "most_leads": result["most_lead"], "least_leads": result["least_lead"]}
 

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from accuracy import gflop, paired, training_seconds
+from accuracy import gflop, paired, patients_of, training_seconds
 from pipeline import end_to_end, hdf5, model_only
 
 import export_interface
@@ -201,15 +201,15 @@ def points(args, work: Path) -> dict:
                 scopes[f"{name}_{kind}"] = [n for _, notes in found for n in notes]
     timed = ("one_network",) if args.quick else tuple(exports)
     speeds = {name: speed(path, args, work) for name, path in exports.items() if path is not None and name in timed}
-    out = summary(pd.DataFrame(errors), costs, speeds, scopes)
+    out = summary(pd.DataFrame(errors), costs, speeds, scopes, patients_of(args.ptbxl))
     out["ensemble_15"]["external_mae"] = external_mae(exports["ensemble_15"], args)
     out["teacher_train_seconds"] = training_seconds(teacher)
     return out
 
 
-def summary(errors: pd.DataFrame, costs: dict, speeds: dict, scopes: dict) -> dict:
+def summary(errors: pd.DataFrame, costs: dict, speeds: dict, scopes: dict, patients: pd.Series | None) -> dict:
     """Per point: its costs and speeds, and — where it has out-of-fold ages — its MAE paired with the teacher,
-    the distilled ones with the untaught network, an int8 one with its fp32 export."""
+    the distilled ones with the untaught network, an int8 one with its fp32 export (whole ``patients`` resampled)."""
     out = {}
     for name in ["ensemble_15", *errors.columns]:
         gf, train = costs[name]
@@ -219,11 +219,12 @@ def summary(errors: pd.DataFrame, costs: dict, speeds: dict, scopes: dict) -> di
             entry["oof_mae"] = float(errors[name].mean())
             entry["records"] = int(errors[name].notna().sum())
             if entry["records"] and name != "fold_three":
-                entry["vs_teacher"] = paired(errors, name, "fold_three", N_BOOT)
+                entry["vs_teacher"] = paired(errors, name, "fold_three", N_BOOT, patients)
                 if name.startswith("distilled"):
-                    entry["vs_alone"] = paired(errors, name, "one_network", N_BOOT)
+                    entry["vs_alone"] = paired(errors, name, "one_network", N_BOOT, patients)
                 if name.endswith("_int8"):
-                    entry["vs_fp32"] = paired(errors, name, name.replace("_int8", "_onnx_fp32"), N_BOOT)
+                    entry["vs_fp32"] = paired(errors, name, name.replace("_int8", "_onnx_fp32"), N_BOOT,
+                                             patients)
             if name in scopes:
                 entry["scopes"] = scopes[name]  # per fold and seed: the int8 scope kept, or "refused"
         out[name] = entry

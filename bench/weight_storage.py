@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from accuracy import paired
+from accuracy import difference_text, paired
 from pipeline import rate
 
 from utils.io import publish, write_option
@@ -104,6 +104,7 @@ def training_records(run: Path):
 
 def measure(runs: list[Path], storages: list[str], work: Path, cinc: Path, quick: bool) -> dict:
     from dataloader.formats import open_reader
+    from dataloader.labels import patients
     from engine.deploy.onnx_model import OnnxModel
 
     own, external = training_records(runs[0]), open_reader(cinc)
@@ -136,13 +137,16 @@ def measure(runs: list[Path], storages: list[str], work: Path, cinc: Path, quick
             oof[storage].append(predicted[storage].dropna())
         recorded.append(table.set_index("id")["predicted_age"])
     truth = pd.Series(own.table["age"].to_numpy(), index=own.ids)
+    named = patients(own.table)
+    patient = None if named is None else pd.Series(named, index=own.ids)
     external_truth = external.table["age"].iloc[usable].to_numpy()
-    return summarize(runs, truth, external_truth, oof, recorded, outside, sizes, speed)
+    return summarize(runs, truth, patient, external_truth, oof, recorded, outside, sizes, speed)
 
 
-def summarize(runs: list[Path], truth: pd.Series, external_truth: np.ndarray, oof: dict, recorded: list,
-              outside: dict, sizes: dict, speed: dict) -> dict:
-    """Each storage's out-of-fold and external MAE, its file size and speed, and its change from fp32."""
+def summarize(runs: list[Path], truth: pd.Series, patient: pd.Series | None, external_truth: np.ndarray, oof: dict,
+              recorded: list, outside: dict, sizes: dict, speed: dict) -> dict:
+    """Each storage's out-of-fold and external MAE, its file size and speed, and its change from fp32 (paired out
+    of fold over the training records' patients where they are named)."""
     together = {s: pd.concat(v, axis=1).mean(axis=1) for s, v in oof.items()}  # the runs' ages averaged per record
     trained = pd.concat(recorded, axis=1).mean(axis=1).loc[together["fp32"].index]
     result = {"cpu": cpu_name(), "cpu_flags": cpu_flags(), "runs": [str(r) for r in runs], "storages": {},
@@ -156,7 +160,7 @@ def summarize(runs: list[Path], truth: pd.Series, external_truth: np.ndarray, oo
                "fold_file_mb": float(np.mean(sizes[storage]) / 1e6), "ecg_per_s_one_thread": speed[storage]}
         if storage != "fp32":
             change = np.abs(pd.concat([together[storage], together["fp32"]], axis=1).diff(axis=1).iloc[:, 1])
-            row |= {"oof_vs_fp32": paired(errors, storage, "fp32", 2000),
+            row |= {"oof_vs_fp32": paired(errors, storage, "fp32", 2000, patient),
                     "external_vs_fp32": paired(external_errors, storage, "fp32", 2000),
                     "mean_abs_change": float(change.mean()), "max_abs_change": float(change.max())}
         result["storages"][storage] = row
@@ -164,19 +168,21 @@ def summarize(runs: list[Path], truth: pd.Series, external_truth: np.ndarray, oo
 
 
 def table(result: dict, command: list[str]) -> str:
+    over = next((row["oof_vs_fp32"]["resampled"] for row in result["storages"].values() if "oof_vs_fp32" in row),
+                "records")
     lines = [f"Measured by `{' '.join(command)}` ({result['cpu']}, flags: {', '.join(result['cpu_flags']) or 'none'};"
-             f" onnxruntime; Δ is the storage minus fp32, paired over records, 95 % bootstrap interval):", "",
+             f" onnxruntime; Δ is the storage minus fp32, paired over {over} out of fold and over records externally, "
+             f"95 % bootstrap interval):", "",
              "| weights | one fold network's file | its ECG/s, one thread | OOF MAE | Δ OOF | external MAE | "
              "Δ external | mean / largest \\|Δ age\\| from fp32 (OOF) |", "|---|---|---|---|---|---|---|---|"]
     footer = (f"\nThe fp32 files' out-of-fold ages equal those the training wrote (PyTorch) within "
               f"{result['fp32_vs_training_oof_max_years']:.1g} y.")
     for storage, row in result["storages"].items():
-        delta = (lambda d: f"{d['diff']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]")
         lines.append(f"| {storage} | {row['fold_file_mb']:.2f} MB | {row['ecg_per_s_one_thread']:.0f} | "
                      f"{row['oof_mae']:.3f} ({row['records']} ECGs) | "
-                     + (f"{delta(row['oof_vs_fp32'])} | " if storage != "fp32" else "— | ")
+                     + (f"{difference_text(row['oof_vs_fp32'], 3)} | " if storage != "fp32" else "— | ")
                      + f"{row['external_mae']:.3f} ({row['external_records']} ECGs) | "
-                     + (f"{delta(row['external_vs_fp32'])} | {row['mean_abs_change']:.4f} / "
+                     + (f"{difference_text(row['external_vs_fp32'], 3)} | {row['mean_abs_change']:.4f} / "
                         f"{row['max_abs_change']:.3f} y |" if storage != "fp32" else "— | — |"))
     return "\n".join(lines) + "\n" + footer
 

@@ -188,7 +188,8 @@ def parse_header_comments(comments: Sequence[str]) -> dict:
 def read_any_labels(path: str | os.PathLike, id_col: str | None = None, age_col: str | None = None,
                     keep: str | None = None) -> pd.DataFrame:
     """A label CSV of any known format (CODE-15% exams.csv, MAIC labels, PTB-XL database), or any CSV with
-    ``id_col`` and ``age_col`` (plus optional sex/death/timey columns); ``keep``: one more column kept as it is."""
+    ``id_col`` and ``age_col`` (plus optional sex/patient_id/death/timey columns); ``keep``: one more column kept as
+    it is."""
     path = Path(path)
     columns = set(read_csv(path, "a label CSV", nrows=0).columns)
     table = _known_labels(path, columns) if id_col is None and age_col is None else None
@@ -222,6 +223,8 @@ def _named_labels(path: Path, columns: set, id_col: str | None, age_col: str | N
                         "age": ages(frame[age_col]), "age_raw": frame[age_col]})
     if "sex" in frame.columns:
         out["sex"] = frame["sex"].map(normalise_sex)
+    if "patient_id" in frame.columns:
+        out["patient_id"] = frame["patient_id"].map(lambda v: None if pd.isna(v) else clean_id(v))
     if "death" in frame.columns:
         out["death"] = frame["death"].map(yes_no)
     if "timey" in frame.columns:

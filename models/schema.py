@@ -137,6 +137,7 @@ class ModelCard:
     records: int | None = None
     oof_mae: float | None = None
     oof_mae_ci95: tuple | None = None
+    oof_ci_resampled: str | None = None  # what the interval resampled: "patients" or "ECGs"
     external: str | None = None
     external_mae: float | None = None
     interval_level: float | None = None
@@ -176,6 +177,10 @@ def _card_value(name: str, value):
         if bounds is None or None in bounds:
             raise ValueError(f"card field {name} must be two numbers")
         return tuple(bounds)
+    if name == "oof_ci_resampled":
+        if value not in ("patients", "ECGs"):
+            raise ValueError(f"card field {name} must be 'patients' or 'ECGs'")
+        return value
     if name in ("oof_mae", "external_mae", "interval_level", "interval_coverage"):
         number = finite_number(value)
         if number is None or number < 0:

@@ -82,6 +82,7 @@ def test_quick_throughput_and_explanation_benchmarks_run(tmp_path, modern_cv_run
                        str(tmp_path / "explain"))
     (method, summary), = result["methods"].items()
     assert summary["records"] == 2 and 0.0 <= result["intervals"]["coverage"] <= 1.0
+    assert summary["difference_ci95"] is None  # two records: too few for an interval (metrics.MIN_BOOTSTRAPPED)
 
 
 def test_quick_stream_benchmark_runs(tmp_path, ptbxl):
@@ -247,7 +248,11 @@ def test_quick_weight_storage_benchmark_runs(tmp_path, modern_cv_run, cinc):
     """bench/weight_storage.py on the first fold of a run: fp32's out-of-fold ages are the training's own; fp16 and
     int8 are paired against fp32 on the same records."""
     _, run = modern_cv_run
-    result = run_quick("weight_storage.py", "--runs", str(run), "--external", str(cinc), "--work", str(tmp_path))
+    doc = tmp_path / "doc.md"
+    marker = "w: written by bench/weight_storage.py -->"
+    doc.write_text(f"<!-- {marker}\nold\n<!-- /{marker}\n")
+    result = run_quick("weight_storage.py", "--runs", str(run), "--external", str(cinc), "--work", str(tmp_path),
+                       "--write", f"{doc}:w")
     assert result["fp32_vs_training_oof_max_years"] < 1e-3  # the export reads the records as the training did
     rows = result["storages"]
     assert list(rows) == ["fp32", "fp16", "int8"] and all(r["records"] == r["external_records"] == 8
@@ -256,6 +261,10 @@ def test_quick_weight_storage_benchmark_runs(tmp_path, modern_cv_run, cinc):
     for storage in ("fp16", "int8"):
         assert rows[storage]["oof_vs_fp32"]["n"] == 8 and rows[storage]["max_abs_change"] > 0
         assert rows[storage]["oof_mae"] - rows["fp32"]["oof_mae"] == pytest.approx(rows[storage]["oof_vs_fp32"]["diff"])
+        # paired over the PTB-XL records' patients; 8 of them are too few for an interval, and the table says so
+        assert rows[storage]["oof_vs_fp32"]["resampled"] == "patients" and rows[storage]["oof_vs_fp32"]["ci95"] is None
+    table = doc.read_text()
+    assert "\nold\n" not in table and "paired over patients out of fold" in table and "[too few]" in table
 
 
 def test_quick_gpu_check_runs_on_the_cpu(tmp_path, ptbxl):

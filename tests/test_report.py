@@ -329,6 +329,14 @@ def test_a_report_on_ptbxl_resamples_its_patients(ptbxl, tmp_path):
     assert plain["mae"] == pytest.approx(report["mae"], abs=1e-12)
     assert plain["mae_ci95"] == pytest.approx(metrics.bootstrap_ci(predicted, aged["age"].to_numpy(float)), abs=1e-9)
     assert plain["mae_ci95"] != pytest.approx(report["mae_ci95"], abs=1e-6)
+    # the same CSV with a patient_id column: whole patients, as from the database
+    pd.DataFrame({"id": ids, "age": aged["age"], "patient_id": patients}).to_csv(tmp_path / "lp.csv", index=False)
+    assert report_interface.entry(["--predictions", str(tmp_path / "p.csv"), "--labels", str(tmp_path / "lp.csv"),
+                                   "--id_col", "id", "--age_col", "age", "--out", str(tmp_path / "t"),
+                                   "--quiet"]) == 0
+    named = json.loads((tmp_path / "t" / "report.json").read_text())
+    assert named["ci_resampled"] == "patients" and named["n_patients"] == report["n_patients"]
+    assert named["mae_ci95"] == pytest.approx(report["mae_ci95"], abs=1e-9)
 
 
 def test_the_bootstrap_draws_in_bounded_blocks_and_gives_the_same_interval(monkeypatch):

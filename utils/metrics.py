@@ -71,29 +71,40 @@ def per_bin(pred, true, unit: str = "years") -> list[dict]:
 
 def bootstrap_ci(pred, true, n_boot: int = 2000, seed: int = 0, level: float = 0.95,
                  clusters=None) -> list[float] | None:
-    """Percentile bootstrap interval of the MAE; None for fewer than MIN_BOOTSTRAPPED clusters. ``clusters`` (one
-    label per record, e.g. its patient; a missing one is a cluster of its own; None: every record its own) are
-    resampled whole — a patient's ECGs are not independent draws, and resampling them one by one makes the interval
-    too narrow. Each draw's MAE is its clusters' summed absolute errors over their summed counts; drawn in blocks of
-    BOOTSTRAP_DRAWS indices, the same stream as all at once."""
+    """Percentile bootstrap interval of the MAE (:func:`mean_interval` of the absolute errors); None for fewer than
+    MIN_BOOTSTRAPPED clusters. ``clusters``: one label per record, e.g. its patient — resampled whole."""
     pred, true = _check(pred, true)
-    codes = np.arange(len(pred)) if clusters is None else cluster_labels(clusters)
-    if len(codes) != len(pred):
-        raise ValueError(f"{len(codes)} cluster labels for {len(pred)} records")
+    return mean_interval(np.abs(pred - true), n_boot=n_boot, seed=seed, level=level, clusters=clusters)
+
+
+def mean_interval(values, n_boot: int = 2000, seed: int = 0, level: float = 0.95,
+                  clusters=None) -> list[float] | None:
+    """Percentile bootstrap interval of the mean of ``values`` (one per record: an absolute error, or the paired
+    difference of two models' errors on it); None for fewer than MIN_BOOTSTRAPPED clusters. ``clusters`` (one label
+    per record, e.g. its patient; a missing one is a cluster of its own; None: every record its own) are resampled
+    whole — a patient's ECGs are not independent draws, and resampling them one by one makes the interval too
+    narrow. Each draw's mean is its clusters' summed values over their summed counts; drawn in blocks of
+    BOOTSTRAP_DRAWS indices, the same stream as all at once."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim != 1 or not len(values) or not np.isfinite(values).all():
+        raise ValueError(f"a bootstrap needs finite values, one per record (got shape {values.shape})")
+    codes = np.arange(len(values)) if clusters is None else cluster_labels(clusters)
+    if len(codes) != len(values):
+        raise ValueError(f"{len(codes)} cluster labels for {len(values)} records")
     if codes.max(initial=-1) + 1 < MIN_BOOTSTRAPPED:
         return None
     if not MIN_BOOT <= n_boot <= MAX_BOOT:
         raise ValueError(f"n_boot must be from {MIN_BOOT} to {MAX_BOOT}, got {n_boot}")
-    sums, counts = np.bincount(codes, weights=np.abs(pred - true)), np.bincount(codes).astype(float)
+    sums, counts = np.bincount(codes, weights=values), np.bincount(codes).astype(float)
     rng = np.random.default_rng(seed)
     rows = max(1, BOOTSTRAP_DRAWS // len(sums))  # resamples drawn at once
-    values = []
+    means = []
     for first in range(0, n_boot, rows):
         draws = rng.integers(0, len(sums), size=(min(rows, n_boot - first), len(sums)))
-        values.append(sums[draws].sum(axis=1) / counts[draws].sum(axis=1))
+        means.append(sums[draws].sum(axis=1) / counts[draws].sum(axis=1))
     tail = (1 - level) / 2 * 100
-    values = np.concatenate(values)
-    return [float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))]
+    means = np.concatenate(means)
+    return [float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail))]
 
 
 def cluster_labels(clusters) -> np.ndarray:

@@ -1,5 +1,6 @@
 """A model's card from its measurements (``python -m engine.deploy.card``, a step of ``make model``): the runs'
-out-of-fold MAE with its interval (their oof.csv: each record predicted by the models that never saw it), the
+out-of-fold MAE with its interval (their oof.csv: each record predicted by the models that never saw it; whole
+patients resampled where ``--patients`` names them), the
 external MAE and interval coverage of the exported file on records
 it never saw (its predictions against their recorded ages), what it was trained on, what it is for and the command
 that rebuilds it — written as JSON for ``export_interface.py --card``."""
@@ -15,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from dataloader.formats import open_reader
+from dataloader.labels import patients
 from engine.runs import OOF
 from models.schema import ModelCard
 from utils import metrics
@@ -45,9 +47,20 @@ def external_figures(predictions: Path, records: Path) -> dict:
     return out
 
 
-def out_of_fold(runs: list[Path]) -> dict:
+def training_patients(path: Path) -> pd.Series:
+    """Record id → patient of the training input at ``path`` (e.g. the PTB-XL root), whose table names them."""
+    table = open_reader(path).table
+    named = patients(table)
+    if named is None:
+        raise UserError(f"--patients {path}: its records name no patients (patient_id)")
+    return pd.Series(named, index=table["id"].astype(str))
+
+
+def out_of_fold(runs: list[Path], patients_by_id: pd.Series | None = None) -> dict:
     """The out-of-fold MAE (with its 95 % bootstrap interval) of the ensemble of ``runs`` — K-fold runs on the same
-    folds (different seeds): each record's age is the mean of the models that never saw it."""
+    folds (different seeds): each record's age is the mean of the models that never saw it. ``patients_by_id``
+    (record id → patient): whole patients resampled, as the folds dealt them; a record it does not name is a patient
+    of its own."""
     tables = []
     for run in runs:
         try:
@@ -59,16 +72,19 @@ def out_of_fold(runs: list[Path]) -> dict:
         raise UserError(f"the runs {', '.join(map(str, runs))} are not on the same folds (give --split_seed)")
     predicted = np.mean([t[AGE].to_numpy(float) for t in tables], axis=0)
     ages = tables[0]["age"].to_numpy(float)
-    ci = metrics.bootstrap_ci(predicted, ages, n_boot=2000, seed=0)
+    clusters = None if patients_by_id is None else patients_by_id.reindex(ids.astype(str)).tolist()
+    interval = metrics.mae_interval(predicted, ages, n_boot=2000, seed=0, patients=clusters)
+    ci = interval["mae_ci95"]
     return {"oof_mae": float(np.mean(np.abs(predicted - ages))), "oof_mae_ci95": tuple(ci) if ci else None,
-            "records": int(len(ids))}
+            "oof_ci_resampled": interval["ci_resampled"], "records": int(len(ids))}
 
 
 def card_of(runs: list[Path], predictions: Path, records: Path, level: float, name: str, trained_on: str,
-            external: str, command: str) -> ModelCard:
-    oof, figures = out_of_fold(runs), external_figures(predictions, records)
+            external: str, command: str, patients_by_id: pd.Series | None = None) -> ModelCard:
+    oof, figures = out_of_fold(runs, patients_by_id), external_figures(predictions, records)
     return ModelCard(name=name, trained_on=trained_on, records=oof["records"], oof_mae=oof["oof_mae"],
-                     oof_mae_ci95=oof["oof_mae_ci95"], external=f"{external} ({figures['external_records']} records)",
+                     oof_mae_ci95=oof["oof_mae_ci95"], oof_ci_resampled=oof["oof_ci_resampled"],
+                     external=f"{external} ({figures['external_records']} records)",
                      external_mae=figures["external_mae"], interval_level=level,
                      interval_coverage=figures.get("interval_coverage"), intended_use=INTENDED_USE,
                      date=datetime.date.today().isoformat(), command=command)
@@ -76,10 +92,11 @@ def card_of(runs: list[Path], predictions: Path, records: Path, level: float, na
 
 def accuracy_table(card: ModelCard) -> str:
     ci = card.oof_mae_ci95
+    over = f" over {card.oof_ci_resampled}" if card.oof_ci_resampled else ""
     return "\n".join([
         "| measure | figure |", "|---|---|",
         f"| out-of-fold MAE ({card.records} PTB-XL ECGs, each predicted by the models that never saw it"
-        + ("; 95 % bootstrap interval) | " + f"{card.oof_mae:.2f} y ({ci[0]:.2f}–{ci[1]:.2f}) |" if ci else
+        + (f"; 95 % bootstrap interval{over}) | " + f"{card.oof_mae:.2f} y ({ci[0]:.2f}–{ci[1]:.2f}) |" if ci else
            f") | {card.oof_mae:.2f} y |"),
         f"| external MAE ({card.external}) | {card.external_mae:.2f} y |",
         f"| interval coverage there (level {card.interval_level:g}) | {card.interval_coverage:.0%} |",
@@ -93,6 +110,8 @@ def main(argv=None) -> int:
     p.add_argument("--predictions", required=True, help="the exported model's predictions of --records (with "
                                                         "lower,upper)")
     p.add_argument("--records", required=True, help="the external records, which carry their ages")
+    p.add_argument("--patients", default=None, help="the training input (e.g. the PTB-XL root), whose records name "
+                                                    "their patients: the out-of-fold interval resamples whole patients")
     p.add_argument("--level", type=float, default=0.9, help="the intervals' level")
     p.add_argument("--name", required=True)
     p.add_argument("--trained_on", required=True)
@@ -102,7 +121,8 @@ def main(argv=None) -> int:
     p.add_argument("--markdown", default=None, help="a document whose block 'accuracy' gets the card's figures")
     args = p.parse_args(argv)
     card = card_of([Path(r) for r in args.runs], Path(args.predictions), Path(args.records), args.level, args.name,
-                   args.trained_on, args.external, args.command)
+                   args.trained_on, args.external, args.command,
+                   None if args.patients is None else training_patients(Path(args.patients)))
     write_json(Path(args.out), card.to_dict())
     if args.markdown:
         write_block(Path(args.markdown), "accuracy", accuracy_table(card), "python -m engine.deploy.card")
