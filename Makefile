@@ -20,8 +20,9 @@ SHIP_SEEDS := 1000 1001
 SHIP_LOG ?= log
 SHIP_ENV ?= shipped
 SHIP_RUNS = $(foreach s,$(SHIP_SEEDS),$(SHIP_LOG)/BaselineNet_$(SHIP_ENV)_s$(s))
+# the shipped networks were trained with the augmentation in the loader (the recipe's default before 2026-12-07)
 SHIP_TRAIN = --arch BaselineNet --recipe baseline --preprocessing modern_100hz --input $(SHARED)/ptbxl --folds 5 \
-	--split_seed 1234 --on_bad skip --device cpu --precision fp32 --log_dir $(SHIP_LOG) --quiet
+	--split_seed 1234 --on_bad skip --device cpu --precision fp32 --augment_on loader --log_dir $(SHIP_LOG) --quiet
 SHIPPED := models/shipped/ecg_age_ptbxl.onnx
 SHIP_EXPORT = --check_input $(SHARED)/cinc2021 --weight_storage fp16 --quiet
 SHIP_CARD = --name "ecg-age PTB-XL: ten BaselineNets (two seeds per fold), 100 Hz" \

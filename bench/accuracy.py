@@ -103,8 +103,10 @@ ROWS["distilled_record"] = [*ROWS["distilled"], "--teacher_views", "0"]  # one t
 ROWS["distilled_baseline"] = [*ROWS["baseline"], "--teacher", TEACHER]
 # the shipped model's candidates (issue 36): the plain BaselineNet at 500 Hz (the baseline row) and at 100 Hz
 ROWS["baseline_100hz"] = [*ROWS["baseline"], "--preprocessing", "modern_100hz"]
-# the shipped model's recipe with its augmentation after the crops on the training device (another random stream)
+# the shipped model's recipe with its augmentation after the crops on the training device (another random stream;
+# the recipe's default since 2026-12-07) and in the loader (numpy; the shipped networks' and the default before)
 ROWS["baseline_100hz_device"] = [*ROWS["baseline_100hz"], "--augment_on", "device"]
+ROWS["baseline_100hz_loader"] = [*ROWS["baseline_100hz"], "--augment_on", "loader"]
 # --preset quick: the modern recipe's defaults with one network per fold and 20 epochs
 ROWS["modern_quick"] = [*DEFAULTS, "--preset", "quick"]
 QUICK = {"ResUDenseNet": ["--out_ch", "16", "--mid_ch", "8"], "ResNet1d": ["--net_filter_size", "8", "16", "24", "32",

@@ -154,10 +154,11 @@ def default_path(head, reader, spec, ages, args, device, precision, tmp: Path, r
     result["cache_build_s"] = time.perf_counter() - started
     fast_model = place_model(get_model(args.arch), device, fast_layout=True, training=True)
     compiled = torch.compile(fast_model) if device.type == "cuda" else None
-    recipe = dataclasses.replace(RECIPES[default_recipe(args.arch)], augment_on=args.augment_on)
+    recipe = RECIPES[default_recipe(args.arch)]
+    recipe = dataclasses.replace(recipe, augment_on=args.augment_on or recipe.augment_on)
     augment, (loader_part, device_part) = recipe.augment(spec.fs), recipe.augment_parts(spec.fs)  # as it trains
     workers = default_workers(device, cached=True) if args.workers is None else args.workers
-    result["train_workers"], result["augment_on"] = workers, args.augment_on
+    result["train_workers"], result["augment_on"] = workers, recipe.augment_on
     dataset = ECGDataset(cache, np.arange(len(reader)), ages, augment=loader_part, device_seed=device_part is not None)
     loader = train_loader(dataset, args.batch_size, seed=0, workers=workers, pin=device.type == "cuda")
     train = time_training(fast_model, head, _cycle(loader, device_part, device), args.steps,
@@ -261,8 +262,9 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--infer_records", type=int, default=None, help="ECGs for inference (default 4 batches)")
     p.add_argument("--precision", default="auto", choices=PRECISIONS, help="the default path's")
     p.add_argument("--json", action="store_true", help="print only the JSON line")
-    p.add_argument("--augment_on", default="loader", choices=("loader", "device"),
-                   help="where the default path's augmentation after the crops runs (train_interface --augment_on)")
+    p.add_argument("--augment_on", default=None, choices=("loader", "device"),
+                   help="where the default path's augmentation after the crops runs (train_interface --augment_on; "
+                        "default: the architecture's recipe's)")
     p.add_argument("--workers", type=int, default=None, help="the default path's loader workers (default: "
                    "train_interface's for the architecture's recipe)")
     p.add_argument("--engine", default="torch", choices=("torch", "onnxruntime"),

@@ -89,11 +89,12 @@ def test_a_batch_seed_gives_the_same_augmentation_and_the_loader_keeps_its_crops
     assert on_device(unseeded, rest, device) is unseeded  # a stored view or a loader-augmented batch: untouched
 
 
-def test_recipes_augment_in_the_loader_unless_asked():
-    modern = RECIPES["modern"]
-    assert modern.augment_on == "loader" and modern.augment_parts(100.0) == (modern.augment(100.0), None)
-    on_gpu = dataclasses.replace(modern, augment_on="device")
-    assert on_gpu.augment_parts(100.0) == modern.augment(100.0).split()
+def test_the_projects_recipes_augment_on_the_training_device_unless_asked():
+    for name in ("modern", "baseline"):  # the crops in the loader, the rest on the device
+        recipe = RECIPES[name]
+        assert recipe.augment_on == "device" and recipe.augment_parts(100.0) == recipe.augment(100.0).split()
+        in_loader = dataclasses.replace(recipe, augment_on="loader")  # --augment_on loader: all of it in numpy
+        assert in_loader.augment_parts(100.0) == (recipe.augment(100.0), None)
     assert RECIPES["maic"].augment_parts(500.0) == (None, None)  # the seed recipes: no augmentation anywhere
 
 

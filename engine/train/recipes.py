@@ -101,9 +101,9 @@ class Recipe(Settings):
     aug_coarse_dropout: float = _setting("probability of zeroing one 10% segment of a record across all leads",
                                          default=0.0)
     augment_on: str = _setting("where the augmentation after the random crops runs: the loader (numpy, the same "
-                               "numbers on every machine) or the training device (batched tensor operations, "
-                               "another random stream; stored distillation views stay in the loader)",
-                               ("loader", "device"), "loader")
+                               "numbers on every machine) or the training device (batched tensor operations on every "
+                               "thread or the GPU, another random stream; stored distillation views stay in the "
+                               "loader)", ("loader", "device"), "loader")
     teacher_weight: float = _setting("distillation (--teacher): a training record's target is w × the teacher "
                                      "ensemble's age + (1 − w) × its true age", default=0.7)
     teacher_views: int = _setting("distillation: the teacher scores K stored augmented views of every training "
@@ -181,12 +181,12 @@ RECIPES = {
                        best_metric="last", checkpoints="best", head="linear", optimizer="adamw", lr_initial=3e-3,
                        weight_decay=0.05, batch_size=32, ema=0.99, ema_bn="recompute", warmup_epochs=6.0,
                        head_bias_init="mean", output_init="zero", crop_seconds=8.192, aug_lead_scale=0.1,
-                       aug_noise=0.05, aug_lead_dropout=0.1),
+                       aug_noise=0.05, aug_lead_dropout=0.1, augment_on="device"),
     "modern": Recipe(preprocessing="modern", loss="l1", sample_weights="none", scheduler="cosine", nepoch=40,
                      best_metric="last", checkpoints="best", head="linear", optimizer="adamw", lr_initial=1e-3,
                      weight_decay=0.01, batch_size=32, partner="BaselineNet", partners=2, ema=0.99, warmup_epochs=2.0,
                      head_bias_init="mean", crop_seconds=5.0, aug_scale=0.1, aug_noise=0.05, aug_wander=0.1,
-                     aug_lead_dropout=0.1),
+                     aug_lead_dropout=0.1, augment_on="device"),
 }
 
 # shortcuts for common choices (--preset): recipe options set unless given on the command line; measured beside the
