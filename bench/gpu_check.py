@@ -2,7 +2,8 @@
 inference ECG/s with the GPU defaults (bf16, torch.compile, channels-last) against the seed's way, its model FLOP
 utilisation, the fraction of each training step spent waiting for data and what one loader worker delivers from
 the cache (plain and augmented) against what a step consumes (bench/throughput.py), and the step with the
-augmentation on the device (``--augment_on device``) for the architectures whose recipe augments; a short training
+augmentation on the device (``--augment_on device``, the project's recipes' default; the first table's step augments
+in the loader) for the architectures whose recipe augments; a short training
 run of each recipe through train_interface.py (one epoch on the shared PTB-XL records: ECG/s of the whole step,
 data included); and prediction end to end (test_interface.py, the modern run's checkpoints, on 2,000 400-Hz HDF5
 ECGs) against the networks alone. The figures go to ``--work``/gpu_check.json and replace the block "gpu-check"
@@ -112,7 +113,8 @@ def table(result: dict) -> str:
     device = first.get("gpu") or result["device"]
     rows = [f"`python bench/gpu_check.py` on {device} (bf16, torch.compile, channels-last; the seed's way for the "
             f"ratio):", "",
-            "| architecture | train ECG/s | × seed | infer ECG/s | × seed | MFU train / infer | data wait | "
+            "| architecture | train ECG/s | × seed | infer ECG/s | × seed | MFU train / infer | data wait (augmented "
+            "in the loader) | "
             "one loader worker: plain / augmented ECG/s | workers the step needs |",
             "|---|---|---|---|---|---|---|---|---|"]
     for arch, r in result["architectures"].items():
@@ -121,8 +123,8 @@ def table(result: dict) -> str:
                     f"{r['infer_samples_per_s']:.0f} | {r['infer_speedup']:.1f} | {mfu} | "
                     f"{r['data_wait_fraction']:.1%} | {r['loader']['per_worker_ecg_per_s']['plain']:.0f} / "
                     f"{r['loader']['per_worker_ecg_per_s']['augmented']:.0f} | {r['loader']['workers_needed']:.1f} |")
-    rows += ["", "| architecture, `--augment_on device` | train ECG/s (× in the loader) | data wait (the device's "
-                 "augmentation included) |", "|---|---|---|"]
+    rows += ["", "| architecture, `--augment_on device` (the project's recipes' default) | train ECG/s (× in the "
+                 "loader) | data wait (the device's augmentation included) |", "|---|---|---|"]
     loader = {arch: r["train_samples_per_s"] for arch, r in result["architectures"].items()}
     rows += [f"| {arch} | {r['train_samples_per_s']:.0f} ({r['train_samples_per_s'] / loader[arch]:.2f}×) | "
              f"{r['data_wait_fraction']:.1%} |" for arch, r in result["augment_on_device"].items()]
