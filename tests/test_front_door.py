@@ -178,6 +178,14 @@ def test_training_says_its_plan_and_the_quick_preset(ptbxl, tmp_path, capsys):
     quick = options.parse_train(["--recipe", "modern", "--folds", "5", "--preset", "quick"])
     assert (quick.partner, quick.seeds, quick.nepoch) == ("none", 1, 20)
     assert options.parse_train(["--recipe", "modern", "--folds", "5", "--preset", "quick", "--nepoch", "7"]).nepoch == 7
+    # with nothing named, quick is the modern recipe's ECGEfficientNet, not the MAIC ResDenseNet (87 GFLOP per ECG)
+    plain = options.parse_train(["--input", str(ptbxl), "--folds", "5", "--preset", "quick"])
+    assert (plain.arch, plain.recipe, plain.partner, plain.nepoch) == ("ECGEfficientNet", "modern", "none", 20)
+    assert options.parse_train(["--input", str(ptbxl), "--folds", "5"]).arch == "ResDenseNet"  # the seed's default
+    lima = options.parse_train(["--arch", "ResNet1d", "--input", str(ptbxl), "--folds", "5", "--preset", "quick"])
+    assert (lima.recipe, lima.nepoch) == ("lima", 20)  # --arch brings its own recipe
+    maic = options.parse_train(["--recipe", "maic", "--input", str(ptbxl), "--folds", "5", "--preset", "quick"])
+    assert (maic.arch, maic.recipe, maic.nepoch) == ("ResDenseNet", "maic", 20)
     argv = [*TINY_MODERN, "--input", str(ptbxl), "--ptbxl_rate", "100", "--folds", "2", "--nepoch", "1",
             "--max_steps_per_epoch", "2", "--env", "plan"]
     assert cli(train_interface, argv, tmp_path, quiet=True) == 0

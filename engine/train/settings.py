@@ -52,9 +52,10 @@ class RunSettings(Settings):
                                         "--arch/--recipe say otherwise) towards the age these models give (anything "
                                         "--weights takes; a K-fold run with --folds K: fold k's student learns from "
                                         "fold k's teachers only, on the same folds)", nargs="+", metavar="RUN")
-    preset: str = runtime("none", "shortcut for common choices, each option unless given: quick = one network per "
-                                  "fold (--partner none --seeds 1) and --nepoch 20 (its accuracy and time beside the "
-                                  "default's: bench/README.md)", choices=("none", *TRAINING_PRESETS))
+    preset: str = runtime("none", "shortcut for common choices, each option unless given: quick = the modern recipe "
+                                  "(unless --arch or --recipe names another) with one network per fold (--partner "
+                                  "none --seeds 1) and --nepoch 20 (its accuracy and time beside the default's: "
+                                  "bench/README.md)", choices=("none", *TRAINING_PRESETS))
     recipe_given: tuple = ()  # the recipe options given on the command line (what a partner keeps): resolved
     env: str | None = runtime(None, "run name: outputs go to <log_dir>/<arch>_<env>/ (default: the MAIC mode, or the "
                                     "name of --input)")
@@ -176,6 +177,8 @@ def resolve(given: dict) -> dict:
                           f"train_for_{mode}_label": label_csv(root, mode)}.items():
             options[key] = options[key] if options[key] is not None else str(path)
     for name, value in TRAINING_PRESETS.get(options["preset"], {}).items():
+        if name == "recipe" and options["arch"] is not None:
+            continue  # --arch brings its own recipe
         options[name] = value if options[name] in ("auto", None) else options[name]
     options = ensemble.compose_before_recipe(options)
     options["arch"] = options["arch"] or (architecture_of_recipe(options["recipe"]) if options["recipe"] != "auto"
