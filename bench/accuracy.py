@@ -107,6 +107,7 @@ ROWS["baseline_100hz"] = [*ROWS["baseline"], "--preprocessing", "modern_100hz"]
 # the recipe's default since 2026-12-07) and in the loader (numpy; the shipped networks' and the default before)
 ROWS["baseline_100hz_device"] = [*ROWS["baseline_100hz"], "--augment_on", "device"]
 ROWS["baseline_100hz_loader"] = [*ROWS["baseline_100hz"], "--augment_on", "loader"]
+ROWS["baseline_loader"] = [*ROWS["baseline"], "--augment_on", "loader"]  # the 500-Hz recipe, augmented in numpy
 # --preset quick: the modern recipe's defaults with one network per fold and 20 epochs
 ROWS["modern_quick"] = [*DEFAULTS, "--preset", "quick"]
 QUICK = {"ResUDenseNet": ["--out_ch", "16", "--mid_ch", "8"], "ResNet1d": ["--net_filter_size", "8", "16", "24", "32",
