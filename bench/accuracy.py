@@ -47,7 +47,7 @@ import test_interface
 import train_interface
 from dataloader.dataset import ECGDataset, eval_loader
 from dataloader.formats import open_reader
-from dataloader.labels import patients
+from dataloader.labels import patients_by_id
 from dataloader.sources import CacheConfig, open_source_local
 from engine.predict.inference import predict
 from engine.runs import CV_SUMMARY, HISTORY, MANIFEST, OOF, run_members
@@ -280,9 +280,7 @@ def difference_text(paired: dict, digits: int) -> str:
 
 def patients_of(path: str) -> pd.Series | None:
     """Record id → patient of the input at ``path`` where its table names patients (PTB-XL, CODE-15%), else None."""
-    table = open_reader(path).table
-    named = patients(table)
-    return None if named is None else pd.Series(named, index=table["id"].astype(str))
+    return patients_by_id(open_reader(path).table)
 
 
 def absolute_errors(runs: dict, key: str, truth: pd.Series | None = None) -> pd.DataFrame:

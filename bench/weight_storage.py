@@ -104,7 +104,7 @@ def training_records(run: Path):
 
 def measure(runs: list[Path], storages: list[str], work: Path, cinc: Path, quick: bool) -> dict:
     from dataloader.formats import open_reader
-    from dataloader.labels import patients
+    from dataloader.labels import patients_by_id
     from engine.deploy.onnx_model import OnnxModel
 
     own, external = training_records(runs[0]), open_reader(cinc)
@@ -137,8 +137,7 @@ def measure(runs: list[Path], storages: list[str], work: Path, cinc: Path, quick
             oof[storage].append(predicted[storage].dropna())
         recorded.append(table.set_index("id")["predicted_age"])
     truth = pd.Series(own.table["age"].to_numpy(), index=own.ids)
-    named = patients(own.table)
-    patient = None if named is None else pd.Series(named, index=own.ids)
+    patient = patients_by_id(own.table)
     external_truth = external.table["age"].iloc[usable].to_numpy()
     return summarize(runs, truth, patient, external_truth, oof, recorded, outside, sizes, speed)
 

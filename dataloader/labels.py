@@ -76,6 +76,13 @@ def patients(table: pd.DataFrame) -> list | None:
     return [None if pd.isna(p) else p for p in table["patient_id"]]
 
 
+def patients_by_id(table: pd.DataFrame) -> pd.Series | None:
+    """Record id (as text) → its patient (None where it has none), where the table names patients (:func:`patients`);
+    else None."""
+    named = patients(table)
+    return None if named is None else pd.Series(named, index=table["id"].astype(str))
+
+
 def ages(raw) -> pd.Series:
     """Ages in years from label text or numbers: non-numbers and PTB-XL's 300 ("over 89") are unknown (NaN)."""
     age = pd.to_numeric(pd.Series(raw), errors="coerce")

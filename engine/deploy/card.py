@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from dataloader.formats import open_reader
-from dataloader.labels import patients
+from dataloader.labels import patients_by_id
 from engine.runs import OOF
 from models.schema import ModelCard
 from utils import metrics
@@ -49,11 +49,10 @@ def external_figures(predictions: Path, records: Path) -> dict:
 
 def training_patients(path: Path) -> pd.Series:
     """Record id → patient of the training input at ``path`` (e.g. the PTB-XL root), whose table names them."""
-    table = open_reader(path).table
-    named = patients(table)
+    named = patients_by_id(open_reader(path).table)
     if named is None:
         raise UserError(f"--patients {path}: its records name no patients (patient_id)")
-    return pd.Series(named, index=table["id"].astype(str))
+    return named
 
 
 def out_of_fold(runs: list[Path], patients_by_id: pd.Series | None = None) -> dict:
