@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import datetime
 import json
+import re
 import resource
 import shutil
 import struct
@@ -330,6 +331,10 @@ def assert_no_phi_in_cache(cache: Path) -> None:
                 [array.dtype.kind]
             assert set(kinds) <= set("fiuV"), (path, array.dtype)
             data = data[:data.index(b"\n") + 1]  # the header: magic, dtype, shape
+        elif path.name == "meta.json":  # its key and source are hex digests, which hold "1980" by chance (they did)
+            meta = json.loads(data)
+            assert all(re.fullmatch("[0-9a-f]+", meta.pop(field)) for field in ("key", "source")), path
+            data = json.dumps(meta).encode()
         assert not any(word.encode() in data for word in PHI), path
 
 
