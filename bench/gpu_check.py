@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+from loader import device_share
 from pipeline import hdf5
 
 from models.registry import MODELS
@@ -124,10 +125,10 @@ def table(result: dict) -> str:
                     f"{r['data_wait_fraction']:.1%} | {r['loader']['per_worker_ecg_per_s']['plain']:.0f} / "
                     f"{r['loader']['per_worker_ecg_per_s']['augmented']:.0f} | {r['loader']['workers_needed']:.1f} |")
     rows += ["", "| architecture, `--augment_on device` (the project's recipes' default) | train ECG/s (× in the "
-                 "loader) | data wait (the device's augmentation included) |", "|---|---|---|"]
+                 "loader) | data wait (+ the augmentation on the device) |", "|---|---|---|"]
     loader = {arch: r["train_samples_per_s"] for arch, r in result["architectures"].items()}
     rows += [f"| {arch} | {r['train_samples_per_s']:.0f} ({r['train_samples_per_s'] / loader[arch]:.2f}×) | "
-             f"{r['data_wait_fraction']:.1%} |" for arch, r in result["augment_on_device"].items()]
+             f"{device_share(r)} |" for arch, r in result["augment_on_device"].items()]
     rows += ["", "| recipe (one epoch, PTB-XL) | ECG/s of the whole step |", "|---|---|"]
     rows += [f"| {name} | {r['train_ecg_per_s']:.0f} |" for name, r in result["training"].items()]
     pred = result["prediction"]

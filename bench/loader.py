@@ -2,7 +2,8 @@
 from the cache (ECG/s, plain and with the recipe's whole augmentation), what the default training step consumes
 (ECG/s) and the fraction of each step spent waiting for data — with the loader in the training process (no worker,
 train_interface's default on a CPU), with one worker process, and with the augmentation after the crops done on
-the training device (``--augment_on device``; its time counted as data wait), side by side — and how many workers
+the training device (``--augment_on device``; the device's augmentation timed apart from the wait), side by side —
+and how many workers
 keep the step fed. The CPU (or GPU) is named; the table can be written into a marked block of a document, and the
 last line printed is one JSON object.
 
@@ -42,20 +43,29 @@ def measured(arch: str, args, work: Path, workers: int, augment_on: str) -> dict
     return json.loads(kept.read_text())
 
 
+def device_share(result: dict) -> str:
+    """The data wait with the augmentation on the device, and the augmentation's own share of the step (a result
+    kept before the two were timed apart has them together)."""
+    if "augment_fraction" not in result:
+        return f"{result['data_wait_fraction']:.1%} (the augmentation included)"
+    return f"{result['data_wait_fraction']:.1%} (+ {result['augment_fraction']:.1%})"
+
+
 def table(ways: list[tuple[dict, dict, dict]], machine: str, command: list[str]) -> str:
     first = ways[0][0]
     lines = [f"`{' '.join(command)}` ({machine}; batch {first['batch_size']}, {first['steps']} timed steps, "
              f"precision {first['precision']}; the recipe's whole augmentation):", "",
              "| arch | train ECG/s: no worker / one worker / on the device (× no worker) | data wait per step: no "
-             "worker / one worker / on the device | one worker delivers: plain / augmented (ECG/s) | workers to keep "
-             "up |", "|---|---|---|---|---|"]
+             "worker / one worker / on the device (+ the device's augmentation) | one worker delivers: plain / "
+             "augmented (ECG/s) | workers to keep up |", "|---|---|---|---|---|"]
     for alone, worker, device in ways:
         loader = alone["loader"]
         plain, augmented = (loader["per_worker_ecg_per_s"][k] for k in ("plain", "augmented"))
         rates = [r["train_samples_per_s"] for r in (alone, worker, device)]
         lines.append(f"| {alone['arch']} | {rates[0]:.1f} / {rates[1]:.1f} (**{rates[1] / rates[0]:.2f}×**) / "
                      f"{rates[2]:.1f} (**{rates[2] / rates[0]:.2f}×**) | "
-                     f"{' / '.join(format(r['data_wait_fraction'], '.1%') for r in (alone, worker, device))} | "
+                     f"{alone['data_wait_fraction']:.1%} / {worker['data_wait_fraction']:.1%} / "
+                     f"{device_share(device)} | "
                      f"{plain:.0f} / {augmented:.0f} | {loader['workers_needed']:.2f} |")
     return "\n".join(lines)
 

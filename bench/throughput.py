@@ -12,8 +12,10 @@ channels-last for ResDenseNet (CUDA; CPU inference) and ``torch.compile`` on CUD
 test_interface's default batch (8 on CPUs, 4 × batch on GPUs).
 
 A train step is forward + backward + optimizer step (L1 loss through the model's head). The last line printed is
-one JSON object: train/infer samples per second of both paths and their ratios, the data-wait fraction of each
-training loop, peak resident memory, the cache build time and, on CUDA, model FLOP utilisation.
+one JSON object: train/infer samples per second of both paths and their ratios, the fraction of each training
+loop's time spent waiting for the loader's batch (``data_wait_fraction``) and, with ``--augment_on device``,
+augmenting it on the device (``augment_fraction``), peak resident memory, the cache build time and, on CUDA,
+model FLOP utilisation.
 """
 from __future__ import annotations
 
@@ -85,20 +87,27 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def time_training(model, head, batches, steps: int, warmup: int, device, precision: str, compiled=None) -> dict:
-    """Mean samples/s over ``steps`` steps after ``warmup``; data wait measured separately."""
+def time_training(model, head, batches, steps: int, warmup: int, device, precision: str, compiled=None,
+                  augment: Augment | None = None) -> dict:
+    """Mean samples/s over ``steps`` steps after ``warmup``, the batches' dicts (``x``, ``y``, and an
+    ``augment_seed`` where ``augment`` runs on ``device``: --augment_on device); the fractions of the time spent
+    waiting for the loader's batch on the device (``data_wait_fraction``) and augmenting it there
+    (``augment_fraction``) measured apart."""
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     net = compiled or model
     model.train()
-    wait = compute = 0.0
+    wait = augmenting = compute = 0.0
     samples = 0
     iterator = iter(batches)
     for step in range(warmup + steps):
         started = time.perf_counter()
-        x, y = next(iterator)
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        batch = next(iterator)
+        x, y = batch["x"].to(device, non_blocking=True), batch["y"].to(device, non_blocking=True)
         sync(device)
         fetched = time.perf_counter()
+        x = on_device({**batch, "x": x}, augment, device)["x"]
+        sync(device)
+        augmented = time.perf_counter()
         with autocast(device, precision):
             raw = net(x)
         loss = (head(raw) - y).abs().mean()
@@ -108,10 +117,12 @@ def time_training(model, head, batches, steps: int, warmup: int, device, precisi
         sync(device)
         done = time.perf_counter()
         if step >= warmup:
-            wait += fetched - started
-            compute += done - fetched
+            wait, augmenting = wait + fetched - started, augmenting + augmented - fetched
+            compute += done - augmented
             samples += len(y)
-    return {"samples_per_s": samples / (wait + compute), "data_wait_fraction": wait / (wait + compute)}
+    total = wait + augmenting + compute
+    return {"samples_per_s": samples / total, "data_wait_fraction": wait / total,
+            "augment_fraction": augmenting / total}
 
 
 @torch.no_grad()
@@ -142,7 +153,8 @@ def seed_path(model, head, reader, spec, ages, args, device) -> tuple[dict, floa
     seed_data = SeedDataset(reader, spec, ages)
     seed_loader = torch.utils.data.DataLoader(seed_data, batch_size=args.batch_size, shuffle=True, num_workers=0,
                                               drop_last=True)
-    train = time_training(model, head, seed_loader, args.steps, args.warmup, device, "fp32")
+    train = time_training(model, head, ({"x": x, "y": y} for x, y in seed_loader), args.steps, args.warmup, device,
+                          "fp32")
     one_by_one = (seed_data[i][0][None] for i in range(args.n_infer))
     return train, time_inference(model, head, one_by_one, device, "fp32", warmup=2)
 
@@ -161,8 +173,8 @@ def default_path(head, reader, spec, ages, args, device, precision, tmp: Path, r
     result["train_workers"], result["augment_on"] = workers, recipe.augment_on
     dataset = ECGDataset(cache, np.arange(len(reader)), ages, augment=loader_part, device_seed=device_part is not None)
     loader = train_loader(dataset, args.batch_size, seed=0, workers=workers, pin=device.type == "cuda")
-    train = time_training(fast_model, head, _cycle(loader, device_part, device), args.steps,
-                          args.warmup + (2 if compiled else 0), device, precision, compiled)
+    train = time_training(fast_model, head, _cycle(loader), args.steps, args.warmup + (2 if compiled else 0), device,
+                          precision, compiled, device_part)
     result["loader"] = loader_capacity(cache, ages, args.batch_size, args.steps, augment, train["samples_per_s"])
     result["infer_batch_size"] = default_infer_batch(device, args.batch_size)  # test_interface's default
     infer_loader = eval_loader(ECGDataset(cache, np.arange(args.n_infer)), result["infer_batch_size"],
@@ -321,6 +333,7 @@ def summary(result: dict, seed_train: dict, seed_infer: float, fast_train: dict,
            "seed_train_samples_per_s": seed_train["samples_per_s"], "seed_infer_samples_per_s": seed_infer,
            "train_speedup": fast_train["samples_per_s"] / seed_train["samples_per_s"],
            "infer_speedup": fast_infer / seed_infer, "data_wait_fraction": fast_train["data_wait_fraction"],
+           "augment_fraction": fast_train["augment_fraction"],
            "seed_data_wait_fraction": seed_train["data_wait_fraction"],
            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     if "gpu" in result:
@@ -331,15 +344,13 @@ def summary(result: dict, seed_train: dict, seed_infer: float, fast_train: dict,
     return out
 
 
-def _cycle(loader, augment: Augment | None = None, device=None):
-    """(x, y) of the loader's batches, epoch after epoch; with ``augment`` (``--augment_on device``) x is augmented
-    on ``device`` here, so its time counts as the step's data wait (the conservative side)."""
+def _cycle(loader):
+    """The loader's batches, epoch after epoch."""
     epoch = 0
     while True:
         epoch += 1
         loader.sampler.set_epoch(epoch)
-        for batch in loader:
-            yield on_device(batch, augment, device)["x"], batch["y"]
+        yield from loader
 
 
 if __name__ == "__main__":

@@ -74,10 +74,12 @@ def test_quick_throughput_and_explanation_benchmarks_run(tmp_path, modern_cv_run
                                   (row["on_device"], 0, "device")):
         assert speed["train_samples_per_s"] > 0 and speed["infer_samples_per_s"] > 0
         assert (speed["train_workers"], speed["augment_on"]) == (workers, where)
-        assert 0 <= speed["data_wait_fraction"] < 1
+        assert 0 <= speed["data_wait_fraction"] and 0 <= speed["augment_fraction"]
+        assert speed["data_wait_fraction"] + speed["augment_fraction"] < 1
         loader = speed["loader"]  # one worker's delivery from the cache, plain and augmented, against the step's need
         assert min(loader["per_worker_ecg_per_s"].values()) > 0 and loader["workers_needed"] > 0
-    assert "| BaselineNet |" in doc.read_text() and "old" not in doc.read_text()
+    assert row["on_device"]["augment_fraction"] > 0  # the device's augmentation, timed apart from the wait
+    assert "| BaselineNet |" in doc.read_text() and "old" not in doc.read_text() and "% (+ " in doc.read_text()
     result = run_quick("explain.py", "--weights", str(modern_cv_run[1]), "--input", str(cinc), "--work",
                        str(tmp_path / "explain"))
     (method, summary), = result["methods"].items()
