@@ -211,6 +211,19 @@ def test_a_resumed_run_estimates_what_is_left(caplog):
                     "epoch costs as much"]
 
 
+def test_a_published_recipe_on_your_own_records_names_the_project_recipes():
+    """The MAIC recipe (train_interface's default when nothing is named) or Lima's on --input records: a note names
+    this project's recipes; on the MAIC challenge's own folders, and for this project's recipes, nothing is said."""
+    from engine.train.plan import recipe_note
+
+    for recipe in ("maic", "lima"):
+        note = recipe_note(recipe, "/data/my_ecgs")
+        assert note.startswith(f"note: the {recipe} recipe reproduces a published system")
+        assert "--recipe modern" in note and "--recipe baseline" in note and "--preset quick" in note
+    assert recipe_note("maic", None) is None  # the challenge's folders (--data_root): the MAIC models, as meant
+    assert recipe_note("modern", "/data/my_ecgs") is None and recipe_note("baseline", "/data/my_ecgs") is None
+
+
 def test_the_command_dispatches_to_every_program(capsys):
     for command in ("train", "report", "export", "predict"):
         done = subprocess.run([sys.executable, "-m", "ecg_age", command, "--help"], cwd=ROOT, capture_output=True,

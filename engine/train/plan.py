@@ -11,6 +11,8 @@ import time
 from engine.runs import SINGLE
 from utils.cli import RESULT
 
+from .recipes import SEED_RECIPES
+
 logger = logging.getLogger("train")
 
 
@@ -23,11 +25,14 @@ class Plan:
     started: float = dataclasses.field(default_factory=time.monotonic)
     estimated: bool = False
     current: int = 0  # the network being trained (a resumed run starts past those it finished)
+    note: str | None = None  # said after the plan: what else would train on these records (see recipe_note)
 
     def announce(self) -> None:
         kinds = collections.Counter((arch, epochs) for _, arch, epochs in self.networks)
         shown = ", ".join(f"{n} × {arch} ({epochs} epochs)" for (arch, epochs), n in kinds.items())
         logger.log(RESULT, f"plan: {len(self.networks)} network(s) — {shown} — on {self.records} ECGs")
+        if self.note:
+            logger.info(self.note)
 
     def starting(self, member: str) -> None:
         self.current = next(i for i, (name, _, _) in enumerate(self.networks) if name == member)
@@ -58,11 +63,23 @@ def _duration(seconds: float) -> str:
 def plan_of(settings, records: int) -> Plan:
     """The networks ``settings`` (engine.train.settings.TrainSettings) train: per fold its seeds, then its
     partners (their own recipe's epochs); one network for a single split."""
+    note = recipe_note(settings.run.recipe, settings.data.input)
     if settings.run.folds == 1:
-        return Plan([(SINGLE, settings.model.arch, settings.recipe.nepoch)], records)
+        return Plan([(SINGLE, settings.model.arch, settings.recipe.nepoch)], records, note=note)
     partner, seeds, networks = settings.partner(), settings.recipe.seeds, []
     for fold in range(settings.run.folds):
         for j, member in enumerate(settings.fold_members(fold)):
             own = settings if j < seeds else partner
             networks.append((member, own.model.arch, own.recipe.nepoch))
-    return Plan(networks, records)
+    return Plan(networks, records, note=note)
+
+
+def recipe_note(recipe: str, given_input: str | None) -> str | None:
+    """For a published system's recipe on the user's own records (--input; the MAIC challenge's folders train the
+    MAIC models as they should): that it is one, and what this project's recipes would train instead (the MAIC
+    recipe is what train_interface picks when neither --recipe nor --arch is given)."""
+    if given_input is None or recipe not in SEED_RECIPES:
+        return None
+    return (f"note: the {recipe} recipe reproduces a published system as it was; on your own records --recipe "
+            f"modern trains this project's most accurate ensemble, --arch BaselineNet --recipe baseline the shipped "
+            f"model's networks, --preset quick a first model, each in a fraction of its time (docs/recipes.md)")

@@ -189,6 +189,8 @@ RECIPES = {
                      aug_lead_dropout=0.1, augment_on="device"),
 }
 
+SEED_RECIPES = ("maic", "lima")  # the published systems' recipes, reproduced as they were (the others: this project's)
+
 # shortcuts for common choices (--preset): recipe options set unless given on the command line (a preset's recipe
 # also yields to --arch, which brings its own); measured beside the defaults in bench/README.md ("Presets")
 TRAINING_PRESETS = {
