@@ -102,6 +102,11 @@ def ptbxl_root(path: Path) -> Path | None:
     return None
 
 
+def ages_elsewhere(root: Path) -> str:
+    """What to say of PTB-XL records read without their ages, whose ``root`` (:func:`ptbxl_root`) holds them."""
+    return f"PTB-XL records without their ages — the ages (and the folds) are in {root / 'ptbxl_database.csv'}"
+
+
 def input_format(path: Path) -> str:
     """The one format of ``path``'s records (a folder holding several is refused, naming what it holds)."""
     if path.is_file():

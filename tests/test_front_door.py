@@ -84,6 +84,21 @@ def test_predict_on_ecgs_without_ages_and_the_shipped_model_by_default(records, 
     assert json.loads((out / "predicted_age.csv.json").read_text())["card"]["trained_on"].startswith("PTB-XL")
 
 
+def test_predict_on_a_ptbxl_records_folder_points_to_its_ages(ptbxl, tmp_path, capsys):
+    """PTB-XL's records100/ given alone carries no ages: the page is made, and a note names the root whose database
+    holds them (as training does)."""
+    root = tmp_path / "ptbxl"
+    (root / "records100" / "00000").mkdir(parents=True)
+    shutil.copy(ptbxl / "ptbxl_database.csv", root)
+    for path in sorted((ptbxl / "records100" / "00000").glob("0000[1-3]_lr.*")):
+        shutil.copy(path, root / "records100" / "00000" / path.name)
+    code = ecg_age_main(["predict", str(root / "records100"), "--out", str(tmp_path / "out"), "--explain_records",
+                         "0"])
+    err = capsys.readouterr().err
+    assert code == 0 and json.loads((tmp_path / "out" / "report.json").read_text())["n_predictions"] == 3
+    assert f"the ages (and the folds) are in {root.resolve() / 'ptbxl_database.csv'}: give {root.resolve()}" in err
+
+
 def test_the_shipped_model_is_torch_free_and_gives_its_recorded_ages(cinc, tmp_path):
     """models/shipped/: the ONNX file loads without torch and predicts the CinC records as recorded when it was
     built (within 1e-4 years)."""

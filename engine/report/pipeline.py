@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from dataloader.formats import ages_elsewhere
 from engine.predict.job import PredictJob
 from engine.predict.run import engine_configuration, run_records
 from models.files import SHIPPED_MODEL
@@ -36,6 +37,9 @@ def predict_with_page(job: PredictJob, out: str | Path, cohort: str | None = Non
     try:
         table, reader = run_records(job, engine_configuration(job))
         ages = recorded_ages(reader.table, job.data.input) if "age" in reader.table.columns else None
+        if reader.labelled_root is not None and (ages is None or ages["age"].isna().all()):
+            logger.info(f"note: {ages_elsewhere(reader.labelled_root)}: give {reader.labelled_root} as the input for "
+                        f"the page to compare with them")
         explained = Path(job.prediction.explain) if job.prediction.explain else None
         settings = ReportSettings(predictions=str(table), out=str(out), cohort=cohort,
                                   interval=job.prediction.interval,

@@ -12,6 +12,7 @@ import pandas as pd
 
 from dataloader.checks import apply_policy, duplicate_ids, label_problems
 from dataloader.fingerprint import recordings
+from dataloader.formats import ages_elsewhere
 from dataloader.maic import dataset_csv_paths, maic_dataset_csvs, read_dataset_csv
 from dataloader.records import NpyFolderReader, Reader
 from dataloader.sources import CacheConfig, open_source
@@ -88,8 +89,7 @@ def training_records(settings: TrainSettings, spec: PreprocessSpec, cache: Cache
     ages = pd.to_numeric(reader.table["age"], errors="coerce") if "age" in reader.table.columns else None
     if reader.labelled_root is not None and (ages is None or ages.isna().all()):
         root = reader.labelled_root
-        raise UserError(f"{settings.data.input}: PTB-XL records without their ages — the ages (and the folds) are in "
-                        f"{root / 'ptbxl_database.csv'}: give --input {root}")
+        raise UserError(f"{settings.data.input}: {ages_elsewhere(root)}: give --input {root}")
     source, bad_signals = open_source(reader, spec, cache)
     bad = {**duplicate_ids(reader.table), **label_problems(reader.table), **bad_signals}
     orphans = list(getattr(reader, "orphan_labels", []))
