@@ -40,6 +40,9 @@ def predict_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help="the ECGs: a folder or a file of any format read here")
     p.add_argument("--out", required=True, help="folder for predicted_age.csv, report.html and the figures")
     p.add_argument("--cohort", default=None, metavar="TEXT", help="what the ECGs are, for the page's title")
+    p.add_argument("--explain_records", type=int, default=EXPLAINED, metavar="N",
+                   help="explain the first N ECGs on the page (default %(default)s; each costs forward passes; 0: "
+                        "none, and no explanations folder)")
     return p
 
 
@@ -47,11 +50,11 @@ def prediction_argv(given: argparse.Namespace, rest: list[str]) -> list[str]:
     """test_interface's command line of ``ecg-age predict``: the shipped model and intervals at 0.9 unless given,
     the first EXPLAINED ECGs explained, everything in --out."""
     out = Path(given.out)
-    argv = ["--input", given.input, "--output", str(out / "predicted_age.csv"), "--explain", str(out / "explanations")]
+    argv = ["--input", given.input, "--output", str(out / "predicted_age.csv")]
+    if given.explain_records != 0:  # a negative count is refused by the prediction's own check
+        argv += ["--explain", str(out / "explanations"), "--explain_records", str(given.explain_records)]
     if "--interval" not in rest:
         argv += ["--interval", "0.9"]
-    if "--explain_records" not in rest:
-        argv += ["--explain_records", str(EXPLAINED)]
     if "--cache" not in rest:  # one pass over the records: nothing to gain from a cache (--cache on for repeats)
         argv += ["--cache", "off"]
     if "--on_bad" not in rest:  # a folder's odd file is left out and named on the page (--on_bad error stops)

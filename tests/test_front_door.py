@@ -79,6 +79,7 @@ def test_predict_on_ecgs_without_ages_and_the_shipped_model_by_default(records, 
     assert code == 0 and "using the model that ships with the project" in err
     report = json.loads((out / "report.json").read_text())
     assert (report["n"], report["n_predictions"]) == (0, 3) and "mae" not in report
+    assert not (out / "explanations").exists()  # --explain_records 0: none asked for, no folder of them
     html = (out / "report.html").read_text()
     assert "no ages on record" in html and "Error on ECGs it never saw" in html  # the shipped model's card
     assert json.loads((out / "predicted_age.csv.json").read_text())["card"]["trained_on"].startswith("PTB-XL")
