@@ -71,8 +71,8 @@ lint: venv
 	$(PY) -m ruff check .
 	$(VENV)/bin/lint-imports
 
-# the suite in TEST_WORKERS processes (pytest-xdist), each on one thread: on 2 cores 9.5 min (513 tests; 447 took
-# 21.6 min in one process; Intel Xeon, AVX-512) — more workers than cores would only make them wait for each other;
+# the suite in TEST_WORKERS processes (pytest-xdist), each on one thread: on 2 cores 8.5 min (515 tests; 447 took
+# 21.6 min in one process; Intel Xeon with AMX) — more workers than cores would only make them wait for each other;
 # TEST_WORKERS=0 runs it in one pytest process (for a debugger)
 TEST_WORKERS ?= 2
 test: lint
