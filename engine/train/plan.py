@@ -82,4 +82,4 @@ def recipe_note(recipe: str, given_input: str | None) -> str | None:
         return None
     return (f"note: the {recipe} recipe reproduces a published system as it was; on your own records --recipe "
             f"modern trains this project's most accurate ensemble, --arch BaselineNet --recipe baseline the shipped "
-            f"model's networks, --preset quick a first model, each in a fraction of its time (docs/recipes.md)")
+            f"model's networks and --preset quick a first model (their accuracy and time: docs/recipes.md)")
