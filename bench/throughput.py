@@ -117,7 +117,8 @@ def time_training(model, head, batches, steps: int, warmup: int, device, precisi
         sync(device)
         done = time.perf_counter()
         if step >= warmup:
-            wait, augmenting = wait + fetched - started, augmenting + augmented - fetched
+            wait += fetched - started
+            augmenting += augmented - fetched
             compute += done - augmented
             samples += len(y)
     total = wait + augmenting + compute
